@@ -1,0 +1,194 @@
+"""The store: one object that owns the engine; every write goes through it.
+
+SQLite (WAL mode) is the embedded default; any SQLAlchemy URL (PostgreSQL) works the same.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event, select
+from sqlalchemy.orm import Session as OrmSession
+from sqlalchemy.orm import sessionmaker
+
+from assay._store.tables import Base, SpanRow, UnitRow
+from assay.exceptions import NotFoundError
+from assay.traces.model import Span, Unit
+
+
+@dataclass
+class IngestCounts:
+    """What one write of units changed."""
+
+    units_new: int = 0
+    units_updated: int = 0
+    spans_new: int = 0
+    spans_duplicate: int = 0
+
+
+def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA synchronous=NORMAL")
+    cur.execute("PRAGMA foreign_keys=ON")
+    cur.execute("PRAGMA busy_timeout=30000")
+    cur.close()
+
+
+def unit_content_hash(spans: list[Span] | tuple[Span, ...]) -> str:
+    """SHA-256 (hex) of a unit's spans, order-independent."""
+    parts = sorted(json.dumps(s.model_dump(mode="json"), sort_keys=True) for s in spans)
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()
+
+
+class Store:
+    """The assay store.
+
+    Args:
+        url: SQLAlchemy URL, e.g. ``sqlite:///.assay/assay.db`` or ``postgresql+psycopg://...``.
+            For SQLite the parent folder is created.
+    """
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        if url.startswith("sqlite:///") and not url.startswith("sqlite:///:memory:"):
+            Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        self.engine: Engine = create_engine(url)
+        if self.engine.dialect.name == "sqlite":
+            event.listen(self.engine, "connect", _sqlite_pragmas)
+        Base.metadata.create_all(self.engine)
+        self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+
+    @contextmanager
+    def session(self) -> Iterator[OrmSession]:
+        """A transaction: committed on success, rolled back on error."""
+        with self._sessions() as s, s.begin():
+            yield s
+
+    def close(self) -> None:
+        """Dispose of the engine's connections."""
+        self.engine.dispose()
+
+    # --- units -------------------------------------------------------------------------
+    def add_units(self, units: list[Unit]) -> IngestCounts:
+        """Store units and their spans; a span already stored (same trace id + span id) is skipped.
+
+        A unit seen before gets the new spans added; its outcome is updated when the new
+        data knows it.
+        """
+        counts = IngestCounts()
+        with self.session() as s:
+            for unit in units:
+                keys = {(sp.trace_id, sp.span_id) for sp in unit.spans}
+                trace_ids = {k[0] for k in keys}
+                existing = set(s.execute(select(SpanRow.trace_id, SpanRow.span_id)
+                                         .where(SpanRow.trace_id.in_(trace_ids))).tuples())
+                row = s.get(UnitRow, unit.unit_id)
+                new_spans = [sp for sp in unit.spans if (sp.trace_id, sp.span_id) not in existing]
+                counts.spans_new += len(new_spans)
+                counts.spans_duplicate += len(unit.spans) - len(new_spans)
+                if row is None:
+                    row = UnitRow(unit_id=unit.unit_id, kind=unit.kind, source=unit.source,
+                                  outcome=unit.outcome, reward=unit.reward, attributes=unit.attributes)
+                    s.add(row)
+                    s.flush()
+                    counts.units_new += 1
+                elif new_spans or (unit.outcome != "unknown" and row.outcome != unit.outcome):
+                    counts.units_updated += 1
+                if unit.outcome != "unknown":
+                    row.outcome, row.reward = unit.outcome, unit.reward
+                for sp in new_spans:
+                    s.add(SpanRow(trace_id=sp.trace_id, span_id=sp.span_id, unit_id=unit.unit_id,
+                                  start_ns=sp.start_ns, data=sp.model_dump(mode="json")))
+                if new_spans:
+                    s.flush()
+                    all_spans = self._spans(s, unit.unit_id)
+                    row.content_hash = unit_content_hash(all_spans)
+                    row.has_error = any(sp.status == "error" for sp in all_spans)
+        return counts
+
+    @staticmethod
+    def _spans(s: OrmSession, unit_id: str) -> list[Span]:
+        rows = s.scalars(select(SpanRow).where(SpanRow.unit_id == unit_id).order_by(SpanRow.start_ns))
+        return [Span.model_validate(r.data) for r in rows]
+
+    @staticmethod
+    def _to_unit(s: OrmSession, row: UnitRow) -> Unit:
+        return Unit(unit_id=row.unit_id, kind=row.kind, source=row.source,  # type: ignore[arg-type]
+                    spans=tuple(Store._spans(s, row.unit_id)), outcome=row.outcome,  # type: ignore[arg-type]
+                    reward=row.reward, attributes=row.attributes or {})
+
+    def unit(self, unit_id: str) -> Unit:
+        """Load one unit with all its spans.
+
+        Raises:
+            NotFoundError: no such unit.
+        """
+        with self.session() as s:
+            row = s.get(UnitRow, unit_id)
+            if row is None:
+                raise NotFoundError("unit", unit_id)
+            return self._to_unit(s, row)
+
+    def unit_rows(self, selection: str | None = None) -> list[UnitRow]:
+        """Unit rows (no spans) matching a selection (see :meth:`select_unit_ids`)."""
+        ids = set(self.select_unit_ids(selection))
+        with self.session() as s:
+            return [r for r in s.scalars(select(UnitRow).order_by(UnitRow.unit_id)) if r.unit_id in ids]
+
+    def units(self, unit_ids: list[str]) -> list[Unit]:
+        """Load several units (in the given order).
+
+        Raises:
+            NotFoundError: one of the ids does not exist.
+        """
+        with self.session() as s:
+            out = []
+            for uid in unit_ids:
+                row = s.get(UnitRow, uid)
+                if row is None:
+                    raise NotFoundError("unit", uid)
+                out.append(self._to_unit(s, row))
+            return out
+
+    def select_unit_ids(self, selection: str | None = None) -> list[str]:
+        """Unit ids matching a selection, sorted.
+
+        A selection is ``None``/``"all"`` (every unit), ``"failed"`` (outcome fail or an
+        error span), ``"passed"``, ``"prefix:TEXT"`` (unit id starts with TEXT),
+        ``"source:TEXT"`` (source contains TEXT), or ``"labelled"`` (units with annotations).
+        Comma-separated terms are intersected.
+        """
+        from assay._store.tables import AnnotationRow
+
+        with self.session() as s:
+            rows = list(s.execute(select(UnitRow.unit_id, UnitRow.outcome, UnitRow.has_error,
+                                         UnitRow.source)).tuples())
+            labelled = set(s.scalars(select(AnnotationRow.unit_id).distinct()))
+        ids = {r[0] for r in rows}
+        for term in (selection or "all").split(","):
+            term = term.strip()
+            if term in ("", "all"):
+                continue
+            if term == "failed":
+                ids &= {r[0] for r in rows if r[1] == "fail" or r[2]}
+            elif term == "passed":
+                ids &= {r[0] for r in rows if r[1] == "pass"}
+            elif term == "labelled":
+                ids &= labelled
+            elif term.startswith("prefix:"):
+                ids &= {r[0] for r in rows if r[0].startswith(term[7:])}
+            elif term.startswith("source:"):
+                ids &= {r[0] for r in rows if term[7:] in r[3]}
+            else:
+                from assay.exceptions import UsageError
+
+                raise UsageError(f"unknown unit selection {term!r}: use all, failed, passed, labelled, "
+                                 "prefix:TEXT or source:TEXT")
+        return sorted(ids)

@@ -1,0 +1,104 @@
+"""The one error tree of assay.
+
+::
+
+    AssayError                      base of everything assay raises on purpose
+    ├── UsageError                  misuse: bad arguments, unknown names (CLI exit code 2)
+    │   ├── NotFoundError           a unit, signature, criterion, evaluator or run that does not exist
+    │   └── ConfigError             invalid assay.toml, evaluator YAML or environment value
+    ├── EnvironmentProblem          something missing on the machine: an optional extra,
+    │   │                           a model file (clean message, no traceback)
+    │   └── MissingDependency       an optional package is not installed (carries the install hint)
+    └── RuntimeFailure              work that started and failed
+        ├── IngestError             a file or record that cannot be read (carries path and reason)
+        └── JudgeError              a judge call that failed (timeout, transport, unparseable reply)
+
+Every error carries its context in attributes so callers can report it without
+parsing the message.
+"""
+
+from __future__ import annotations
+
+
+class AssayError(Exception):
+    """Base class of every error assay raises on purpose."""
+
+
+class UsageError(AssayError):
+    """The caller asked for something invalid (CLI exit code 2)."""
+
+
+class NotFoundError(UsageError):
+    """A named object (unit, signature, criterion, evaluator, run) does not exist.
+
+    Attributes:
+        kind: what was looked up, e.g. ``"evaluator"``.
+        name: the name or id that was not found.
+    """
+
+    def __init__(self, kind: str, name: str) -> None:
+        super().__init__(f"{kind} not found: {name!r}")
+        self.kind = kind
+        self.name = name
+
+
+class ConfigError(UsageError):
+    """A configuration file or value is invalid.
+
+    Attributes:
+        source: the file or variable the bad value came from (may be empty).
+    """
+
+    def __init__(self, message: str, source: str = "") -> None:
+        super().__init__(f"{source}: {message}" if source else message)
+        self.source = source
+
+
+class EnvironmentProblem(AssayError):
+    """The machine lacks something assay needs (a package, a model file)."""
+
+
+class MissingDependency(EnvironmentProblem):
+    """An optional dependency is not installed.
+
+    Attributes:
+        package: the import name that failed.
+        hint: the command that installs it.
+    """
+
+    def __init__(self, package: str, hint: str) -> None:
+        super().__init__(f"{package} is not installed; install it with: {hint}")
+        self.package = package
+        self.hint = hint
+
+
+class RuntimeFailure(AssayError):
+    """Work started and failed."""
+
+
+class IngestError(RuntimeFailure):
+    """A trace file or record could not be read.
+
+    Attributes:
+        path: the file (or ``"<record>"``) being read.
+        reason: why it was rejected.
+    """
+
+    def __init__(self, path: str, reason: str) -> None:
+        super().__init__(f"{path}: {reason}")
+        self.path = path
+        self.reason = reason
+
+
+class JudgeError(RuntimeFailure):
+    """A judge-model call failed: transport error, timeout, or a reply with no verdict.
+
+    Attributes:
+        model: the judge model name.
+        raw: the raw reply text, when there was one.
+    """
+
+    def __init__(self, message: str, model: str = "", raw: str | None = None) -> None:
+        super().__init__(message)
+        self.model = model
+        self.raw = raw
