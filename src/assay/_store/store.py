@@ -88,7 +88,7 @@ class Store:
                 keys = {(sp.trace_id, sp.span_id) for sp in unit.spans}
                 trace_ids = {k[0] for k in keys}
                 existing = set(s.execute(select(SpanRow.trace_id, SpanRow.span_id)
-                                         .where(SpanRow.trace_id.in_(trace_ids))).tuples())
+                                         .where(SpanRow.trace_id.in_(trace_ids))))
                 row = s.get(UnitRow, unit.unit_id)
                 new_spans = [sp for sp in unit.spans if (sp.trace_id, sp.span_id) not in existing]
                 counts.spans_new += len(new_spans)
@@ -160,8 +160,8 @@ class Store:
     def select_unit_ids(self, selection: str | None = None) -> list[str]:
         """Unit ids matching a selection, sorted.
 
-        A selection is ``None``/``"all"`` (every unit), ``"failed"`` (outcome fail or an
-        error span), ``"passed"``, ``"prefix:TEXT"`` (unit id starts with TEXT),
+        A selection is ``None``/``"all"`` (every unit), ``"failed"`` (outcome fail; or, where the
+        source recorded no outcome, an error span), ``"passed"``, ``"prefix:TEXT"`` (unit id starts with TEXT),
         ``"source:TEXT"`` (source contains TEXT), or ``"labelled"`` (units with annotations).
         Comma-separated terms are intersected.
         """
@@ -169,7 +169,7 @@ class Store:
 
         with self.session() as s:
             rows = list(s.execute(select(UnitRow.unit_id, UnitRow.outcome, UnitRow.has_error,
-                                         UnitRow.source)).tuples())
+                                         UnitRow.source)))
             labelled = set(s.scalars(select(AnnotationRow.unit_id).distinct()))
         ids = {r[0] for r in rows}
         for term in (selection or "all").split(","):
@@ -177,7 +177,7 @@ class Store:
             if term in ("", "all"):
                 continue
             if term == "failed":
-                ids &= {r[0] for r in rows if r[1] == "fail" or r[2]}
+                ids &= {r[0] for r in rows if r[1] == "fail" or (r[1] == "unknown" and r[2])}
             elif term == "passed":
                 ids &= {r[0] for r in rows if r[1] == "pass"}
             elif term == "labelled":

@@ -111,6 +111,14 @@ def _system_instructions(value: Any) -> list[Message]:
 
 _OI_MSG = re.compile(r"^llm\.(input|output)_messages\.(\d+)\.message\.(.+)$")
 _OI_CALL = re.compile(r"^tool_calls\.(\d+)\.tool_call\.(.+)$")
+_OI_CONTENT = re.compile(r"^contents\.(\d+)\.message_content\.text$")
+
+
+def _oi_content(fields: dict[str, Any]) -> str | None:
+    if fields.get("content") is not None:
+        return _text(fields["content"])
+    parts = sorted((int(m.group(1)), str(v)) for k, v in fields.items() if (m := _OI_CONTENT.match(k)))
+    return "\n".join(p for _, p in parts) if parts else None
 
 
 def openinference_messages(attrs: dict[str, Any]) -> tuple[list[Message], list[Message]]:
@@ -132,7 +140,7 @@ def openinference_messages(attrs: dict[str, Any]) -> tuple[list[Message], list[M
             role = str(fields.get("role", "user"))
             msgs.append(Message(
                 role=role if role in ("system", "user", "assistant", "tool") else "user",
-                content=_text(fields.get("content")),
+                content=_oi_content(fields),
                 tool_call_id=_text(fields.get("tool_call_id")),
                 name=_text(fields.get("name")),
                 tool_calls=tuple(_call(c.get("id"), c.get("function.name"), c.get("function.arguments"))
@@ -149,6 +157,10 @@ def span_kind(attrs: dict[str, Any], name: str) -> SpanKind:
         return _OI_KIND[oi.upper()]
     op = attrs.get("gen_ai.operation.name") or name.split(" ")[0]
     return _GENAI_OP_KIND.get(str(op), "other")
+
+
+def _first(attrs: dict[str, Any], *keys: str) -> Any:
+    return next((attrs[k] for k in keys if attrs.get(k) is not None), None)
 
 
 def _int(value: Any) -> int | None:
@@ -176,8 +188,8 @@ def attributes_to_span(attrs: dict[str, Any], **ids: Any) -> Span:
     if kind == "tool":
         tool_call = _call(attrs.get("gen_ai.tool.call.id") or attrs.get("tool_call.id"),
                           attrs.get("gen_ai.tool.name") or attrs.get("tool.name") or name.removeprefix("execute_tool "),
-                          attrs.get("gen_ai.tool.call.arguments", attrs.get("tool.parameters", attrs.get("input.value"))))
-        tool_result = _text(attrs.get("gen_ai.tool.call.result", attrs.get("output.value")))
+                          _first(attrs, "gen_ai.tool.call.arguments", "tool.parameters", "input.value", "input"))
+        tool_result = _text(_first(attrs, "gen_ai.tool.call.result", "output.value", "output"))
     return Span(
         name=name, kind=kind, input_messages=tuple(inputs), output_messages=tuple(outputs),
         tool_call=tool_call, tool_result=tool_result,

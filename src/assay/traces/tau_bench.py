@@ -57,7 +57,16 @@ def run_to_unit(run: dict[str, Any], source: str) -> Unit:
     root_id = _hex(unit_id + "#root", 16)
     traj = run["traj"]
     messages = [_message(m) for m in traj]
-    results = {m.tool_call_id: (i, m) for i, m in enumerate(messages) if m.role == "tool"}
+    used: set[int] = set()
+
+    def result_for(call_id: str | None, after: int) -> tuple[int, Message | None]:
+        # tool_call ids can repeat within a run: take the first unused answer after the call
+        for j in range(after + 1, len(messages)):
+            if j not in used and messages[j].role == "tool" and messages[j].tool_call_id == call_id:
+                used.add(j)
+                return j, messages[j]
+        return after, None
+
     spans: list[Span] = []
     pending: list[Message] = []
     for i, msg in enumerate(messages):
@@ -71,7 +80,7 @@ def run_to_unit(run: dict[str, Any], source: str) -> Unit:
                           session_id=None))
         pending = []
         for call in msg.tool_calls:
-            j, result = results.get(call.id, (i, None))
+            j, result = result_for(call.id, i)
             content = result.content if result else None
             spans.append(Span(trace_id=trace_id, span_id=_hex(f"{unit_id}#{i}#{call.id}", 16),
                               parent_span_id=root_id, name=f"execute_tool {call.name}", kind="tool",
