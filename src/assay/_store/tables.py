@@ -49,6 +49,7 @@ class SignatureRow(Base):
     size: Mapped[int] = mapped_column(Integer, default=0)
     representative_unit: Mapped[str | None] = mapped_column(String(300), nullable=True)
     centroid: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
+    embedding_model: Mapped[str] = mapped_column(String(200), default="")
     status: Mapped[str] = mapped_column(String(20), default="new")
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)

