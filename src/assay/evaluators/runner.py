@@ -1,0 +1,177 @@
+"""Score units with an evaluator: :func:`evaluate` (one unit) and :func:`evaluate_many` (a batch)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Literal
+
+import jinja2
+
+from assay.evaluators.code import CodeCheck, check_output, resolve_callable
+from assay.evaluators.definition import EvaluatorDef, content_version, template_environment
+from assay.evaluators.results import Evaluation, EvaluationResult, EvaluatorFailure
+from assay.evaluators.verdict import Unparsed, parse_verdict
+from assay.exceptions import ConfigError, EnvironmentProblem, JudgeError, UsageError
+from assay.models.base import JudgeClient
+from assay.models.factory import make_judge
+from assay.settings import JudgeSettings
+from assay.traces.model import Unit
+from assay.traces.timeline import render_timeline, step_timeline
+
+Progress = Callable[[int], None]
+"""Called with ``1`` after each unit (the number of units just done, like a progress bar's ``advance(n)``)."""
+
+REASON_MAX_CHARS = 300
+
+
+def verdict_schema(labels: Sequence[str]) -> dict[str, Any]:
+    """JSON Schema of a judge reply: ``reason`` (string, at most 300 chars) first, then ``verdict`` (a label)."""
+    return {
+        "type": "object",
+        "properties": {
+            "reason": {"type": "string", "maxLength": REASON_MAX_CHARS},
+            "verdict": {"type": "string", "enum": list(labels)},
+        },
+        "required": ["reason", "verdict"],
+        "additionalProperties": False,
+    }
+
+
+def render_prompt(defn: EvaluatorDef, unit: Unit, settings: JudgeSettings | None = None) -> str:
+    """The judge prompt for one unit: the template rendered with ``criterion``, ``timeline``, ``labels``.
+
+    The timeline leaves out system prompts and keeps the newest steps within
+    ``settings.max_prompt_chars`` characters.
+
+    Raises:
+        ConfigError: the template uses a name that is not defined.
+    """
+    settings = settings or _default_settings()
+    timeline = render_timeline(step_timeline(unit), max_chars=settings.max_prompt_chars, skip_system=True)
+    try:
+        template = template_environment().from_string(defn.prompt_template())
+        return template.render(criterion=defn.criterion, timeline=timeline, labels=list(defn.judge_spec().labels))
+    except jinja2.TemplateError as exc:
+        raise ConfigError(f"prompt template: {exc}", f"evaluator {defn.name}") from exc
+
+
+def judge_settings_for(defn: EvaluatorDef, settings: JudgeSettings | None) -> JudgeSettings:
+    """The workspace judge settings with the evaluator's model override applied."""
+    settings = settings or _default_settings()
+    model = defn.judge_spec().model if defn.kind == "llm_judge" else None
+    return settings.model_copy(update={"model": model}) if model else settings
+
+
+def _default_settings() -> JudgeSettings:
+    return JudgeSettings.model_validate({})
+
+
+class _Runner:
+    """One evaluator bound to its version, judge and (resolved) check; scores units one at a time."""
+
+    def __init__(self, defn: EvaluatorDef, judge: JudgeClient | None, settings: JudgeSettings | None) -> None:
+        self.defn = defn
+        self.version = content_version(defn)
+        self.settings = judge_settings_for(defn, settings)
+        self.check: CodeCheck | None = None
+        self.judge: JudgeClient | None = None
+        if defn.kind == "code":
+            assert defn.code is not None
+            self.check = resolve_callable(defn.code.callable)
+        else:
+            self.judge = judge or make_judge(self.settings)
+
+    def failure(self, unit: Unit, status: Literal["unscored", "error"], error: str,
+                raw: str | None = None) -> EvaluatorFailure:
+        return EvaluatorFailure(evaluator=self.defn.name, evaluator_version=self.version, unit_id=unit.unit_id,
+                                judge_model=self.judge.model_name if self.judge else None,
+                                status=status, error=error, raw=raw)
+
+    def result(self, unit: Unit, score: float, reason: str, **extra: Any) -> EvaluationResult:
+        return EvaluationResult(evaluator=self.defn.name, evaluator_version=self.version, unit_id=unit.unit_id,
+                                judge_model=self.judge.model_name if self.judge else None, score=score,
+                                verdict="pass" if score >= self.defn.pass_score else "fail", reason=reason, **extra)
+
+    def run(self, unit: Unit) -> Evaluation:
+        return self.run_code(unit) if self.check is not None else self.run_judge(unit)
+
+    def run_code(self, unit: Unit) -> Evaluation:
+        assert self.check is not None
+        try:
+            score, reason = check_output(self.check(step_timeline(unit), unit))
+        except (UsageError, EnvironmentProblem):
+            raise
+        except Exception as exc:
+            return self.failure(unit, "error", f"{type(exc).__name__}: {exc}")
+        return self.result(unit, score, reason)
+
+    def run_judge(self, unit: Unit) -> Evaluation:
+        assert self.judge is not None
+        labels: Mapping[str, float] = self.defn.judge_spec().labels
+        prompt = render_prompt(self.defn, unit, self.settings)
+        try:
+            reply = self.judge.complete([{"role": "user", "content": prompt}], verdict_schema(list(labels)))
+        except (UsageError, EnvironmentProblem):
+            raise
+        except JudgeError as exc:
+            return self.failure(unit, "error", str(exc), exc.raw)
+        except Exception as exc:
+            return self.failure(unit, "error", f"{type(exc).__name__}: {exc}")
+        parsed = parse_verdict(reply.text, labels)
+        if isinstance(parsed, Unparsed):
+            return self.failure(unit, "unscored", parsed.problem, reply.text)
+        return self.result(unit, parsed.score, parsed.reason, label=parsed.label, raw=reply.text,
+                           repaired=parsed.repaired, cached=reply.cached)
+
+
+def evaluate(defn: EvaluatorDef, unit: Unit, judge: JudgeClient | None = None,
+             settings: JudgeSettings | None = None) -> Evaluation:
+    """Score one unit with one evaluator.
+
+    Args:
+        defn: the evaluator.
+        unit: the unit to score.
+        judge: the judge for ``llm_judge`` evaluators; None builds one from ``settings``
+            (with the evaluator's model override). A judge given here is used as is.
+        settings: judge settings (default :class:`JudgeSettings`); ``max_prompt_chars``
+            bounds the timeline in the prompt.
+
+    Returns:
+        :class:`EvaluationResult` (score in [0, 1], verdict pass when score >= ``pass_score``),
+        or :class:`EvaluatorFailure`: ``"error"`` when the judge call or the check failed
+        (timeout, transport, exception, out-of-range value), ``"unscored"`` when the reply
+        held no readable verdict (raw reply kept).
+
+    Raises:
+        ConfigError: the check cannot be imported or the prompt template is invalid.
+        MissingDependency: the judge's package is not installed.
+    """
+    return _Runner(defn, judge, settings).run(unit)
+
+
+def evaluate_many(defn: EvaluatorDef, units: Sequence[Unit], judge: JudgeClient | None = None,
+                  settings: JudgeSettings | None = None, progress: Progress | None = None) -> list[Evaluation]:
+    """Score units one by one with one evaluator; a failed unit never stops the batch.
+
+    Same arguments as :func:`evaluate` (one judge serves the whole batch); ``progress``
+    is called with ``1`` after each unit.
+
+    Returns:
+        one :class:`EvaluationResult` or :class:`EvaluatorFailure` per unit, in input order.
+
+    Raises:
+        ConfigError, MissingDependency: as :func:`evaluate` (misconfiguration stops the batch
+        at once instead of failing every unit the same way).
+    """
+    runner = _Runner(defn, judge, settings)
+    out: list[Evaluation] = []
+    for unit in units:
+        try:
+            out.append(runner.run(unit))
+        except (UsageError, EnvironmentProblem):
+            raise
+        except Exception as exc:
+            out.append(runner.failure(unit, "error", f"{type(exc).__name__}: {exc}"))
+        if progress is not None:
+            progress(1)
+    return out

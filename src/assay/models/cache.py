@@ -1,0 +1,73 @@
+"""A content-addressed judge cache in the store: same model, prompt, schema and parameters, same reply."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+from collections.abc import Mapping
+from typing import Any
+
+from assay._store.store import Store
+from assay._store.tables import JudgeCacheRow
+from assay.models.base import ChatMessage, HasParameters, JudgeClient, JudgeReply
+
+
+def cache_key(model: str, messages: list[ChatMessage], json_schema: dict[str, Any] | None,
+              parameters: Mapping[str, Any]) -> str:
+    """SHA-256 (64 hex chars) of the canonical JSON of everything that determines a reply."""
+    payload = {"model": model, "messages": messages, "schema": json_schema, "parameters": dict(parameters)}
+    canonical = json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+class CachedJudge:
+    """Wrap a judge with a cache in the store's ``judge_cache`` table.
+
+    A hit returns the stored reply with ``cached=True`` and calls no model. Only
+    successful calls are cached (a :class:`~assay.exceptions.JudgeError` passes through).
+    The key covers the model name, the messages, the schema and the inner judge's
+    ``parameters`` (when it has them: temperature, max_tokens, ...).
+
+    Attributes:
+        inner: the wrapped judge.
+        calls: model calls made through this wrapper (cache misses).
+        hits: replies served from the cache.
+    """
+
+    def __init__(self, inner: JudgeClient, store: Store) -> None:
+        self.inner = inner
+        self.store = store
+        self.model_name = inner.model_name
+        self.calls = 0
+        self.hits = 0
+        self._lock = threading.Lock()
+
+    @property
+    def parameters(self) -> Mapping[str, Any]:
+        """The inner judge's generation parameters (empty when it reports none)."""
+        return self.inner.parameters if isinstance(self.inner, HasParameters) else {}
+
+    def complete(self, messages: list[ChatMessage], json_schema: dict[str, Any] | None = None) -> JudgeReply:
+        """Return the cached reply for this request, or call the inner judge and store its reply.
+
+        Raises:
+            JudgeError: a cache miss whose model call failed.
+        """
+        key = cache_key(self.model_name, messages, json_schema, self.parameters)
+        with self.store.session() as s:
+            row = s.get(JudgeCacheRow, key)
+            if row is not None:
+                reply = JudgeReply(text=row.reply, model=row.model, input_tokens=row.input_tokens,
+                                   output_tokens=row.output_tokens, latency_s=row.latency_s, cached=True)
+        if row is not None:
+            with self._lock:
+                self.hits += 1
+            return reply
+        with self._lock:
+            self.calls += 1
+        reply = self.inner.complete(messages, json_schema)
+        with self.store.session() as s:
+            s.merge(JudgeCacheRow(key=key, model=reply.model, reply=reply.text, input_tokens=reply.input_tokens,
+                                  output_tokens=reply.output_tokens, latency_s=reply.latency_s))
+        return reply

