@@ -106,8 +106,8 @@ def list_annotations(store: Store, criterion: str | None = None) -> list[Annotat
             CriterionRow, AnnotationRow.criterion_id == CriterionRow.id).order_by(AnnotationRow.id)
         if criterion is not None:
             q = q.where(CriterionRow.name == criterion)
-        return [Annotation(unit_id=r.unit_id, annotator=r.annotator, annotator_kind=r.annotator_kind,  # type: ignore[arg-type]
-                           label=r.label, severity=r.severity, rationale=r.rationale,  # type: ignore[arg-type]
+        return [Annotation(unit_id=r.unit_id, annotator=r.annotator, annotator_kind=r.annotator_kind,
+                           label=r.label, severity=r.severity, rationale=r.rationale,
                            criterion=name, criterion_version=r.criterion_version, source=r.source,
                            extra=r.extra or {}, created_at=r.created_at)
                 for r, name in s.execute(q)]
@@ -183,8 +183,8 @@ def import_labels(store: Store, path: Path | str, source: str | None = None) -> 
             sev = rec.get("severity")
             good.append(Annotation(
                 unit_id=unit, annotator=str(rec.get("annotator") or "unknown"),
-                annotator_kind=rec.get("annotator_kind") or "human",  # type: ignore[arg-type]
-                label=str(rec.get("label", "")).strip().lower(),  # type: ignore[arg-type]
+                annotator_kind=rec.get("annotator_kind") or "human",
+                label=str(rec.get("label", "")).strip().lower(),
                 severity=int(sev) if sev not in (None, "") else None,  # type: ignore[call-overload]
                 rationale=str(rec.get("rationale") or ""), criterion=str(crit) if crit else None,
                 source=source or f"import:{p.name}"))

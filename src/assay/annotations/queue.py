@@ -1,0 +1,179 @@
+"""Review queues: each signature's representative sample, K labels per item from different people.
+
+An item is *done* when K different human annotators have labelled it (against the
+signature's criterion, or before one existed); an annotator is never handed an item they
+labelled already. Adjudications do not count toward K.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+
+from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy import delete, select
+
+from assay._store import Store
+from assay._store.tables import AnnotationRow, CriterionRow, QueueClaimRow, ReviewQueueRow, SignatureRow
+from assay.annotations.agreement import ADJUDICATION_SOURCE
+from assay.annotations.model import Annotation, Criterion
+from assay.exceptions import NotFoundError, UsageError
+from assay.signatures import sample_queue
+
+DEFAULT_SIZE = 10
+DEFAULT_K = 2
+CLAIM_LEASE = timedelta(minutes=30)
+"""How long an item handed out stays reserved for its annotator without a label."""
+
+
+class QueueItem(BaseModel):
+    """One unit of a review queue and who labelled it so far."""
+
+    model_config = ConfigDict(frozen=True)
+
+    unit_id: str
+    annotators: list[str] = Field(description="distinct human annotators with a label, first label first")
+
+    def done(self, k: int) -> bool:
+        """True when K different people labelled it."""
+        return len(self.annotators) >= k
+
+
+class QueueStatus(BaseModel):
+    """A signature's review queue: items in sample order, K, the criterion and progress."""
+
+    model_config = ConfigDict(frozen=True)
+
+    signature_id: int
+    size: int
+    k: int
+    criterion: Criterion | None
+    items: list[QueueItem]
+
+    @property
+    def done(self) -> int:
+        """Items with K labels."""
+        return sum(item.done(self.k) for item in self.items)
+
+    def per_annotator(self) -> dict[str, int]:
+        """``{annotator: items labelled}``, most first."""
+        counts: dict[str, int] = defaultdict(int)
+        for item in self.items:
+            for name in item.annotators:
+                counts[name] += 1
+        return dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
+
+
+def signature_criterion(store: Store, signature_id: int) -> Criterion | None:
+    """The criterion written for a signature (the most recently created one), or None."""
+    with store.session() as s:
+        row = s.scalar(select(CriterionRow).where(CriterionRow.signature_id == signature_id)
+                       .order_by(CriterionRow.id.desc()).limit(1))
+        if row is None:
+            return None
+        return Criterion(id=row.id, name=row.name, text=row.text, version=row.version, signature_id=row.signature_id)
+
+
+def set_queue(store: Store, signature_id: int, size: int = DEFAULT_SIZE, k: int = DEFAULT_K) -> None:
+    """Set a signature's queue size and K (labels needed per item).
+
+    Raises:
+        UsageError: size or K below 1, or K above 10.
+    """
+    if size < 1 or not 1 <= k <= 10:
+        raise UsageError(f"queue size must be >= 1 and K in 1..10, got size={size}, K={k}")
+    with store.session() as s:
+        row = s.get(ReviewQueueRow, signature_id)
+        if row is None:
+            s.add(ReviewQueueRow(signature_id=signature_id, size=size, k=k))
+        else:
+            row.size, row.k = size, k
+
+
+def _labellers(annotations: Sequence[Annotation], criterion: Criterion | None) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = defaultdict(list)
+    name = criterion.name if criterion else None
+    for a in annotations:
+        if a.annotator_kind != "human" or a.source == ADJUDICATION_SOURCE or a.criterion not in (None, name):
+            continue
+        if a.annotator not in out[a.unit_id]:
+            out[a.unit_id].append(a.annotator)
+    return out
+
+
+def unit_annotations(store: Store, unit_ids: Sequence[str]) -> list[Annotation]:
+    """The annotations of some units (any criterion), in insertion order."""
+    with store.session() as s:
+        q = (select(AnnotationRow, CriterionRow.name)
+             .outerjoin(CriterionRow, AnnotationRow.criterion_id == CriterionRow.id)
+             .where(AnnotationRow.unit_id.in_(list(unit_ids))).order_by(AnnotationRow.id))
+        return [Annotation(unit_id=r.unit_id, annotator=r.annotator, annotator_kind=r.annotator_kind,
+                           label=r.label, severity=r.severity, rationale=r.rationale,
+                           criterion=name, criterion_version=r.criterion_version, source=r.source,
+                           extra=r.extra or {}, created_at=r.created_at)
+                for r, name in s.execute(q)]
+
+
+def queue_status(store: Store, signature_id: int) -> QueueStatus:
+    """The review queue of one signature (see module docstring).
+
+    Raises:
+        NotFoundError: no such signature.
+    """
+    with store.session() as s:
+        row = s.get(ReviewQueueRow, signature_id)
+        size, k = (row.size, row.k) if row is not None else (DEFAULT_SIZE, DEFAULT_K)
+    unit_ids = sample_queue(store, signature_id, size)
+    criterion = signature_criterion(store, signature_id)
+    labellers = _labellers(unit_annotations(store, unit_ids), criterion)
+    items = [QueueItem(unit_id=u, annotators=labellers.get(u, [])) for u in unit_ids]
+    return QueueStatus(signature_id=signature_id, size=size, k=k, criterion=criterion, items=items)
+
+
+def claim_next(store: Store, signature_id: int, annotator: str, after: str | None = None,
+               lease: timedelta = CLAIM_LEASE) -> str | None:
+    """Hand ``annotator`` their next item and reserve it for them (a claim, see :class:`QueueClaimRow`).
+
+    An item is offered when the annotator has not labelled it and either holds a live claim
+    on it already or the people who labelled or claimed it number fewer than K. Claims are
+    made one at a time per queue (the signature row is locked on PostgreSQL; on SQLite the
+    transaction starts with a write, which serializes writers), so two annotators asking at
+    the same moment never both get an item that needed only one more label.
+
+    Args:
+        store: the store.
+        signature_id: the queue's signature.
+        annotator: who asks.
+        after: start looking after this unit (queue order, wrapping); None: from the start.
+        lease: claims older than this are dropped.
+
+    Returns:
+        the unit id, or None when nothing is left for this annotator.
+
+    Raises:
+        NotFoundError: no such signature.
+    """
+    with store.session() as s:
+        s.execute(delete(QueueClaimRow).where(QueueClaimRow.claimed_at < datetime.now(UTC) - lease))
+        if s.scalar(select(SignatureRow.id).where(SignatureRow.id == signature_id).with_for_update()) is None:
+            raise NotFoundError("signature", str(signature_id))
+        status = queue_status(store, signature_id)
+        claims: dict[str, set[str]] = defaultdict(set)
+        for unit_id, who in s.execute(select(QueueClaimRow.unit_id, QueueClaimRow.annotator)
+                                      .where(QueueClaimRow.signature_id == signature_id)):
+            claims[unit_id].add(who)
+        ids = [item.unit_id for item in status.items]
+        start = ids.index(after) + 1 if after in ids else 0
+        for item in status.items[start:] + status.items[:start]:
+            if annotator in item.annotators:
+                continue
+            taken = set(item.annotators) | claims[item.unit_id]
+            if annotator in taken or len(taken) < status.k:
+                row = s.get(QueueClaimRow, (signature_id, item.unit_id, annotator))
+                if row is None:
+                    s.add(QueueClaimRow(signature_id=signature_id, unit_id=item.unit_id, annotator=annotator))
+                else:
+                    row.claimed_at = datetime.now(UTC)
+                return item.unit_id
+    return None
