@@ -138,7 +138,8 @@ def test_otlp_file_groups_by_session_and_rejects_bad_span(tmp_path: Path) -> Non
     attrs = _fixture("otel_genai_client_span_tool_calls.json")
     attrs = {k: v for k, v in attrs.items() if isinstance(v, str | int)}
     good = [{"traceId": f"{t:032x}", "spanId": f"{i + 1:016x}", "name": "chat gpt-4",
-             "startTimeUnixNano": str(1_700_000_000_000_000_000 + i), "endTimeUnixNano": str(1_700_000_000_000_000_900 + i),
+             "startTimeUnixNano": str(1_700_000_000_000_000_000 + i),
+             "endTimeUnixNano": str(1_700_000_000_000_000_900 + i),
              "attributes": _kv({**attrs, "gen_ai.conversation.id": "conv-1"}),
              "status": {"code": 2 if i == 0 else 1, "message": "boom"}} for t, i in ((1, 0), (2, 1))]
     bad = {"traceId": "xyz", "spanId": "1", "name": "broken"}

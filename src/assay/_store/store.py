@@ -11,15 +11,19 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Engine, create_engine, event, select
 from sqlalchemy.orm import Session as OrmSession
 from sqlalchemy.orm import sessionmaker
 
-from assay._store.tables import Base, SpanRow, UnitRow
+from assay._store.migrate import upgrade as upgrade_schema
+from assay._store.tables import SpanRow, UnitRow
 from assay.exceptions import NotFoundError
-from assay.traces.model import Span, Unit
+from assay.traces.model import Span, SpanEvent, Unit
+
+if TYPE_CHECKING:
+    from assay._store.spans import SpanWrite
 
 
 @dataclass
@@ -52,7 +56,8 @@ class Store:
 
     Args:
         url: SQLAlchemy URL, e.g. ``sqlite:///.assay/assay.db`` or ``postgresql+psycopg://...``.
-            For SQLite the parent folder is created.
+            For SQLite the parent folder is created. The schema is migrated to the newest
+            revision on open (Alembic, see :mod:`assay._store.migrate`).
     """
 
     def __init__(self, url: str) -> None:
@@ -62,7 +67,7 @@ class Store:
         self.engine: Engine = create_engine(url)
         if self.engine.dialect.name == "sqlite":
             event.listen(self.engine, "connect", _sqlite_pragmas)
-        Base.metadata.create_all(self.engine)
+        upgrade_schema(self.engine)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
 
     @contextmanager
@@ -105,13 +110,27 @@ class Store:
                     row.outcome, row.reward = unit.outcome, unit.reward
                 for sp in new_spans:
                     s.add(SpanRow(trace_id=sp.trace_id, span_id=sp.span_id, unit_id=unit.unit_id,
-                                  start_ns=sp.start_ns, data=sp.model_dump(mode="json")))
+                                  start_ns=sp.start_ns, parent_span_id=sp.parent_span_id,
+                                  data=sp.model_dump(mode="json")))
                 if new_spans:
                     s.flush()
                     all_spans = self._spans(s, unit.unit_id)
                     row.content_hash = unit_content_hash(all_spans)
                     row.has_error = any(sp.status == "error" for sp in all_spans)
         return counts
+
+    def add_spans(self, spans: list[Span], source: str = "otlp-http") -> SpanWrite:
+        """Store spans arriving in batches (live ingestion): orphan/clock-skew flags, late parents
+        linked, pending log records merged; see :mod:`assay._store.spans`. Committed on return."""
+        from assay._store.spans import add_spans
+
+        return add_spans(self, spans, source)
+
+    def add_log_records(self, records: list[tuple[str, str, SpanEvent]]) -> tuple[int, int]:
+        """Keep OTLP log records and merge them into their spans: ``(stored, spans updated)``."""
+        from assay._store.spans import add_log_records
+
+        return add_log_records(self, records)
 
     @staticmethod
     def _spans(s: OrmSession, unit_id: str) -> list[Span]:
@@ -120,8 +139,8 @@ class Store:
 
     @staticmethod
     def _to_unit(s: OrmSession, row: UnitRow) -> Unit:
-        return Unit(unit_id=row.unit_id, kind=row.kind, source=row.source,  # type: ignore[arg-type]
-                    spans=tuple(Store._spans(s, row.unit_id)), outcome=row.outcome,  # type: ignore[arg-type]
+        return Unit(unit_id=row.unit_id, kind=row.kind, source=row.source,
+                    spans=tuple(Store._spans(s, row.unit_id)), outcome=row.outcome,
                     reward=row.reward, attributes=row.attributes or {})
 
     def unit(self, unit_id: str) -> Unit:

@@ -38,6 +38,20 @@ class SpanRow(Base):
     unit_id: Mapped[str] = mapped_column(ForeignKey("units.unit_id"), index=True)
     start_ns: Mapped[int] = mapped_column(BigInteger, default=0)
     data: Mapped[dict[str, Any]] = mapped_column(JSON)
+    parent_span_id: Mapped[str | None] = mapped_column(String(16), nullable=True)
+
+
+class LogRecordRow(Base):
+    """An OTLP log record (GenAI event) received on ``/v1/logs``, kept as received and joined to
+    its span by trace and span id (empty when the record names no span); ``data`` is a SpanEvent."""
+
+    __tablename__ = "log_records"
+    __table_args__ = (Index("ix_log_records_span", "trace_id", "span_id"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    trace_id: Mapped[str] = mapped_column(String(32))
+    span_id: Mapped[str] = mapped_column(String(16))
+    time_ns: Mapped[int] = mapped_column(BigInteger, default=0)
+    data: Mapped[dict[str, Any]] = mapped_column(JSON)
 
 
 class SignatureRow(Base):
@@ -63,6 +77,32 @@ class MemberRow(Base):
     distance: Mapped[float | None] = mapped_column(Float, nullable=True)
     x: Mapped[float | None] = mapped_column(Float, nullable=True)
     y: Mapped[float | None] = mapped_column(Float, nullable=True)
+    seen_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    severity: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    assignment: Mapped[str] = mapped_column(String(10), default="cluster")
+
+
+class SevereFlagRow(Base):
+    """Rare-severe flags: one row per (unit, source, reason); source rule, feedback or person."""
+
+    __tablename__ = "severe_flags"
+    __table_args__ = (UniqueConstraint("unit_id", "source", "reason"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    unit_id: Mapped[str] = mapped_column(ForeignKey("units.unit_id"), index=True)
+    source: Mapped[str] = mapped_column(String(10))
+    reason: Mapped[str] = mapped_column(String(500))
+    flagged_by: Mapped[str] = mapped_column(String(200), default="")
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class SevereScanRow(Base):
+    """Which unit content was last checked against which severe rules (content and rules hashes)."""
+
+    __tablename__ = "severe_scans"
+    unit_id: Mapped[str] = mapped_column(ForeignKey("units.unit_id"), primary_key=True)
+    content_hash: Mapped[str] = mapped_column(String(64))
+    rules_hash: Mapped[str] = mapped_column(String(64))
+    scanned_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
 class EmbeddingRow(Base):
@@ -134,7 +174,8 @@ class RunRow(Base):
 
 class ScoreRow(Base):
     __tablename__ = "scores"
-    __table_args__ = (UniqueConstraint("run_id", "unit_id", "evaluator_version"), Index("ix_scores_eval", "evaluator_name"))
+    __table_args__ = (UniqueConstraint("run_id", "unit_id", "evaluator_version"),
+                      Index("ix_scores_eval", "evaluator_name"))
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     run_id: Mapped[str] = mapped_column(ForeignKey("runs.run_id"), index=True)
     unit_id: Mapped[str] = mapped_column(ForeignKey("units.unit_id"))
@@ -159,3 +200,48 @@ class JudgeCacheRow(Base):
     output_tokens: Mapped[int | None] = mapped_column(Integer, nullable=True)
     latency_s: Mapped[float] = mapped_column(Float, default=0.0)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class AccountRow(Base):
+    """A person who may log in to the annotation app; ``role`` is admin or annotator."""
+
+    __tablename__ = "accounts"
+    name: Mapped[str] = mapped_column(String(200), primary_key=True)
+    role: Mapped[str] = mapped_column(String(20))
+    password_hash: Mapped[str] = mapped_column(String(300))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class ApiKeyRow(Base):
+    """An API key for ingestion and the REST API: only its SHA-256 is stored."""
+
+    __tablename__ = "api_keys"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    prefix: Mapped[str] = mapped_column(String(16), index=True)
+    key_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    owner: Mapped[str] = mapped_column(String(200), default="")
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    revoked_at: Mapped[datetime | None] = mapped_column(nullable=True)
+
+
+class ReviewQueueRow(Base):
+    """Review-queue settings of one signature: sample size and labels needed per item (K)."""
+
+    __tablename__ = "review_queues"
+    signature_id: Mapped[int] = mapped_column(ForeignKey("signatures.id"), primary_key=True)
+    size: Mapped[int] = mapped_column(Integer, default=10)
+    k: Mapped[int] = mapped_column(Integer, default=2)
+
+
+class QueueClaimRow(Base):
+    """An item of a review queue handed to one annotator and not yet labelled (a lease).
+
+    While a claim is live, the item counts as taken for that annotator, so two people
+    asking at the same moment never both get an item that needed only one more label.
+    """
+
+    __tablename__ = "queue_claims"
+    signature_id: Mapped[int] = mapped_column(ForeignKey("signatures.id"), primary_key=True)
+    unit_id: Mapped[str] = mapped_column(ForeignKey("units.unit_id"), primary_key=True)
+    annotator: Mapped[str] = mapped_column(String(200), primary_key=True)
+    claimed_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -8,6 +8,7 @@ model (role + text + tool calls).
 from __future__ import annotations
 
 import json
+import re
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -20,6 +21,10 @@ StepKind = Literal[
     "system", "user", "assistant", "tool_call", "tool_result", "retrieval", "state", "error"
 ]
 UnitKind = Literal["session", "trace"]
+SpanFlag = Literal["lone_surrogate_replaced", "content_not_captured", "orphan", "clock_skew"]
+"""Flags a span can carry: ``lone_surrogate_replaced`` (a string held a lone UTF-16 surrogate,
+now U+FFFD), ``content_not_captured`` (an LLM span with no message content anywhere: the emitter
+had content capture off), ``orphan`` and ``clock_skew`` (set by :func:`assay.traces.tree.check_spans`)."""
 Outcome = Literal["pass", "fail", "unknown"]
 
 
@@ -80,6 +85,22 @@ class Message(_Frozen):
     tool_calls: tuple[ToolCall, ...] = ()
     tool_call_id: str | None = None
     name: str | None = None
+    is_error: bool = False
+    """A tool result the source marked as an error (Anthropic ``tool_result.is_error``)."""
+
+
+class SpanEvent(_Frozen):
+    """A span event or an OTLP log record joined to its span by trace and span id.
+
+    ``time_ns`` is ns since the Unix epoch (UTC); ``body`` is the log record body (None for
+    span events); ``source`` says where it came from.
+    """
+
+    name: str
+    time_ns: int = 0
+    attributes: dict[str, Any] = Field(default_factory=dict)
+    body: Any = None
+    source: Literal["span_event", "log_record"] = "span_event"
 
 
 class Span(_Frozen):
@@ -110,6 +131,14 @@ class Span(_Frozen):
     output_tokens: int | None = None
     synthetic_time: bool = False
     attributes: dict[str, Any] = Field(default_factory=dict)
+    provider: str | None = None
+    """``gen_ai.provider.name`` (older emitters: ``gen_ai.system``; OpenInference ``llm.provider``)."""
+    usage_source: str | None = None
+    """The attribute the token counts came from; None with None counts when usage is unknown."""
+    events: tuple[SpanEvent, ...] = ()
+    """Span events and joined log records, in time order (content may come only from these)."""
+    flags: tuple[SpanFlag, ...] = ()
+    """What was repaired or is missing (see :data:`SpanFlag`), sorted."""
 
     @property
     def duration_ns(self) -> int:
@@ -150,6 +179,18 @@ class Unit(_Frozen):
         """True when any span has error status."""
         return any(s.status == "error" for s in self.spans)
 
+    @property
+    def content_missing_reason(self) -> str | None:
+        """Why a judge should skip this unit, or None: its LLM spans carry no message content
+        (the emitter had content capture off), so there is nothing to score."""
+        llm = [s for s in self.spans if s.kind == "llm"]
+        if llm and all("content_not_captured" in s.flags for s in llm) and not any(
+                s.tool_call or s.input_value or s.output_value for s in self.spans):
+            return (f"content not captured: {len(llm)} LLM span(s) without message content "
+                    "(enable content capture in the instrumentation, e.g. "
+                    "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT=true)")
+        return None
+
 
 class Session(_Frozen):
     """The traces of one conversation (``gen_ai.conversation.id`` / ``session.id``)."""
@@ -172,3 +213,69 @@ class Step(_Frozen):
     is_error: bool = False
     span_id: str | None = None
     time_ns: int = 0
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def clean_text(value: str) -> tuple[str, bool]:
+    """Replace lone UTF-16 surrogates (text cut inside an emoji) by U+FFFD.
+
+    Valid astral characters (emoji, ZWJ sequences) are single code points in a Python ``str``
+    and pass unchanged; only unpaired surrogates, which cannot be encoded as UTF-8, are replaced.
+
+    Returns:
+        ``(text, changed)``.
+    """
+    if not _SURROGATE.search(value):
+        return value, False
+    return _SURROGATE.sub("\ufffd", value), True
+
+
+def clean_value(value: Any) -> tuple[Any, bool]:
+    """:func:`clean_text` applied to every string inside lists and dicts (keys too)."""
+    if isinstance(value, str):
+        return clean_text(value)
+    if isinstance(value, list | tuple):
+        pairs = [clean_value(v) for v in value]
+        return [p[0] for p in pairs], any(p[1] for p in pairs)
+    if isinstance(value, dict):
+        out: dict[Any, Any] = {}
+        changed = False
+        for k, v in value.items():
+            k2, c1 = clean_value(k)
+            v2, c2 = clean_value(v)
+            out[k2] = v2
+            changed = changed or c1 or c2
+        return out, changed
+    return value, False
+
+
+def timestamp_ns(value: Any) -> int:
+    """Convert a timestamp from a file format to ns since the Unix epoch, UTC.
+
+    The one rule, everywhere in assay: an ISO 8601 string with an offset (``Z``, ``+02:00``) is
+    converted to UTC; **an ISO string without an offset is taken as UTC** (never local time).
+    Numbers are read by magnitude: ns (≥1e17), µs (≥1e14), ms (≥1e11), else seconds. So the same
+    instant given with different offsets yields the same ns.
+
+    Raises:
+        ValueError: not a timestamp.
+    """
+    from datetime import UTC, datetime
+    from decimal import Decimal
+
+    if isinstance(value, bool) or value is None:
+        raise ValueError(f"not a timestamp: {value!r}")
+    if isinstance(value, int | float):
+        v = float(value)
+        scale = 1 if v >= 1e17 else 1_000 if v >= 1e14 else 1_000_000 if v >= 1e11 else 1_000_000_000
+        return int(value) * scale if isinstance(value, int) else int(Decimal(repr(v)) * scale)
+    text = str(value).strip()
+    if text.isdigit():
+        return timestamp_ns(int(text))
+    dt = datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=UTC)
+    delta = dt - datetime(1970, 1, 1, tzinfo=UTC)
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000_000 + delta.microseconds * 1_000

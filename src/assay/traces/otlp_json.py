@@ -15,10 +15,11 @@ from __future__ import annotations
 import json
 import re
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
-from assay.traces.model import Message, Span, SpanKind, ToolCall, Unit, parse_arguments
+from assay.traces.genai_events import event_messages
+from assay.traces.model import Message, Span, SpanEvent, SpanKind, ToolCall, Unit, clean_value, parse_arguments
 
 _OI_KIND: dict[str, SpanKind] = {
     "LLM": "llm", "TOOL": "tool", "RETRIEVER": "retrieval", "AGENT": "agent", "CHAIN": "chain",
@@ -150,6 +151,22 @@ def openinference_messages(attrs: dict[str, Any]) -> tuple[list[Message], list[M
     return sides[0], sides[1]
 
 
+_OI_DOC = re.compile(r"^(?:retrieval|reranker\.output)\.documents\.(\d+)\.document\.(id|content|score)$")
+
+
+def retrieval_documents_text(attrs: dict[str, Any]) -> str | None:
+    """OpenInference ``retrieval.documents.N.document.{id,content,score}`` (and reranker output
+    documents) as text, one document per block; None when there are none."""
+    docs: dict[int, dict[str, Any]] = defaultdict(dict)
+    for key, value in attrs.items():
+        m = _OI_DOC.match(key)
+        if m:
+            docs[int(m.group(1))][m.group(2)] = value
+    blocks = [f"[{d.get('id', n)}]" + (f" (score {d['score']})" if "score" in d else "") + f" {d.get('content', '')}"
+              for n, d in sorted(docs.items())]
+    return "\n".join(blocks) if blocks else None
+
+
 def span_kind(attrs: dict[str, Any], name: str) -> SpanKind:
     """Kind from ``openinference.span.kind``, else ``gen_ai.operation.name``, else the span name."""
     oi = attrs.get("openinference.span.kind")
@@ -170,19 +187,81 @@ def _int(value: Any) -> int | None:
         return None
 
 
-def attributes_to_span(attrs: dict[str, Any], **ids: Any) -> Span:
+_USAGE_KEYS: tuple[tuple[str, str], ...] = (
+    ("gen_ai.usage.input_tokens", "gen_ai.usage.output_tokens"),
+    ("gen_ai.usage.prompt_tokens", "gen_ai.usage.completion_tokens"),
+    ("llm.token_count.prompt", "llm.token_count.completion"),
+)
+_RENAMES: tuple[tuple[str, str], ...] = (
+    ("gen_ai.system", "gen_ai.provider.name"),
+    ("gen_ai.usage.prompt_tokens", "gen_ai.usage.input_tokens"),
+    ("gen_ai.usage.completion_tokens", "gen_ai.usage.output_tokens"),
+)
+
+
+def apply_renames(attrs: dict[str, Any]) -> dict[str, Any]:
+    """Add the current OTel GenAI name of each renamed attribute (``gen_ai.system`` →
+    ``gen_ai.provider.name``, ``gen_ai.usage.prompt_tokens``/``completion_tokens`` →
+    ``input_tokens``/``output_tokens``); the old key is kept as received, a present new key wins."""
+    out = dict(attrs)
+    for old, new in _RENAMES:
+        if old in attrs and new not in attrs:
+            out[new] = attrs[old]
+    return out
+
+
+def _usage(attrs: dict[str, Any]) -> tuple[int | None, int | None, str | None]:
+    for in_key, out_key in _USAGE_KEYS:
+        i, o = _int(attrs.get(in_key)), _int(attrs.get(out_key))
+        if i is not None or o is not None:
+            return i, o, in_key.rsplit(".", 1)[0]
+    return None, None, None
+
+
+def _has_content(*groups: Any) -> bool:
+    return any(m.content or m.tool_calls for g in groups for m in g)
+
+
+def attributes_to_span(attrs: dict[str, Any], events: Sequence[SpanEvent] = (), **ids: Any) -> Span:
     """Build a :class:`Span` from flat span attributes plus OTel fields (ids, name, times, status).
+
+    Content comes from the v1.37+ attributes (``gen_ai.input.messages`` ...), else OpenInference
+    flattened messages, else GenAI events (span events or joined log records, see
+    :mod:`assay.traces.genai_events`). Lone UTF-16 surrogates in strings become U+FFFD
+    (flag ``lone_surrogate_replaced``); an LLM span without any content is flagged
+    ``content_not_captured``. Token counts stay None when unknown (``usage_source`` None).
+
+    Args:
+        attrs: decoded span attributes.
+        events: span events and log records of this span.
+        ids: ``trace_id``, ``span_id`` (lowercase hex), ``parent_span_id``, ``name``, ``start_ns``,
+            ``end_ns`` (ns since the epoch, UTC), ``status``, ``status_message``, ``flags``.
 
     Raises:
         pydantic.ValidationError: bad ids or types.
+        ValueError: an all-zero trace or span id (invalid per OTLP).
     """
+    if set(str(ids.get("trace_id", ""))) == {"0"} or set(str(ids.get("span_id", ""))) == {"0"}:
+        raise ValueError("trace id or span id is all zeros (invalid per OTLP)")
+    attrs, dirty = clean_value(attrs)
+    ids, dirty_ids = clean_value(ids)
+    events = tuple(events)
+    dirty_ev = False
+    if events:
+        cleaned, dirty_ev = clean_value([e.model_dump() for e in events])
+        events = tuple(SpanEvent.model_validate(e) for e in cleaned)
+    attrs = apply_renames(attrs)
+    flags: set[str] = set(ids.pop("flags", ()) or ()) - {"content_not_captured"}
+    if dirty or dirty_ids or dirty_ev:
+        flags.add("lone_surrogate_replaced")
     name = str(ids.pop("name", "") or attrs.get("gen_ai.operation.name") or "span")
     kind = span_kind(attrs, name)
     inputs = _system_instructions(attrs["gen_ai.system_instructions"]) if "gen_ai.system_instructions" in attrs else []
     inputs += genai_messages(attrs.get("gen_ai.input.messages"))
     outputs = genai_messages(attrs.get("gen_ai.output.messages"))
     oi_in, oi_out = openinference_messages(attrs)
-    inputs, outputs = inputs or oi_in, outputs or oi_out
+    ev_in, ev_out = event_messages(events)
+    inputs, outputs = inputs or oi_in or ev_in, outputs or oi_out or ev_out
     tool_call = None
     tool_result = None
     if kind == "tool":
@@ -190,19 +269,30 @@ def attributes_to_span(attrs: dict[str, Any], **ids: Any) -> Span:
                           attrs.get("gen_ai.tool.name") or attrs.get("tool.name") or name.removeprefix("execute_tool "),
                           _first(attrs, "gen_ai.tool.call.arguments", "tool.parameters", "input.value", "input"))
         tool_result = _text(_first(attrs, "gen_ai.tool.call.result", "output.value", "output"))
+    input_value, output_value = _text(attrs.get("input.value")), _text(attrs.get("output.value"))
+    if kind == "retrieval" and output_value is None:
+        output_value = retrieval_documents_text(attrs)
+    if kind == "llm" and not _has_content(inputs, outputs) and not (input_value or output_value):
+        flags.add("content_not_captured")
+    in_tok, out_tok, usage_source = _usage(attrs)
     return Span(
         name=name, kind=kind, input_messages=tuple(inputs), output_messages=tuple(outputs),
         tool_call=tool_call, tool_result=tool_result,
         session_id=_text(attrs.get("gen_ai.conversation.id") or attrs.get("session.id")),
-        input_value=_text(attrs.get("input.value")), output_value=_text(attrs.get("output.value")),
+        input_value=input_value, output_value=output_value,
         model=_text(attrs.get("gen_ai.response.model") or attrs.get("gen_ai.request.model")
                     or attrs.get("llm.model_name")),
-        input_tokens=_int(attrs.get("gen_ai.usage.input_tokens", attrs.get("gen_ai.usage.prompt_tokens",
-                                                                            attrs.get("llm.token_count.prompt")))),
-        output_tokens=_int(attrs.get("gen_ai.usage.output_tokens", attrs.get(
-            "gen_ai.usage.completion_tokens", attrs.get("llm.token_count.completion")))),
+        provider=_text(attrs.get("gen_ai.provider.name") or attrs.get("llm.provider") or attrs.get("llm.system")),
+        input_tokens=in_tok, output_tokens=out_tok, usage_source=usage_source,
+        events=tuple(sorted(events, key=lambda e: e.time_ns)), flags=tuple(sorted(flags)),
         attributes=attrs, **ids,
     )
+
+
+def otlp_events(raw: list[dict[str, Any]] | None) -> list[SpanEvent]:
+    """Decode OTLP JSON span events (``{timeUnixNano, name, attributes}``)."""
+    return [SpanEvent(name=str(e.get("name") or ""), time_ns=int(e.get("timeUnixNano") or 0),
+                      attributes=attributes(e.get("attributes"))) for e in raw or [] if isinstance(e, dict)]
 
 
 def _status(raw: dict[str, Any] | None) -> tuple[str, str | None]:
@@ -221,7 +311,7 @@ def otlp_span(raw: dict[str, Any], resource: dict[str, Any]) -> Span:
     status, message = _status(raw.get("status"))
     parent = (raw.get("parentSpanId") or "").lower() or None
     return attributes_to_span(
-        attrs, trace_id=str(raw["traceId"]).lower(), span_id=str(raw["spanId"]).lower(),
+        attrs, otlp_events(raw.get("events")), trace_id=str(raw["traceId"]).lower(), span_id=str(raw["spanId"]).lower(),
         parent_span_id=parent, name=raw.get("name", ""), start_ns=int(raw.get("startTimeUnixNano", 0)),
         end_ns=int(raw.get("endTimeUnixNano", 0)), status=status, status_message=message,
     )
@@ -257,7 +347,23 @@ def group_units(spans: list[Span], source: str) -> list[Unit]:
         uid = f"session/{session}" if session else f"trace/{trace_id}"
         kinds[uid] = "session" if session else "trace"
         units[uid].extend(trace_spans)
-    return [Unit(unit_id=uid, kind=kinds[uid], source=source,  # type: ignore[arg-type]
+    return [Unit(unit_id=uid, kind=kinds[uid], source=source,
                  spans=tuple(sorted(ss, key=lambda s: s.start_ns)),
                  outcome="fail" if any(s.status == "error" for s in ss) else "unknown")
             for uid, ss in units.items()]
+
+
+def with_events(span: Span, extra: Sequence[SpanEvent]) -> Span:
+    """Rebuild ``span`` with more events (log records that arrived separately), deduplicated.
+
+    Messages are recomputed from the span's attributes and all its events (so content sent only
+    as log records fills the span, and ``content_not_captured`` clears once content arrives).
+    """
+    seen = {json.dumps(e.model_dump(mode="json"), sort_keys=True) for e in span.events}
+    new = [e for e in extra if json.dumps(e.model_dump(mode="json"), sort_keys=True) not in seen]
+    if not new:
+        return span
+    return attributes_to_span(
+        span.attributes, (*span.events, *new), trace_id=span.trace_id, span_id=span.span_id,
+        parent_span_id=span.parent_span_id, name=span.name, start_ns=span.start_ns, end_ns=span.end_ns,
+        status=span.status, status_message=span.status_message, flags=span.flags)

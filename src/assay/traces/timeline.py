@@ -46,10 +46,11 @@ class _Builder:
         self.tool_ids = {s.tool_call.id for s in self.spans if s.tool_call and s.tool_call.id}
         self.events: list[tuple[int, int, Step]] = []
         self.seq = 0
+        self.last_state: dict[str, object] | None = None
 
     def add(self, t: int, kind: StepKind, span: Span, **fields: object) -> None:
         self.seq += 1
-        step = Step(index=0, kind=kind, span_id=span.span_id, time_ns=t, **fields)  # type: ignore[arg-type]
+        step = Step(index=0, kind=kind, span_id=span.span_id, time_ns=t, **fields)
         self.events.append((t, self.seq, step))
 
     def messages(self, t: int, span: Span, messages: Iterable[Message]) -> None:
@@ -58,7 +59,7 @@ class _Builder:
                 continue
             if m.content or m.role != "assistant":
                 self.add(t, _ROLE_KIND[m.role], span, text=m.content or "", tool_name=m.name,
-                         is_error=m.role == "tool" and looks_like_error(m.content))
+                         is_error=m.role == "tool" and (m.is_error or looks_like_error(m.content)))
             for call in m.tool_calls:
                 if call.id not in self.tool_ids or call.id is None:
                     self.add(t, "tool_call", span, tool_name=call.name, arguments=call.arguments,
@@ -78,9 +79,23 @@ class _Builder:
         if s.status == "error" and s.kind != "tool":
             self.add(s.end_ns, "error", s, text=s.status_message or f"{s.name} failed", is_error=True)
 
+    def state(self, s: Span) -> None:
+        """A ``state`` step when a chain/agent span's output is a JSON object that differs from the
+        state before it (the last state seen in this unit, else the span's own input object)."""
+        after = _json_object(s.output_value)
+        if after is None:
+            return
+        before = self.last_state if self.last_state is not None else (_json_object(s.input_value) or {})
+        text = state_diff(before, after)
+        self.last_state = after
+        if text:
+            self.add(s.end_ns, "state", s, text=f"{s.name}: {text}")
+
     def build(self) -> list[Step]:
         for s in self.spans:
             self.span(s)
+        for s in sorted((sp for sp in self.spans if sp.kind in ("chain", "agent")), key=lambda sp: sp.end_ns):
+            self.state(s)
         self.events.sort(key=lambda e: (e[0], e[1]))
         seen: set[tuple[object, ...]] = set()
         steps: list[Step] = []
@@ -92,6 +107,30 @@ class _Builder:
                 seen.add(key)
             steps.append(step.model_copy(update={"index": len(steps) + 1}))
         return steps
+
+
+def _json_object(text: str | None) -> dict[str, object] | None:
+    if not text or not text.lstrip().startswith("{"):
+        return None
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError:
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def _short(value: object, limit: int = 200) -> str:
+    text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, default=str)
+    return text if len(text) <= limit else text[:limit] + "…"
+
+
+def state_diff(before: dict[str, object], after: dict[str, object]) -> str:
+    """What changed between two state objects, as one line: ``set k: old → new; added k: v;
+    removed k`` (values cut at 200 characters); empty when nothing changed."""
+    parts = [f"set {k}: {_short(before[k])} → {_short(v)}" for k, v in after.items() if k in before and before[k] != v]
+    parts += [f"added {k}: {_short(v)}" for k, v in after.items() if k not in before]
+    parts += [f"removed {k}" for k in before if k not in after]
+    return "; ".join(parts)
 
 
 def step_timeline(unit: Unit) -> list[Step]:

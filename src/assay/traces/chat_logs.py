@@ -1,0 +1,120 @@
+"""Readers for chat logs as JSONL: one conversation per line.
+
+* ``openai-chat``: ``{"messages": [...], "id"?, "created_at"?}`` with OpenAI chat-completions
+  messages (``tool_calls`` with *string* arguments, ``role: tool`` results with ``tool_call_id``);
+  a ``response``/``choices`` of a chat completion, when present, is appended as the last turn.
+* ``anthropic-messages``: ``{"system": ..., "messages": [...]}`` with content blocks
+  (``text``, ``tool_use {id, name, input}``, ``tool_result {tool_use_id, content, is_error}``).
+
+Each conversation becomes one unit (one trace): an LLM span per assistant turn, a tool span per
+tool call with its result (``is_error`` → error status). Ids: the line's ``id`` /
+``conversation_id`` / ``session_id`` when given, else a hash of the line. Time: ``created_at`` /
+``timestamp`` / ``created`` by :func:`assay.traces.model.timestamp_ns` (no offset → UTC); without
+one, spans are numbered 1 ms apart and marked ``synthetic_time``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterator
+from typing import Any, Literal
+
+from assay.traces.chat_formats import chat_messages
+from assay.traces.model import Message, Span, Unit, timestamp_ns
+from assay.traces.timeline import looks_like_error
+
+ChatFormat = Literal["openai-chat", "anthropic-messages"]
+_MS = 1_000_000
+_ANTHROPIC_BLOCKS = {"tool_use", "tool_result", "thinking", "image"}
+
+
+def _hex(text: str, n: int) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:n]
+
+
+def detect_chat_format(record: object) -> ChatFormat | None:
+    """``anthropic-messages`` (top-level ``system`` or Anthropic content blocks), ``openai-chat``
+    (a ``messages`` list), or None."""
+    if not isinstance(record, dict) or not isinstance(record.get("messages"), list):
+        return None
+    if "system" in record:
+        return "anthropic-messages"
+    for m in record["messages"]:
+        content = m.get("content") if isinstance(m, dict) else None
+        if isinstance(content, list) and any(isinstance(b, dict) and b.get("type") in _ANTHROPIC_BLOCKS
+                                             for b in content):
+            return "anthropic-messages"
+    return "openai-chat"
+
+
+def _record_messages(record: dict[str, Any], fmt: ChatFormat) -> list[Message]:
+    msgs = chat_messages(record.get("system"), "system") if fmt == "anthropic-messages" else []
+    msgs += chat_messages(record["messages"], "user")
+    response = record.get("response") or {}
+    choices = record.get("choices") or (response.get("choices") if isinstance(response, dict) else None) or []
+    for choice in choices[:1]:
+        msgs += chat_messages(choice.get("message"), "assistant")
+    return msgs
+
+
+def conversation_unit(record: dict[str, Any], fmt: ChatFormat, line_key: str, source: str) -> Unit:
+    """One JSONL record as a unit.
+
+    Raises:
+        KeyError, TypeError, ValueError: no ``messages`` list, or an unreadable timestamp.
+    """
+    if not isinstance(record.get("messages"), list):
+        raise ValueError("record has no 'messages' list")
+    conv = record.get("id") or record.get("conversation_id") or record.get("session_id")
+    unit_id = f"{fmt}/{conv}" if conv else f"{fmt}/{_hex(line_key, 16)}"
+    stamp = next((record[k] for k in ("created_at", "timestamp", "created") if record.get(k) is not None), None)
+    base = timestamp_ns(stamp) if stamp is not None else 0
+    trace_id, root_id = _hex(unit_id, 32), _hex(unit_id + "#root", 16)
+    messages = _record_messages(record, fmt)
+    results: dict[str | None, tuple[int, Message | None]] = {
+        m.tool_call_id: (i, m) for i, m in enumerate(messages) if m.role == "tool" and m.tool_call_id}
+    spans: list[Span] = []
+    pending: list[Message] = []
+    common: dict[str, Any] = {"trace_id": trace_id, "parent_span_id": root_id, "synthetic_time": stamp is None}
+    for i, msg in enumerate(messages):
+        if msg.role != "assistant":
+            pending.append(msg)
+            continue
+        t = base + (i + 1) * _MS
+        spans.append(Span(span_id=_hex(f"{unit_id}#{i}", 16), name="chat", kind="llm", start_ns=t - _MS // 2,
+                          end_ns=t, input_messages=tuple(pending), output_messages=(msg,), **common))
+        pending = []
+        for k, call in enumerate(msg.tool_calls):
+            j, result = results.get(call.id, (i, None))
+            failed = result is not None and (result.is_error or looks_like_error(result.content))
+            spans.append(Span(span_id=_hex(f"{unit_id}#{i}#{k}", 16), name=f"execute_tool {call.name}", kind="tool",
+                              start_ns=t + 1, end_ns=base + (j + 1) * _MS, tool_call=call,
+                              tool_result=result.content if result else None, status="error" if failed else "ok",
+                              status_message=(result.content or "")[:200] if failed and result else None, **common))
+    root = Span(trace_id=trace_id, span_id=root_id, name="conversation", kind="agent", start_ns=base,
+                end_ns=base + (len(messages) + 1) * _MS, synthetic_time=stamp is None,
+                output_messages=tuple(m for m in pending if m.role != "tool"))
+    meta = record.get("metadata") if isinstance(record.get("metadata"), dict) else {}
+    return Unit(unit_id=unit_id, kind="trace", source=source, spans=(root, *spans),
+                attributes={"format": fmt, **({"metadata": meta} if meta else {})})
+
+
+def read_jsonl(text: str, fmt: ChatFormat | None, source: str) -> Iterator[tuple[Unit | None, str | None]]:
+    """Yield a unit per JSONL line and ``(None, reason)`` per line that cannot be read.
+
+    Args:
+        text: the file content.
+        fmt: force a format, or None to detect per line.
+    """
+    for n, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+            used = fmt or detect_chat_format(record)
+            if used is None:
+                raise ValueError("not a chat-log record (expected an object with a 'messages' list)")
+            yield conversation_unit(record, used, f"{source}:{n}:{line}", source), None
+        except (json.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as exc:
+            yield None, f"line {n}: {type(exc).__name__}: {str(exc).splitlines()[0]}"
