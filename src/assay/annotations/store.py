@@ -130,21 +130,22 @@ class LabelImport:
 _FIELDS = ("unit", "annotator", "label", "severity", "rationale", "criterion")
 
 
-def _records(path: Path) -> list[dict[str, object]]:
+def _records(path: Path) -> list[tuple[int, dict[str, object]]]:
+    """Records with their 1-based line number in the file (CSV: the header is line 1)."""
     text = path.read_text(encoding="utf-8")
     if path.suffix.lower() == ".csv":
-        return [dict(r) for r in csv.DictReader(io.StringIO(text))]
-    out: list[dict[str, object]] = []
+        reader = csv.DictReader(io.StringIO(text))
+        return [(reader.line_num, dict(r)) for r in reader]
+    out: list[tuple[int, dict[str, object]]] = []
     for n, line in enumerate(text.splitlines(), 1):
         if not line.strip():
-            out.append({})
             continue
         try:
             obj = json.loads(line)
         except json.JSONDecodeError as exc:
-            out.append({"__error__": f"line {n}: invalid JSON ({exc.msg})"})
+            out.append((n, {"__error__": f"invalid JSON ({exc.msg})"}))
             continue
-        out.append(obj if isinstance(obj, dict) else {"__error__": f"line {n}: not an object"})
+        out.append((n, obj if isinstance(obj, dict) else {"__error__": "not a JSON object"}))
     return out
 
 
@@ -153,7 +154,8 @@ def import_labels(store: Store, path: Path | str, source: str | None = None) -> 
 
     Each record: ``unit`` (unit id), ``annotator``, ``label`` (pass|fail), optional
     ``severity`` (1-4), ``rationale``, ``criterion`` (name), ``annotator_kind`` (default human).
-    Bad records are skipped with a reason (1-based line/row number); good ones are kept.
+    Bad records are skipped with a reason and their 1-based line number in the file;
+    good ones are kept.
 
     Raises:
         UsageError: the file does not exist.
@@ -165,9 +167,7 @@ def import_labels(store: Store, path: Path | str, source: str | None = None) -> 
     good: list[Annotation] = []
     known_units = set(store.select_unit_ids())
     known_criteria = {c.name for c in list_criteria(store)}
-    for n, rec in enumerate(_records(p), 1):
-        if not rec:
-            continue
+    for n, rec in _records(p):
         if "__error__" in rec:
             result.skipped.append((n, str(rec["__error__"])))
             continue

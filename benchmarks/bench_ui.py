@@ -1,0 +1,156 @@
+"""Server-side render time of the annotation app's review page for a unit with 500 spans.
+
+A fresh SQLite workspace gets one failed unit of 500 spans (an LLM turn, then 499 tool
+calls whose arguments and results are a few hundred characters of JSON, every 50th result
+an error), one signature holding it, a criterion and an annotator. The review page is
+requested ``--requests`` times (default 50, after 3 warm-up requests) in-process through
+``httpx.ASGITransport``; each request is timed from send to the last body byte (no network,
+no browser), so the numbers are the server's: store read, step timeline, Jinja2 render.
+Goal: p95 under 150 ms on this machine.
+
+    python benchmarks/bench_ui.py            # writes benchmarks/results/ui.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import re
+import statistics
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import httpx
+from fastapi import FastAPI
+
+from assay._store import Store
+from assay._store.tables import MemberRow, SignatureRow
+from assay._web.auth import add_user
+from assay._web.ui import install_ui
+from assay.annotations import add_criterion
+from assay.settings import Settings
+from assay.traces import Message, Span, ToolCall, Unit
+
+RESULTS = Path(__file__).parent / "results" / "ui.json"
+PASSWORD = "benchmark-password"
+
+
+def big_unit(n_spans: int = 500) -> Unit:
+    """One failed unit of ``n_spans`` spans: an LLM turn, then tool calls with JSON results."""
+    trace = "ab" * 16
+    t = 1_700_000_000_000_000_000
+    spans = [Span(trace_id=trace, span_id=f"{0:016x}", name="chat", kind="llm", start_ns=t, end_ns=t + 10**6,
+                  input_messages=(Message(role="user", content="Change my reservation to the 9am flight. " * 5),),
+                  output_messages=(Message(role="assistant", content="Let me look that up for you. " * 5),))]
+    for i in range(1, n_spans):
+        start = t + i * 10**7
+        error = i % 50 == 0
+        spans.append(Span(
+            trace_id=trace, span_id=f"{i:016x}", name="search_flights", kind="tool", start_ns=start,
+            end_ns=start + 5 * 10**6, status="error" if error else "ok",
+            tool_call=ToolCall(id=f"c{i}", name="search_flights",
+                               arguments={"origin": "SFO", "destination": "JFK", "date": f"2024-05-{1 + i % 28:02d}",
+                                          "passengers": [{"name": f"P{i}", "age": 30 + i % 40}]}),
+            tool_result=("Error: rate limit exceeded" if error else json.dumps(
+                {"flights": [{"id": f"HAT{i:03d}{j}", "price": 100 + j, "seats": j} for j in range(5)]}))))
+    return Unit(unit_id="big-unit", kind="trace", source="bench", spans=tuple(spans), outcome="fail")
+
+
+def prepare(workspace: Path, n_spans: int) -> tuple[FastAPI, Store]:
+    settings = Settings(workspace=workspace, store_url=f"sqlite:///{workspace / 'assay.db'}",
+                        session_secret="bench")
+    store = Store(settings.store_url)
+    store.add_units([big_unit(n_spans)])
+    with store.session() as s:
+        s.add(SignatureRow(id=1, structural_key="tool=search_flights", label="search_flights: rate limit",
+                           keywords=[], size=1, representative_unit="big-unit", status="new"))
+        s.flush()
+        s.add(MemberRow(unit_id="big-unit", signature_id=1, structural_key="tool=search_flights", distance=0.0,
+                        seen_at=datetime.now(UTC)))
+    add_criterion(store, "The agent handles tool errors without inventing flights.", name="bench", signature_id=1)
+    add_user(store, "ann", PASSWORD, "annotator")
+    app = FastAPI()
+    install_ui(app, settings, store)
+    return app, store
+
+
+async def measure(app: FastAPI, requests: int) -> tuple[list[float], int]:
+    """Milliseconds per review-page request, and the page size in bytes."""
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://bench") as client:
+        page = await client.get("/login")
+        token = re.search(r'name="csrf_token" value="([^"]+)"', page.text)
+        assert token is not None
+        await client.post("/login", data={"name": "ann", "password": PASSWORD, "csrf_token": token.group(1)})
+        url = "/review/big-unit?sig=1"
+        for _ in range(3):
+            assert (await client.get(url)).status_code == 200
+        times, size = [], 0
+        for _ in range(requests):
+            t0 = time.perf_counter()
+            resp = await client.get(url)
+            times.append((time.perf_counter() - t0) * 1000)
+            assert resp.status_code == 200
+            size = len(resp.content)
+    return times, size
+
+
+def components(app: FastAPI, store: Store, runs: int) -> dict[str, float]:
+    """Median milliseconds of the page's parts, called directly: store read, timeline, render."""
+    from assay._web.ui import step_views
+    from assay.traces import step_timeline
+
+    env = app.state.assay_ui.env
+    parts: dict[str, list[float]] = {"store_read_ms": [], "timeline_ms": [], "render_ms": []}
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        unit = store.unit("big-unit")
+        t1 = time.perf_counter()
+        steps = step_timeline(unit)
+        t2 = time.perf_counter()
+        env.get_template("review.html").render(csrf_token="x", user=None, unit=unit, steps=step_views(steps),
+                                               sig=1, criterion=None, labels=[], prev=None, next=None, mine=None)
+        t3 = time.perf_counter()
+        for key, value in zip(parts, (t1 - t0, t2 - t1, t3 - t2), strict=True):
+            parts[key].append(value * 1000)
+    return {key: round(statistics.median(values), 1) for key, values in parts.items()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--requests", type=int, default=50)
+    parser.add_argument("--spans", type=int, default=500)
+    parser.add_argument("--output", type=Path, default=RESULTS)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        app, store = prepare(Path(tmp), args.spans)
+        load_before = os.getloadavg()[0]
+        times, size = asyncio.run(measure(app, args.requests))
+        load_after = os.getloadavg()[0]
+        parts = components(app, store, 10)
+        from assay.traces import step_timeline
+
+        steps = len(step_timeline(store.unit("big-unit")))
+        store.close()
+    q = statistics.quantiles(times, n=100, method="inclusive")
+    result = {
+        "what": "server-side time of GET /review/{unit} (in-process ASGI, SQLite), ms",
+        "spans": args.spans, "steps": steps, "requests": args.requests, "page_bytes": size,
+        "p50_ms": round(statistics.median(times), 1), "p95_ms": round(q[94], 1), "max_ms": round(max(times), 1),
+        "goal_p95_ms": 150, "meets_goal": q[94] < 150, "parts_median": parts,
+        "load_avg_1m": {"before": round(load_before, 2), "after": round(load_after, 2), "cpus": os.cpu_count()},
+        "machine": {"python": platform.python_version(), "cpu": platform.processor() or platform.machine()},
+        "measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()

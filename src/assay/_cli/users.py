@@ -1,0 +1,67 @@
+"""``assay users`` and ``assay keys``: accounts of the annotation app and API keys."""
+
+from __future__ import annotations
+
+import sys
+from typing import Annotated
+
+import typer
+
+from assay._cli._common import console, err_console, get_ctx, handle_errors
+from assay.exceptions import UsageError
+
+# assay._web.auth (argon2-cffi, itsdangerous: the ``serve`` extra) is imported inside the
+# commands, so the rest of the CLI works without it.
+ROLES = ("admin", "annotator")
+
+users_app = typer.Typer(help="Accounts of the annotation app (admins and annotators).", no_args_is_help=True)
+keys_app = typer.Typer(help="API keys for ingestion and the REST API.", no_args_is_help=True)
+
+
+def _read_password(from_stdin: bool) -> str:
+    if from_stdin:
+        return sys.stdin.readline().rstrip("\r\n")
+    return str(typer.prompt("Password", hide_input=True, confirmation_prompt=True))
+
+
+@users_app.command("add")
+@handle_errors
+def users_add(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="Login name.")],
+    role: Annotated[str, typer.Option("--role", envvar="ASSAY_USER_ROLE", help="admin or annotator.")] = "annotator",
+    password_stdin: Annotated[bool, typer.Option("--password-stdin", help="Read the password from the first "
+                                                 "line of stdin instead of prompting.")] = False,
+) -> None:
+    """Add an account (or reset its password and role); the password is hashed with Argon2id."""
+    from assay._web.auth import add_user
+
+    if role not in ROLES:
+        raise UsageError(f"unknown role {role!r}: use admin or annotator")
+    account = add_user(get_ctx(ctx).store, name, _read_password(password_stdin),
+                       "admin" if role == "admin" else "annotator")
+    console.print(f"user {account.name} ({account.role}) saved")
+
+
+@users_app.command("list")
+@handle_errors
+def users_list(ctx: typer.Context) -> None:
+    """List accounts and roles."""
+    from assay._web.auth import list_users
+
+    for account in list_users(get_ctx(ctx).store):
+        console.print(f"{account.name}\t{account.role}")
+
+
+@keys_app.command("create")
+@handle_errors
+def keys_create(
+    ctx: typer.Context,
+    owner: Annotated[str, typer.Option("--owner", help="Who or what uses the key (a note).")] = "",
+) -> None:
+    """Create an API key and print it once (only its SHA-256 is stored)."""
+    from assay._web.auth import create_api_key
+
+    key = create_api_key(get_ctx(ctx).store, owner)
+    err_console.print("store this key now: it cannot be shown again")
+    print(key)

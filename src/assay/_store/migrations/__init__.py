@@ -1,0 +1,1 @@
+"""Alembic migrations of the store (see assay._store.migrate)."""
