@@ -137,7 +137,7 @@ def test_load_evaluators_reads_a_folder_and_rejects_duplicate_names(tmp_path: Pa
 
 def test_public_api_is_pinned() -> None:
     assert sorted(evaluators.__all__) == [
-        "CodeCheck", "CodeSpec", "CriterionRef", "Evaluation", "EvaluationResult", "EvaluatorDef",
+        "BatchReport", "CodeCheck", "CodeSpec", "CriterionRef", "Evaluation", "EvaluationResult", "EvaluatorDef",
         "EvaluatorFailure", "JudgeSpec", "ParsedVerdict", "Progress", "Unparsed", "check_output",
         "content_version", "default_prompt", "evaluate", "evaluate_many", "evaluator_json_schema",
         "load_evaluator", "load_evaluators", "parse_verdict", "render_prompt", "resolve_callable",

@@ -13,7 +13,15 @@ import assay.models as models
 from assay._store.store import Store
 from assay.evaluators import EvaluationResult, EvaluatorDef, EvaluatorFailure, evaluate_many
 from assay.exceptions import ConfigError, JudgeError
-from assay.models import CachedJudge, JudgeClient, JudgeReply, LocalLlamaJudge, OpenAICompatibleJudge, make_judge
+from assay.models import (
+    CachedJudge,
+    JudgeClient,
+    JudgeReply,
+    LocalLlamaJudge,
+    OpenAICompatibleJudge,
+    ResilientJudge,
+    make_judge,
+)
 from assay.models.local import fit_messages
 from assay.settings import JudgeSettings
 from assay.traces import Unit, read_file
@@ -127,7 +135,8 @@ def test_make_judge(tmp_path: Path) -> None:
     assert isinstance(make_judge(settings()), LocalLlamaJudge)
     wrapped = make_judge(settings(), Store(f"sqlite:///{tmp_path / 'a.db'}"))
     assert isinstance(wrapped, CachedJudge) and isinstance(wrapped, JudgeClient)
-    assert isinstance(make_judge(settings(provider="openai", api_key="k")), OpenAICompatibleJudge)
+    api = make_judge(settings(provider="openai", api_key="k"))
+    assert isinstance(api, ResilientJudge) and isinstance(api.inner, OpenAICompatibleJudge)
     with pytest.raises(ConfigError, match="api_key"):
         make_judge(settings(provider="openai"))
 
@@ -197,6 +206,7 @@ def test_openai_judge_timeout_and_errors_are_judge_errors() -> None:
 
 def test_public_api_is_pinned() -> None:
     assert sorted(models.__all__) == [
-        "CachedJudge", "ChatMessage", "HasParameters", "JudgeClient", "JudgeReply", "LocalLlamaJudge",
-        "OpenAICompatibleJudge", "cache_key", "default_gguf_path", "make_judge",
+        "AnthropicJudge", "CachedJudge", "ChatMessage", "HasParameters", "JudgeClient", "JudgeReply", "LocalLlamaJudge",
+        "OpenAICompatibleJudge", "RateLimiter", "ResilientJudge", "TransientJudgeError", "Usage", "cache_key",
+        "default_gguf_path", "make_judge", "parse_retry_after",
     ]

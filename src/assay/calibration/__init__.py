@@ -1,10 +1,15 @@
-"""Calibration: ground-truth datasets and judge-human agreement."""
+"""Calibration: ground-truth datasets, held-out splits, and judge-human agreement with CIs."""
 
 from assay.calibration.calibrate import CalibrationReport, calibrate
+from assay.calibration.ceiling import HumanCeiling, human_ceiling
 from assay.calibration.dataset import GroundTruthDataset, GroundTruthItem, build_dataset, export_dataset
 from assay.calibration.metrics import Agreement, Confusion, agreement, cohen_kappa
+from assay.calibration.splits import DatasetSplit, load_split, persist_split, split_dataset
+from assay.calibration.stats import CalibrationMetrics, Estimate, metrics_with_ci
 
 __all__ = [
-    "Agreement", "CalibrationReport", "Confusion", "GroundTruthDataset", "GroundTruthItem", "agreement",
-    "build_dataset", "calibrate", "cohen_kappa", "export_dataset",
+    "Agreement", "CalibrationMetrics", "CalibrationReport", "Confusion", "DatasetSplit", "Estimate",
+    "GroundTruthDataset", "GroundTruthItem", "HumanCeiling", "agreement", "build_dataset", "calibrate",
+    "cohen_kappa", "export_dataset", "human_ceiling", "load_split", "metrics_with_ci", "persist_split",
+    "split_dataset",
 ]

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from assay._store import Store
+from assay.calibration.ceiling import HumanCeiling, human_ceiling
 from assay.calibration.dataset import GroundTruthDataset, build_dataset
 from assay.calibration.metrics import Agreement, agreement
+from assay.calibration.splits import DEFAULT_FRACTIONS, DatasetSplit, count_test_uses, persist_split, split_dataset
+from assay.calibration.stats import MIN_PER_CLASS, N_BOOT, CalibrationMetrics, metrics_with_ci
 from assay.evaluators import EvaluationResult, EvaluatorDef, content_version
 from assay.exceptions import UsageError
 from assay.models import JudgeClient
@@ -18,12 +21,16 @@ from assay.settings import JudgeSettings
 class CalibrationReport(BaseModel):
     """Agreement of one evaluator version with the ground truth of its criterion.
 
-    ``agreement`` is computed on the scored items only; unscored items (judge reply
-    without a verdict) and errors are counted beside it, never counted as pass or fail.
-    ``meets_threshold`` is ``agreement.accuracy >= threshold`` *and* Cohen's kappa above
-    ``min_kappa`` (default 0: better than chance). High accuracy on imbalanced labels with
-    a kappa at chance level (e.g. a judge that always says "pass") is not agreement.
-    ``notes`` says in words why a threshold was not met.
+    Agreement is computed on the scored items only; unscored items (judge reply without a
+    verdict) and errors are counted beside it, never counted as pass or fail.
+
+    The decision is taken on the held-out *test* split of a stratified, seeded split of the
+    dataset (``split``; persisted with the dataset version): ``meets_threshold`` is
+    ``test.agreement >= threshold`` *and* test Cohen's kappa above ``min_kappa`` (default 0:
+    better than chance). High accuracy on imbalanced labels with a kappa at chance level
+    (e.g. a judge that always says "pass") is not agreement. ``agreement`` (no CIs) covers
+    all scored labelled items, for reference. ``notes`` says in words why a threshold was
+    not met; ``warnings`` flags small classes (fewer than ``min_per_class`` labels).
     """
 
     model_config = ConfigDict(frozen=True)
@@ -44,16 +51,32 @@ class CalibrationReport(BaseModel):
     status: str
     run_id: str
     override_reason: str | None = None
+    split_id: str | None = Field(default=None, description="the stored train/dev/test split the decision used")
+    split_sizes: dict[str, int] = Field(default_factory=dict, description="labelled items per split")
+    test: CalibrationMetrics | None = Field(default=None, description="test-split metrics with 95% CIs: the decision")
+    overall: CalibrationMetrics | None = Field(default=None, description="all scored items, with 95% CIs")
+    human_ceiling: HumanCeiling | None = Field(default=None,
+                                               description="human-human agreement on the test items (>= 2 humans)")
+    test_uses: int = Field(default=0, description="reports made on this test split so far, this one included")
+    warnings: tuple[str, ...] = ()
+    n_not_applicable: int = Field(default=0, description="units the judge found the criterion not to apply to")
+    decided_on: str = Field(default="test", description="the split activation was decided on")
 
 
 def calibrate(store: Store, defn: EvaluatorDef, judge: JudgeClient | None, judge_settings: JudgeSettings,
               progress: Callable[[int], None] | None = None, dataset: GroundTruthDataset | None = None,
-              force_reason: str | None = None, min_kappa: float = 0.0) -> CalibrationReport:
+              force_reason: str | None = None, min_kappa: float = 0.0,
+              fractions: tuple[float, float, float] = DEFAULT_FRACTIONS, seed: int = 0, n_boot: int = N_BOOT,
+              min_per_class: int = MIN_PER_CLASS) -> CalibrationReport:
     """Calibrate an evaluator against the human labels of its criterion and set its status.
 
-    The evaluator becomes ``active`` when its accuracy on the ground truth meets its
-    threshold, else it stays ``draft`` — unless ``force_reason`` is given, which activates
-    it and records the reason.
+    The dataset is split (stratified by label, seeded: ``fractions`` = train/dev/test
+    shares, ``seed``) and the split stored. Every labelled unit is scored; the evaluator
+    becomes ``active`` when its *test-split* agreement meets its threshold (and kappa is
+    above ``min_kappa``), else it stays ``draft`` — unless ``force_reason`` is given, which
+    activates it and records the reason. The run records that it looked at the test split.
+    Small sets still report: below ``min_per_class`` labels of a class a warning says so.
+    Intervals are percentile bootstraps with ``n_boot`` resamples (Efron 1979).
 
     Raises:
         UsageError: the criterion has no labelled units.
@@ -66,15 +89,24 @@ def calibrate(store: Store, defn: EvaluatorDef, judge: JudgeClient | None, judge
         raise UsageError(f"criterion {defn.criterion.name!r} has no labelled units to calibrate on; "
                          "import labels first (assay labels import)")
     version = content_version(defn)
+    split = persist_split(store, split_dataset(ds, fractions, seed))
     run_id = new_run(store, "calibration", {"evaluator": defn.name, "evaluator_version": version,
-                                             "dataset_version": ds.version})
+                                             "dataset_version": ds.version, "split_id": split.split_id,
+                                             "test_touched": True})
     labels = {i.unit_id: i.label for i in ds.items}
     results = score_units(store, defn, list(labels), judge, judge_settings, progress)
     record_scores(store, run_id, results, ds.version)
     scored = [r for r in results if isinstance(r, EvaluationResult)]
     agree = agreement([labels[r.unit_id] for r in scored], [r.verdict for r in scored])
-    notes = _shortfalls(agree, defn.threshold, min_kappa)
+    test, overall = _split_metrics(scored, labels, split, n_boot, seed, min_per_class)
+    notes = _shortfalls(test, defn.threshold, min_kappa)
     meets = not notes
+    ceiling = human_ceiling(store, defn.criterion.name, split.units("test"), seed)
+    uses = count_test_uses(store, split.split_id)
+    warnings = [f"test split: {w}" for w in test.warnings]
+    if uses > 1:
+        warnings.append(f"this test split has now been reported on {uses} times: choices made between those "
+                        "reports were made on the test data; re-split or label fresh items for an unbiased result")
     status = "active" if meets or force_reason else "draft"
     failures = [r for r in results if not isinstance(r, EvaluationResult)]
     report = CalibrationReport(
@@ -82,22 +114,37 @@ def calibrate(store: Store, defn: EvaluatorDef, judge: JudgeClient | None, judge
         dataset_version=ds.version, dataset_balance=ds.balance, n_labelled=len(labels),
         n_unscored=sum(f.status == "unscored" for f in failures), n_errors=sum(f.status == "error" for f in failures),
         agreement=agree, threshold=defn.threshold, min_kappa=min_kappa, meets_threshold=meets, notes=tuple(notes),
-        status=status, run_id=run_id, override_reason=None if meets else force_reason)
+        status=status, run_id=run_id, override_reason=None if meets else force_reason, split_id=split.split_id,
+        split_sizes=split.sizes(), test=test, overall=overall, human_ceiling=ceiling, test_uses=uses,
+        warnings=tuple(warnings), n_not_applicable=sum(f.status == "not_applicable" for f in failures))
     save_evaluator_record(store, defn, status, report.model_dump(mode="json"),
                           override_reason=None if meets else force_reason)
     finish_run(store, run_id, report.model_dump(mode="json"))
     return report
 
 
-def _shortfalls(agree: Agreement, threshold: float, min_kappa: float) -> list[str]:
+def _split_metrics(scored: list[EvaluationResult], labels: Mapping[str, str], split: DatasetSplit, n_boot: int,
+                   seed: int, min_per_class: int) -> tuple[CalibrationMetrics, CalibrationMetrics]:
+    """(test-split metrics, all-items metrics) of the scored results, with CIs."""
+    test_ids = set(split.units("test"))
+    on_test = [r for r in scored if r.unit_id in test_ids]
+    test = metrics_with_ci([labels[r.unit_id] for r in on_test], [r.verdict for r in on_test], n_boot, seed,
+                           min_per_class)
+    overall = metrics_with_ci([labels[r.unit_id] for r in scored], [r.verdict for r in scored], n_boot, seed,
+                              min_per_class)
+    return test, overall
+
+
+def _shortfalls(m: CalibrationMetrics, threshold: float, min_kappa: float) -> list[str]:
     notes = []
-    if agree.accuracy is None:
-        notes.append("no labelled unit could be scored")
+    acc, kappa = m.agreement.value, m.kappa.value
+    if acc is None:
+        notes.append("no labelled unit of the test split could be scored")
         return notes
-    if agree.accuracy < threshold:
-        notes.append(f"agreement {agree.accuracy:.3f} is below the threshold {threshold:.2f}")
-    if agree.kappa is None:
+    if acc < threshold:
+        notes.append(f"test agreement {acc:.3f} is below the threshold {threshold:.2f}")
+    if kappa is None:
         notes.append("Cohen's kappa is undefined (one class only): agreement cannot be told from chance")
-    elif agree.kappa <= min_kappa:
-        notes.append(f"Cohen's kappa {agree.kappa:.3f} is at or below {min_kappa:.2f}: no better than chance")
+    elif kappa <= min_kappa:
+        notes.append(f"Cohen's kappa {kappa:.3f} is at or below {min_kappa:.2f}: no better than chance")
     return notes

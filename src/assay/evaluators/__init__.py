@@ -18,12 +18,13 @@ from assay.evaluators.definition import (
     load_evaluators,
     save_evaluator,
 )
-from assay.evaluators.results import Evaluation, EvaluationResult, EvaluatorFailure
+from assay.evaluators.results import BatchReport, Evaluation, EvaluationResult, EvaluatorFailure
 from assay.evaluators.runner import Progress, evaluate, evaluate_many, render_prompt, verdict_schema
 from assay.evaluators.verdict import ParsedVerdict, Unparsed, parse_verdict
 
 __all__ = [
-    "CodeCheck", "CodeSpec", "CriterionRef", "Evaluation", "EvaluationResult", "EvaluatorDef", "EvaluatorFailure",
+    "BatchReport", "CodeCheck", "CodeSpec", "CriterionRef", "Evaluation", "EvaluationResult", "EvaluatorDef",
+    "EvaluatorFailure",
     "JudgeSpec", "ParsedVerdict", "Progress", "Unparsed", "check_output", "content_version", "default_prompt",
     "evaluate", "evaluate_many", "evaluator_json_schema", "load_evaluator", "load_evaluators", "parse_verdict",
     "render_prompt", "resolve_callable", "save_evaluator", "verdict_schema",

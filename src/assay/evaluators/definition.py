@@ -52,6 +52,8 @@ class CodeSpec(_Model):
                           description='import path "package.module:function"; the function takes '
                                       "(steps: list[Step], unit: Unit) and returns a float in [0, 1] "
                                       "or (float, reason)")
+    args: dict[str, Any] = Field(default_factory=dict,
+                                 description="keyword arguments passed to the check, e.g. {tool: cancel_reservation}")
 
 
 class JudgeSpec(_Model):
@@ -62,6 +64,16 @@ class JudgeSpec(_Model):
     model: str | None = Field(default=None, description="judge model override; None: the workspace judge model")
     labels: dict[str, float] = Field(default_factory=lambda: {"pass": 1.0, "fail": 0.0},
                                      description="verdict label -> score in [0, 1]")
+    scale: tuple[float, float] | None = Field(
+        default=None, description="[low, high] of a numeric score the judge gives instead of a label, e.g. "
+                                  "[1, 10]; normalised to [0, 1]; a score outside it is an error")
+
+    @field_validator("scale")
+    @classmethod
+    def _check_scale(cls, scale: tuple[float, float] | None) -> tuple[float, float] | None:
+        if scale is not None and not scale[0] < scale[1]:
+            raise ValueError(f"scale {list(scale)} must be [low, high] with low < high")
+        return scale
 
     @field_validator("labels")
     @classmethod
@@ -148,6 +160,10 @@ def content_version(defn: EvaluatorDef) -> str:
         spec = defn.judge_spec()
         data["judge"] = {**spec.model_dump(mode="json"), "label_order": list(spec.labels),
                          "prompt": defn.prompt_template().replace("\r\n", "\n")}
+        if spec.scale is None:  # fields added later hash only when set: existing versions stay valid
+            del data["judge"]["scale"]
+    if defn.code is not None and not defn.code.args:
+        del data["code"]["args"]
     canonical = json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:12]
 

@@ -24,6 +24,9 @@ class EvaluationResult(BaseModel):
     repaired: bool = Field(default=False,
                            description="the reply needed repair (code fence, trailing text, ...) to parse")
     cached: bool = Field(default=False, description="the judge reply came from the cache")
+    warnings: tuple[str, ...] = Field(default=(), description="accepted but flagged: a numeric string coerced, "
+                                      "a score contradicting the verdict")
+    attempts: int = Field(default=1, ge=1, description="judge calls made (more than 1: retried)")
 
 
 class EvaluatorFailure(BaseModel):
@@ -31,7 +34,9 @@ class EvaluatorFailure(BaseModel):
 
     ``status`` is ``"unscored"`` when the judge answered but no verdict could be read from
     the reply, ``"error"`` when the call or the check failed (timeout, transport, exception,
-    out-of-range value).
+    out-of-range value, a judge score outside the declared scale), ``"not_applicable"`` when
+    the judge said the criterion does not apply to the unit. All three are left out of rates
+    and means and counted beside them.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -40,10 +45,34 @@ class EvaluatorFailure(BaseModel):
     evaluator_version: str
     unit_id: str
     judge_model: str | None = None
-    status: Literal["unscored", "error"]
+    status: Literal["unscored", "error", "not_applicable"]
     error: str = Field(description="what went wrong, for people")
     raw: str | None = Field(default=None, description="the judge's raw reply text, when there was one")
+    attempts: int = Field(default=1, ge=1, description="judge calls made before giving up")
 
 
 Evaluation = EvaluationResult | EvaluatorFailure
 """What :func:`assay.evaluators.evaluate` returns for one unit."""
+
+
+class BatchReport(BaseModel):
+    """What happened in a batch: counts, and which units were retried or failed (to re-run only those)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    n: int
+    scored: int
+    retried: tuple[str, ...] = Field(description="unit ids whose judge call needed more than one attempt")
+    failed: tuple[str, ...] = Field(description="unit ids with status error (re-run these)")
+    unscored: tuple[str, ...] = Field(description="unit ids whose reply held no verdict")
+    not_applicable: tuple[str, ...] = ()
+
+    @classmethod
+    def of(cls, results: list[Evaluation]) -> BatchReport:
+        """Summarise results of :func:`~assay.evaluators.evaluate_many`."""
+        def ids(status: str) -> tuple[str, ...]:
+            return tuple(r.unit_id for r in results if isinstance(r, EvaluatorFailure) and r.status == status)
+
+        return cls(n=len(results), scored=sum(isinstance(r, EvaluationResult) for r in results),
+                   retried=tuple(r.unit_id for r in results if r.attempts > 1), failed=ids("error"),
+                   unscored=ids("unscored"), not_applicable=ids("not_applicable"))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from typing import Any, Literal
 
 import jinja2
@@ -24,8 +25,16 @@ Progress = Callable[[int], None]
 REASON_MAX_CHARS = 300
 
 
-def verdict_schema(labels: Sequence[str]) -> dict[str, Any]:
-    """JSON Schema of a judge reply: ``reason`` (string, at most 300 chars) first, then ``verdict`` (a label)."""
+def verdict_schema(labels: Sequence[str], scale: tuple[float, float] | None = None) -> dict[str, Any]:
+    """JSON Schema of a judge reply: ``reason`` (string, at most 300 chars) first, then ``verdict`` (a label).
+
+    With a ``scale`` (low, high) the reply gives a ``score`` number in it instead of a verdict.
+    """
+    if scale is not None:
+        return {"type": "object", "properties": {
+            "reason": {"type": "string", "maxLength": REASON_MAX_CHARS},
+            "score": {"type": "number", "minimum": scale[0], "maximum": scale[1]}},
+            "required": ["reason", "score"], "additionalProperties": False}
     return {
         "type": "object",
         "properties": {
@@ -38,7 +47,7 @@ def verdict_schema(labels: Sequence[str]) -> dict[str, Any]:
 
 
 def render_prompt(defn: EvaluatorDef, unit: Unit, settings: JudgeSettings | None = None) -> str:
-    """The judge prompt for one unit: the template rendered with ``criterion``, ``timeline``, ``labels``.
+    """The judge prompt for one unit: the template rendered with ``criterion``, ``timeline``, ``labels``, ``scale``.
 
     The timeline leaves out system prompts and keeps the newest steps within
     ``settings.max_prompt_chars`` characters.
@@ -50,7 +59,8 @@ def render_prompt(defn: EvaluatorDef, unit: Unit, settings: JudgeSettings | None
     timeline = render_timeline(step_timeline(unit), max_chars=settings.max_prompt_chars, skip_system=True)
     try:
         template = template_environment().from_string(defn.prompt_template())
-        return template.render(criterion=defn.criterion, timeline=timeline, labels=list(defn.judge_spec().labels))
+        spec = defn.judge_spec()
+        return template.render(criterion=defn.criterion, timeline=timeline, labels=list(spec.labels), scale=spec.scale)
     except jinja2.TemplateError as exc:
         raise ConfigError(f"prompt template: {exc}", f"evaluator {defn.name}") from exc
 
@@ -81,11 +91,11 @@ class _Runner:
         else:
             self.judge = judge or make_judge(self.settings)
 
-    def failure(self, unit: Unit, status: Literal["unscored", "error"], error: str,
-                raw: str | None = None) -> EvaluatorFailure:
+    def failure(self, unit: Unit, status: Literal["unscored", "error", "not_applicable"], error: str,
+                raw: str | None = None, attempts: int = 1) -> EvaluatorFailure:
         return EvaluatorFailure(evaluator=self.defn.name, evaluator_version=self.version, unit_id=unit.unit_id,
                                 judge_model=self.judge.model_name if self.judge else None,
-                                status=status, error=error, raw=raw)
+                                status=status, error=error, raw=raw, attempts=attempts)
 
     def result(self, unit: Unit, score: float, reason: str, **extra: Any) -> EvaluationResult:
         return EvaluationResult(evaluator=self.defn.name, evaluator_version=self.version, unit_id=unit.unit_id,
@@ -98,7 +108,8 @@ class _Runner:
     def run_code(self, unit: Unit) -> Evaluation:
         assert self.check is not None
         try:
-            score, reason = check_output(self.check(step_timeline(unit), unit))
+            args = self.defn.code.args if self.defn.code is not None else {}
+            score, reason = check_output(self.check(step_timeline(unit), unit, **args))
         except (UsageError, EnvironmentProblem):
             raise
         except Exception as exc:
@@ -107,21 +118,23 @@ class _Runner:
 
     def run_judge(self, unit: Unit) -> Evaluation:
         assert self.judge is not None
-        labels: Mapping[str, float] = self.defn.judge_spec().labels
+        spec = self.defn.judge_spec()
+        labels: Mapping[str, float] = spec.labels
         prompt = render_prompt(self.defn, unit, self.settings)
         try:
-            reply = self.judge.complete([{"role": "user", "content": prompt}], verdict_schema(list(labels)))
+            reply = self.judge.complete([{"role": "user", "content": prompt}], verdict_schema(list(labels), spec.scale))
         except (UsageError, EnvironmentProblem):
             raise
         except JudgeError as exc:
-            return self.failure(unit, "error", str(exc), exc.raw)
+            return self.failure(unit, "error", str(exc), exc.raw, getattr(exc, "attempts", 1))
         except Exception as exc:
             return self.failure(unit, "error", f"{type(exc).__name__}: {exc}")
-        parsed = parse_verdict(reply.text, labels)
+        parsed = parse_verdict(reply.text, labels, spec.scale, self.defn.pass_score)
         if isinstance(parsed, Unparsed):
-            return self.failure(unit, "unscored", parsed.problem, reply.text)
+            return self.failure(unit, parsed.status, parsed.problem, reply.text, reply.attempts)
         return self.result(unit, parsed.score, parsed.reason, label=parsed.label, raw=reply.text,
-                           repaired=parsed.repaired, cached=reply.cached)
+                           repaired=parsed.repaired, cached=reply.cached, warnings=parsed.warnings,
+                           attempts=reply.attempts)
 
 
 def evaluate(defn: EvaluatorDef, unit: Unit, judge: JudgeClient | None = None,
@@ -150,11 +163,14 @@ def evaluate(defn: EvaluatorDef, unit: Unit, judge: JudgeClient | None = None,
 
 
 def evaluate_many(defn: EvaluatorDef, units: Sequence[Unit], judge: JudgeClient | None = None,
-                  settings: JudgeSettings | None = None, progress: Progress | None = None) -> list[Evaluation]:
-    """Score units one by one with one evaluator; a failed unit never stops the batch.
+                  settings: JudgeSettings | None = None, progress: Progress | None = None,
+                  concurrency: int | None = None) -> list[Evaluation]:
+    """Score units with one evaluator; a failed unit never stops the batch.
 
     Same arguments as :func:`evaluate` (one judge serves the whole batch); ``progress``
-    is called with ``1`` after each unit.
+    is called with ``1`` after each unit. ``concurrency`` (default ``settings.concurrency``,
+    else 1) bounds the judge calls in flight (a thread pool; the judge must be thread-safe,
+    as assay's clients are). Summarise with :meth:`BatchReport.of`.
 
     Returns:
         one :class:`EvaluationResult` or :class:`EvaluatorFailure` per unit, in input order.
@@ -164,14 +180,28 @@ def evaluate_many(defn: EvaluatorDef, units: Sequence[Unit], judge: JudgeClient 
         at once instead of failing every unit the same way).
     """
     runner = _Runner(defn, judge, settings)
-    out: list[Evaluation] = []
-    for unit in units:
+    workers = concurrency or (settings.concurrency if settings is not None else 1)
+
+    def one(unit: Unit) -> Evaluation:
         try:
-            out.append(runner.run(unit))
+            return runner.run(unit)
         except (UsageError, EnvironmentProblem):
             raise
         except Exception as exc:
-            out.append(runner.failure(unit, "error", f"{type(exc).__name__}: {exc}"))
-        if progress is not None:
-            progress(1)
-    return out
+            return runner.failure(unit, "error", f"{type(exc).__name__}: {exc}")
+
+    if workers <= 1 or len(units) <= 1:
+        out: list[Evaluation] = []
+        for unit in units:
+            out.append(one(unit))
+            if progress is not None:
+                progress(1)
+        return out
+    results: dict[int, Evaluation] = {}
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="assay-judge") as pool:
+        futures = {pool.submit(one, unit): i for i, unit in enumerate(units)}
+        for future in as_completed(futures):
+            results[futures[future]] = future.result()
+            if progress is not None:
+                progress(1)
+    return [results[i] for i in range(len(units))]

@@ -21,6 +21,8 @@ class JudgeReply(BaseModel):
         output_tokens: generated tokens, None when the provider did not say.
         latency_s: wall time of the model call in seconds (the original call's time when cached).
         cached: True when the reply came from the judge cache and no model was called.
+        attempts: calls made for this reply (1 = first try; more = retried).
+        cost_usd: price of the call in US dollars, None when no prices are configured.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -31,6 +33,8 @@ class JudgeReply(BaseModel):
     output_tokens: int | None = None
     latency_s: float = Field(default=0.0, ge=0)
     cached: bool = False
+    attempts: int = Field(default=1, ge=1)
+    cost_usd: float | None = Field(default=None, ge=0)
 
 
 @runtime_checkable

@@ -8,9 +8,11 @@ from typing import Any
 
 from assay.exceptions import ConfigError, JudgeError, MissingDependency
 from assay.models.base import ChatMessage, JudgeReply
+from assay.models.runtime import TransientJudgeError, parse_retry_after
 from assay.settings import JudgeSettings
 
 _UNSUPPORTED_STRICT_KEYWORDS = frozenset({"minLength", "maxLength"})
+_TRANSIENT_STATUS = frozenset({408, 409, 429})
 
 
 class OpenAICompatibleJudge:
@@ -25,13 +27,17 @@ class OpenAICompatibleJudge:
         settings: ``model``, ``base_url`` (None: api.openai.com), ``api_key``,
             ``temperature``, ``max_tokens``, ``timeout_s``, ``max_retries``.
         http_client: an ``httpx2.Client`` for the SDK (tests pass one with a mock transport).
+        max_retries: the SDK's own retries (default ``settings.max_retries``); :func:`make_judge`
+            passes 0 and retries in :class:`~assay.models.ResilientJudge` instead. Failures that
+            may pass on retry (408/409/429/5xx, timeouts, connection errors) raise
+            :class:`~assay.models.TransientJudgeError` with the ``Retry-After`` delay.
 
     Raises:
         MissingDependency: the ``openai`` package is not installed.
         ConfigError: no API key and no custom ``base_url``.
     """
 
-    def __init__(self, settings: JudgeSettings, http_client: Any = None) -> None:
+    def __init__(self, settings: JudgeSettings, http_client: Any = None, max_retries: int | None = None) -> None:
         try:
             import openai
         except ImportError as exc:
@@ -42,7 +48,8 @@ class OpenAICompatibleJudge:
         self.model_name = settings.model
         self._openai = openai
         self._client = openai.OpenAI(api_key=settings.api_key or "not-needed", base_url=settings.base_url,
-                                     timeout=settings.timeout_s, max_retries=settings.max_retries,
+                                     timeout=settings.timeout_s,
+                                     max_retries=settings.max_retries if max_retries is None else max_retries,
                                      http_client=http_client)
 
     @property
@@ -68,7 +75,17 @@ class OpenAICompatibleJudge:
                 temperature=self.settings.temperature, max_tokens=self.settings.max_tokens,
                 timeout=self.settings.timeout_s, **kwargs)
         except self._openai.APITimeoutError as exc:
-            raise JudgeError(f"judge call timed out after {self.settings.timeout_s} s", self.model_name) from exc
+            raise TransientJudgeError(f"judge call timed out after {self.settings.timeout_s} s",
+                                      self.model_name) from exc
+        except self._openai.APIConnectionError as exc:
+            raise TransientJudgeError(f"judge connection failed: {exc}", self.model_name) from exc
+        except self._openai.APIStatusError as exc:
+            status = exc.status_code
+            message = f"judge call failed: {type(exc).__name__}: {exc}"
+            if status in _TRANSIENT_STATUS or status >= 500:
+                retry_after = parse_retry_after(exc.response.headers.get("retry-after"))
+                raise TransientJudgeError(message, self.model_name, status, retry_after) from exc
+            raise JudgeError(message, self.model_name) from exc
         except self._openai.OpenAIError as exc:
             raise JudgeError(f"judge call failed: {type(exc).__name__}: {exc}", self.model_name) from exc
         latency = time.perf_counter() - start

@@ -1,0 +1,137 @@
+"""Stratified, seeded train / dev / test splits of a ground-truth dataset, persisted with its version.
+
+Few-shot examples come from *train*, prompt and example choices are compared on *dev*, and
+an evaluator is activated on *test*. Every reported test result is recorded (one calibration
+run per look), so how often a test split has been looked at is always known.
+
+A split is stored as a run record of kind ``split`` whose id is derived from the dataset
+version, the item ids, the seed and the fractions: the same inputs give the same split,
+and the store keeps which unit went where.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+from collections import Counter
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from sqlalchemy import select
+
+from assay._store import Store
+from assay._store.tables import RunRow
+from assay.calibration.dataset import GroundTruthDataset
+
+SplitName = Literal["train", "dev", "test"]
+SPLITS: tuple[SplitName, ...] = ("train", "dev", "test")
+DEFAULT_FRACTIONS = (0.5, 0.2, 0.3)
+"""train / dev / test shares; 100 labelled units give a test split of about 30."""
+
+
+class DatasetSplit(BaseModel):
+    """Which split each item of one dataset version belongs to.
+
+    Attributes:
+        split_id: ``split-v<dataset version>-<12 hex>``; a stable function of the inputs.
+        dataset_version: the ground-truth dataset version split.
+        seed: seed of the shuffle within each label.
+        fractions: (train, dev, test) shares, summing to 1.
+        assignment: unit id -> split name.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    split_id: str
+    dataset_version: int
+    seed: int
+    fractions: tuple[float, float, float]
+    assignment: dict[str, SplitName]
+
+    def units(self, name: SplitName) -> list[str]:
+        """Unit ids in one split, sorted."""
+        return sorted(u for u, s in self.assignment.items() if s == name)
+
+    def sizes(self) -> dict[str, int]:
+        """Items per split."""
+        counts = Counter(self.assignment.values())
+        return {s: counts[s] for s in SPLITS}
+
+
+class SplitFractions(BaseModel):
+    """Validated (train, dev, test) shares: each in [0, 1], test > 0, sum 1."""
+
+    train: float = Field(ge=0, le=1)
+    dev: float = Field(ge=0, le=1)
+    test: float = Field(gt=0, le=1)
+
+    @model_validator(mode="after")
+    def _sum_to_one(self) -> SplitFractions:
+        total = self.train + self.dev + self.test
+        if abs(total - 1.0) > 1e-6:
+            raise ValueError(f"train + dev + test must be 1, got {total:g}")
+        return self
+
+
+def _allocate(n: int, fractions: tuple[float, float, float]) -> tuple[int, int, int]:
+    """Items of one class per split: rounded shares, test first to get at least one item."""
+    n_test = round(n * fractions[2])
+    if n >= 1 and n_test == 0:
+        n_test = 1
+    n_dev = min(round(n * fractions[1]), n - n_test)
+    return n - n_test - n_dev, n_dev, n_test
+
+
+def split_dataset(dataset: GroundTruthDataset, fractions: tuple[float, float, float] = DEFAULT_FRACTIONS,
+                  seed: int = 0) -> DatasetSplit:
+    """Split a dataset into train / dev / test, stratified by label, reproducibly.
+
+    Within each label the unit ids are sorted, shuffled with ``random.Random(seed)`` and cut
+    by the fractions (rounded; each class with at least one item puts at least one in test).
+    Nothing is stored (see :func:`persist_split`).
+
+    Raises:
+        pydantic.ValidationError: fractions outside [0, 1], test 0, or a sum other than 1.
+    """
+    SplitFractions(train=fractions[0], dev=fractions[1], test=fractions[2])
+    assignment: dict[str, SplitName] = {}
+    for label in ("pass", "fail"):
+        ids = sorted(i.unit_id for i in dataset.items if i.label == label)
+        random.Random(f"{seed}:{label}").shuffle(ids)
+        n_train, n_dev, _ = _allocate(len(ids), fractions)
+        for k, unit in enumerate(ids):
+            assignment[unit] = "train" if k < n_train else "dev" if k < n_train + n_dev else "test"
+    payload = json.dumps([dataset.content_hash, sorted(assignment), seed, list(fractions)])
+    digest = hashlib.sha256(payload.encode()).hexdigest()[:12]
+    return DatasetSplit(split_id=f"split-v{dataset.version}-{digest}", dataset_version=dataset.version, seed=seed,
+                        fractions=fractions, assignment=dict(sorted(assignment.items())))
+
+
+def persist_split(store: Store, split: DatasetSplit) -> DatasetSplit:
+    """Store a split with its dataset version (once; an identical split is already there)."""
+    with store.session() as s:
+        if s.get(RunRow, split.split_id) is None:
+            s.add(RunRow(run_id=split.split_id, kind="split",
+                         params={"dataset_version": split.dataset_version, "seed": split.seed,
+                                 "fractions": list(split.fractions)},
+                         summary={"assignment": split.assignment, "sizes": split.sizes()}))
+    return split
+
+
+def load_split(store: Store, split_id: str) -> DatasetSplit | None:
+    """A stored split, or None."""
+    with store.session() as s:
+        row = s.get(RunRow, split_id)
+    if row is None or row.kind != "split":
+        return None
+    return DatasetSplit(split_id=row.run_id, dataset_version=row.params["dataset_version"], seed=row.params["seed"],
+                        fractions=tuple(row.params["fractions"]), assignment=row.summary["assignment"])
+
+
+def count_test_uses(store: Store, split_id: str) -> int:
+    """How many calibration runs have reported a result on this split's test items."""
+    with store.session() as s:
+        rows = s.scalars(select(RunRow.params).where(RunRow.kind == "calibration")).all()
+        return sum(1 for p in rows if (p or {}).get("split_id") == split_id and (p or {}).get("test_touched"))
+
