@@ -17,6 +17,7 @@ from assay.settings import Settings
 from assay.signatures import (
     EmbeddingStats,
     Signature,
+    StructuralKey,
     build_signatures,
     class_tfidf,
     embed_texts,
@@ -30,9 +31,11 @@ from assay.signatures import (
     signature_members,
     structural_key,
 )
-from assay.signatures.cluster import match_clusters
+from assay.signatures.cluster import KEY_WEIGHT, common_key, joint_distance, match_clusters, match_members
 from assay.signatures.embeddings import model_dir, vector_to_bytes
-from assay.traces import read_file
+from assay.signatures.impact import ERROR_KIND_SEVERITY, SEVERITY_WEIGHT
+from assay.signatures.keys import error_kind, step_band
+from assay.traces import Span, Unit, read_file, step_timeline
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 AIRLINE = DATA / "tau-bench-airline" / "historical_trajectories" / "gpt-4o-airline.json"
@@ -73,6 +76,8 @@ def _count(store: Store, table: type) -> int:
     ("Error: new item 3111466194 not found or available", "new item <ID> not found or available"),
     ('{"error": "Order #W2378156 not found"}', "order <ID> not found"),
     ("Traceback (most recent call last):\n  File 'x.py'\nKeyError: 'user 42'", "keyerror: 'user <NUM>'"),
+    ("Nothing to summarize.\nTraceback (most recent call last):\n  File 'a.py', line 3\n    x()\n"
+     "httpx.ReadTimeout: timed out\nFINAL ANSWER: 3", "httpx.readtimeout: timed out"),
     ("Error: user anna@example.com locked at 10:30", "user <EMAIL> locked at <TIME>"),
 ])
 def test_normalize_error_masks_ids_dates_and_numbers(raw: str, normalized: str) -> None:
@@ -82,18 +87,83 @@ def test_normalize_error_masks_ids_dates_and_numbers(raw: str, normalized: str) 
 def test_error_type_keeps_the_first_clause() -> None:
     assert error_type("Error: payment amount does not add up, total price is 375, but paid 299") \
         == "payment amount does not add up"
+    assert error_type("openai.BadRequestError: Error code: 400 - {'error': {'inner_error': {'code': "
+                      "'ResponsibleAIPolicyViolation', 'content_filter_results': {}}}}") \
+        == "openai.badrequesterror: error code: <NUM> - error: inner_error: code: responsibleaipolicyviolation"
     assert error_type("Error: flight HAT223 not available on date 2024-05-14") \
         == error_type("Error: flight HAT030 not available on date 2024-05-13")
 
 
+_TAIL = " | retrieval=none | outcome=fail"
+
+
 @pytest.mark.parametrize(("unit_id", "key"), [
-    ("tau-airline/task-0/trial-0", "tool=book_reservation | error=payment amount does not add up"),
-    ("tau-airline/task-13/trial-0", "tool=update_reservation_flights | error=flight <ID> not available on date <DATE>"),
-    ("tau-airline/task-1/trial-2", "tool=transfer_to_human_agents | error=none"),
-    ("tau-retail/task-38/trial-38", "tool=find_user_id_by_email | error=user not found"),
+    ("tau-airline/task-0/trial-0", "tool=book_reservation | error=payment amount does not add up | step=17-32"),
+    ("tau-airline/task-13/trial-0",
+     "tool=update_reservation_flights | error=flight <ID> not available on date <DATE> | step=33-64"),
+    ("tau-airline/task-1/trial-2", "tool=transfer_to_human_agents | error=none | step=17-32"),
+    ("tau-retail/task-38/trial-38", "tool=find_user_id_by_email | error=user not found | step=5-8"),
 ])
 def test_structural_key_of_real_failures(store: Store, unit_id: str, key: str) -> None:
-    assert structural_key(store.unit(unit_id)).text == key
+    found = structural_key(store.unit(unit_id))
+    assert found.text == key + _TAIL
+    assert StructuralKey.from_text(found.text) == found
+
+
+def test_failing_step_band_follows_the_failing_step(store: Store) -> None:
+    unit = store.unit("tau-airline/task-0/trial-0")
+    steps = step_timeline(unit)
+    fail = next(s for s in reversed(steps) if s.is_error)
+    assert structural_key(unit).step == step_band(fail.index)
+    assert [step_band(i) for i in (1, 4, 5, 8, 9, 16, 17, 100)] == \
+        ["1-4", "1-4", "5-8", "5-8", "9-16", "9-16", "17-32", "65-128"]
+
+
+def _span(name: str, n: int, **fields: object) -> Span:
+    return Span(trace_id="a" * 32, span_id=f"{n:016x}", name=name, start_ns=n * 10, end_ns=n * 10 + 5,
+                **fields)  # type: ignore[arg-type]
+
+
+def _rag_unit(documents: object, node: str = "grade") -> Unit:
+    root = _span("rag run", 1, kind="agent")
+    chain = _span(node, 2, kind="chain", parent_span_id=root.span_id)
+    retrieve = _span("retrieve", 3, kind="retrieval", parent_span_id=chain.span_id, output_value="[]",
+                     attributes={"retrieval.documents": documents} if documents is not None else {})
+    answer = _span("chat", 4, kind="llm", parent_span_id=chain.span_id, status="error",
+                   status_message="Error: context window exceeded at 12000 tokens")
+    return Unit(unit_id=f"rag/{node}", kind="trace", source="test", spans=(root, chain, retrieve, answer),
+                outcome="unknown")
+
+
+@pytest.mark.parametrize(("documents", "state"), [
+    ([], "miss"),
+    ([{"document.id": "1", "document.score": 0.2}, {"document.id": "2", "document.score": 0.41}], "miss"),
+    ([{"document.id": "1", "document.score": 0.2}, {"document.id": "2", "document.score": 0.8}], "ok"),
+    ([{"document.id": "1", "document.score": 7.5}], "ok"),  # not a 0..1 score: not judged low
+    (None, "miss"),  # no document attributes and an empty output
+])
+def test_retrieval_miss_and_workflow_node_in_the_key(documents: object, state: str) -> None:
+    key = structural_key(_rag_unit(documents))
+    assert key.retrieval == state
+    assert key.step is not None and key.step.startswith("grade@")
+    assert key.error == "context window exceeded at <NUM> tokens"
+    assert key.outcome == "unknown"
+    assert ("after a retrieval miss" in key.words) == (state == "miss")
+    flat = _rag_unit(None).spans[2].model_copy(update={
+        "output_value": "found", "attributes": {"retrieval.documents.0.document.score": 0.1,
+                                                "retrieval.documents.1.document.score": 0.05}})
+    assert structural_key(_rag_unit(None).model_copy(update={
+        "spans": (*_rag_unit(None).spans[:2], flat, _rag_unit(None).spans[3])})).retrieval == "miss"
+
+
+def test_common_key_marks_fields_without_a_majority() -> None:
+    keys = [StructuralKey(tool="a", error=None, step="5-8"), StructuralKey(tool="a", error="x", step="9-16"),
+            StructuralKey(tool="b", error="y", step="17-32")]
+    common = common_key(keys)
+    assert (common.tool, common.error, common.step) == ("a", "*", "*")
+    assert common.words == "a failed: various errors"
+    assert joint_distance(0.1, keys[0], common) == pytest.approx(0.1 + KEY_WEIGHT ** 2)
+    assert joint_distance(0.1, keys[2], common) == pytest.approx(0.1 + 2 * KEY_WEIGHT ** 2)
 
 
 def test_key_text_is_bounded_and_leaves_out_the_system_prompt(store: Store) -> None:
@@ -125,7 +195,7 @@ def test_every_failed_unit_is_in_one_signature_or_noise(store: Store, first_buil
 
 def test_signatures_are_ranked_labelled_and_consistent(store: Store, first_build: tuple) -> None:
     sigs, _ = first_build
-    assert [s.size for s in sigs] == sorted((s.size for s in sigs), reverse=True)
+    assert [s.impact for s in sigs] == sorted((s.impact for s in sigs), reverse=True)
     total = len(failed_unit_ids(store))
     for sig in sigs:
         assert sig.size >= SETTINGS.min_cluster_size
@@ -133,9 +203,25 @@ def test_signatures_are_ranked_labelled_and_consistent(store: Store, first_build
         assert len(sig.keywords) >= 3 and sig.label
         assert sig.representative_unit == sig.unit_ids[0]
         assert signature_members(store, sig.id) == sig.unit_ids
-        keys = Counter(structural_key(u).text for u in store.units(sig.unit_ids))
-        assert sig.structural_key == keys.most_common(1)[0][0]
+        keys = [structural_key(u) for u in store.units(sig.unit_ids)]
+        assert sig.structural_key == common_key(keys).text
+        tool, count = Counter(k.tool or "none" for k in keys).most_common(1)[0]
+        assert sig.label.startswith(common_key(keys).words)
+        assert (sig.structural_key.startswith(f"tool={tool} |")) == (count >= sig.size / 2)
     assert all(s.status == "new" for s in sigs)
+
+
+def test_impact_is_severity_weighted_volume(store: Store, first_build: tuple) -> None:
+    sigs, _ = first_build
+    for sig in sigs:
+        steps = [step_timeline(u) for u in store.units(sig.unit_ids)]
+        weights = [SEVERITY_WEIGHT[ERROR_KIND_SEVERITY[error_kind(s)]] for s in steps]
+        # tau-bench has no timestamps: every unit is dated by its ingestion, seconds apart -> recency ~ 1
+        assert sig.impact == pytest.approx(sum(weights), rel=1e-3)
+        assert sig.severity == pytest.approx(sum(weights) / sig.size)
+        assert sig.first_seen is not None and sig.last_seen is not None
+        assert sig.first_seen <= sig.last_seen and sig.first_seen.tzinfo is not None
+        assert sig.assigned == 0
 
 
 def test_map_points_spread_in_two_dimensions(store: Store, first_build: tuple) -> None:
@@ -180,6 +266,13 @@ def test_match_clusters_keeps_ids_above_threshold_only() -> None:
     assert match_clusters([drifted, b], {7: a}) == {0: 7}
     assert match_clusters([b], {7: a}) == {}
     assert match_clusters([a, drifted], {7: a}) == {0: 7}  # one to one: the closer cluster wins
+
+
+def test_match_members_keeps_ids_by_overlap() -> None:
+    stored = {3: {"a", "b", "c", "d"}, 5: {"x", "y"}}
+    assert match_members([{"a", "b", "c", "e"}, {"x", "z", "w", "v"}], stored) == {0: 3}  # 3/5 vs 1/5
+    assert match_members([{"a", "b"}, {"a", "b", "c", "d"}], stored) == {1: 3}  # one to one: best overlap wins
+    assert match_members([{"q"}], stored) == {}
 
 
 def test_class_tfidf_prefers_terms_specific_to_a_class() -> None:
@@ -249,9 +342,10 @@ def test_members_table_matches_signatures(store: Store, first_build: tuple) -> N
 
 def test_public_api_is_pinned() -> None:
     assert sorted(assay.signatures.__all__) == sorted([
-        "MATCH_THRESHOLD", "EmbeddingStats", "Signature", "SignatureStatus", "StructuralKey", "build_signatures",
-        "class_tfidf", "embed_texts", "embed_units", "error_type", "failed_unit_ids", "key_text",
-        "list_signatures", "load_encoder", "map_points", "normalize_error", "sample_queue", "signature_members",
-        "structural_key",
+        "MATCH_THRESHOLD", "EmbeddingStats", "SevereFlag", "SevereItem", "Signature", "SignatureStatus",
+        "StructuralKey", "UpdateResult", "build_signatures", "class_tfidf", "embed_texts", "embed_units",
+        "error_type", "failed_unit_ids", "flag_unit", "key_text", "list_signatures", "load_encoder", "map_points",
+        "new_units", "normalize_error", "sample_queue", "scan_severe", "severe_queue", "signature_members",
+        "structural_key", "update_signatures",
     ])
     assert all(hasattr(assay.signatures, name) for name in assay.signatures.__all__)

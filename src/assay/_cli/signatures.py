@@ -1,67 +1,183 @@
-"""``assay signatures`` and ``assay queue``: failure signatures by impact, and review samples."""
+"""``assay signatures`` and ``assay queue``: failure signatures by impact, incremental updates,
+the rare-severe inbox, person flags, and review samples."""
 
 from __future__ import annotations
 
 import json
+from datetime import datetime
 from typing import Annotated
 
 import typer
 from rich.markup import escape
 from rich.table import Table
 
-from assay._cli._common import console, get_ctx, handle_errors, progress_bar
+from assay._cli._common import AppContext, console, get_ctx, handle_errors, progress_bar
 from assay.signatures import (
     EmbeddingStats,
     Signature,
     build_signatures,
     failed_unit_ids,
+    flag_unit,
     list_signatures,
     map_points,
+    new_units,
     sample_queue,
+    scan_severe,
+    severe_queue,
+    update_signatures,
 )
 
+signatures_app = typer.Typer(help="Failure signatures ranked by impact, the rare-severe inbox, and flags.",
+                             no_args_is_help=False)
 
-def _table(signatures: list[Signature]) -> Table:
-    table = Table("id", "size", "share", "status", "key", "label", "representative unit",
-                  title="failure signatures by impact")
+
+def _seen(first: datetime | None, last: datetime | None) -> str:
+    days = [d.strftime("%Y-%m-%d") for d in (first, last) if d is not None]
+    return " .. ".join(dict.fromkeys(days))
+
+
+def _table(signatures: list[Signature], with_key: bool) -> Table:
+    columns = ["id", "impact", "units", "share", "first .. last seen", "status", "label", "representative unit"]
+    table = Table(*columns, *(["structural key"] if with_key else []), title="failure signatures by impact")
     for sig in signatures:
-        table.add_row(str(sig.id), str(sig.size), f"{sig.share:.1%}", sig.status, escape(sig.structural_key),
-                      escape(sig.label), escape(sig.representative_unit or ""))
+        units = f"{sig.size} (+{sig.assigned})" if sig.assigned else str(sig.size)
+        table.add_row(str(sig.id), f"{sig.impact:.1f}", units, f"{sig.share:.1%}", _seen(sig.first_seen, sig.last_seen),
+                      sig.status, escape(sig.label), escape(sig.representative_unit or ""),
+                      *([escape(sig.structural_key)] if with_key else []))
     return table
 
 
-@handle_errors
-def signatures_cmd(
-    ctx: typer.Context,
-    rebuild: Annotated[bool, typer.Option("--rebuild", help="Cluster again even when signatures exist.",
-                                          envvar="ASSAY_SIGNATURES_REBUILD")] = False,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the signatures as JSON.")] = False,
-    limit: Annotated[int, typer.Option("--limit", "-n", min=1, help="Show at most this many signatures.",
-                                       envvar="ASSAY_SIGNATURES_LIMIT")] = 20,
-) -> None:
-    """List failure signatures by impact (share of failed units), clustering first if needed.
-
-    Failed units (outcome fail, or unknown with an error span) are keyed by failed tool and
-    error type, embedded offline (cached: a re-run embeds only changed units) and clustered
-    with HDBSCAN; units in no cluster are noise. Re-clustering keeps the id of every
-    signature that still exists.
-    """
-    app = get_ctx(ctx)
+def _refresh(app: AppContext, rebuild: bool, quiet: bool) -> list[Signature]:
+    """Build when asked or when nothing is built yet; else assign unseen failed units."""
     signatures = [] if rebuild else list_signatures(app.store)
+    stats = EmbeddingStats()
     if not signatures:
-        stats = EmbeddingStats()
         with progress_bar("embedding failed units", len(failed_unit_ids(app.store))) as advance:
             signatures = build_signatures(app.store, app.settings, progress=advance, stats=stats)
-        if not as_json:
-            console.print(f"embedded {stats.computed} units ({stats.cached} from cache)")
+    else:
+        known = {p[0] for p in map_points(app.store)}
+        unseen = [u for u in failed_unit_ids(app.store) if u not in known]
+        if unseen:
+            with progress_bar("embedding new failed units", len(unseen)) as advance:
+                result = update_signatures(app.store, app.settings, progress=advance, stats=stats)
+            signatures = list_signatures(app.store)
+            if not quiet:
+                console.print(f"{len(result.assigned)} new units assigned to signatures, "
+                              f"{len(result.new_signatures)} new signatures, {len(result.new_units)} units marked new")
+    if not quiet and (stats.computed or stats.cached):
+        console.print(f"embedded {stats.computed} units ({stats.cached} from cache)")
+    return signatures
+
+
+def _list(ctx: typer.Context, rebuild: bool, as_json: bool, limit: int, with_key: bool = False) -> None:
+    app = get_ctx(ctx)
+    signatures = _refresh(app, rebuild, quiet=as_json)
     if as_json:
         console.print_json(json.dumps([s.model_dump(mode="json") for s in signatures[:limit]]))
         return
-    console.print(_table(signatures[:limit]))
+    console.print(_table(signatures[:limit], with_key))
     clustered = sum(s.size for s in signatures)
     total = len(map_points(app.store))
+    pending = len(new_units(app.store))
     console.print(f"{len(signatures)} signatures cover {clustered} of {total} failed units; "
-                  f"{total - clustered} are noise (in no signature)")
+                  f"{total - clustered - pending} are noise (in no signature), {pending} are new (near no signature)")
+    inbox = len(severe_queue(app.store))
+    if inbox:
+        console.print(f"[bold red]{inbox} units flagged severe[/bold red]: see `assay signatures severe`")
+
+
+RebuildOpt = Annotated[bool, typer.Option("--rebuild", help="Cluster everything again (ids of signatures that "
+                                                            "still exist are kept).",
+                                          envvar="ASSAY_SIGNATURES_REBUILD")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON.")]
+LimitOpt = Annotated[int, typer.Option("--limit", "-n", min=1, help="Show at most this many signatures.",
+                                       envvar="ASSAY_SIGNATURES_LIMIT")]
+KeyOpt = Annotated[bool, typer.Option("--keys", help="Add the structural key column (tool, error, step, retrieval, "
+                                                     "outcome).", envvar="ASSAY_SIGNATURES_KEYS")]
+
+
+@handle_errors
+def signatures_cmd(ctx: typer.Context, rebuild: RebuildOpt = False, as_json: JsonOpt = False,
+                   limit: LimitOpt = 20, with_key: KeyOpt = False) -> None:
+    """List failure signatures by impact (units x severity x recency), clustering first if needed.
+
+    Failed units (outcome fail, or unknown with an error span) are keyed by failed tool,
+    error type, workflow step, retrieval miss and outcome, embedded offline (cached: a re-run
+    embeds only changed units) and clustered with HDBSCAN; units in no cluster are noise.
+    Failed units added since are assigned to the nearest signature when close enough, else
+    marked new. Re-clustering keeps the id of every signature that still exists.
+    """
+    _list(ctx, rebuild, as_json, limit, with_key)
+
+
+@signatures_app.callback(invoke_without_command=True)
+@handle_errors
+def signatures_main(ctx: typer.Context, rebuild: RebuildOpt = False, as_json: JsonOpt = False,
+                    limit: LimitOpt = 20, with_key: KeyOpt = False) -> None:
+    """List failure signatures by impact (units x severity x recency), clustering first if needed.
+
+    Failed units added since the last build are assigned to the nearest signature when close
+    enough, else marked new; `--rebuild` clusters everything again, keeping the id of every
+    signature that still exists.
+    """
+    if ctx.invoked_subcommand is None:
+        _list(ctx, rebuild, as_json, limit, with_key)
+
+
+@signatures_app.command("update")
+@handle_errors
+def update_cmd(ctx: typer.Context, as_json: JsonOpt = False) -> None:
+    """Assign failed units added since the last build: nearest signature when close enough, else new."""
+    app = get_ctx(ctx)
+    stats = EmbeddingStats()
+    with progress_bar("embedding new failed units", None) as advance:
+        result = update_signatures(app.store, app.settings, progress=advance, stats=stats)
+    if as_json:
+        console.print_json(result.model_dump_json())
+        return
+    ids = ", ".join(map(str, result.new_signatures)) or "none"
+    console.print(f"{len(result.assigned)} units assigned, {len(result.new_signatures)} new signatures ({ids}), "
+                  f"{len(result.new_units)} units marked new; embedded {stats.computed} ({stats.cached} from cache)")
+
+
+@signatures_app.command("severe")
+@handle_errors
+def severe_cmd(
+    ctx: typer.Context,
+    include_reviewed: Annotated[bool, typer.Option("--all", help="Also list units reviewed since they were flagged.",
+                                                   envvar="ASSAY_SEVERE_ALL")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """The rare-severe inbox: units flagged by an `[severe]` rule, low user feedback or a person,
+    whatever the size of their signature. Checks units not checked yet against the rules first."""
+    app = get_ctx(ctx)
+    scan_severe(app.store, app.settings.severe)
+    items = severe_queue(app.store, include_reviewed=include_reviewed)
+    if as_json:
+        console.print_json(json.dumps([i.model_dump(mode="json") for i in items]))
+        return
+    table = Table("unit", "flagged by", "reasons", "signature", "reviewed", title="rare-severe inbox")
+    for item in items:
+        sources = sorted({f.flagged_by or f.source for f in item.flags})
+        signature = f"{item.signature_id} ({item.signature_size} units)" if item.signature_id else "none"
+        table.add_row(escape(item.unit_id), escape(", ".join(sources)), escape("; ".join(f.reason for f in item.flags)),
+                      signature, "yes" if item.reviewed else "")
+    console.print(table)
+    console.print(f"{len(items)} units flagged severe")
+
+
+@signatures_app.command("flag")
+@handle_errors
+def flag_cmd(
+    ctx: typer.Context,
+    unit: Annotated[str, typer.Argument(help="Unit id to flag severe.")],
+    reason: Annotated[str, typer.Option("--reason", "-r", help="Why it is severe (required).",
+                                        envvar="ASSAY_FLAG_REASON")],
+    by: Annotated[str, typer.Option("--by", help="Who flags it.", envvar="ASSAY_FLAG_BY")] = "",
+) -> None:
+    """Flag a unit severe by hand: it joins the rare-severe inbox whatever its signature."""
+    flag = flag_unit(get_ctx(ctx).store, unit, reason, flagged_by=by)
+    console.print(f"flagged {escape(unit)} severe: {escape(flag.reason)}")
 
 
 @handle_errors

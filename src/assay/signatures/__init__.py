@@ -1,23 +1,39 @@
-"""Failure signatures: structural keys, embeddings, clustering, labels, impact ranking.
+"""Failure signatures: structural keys, embeddings, clustering, labels, impact ranking,
+incremental assignment and the rare-severe channel.
 
-Stage 2 of the loop: failed units are keyed (failed tool + error type), embedded
-(all-MiniLM-L6-v2, offline, cached), clustered with HDBSCAN, labelled by c-TF-IDF and
-ranked by share of failed units; experts then review a representative sample per signature.
+Stage 2 of the loop: failed units are keyed (failed tool, error type, workflow step,
+retrieval miss, outcome), embedded (all-MiniLM-L6-v2, offline, cached), clustered with
+HDBSCAN (noise stays noise), labelled by c-TF-IDF and ranked by impact (units x severity
+x recency); experts then review a representative sample per signature, and every unit
+flagged severe in a queue of its own.
 
-    sigs = build_signatures(store, settings)
+    sigs = build_signatures(store, settings)          # full build, ids kept across re-runs
+    update = update_signatures(store, settings)       # later: assign new units, mark the rest new
     queue = sample_queue(store, sigs[0].id, size=10)
+    inbox = severe_queue(store)
 """
 
-from assay.signatures.cluster import MATCH_THRESHOLD, build_signatures, failed_unit_ids
+from assay.signatures.build import build_signatures, failed_unit_ids, update_signatures
+from assay.signatures.cluster import MATCH_THRESHOLD
 from assay.signatures.embeddings import embed_texts, embed_units, load_encoder
 from assay.signatures.keys import StructuralKey, error_type, key_text, normalize_error, structural_key
 from assay.signatures.labels import class_tfidf
-from assay.signatures.listing import list_signatures, map_points, signature_members
-from assay.signatures.model import EmbeddingStats, Signature, SignatureStatus
+from assay.signatures.listing import list_signatures, map_points, new_units, signature_members
+from assay.signatures.model import (
+    EmbeddingStats,
+    SevereFlag,
+    SevereItem,
+    Signature,
+    SignatureStatus,
+    UpdateResult,
+)
 from assay.signatures.sample import sample_queue
+from assay.signatures.severe import flag_unit, scan_severe, severe_queue
 
 __all__ = [
-    "MATCH_THRESHOLD", "EmbeddingStats", "Signature", "SignatureStatus", "StructuralKey", "build_signatures",
-    "class_tfidf", "embed_texts", "embed_units", "error_type", "failed_unit_ids", "key_text", "list_signatures",
-    "load_encoder", "map_points", "normalize_error", "sample_queue", "signature_members", "structural_key",
+    "MATCH_THRESHOLD", "EmbeddingStats", "SevereFlag", "SevereItem", "Signature", "SignatureStatus",
+    "StructuralKey", "UpdateResult", "build_signatures", "class_tfidf", "embed_texts", "embed_units", "error_type",
+    "failed_unit_ids", "flag_unit", "key_text", "list_signatures", "load_encoder", "map_points", "new_units",
+    "normalize_error", "sample_queue", "scan_severe", "severe_queue", "signature_members", "structural_key",
+    "update_signatures",
 ]

@@ -1,17 +1,15 @@
-"""Cluster failed units into failure signatures and store them with stable ids.
+"""The clustering math of failure signatures: pure functions on arrays, no store.
 
-Pipeline: failed units -> structural keys and key texts -> cached embeddings -> HDBSCAN
-(Campello, Moulavi and Sander 2013, "Density-Based Clustering Based on Hierarchical Density
-Estimates", PAKDD; ``sklearn.cluster.HDBSCAN``) -> c-TF-IDF keywords and a label per
-cluster -> match to the stored signatures by centroid cosine similarity (ids kept) -> 2-D
-PCA map -> store. Units HDBSCAN leaves as noise stay unclustered (``signature_id`` NULL).
-
-HDBSCAN runs on the text embedding joined with one-hot codes of the structural key's tool
-and error type, each scaled by :data:`KEY_WEIGHT`: two units with a different failed tool
-are ``sqrt(2) * KEY_WEIGHT`` further apart than their texts alone say. On the 143 failed
-tau-bench runs (airline + retail) the text alone gives 6 clusters and 92 noise units; with
-the key codes, 9 signatures and 58 noise units, 95% of members sharing their signature's
-key. Centroids, distances and review queues use the text embedding alone.
+HDBSCAN (Campello, Moulavi and Sander 2013, "Density-Based Clustering Based on Hierarchical
+Density Estimates", PAKDD; ``sklearn.cluster.HDBSCAN``) runs on the text embedding joined
+with one-hot codes of the structural key's tool and error type, each scaled by
+:data:`KEY_WEIGHT`: two units with a different failed tool are ``sqrt(2) * KEY_WEIGHT``
+further apart than their texts alone say. In cosine terms (text vectors are unit-norm),
+each differing key field adds ``KEY_WEIGHT ** 2`` to the distance: see :func:`joint_distance`.
+On the 143 failed tau-bench runs (airline + retail) the text alone gives 6 clusters and 92
+noise units; with the key codes, 9 signatures and 58 noise units. Units HDBSCAN leaves as
+noise stay unclustered. Centroids, stored distances and review queues use the text
+embedding alone.
 """
 
 from __future__ import annotations
@@ -21,31 +19,32 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from sqlalchemy import delete, select
-from sqlalchemy.orm import Session as OrmSession
 
-from assay._store import Store
-from assay._store.tables import MemberRow, SignatureRow, utcnow
-from assay.settings import Settings
-from assay.signatures.embeddings import Progress, embed_texts, vector_from_bytes, vector_to_bytes
-from assay.signatures.keys import StructuralKey, key_from_steps, key_text_from_steps
-from assay.signatures.labels import class_tfidf, make_label
-from assay.signatures.listing import list_signatures
-from assay.signatures.model import EmbeddingStats, Signature
-from assay.traces.timeline import step_timeline
+from assay.signatures.keys import StructuralKey
 
 MATCH_THRESHOLD = 0.9
 """Cosine similarity of centroids at or above which a new cluster keeps a stored signature's id."""
 
+OVERLAP_THRESHOLD = 0.5
+"""Jaccard overlap of members at or above which a new cluster keeps a stored signature's id."""
+
 KEY_WEIGHT = 0.5
 """Scale of the one-hot structural-key codes joined to the (unit-norm) text embedding."""
+
+MIXED = "*"
+"""A signature key field whose value no majority of members shares."""
 
 NOISE = -1
 
 
 @dataclass
-class _Cluster:
-    """One HDBSCAN cluster of the current build (indices into the build's unit list)."""
+class Cluster:
+    """One cluster of a build: indices into the build's unit list, nearest the centroid first.
+
+    ``centroid`` is the L2-normalized mean text embedding, shape ``(d,)``; ``distances`` maps
+    member index to cosine distance from it (0..2); ``key`` is the members' common key
+    (:func:`common_key`).
+    """
 
     members: list[int]
     centroid: np.ndarray
@@ -53,23 +52,6 @@ class _Cluster:
     key: StructuralKey
     keywords: list[str]
     signature_id: int | None = None
-
-
-@dataclass
-class _Build:
-    """Everything one build stores."""
-
-    unit_ids: list[str]
-    keys: list[StructuralKey]
-    clusters: list[_Cluster]
-    xy: np.ndarray
-    model_name: str
-
-
-def failed_unit_ids(store: Store) -> list[str]:
-    """Ids of the units to cluster, sorted: the store's ``"failed"`` selection (outcome ``fail``,
-    or outcome ``unknown`` with an error span; a recorded pass is never a failure)."""
-    return store.select_unit_ids("failed")
 
 
 def _one_hot(values: Sequence[str]) -> np.ndarray:
@@ -86,7 +68,16 @@ def clustering_space(vectors: np.ndarray, keys: Sequence[StructuralKey], weight:
         return vectors
     tools = _one_hot([k.tool or "" for k in keys])
     errors = _one_hot([k.error or "" for k in keys])
-    return np.hstack([vectors, weight * tools, weight * errors])
+    return np.hstack([vectors, weight * tools, weight * errors]).astype(np.float32)
+
+
+def joint_distance(text_distance: float, key: StructuralKey, reference: StructuralKey,
+                   weight: float = KEY_WEIGHT) -> float:
+    """Cosine distance in the clustering space: the text distance plus ``weight ** 2`` for each
+    of tool and error type that differs from ``reference`` (a :data:`MIXED` field always differs)."""
+    mismatches = (key.tool != reference.tool or reference.tool == MIXED) + \
+                 (key.error != reference.error or reference.error == MIXED)
+    return text_distance + weight ** 2 * mismatches
 
 
 def cluster_labels(vectors: np.ndarray, min_cluster_size: int) -> np.ndarray:
@@ -106,18 +97,40 @@ def cluster_labels(vectors: np.ndarray, min_cluster_size: int) -> np.ndarray:
 
 def project_2d(vectors: np.ndarray) -> np.ndarray:
     """First two principal components (sklearn PCA) of the clustering space, shape ``(n, 2)``;
-    zeros below 3 units."""
+    zeros below 3 units. Exact: eigendecomposition of the ``(d, d)`` covariance, so the cost
+    grows linearly with ``n``."""
     if len(vectors) < 3:
         return np.zeros((len(vectors), 2))
     from sklearn.decomposition import PCA
 
-    return np.asarray(PCA(n_components=2, svd_solver="full").fit_transform(vectors))
+    return np.asarray(PCA(n_components=2, svd_solver="covariance_eigh").fit_transform(vectors))
 
 
-def _make_clusters(vectors: np.ndarray, labels: np.ndarray, keys: Sequence[StructuralKey],
-                   texts: Sequence[str]) -> list[_Cluster]:
-    """Clusters with centroid, member distances, dominant key and keywords; largest first."""
-    keywords = class_tfidf(texts, [int(x) for x in labels])
+def common_key(keys: Sequence[StructuralKey], share: float = 0.5) -> StructuralKey:
+    """The key members share, field by field: the most common value of each field when at
+    least ``share`` of the members have it, else :data:`MIXED`."""
+    def field(values: list[str | None]) -> str | None:
+        value, count = Counter(values).most_common(1)[0]
+        return value if count >= share * len(values) else MIXED
+
+    step = field([k.step for k in keys])
+    retrieval = field([k.retrieval for k in keys])
+    return StructuralKey(tool=field([k.tool for k in keys]), error=field([k.error for k in keys]), step=step,
+                         retrieval=retrieval if retrieval in ("none", "ok", "miss") else "none",
+                         outcome=field([k.outcome for k in keys]) or "fail")
+
+
+def make_clusters(vectors: np.ndarray, labels: np.ndarray, keys: Sequence[StructuralKey],
+                  keywords: dict[int, list[str]]) -> list[Cluster]:
+    """Clusters of one labelling with centroid, member distances, common key and keywords;
+    largest first (ties: lowest first member index).
+
+    Args:
+        vectors: text embeddings ``(n, d)``, rows L2-normalized.
+        labels: cluster per row, ``(n,)``, -1 for noise.
+        keys: structural key per row.
+        keywords: ``{label: keywords}`` (:func:`~assay.signatures.labels.class_tfidf`).
+    """
     clusters = []
     for label in sorted(set(labels.tolist()) - {NOISE}):
         idx = [int(i) for i in np.flatnonzero(labels == label)]
@@ -125,8 +138,8 @@ def _make_clusters(vectors: np.ndarray, labels: np.ndarray, keys: Sequence[Struc
         centroid /= np.linalg.norm(centroid) or 1.0
         distances = {i: float(1.0 - vectors[i] @ centroid) for i in idx}
         idx.sort(key=lambda i: (distances[i], i))
-        key = Counter(keys[i] for i in idx).most_common(1)[0][0]
-        clusters.append(_Cluster(idx, centroid.astype(np.float32), distances, key, keywords.get(label, [])))
+        clusters.append(Cluster(idx, centroid.astype(np.float32), distances, common_key([keys[i] for i in idx]),
+                                keywords.get(label, [])))
     return sorted(clusters, key=lambda c: (-len(c.members), min(c.members)))
 
 
@@ -140,76 +153,27 @@ def match_clusters(centroids: Sequence[np.ndarray], stored: dict[int, np.ndarray
     """
     pairs = sorted(((float(c @ v), i, sid) for i, c in enumerate(centroids) for sid, v in stored.items()
                     if len(c) == len(v)), key=lambda p: (-p[0], p[1], p[2]))
-    out: dict[int, int] = {}
-    for similarity, i, sid in pairs:
-        if similarity >= threshold and i not in out and sid not in out.values():
-            out[i] = sid
-    return out
+    return _greedy(pairs, threshold)
 
 
-def _save_signatures(s: OrmSession, build: _Build) -> None:
-    rows = {r.id: r for r in s.scalars(select(SignatureRow))}
-    stored = {sid: vector_from_bytes(r.centroid) for sid, r in rows.items() if r.centroid}
-    matches = match_clusters([c.centroid for c in build.clusters], stored)
-    now = utcnow()
-    for n, cluster in enumerate(build.clusters):
-        row = rows.pop(matches[n]) if n in matches else SignatureRow(created_at=now)
-        row.status = "existing" if n in matches else "new"
-        row.structural_key, row.keywords = cluster.key.text, cluster.keywords
-        row.label = make_label(cluster.key.words, cluster.keywords)
-        row.size, row.representative_unit = len(cluster.members), build.unit_ids[cluster.members[0]]
-        row.centroid, row.embedding_model, row.updated_at = vector_to_bytes(cluster.centroid), build.model_name, now
-        s.add(row)
-        s.flush()
-        cluster.signature_id = row.id
-    for row in rows.values():
-        if row.status != "retired":
-            row.status, row.size, row.updated_at = "retired", 0, now
-
-
-def _save_members(s: OrmSession, build: _Build) -> None:
-    s.execute(delete(MemberRow))
-    where = {i: c for c in build.clusters for i in c.members}
-    for i, unit_id in enumerate(build.unit_ids):
-        cluster = where.get(i)
-        s.add(MemberRow(unit_id=unit_id, signature_id=cluster.signature_id if cluster else None,
-                        structural_key=build.keys[i].text,
-                        distance=cluster.distances[i] if cluster else None,
-                        x=float(build.xy[i, 0]), y=float(build.xy[i, 1])))
-
-
-def build_signatures(store: Store, settings: Settings, progress: Progress | None = None, *,
-                     stats: EmbeddingStats | None = None) -> list[Signature]:
-    """Cluster the failed units (:func:`failed_unit_ids`) into failure signatures and store them.
-
-    Replaces the stored membership. A cluster whose centroid has cosine similarity >= 0.9
-    with a stored signature keeps that signature's id (status ``existing``); others get a
-    new id (status ``new``); stored signatures no longer found become ``retired`` (size 0,
-    kept for the criteria and annotations that point at them).
-
-    Args:
-        store: the store (reads units, writes signatures, members and the embedding cache).
-        settings: ``embedding_model`` and ``min_cluster_size`` (HDBSCAN) are used.
-        progress: called with the number of units embedded (see :func:`embed_texts`).
-        stats: when given, counts vectors computed vs. found in the cache.
+def match_members(members: Sequence[set[str]], stored: dict[int, set[str]],
+                  threshold: float = OVERLAP_THRESHOLD) -> dict[int, int]:
+    """Match new clusters to stored signatures, one to one, greedily by highest Jaccard overlap
+    of their member unit ids.
 
     Returns:
-        the signatures, ranked as by :func:`list_signatures`.
-
-    Raises:
-        MissingDependency: sentence-transformers or the embedding model is not installed.
-        ConfigError: unknown embedding model.
+        ``{new cluster index: stored signature id}`` for pairs with overlap >= ``threshold``.
     """
-    unit_ids = failed_unit_ids(store)
-    steps = [step_timeline(u) for u in store.units(unit_ids)]
-    keys = [key_from_steps(s) for s in steps]
-    texts = [key_text_from_steps(s) for s in steps]
-    vectors = embed_texts(store, unit_ids, texts, settings.embedding_model, progress=progress, stats=stats)
-    space = clustering_space(vectors, keys)
-    labels = cluster_labels(space, settings.min_cluster_size)
-    build = _Build(unit_ids, keys, _make_clusters(vectors, labels, keys, texts), project_2d(space),
-                   settings.embedding_model)
-    with store.session() as s:
-        _save_signatures(s, build)
-        _save_members(s, build)
-    return list_signatures(store)
+    pairs = sorted(((len(m & s) / len(m | s), i, sid) for i, m in enumerate(members) for sid, s in stored.items()
+                    if m & s), key=lambda p: (-p[0], p[1], p[2]))
+    return _greedy(pairs, threshold)
+
+
+def _greedy(pairs: list[tuple[float, int, int]], threshold: float) -> dict[int, int]:
+    out: dict[int, int] = {}
+    taken: set[int] = set()
+    for score, i, sid in pairs:
+        if score >= threshold and i not in out and sid not in taken:
+            out[i] = sid
+            taken.add(sid)
+    return out

@@ -9,13 +9,14 @@ with the SHA-256 of the model name and text, so a re-run encodes only changed un
 from __future__ import annotations
 
 import hashlib
+import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
-from sqlalchemy import select
+from sqlalchemy import delete, insert, select
 
 from assay._store import Store
 from assay._store.tables import EmbeddingRow
@@ -134,10 +135,14 @@ def _encode(model_name: str, texts: list[str], progress: Progress | None) -> np.
 
 
 def _save(store: Store, model_name: str, rows: list[tuple[str, str, np.ndarray]]) -> None:
+    """Replace the cached vectors of these units (one delete and one bulk insert per chunk)."""
     with store.session() as s:
-        for unit_id, digest, vector in rows:
-            s.merge(EmbeddingRow(unit_id=unit_id, model=model_name, text_hash=digest,
-                                 vector=vector_to_bytes(vector)))
+        for start in range(0, len(rows), _IN_CHUNK):
+            chunk = rows[start:start + _IN_CHUNK]
+            s.execute(delete(EmbeddingRow).where(EmbeddingRow.model == model_name,
+                                                 EmbeddingRow.unit_id.in_([r[0] for r in chunk])))
+            s.execute(insert(EmbeddingRow), [{"unit_id": uid, "model": model_name, "text_hash": digest,
+                                              "vector": vector_to_bytes(vector)} for uid, digest, vector in chunk])
 
 
 def embed_texts(store: Store, unit_ids: Sequence[str], texts: Sequence[str], model_name: str, *,
@@ -150,7 +155,7 @@ def embed_texts(store: Store, unit_ids: Sequence[str], texts: Sequence[str], mod
         texts: what to embed.
         model_name: see :func:`model_dir`.
         progress: called with the number of units done, cached ones first, then per batch.
-        stats: when given, ``computed`` and ``cached`` are added to it.
+        stats: when given, ``computed``, ``cached`` and ``seconds`` (encoding time) are added to it.
 
     Returns:
         float32 array of shape ``(len(texts), dim)``, rows L2-normalized, in input order.
@@ -167,7 +172,10 @@ def embed_texts(store: Store, unit_ids: Sequence[str], texts: Sequence[str], mod
         progress(len(texts) - len(missing))
     fresh: dict[int, np.ndarray] = {}
     if missing:
+        started = time.perf_counter()
         vectors = _encode(model_name, [texts[i] for i in missing], progress)
+        if stats is not None:
+            stats.seconds += time.perf_counter() - started
         fresh = dict(zip(missing, vectors, strict=True))
         _save(store, model_name, [(unit_ids[i], digests[i], fresh[i]) for i in missing])
     if stats is not None:

@@ -1,51 +1,85 @@
-"""Read the stored signatures: ranked list, members, 2-D map points."""
+"""Read the stored signatures: ranked by impact, members, 2-D map points."""
 
 from __future__ import annotations
 
 from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import datetime
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 
 from assay._store import Store
 from assay._store.tables import MemberRow, SignatureRow
 from assay.exceptions import NotFoundError
+from assay.signatures.impact import RECENCY_HALF_LIFE_DAYS, SEVERITY_WEIGHT, annotated_severity, aware, unit_weight
 from assay.signatures.model import Signature
 
 
-def _members(store: Store) -> dict[int, list[str]]:
-    out: dict[int, list[str]] = defaultdict(list)
+@dataclass
+class _Tally:
+    """Members of one signature and their impact terms, nearest the centroid first."""
+
+    unit_ids: list[str] = field(default_factory=list)
+    impact: float = 0.0
+    weight: float = 0.0
+    assigned: int = 0
+    seen: list[datetime] = field(default_factory=list)
+
+
+def _tallies(store: Store, half_life_days: float) -> tuple[dict[int, _Tally], int]:
+    """``({signature id: tally}, number of member rows)`` with annotation severities applied."""
     with store.session() as s:
-        rows = s.execute(select(MemberRow.signature_id, MemberRow.unit_id)
-                         .where(MemberRow.signature_id.is_not(None))
-                         .order_by(MemberRow.distance, MemberRow.unit_id))
-        for signature_id, unit_id in rows:
-            out[int(signature_id)].append(unit_id)  # type: ignore[arg-type]
-    return out
+        rows = list(s.execute(select(MemberRow.signature_id, MemberRow.unit_id, MemberRow.seen_at,
+                                     MemberRow.severity, MemberRow.assignment)
+                              .order_by(MemberRow.distance, MemberRow.unit_id)))
+    annotated = annotated_severity(store, {r[1] for r in rows if r[0] is not None})
+    newest = max((aware(r[2]) for r in rows if r[2] is not None), default=None)  # type: ignore[type-var]
+    out: dict[int, _Tally] = defaultdict(_Tally)
+    for sid, unit_id, seen, severity, assignment in rows:
+        if sid is None:
+            continue
+        level = annotated.get(unit_id, severity)
+        tally = out[int(sid)]
+        tally.unit_ids.append(unit_id)
+        tally.impact += unit_weight(level, seen, newest, half_life_days)
+        tally.weight += SEVERITY_WEIGHT[min(4, max(1, level if level is not None else 2))]
+        tally.assigned += assignment == "assigned"
+        if seen is not None:
+            tally.seen.append(aware(seen))  # type: ignore[arg-type]
+    return out, len(rows)
 
 
-def list_signatures(store: Store, include_retired: bool = False) -> list[Signature]:
-    """Stored signatures ranked by impact: size (share of failed units), largest first, then id.
+def list_signatures(store: Store, include_retired: bool = False,
+                    half_life_days: float = RECENCY_HALF_LIFE_DAYS) -> list[Signature]:
+    """Stored signatures ranked by impact (units x severity weight x recency, see
+    :mod:`assay.signatures.impact`), highest first, then size, then id.
 
     Args:
         store: the store.
         include_retired: also list signatures the latest build no longer found (size 0).
+        half_life_days: recency half-life, in days before the newest failed unit.
 
     Returns:
-        signatures with their members (nearest the centroid first); empty before the first
-        :func:`~assay.signatures.build_signatures`.
+        signatures with their members (nearest the centroid first, incrementally assigned
+        units among them); empty before the first :func:`~assay.signatures.build_signatures`.
     """
-    members = _members(store)
+    tallies, total = _tallies(store, half_life_days)
     with store.session() as s:
-        total = s.scalar(select(func.count()).select_from(MemberRow)) or 0
-        query = select(SignatureRow).order_by(SignatureRow.size.desc(), SignatureRow.id)
+        query = select(SignatureRow).order_by(SignatureRow.id)
         if not include_retired:
             query = query.where(SignatureRow.status != "retired")
         rows = list(s.scalars(query))
-    return [Signature(id=r.id, structural_key=r.structural_key, label=r.label, keywords=list(r.keywords or []),
-                      size=r.size, share=r.size / total if total else 0.0,
-                      representative_unit=r.representative_unit, status=r.status,  # type: ignore[arg-type]
-                      unit_ids=members.get(r.id, []))
-            for r in rows]
+    out = []
+    for r in rows:
+        t = tallies.get(r.id, _Tally())
+        size = len(t.unit_ids)
+        out.append(Signature(
+            id=r.id, structural_key=r.structural_key, label=r.label, keywords=list(r.keywords or []), size=size,
+            share=size / total if total else 0.0, impact=round(t.impact, 4), severity=t.weight / size if size else 0.0,
+            assigned=t.assigned, first_seen=min(t.seen, default=None), last_seen=max(t.seen, default=None),
+            representative_unit=r.representative_unit, status=r.status,
+            unit_ids=t.unit_ids))
+    return sorted(out, key=lambda sig: (-sig.impact, -sig.size, sig.id))
 
 
 def signature_members(store: Store, signature_id: int) -> list[str]:
@@ -62,11 +96,19 @@ def signature_members(store: Store, signature_id: int) -> list[str]:
         return list(rows)
 
 
+def new_units(store: Store) -> list[str]:
+    """Failed units marked *new* by :func:`~assay.signatures.update_signatures`: near no
+    signature and not yet part of a new one. Sorted."""
+    with store.session() as s:
+        return list(s.scalars(select(MemberRow.unit_id).where(MemberRow.assignment == "new")
+                              .order_by(MemberRow.unit_id)))
+
+
 def map_points(store: Store) -> list[tuple[str, float, float, int | None]]:
     """Points of the 2-D signature map: ``(unit_id, x, y, signature_id or None for noise)``.
 
-    ``x, y`` are the first two principal components of the unit embeddings (unitless),
-    one point per clustered failed unit, sorted by unit id.
+    ``x, y`` are the first two principal components of the clustering space (unitless),
+    one point per failed unit the signatures know, sorted by unit id.
     """
     with store.session() as s:
         rows = s.execute(select(MemberRow.unit_id, MemberRow.x, MemberRow.y, MemberRow.signature_id)

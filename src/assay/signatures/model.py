@@ -3,28 +3,41 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 SignatureStatus = Literal["new", "existing", "retired"]
+Assignment = Literal["cluster", "noise", "assigned", "new"]
+"""How a failed unit stands: in a cluster of the latest build, noise of that build, assigned
+to an existing signature since (incremental), or *new*: seen since and near no signature."""
+FlagSource = Literal["rule", "feedback", "person"]
 
 
 class Signature(BaseModel):
     """A failure signature: a cluster of failed units that fail the same way.
 
-    Signatures are ranked by impact; today impact is volume (``size``, ``share``).
+    Signatures are ranked by ``impact``: units x severity weight x recency (see
+    :mod:`assay.signatures.impact`).
     """
 
     model_config = ConfigDict(frozen=True)
 
     id: int = Field(description="stable id: kept across re-clustering while the cluster still exists")
-    structural_key: str = Field(description="the most common structural key of the members, "
-                                            "e.g. 'tool=book_reservation | error=payment amount does not add up'")
+    structural_key: str = Field(description="the members' common key, field by field ('*': no majority), e.g. "
+                                            "'tool=book_reservation | error=payment amount does not add up | "
+                                            "step=9-16 | retrieval=none | outcome=fail'")
     label: str = Field(description="the key in words and the top c-TF-IDF keywords")
     keywords: list[str] = Field(description="top keywords by class-based TF-IDF, best first")
-    size: int = Field(description="number of member units")
-    share: float = Field(description="size / number of failed units clustered (0..1), noise included")
+    size: int = Field(description="number of member units (clustered plus assigned since)")
+    share: float = Field(description="size / number of failed units known to the signatures (0..1), "
+                                     "noise and new units included")
+    impact: float = Field(0.0, description="sum over members of severity weight x recency (unitless, >= 0)")
+    severity: float = Field(0.0, description="mean severity weight of the members (0.5 .. 4; 1 = default)")
+    assigned: int = Field(0, description="members assigned incrementally since the latest build")
+    first_seen: datetime | None = Field(None, description="earliest member time (UTC)")
+    last_seen: datetime | None = Field(None, description="latest member time (UTC)")
     representative_unit: str | None = Field(description="the member nearest the centroid")
     status: SignatureStatus = Field(description="'new' (first seen in the latest build), 'existing' (matched "
                                                 "a stored signature) or 'retired' (no longer found)")
@@ -33,7 +46,8 @@ class Signature(BaseModel):
 
 @dataclass
 class EmbeddingStats:
-    """How many vectors one embedding call computed and how many it found in the cache.
+    """How many vectors one embedding call computed, how many it found in the cache, and the
+    time spent computing them.
 
     Pass one to :func:`~assay.signatures.embed_units` or
     :func:`~assay.signatures.build_signatures`; the counts are added to it.
@@ -41,3 +55,41 @@ class EmbeddingStats:
 
     computed: int = 0
     cached: int = 0
+    seconds: float = 0.0
+    """Wall time spent loading the model and encoding (s); cache reads and writes excluded."""
+
+
+class UpdateResult(BaseModel):
+    """What one incremental update (:func:`~assay.signatures.update_signatures`) did."""
+
+    model_config = ConfigDict(frozen=True)
+
+    assigned: dict[str, int] = Field(default_factory=dict,
+                                     description="{unit id: signature id} of units put in an existing signature")
+    new_units: list[str] = Field(default_factory=list,
+                                 description="units near no signature, marked new (still pending after the update)")
+    new_signatures: list[int] = Field(default_factory=list,
+                                      description="ids of signatures formed from pending new units")
+
+
+class SevereFlag(BaseModel):
+    """Why a unit is in the rare-severe queue: one rule hit, a low feedback score, or a person."""
+
+    model_config = ConfigDict(frozen=True)
+
+    source: FlagSource
+    reason: str = Field(description="e.g. \"tool 'refund' called\", 'user.feedback.score = 0.1 < 0.3'")
+    flagged_by: str = Field("", description="who flagged (person flags); empty for rules")
+    created_at: datetime | None = None
+
+
+class SevereItem(BaseModel):
+    """One unit of the rare-severe review queue."""
+
+    model_config = ConfigDict(frozen=True)
+
+    unit_id: str
+    flags: list[SevereFlag]
+    signature_id: int | None = Field(description="its signature, None when noise, new or not failed")
+    signature_size: int = Field(0, description="size of that signature (0 without one)")
+    reviewed: bool = Field(description="a human annotated the unit after it was first flagged")
