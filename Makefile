@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 DATA ?= ../shared/data
 
-.PHONY: demo test lint bench clean install install-dev
+.PHONY: demo test lint bench bench-signatures bench-ingest clean install install-dev bench-ui bench-judge
 
 $(PY):
 	python3 -m venv $(VENV)
@@ -24,7 +24,7 @@ install: $(VENV)/.installed
 install-dev: $(VENV)/.installed-dev
 
 demo: $(VENV)/.installed
-	$(VENV)/bin/assay demo --data $(DATA) --workspace demo-workspace
+	$(VENV)/bin/assay demo --data $(DATA) --out demo-workspace
 
 test: $(VENV)/.installed-dev
 	$(PY) -m pytest -q
@@ -32,6 +32,27 @@ test: $(VENV)/.installed-dev
 lint: $(VENV)/.installed-dev
 	$(VENV)/bin/ruff check src tests
 	$(VENV)/bin/mypy src
+
+# Signatures vs. AgentRx human root causes (ARI, NMI, purity; TF-IDF + k-means baseline) and the
+# 10,000-unit scaling run; writes benchmarks/results/signatures.json. UNITS=1000 for a quicker run.
+UNITS ?= 10000
+bench-signatures: $(VENV)/.installed
+	$(PY) benchmarks/bench_signatures.py --units $(UNITS)
+
+# Review-page render time for a 500-span unit, p50/p95 over 50 requests; writes benchmarks/results/ui.json.
+bench-ui: $(VENV)/.installed-dev
+	$(PY) benchmarks/bench_ui.py
+
+# OTLP/HTTP ingestion into `assay serve` (protobuf and JSON): spans/s, p50/p99 latency, peak RSS;
+# writes benchmarks/results/ingest.json. SPANS=10000 for a quicker run.
+SPANS ?= 100000
+bench-ingest: $(VENV)/.installed-dev
+	$(PY) benchmarks/bench_ingest.py --spans $(SPANS)
+
+# 500 judge calls against a local OpenAI-compatible server answering after 200 ms, at concurrency 16:
+# throughput as a share of the bound, and the cached re-run's model calls; writes benchmarks/results/judge.json.
+bench-judge: $(VENV)/.installed-dev
+	$(PY) benchmarks/bench_judge.py
 
 clean:
 	rm -rf demo-workspace report.html .pytest_cache

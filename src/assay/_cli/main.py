@@ -7,8 +7,13 @@ from typing import Annotated
 
 import typer
 
+from assay._cli import demo as demo_cmd
+from assay._cli import evaluate, labels
 from assay._cli import ingest as ingest_cmd
-from assay._cli._common import AppContext, err_console
+from assay._cli import serve as serve_cmd
+from assay._cli import signatures as signatures_cmd
+from assay._cli import users as users_cmd
+from assay._cli._common import AppContext, console, err_console, get_ctx, handle_errors
 from assay.exceptions import ConfigError
 from assay.settings import load_settings
 
@@ -37,6 +42,29 @@ def root(
 
 
 app.command("ingest")(ingest_cmd.ingest)
+app.command("serve")(serve_cmd.serve)
+app.command("signatures")(signatures_cmd.signatures_cmd)
+app.command("queue")(signatures_cmd.queue_cmd)
+app.add_typer(labels.labels_app, name="labels")
+app.add_typer(labels.criteria_app, name="criteria")
+app.add_typer(evaluate.evaluators_app, name="evaluators")
+app.command("calibrate")(evaluate.calibrate_cmd)
+app.command("gate")(evaluate.gate_cmd)
+app.command("demo")(demo_cmd.demo)
+app.add_typer(users_cmd.users_app, name="users")
+app.add_typer(users_cmd.keys_app, name="keys")
+
+
+@app.command("report")
+@handle_errors
+def report(
+    ctx: typer.Context,
+    output: Annotated[Path, typer.Option("--output", "-o", help="HTML file to write.")] = Path("report.html"),
+) -> None:
+    """Write a self-contained HTML report: signatures with a map, calibration, the latest gate."""
+    from assay.reports import write_report
+
+    console.print(f"wrote {write_report(get_ctx(ctx).store, output)}")
 
 
 def main() -> None:

@@ -1,0 +1,5 @@
+"""``python -m assay``."""
+
+from assay._cli.main import main
+
+main()

@@ -1,0 +1,77 @@
+"""``assay labels`` and ``assay criteria``: expert labels and rubric criteria."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from assay._cli._common import console, get_ctx, handle_errors
+from assay.annotations import add_criterion, export_labels, import_labels, list_criteria
+
+labels_app = typer.Typer(help="Import and export expert labels (JSONL or CSV).", no_args_is_help=True)
+criteria_app = typer.Typer(help="Rubric criteria: what 'good' means for a signature.", no_args_is_help=True)
+
+
+@labels_app.command("import")
+@handle_errors
+def labels_import(
+    ctx: typer.Context,
+    file: Annotated[Path, typer.Argument(help="JSONL or CSV with unit, annotator, label (pass|fail), severity "
+                                               "(1-4), rationale, criterion.")],
+) -> None:
+    """Import labels; bad records are skipped with a reason, the rest are kept (append-only)."""
+    result = import_labels(get_ctx(ctx).store, file)
+    console.print(f"imported {result.imported} labels; skipped {len(result.skipped)}")
+    for line, reason in result.skipped[:50]:
+        console.print(f"  [yellow]skipped[/yellow] line {line}: {escape(reason)}")
+
+
+@labels_app.command("export")
+@handle_errors
+def labels_export(
+    ctx: typer.Context,
+    fmt: Annotated[str, typer.Option("--format", help="jsonl or csv")] = "jsonl",
+    criterion: Annotated[str | None, typer.Option(help="Only labels against this criterion.")] = None,
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="File to write (default stdout).")] = None,
+) -> None:
+    """Export every label record with its provenance."""
+    text = export_labels(get_ctx(ctx).store, fmt, criterion)
+    if output:
+        output.write_text(text, encoding="utf-8")
+        console.print(f"wrote {output}")
+    else:
+        sys.stdout.write(text)
+
+
+@criteria_app.command("add")
+@handle_errors
+def criteria_add(
+    ctx: typer.Context,
+    signature: Annotated[int, typer.Argument(help="Signature id the criterion is written for (0: none).")],
+    text: Annotated[str, typer.Argument(help="The criterion statement.")],
+    name: Annotated[str | None, typer.Option(help="Short stable name (default: from the text).")] = None,
+) -> None:
+    """Add a criterion (or a new version of a named one)."""
+    crit = add_criterion(get_ctx(ctx).store, text, name=name, signature_id=signature or None)
+    console.print(f"criterion {crit.name!r} (id {crit.id}) version {crit.version}")
+
+
+@criteria_app.command("list")
+@handle_errors
+def criteria_list(ctx: typer.Context,
+                  as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
+    """List criteria."""
+    crits = list_criteria(get_ctx(ctx).store)
+    if as_json:
+        console.print_json(json.dumps([c.model_dump() for c in crits]))
+        return
+    table = Table("id", "name", "version", "signature", "text")
+    for c in crits:
+        table.add_row(str(c.id), c.name, str(c.version), str(c.signature_id or ""), c.text)
+    console.print(table)

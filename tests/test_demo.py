@@ -1,0 +1,35 @@
+"""`assay demo` end to end on the real data (slow: minutes; `make test` runs it)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from assay._store import Store
+from assay.calibration import build_dataset
+
+from .conftest import DATA, ROOT
+
+
+@pytest.mark.slow
+def test_demo_end_to_end(tmp_path: Path) -> None:
+    out = tmp_path / "ws"
+    proc = subprocess.run([sys.executable, "-m", "assay._cli", "demo", "--data", str(DATA), "--out", str(out)],
+                          capture_output=True, text=True, timeout=1200, cwd=ROOT)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    text = proc.stdout
+    for expected in ("200 units (84 reward 1, 116 reward 0)", "100 units (73 reward 1, 27 reward 0)",
+                     "top signatures of 143 failed units", "AgentRx dataset's own human annotations",
+                     "calibration: no-tool-errors", "calibration: resolves-request-judge", "Cohen's kappa",
+                     "gate", "wrote"):
+        assert expected in text, expected
+    report = (out / "report.html").read_text()
+    assert "Failure signatures" in report and "Calibration" in report and "Gate" in report
+    assert "http://" not in report.split("<body>")[0].replace("http://www.w3.org", "")  # no external script
+    store = Store(f"sqlite:///{out / '.assay' / 'assay.db'}")
+    ds = build_dataset(store, "resolves-request")
+    assert ds.balance == {"fail": 27, "pass": 73}
+    assert list((out / "evaluators").glob("*.yaml"))
