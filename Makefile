@@ -27,7 +27,7 @@ demo: $(VENV)/.installed
 	$(VENV)/bin/assay demo --data $(DATA) --out demo-workspace
 
 test: $(VENV)/.installed-dev
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q --durations=15
 
 lint: $(VENV)/.installed-dev
 	$(VENV)/bin/ruff check src tests

@@ -18,8 +18,9 @@ runner = CliRunner()
 
 
 def _run(ws: Path, *args: str) -> tuple[int, str]:
+    """Exit code and output: stdout alone for --json (progress bars go to stderr), else both."""
     result = runner.invoke(app, ["--workspace", str(ws), *args])
-    return result.exit_code, result.output
+    return result.exit_code, result.stdout if "--json" in args else result.output
 
 
 def _has_tool_error(run: dict[str, object]) -> bool:

@@ -48,8 +48,8 @@ store_url = "sqlite:///.assay/assay.db"
 [judge]
 provider = "local"          # SmolLM2-135M-Instruct via llama.cpp, offline
 # a 135M model reads slowly on 2 CPU cores (~400 prompt tokens/s): the judge sees the
-# newest 2,000 characters of each run's timeline
-max_prompt_chars = 2000
+# newest 1,500 characters of each run's timeline
+max_prompt_chars = 1500
 """
 
 
@@ -160,7 +160,8 @@ def _calibrate(store: Store, settings: Settings, defs: list[EvaluatorDef], judge
         console.print(f"[dim]({time.perf_counter() - t0:.1f} s)[/dim]")
         if d.kind == "llm_judge" and not report.meets_threshold:
             console.print("The 135M-parameter local judge is too weak to trust on this criterion: it stays a draft "
-                          "and the gate will not use it. Point assay.toml [judge] at a real model to do better.")
+                          "and the gate will not use it. Point the [judge] section of assay.toml at a real model "
+                          "to do better.", markup=False)
         if d.kind == "code" and not report.meets_threshold:
             console.print(f"Explicit override for [bold]{d.name}[/bold] (what `assay calibrate {d.name} --force "
                           "REASON` does), recorded with the evaluator version:")
