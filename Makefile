@@ -46,8 +46,14 @@ bench-ui: $(VENV)/.installed-dev
 # OTLP/HTTP ingestion into `assay serve` (protobuf and JSON): spans/s, p50/p99 latency, peak RSS;
 # writes benchmarks/results/ingest.json. SPANS=10000 for a quicker run.
 SPANS ?= 100000
-bench-ingest: $(VENV)/.installed-dev
-	$(PY) benchmarks/bench_ingest.py --spans $(SPANS)
+# Phoenix goes in its own venv (.bench-phoenix): it is a large install with its own pins.
+PHOENIX_VENV ?= .bench-phoenix
+$(PHOENIX_VENV)/bin/phoenix:
+	python3 -m venv $(PHOENIX_VENV)
+	$(PHOENIX_VENV)/bin/python -m pip install --quiet arize-phoenix
+
+bench-ingest: $(VENV)/.installed-dev $(PHOENIX_VENV)/bin/phoenix
+	$(PY) benchmarks/bench_ingest.py --spans $(SPANS) --phoenix $(PHOENIX_VENV)/bin/phoenix
 
 # 500 judge calls against a local OpenAI-compatible server answering after 200 ms, at concurrency 16:
 # throughput as a share of the bound, and the cached re-run's model calls; writes benchmarks/results/judge.json.

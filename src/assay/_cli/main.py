@@ -43,7 +43,7 @@ def root(
 
 app.command("ingest")(ingest_cmd.ingest)
 app.command("serve")(serve_cmd.serve)
-app.command("signatures")(signatures_cmd.signatures_cmd)
+app.add_typer(signatures_cmd.signatures_app, name="signatures")
 app.command("queue")(signatures_cmd.queue_cmd)
 app.add_typer(labels.labels_app, name="labels")
 app.add_typer(labels.criteria_app, name="criteria")
