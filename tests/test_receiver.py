@@ -193,6 +193,19 @@ def test_api_key_required_when_configured(tmp_path: Path) -> None:
     assert srv.post("/v1/traces", body, {**PB, "x-api-key": "s3cret"}).status_code == 200
 
 
+def test_keys_from_assay_keys_create_are_accepted(tmp_path: Path) -> None:
+    from assay._web.auth import create_api_key
+
+    srv = Server(tmp_path)
+    body = pb_body(pb_span(1, 1))
+    assert srv.post("/v1/traces", body, PB).status_code == 200  # no key anywhere: open
+    key = create_api_key(srv.store, owner="ingest")
+    assert srv.post("/v1/traces", body, PB).status_code == 401  # a stored key now guards it
+    assert srv.post("/v1/traces", body, {**PB, "authorization": "Bearer nope"}).status_code == 401
+    assert srv.post("/v1/traces", body, {**PB, "authorization": f"Bearer {key}"}).status_code == 200
+    assert srv.post("/v1/traces", body, {**PB, "x-api-key": key}).status_code == 200
+
+
 def test_undecodable_bodies_and_other_types(server: Server) -> None:
     assert server.post("/v1/traces", b"\xff\xff\xff", PB).status_code == 400
     assert server.post("/v1/traces", b"{nope", JS).status_code == 400

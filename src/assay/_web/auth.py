@@ -104,6 +104,12 @@ def create_api_key(store: Store, owner: str = "") -> str:
     return key
 
 
+def has_api_keys(store: Store) -> bool:
+    """True when the store holds at least one unrevoked API key."""
+    with store.session() as s:
+        return s.scalar(select(ApiKeyRow.id).where(ApiKeyRow.revoked_at.is_(None)).limit(1)) is not None
+
+
 def check_api_key(store: Store, key: str) -> bool:
     """True when ``key`` is a stored, unrevoked API key."""
     digest = hashlib.sha256(key.encode()).hexdigest()

@@ -238,14 +238,25 @@ def request_encoding(content_type: str | None) -> Encoding:
                     "application/json")
 
 
-def check_api_key(request: Request, api_key: str | None) -> None:
-    """Raises OtlpError 401 unless ``Authorization: Bearer KEY`` or ``x-api-key: KEY`` matches."""
-    if not api_key:
+def check_api_key(request: Request, api_key: str | None, store: Store | None = None) -> None:
+    """Raises OtlpError 401 unless ``Authorization: Bearer KEY`` or ``x-api-key: KEY`` matches.
+
+    Keys are required when ``[server] api_key`` is configured or the store holds API keys
+    (``assay keys create``); either kind is accepted.
+    """
+    from assay._web.auth import check_api_key as stored_key_ok
+    from assay._web.auth import has_api_keys
+
+    keys_stored = store is not None and has_api_keys(store)
+    if not api_key and not keys_stored:
         return
     auth = request.headers.get("authorization", "")
     given = auth[7:].strip() if auth.lower().startswith("bearer ") else request.headers.get("x-api-key", "")
-    if not given or not secrets.compare_digest(given.encode(), api_key.encode()):
-        raise OtlpError(401, 16, "missing or wrong API key: send 'Authorization: Bearer <key>' or 'x-api-key'")
+    if given and api_key and secrets.compare_digest(given.encode(), api_key.encode()):
+        return
+    if given and store is not None and keys_stored and stored_key_ok(store, given):
+        return
+    raise OtlpError(401, 16, "missing or wrong API key: send 'Authorization: Bearer <key>' or 'x-api-key'")
 
 
 async def read_body(request: Request, max_bytes: int) -> bytes:
@@ -348,7 +359,7 @@ class Receiver:
 async def _handle(request: Request, receiver: Receiver, kind: Literal["traces", "logs"]) -> Response:
     encoding: Encoding = "json" if "json" in request.headers.get("content-type", "") else "protobuf"
     try:
-        check_api_key(request, receiver.settings.api_key)
+        await run_in_threadpool(check_api_key, request, receiver.settings.api_key, receiver.store)
         encoding = request_encoding(request.headers.get("content-type"))
         body = await read_body(request, receiver.settings.max_body_bytes)
         warnings: list[str] = []
