@@ -412,3 +412,171 @@ def test_state_transitions_between_steps(server: Server) -> None:
     steps = step_timeline(server.store.unit(f"trace/{tid(16)}"))
     assert [s.text for s in steps if s.kind == "state"] == [
         "agent: set count: 0 → 1; added plan: refund", "tools: set count: 1 → 2; added result: ok"]
+
+
+def test_state_carried_in_span_events_shows_what_changed(server: Server) -> None:
+    snapshot = {"langgraph.node": "planner", "langgraph.state": json.dumps({"step": 0, "plan": None})}
+    events = [("langgraph.state", snapshot),
+              ("state.update", {"node": "planner", "state.step": 1, "state.plan": "refund"}),
+              ("gen_ai.content.prompt", {"gen_ai.prompt": "not state"}),
+              ("state", {"node": "executor", "state": {"step": 2, "plan": "refund", "done": True}}),
+              ("state", {"node": "executor", "state": {"step": 2, "plan": "refund", "done": True}})]
+    agent = pb_span(17, 1, name="invoke_agent graph", attrs={"gen_ai.operation.name": "invoke_agent"},
+                    events=events, end=T0 + 100)
+    pb_response(server.post("/v1/traces", pb_body(agent), PB))
+    steps = step_timeline(server.store.unit(f"trace/{tid(17)}"))
+    states = [s for s in steps if s.kind == "state"]
+    assert [s.text for s in states] == [
+        "planner: added step: 0; added plan: null",
+        "planner: set step: 0 → 1; set plan: null → refund",
+        "executor: set step: 1 → 2; added done: true",
+    ]
+    assert [s.time_ns for s in states] == [T0, T0 + 1, T0 + 3]
+    assert "STATE: executor: set step: 1 → 2" in render_timeline(steps)
+
+
+def test_event_states_and_chain_outputs_share_one_history(server: Server) -> None:
+    chain = pb_span(18, 1, name="router", start=T0, end=T0 + 10, attrs={
+        "openinference.span.kind": "CHAIN", "input.value": json.dumps({"route": None}),
+        "output.value": json.dumps({"route": "billing"})})
+    later = pb_span(18, 2, 1, name="billing", start=T0 + 20, end=T0 + 40,
+                    events=[("state.update", {"state.route": "billing", "state.ticket": "T-9"})])
+    pb_response(server.post("/v1/traces", pb_body(chain, later), PB))
+    states = [s.text for s in step_timeline(server.store.unit(f"trace/{tid(18)}")) if s.kind == "state"]
+    assert states == ["router: set route: null → billing", "billing: added ticket: T-9"]
+
+
+def test_late_session_id_moves_the_trace_into_the_session_unit(server: Server) -> None:
+    from assay._store.spans import resolve_unit_id
+    from assay._store.tables import MemberRow, ScoreRow, SignatureRow, UnitRow
+    from assay.annotations import Annotation, add_annotations, list_annotations
+    from assay.signatures.severe import flag_unit
+    from assay.suite.runs import new_run
+
+    session = {"gen_ai.conversation.id": "conv-9"}
+    pb_response(server.post("/v1/traces", pb_body(pb_span(21, 1, attrs=CHAIN_NO_SESSION),
+                                                  pb_span(21, 2, 1, start=T0 + 5)), PB))
+    old = f"trace/{tid(21)}"
+    assert server.store.select_unit_ids() == [old]
+    add_annotations(server.store, [Annotation(unit_id=old, annotator="ann", label="fail", rationale="wrong")])
+    flag_unit(server.store, old, "refund promised", flagged_by="ann")
+    run = new_run(server.store, "backfill", {})
+    with server.store.session() as s:
+        s.add(SignatureRow(id=1, structural_key="k", label="l", keywords=[], size=1, representative_unit=old))
+        s.flush()
+        s.add(MemberRow(unit_id=old, signature_id=1, structural_key="k"))
+        s.add(ScoreRow(run_id=run, unit_id=old, evaluator_name="e", evaluator_version="v1", status="ok", score=1.0))
+    # another trace of the same conversation was stored under the session already
+    pb_response(server.post("/v1/traces", pb_body(pb_span(22, 1, start=T0 - 100, attrs=session)), PB))
+    # the late span: the root's sibling carries the conversation id
+    pb_response(server.post("/v1/traces", pb_body(pb_span(21, 3, 1, start=T0 + 9, attrs=session)), PB))
+
+    assert server.store.select_unit_ids() == ["session/conv-9"]
+    unit = server.store.unit("session/conv-9")
+    assert sorted((s.trace_id, s.span_id) for s in unit.spans) == [
+        (tid(21), sid(1)), (tid(21), sid(2)), (tid(21), sid(3)), (tid(22), sid(1))]
+    assert [a.unit_id for a in list_annotations(server.store)] == ["session/conv-9"]
+    assert resolve_unit_id(server.store, old) == "session/conv-9"
+    with server.store.session() as s:
+        assert s.get(UnitRow, "session/conv-9").attributes["merged_from"] == [old]  # type: ignore[union-attr]
+        assert s.get(UnitRow, old) is None
+        assert s.get(MemberRow, "session/conv-9").signature_id == 1  # type: ignore[union-attr]
+        assert s.get(SignatureRow, 1).representative_unit == "session/conv-9"  # type: ignore[union-attr]
+        assert [r.unit_id for r in s.query(ScoreRow)] == ["session/conv-9"]
+        hash_before = s.get(UnitRow, "session/conv-9").content_hash  # type: ignore[union-attr]
+    from assay.signatures import severe_queue
+    assert [i.unit_id for i in severe_queue(server.store)] == ["session/conv-9"]
+    from assay._store.store import unit_content_hash
+    assert hash_before == unit_content_hash(unit.spans)
+    # a different session id later does not move the trace again
+    pb_response(server.post("/v1/traces", pb_body(pb_span(21, 4, 1, attrs={"gen_ai.conversation.id": "x"})), PB))
+    assert server.store.select_unit_ids() == ["session/conv-9"]
+
+
+CHAIN_NO_SESSION = {"gen_ai.operation.name": "chat", "gen_ai.input.messages": json.dumps(
+    [{"role": "user", "parts": [{"type": "text", "content": "Refund please"}]}])}
+
+
+def test_invalid_utf8_in_one_protobuf_span_costs_only_that_span(server: Server) -> None:
+    spans = [pb_span(23, n, attrs={"gen_ai.operation.name": "chat", "note": f"span {n} ok ✓"}) for n in range(1, 51)]
+    spans[16] = pb_span(23, 17, attrs={"gen_ai.operation.name": "chat", "note": "PLACEHOLDER!",
+                                       "gen_ai.input.messages": CHAIN_NO_SESSION["gen_ai.input.messages"]})
+    body = pb_body(*spans)
+    assert body.count(b"PLACEHOLDER!") == 1
+    body = body.replace(b"PLACEHOLDER!", b"bad \xff\xfe utf8!")
+    with pytest.raises(Exception, match="(?i)utf-?8"):
+        ExportTraceServiceRequest.FromString(body)  # what the receiver used to answer 400 for
+    r = server.post("/v1/traces", body, PB)
+    resp = pb_response(r)
+    assert resp.partial_success.rejected_spans == 0
+    assert resp.partial_success.error_message == (
+        f"span {sid(17)} (trace {tid(23)}) stored with invalid UTF-8 replaced by U+FFFD (flag invalid_utf8_replaced)")
+    unit = server.store.unit(f"trace/{tid(23)}")
+    assert len(unit.spans) == 50
+    bad = next(s for s in unit.spans if s.span_id == sid(17))
+    assert bad.attributes["note"] == "bad \ufffd\ufffd utf8!"
+    assert bad.flags == ("invalid_utf8_replaced",)
+    assert [m.content for m in bad.input_messages] == ["Refund please"]
+    good = [s for s in unit.spans if s.span_id != sid(17)]
+    assert all(not s.flags or s.flags == ("content_not_captured",) for s in good)
+    assert {s.attributes["note"] for s in good} == {f"span {n} ok ✓" for n in range(1, 51) if n != 17}
+
+
+def test_invalid_utf8_in_span_name_and_event_is_repaired_and_real_garbage_still_400(server: Server) -> None:
+    sp = pb_span(24, 1, name="NAMEHOLDER", events=[("EVNTHOLDER", {"k": "v"})])
+    body = pb_body(sp).replace(b"NAMEHOLDER", b"tool \xc3\x28 xy").replace(b"EVNTHOLDER", b"\xe2\x82 events ")
+    resp = pb_response(server.post("/v1/traces", body, PB))
+    assert resp.partial_success.rejected_spans == 0
+    span = server.span(24, 1)
+    assert span.name == "tool \ufffd( xy" and span.events[0].name == "\ufffd events "
+    assert "invalid_utf8_replaced" in span.flags
+    r = server.post("/v1/traces", b"\x0a\xff\xff\xff\xff\x0f garbage", PB)
+    assert r.status_code == 400
+
+
+def test_invalid_utf8_in_a_log_record_is_replaced_not_a_400(server: Server) -> None:
+    pb_response(server.post("/v1/traces", pb_body(pb_span(25, 1, attrs={"gen_ai.operation.name": "chat"})), PB))
+    body = _logs_body(_log(25, 1, "gen_ai.user.message", {"content": "LOGHOLDER!"}, T0))
+    r = server.post("/v1/logs", body.replace(b"LOGHOLDER!", b"hi \xff there"), PB)
+    assert r.status_code == 200, r.content
+    span = next(s for s in server.store.unit(f"trace/{tid(25)}").spans)
+    assert [m.content for m in span.input_messages] == ["hi \ufffd there"]
+
+
+def test_invalid_utf8_in_a_json_body_costs_only_that_string(server: Server) -> None:
+    spans = [json_span(26, n, {"gen_ai.operation.name": "chat", "note": f"ok {n}"}) for n in range(1, 4)]
+    spans[1]["attributes"][1]["value"]["stringValue"] = "JSONHOLDER"
+    body = json_body(spans).replace(b"JSONHOLDER", b"cut \xf0\x9f here")
+    r = server.post("/v1/traces", body, JS)
+    assert r.status_code == 200, r.content
+    assert r.json() == {} or r.json().get("partialSuccess", {}).get("rejectedSpans", 0) == 0
+    notes = {s.span_id: (s.attributes["note"], s.flags) for s in server.store.unit(f"trace/{tid(26)}").spans}
+    assert notes[sid(2)] == ("cut \ufffd\ufffd here", ("content_not_captured", "lone_surrogate_replaced"))
+    assert notes[sid(1)][0] == "ok 1" and "lone_surrogate_replaced" not in notes[sid(1)][1]
+
+
+def test_late_session_move_drops_only_rows_that_would_collide(server: Server) -> None:
+    from assay._store.tables import MemberRow, ScoreRow, SignatureRow
+    from assay.suite.runs import new_run
+
+    session = {"session.id": "s-27"}
+    pb_response(server.post("/v1/traces", pb_body(pb_span(27, 1)), PB))
+    pb_response(server.post("/v1/traces", pb_body(pb_span(28, 1, attrs=session)), PB))
+    old, new = f"trace/{tid(27)}", "session/s-27"
+    run, other_run = new_run(server.store, "online", {}), new_run(server.store, "ci", {})
+    with server.store.session() as s:
+        s.add_all([SignatureRow(id=1, structural_key="a", label="a", keywords=[], size=1),
+                   SignatureRow(id=2, structural_key="b", label="b", keywords=[], size=1)])
+        s.flush()
+        s.add_all([MemberRow(unit_id=old, signature_id=1, structural_key="a"),
+                   MemberRow(unit_id=new, signature_id=2, structural_key="b")])
+        for uid, rid, score in ((old, run, 0.0), (new, run, 1.0), (old, other_run, 0.5)):
+            s.add(ScoreRow(run_id=rid, unit_id=uid, evaluator_name="e", evaluator_version="v1", status="scored",
+                           score=score))
+    pb_response(server.post("/v1/traces", pb_body(pb_span(27, 2, 1, attrs=session)), PB))
+    assert server.store.select_unit_ids() == [new]
+    with server.store.session() as s:
+        assert {(m.unit_id, m.signature_id) for m in s.query(MemberRow)} == {(new, 2)}
+        scores = sorted((r.run_id, r.unit_id, r.score) for r in s.query(ScoreRow))
+    # the session's own score of the shared run wins; the other run's score of the trace follows it
+    assert scores == sorted([(run, new, 1.0), (other_run, new, 0.5)])

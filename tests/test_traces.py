@@ -173,3 +173,21 @@ def test_ingest_twice_creates_no_duplicates(tmp_path: Path, airline) -> None:  #
     assert unit == airline.units[3]
     with store.engine.connect() as conn:
         assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+
+
+@pytest.mark.parametrize(("name", "attrs", "body", "state", "update"), [
+    ("state", {"state": '{"a": 1}'}, None, {"a": 1}, False),
+    ("langgraph.state", {"langgraph.state": {"a": 1}}, None, {"a": 1}, False),
+    ("node.end", {"langgraph.state.a": 1, "langgraph.node": "n"}, None, {"a": 1}, False),
+    ("anything", {"state.a": 1, "state.kind": "update"}, None, {"a": 1}, True),
+    ("state.update", {"node": "n"}, {"a": 1}, {"a": 1}, True),  # a log record whose body is the state
+    ("state", {"a": 1, "node": "n"}, None, {"a": 1}, False),
+    ("gen_ai.choice", {"state": "running"}, None, None, False),  # a plain string is no state
+    ("state", {"node": "n"}, None, None, False),  # nothing but bookkeeping
+])
+def test_event_state_forms(name: str, attrs: dict[str, object], body: object, state: object, update: bool) -> None:
+    from assay.traces import SpanEvent
+    from assay.traces.timeline import event_state
+
+    event = SpanEvent(name=name, attributes=attrs, body=body, source="log_record" if body else "span_event")
+    assert event_state(event) == (None if state is None else (state, update))

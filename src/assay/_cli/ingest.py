@@ -7,34 +7,49 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from assay._cli._common import console, get_ctx, handle_errors, progress_bar
 from assay.exceptions import IngestError
-from assay.traces.readers import FORMATS, expand_paths, read_file
+from assay.traces.readers import FORMATS, SUFFIXES, UnrecognisedFile, collect_files, read_file
 
 
 @handle_errors
 def ingest(
     ctx: typer.Context,
-    paths: Annotated[list[Path], typer.Argument(help="Trace files or folders (folders: every *.json inside).")],
+    paths: Annotated[list[Path], typer.Argument(
+        help=f"Trace files or folders. Folders are searched recursively for {', '.join(SUFFIXES)} files "
+             "(also gzipped, e.g. .jsonl.gz); other files and files in no known format are skipped "
+             "with a reason.")],
     fmt: Annotated[str, typer.Option("--format", help=f"One of {', '.join(FORMATS)}; auto detects from content.",
                                      envvar="ASSAY_INGEST_FORMAT")] = "auto",
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
 ) -> None:
-    """Ingest trace files (tau-bench trajectories, OTLP JSON with OTel GenAI / OpenInference attributes).
+    """Ingest trace files: OTLP JSON (OTel GenAI / OpenInference), Langfuse exports, chat-log JSONL
+    (OpenAI, Anthropic), tau-bench trajectories, Magentic-One logs.
 
-    Re-ingesting a file adds nothing twice: a span is identified by trace id + span id.
+    Re-ingesting adds nothing twice (a span is identified by trace id + span id).
+
     Malformed records are rejected with a reason; the rest of the file is kept.
+
+    Files found in a folder whose content is in no known format are skipped, listed with the reason.
     """
     app = get_ctx(ctx)
-    files = expand_paths(paths)
+    files, skipped = collect_files(paths)
+    explicit = {p for p in paths if not p.is_dir()}
     summary: dict[str, object] = {"files": [], "units_new": 0, "units_updated": 0, "spans_new": 0,
-                                  "spans_duplicate": 0, "rejected": []}
+                                  "spans_duplicate": 0, "rejected": [],
+                                  "skipped": [{"path": r.path, "reason": r.reason} for r in skipped]}
     with progress_bar("ingesting", len(files)) as advance:
         for path in files:
             try:
                 result = read_file(path, fmt)
+            except UnrecognisedFile as exc:
+                key = "rejected" if path in explicit else "skipped"
+                summary[key].append({"path": exc.path, "reason": exc.reason})  # type: ignore[attr-defined]
+                advance(1)
+                continue
             except IngestError as exc:
                 summary["rejected"].append({"path": exc.path, "reason": exc.reason})  # type: ignore[attr-defined]
                 advance(1)
@@ -53,10 +68,14 @@ def ingest(
         return
     table = Table("file", "format", "units", "spans", "rejected", title="ingest")
     for f in summary["files"]:  # type: ignore[attr-defined]
-        table.add_row(f["path"], f["format"], str(f["units"]), str(f["spans"]), str(f["rejected"]))
+        table.add_row(escape(f["path"]), f["format"], str(f["units"]), str(f["spans"]), str(f["rejected"]))
     console.print(table)
     console.print(f"units: {summary['units_new']} new, {summary['units_updated']} updated; "
                   f"spans: {summary['spans_new']} new, {summary['spans_duplicate']} already stored; "
                   f"rejected: {len(summary['rejected'])}")  # type: ignore[arg-type]
     for r in summary["rejected"][:20]:  # type: ignore[index]
-        console.print(f"  [yellow]rejected[/yellow] {r['path']}: {r['reason']}")
+        console.print(f"  [yellow]rejected[/yellow] {escape(r['path'])}: {escape(r['reason'])}")
+    if summary["skipped"]:
+        console.print(f"skipped: {len(summary['skipped'])} file(s) in no supported format")  # type: ignore[arg-type]
+    for r in summary["skipped"][:20]:  # type: ignore[index]
+        console.print(f"  [dim]skipped[/dim] {escape(r['path'])}: {escape(r['reason'])}")

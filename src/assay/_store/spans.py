@@ -3,8 +3,21 @@ batches, with their content possibly in separate log records.
 
 One transaction per call, so a batch is acknowledged only once committed. Rules:
 
-* a trace keeps the unit it was first stored under (``session/<id>`` when a span of the trace
-  carried a session id then, else ``trace/<trace id>``);
+* a trace's unit is ``session/<id>`` when a span of the trace carries a session id
+  (``gen_ai.conversation.id`` / ``session.id``), else ``trace/<trace id>``. A session id that
+  arrives late (in a later batch than spans already stored as ``trace/<trace id>``) **moves** the
+  trace into the session unit and deletes the trace unit, so no duplicate unit is left. What was
+  attached to the old unit id is re-pointed to the session unit (annotations, scores, severe flags,
+  signature membership, the signature's representative unit; any other table with a foreign key to
+  ``units.unit_id`` too): the judgments were made on content the session unit still holds. A row
+  that would collide on a unique key with one the session unit already has (e.g. the same run scored
+  both units) is dropped, the session unit's own row kept (rows pointing at a dropped row lose the
+  pointer, or go too when it is required, e.g. an audit item of a dropped score), and per-unit
+  caches (embeddings, severe scans, queue claims) of the old id are dropped to be recomputed. The
+  old id is kept in the session unit's ``attributes["merged_from"]``, and :func:`resolve_unit_id`
+  maps it to the session unit (the review page and the REST API redirect). Annotations keep their
+  ``created_at`` and provenance; only their ``unit_id`` changes. A trace stored under one session
+  keeps it (a different session id arriving later does not move it);
 * a span whose parent is not stored (yet) is kept as an orphan root and flagged ``orphan``; when
   the parent arrives in a later batch the flag is cleared (the child is linked);
 * a child starting before its parent is kept with its raw times and flagged ``clock_skew``;
@@ -17,13 +30,26 @@ import hashlib
 import json
 from collections import defaultdict
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import insert, select, tuple_
+from sqlalchemy import (
+    Column,
+    PrimaryKeyConstraint,
+    Table,
+    Text,
+    UniqueConstraint,
+    cast,
+    delete,
+    insert,
+    select,
+    tuple_,
+    update,
+)
 from sqlalchemy.orm import Session as OrmSession
 
-from assay._store.tables import LogRecordRow, SpanRow, UnitRow
-from assay.traces.model import Span, SpanEvent
+from assay._store.tables import Base, EmbeddingRow, LogRecordRow, SignatureRow, SpanRow, UnitRow
+from assay.exceptions import NotFoundError
+from assay.traces.model import Span, SpanEvent, Unit
 from assay.traces.otlp_json import with_events
 
 if TYPE_CHECKING:
@@ -40,6 +66,8 @@ class SpanWrite:
     orphans: int = 0
     linked: int = 0
     warnings: list[str] = field(default_factory=list)
+    moved: list[tuple[str, str]] = field(default_factory=list)
+    """``(old unit id, new unit id)`` for traces moved into a session unit by a late session id."""
 
 
 def _flags(span: Span, orphan: bool, skew: bool) -> Span:
@@ -54,7 +82,9 @@ def _skew_warning(span: Span, parent_start: int) -> str:
             f"parent {span.parent_span_id} (trace {span.trace_id}); raw times kept")
 
 
-def _unit_ids(s: OrmSession, spans: list[Span]) -> dict[str, str]:
+def _unit_ids(s: OrmSession, spans: list[Span]) -> tuple[dict[str, str], dict[str, str]]:
+    """``({trace id: unit id}, {trace id: old unit id})`` for the traces of ``spans``; the second
+    dict names the stored trace units that a late session id moves into a session unit."""
     traces = {sp.trace_id for sp in spans}
     rows = s.execute(select(SpanRow.trace_id, SpanRow.unit_id).where(SpanRow.trace_id.in_(traces)).distinct())
     known: dict[str, str] = {t: u for t, u in rows}
@@ -62,9 +92,119 @@ def _unit_ids(s: OrmSession, spans: list[Span]) -> dict[str, str]:
     for sp in spans:
         if sp.session_id:
             sessions.setdefault(sp.trace_id, sp.session_id)
-    for t in traces - known.keys():
-        known[t] = f"session/{sessions[t]}" if t in sessions else f"trace/{t}"
-    return known
+    moves: dict[str, str] = {}
+    for t in traces:
+        target = f"session/{sessions[t]}" if t in sessions else f"trace/{t}"
+        if t not in known:
+            known[t] = target
+        elif t in sessions and known[t] == f"trace/{t}":
+            moves[t] = known[t]
+            known[t] = target
+    return known, moves
+
+
+_CACHE_TABLES = frozenset({"severe_scans", "queue_claims"})
+"""Per-unit rows recomputed on demand: dropped for a moved unit instead of re-pointed."""
+
+
+def _unit_fk_columns() -> list[tuple[Table, Column[str]]]:
+    """Every column (outside ``units`` and ``spans``) with a foreign key to ``units.unit_id``."""
+    out = []
+    for table in Base.metadata.sorted_tables:
+        if table.name in ("units", "spans"):
+            continue
+        out += [(table, col) for col in table.columns
+                if any(fk.target_fullname == "units.unit_id" for fk in col.foreign_keys)]
+    return out
+
+
+def _repoint(s: OrmSession, table: Table, col: Column[str], old: str, new: str) -> None:
+    """Re-point ``table`` rows from unit ``old`` to ``new``; a row that would collide on a unique
+    key with a row of ``new`` is dropped."""
+    if table.name in _CACHE_TABLES:
+        s.execute(delete(table).where(col == old))
+        return
+    keys = [list(c.columns) for c in table.constraints
+            if isinstance(c, PrimaryKeyConstraint | UniqueConstraint) and col.name in c.columns]
+    for row in s.execute(select(table).where(col == old)).mappings().all():
+        where = [c == row[c.name] for c in table.primary_key.columns]
+        clash = any(s.execute(select(col).where(*[(c == new) if c is col else (c == row[c.name]) for c in key])
+                              .limit(1)).first() for key in keys)
+        if clash:
+            _drop_references(s, table, row)
+            s.execute(delete(table).where(*where))
+        else:
+            s.execute(update(table).where(*where).values({col.name: new}))
+
+
+def _drop_references(s: OrmSession, table: Table, row: Any) -> None:
+    """Before a row of ``table`` (single-column primary key) is dropped: rows pointing at it by a
+    foreign key lose the pointer (nullable) or are dropped too (e.g. an audit item of a dropped score)."""
+    pk = list(table.primary_key.columns)
+    if len(pk) != 1:
+        return
+    for other in Base.metadata.sorted_tables:
+        for col in other.columns:
+            if any(fk.column is pk[0] for fk in col.foreign_keys):
+                if col.nullable:
+                    s.execute(update(other).where(col == row[pk[0].name]).values({col.name: None}))
+                else:
+                    s.execute(delete(other).where(col == row[pk[0].name]))
+
+
+def _move_trace(s: OrmSession, trace_id: str, old: str, new: str) -> None:
+    """Move a stored trace from its trace unit into a session unit (which must exist), re-point
+    what referred to the old unit, delete the old unit and keep its id as an alias of the new."""
+    s.execute(update(SpanRow).where(SpanRow.trace_id == trace_id, SpanRow.unit_id == old).values(unit_id=new))
+    for table, col in _unit_fk_columns():
+        _repoint(s, table, col, old, new)
+    s.execute(delete(EmbeddingRow).where(EmbeddingRow.unit_id == old))
+    s.execute(update(SignatureRow).where(SignatureRow.representative_unit == old).values(representative_unit=new))
+    row, target = s.get(UnitRow, old), s.get(UnitRow, new)
+    if target is not None:
+        merged = list((target.attributes or {}).get("merged_from", []))
+        target.attributes = {**(target.attributes or {}), "merged_from": [*merged, old]}
+    if row is not None and s.scalar(select(SpanRow.span_id).where(SpanRow.unit_id == old).limit(1)) is None:
+        if target is not None and row.outcome != "unknown" and target.outcome == "unknown":
+            target.outcome, target.reward = row.outcome, row.reward
+        s.delete(row)
+    s.flush()
+
+
+def unit_row(store: Store, unit_id: str) -> UnitRow | None:
+    """The unit's row without its spans (``content_hash`` says whether cached views are current)."""
+    with store.session() as s:
+        return s.get(UnitRow, unit_id)
+
+
+def load_unit(store: Store, unit_id: str) -> Unit:
+    """:meth:`Store.unit`, faster for long units: each span's stored JSON text is validated by
+    pydantic-core directly (``Span.model_validate_json``), skipping ``json.loads`` and a second pass.
+
+    Raises:
+        NotFoundError: no such unit.
+    """
+    with store.session() as s:
+        row = s.get(UnitRow, unit_id)
+        if row is None:
+            raise NotFoundError("unit", unit_id)
+        texts = s.scalars(select(cast(SpanRow.data, Text)).where(SpanRow.unit_id == unit_id)
+                          .order_by(SpanRow.start_ns)).all()
+        return Unit(unit_id=row.unit_id, kind=row.kind, source=row.source,
+                    spans=tuple(Span.model_validate_json(text) for text in texts), outcome=row.outcome,
+                    reward=row.reward, attributes=row.attributes or {})
+
+
+def resolve_unit_id(store: Store, unit_id: str) -> str | None:
+    """The unit id that holds ``unit_id`` now: itself when stored, the session unit it was merged
+    into (late session id, see module docstring), or None when neither exists."""
+    with store.session() as s:
+        if s.get(UnitRow, unit_id) is not None:
+            return unit_id
+        if not unit_id.startswith("trace/"):
+            return None
+        owner = s.scalar(select(SpanRow.unit_id).where(SpanRow.trace_id == unit_id.removeprefix("trace/")).limit(1))
+        return owner
 
 
 def add_spans(store: Store, spans: list[Span], source: str) -> SpanWrite:
@@ -91,7 +231,7 @@ def add_spans(store: Store, spans: list[Span], source: str) -> SpanWrite:
         new = [sp for sp in batch if (sp.trace_id, sp.span_id) not in starts]
         out.spans_duplicate += len(batch) - len(new)
         starts.update({(sp.trace_id, sp.span_id): sp.start_ns for sp in new})
-        unit_of = _unit_ids(s, new)
+        unit_of, moves = _unit_ids(s, new)
         pending = _pending_logs(s, new)
         values: list[dict[str, object]] = []
         for sp in new:
@@ -113,6 +253,10 @@ def add_spans(store: Store, spans: list[Span], source: str) -> SpanWrite:
                    for uid in sorted(touched - existing_units)])
         out.units_new = len(touched - existing_units)
         s.flush()
+        for trace_id, old in sorted(moves.items()):
+            _move_trace(s, trace_id, old, unit_of[trace_id])
+            out.moved.append((old, unit_of[trace_id]))
+        existing_units |= {unit_of[t] for t in moves}
         if values:
             s.execute(insert(SpanRow), values)
         out.spans_new = len(new)

@@ -11,6 +11,11 @@ a response is sent only after the store committed. Failures answer a ``google.rp
 
 Protobuf spans become the same :class:`~assay.traces.model.Span` as JSON ones, through
 :func:`assay.traces.otlp_json.attributes_to_span`.
+
+Invalid UTF-8 in a string field never costs the batch: protobuf bodies are re-parsed with a twin of
+the messages whose strings are bytes (:class:`_Lenient`), the bad bytes of that span become U+FFFD
+and the span is flagged ``invalid_utf8_replaced`` (a warning in ``partialSuccess``); in JSON bodies
+they become lone surrogates and then U+FFFD (flag ``lone_surrogate_replaced``).
 """
 
 from __future__ import annotations
@@ -25,8 +30,10 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from fastapi import APIRouter, Request, Response
+from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
+from google.protobuf.descriptor import Descriptor, FieldDescriptor, FileDescriptor
 from google.protobuf.json_format import MessageToJson
-from google.protobuf.message import DecodeError
+from google.protobuf.message import DecodeError, Message
 from opentelemetry.proto.collector.logs.v1 import logs_service_pb2 as logs_pb
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2 as trace_pb
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
@@ -74,8 +81,9 @@ def pb_attributes(kvs: Any) -> dict[str, Any]:
     return {kv.key: pb_any(kv.value) for kv in kvs if isinstance(kv, KeyValue)}
 
 
-def pb_span(sp: PbSpan) -> Span:
-    """Convert one protobuf span to a :class:`Span`.
+def pb_span(sp: PbSpan, flags: tuple[str, ...] = ()) -> Span:
+    """Convert one protobuf span to a :class:`Span` (``flags``: extra span flags, e.g.
+    ``invalid_utf8_replaced``).
 
     Raises:
         ValueError (incl. pydantic.ValidationError): wrong-length or all-zero ids, bad values.
@@ -86,7 +94,102 @@ def pb_span(sp: PbSpan) -> Span:
         pb_attributes(sp.attributes), events, trace_id=sp.trace_id.hex(), span_id=sp.span_id.hex(),
         parent_span_id=sp.parent_span_id.hex() or None, name=sp.name, start_ns=sp.start_time_unix_nano,
         end_ns=sp.end_time_unix_nano, status=_STATUS.get(sp.status.code, "unset"),
-        status_message=sp.status.message or None)
+        status_message=sp.status.message or None, flags=flags)
+
+
+# --- invalid UTF-8: a lenient twin of the OTLP messages ---------------------------------------
+class _Lenient:
+    """The OTLP request messages with every ``string`` field declared ``bytes`` instead.
+
+    protobuf's decoder rejects a whole message when one ``string`` field holds invalid UTF-8. The
+    wire format of ``string`` and ``bytes`` is the same (length-delimited), so the twin parses any
+    such body; each span is then re-encoded, its invalid bytes replaced by U+FFFD (``bytes.decode(
+    errors="replace")``), and parsed by the real message class. Built once per process, lazily.
+    """
+
+    def __init__(self) -> None:
+        self.pool = descriptor_pool.DescriptorPool()
+        self._done: set[str] = set()
+        self.string_fields: set[str] = set()
+        """Full names of the twin's fields that are ``string`` in the real messages."""
+
+    def _add(self, fd: FileDescriptor) -> None:
+        if fd.name in self._done:
+            return
+        for dep in fd.dependencies:
+            self._add(dep)
+        proto = descriptor_pb2.FileDescriptorProto()
+        fd.CopyToProto(proto)
+        for msg in proto.message_type:
+            self._bytes(msg, f"{proto.package}.{msg.name}")
+        self.pool.Add(proto)
+        self._done.add(fd.name)
+
+    def _bytes(self, msg: descriptor_pb2.DescriptorProto, full: str) -> None:
+        for f in msg.field:
+            if f.type == FieldDescriptor.TYPE_STRING:
+                f.type = FieldDescriptor.TYPE_BYTES
+                self.string_fields.add(f"{full}.{f.name}")
+        for nested in msg.nested_type:
+            self._bytes(nested, f"{full}.{nested.name}")
+
+    def message_class(self, descriptor: Descriptor) -> type[Message]:
+        """The lenient twin of a real message class."""
+        self._add(descriptor.file)
+        return message_factory.GetMessageClass(self.pool.FindMessageTypeByName(descriptor.full_name))
+
+    def repair(self, msg: Message) -> bool:
+        """Replace invalid UTF-8 in the former ``string`` fields of ``msg`` (recursively) by U+FFFD,
+        in place; True when anything was replaced."""
+        changed = False
+        for field, value in msg.ListFields():
+            if field.type == FieldDescriptor.TYPE_MESSAGE:
+                items = value if field.is_repeated else [value]
+                for item in items:
+                    changed = self.repair(item) or changed
+            elif field.full_name in self.string_fields:
+                if field.is_repeated:
+                    fixed = [_utf8(v) for v in value]
+                    if fixed != list(value):
+                        del value[:]
+                        value.extend(fixed)
+                        changed = True
+                elif _utf8(value) != value:
+                    setattr(msg, field.name, _utf8(value))
+                    changed = True
+        return changed
+
+
+def _utf8(raw: bytes) -> bytes:
+    return raw.decode("utf-8", errors="replace").encode("utf-8")
+
+
+_LENIENT: list[_Lenient] = []
+
+
+def _lenient() -> _Lenient:
+    if not _LENIENT:
+        _LENIENT.append(_Lenient())
+    return _LENIENT[0]
+
+
+def _lenient_spans(body: bytes) -> Iterator[tuple[PbSpan, bool]]:
+    """Every span of a request that only failed on invalid UTF-8: ``(span, repaired)``.
+
+    Raises:
+        OtlpError: 400 when the body does not parse even with ``bytes`` for ``string``.
+    """
+    lenient = _lenient()
+    req = lenient.message_class(trace_pb.ExportTraceServiceRequest.DESCRIPTOR)()
+    try:
+        req.ParseFromString(body)
+    except DecodeError as exc:
+        raise OtlpError(400, 3, f"body is not an ExportTraceServiceRequest: {exc}") from exc
+    for rs in req.resource_spans:
+        for ss in rs.scope_spans:
+            for raw in ss.spans:
+                repaired = lenient.repair(raw)
+                yield PbSpan.FromString(raw.SerializeToString()), repaired
 
 
 def _reason(n: int, trace_id: str, span_id: str, exc: Exception) -> str:
@@ -98,6 +201,21 @@ def _reason(n: int, trace_id: str, span_id: str, exc: Exception) -> str:
     return f"span #{n} (trace_id {trace_id!r}, span_id {span_id!r}) rejected: {detail}"
 
 
+def _pb_spans(body: bytes) -> Iterator[tuple[PbSpan, bool]]:
+    """The spans of a protobuf request, ``(span, repaired)``; invalid UTF-8 in a string field costs
+    only that field's bytes (replaced by U+FFFD, ``repaired`` True), not the batch."""
+    req = trace_pb.ExportTraceServiceRequest()
+    try:
+        req.ParseFromString(body)
+    except DecodeError:
+        yield from _lenient_spans(body)
+        return
+    for rs in req.resource_spans:
+        for ss in rs.scope_spans:
+            for sp in ss.spans:
+                yield sp, False
+
+
 def decode_spans(body: bytes, encoding: Encoding) -> tuple[list[Span], list[str]]:
     """Decode an export request into valid spans and one reason per rejected span.
 
@@ -107,20 +225,11 @@ def decode_spans(body: bytes, encoding: Encoding) -> tuple[list[Span], list[str]
     spans: list[Span] = []
     reasons: list[str] = []
     if encoding == "protobuf":
-        req = trace_pb.ExportTraceServiceRequest()
-        try:
-            req.ParseFromString(body)
-        except DecodeError as exc:
-            raise OtlpError(400, 3, f"body is not an ExportTraceServiceRequest: {exc}") from exc
-        n = 0
-        for rs in req.resource_spans:
-            for ss in rs.scope_spans:
-                for sp in ss.spans:
-                    try:
-                        spans.append(pb_span(sp))
-                    except ValueError as exc:
-                        reasons.append(_reason(n, sp.trace_id.hex(), sp.span_id.hex(), exc))
-                    n += 1
+        for n, (sp, repaired) in enumerate(_pb_spans(body)):
+            try:
+                spans.append(pb_span(sp, ("invalid_utf8_replaced",) if repaired else ()))
+            except ValueError as exc:
+                reasons.append(_reason(n, sp.trace_id.hex(), sp.span_id.hex(), exc))
         return spans, reasons
     data = _json_body(body)
     if not isinstance(data.get("resourceSpans", []), list):
@@ -137,9 +246,12 @@ def decode_spans(body: bytes, encoding: Encoding) -> tuple[list[Span], list[str]
 
 
 def _json_body(body: bytes) -> dict[str, Any]:
+    """The parsed JSON object. Invalid UTF-8 inside a string costs only that string's bytes: decoded
+    with ``surrogateescape`` they become lone surrogates, which the span readers replace by U+FFFD and
+    flag (``lone_surrogate_replaced``), as for text cut inside an emoji."""
     try:
-        data = json.loads(body)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        data = json.loads(body.decode("utf-8", errors="surrogateescape"))
+    except json.JSONDecodeError as exc:
         raise OtlpError(400, 3, f"body is not valid JSON: {exc}") from exc
     if not isinstance(data, dict):
         raise OtlpError(400, 3, "body must be a JSON object")
@@ -168,7 +280,13 @@ def _pb_logs(body: bytes) -> Iterator[tuple[LogItem | None, str | None]]:
     try:
         req.ParseFromString(body)
     except DecodeError as exc:
-        raise OtlpError(400, 3, f"body is not an ExportLogsServiceRequest: {exc}") from exc
+        lenient = _lenient().message_class(logs_pb.ExportLogsServiceRequest.DESCRIPTOR)()
+        try:
+            lenient.ParseFromString(body)
+        except DecodeError:
+            raise OtlpError(400, 3, f"body is not an ExportLogsServiceRequest: {exc}") from exc
+        _lenient().repair(lenient)  # invalid UTF-8 → U+FFFD, as for spans
+        req = logs_pb.ExportLogsServiceRequest.FromString(lenient.SerializeToString())
     records: list[LogRecord] = [r for rl in req.resource_logs for sl in rl.scope_logs for r in sl.log_records]
     for n, r in enumerate(records):
         tid, sid = r.trace_id.hex(), r.span_id.hex()
@@ -356,6 +474,13 @@ class Receiver:
             self.store.add_log_records(items)
 
 
+def _utf8_warnings(spans: list[Span]) -> list[str]:
+    """A warning per span stored with invalid UTF-8 replaced (sent in ``partialSuccess.errorMessage``
+    with zero rejected, which OTLP defines as a warning)."""
+    return [f"span {s.span_id} (trace {s.trace_id}) stored with invalid UTF-8 replaced by U+FFFD "
+            "(flag invalid_utf8_replaced)" for s in spans if "invalid_utf8_replaced" in s.flags]
+
+
 async def _handle(request: Request, receiver: Receiver, kind: Literal["traces", "logs"]) -> Response:
     encoding: Encoding = "json" if "json" in request.headers.get("content-type", "") else "protobuf"
     try:
@@ -366,7 +491,7 @@ async def _handle(request: Request, receiver: Receiver, kind: Literal["traces", 
         if kind == "traces":
             spans, reasons = await run_in_threadpool(decode_spans, body, encoding)
             if spans:
-                warnings = await run_in_threadpool(receiver.write_spans, spans)
+                warnings = _utf8_warnings(spans) + await run_in_threadpool(receiver.write_spans, spans)
         else:
             items, reasons = await run_in_threadpool(decode_logs, body, encoding)
             if items:

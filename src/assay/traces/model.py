@@ -21,9 +21,11 @@ StepKind = Literal[
     "system", "user", "assistant", "tool_call", "tool_result", "retrieval", "state", "error"
 ]
 UnitKind = Literal["session", "trace"]
-SpanFlag = Literal["lone_surrogate_replaced", "content_not_captured", "orphan", "clock_skew"]
+SpanFlag = Literal["lone_surrogate_replaced", "invalid_utf8_replaced", "content_not_captured", "orphan",
+                   "clock_skew"]
 """Flags a span can carry: ``lone_surrogate_replaced`` (a string held a lone UTF-16 surrogate,
-now U+FFFD), ``content_not_captured`` (an LLM span with no message content anywhere: the emitter
+now U+FFFD), ``invalid_utf8_replaced`` (a protobuf string field held invalid UTF-8 bytes, each bad
+sequence now U+FFFD), ``content_not_captured`` (an LLM span with no message content anywhere: the emitter
 had content capture off), ``orphan`` and ``clock_skew`` (set by :func:`assay.traces.tree.check_spans`)."""
 Outcome = Literal["pass", "fail", "unknown"]
 

@@ -11,7 +11,7 @@ import json
 import re
 from collections.abc import Iterable
 
-from assay.traces.model import Message, Span, Step, StepKind, Unit
+from assay.traces.model import Message, Span, SpanEvent, Step, StepKind, Unit
 
 _ERROR_RE = re.compile(r"^\s*(error|exception|traceback|failed)\b", re.IGNORECASE)
 
@@ -23,7 +23,7 @@ def looks_like_error(text: str | None) -> bool:
     if _ERROR_RE.match(text):
         return True
     stripped = text.lstrip()
-    if stripped.startswith("{"):
+    if stripped.startswith("{") and '"error"' in stripped:
         try:
             obj = json.loads(stripped)
         except json.JSONDecodeError:
@@ -44,14 +44,13 @@ class _Builder:
     def __init__(self, spans: Iterable[Span]) -> None:
         self.spans = sorted(spans, key=lambda s: (s.start_ns, s.end_ns))
         self.tool_ids = {s.tool_call.id for s in self.spans if s.tool_call and s.tool_call.id}
-        self.events: list[tuple[int, int, Step]] = []
+        self.events: list[tuple[int, int, StepKind, str, dict[str, object]]] = []
         self.seq = 0
         self.last_state: dict[str, object] | None = None
 
     def add(self, t: int, kind: StepKind, span: Span, **fields: object) -> None:
         self.seq += 1
-        step = Step(index=0, kind=kind, span_id=span.span_id, time_ns=t, **fields)
-        self.events.append((t, self.seq, step))
+        self.events.append((t, self.seq, kind, span.span_id, fields))
 
     def messages(self, t: int, span: Span, messages: Iterable[Message]) -> None:
         for m in messages:
@@ -79,33 +78,51 @@ class _Builder:
         if s.status == "error" and s.kind != "tool":
             self.add(s.end_ns, "error", s, text=s.status_message or f"{s.name} failed", is_error=True)
 
-    def state(self, s: Span) -> None:
-        """A ``state`` step when a chain/agent span's output is a JSON object that differs from the
-        state before it (the last state seen in this unit, else the span's own input object)."""
-        after = _json_object(s.output_value)
-        if after is None:
-            return
-        before = self.last_state if self.last_state is not None else (_json_object(s.input_value) or {})
-        text = state_diff(before, after)
+    def state(self, t: int, s: Span, label: str, after: dict[str, object], before: dict[str, object] | None,
+              update: bool = False) -> None:
+        """A ``state`` step when ``after`` differs from the state before it (the last state seen in
+        this unit, else ``before``); an ``update`` is a partial state merged into the last one."""
+        prior = self.last_state if self.last_state is not None else (before or {})
+        if update:
+            after = {**prior, **after}
+        text = state_diff(prior, after)
         self.last_state = after
         if text:
-            self.add(s.end_ns, "state", s, text=f"{s.name}: {text}")
+            self.add(t, "state", s, text=f"{label}: {text}")
+
+    def states(self) -> None:
+        """State transitions in time order: chain/agent span outputs (at the span's end) and span
+        events carrying state (at the event's time)."""
+        found: list[tuple[int, int, Span, str, dict[str, object], dict[str, object] | None, bool]] = []
+        for s in self.spans:
+            if s.kind in ("chain", "agent"):
+                after = _json_object(s.output_value)
+                if after is not None:
+                    found.append((s.end_ns, len(found), s, s.name, after, _json_object(s.input_value), False))
+            for ev in s.events:
+                state = event_state(ev)
+                if state is not None:
+                    label = str(ev.attributes.get("langgraph.node") or ev.attributes.get("node") or s.name)
+                    found.append((ev.time_ns or s.end_ns, len(found), s, label, state[0], None, state[1]))
+        for t, _, s, label, after, before, update in sorted(found, key=lambda f: (f[0], f[1])):
+            self.state(t, s, label, after, before, update)
 
     def build(self) -> list[Step]:
         for s in self.spans:
             self.span(s)
-        for s in sorted((sp for sp in self.spans if sp.kind in ("chain", "agent")), key=lambda sp: sp.end_ns):
-            self.state(s)
+        self.states()
         self.events.sort(key=lambda e: (e[0], e[1]))
         seen: set[tuple[object, ...]] = set()
         steps: list[Step] = []
-        for _, _, step in self.events:
-            key = (step.kind, step.text, step.tool_name)
-            if step.kind in ("system", "user", "assistant"):
+        for t, _, kind, span_id, fields in self.events:
+            if kind in ("system", "user", "assistant"):
+                key = (kind, fields.get("text", ""), fields.get("tool_name"))
                 if key in seen:
                     continue
                 seen.add(key)
-            steps.append(step.model_copy(update={"index": len(steps) + 1}))
+            # fields come from validated spans: construct without validating again (deep dict copies)
+            steps.append(Step.model_construct(index=len(steps) + 1, kind=kind, span_id=span_id, time_ns=t,
+                                              **fields))  # type: ignore[arg-type]
         return steps
 
 
@@ -117,6 +134,48 @@ def _json_object(text: str | None) -> dict[str, object] | None:
     except json.JSONDecodeError:
         return None
     return value if isinstance(value, dict) else None
+
+
+_STATE_EVENTS = frozenset({"state", "state.update", "state_update", "state.snapshot", "langgraph.state",
+                           "langgraph.state.update", "graph.state", "agent.state"})
+_STATE_KEYS = ("langgraph.state", "state", "state.value", "graph.state", "agent.state")
+_STATE_PREFIXES = ("langgraph.state.", "state.")
+_STATE_META = frozenset({"langgraph.node", "node", "langgraph.step", "step", "event.name"})
+
+
+def _as_object(value: object) -> dict[str, object] | None:
+    if isinstance(value, dict):
+        return value
+    return _json_object(value) if isinstance(value, str) else None
+
+
+def event_state(event: SpanEvent) -> tuple[dict[str, object], bool] | None:
+    """The state a span event carries, and whether it is a partial update; None when it carries none.
+
+    Recognised: an attribute ``langgraph.state`` / ``state`` / ``state.value`` holding a JSON object
+    (or a key-value list); attributes ``state.KEY`` / ``langgraph.state.KEY`` (one state key each);
+    or an event named ``state``, ``state.update``, ``langgraph.state`` ... whose other attributes are
+    the state (or whose log body is). An event whose name mentions ``update`` (or with
+    ``state.kind = update``) is merged into the previous state; others are full snapshots.
+    """
+    attrs = event.attributes
+    name = event.name.lower()
+    update = "update" in name or "delta" in name or str(attrs.get("state.kind", "")).lower() in ("update", "delta")
+    for key in _STATE_KEYS:
+        obj = _as_object(attrs.get(key))
+        if obj is not None:
+            return obj, update
+    prefixed = {k[len(p):]: v for k, v in attrs.items() for p in _STATE_PREFIXES
+                if k.startswith(p) and k != "state.kind"}
+    if prefixed:
+        return prefixed, update
+    if name in _STATE_EVENTS:
+        body = _as_object(event.body)
+        if body is not None:
+            return body, update
+        rest = {k: v for k, v in attrs.items() if k not in _STATE_META and k != "state.kind"}
+        return (rest, update) if rest else None
+    return None
 
 
 def _short(value: object, limit: int = 200) -> str:
