@@ -10,16 +10,22 @@ Routes (GET unless noted):
     /signatures/{sid}                   the queue: items, K, progress per annotator; POST (admin) sets size/K
     /signatures/{sid}/next              redirect to the caller's next item
     /review/{unit_id}?sig=SID           the step timeline and the label form; POST labels (append-only)
+    /timeline/{unit_id}?start=N         the next steps of a long timeline (the review page loads them)
     /signatures/{sid}/criterion         criterion editor; POST (admin) writes a new version
     /agreement, /agreement/{name}       human-human agreement per criterion; disagreements
     /adjudicate/{name}/{unit_id}        POST (admin) records the final label with a reason
     /severe                             the rare-severe inbox
+    /audit, /audit/{item_id}            the judge audit (see assay._web.audit_pages)
 """
 
 from __future__ import annotations
 
+import gc
 import json
-from dataclasses import dataclass
+import threading
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -31,6 +37,7 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 from pydantic import ValidationError
 
 from assay._store import Store
+from assay._store.spans import load_unit, resolve_unit_id, unit_row
 from assay._web.auth import SESSION_COOKIE, SESSION_MAX_AGE_S, Account, SessionCodec, authenticate, csrf_ok, get_user
 from assay.annotations import Annotation, add_annotations, add_criterion, get_criterion, list_annotations, list_criteria
 from assay.annotations.agreement import ADJUDICATION_SOURCE, human_agreement, is_stale
@@ -59,6 +66,7 @@ class UI:
     store: Store
     codec: SessionCodec
     env: Environment
+    timelines: TimelineCache = field(default_factory=lambda: TimelineCache())
 
 
 def _pretty(value: Any) -> str:
@@ -79,9 +87,15 @@ class StepView:
     offset: str
 
 
-def step_views(steps: list[Step]) -> list[StepView]:
-    """Steps with tool arguments pretty-printed, the open/closed state and the time since the first step."""
-    t0 = min((s.time_ns for s in steps if s.time_ns), default=0)
+def first_time(steps: list[Step]) -> int:
+    """The earliest non-zero step time (ns), 0 when none: what step offsets count from."""
+    return min((s.time_ns for s in steps if s.time_ns), default=0)
+
+
+def step_views(steps: list[Step], t0: int | None = None) -> list[StepView]:
+    """Steps with tool arguments pretty-printed, the open/closed state and the time since ``t0``
+    (default: the first of ``steps``; give it when ``steps`` is a slice of a longer timeline)."""
+    t0 = first_time(steps) if t0 is None else t0
     out = []
     for s in steps:
         is_args = s.kind == "tool_call" and s.arguments is not None
@@ -91,6 +105,60 @@ def step_views(steps: list[Step]) -> list[StepView]:
                             is_args=is_args, open=opened,
                             offset=f"+{(s.time_ns - t0) / 1e9:.3f} s" if t0 and s.time_ns else ""))
     return out
+
+
+INITIAL_STEPS = 200
+"""Steps rendered with the review page; the rest load right after it, ``CHUNK_STEPS`` at a time
+(htmx ``hx-trigger="load"``; ``?all=1`` renders every step at once, the no-JavaScript fallback)."""
+CHUNK_STEPS = 400
+
+
+class TimelineCache:
+    """In-process LRU of step timelines per ``(unit id, content hash)``: a unit's timeline is built
+    once per content version, whoever asks (annotators, the page's step chunks); the views (pretty
+    JSON) are made only for the steps rendered. Thread-safe.
+
+    Args:
+        size: units kept (each holds its steps' text, about the size of the unit's content).
+    """
+
+    def __init__(self, size: int = 16) -> None:
+        self.size = size
+        self._items: OrderedDict[tuple[str, str], list[Step]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, unit_id: str, content_hash: str, build: Callable[[], list[Step]]) -> list[Step]:
+        """The cached steps, else ``build()`` (cached unless the hash is empty, i.e. unknown)."""
+        key = (unit_id, content_hash)
+        with self._lock:
+            if key in self._items:
+                self._items.move_to_end(key)
+                return self._items[key]
+        steps = build()
+        if content_hash:
+            with self._lock:
+                self._items[key] = steps
+                while len(self._items) > self.size:
+                    self._items.popitem(last=False)
+        return steps
+
+    def clear(self) -> None:
+        """Forget everything (the benchmark measures cold requests this way)."""
+        with self._lock:
+            self._items.clear()
+
+
+def freeze_startup_heap() -> None:
+    """Take every object alive at server startup (modules, the app, templates, pydantic schemas) out
+    of the cyclic garbage collector's view: ``gc.collect()`` then ``gc.freeze()`` (CPython).
+
+    A full (generation 2) collection walks every tracked object; with the startup heap in it, each
+    took about 100-150 ms on this machine and made the review page's p95 (benchmarks/bench_ui.py).
+    Frozen objects are never collected, which is right for what lives as long as the process.
+    Registered as a startup handler by :func:`install_ui`.
+    """
+    gc.collect()
+    gc.freeze()
 
 
 def _make_env() -> Environment:
@@ -104,7 +172,11 @@ def install_ui(app: FastAPI, settings: Settings, store: Store) -> None:
     app.state.assay_ui = UI(settings=settings, store=store, codec=SessionCodec(settings.session_secret),
                             env=_make_env())
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="assay-static")
+    app.router.on_startup.append(freeze_startup_heap)
     app.include_router(router)
+    from assay._web.audit_pages import audit_router  # the judge-audit pages (assay.suite.audit)
+
+    app.include_router(audit_router)
 
 
 def _ui(request: Request) -> UI:
@@ -272,15 +344,20 @@ def next_item(request: Request, sid: int, after: str | None = None) -> Response:
 
 # --- review ---------------------------------------------------------------------------------
 @router.get("/review/{unit_id:path}", response_class=HTMLResponse)
-def review_page(request: Request, unit_id: str, sig: int | None = None) -> Response:
-    """The unit's whole step timeline and the label form."""
+def review_page(request: Request, unit_id: str, sig: int | None = None, all: bool = False) -> Response:  # noqa: A002
+    """The unit's step timeline and the label form. The first ``INITIAL_STEPS`` steps come with the
+    page, the rest load right after it (``/timeline/...``); ``all=1`` renders every step at once. A
+    trace unit merged into a session by a late session id redirects to the session."""
     user, session = _user(request)
     store = _ui(request).store
-    try:
-        unit = store.unit(unit_id)
-    except NotFoundError:
-        raise HTTPException(status_code=404, detail="no such unit") from None
-    steps = step_views(step_timeline(unit))
+    unit = unit_row(store, unit_id)
+    if unit is None:
+        moved = resolve_unit_id(store, unit_id)
+        if moved is None:
+            raise HTTPException(status_code=404, detail="no such unit")
+        return _redirect(f"/review/{quote(moved, safe='')}" + (f"?sig={sig}" if sig is not None else ""))
+    steps = _steps(request, unit.unit_id, unit.content_hash)
+    shown = step_views(steps if all else steps[:INITIAL_STEPS], first_time(steps))
     criterion = signature_criterion(store, sig) if sig is not None else None
     labels = [(a, criterion is not None and a.criterion == criterion.name and is_stale(a, criterion))
               for a in unit_annotations(store, [unit_id])]
@@ -295,8 +372,31 @@ def review_page(request: Request, unit_id: str, sig: int | None = None) -> Respo
             prev = ids[i - 1] if i > 0 else None
             nxt = ids[i + 1] if i + 1 < len(ids) else None
     mine = [a for a, _ in labels if a.annotator == user.name]
-    return _render(request, "review.html", session, user=user, unit=unit, steps=steps, sig=sig,
+    return _render(request, "review.html", session, user=user, unit=unit, steps=shown, total=len(steps),
+                   next_start=len(shown) if len(shown) < len(steps) else None, unit_id=unit.unit_id, sig=sig,
                    criterion=criterion, labels=labels, prev=prev, next=nxt, mine=mine[-1] if mine else None)
+
+
+def _steps(request: Request, unit_id: str, content_hash: str) -> list[Step]:
+    """The unit's step timeline, from the in-process cache when its content is unchanged."""
+    store = _ui(request).store
+    return _ui(request).timelines.get(unit_id, content_hash, lambda: step_timeline(load_unit(store, unit_id)))
+
+
+@router.get("/timeline/{unit_id:path}", response_class=HTMLResponse)
+def timeline_chunk(request: Request, unit_id: str, start: int = 0, sig: int | None = None) -> Response:
+    """``CHUNK_STEPS`` steps of a unit's timeline from ``start`` (0-based), then the loader of the next
+    chunk; what the review page fetches after it loaded (htmx)."""
+    _, session = _user(request)
+    unit = unit_row(_ui(request).store, unit_id)
+    if unit is None:
+        raise HTTPException(status_code=404, detail="no such unit")
+    steps = _steps(request, unit.unit_id, unit.content_hash)
+    start = max(0, start)
+    shown = step_views(steps[start:start + CHUNK_STEPS], first_time(steps))
+    end = start + len(shown)
+    return _render(request, "_steps.html", session, steps=shown, total=len(steps), unit_id=unit.unit_id, sig=sig,
+                   next_start=end if end < len(steps) else None)
 
 
 @router.post("/review/{unit_id:path}")
