@@ -5,6 +5,7 @@ from __future__ import annotations
 import socket
 import threading
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -19,19 +20,21 @@ from assay.annotations import Annotation
 from assay.annotations.store import add_annotations, add_criterion
 from assay.calibration import build_dataset, split_dataset
 from assay.calibration.splits import count_test_uses
-from assay.calibration.tune import tune
+from assay.calibration.tune import prompt_variants, tune
 from assay.evaluators import (
     EvaluationResult,
     EvaluatorDef,
     content_version,
     evaluate_many,
     load_evaluator,
+    render_prompt,
     save_evaluator,
 )
 from assay.exceptions import JudgeError, UsageError
 from assay.models import JudgeReply
 from assay.settings import JudgeSettings, load_settings
 from assay.traces import read_file
+from assay.traces.timeline import render_timeline, step_timeline
 from tests.conftest import AIRLINE
 
 CHECK = EvaluatorDef(name="no-tool-errors", kind="code", dimension="tool use",
@@ -77,7 +80,8 @@ def store(tmp_path: Path) -> Store:
 
 def test_tune_searches_on_dev_and_reports_once_on_test(store: Store) -> None:
     judge = ExampleReader()
-    best, report = tune(store, JUDGE, judge, JudgeSettings(), shots=(0, 1), example_seeds=(0, 1), n_boot=200)
+    best, report = tune(store, JUDGE, judge, JudgeSettings(), shots=(0, 1), example_seeds=(0, 1), n_boot=200,
+                        instructions=())
     split = split_dataset(build_dataset(store, "tool-ok"))
     dev, train = set(split.units("dev")), set(split.units("train"))
     assert [c.shots_per_label for c in report.candidates] == [0, 1, 1]
@@ -95,6 +99,62 @@ def test_tune_searches_on_dev_and_reports_once_on_test(store: Store) -> None:
     assert count_test_uses(store, report.calibration.split_id or "") == 1  # test looked at once, by the winner
     # the search itself only ever judged dev units: 3 candidates x 40 dev, then the one calibration of all 200
     assert len(judge.timelines) == 3 * 40 + 200
+
+
+class VariantReader(ExampleReader):
+    """A stand-in judge whose accuracy depends on the prompt variant: it reads the [ERROR] marks only
+    when told to be strict *and* shown labelled examples; any other prompt gets "pass" for everything."""
+
+    model_name = "variant-reader"
+
+    def complete(self, messages: list[dict[str, str]], json_schema: dict[str, Any] | None = None) -> JudgeReply:
+        prompt = messages[-1]["content"]
+        timeline = prompt.split("<timeline>", 1)[1].split("</timeline>", 1)[0]
+        self.timelines.append(timeline)
+        failed = "Be strict" in prompt and "Labelled examples" in prompt and "[ERROR]" in timeline
+        return JudgeReply(text=f'{{"verdict": "{"fail" if failed else "pass"}", "reason": "read it"}}',
+                          model=self.model_name)
+
+
+def test_tune_picks_the_prompt_variant_on_dev_and_touches_test_once(store: Store) -> None:
+    judge = VariantReader()
+    settings = JudgeSettings()
+    best, report = tune(store, JUDGE, judge, settings, shots=(0, 1), example_seeds=(0, 1), n_boot=200)
+    variants = prompt_variants(JUDGE)
+    assert list(variants) == ["as-written", "verdict-first", "strict", "lenient", "restated"]  # own prompt = default
+    assert len(report.candidates) == len(variants) * 3 == 15
+    assert {c.variant for c in report.candidates} == set(variants)
+    assert report.winner.variant == "strict" and report.winner.shots_per_label == 1
+    assert (report.winner.dev.agreement.value or 0) > max((c.dev.agreement.value or 0) for c in report.candidates
+                                                           if c.variant != "strict" or c.shots_per_label == 0)
+    assert "Be strict" in best.prompt_template() and "Labelled examples" in best.prompt_template()
+    assert "prompt variant strict" in best.description and content_version(best) == report.winner.version
+    assert report.calibration.evaluator_version == report.winner.version
+    # count the judge calls per unit: the search scored dev only; test and train were scored once, by the winner
+    split = split_dataset(build_dataset(store, "tool-ok"))
+    units = store.units(sorted(split.assignment))
+    timeline_of = {u.unit_id: render_timeline(step_timeline(u), max_chars=settings.max_prompt_chars,
+                                              skip_system=True) for u in units}
+    assert len(set(timeline_of.values())) == len(units)  # each unit is recognisable by its timeline
+    calls = Counter(t.strip() for t in judge.timelines)
+    per_unit = {u: calls[t.strip()] for u, t in timeline_of.items()}
+    assert all(per_unit[u] == 1 for u in split.units("test")) and len(split.units("test")) == 60
+    assert all(per_unit[u] == 1 for u in split.units("train"))
+    assert all(per_unit[u] == 15 + 1 for u in split.units("dev"))
+    assert sum(calls.values()) == 15 * 40 + 200 == len(judge.timelines)
+    assert count_test_uses(store, report.calibration.split_id or "") == 1
+
+
+def test_prompt_variants_render_and_unknown_names_are_refused(store: Store) -> None:
+    unit = store.units([split_dataset(build_dataset(store, "tool-ok")).units("dev")[0]])[0]
+    for name, prompt in prompt_variants(JUDGE).items():
+        variant = JUDGE.model_copy(update={"judge": JUDGE.judge_spec().model_copy(update={"prompt": prompt})})
+        text = render_prompt(variant, unit)
+        assert "Every tool call succeeds." in text and "{{" not in text and "{%" not in text, name
+    assert '{"verdict": "...", "reason": "..."}' in prompt_variants(JUDGE)["verdict-first"]
+    assert prompt_variants(JUDGE, ()) == {"as-written": JUDGE.prompt_template()}
+    with pytest.raises(UsageError, match="unknown prompt variant"):
+        prompt_variants(JUDGE, ("shouty",))
 
 
 class Down:
@@ -154,6 +214,7 @@ def test_cli_tune_writes_the_winner(tmp_path: Path) -> None:
         assert "Labelled examples" in written.prompt_template() and content_version(written) != content_version(JUDGE)
         assert f"wrote the winner {content_version(written)}" in result.output
         assert "(winner)" in result.output and "test: agreement" in result.output
+        assert "tuned on dev (25 candidates): prompt variant" in written.description
     finally:
         server.should_exit = True
         thread.join(timeout=10)

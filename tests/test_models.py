@@ -204,6 +204,94 @@ def test_openai_judge_timeout_and_errors_are_judge_errors() -> None:
         openai_judge(refused, max_retries=0).complete([{"role": "user", "content": "x"}])
 
 
+LLAMA_REJECTS = {"error": {"message": "1 validation error: {'type': 'literal_error', 'loc': ('body', "
+                           "'response_format', 'type'), 'msg': \"Input should be 'text' or 'json_object'\"}"}}
+
+
+def test_openai_judge_falls_back_to_the_structured_form_the_server_takes() -> None:
+    """llama_cpp.server answers ``json_schema`` with a 500 naming response_format: ask with ``json_object``."""
+    seen: list[dict[str, Any]] = []
+
+    def handler(request: httpx2.Request) -> httpx2.Response:
+        body = json.loads(request.content)
+        seen.append(body)
+        if body.get("response_format", {}).get("type") == "json_schema":
+            return httpx2.Response(500, json=LLAMA_REJECTS)
+        return httpx2.Response(200, json=RECORDED)
+
+    judge = openai_judge(handler, max_retries=0)
+    assert judge.complete([{"role": "user", "content": "x"}], SCHEMA).output_tokens == 14
+    assert judge.complete([{"role": "user", "content": "y"}], SCHEMA).output_tokens == 14
+    assert [b["response_format"]["type"] for b in seen] == ["json_schema", "json_object", "json_object"]
+    assert judge.structured_mode == "json_object"
+    assert seen[1]["response_format"]["schema"]["properties"]["reason"] == {"type": "string"}
+    judge.complete([{"role": "user", "content": "z"}])  # no schema: no response_format at all
+    assert len(seen) == 4 and "response_format" not in seen[-1]
+
+
+def test_openai_judge_other_bad_requests_are_not_format_fallbacks() -> None:
+    calls: list[int] = []
+
+    def handler(request: httpx2.Request) -> httpx2.Response:
+        calls.append(1)
+        return httpx2.Response(400, json={"error": {"message": "context length exceeded"}})
+
+    judge = openai_judge(handler, max_retries=0)
+    with pytest.raises(JudgeError, match="context length exceeded"):
+        judge.complete([{"role": "user", "content": "x"}], SCHEMA)
+    assert len(calls) == 1 and judge.structured_mode == "json_schema"
+
+
+def test_cache_keeps_the_first_of_two_identical_replies(tmp_path: Path) -> None:
+    store = Store(f"sqlite:///{tmp_path / 'c.db'}")
+    judge = CachedJudge(OpenAICompatibleJudge(settings(provider="openai", api_key="k")), store)
+    assert judge.lookup("k1") is None
+    judge.store_reply("k1", JudgeReply(text="first", model="m", input_tokens=3, output_tokens=1, latency_s=0.5))
+    judge.store_reply("k1", JudgeReply(text="second", model="m"))  # a concurrent identical miss: no error
+    hit = judge.lookup("k1")
+    assert hit is not None and (hit.text, hit.input_tokens, hit.latency_s, hit.cached) == ("first", 3, 0.5, True)
+
+
+def test_real_llama_cpp_server_judges_through_the_openai_client(tmp_path: Path) -> None:
+    """``python -m llama_cpp.server`` with SmolLM2: the client falls back to json_object and gets a verdict."""
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, "-m", "llama_cpp.server", "--model", str(models.default_gguf_path()),
+                             "--model_alias", "smollm2", "--host", "127.0.0.1", "--port", str(port), "--n_ctx", "1024",
+                             "--n_threads", "1", "--n_threads_batch", "1", "--verbose", "False"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                httpx2.get(f"http://127.0.0.1:{port}/v1/models", timeout=1)
+                break
+            except httpx2.HTTPError:
+                assert proc.poll() is None and time.monotonic() < deadline, "llama_cpp.server did not start"
+                time.sleep(0.2)
+        s = settings(provider="openai", model="smollm2", base_url=f"http://127.0.0.1:{port}/v1", api_key="k",
+                     max_tokens=48, timeout_s=120, max_prompt_chars=400)
+        store = Store(f"sqlite:///{tmp_path / 'l.db'}")
+        judge = CachedJudge(ResilientJudge(OpenAICompatibleJudge(s, max_retries=0), max_retries=0), store)
+        units = read_file(AIRLINE).units[:2]
+        results = evaluate_many(JUDGE, units, judge, s)
+        assert isinstance(judge.inner, ResilientJudge) and isinstance(judge.inner.inner, OpenAICompatibleJudge)
+        assert judge.inner.inner.structured_mode == "json_object" and judge.calls == 2
+        assert all(isinstance(r, EvaluationResult) and r.verdict in ("pass", "fail") for r in results), results
+        assert judge.inner.usage.output_tokens > 0
+        again = evaluate_many(JUDGE, units, judge, s)
+        assert judge.calls == 2 and judge.hits == 2 and all(getattr(r, "cached", False) for r in again)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
 def test_public_api_is_pinned() -> None:
     assert sorted(models.__all__) == [
         "AnthropicJudge", "CachedJudge", "ChatMessage", "HasParameters", "JudgeClient", "JudgeReply", "LocalLlamaJudge",

@@ -1,11 +1,13 @@
 """Tune an ``llm_judge`` on the *dev* split, report the winner once on *test*.
 
-Candidates: the evaluator's own prompt with 0..k few-shot examples per label drawn from
-the *train* split (several seeded draws per k), crossed with prompt variants (the
-evaluator's prompt, and the shipped default prompt when it differs). Each candidate scores
-the dev items; the winner has the highest dev agreement (ties: higher kappa, then fewer
-examples). Only the winner is calibrated, which is the one look at the test split; its
-version is what gets written.
+Candidates cross prompt variants with few-shot choices. Prompt variants: the evaluator's
+own prompt, the shipped default prompt when it differs, and deterministic instruction
+variants of the evaluator's prompt (:data:`INSTRUCTION_VARIANTS`): verdict before reasoning,
+strict wording, lenient wording, and the criterion restated at the end. Few-shot choices:
+0..k examples per label drawn from the *train* split (several seeded draws per k). Each
+candidate scores the dev items only; the winner has the highest dev agreement (ties: higher
+kappa, then fewer examples, then the earlier variant in the list). Only the winner is
+calibrated, which is the one look at the test split; its version is what gets written.
 """
 
 from __future__ import annotations
@@ -26,6 +28,40 @@ from assay.exceptions import JudgeError, UsageError
 from assay.models import JudgeClient
 from assay.settings import JudgeSettings
 
+_ANSWER = ("Answer with one JSON object and nothing else: first \"verdict\": "
+           "{% for label in labels %}\"{{ label }}\"{% if not loop.last %} or {% endif %}{% endfor %}, "
+           "then \"reason\" (one or two sentences naming the steps that decide it).\n"
+           '{"verdict": "...", "reason": "..."}\n')
+_RESTATED = 'The criterion again, "{{ criterion.name }}": {{ criterion.text }}\n'
+INSTRUCTION_VARIANTS: dict[str, str] = {
+    "verdict-first": "\nDecide first, then explain. " + _ANSWER,
+    "strict": ("\nBe strict: answer pass only when the steps shown clearly meet the criterion; when a step breaks "
+               "it, or the timeline does not show that it is met, answer fail.\n" + _RESTATED),
+    "lenient": ("\nBe lenient: answer fail only when a step shown clearly breaks the criterion; when nothing "
+                "shown breaks it, answer pass.\n" + _RESTATED),
+    "restated": "\n" + _RESTATED,
+}
+"""Instruction blocks appended to the evaluator's prompt, one variant each (Jinja2, same names as the prompt)."""
+
+
+def prompt_variants(defn: EvaluatorDef, instructions: Sequence[str] = tuple(INSTRUCTION_VARIANTS)) -> dict[str, str]:
+    """Name -> prompt template of each variant tried: ``as-written``, ``default`` (when it differs), then
+    the evaluator's prompt with each named block of :data:`INSTRUCTION_VARIANTS` appended.
+
+    Raises:
+        UsageError: an unknown instruction variant name.
+    """
+    unknown = [n for n in instructions if n not in INSTRUCTION_VARIANTS]
+    if unknown:
+        raise UsageError(f"unknown prompt variant(s) {', '.join(unknown)}; known: {', '.join(INSTRUCTION_VARIANTS)}")
+    own = defn.prompt_template()
+    variants = {"as-written": own}
+    if own != default_prompt():
+        variants["default"] = default_prompt()
+    for name in instructions:
+        variants[name] = own.rstrip("\n") + "\n" + INSTRUCTION_VARIANTS[name]
+    return variants
+
 
 class Candidate(BaseModel):
     """One evaluator variant tried on dev."""
@@ -33,6 +69,7 @@ class Candidate(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     version: str
+    variant: str = "as-written"
     prompt: str
     shots_per_label: int
     example_seed: int
@@ -55,17 +92,31 @@ def _rank(c: Candidate) -> tuple[float, float, int]:
             -c.shots_per_label)
 
 
+def _winner(candidates: list[Candidate]) -> Candidate:
+    """The best-ranked candidate; among equals the first tried (``max`` keeps the first maximum)."""
+    return max(candidates, key=_rank)
+
+
 def tune(store: Store, defn: EvaluatorDef, judge: JudgeClient | None, settings: JudgeSettings,
          shots: Sequence[int] = (0, 1, 2), example_seeds: Sequence[int] = (0, 1),
          fractions: tuple[float, float, float] = DEFAULT_FRACTIONS, seed: int = 0, n_boot: int = 1000,
-         progress: Callable[[int], None] | None = None) -> tuple[EvaluatorDef, TuneReport]:
+         progress: Callable[[int], None] | None = None,
+         instructions: Sequence[str] = tuple(INSTRUCTION_VARIANTS)) -> tuple[EvaluatorDef, TuneReport]:
     """Search few-shot choice and prompt variants on dev; calibrate the winner once on test.
 
+    Args:
+        shots: few-shot examples per label to try (0 = none).
+        example_seeds: seeded draws of the train examples per ``k > 0``.
+        instructions: names of :data:`INSTRUCTION_VARIANTS` to try (``()``: the evaluator's
+            and the default prompt only). Candidates = variants x few-shot choices, each
+            scoring every dev unit once.
+
     Returns:
-        (the winning evaluator definition, the report). Writing it to a file is the caller's.
+        (the winning evaluator definition, the report). Writing it to a file is the caller's;
+        the definition's ``description`` names the winning variant and its dev agreement.
 
     Raises:
-        UsageError: not an ``llm_judge``, or the dev split is empty.
+        UsageError: not an ``llm_judge``, the dev split is empty, or an unknown variant name.
         JudgeError: no candidate scored a single dev unit (the test split is then left untouched).
     """
     if defn.kind != "llm_judge":
@@ -78,10 +129,10 @@ def tune(store: Store, defn: EvaluatorDef, judge: JudgeClient | None, settings: 
     labels = {i.unit_id: i.label for i in ds.items}
     rationale = {a.unit_id: a.rationale for a in list_annotations(store, defn.criterion.name) if a.rationale}
     dev_units = store.units(dev_ids)
-    prompts = [defn.prompt_template()] + ([default_prompt()] if defn.prompt_template() != default_prompt() else [])
+    variants = prompt_variants(defn, instructions)
     seen: set[str] = set()
     candidates: list[Candidate] = []
-    for prompt in prompts:
+    for name, prompt in variants.items():
         base = defn.model_copy(update={"judge": defn.judge_spec().model_copy(update={"prompt": prompt})})
         for k in shots:
             for ex_seed in example_seeds if k else (0,):
@@ -94,13 +145,19 @@ def tune(store: Store, defn: EvaluatorDef, judge: JudgeClient | None, settings: 
                 results = evaluate_many(variant, dev_units, judge, settings, progress=progress)
                 scored = [r for r in results if isinstance(r, EvaluationResult)]
                 dev = metrics_with_ci([labels[r.unit_id] for r in scored], [r.verdict for r in scored], n_boot, seed)
-                candidates.append(Candidate(version=version, prompt=variant.prompt_template(), shots_per_label=k,
-                                            example_seed=ex_seed, examples=tuple(u for u, _ in examples), dev=dev))
-    winner = max(candidates, key=_rank)
+                candidates.append(Candidate(version=version, variant=name, prompt=variant.prompt_template(),
+                                            shots_per_label=k, example_seed=ex_seed,
+                                            examples=tuple(u for u, _ in examples), dev=dev))
+    winner = _winner(candidates)
     if winner.dev.n == 0:
         raise JudgeError(f"no candidate could be scored on the {len(dev_ids)} dev units (every judge call failed "
                          "or went unscored); nothing was written", judge.model_name if judge else "")
-    best = defn.model_copy(update={"judge": defn.judge_spec().model_copy(update={"prompt": winner.prompt})})
+    acc = winner.dev.agreement.value
+    note = (f"tuned on dev ({len(candidates)} candidates): prompt variant {winner.variant}, "
+            f"{winner.shots_per_label} example(s) per label, dev agreement "
+            f"{'undefined' if acc is None else f'{acc:.3f}'} on {winner.dev.n} units")
+    best = defn.model_copy(update={"judge": defn.judge_spec().model_copy(update={"prompt": winner.prompt}),
+                                   "description": f"{defn.description}; {note}" if defn.description else note})
     report = calibrate(store, best, judge, settings, progress, dataset=ds, fractions=fractions, seed=seed,
                        n_boot=n_boot)
     return best, TuneReport(candidates=tuple(candidates), winner=winner, calibration=report)

@@ -8,8 +8,12 @@ import threading
 from collections.abc import Mapping
 from typing import Any
 
+from sqlalchemy import select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
 from assay._store.store import Store
-from assay._store.tables import JudgeCacheRow
+from assay._store.tables import JudgeCacheRow, utcnow
 from assay.models.base import ChatMessage, HasParameters, JudgeClient, JudgeReply
 
 
@@ -42,6 +46,9 @@ class CachedJudge:
         self.calls = 0
         self.hits = 0
         self._lock = threading.Lock()
+        # one writer at a time from this process: concurrent SQLite writers get SQLITE_BUSY and sleep in
+        # SQLite's busy handler (1, 2, 5, 10 ... ms), which stalls a batch's threads far longer than a queue here
+        self._write_lock = threading.Lock()
 
     @property
     def parameters(self) -> Mapping[str, Any]:
@@ -55,19 +62,41 @@ class CachedJudge:
             JudgeError: a cache miss whose model call failed.
         """
         key = cache_key(self.model_name, messages, json_schema, self.parameters)
-        with self.store.session() as s:
-            row = s.get(JudgeCacheRow, key)
-            if row is not None:
-                reply = JudgeReply(text=row.reply, model=row.model, input_tokens=row.input_tokens,
-                                   output_tokens=row.output_tokens, latency_s=row.latency_s, cached=True)
-        if row is not None:
+        cached = self.lookup(key)
+        if cached is not None:
             with self._lock:
                 self.hits += 1
-            return reply
+            return cached
         with self._lock:
             self.calls += 1
         reply = self.inner.complete(messages, json_schema)
-        with self.store.session() as s:
-            s.merge(JudgeCacheRow(key=key, model=reply.model, reply=reply.text, input_tokens=reply.input_tokens,
-                                  output_tokens=reply.output_tokens, latency_s=reply.latency_s))
+        self.store_reply(key, reply)
         return reply
+
+    def lookup(self, key: str) -> JudgeReply | None:
+        """The cached reply under ``key`` (``cached=True``), None on a miss. One Core SELECT, no ORM session."""
+        t = JudgeCacheRow.__table__
+        with self.store.engine.connect() as conn:
+            row = conn.execute(select(t.c.reply, t.c.model, t.c.input_tokens, t.c.output_tokens, t.c.latency_s)
+                               .where(t.c.key == key)).first()
+        if row is None:
+            return None
+        return JudgeReply(text=row.reply, model=row.model, input_tokens=row.input_tokens,
+                          output_tokens=row.output_tokens, latency_s=row.latency_s, cached=True)
+
+    def store_reply(self, key: str, reply: JudgeReply) -> None:
+        """Insert a reply under ``key``; a row already there (a concurrent identical miss) is kept."""
+        values = {"key": key, "model": reply.model, "reply": reply.text, "input_tokens": reply.input_tokens,
+                  "output_tokens": reply.output_tokens, "latency_s": reply.latency_s, "created_at": utcnow()}
+        dialect = self.store.engine.dialect.name
+        stmt: Any
+        if dialect == "sqlite":
+            stmt = sqlite_insert(JudgeCacheRow).values(**values).on_conflict_do_nothing()
+        elif dialect == "postgresql":
+            stmt = pg_insert(JudgeCacheRow).values(**values).on_conflict_do_nothing()
+        else:
+            with self.store.session() as s:
+                s.merge(JudgeCacheRow(**values))
+            return
+        with self._write_lock, self.store.engine.begin() as conn:
+            conn.execute(stmt)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Literal
 
 from assay.exceptions import ConfigError, JudgeError, MissingDependency
 from assay.models.base import ChatMessage, JudgeReply
@@ -13,13 +13,21 @@ from assay.settings import JudgeSettings
 
 _UNSUPPORTED_STRICT_KEYWORDS = frozenset({"minLength", "maxLength"})
 _TRANSIENT_STATUS = frozenset({408, 409, 429})
+_REJECTED_FORMAT = frozenset({400, 422, 500})  # llama_cpp.server answers a bad body with 500
+StructuredMode = Literal["json_schema", "json_object", "none"]
+_STRUCTURED_MODES: tuple[StructuredMode, ...] = ("json_schema", "json_object", "none")
 
 
 class OpenAICompatibleJudge:
     """A judge calling ``chat.completions`` through the ``openai`` SDK.
 
     With a JSON schema the request carries ``response_format={"type": "json_schema", ...}``
-    (strict; length keywords that strict mode rejects are dropped). Each call is bounded by
+    (strict; length keywords that strict mode rejects are dropped). A server that rejects that
+    form (HTTP 400/422, or 500 from ``llama_cpp.server``, which accepts only ``json_object``,
+    naming ``response_format``) is asked again
+    with ``{"type": "json_object", "schema": ...}`` (llama.cpp's grammar-constrained JSON), then
+    without ``response_format`` (the prompt still asks for the JSON shape); the first form the
+    server accepts is kept for later calls (``structured_mode``). Each call is bounded by
     ``timeout_s`` seconds; the SDK retries connection errors, 408/409/429 and 5xx up to
     ``max_retries`` times with exponential backoff.
 
@@ -47,6 +55,7 @@ class OpenAICompatibleJudge:
         self.settings = settings
         self.model_name = settings.model
         self._openai = openai
+        self.structured_mode: StructuredMode = "json_schema"
         self._client = openai.OpenAI(api_key=settings.api_key or "not-needed", base_url=settings.base_url,
                                      timeout=settings.timeout_s,
                                      max_retries=settings.max_retries if max_retries is None else max_retries,
@@ -64,37 +73,86 @@ class OpenAICompatibleJudge:
         Raises:
             JudgeError: timeout, transport or API error after retries, or an empty reply.
         """
-        kwargs: dict[str, Any] = {}
-        if json_schema is not None:
-            kwargs["response_format"] = {"type": "json_schema", "json_schema": {
-                "name": "judgement", "strict": True, "schema": strict_schema(json_schema)}}
         start = time.perf_counter()
+        while True:
+            mode = self.structured_mode if json_schema is not None else "none"
+            try:
+                response = self._create(messages, response_format(mode, json_schema))
+                break
+            except self._openai.APIStatusError as exc:
+                if mode == "none" or not _rejects_format(exc.status_code, str(exc)):
+                    raise self._error(exc) from exc
+                # this server rejects the structured-output form: fall back to the next one, keep it
+                self.structured_mode = _STRUCTURED_MODES[_STRUCTURED_MODES.index(mode) + 1]
+            except self._openai.OpenAIError as exc:
+                raise self._error(exc) from exc
+        latency = time.perf_counter() - start
+        return self._reply(response, latency)
+
+    def _create(self, messages: list[ChatMessage], fmt: dict[str, Any] | None) -> Any:
+        """POST /chat/completions through the SDK's request path (auth, timeout, status errors, retries),
+        without its typed request transform and response models: the reply is read as plain JSON
+        (a third of the client's CPU per call, which counts at 16 calls in flight)."""
+        body: dict[str, Any] = {"model": self.model_name, "messages": messages,
+                                "temperature": self.settings.temperature, "max_tokens": self.settings.max_tokens}
+        if fmt is not None:
+            body["response_format"] = fmt
+        return self._client.post("/chat/completions", body=body, cast_to=dict,
+                                 options={"timeout": self.settings.timeout_s})
+
+    def _reply(self, data: Any, latency: float) -> JudgeReply:
+        """The :class:`JudgeReply` of a chat-completion response body.
+
+        Raises:
+            JudgeError: no choice, or a choice without text content.
+        """
+        if not isinstance(data, dict):
+            raise JudgeError(f"judge returned no JSON object: {str(data)[:200]!r}", self.model_name)
         try:
-            response = self._client.chat.completions.create(
-                model=self.model_name, messages=messages,  # type: ignore[arg-type]
-                temperature=self.settings.temperature, max_tokens=self.settings.max_tokens,
-                timeout=self.settings.timeout_s, **kwargs)
-        except self._openai.APITimeoutError as exc:
-            raise TransientJudgeError(f"judge call timed out after {self.settings.timeout_s} s",
-                                      self.model_name) from exc
-        except self._openai.APIConnectionError as exc:
-            raise TransientJudgeError(f"judge connection failed: {exc}", self.model_name) from exc
-        except self._openai.APIStatusError as exc:
+            text = data["choices"][0]["message"]["content"]
+        except (KeyError, IndexError, TypeError):
+            text = None
+        if not isinstance(text, str):
+            raise JudgeError("judge returned no content", self.model_name)
+        usage = data.get("usage") or {}
+        return JudgeReply(text=text, model=data.get("model") or self.model_name,
+                          input_tokens=usage.get("prompt_tokens"), output_tokens=usage.get("completion_tokens"),
+                          latency_s=latency)
+
+    def _error(self, exc: Exception) -> JudgeError:
+        """The assay error for an SDK exception: transient (worth a retry) or permanent."""
+        if isinstance(exc, self._openai.APITimeoutError):
+            return TransientJudgeError(f"judge call timed out after {self.settings.timeout_s} s", self.model_name)
+        if isinstance(exc, self._openai.APIConnectionError):
+            return TransientJudgeError(f"judge connection failed: {exc}", self.model_name)
+        message = f"judge call failed: {type(exc).__name__}: {exc}"
+        if isinstance(exc, self._openai.APIStatusError):
             status = exc.status_code
-            message = f"judge call failed: {type(exc).__name__}: {exc}"
             if status in _TRANSIENT_STATUS or status >= 500:
                 retry_after = parse_retry_after(exc.response.headers.get("retry-after"))
-                raise TransientJudgeError(message, self.model_name, status, retry_after) from exc
-            raise JudgeError(message, self.model_name) from exc
-        except self._openai.OpenAIError as exc:
-            raise JudgeError(f"judge call failed: {type(exc).__name__}: {exc}", self.model_name) from exc
-        latency = time.perf_counter() - start
-        if not response.choices or response.choices[0].message.content is None:
-            raise JudgeError("judge returned no content", self.model_name)
-        usage = response.usage
-        return JudgeReply(text=response.choices[0].message.content, model=response.model or self.model_name,
-                          input_tokens=usage.prompt_tokens if usage else None,
-                          output_tokens=usage.completion_tokens if usage else None, latency_s=latency)
+                return TransientJudgeError(message, self.model_name, status, retry_after)
+        return JudgeError(message, self.model_name)
+
+
+def _rejects_format(status: int, message: str) -> bool:
+    """An HTTP 400/422 (500 from llama_cpp.server) that names ``response_format`` (not some other bad field)."""
+    return status in _REJECTED_FORMAT and ("response_format" in message or "json_schema" in message)
+
+
+def response_format(mode: StructuredMode, json_schema: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The ``response_format`` request field for a structured-output mode (None: send none).
+
+    ``json_schema``: OpenAI strict structured outputs; ``json_object``: JSON mode with a
+    ``schema`` (llama.cpp server, Anyscale); ``none``: plain text. Both schemas drop string
+    length keywords (:func:`strict_schema`; llama.cpp spells ``maxLength`` out as one grammar
+    rule per character).
+    """
+    if json_schema is None or mode == "none":
+        return None
+    if mode == "json_schema":
+        return {"type": "json_schema", "json_schema": {"name": "judgement", "strict": True,
+                                                       "schema": strict_schema(json_schema)}}
+    return {"type": "json_object", "schema": strict_schema(json_schema)}
 
 
 def strict_schema(schema: dict[str, Any]) -> dict[str, Any]:
