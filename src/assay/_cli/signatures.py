@@ -12,6 +12,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from assay._cli._common import AppContext, console, get_ctx, handle_errors, progress_bar
+from assay._cli.score import ExecutorOpt, RayAddressOpt, executor_choice
 from assay.signatures import (
     EmbeddingStats,
     Signature,
@@ -126,11 +127,24 @@ def signatures_main(ctx: typer.Context, rebuild: RebuildOpt = False, as_json: Js
 
 @signatures_app.command("update")
 @handle_errors
-def update_cmd(ctx: typer.Context, as_json: JsonOpt = False) -> None:
-    """Assign failed units added since the last build: nearest signature when close enough, else new."""
+def update_cmd(ctx: typer.Context, as_json: JsonOpt = False, executor: ExecutorOpt = None,
+               ray_address: RayAddressOpt = None) -> None:
+    """Assign failed units added since the last build: nearest signature when close enough, else new.
+
+    With --executor ray the new units' embeddings are computed in Ray tasks (batches of 256 texts),
+    which write them to the store's embedding cache; clustering and assignment run here.
+    """
+    from assay.signatures.embeddings import remote_encoding
+
     app = get_ctx(ctx)
+    kind, address = executor_choice(app, executor, ray_address)
+    encoder = None
+    if kind == "ray":
+        from assay.suite.ray_executor import RayEncoder
+
+        encoder = RayEncoder(address)
     stats = EmbeddingStats()
-    with progress_bar("embedding new failed units", None) as advance:
+    with progress_bar("embedding new failed units", None) as advance, remote_encoding(encoder):
         result = update_signatures(app.store, app.settings, progress=advance, stats=stats)
     if as_json:
         console.print_json(result.model_dump_json())

@@ -18,6 +18,7 @@ import hashlib
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -43,6 +44,24 @@ Progress = Callable[[int], None]
 
 _BATCH = 32
 _IN_CHUNK = 500
+
+RemoteEncoder = Callable[[str, str, list[str], list[str], list[str], Progress | None], np.ndarray]
+"""Encodes elsewhere (e.g. :class:`assay.suite.ray_executor.RayEncoder`): called with
+``(store URL, model name, unit ids, texts, text hashes, progress)``, it writes the vectors to the
+store's ``embeddings`` table itself and returns them, float32 ``(len(texts), dim)`` in input order."""
+
+_remote_encoder: ContextVar[RemoteEncoder | None] = ContextVar("assay_remote_encoder", default=None)
+
+
+@contextmanager
+def remote_encoding(encoder: RemoteEncoder | None) -> Iterator[None]:
+    """Within this block, :func:`embed_texts` hands the texts it must compute to ``encoder``
+    (None: encode in this process, the default). Cached vectors are still read here."""
+    token = _remote_encoder.set(encoder)
+    try:
+        yield
+    finally:
+        _remote_encoder.reset(token)
 
 
 def model_dir(model_name: str) -> Path:
@@ -191,11 +210,17 @@ def embed_texts(store: Store, unit_ids: Sequence[str], texts: Sequence[str], mod
     fresh: dict[int, np.ndarray] = {}
     if missing:
         started = time.perf_counter()
-        vectors = _encode(model_name, [texts[i] for i in missing], progress)
+        remote = _remote_encoder.get()
+        if remote is not None:
+            vectors = remote(store.url, model_name, [unit_ids[i] for i in missing], [texts[i] for i in missing],
+                             [digests[i] for i in missing], progress)
+        else:
+            vectors = _encode(model_name, [texts[i] for i in missing], progress)
         if stats is not None:
             stats.seconds += time.perf_counter() - started
         fresh = dict(zip(missing, vectors, strict=True))
-        _save(store, model_name, [(unit_ids[i], digests[i], fresh[i]) for i in missing])
+        if remote is None:
+            _save(store, model_name, [(unit_ids[i], digests[i], fresh[i]) for i in missing])
     if stats is not None:
         stats.computed += len(missing)
         stats.cached += len(texts) - len(missing)

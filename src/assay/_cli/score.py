@@ -1,0 +1,115 @@
+"""``assay score``: backfill scores of one evaluator over stored units, locally or on a Ray cluster."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Annotated
+
+import typer
+from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from assay._cli._common import AppContext, console, err_console, get_ctx, handle_errors
+from assay.exceptions import UsageError
+
+ExecutorOpt = Annotated[str | None, typer.Option(
+    "--executor", help="Where the work runs: local (this process, the default) or ray (a Ray cluster; "
+    "pip install 'assay\\[ray]'). Default from \\[executor] kind or ASSAY_EXECUTOR.", show_default=False)]
+RayAddressOpt = Annotated[str | None, typer.Option(
+    "--ray-address", help="Ray cluster to join: auto, HOST:6379 or ray://HOST:10001 (default from \\[executor] "
+    "ray_address or ASSAY_RAY_ADDRESS; none starts a local Ray).", show_default=False)]
+
+
+def executor_choice(app: AppContext, executor: str | None, ray_address: str | None) -> tuple[str, str | None]:
+    """The executor and Ray address: the options, else the ``[executor]`` settings.
+
+    Raises:
+        UsageError: an executor other than local or ray.
+    """
+    kind = executor or app.settings.executor.kind
+    if kind not in ("local", "ray"):
+        raise UsageError(f"--executor takes local or ray, got {kind!r}")
+    return kind, ray_address or app.settings.executor.ray_address
+
+
+@contextmanager
+def batch_progress(description: str, total: int) -> Iterator[Callable[[int, int], None]]:
+    """A Rich bar on stderr showing units done / total and failures; yields ``advance(done, failed)``."""
+    progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                        TextColumn("failures: {task.fields[failures]}"), TimeElapsedColumn(), console=err_console,
+                        disable=not (sys.stderr.isatty() or "CI" in __import__("os").environ))
+    with progress:
+        task = progress.add_task(description, total=total, failures=0)
+        failures = 0
+
+        def advance(done: int, failed: int) -> None:
+            nonlocal failures
+            failures += failed
+            progress.update(task, advance=done, failures=failures)
+
+        yield advance
+
+
+@handle_errors
+def score_cmd(
+    ctx: typer.Context,
+    evaluator: Annotated[str, typer.Option("--evaluator", "-e", help="Evaluator name (a file in evaluators/).")],
+    units: Annotated[str, typer.Option("--units", "-u", help="Unit selection: all, failed, passed, labelled, "
+                                       "prefix:TEXT, source:TEXT (comma = and).")] = "all",
+    executor: ExecutorOpt = None,
+    ray_address: RayAddressOpt = None,
+    run_id: Annotated[str | None, typer.Option("--run-id", help="Write into this run (created when missing); "
+                                               "units it already scored are skipped, so a stopped backfill "
+                                               "resumes. Default: a new score-... run.")] = None,
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Units per batch (one Ray task each).")] = 50,
+    workers: Annotated[int | None, typer.Option("--workers", min=1, help="Ray actors (default: the cluster's "
+                                                "CPUs).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+) -> None:
+    """Score stored units with one evaluator (a backfill) and write the scores with lineage.
+
+    Every score row records run id, evaluator version, judge model and dataset version, and is
+    written once per (run, unit, evaluator version): a retried batch or a re-run with the same
+    --run-id adds no second score. Failures (unscored replies, errors) are listed per unit.
+    With --executor ray the units are read from the shared store by Ray actors (use PostgreSQL
+    when the cluster has more than one machine); the judge's rpm/tpm limits are divided among the actors.
+    """
+    from assay._cli.evaluate import find_evaluator
+    from assay.suite.executor import score_with_executor
+    from assay.suite.runs import evaluator_record, finish_run
+
+    app = get_ctx(ctx)
+    kind, address = executor_choice(app, executor, ray_address)
+    defn = find_evaluator(app, evaluator)
+    unit_ids = app.store.select_unit_ids(units)
+    if not unit_ids:
+        raise UsageError(f"no units match selection {units!r}")
+    record = evaluator_record(app.store, defn)
+    dataset_version = ((record.calibration or {}).get("dataset_version") if record else None)
+    try:
+        with batch_progress(f"scoring {defn.name} ({kind})", len(unit_ids)) as advance:
+            summary = score_with_executor(app.store, defn, unit_ids, app.settings.judge, run_id=run_id,
+                                          dataset_version=dataset_version, executor=kind, ray_address=address,
+                                          progress=advance, batch_size=batch_size, workers=workers)
+        data = summary.as_dict()
+        finish_run(app.store, summary.run_id, {k: v for k, v in data.items() if k != "failures"})
+    finally:
+        app.store.close()  # a backfill is the whole command: hand the pooled connections back
+    if as_json:
+        console.print_json(json.dumps(data))
+        return
+    table = Table("run", "evaluator", "version", "executor", "units", "scored", "pass", "unscored", "errors",
+                  "units/s", title="score")
+    table.add_row(summary.run_id, summary.evaluator, summary.evaluator_version,
+                  f"{summary.executor} x{summary.workers}", str(summary.n_units), str(summary.n_scored),
+                  str(summary.n_pass), str(summary.count("unscored")), str(summary.count("error")),
+                  str(data["units_per_s"]))
+    console.print(table)
+    for f in summary.failures[:20]:
+        console.print(f"  [yellow]{f.status}[/yellow] {escape(f.unit_id)}: {escape(f.error[:200])}")
+    if len(summary.failures) > 20:
+        console.print(f"  ... and {len(summary.failures) - 20} more (--json lists all)")

@@ -1,0 +1,281 @@
+"""Where batch scoring runs: in this process (``local``, the default) or on a Ray cluster (``ray``).
+
+Both executors read the units from the store, score them with the same evaluator code
+(:func:`assay.evaluators.evaluate_many`), and write score rows with the same lineage
+(run id, evaluator version, judge model, ground-truth dataset version). Writes are
+idempotent, keyed by the ``scores`` table's unique key (run id, unit id, evaluator version):
+``INSERT ... ON CONFLICT DO NOTHING`` on SQLite and PostgreSQL, so a retried batch (a Ray
+task that ran twice, a re-run of ``assay score --run-id ID``) never creates a second score.
+
+    summary = score_with_executor(store, defn, unit_ids, settings.judge, run_id=None,
+                                  dataset_version=None, executor="ray", ray_address="auto")
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from sqlalchemy import select
+
+from assay._store import Store
+from assay._store.tables import RunRow, ScoreRow
+from assay.evaluators import EvaluationResult, EvaluatorDef, EvaluatorFailure, content_version, evaluate_many
+from assay.exceptions import UsageError
+from assay.models import JudgeClient
+from assay.settings import JudgeSettings
+
+Result = EvaluationResult | EvaluatorFailure
+ExecutorKind = Literal["local", "ray"]
+EXECUTORS: tuple[str, ...] = ("local", "ray")
+
+BatchProgress = Callable[[int, int], None]
+"""Called after each batch with ``(units done in the batch, failures in the batch)``."""
+
+DEFAULT_BATCH_SIZE = 50
+
+
+@dataclass
+class ScoreSummary:
+    """What one scoring job did.
+
+    Attributes:
+        run_id: the run the score rows belong to.
+        evaluator, evaluator_version, judge_model: the lineage written on every row.
+        executor: ``"local"`` or ``"ray"``; ``workers``: processes that scored (1 locally).
+        results: one result per unit, in the order of the ``unit_ids`` asked for (units already
+            scored in this run before, when resuming, are read back from the store).
+        written: score rows inserted by this job (0 for a unit a previous attempt already wrote).
+        seconds: wall time of the job (s).
+    """
+
+    run_id: str
+    evaluator: str
+    evaluator_version: str
+    judge_model: str | None
+    executor: str
+    workers: int
+    results: list[Result] = field(default_factory=list)
+    written: int = 0
+    seconds: float = 0.0
+
+    @property
+    def n_units(self) -> int:
+        return len(self.results)
+
+    @property
+    def n_scored(self) -> int:
+        return sum(isinstance(r, EvaluationResult) for r in self.results)
+
+    @property
+    def n_pass(self) -> int:
+        return sum(isinstance(r, EvaluationResult) and r.verdict == "pass" for r in self.results)
+
+    def count(self, status: str) -> int:
+        """Failures with this status (``unscored``, ``error``, ``not_applicable``)."""
+        return sum(isinstance(r, EvaluatorFailure) and r.status == status for r in self.results)
+
+    @property
+    def failures(self) -> list[EvaluatorFailure]:
+        """The units that got no score, each with its status and error, as a local run reports them."""
+        return [r for r in self.results if isinstance(r, EvaluatorFailure)]
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready summary (no per-unit results except the failures)."""
+        return {"run_id": self.run_id, "evaluator": self.evaluator, "evaluator_version": self.evaluator_version,
+                "judge_model": self.judge_model, "executor": self.executor, "workers": self.workers,
+                "units": self.n_units, "scored": self.n_scored, "pass": self.n_pass,
+                "unscored": self.count("unscored"), "errors": self.count("error"),
+                "not_applicable": self.count("not_applicable"), "written": self.written,
+                "seconds": round(self.seconds, 3),
+                "units_per_s": round(self.n_units / self.seconds, 2) if self.seconds > 0 else None,
+                "failures": [{"unit_id": f.unit_id, "status": f.status, "error": f.error} for f in self.failures]}
+
+
+def score_values(r: Result, dataset_version: int | None, run_id: str) -> dict[str, Any]:
+    """The ``scores`` row of one result (the same columns :func:`assay.suite.runs.record_scores` writes)."""
+    ok = isinstance(r, EvaluationResult)
+    return {"run_id": run_id, "unit_id": r.unit_id, "evaluator_name": r.evaluator,
+            "evaluator_version": r.evaluator_version, "judge_model": r.judge_model,
+            "dataset_version": dataset_version, "status": "scored" if ok else r.status,  # type: ignore[union-attr]
+            "score": r.score if ok else None, "verdict": r.verdict if ok else None,  # type: ignore[union-attr]
+            "reason": (r.reason if ok else r.error) or "", "raw": r.raw}  # type: ignore[union-attr]
+
+
+def record_scores_idempotent(store: Store, run_id: str, results: Sequence[Result],
+                             dataset_version: int | None) -> int:
+    """Write score rows, skipping any (run id, unit id, evaluator version) already stored.
+
+    PostgreSQL and SQLite use ``INSERT ... ON CONFLICT DO NOTHING`` on the table's unique key
+    (the dialects' ``insert``); other databases check first in the same transaction.
+
+    Returns:
+        the number of rows inserted (0 when a previous attempt wrote them all).
+    """
+    if not results:
+        return 0
+    rows = [score_values(r, dataset_version, run_id) for r in results]
+    dialect = store.engine.dialect.name
+    keys = ["run_id", "unit_id", "evaluator_version"]
+    with store.session() as s:
+        if dialect in ("postgresql", "sqlite"):
+            from sqlalchemy.dialects import postgresql, sqlite
+
+            stmt: Any = (postgresql.insert(ScoreRow) if dialect == "postgresql" else sqlite.insert(ScoreRow))
+            stmt = stmt.values(rows).on_conflict_do_nothing(index_elements=keys).returning(ScoreRow.id)
+            return len(s.execute(stmt).all())  # RETURNING lists the inserted rows only
+        have = set(s.execute(select(ScoreRow.unit_id, ScoreRow.evaluator_version)
+                             .where(ScoreRow.run_id == run_id, ScoreRow.unit_id.in_([r["unit_id"] for r in rows]))))
+        fresh = [r for r in rows if (r["unit_id"], r["evaluator_version"]) not in have]
+        s.add_all(ScoreRow(**r) for r in fresh)
+        return len(fresh)
+
+
+def ensure_run(store: Store, run_id: str | None, kind: str, params: dict[str, Any]) -> str:
+    """The run to write into: a new one (``None``), or ``run_id`` (created with that id when missing)."""
+    from assay.suite.runs import new_run
+
+    if run_id is None:
+        return new_run(store, kind, params)
+    with store.session() as s:
+        if s.get(RunRow, run_id) is None:
+            s.add(RunRow(run_id=run_id, kind=kind, params=params))
+    return run_id
+
+
+def stored_results(store: Store, run_id: str, evaluator_version: str, unit_ids: Sequence[str]) -> dict[str, Result]:
+    """Results already written in a run for this evaluator version (for resuming), by unit id."""
+    out: dict[str, Result] = {}
+    wanted = set(unit_ids)
+    with store.session() as s:
+        rows = s.scalars(select(ScoreRow).where(ScoreRow.run_id == run_id,
+                                                ScoreRow.evaluator_version == evaluator_version))
+        for row in rows:
+            if row.unit_id not in wanted:
+                continue
+            if row.status == "scored":
+                out[row.unit_id] = EvaluationResult(
+                    evaluator=row.evaluator_name, evaluator_version=row.evaluator_version, unit_id=row.unit_id,
+                    judge_model=row.judge_model, score=row.score or 0.0, verdict=row.verdict or "fail",
+                    reason=row.reason, raw=row.raw)
+            else:
+                out[row.unit_id] = EvaluatorFailure(
+                    evaluator=row.evaluator_name, evaluator_version=row.evaluator_version, unit_id=row.unit_id,
+                    judge_model=row.judge_model, status=row.status,
+                    error=row.reason, raw=row.raw)
+    return out
+
+
+def batches(items: Sequence[str], size: int) -> list[list[str]]:
+    """``items`` cut into consecutive lists of at most ``size`` (>= 1)."""
+    return [list(items[i:i + size]) for i in range(0, len(items), size)]
+
+
+def score_batch(store: Store, defn: EvaluatorDef, unit_ids: list[str], judge: JudgeClient | None,
+                settings: JudgeSettings, run_id: str | None, dataset_version: int | None) -> tuple[list[Result], int]:
+    """Read, score and write one batch (what both executors run per batch): ``(results, rows written)``.
+
+    ``run_id`` None scores without writing (0 rows)."""
+    results = list(evaluate_many(defn, store.units(unit_ids), judge, settings))
+    if run_id is None:
+        return results, 0
+    return results, record_scores_idempotent(store, run_id, results, dataset_version)
+
+
+def _local(store: Store, defn: EvaluatorDef, todo: list[str], settings: JudgeSettings, run_id: str | None,
+           dataset_version: int | None, batch_size: int, use_cache: bool, judge: JudgeClient | None,
+           progress: BatchProgress | None) -> tuple[list[Result], int]:
+    from assay.models import make_judge
+
+    if defn.kind == "llm_judge" and judge is None:
+        from assay.evaluators.runner import judge_settings_for
+
+        judge = make_judge(judge_settings_for(defn, settings), store if use_cache else None)
+    results: list[Result] = []
+    written = 0
+    for batch in batches(todo, batch_size):
+        got, n = score_batch(store, defn, batch, judge if defn.kind == "llm_judge" else None, settings, run_id,
+                             dataset_version)
+        results.extend(got)
+        written += n
+        if progress is not None:
+            progress(len(got), sum(isinstance(r, EvaluatorFailure) for r in got))
+    return results, written
+
+
+def score_with_executor(store: Store, defn: EvaluatorDef, unit_ids: Sequence[str], judge_settings: JudgeSettings,
+                        run_id: str | None = None, dataset_version: int | None = None,
+                        executor: str = "local", ray_address: str | None = None,
+                        progress: BatchProgress | None = None, *, batch_size: int = DEFAULT_BATCH_SIZE,
+                        workers: int | None = None, use_cache: bool = True,
+                        judge: JudgeClient | None = None, record: bool = True) -> ScoreSummary:
+    """Score ``unit_ids`` with one evaluator on the chosen executor and write the score rows.
+
+    Args:
+        store: the shared store (on Ray, its URL is passed to the workers, which open it
+            themselves: a SQLite file works on one machine, PostgreSQL across machines).
+        defn: the evaluator.
+        unit_ids: the units to score (ids in the store).
+        judge_settings: judge settings; each Ray worker builds its own judge from them, with
+            ``rpm``/``tpm`` divided by the number of workers (see :mod:`assay.suite.ray_executor`).
+        run_id: the run to write into; None creates a ``score-...`` run. A run that already has
+            rows for some of these units (an interrupted job) is resumed: those units are not scored again.
+        dataset_version: the ground-truth dataset version recorded on each row (lineage).
+        executor: ``"local"`` (this process) or ``"ray"``.
+        ray_address: the Ray cluster to join (``"auto"``, ``"ray://host:10001"``, ``"host:6379"``);
+            None starts or joins as ``ray.init()`` does.
+        progress: called after each batch with (units done, failures among them).
+        batch_size: units per batch (>= 1); a Ray task scores one batch.
+        workers: Ray actors (default: the cluster's CPUs, at most the number of batches). Ignored locally.
+        use_cache: judge replies through the store's judge cache (as the CLI does).
+        judge: a ready judge for the local executor (tests, the gate); None builds one from settings.
+        record: write score rows (default). False only scores and returns the results (no run is
+            created or resumed, ``run_id`` of the summary is ``run_id`` or ""): for callers that
+            combine several passes before writing, as the gate's ``--repeat`` does.
+
+    Returns:
+        :class:`ScoreSummary` with one result per unit in ``unit_ids`` order.
+
+    Raises:
+        UsageError: unknown executor, or no units.
+        MissingDependency: ``ray`` is not installed (``pip install 'assay[ray]'``).
+        ConfigError: the evaluator's check or prompt cannot be loaded.
+    """
+    if executor not in EXECUTORS:
+        raise UsageError(f"unknown executor {executor!r}: use one of {', '.join(EXECUTORS)}")
+    if batch_size < 1:
+        raise UsageError(f"batch size must be at least 1, got {batch_size}")
+    ids = list(dict.fromkeys(unit_ids))
+    if not ids:
+        raise UsageError("no units to score")
+    version = content_version(defn)
+    started = time.perf_counter()
+    target: str | None = None
+    done: dict[str, Result] = {}
+    if record:
+        target = ensure_run(store, run_id, "score", {"evaluator": defn.name, "evaluator_version": version,
+                                                     "units": len(ids), "executor": executor})
+        done = stored_results(store, target, version, ids)
+    todo = [u for u in ids if u not in done]
+    if progress is not None and done:
+        progress(len(done), sum(isinstance(r, EvaluatorFailure) for r in done.values()))
+    n_workers = 1
+    fresh: list[Result] = []
+    written = 0
+    if todo and executor == "local":
+        fresh, written = _local(store, defn, todo, judge_settings, target, dataset_version, batch_size, use_cache,
+                                judge, progress)
+    elif todo:
+        from assay.suite.ray_executor import score_on_ray
+
+        fresh, written, n_workers = score_on_ray(store.url, defn, todo, judge_settings, target, dataset_version,
+                                                 ray_address=ray_address, batch_size=batch_size, workers=workers,
+                                                 use_cache=use_cache, progress=progress)
+    by_id = {**done, **{r.unit_id: r for r in fresh}}
+    results = [by_id[u] for u in ids]
+    judge_model = next((r.judge_model for r in results if r.judge_model), None)
+    return ScoreSummary(run_id=target or run_id or "", evaluator=defn.name, evaluator_version=version,
+                        judge_model=judge_model, executor=executor, workers=n_workers, results=results, written=written,
+                        seconds=time.perf_counter() - started)
