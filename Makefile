@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 DATA ?= ../shared/data
 
-.PHONY: demo test lint bench bench-signatures bench-ingest clean install install-dev bench-ui bench-judge
+.PHONY: demo test lint bench bench-signatures bench-ingest clean install install-dev bench-ui bench-judge bench-online bench-scale
 
 $(PY):
 	python3 -m venv $(VENV)
@@ -56,9 +56,23 @@ bench-ingest: $(VENV)/.installed-dev $(PHOENIX_VENV)/bin/phoenix
 	$(PY) benchmarks/bench_ingest.py --spans $(SPANS) --phoenix $(PHOENIX_VENV)/bin/phoenix
 
 # 500 judge calls against a local OpenAI-compatible server answering after 200 ms, at concurrency 16:
-# throughput as a share of the bound, and the cached re-run's model calls; writes benchmarks/results/judge.json.
+# throughput as a share of the bound (beside a pure-httpx client's), and the cached re-run's model calls; then
+# 50 calls to llama_cpp.server with SmolLM2 (calls/s, tokens/s); writes benchmarks/results/judge.json.
 bench-judge: $(VENV)/.installed-dev
-	$(PY) benchmarks/bench_judge.py
+	flock /tmp/assay-bench.lock $(PY) benchmarks/bench_judge.py
+
+# OTLP ingest spans/s of `assay serve` with no worker, `--worker` idle, and `--worker` busy (a code check;
+# the local SmolLM2 judge); writes benchmarks/results/online.json. ONLINE_SPANS=8704 for a quicker run.
+ONLINE_SPANS ?= 17408
+bench-online: $(VENV)/.installed-dev
+	flock /tmp/assay-bench.lock $(PY) benchmarks/bench_online.py --spans $(ONLINE_SPANS)
+
+# Backfill units/s (code evaluator over 2,000 real units, and a small llm_judge part): local executor vs Ray
+# on 1 and 2 worker processes, on PostgreSQL (ASSAY_TEST_POSTGRES_URL, or .ci/postgres.sh starts one), plus
+# store bytes per span; writes benchmarks/results/scale.json.
+bench-scale: $(VENV)/.installed-dev
+	ASSAY_TEST_POSTGRES_URL="$${ASSAY_TEST_POSTGRES_URL:-$$(bash .ci/postgres.sh)}" \
+	  flock /tmp/assay-bench.lock $(PY) benchmarks/bench_scale.py
 
 clean:
 	rm -rf demo-workspace report.html .pytest_cache

@@ -193,7 +193,7 @@ def test_public_api_is_pinned() -> None:
 
     assert sorted(calibration.__all__) == [
         "Agreement", "CalibrationMetrics", "CalibrationReport", "Confusion", "DatasetSplit", "Estimate",
-        "GroundTruthDataset", "GroundTruthItem", "HumanCeiling", "agreement", "build_dataset", "calibrate",
-        "cohen_kappa", "export_dataset", "human_ceiling", "load_split", "metrics_with_ci", "persist_split",
-        "split_dataset",
+        "GroundTruthDataset", "GroundTruthItem", "HumanCeiling", "PassRateEstimates", "agreement", "build_dataset",
+        "calibrate", "cohen_kappa", "export_dataset", "human_ceiling", "load_split", "metrics_with_ci",
+        "pass_rate_estimates", "persist_split", "ppi_mean", "rogan_gladen", "split_dataset",
     ]

@@ -85,13 +85,17 @@ def test_calibrate_then_gate_exit_codes(ws: Path, raw_runs: list[dict[str, objec
     assert gate["items"][0]["pass_rate"] == pytest.approx(1 - n_fail / 200)
     base = gate["run_id"]
 
-    # candidate = failed runs vs baseline = all runs: exit 1 exactly when the drop exceeds the margin
+    # candidate = failed runs vs baseline = the run on all runs: the same units scored the same way (paired
+    # by unit id), so no discordant pair and no regression, although the subset's pass rate is lower
     failed = [r for r in raw_runs if r["reward"] == 0.0]
     cand_rate = 1 - sum(_has_tool_error(r) for r in failed) / len(failed)
+    assert cand_rate < (1 - n_fail / 200) - 0.05  # a naive rate comparison would call this a regression
     code, out = _run(ws, "gate", "--units", "failed", "--baseline", base, "--json")
-    expected = 1 if cand_rate < (1 - n_fail / 200) - 0.05 else 0
-    assert code == expected, out
-    assert json.loads(out)["items"][0]["pass_rate"] == pytest.approx(cand_rate)
+    assert code == 0, out
+    item = json.loads(out)["items"][0]
+    assert item["pass_rate"] == pytest.approx(cand_rate)
+    assert item["comparison"]["method"] == "mcnemar-exact" and item["comparison"]["n_pairs"] == len(failed)
+    assert item["comparison"]["diff"] == 0.0 and item["comparison"]["p_value"] == 1.0
 
     # usage errors exit 2
     assert _run(ws, "gate", "--units", "bogus")[0] == 2

@@ -85,6 +85,56 @@ class ServerSettings(BaseModel):
                                 "(Authorization: Bearer KEY, or x-api-key: KEY)")
 
 
+class ExecutorSettings(BaseModel):
+    """Where batch scoring and embedding run (``[executor]``; env ``ASSAY_EXECUTOR``, ``ASSAY_RAY_ADDRESS``)."""
+
+    kind: Literal["local", "ray"] = Field(default="local", description="local: this process; ray: a Ray cluster "
+                                          "(pip install 'assay[ray]')")
+    ray_address: str | None = Field(default=None, description="Ray cluster address, e.g. auto, 10.0.0.5:6379 or "
+                                    "ray://head:10001; None: join or start one as ray.init() does")
+
+
+class OnlineSettings(BaseModel):
+    """Online scoring of production (``[online]``; env ``ASSAY_ONLINE__IDLE_TIMEOUT_S`` ...).
+
+    See :mod:`assay.suite.online` for the completion rules these times feed.
+    """
+
+    idle_timeout_s: float = Field(default=300.0, ge=0, description="a session unit is complete once its newest "
+                                  "span ended (or started) this many seconds ago")
+    settle_s: float = Field(default=5.0, ge=0, description="a trace unit is complete this many seconds after its "
+                            "root span ended (late children of an exporter's last batch)")
+    poll_interval_s: float = Field(default=5.0, gt=0, description="worker: seconds between passes when idle")
+    batch_size: int = Field(default=32, ge=1, description="worker: units per evaluator per pass")
+    audit_share: float = Field(default=0.02, ge=0, le=1, description="share of online-scored units sent to the "
+                               "judge-audit queue for a human label, deterministic by unit id")
+    claim_lease_s: float = Field(default=600.0, gt=0, description="a claimed unit whose score never arrived "
+                                 "(worker died) is taken again after this many seconds")
+    niceness: int = Field(default=19, ge=0, le=19, description="`assay serve --worker`: CPU priority "
+                          "decrease of the worker process (19: the lowest), so ingestion wins the cores")
+
+
+class DriftSettings(BaseModel):
+    """Drift checks of production scores (``[drift]``; env ``ASSAY_DRIFT__WEBHOOK_URL`` ...).
+
+    See :mod:`assay.suite.drift`.
+    """
+
+    alpha: float = Field(default=0.05, gt=0, lt=1, description="significance level of each window-to-window test")
+    min_n: int = Field(default=20, ge=2, description="scored units a window needs before it is tested")
+    min_audit_pairs: int = Field(default=10, ge=1, description="judge-human pairs a window needs before low "
+                                 "agreement raises an alert")
+    run_kinds: list[str] = Field(default_factory=lambda: ["online", "backfill"],
+                                 description="run kinds whose scores count as production")
+    webhook_url: str | None = Field(default=None, description="alerts are POSTed here as JSON (None: log only)")
+    webhook_timeout_s: float = Field(default=5.0, gt=0, description="webhook request timeout in seconds")
+
+    @field_validator("run_kinds", mode="before")
+    @classmethod
+    def _split(cls, value: object) -> object:
+        return [v.strip() for v in value.split(",") if v.strip()] if isinstance(value, str) else value
+
+
 class Settings(BaseModel):
     """All workspace settings (see module docstring)."""
 
@@ -97,11 +147,18 @@ class Settings(BaseModel):
     embedding_model: str = "all-MiniLM-L6-v2"
     min_kappa: float = Field(default=0.0, ge=-1, le=1, description="calibration also needs Cohen's kappa above this")
     gate_margin: float = Field(default=0.05, ge=0, le=1, description="allowed drop in pass rate vs baseline")
+    gate_alpha: float = Field(default=0.05, gt=0, lt=1, description="gate: significance level of a regression "
+                              "(McNemar exact when paired, else Fisher exact)")
+    gate_max_unscored: float = Field(default=0.1, ge=0, le=1, description="gate: tolerated share of unscored + "
+                                     "error units per evaluator; above it the gate exits 3")
     min_cluster_size: int = 5
     severe: SevereRules = Field(default_factory=lambda: SevereRules())
     session_secret: str | None = Field(default=None, description="signs the annotation app's session cookies "
                                          "(ASSAY_SESSION_SECRET); unset: random per process")
     server: ServerSettings = Field(default_factory=lambda: ServerSettings())
+    online: OnlineSettings = Field(default_factory=lambda: OnlineSettings())
+    executor: ExecutorSettings = Field(default_factory=lambda: ExecutorSettings())
+    drift: DriftSettings = Field(default_factory=lambda: DriftSettings())
 
     def resolved_store_url(self) -> str:
         """The store URL with a relative SQLite path made absolute against the workspace."""
@@ -146,6 +203,10 @@ def load_settings(workspace: Path | str = ".", env: dict[str, str] | None = None
             data[key] = {**data.get(key, {}), **value}
         else:
             data[key] = value
+    if not isinstance(data.get("executor"), dict):  # ASSAY_EXECUTOR=ray names the kind
+        data["executor"] = {**settings.executor.model_dump(), "kind": data.get("executor")}
+    if environ.get("ASSAY_RAY_ADDRESS"):
+        data["executor"]["ray_address"] = environ["ASSAY_RAY_ADDRESS"]
     if not data["judge"].get("api_key") and environ.get("OPENAI_API_KEY"):
         data["judge"]["api_key"] = environ["OPENAI_API_KEY"]
     try:

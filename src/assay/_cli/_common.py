@@ -37,6 +37,12 @@ class AppContext:
             self._store = Store(self.settings.resolved_store_url())
         return self._store
 
+    def close(self) -> None:
+        """Dispose of the store's connections (called when the command ends)."""
+        if self._store is not None:
+            self._store.close()
+            self._store = None
+
 
 def get_ctx(ctx: typer.Context) -> AppContext:
     """The AppContext built by the root callback."""

@@ -173,8 +173,10 @@ def _calibrate(store: Store, settings: Settings, defs: list[EvaluatorDef], judge
 def _gate(store: Store, settings: Settings) -> None:
     _step("6. gate: the active evaluators, as CI runs them")
     judge = make_judge(settings.judge, store)
-    runs = [("baseline: all 100 retail runs", "prefix:tau-retail/", None),
-            ("candidate: the 27 failed retail runs, against that baseline", "prefix:tau-retail/,failed", "BASE")]
+    # Two different sets of runs, so the gate compares them unpaired (Fisher's exact test); the
+    # failed runs stand in for a release that made the agent worse.
+    runs = [("baseline: the airline runs that succeeded", "prefix:tau-airline/,passed", None),
+            ("candidate: the airline runs that failed, against that baseline", "prefix:tau-airline/,failed", "BASE")]
     base: str | None = None
     for title, units, baseline in runs:
         flag = f" --baseline {base}" if baseline else ""

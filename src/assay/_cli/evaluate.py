@@ -10,6 +10,7 @@ import typer
 from rich.table import Table
 
 from assay._cli._common import AppContext, console, get_ctx, handle_errors, progress_bar
+from assay._cli.score import ExecutorOpt, RayAddressOpt, executor_choice
 from assay.calibration import CalibrationReport, Estimate, calibrate
 from assay.evaluators import EvaluatorDef, content_version, evaluator_json_schema, load_evaluators
 from assay.exceptions import NotFoundError, UsageError
@@ -109,15 +110,25 @@ def evaluators_draft(
     criterion: Annotated[str, typer.Option(help="Criterion name or id.", envvar="ASSAY_DRAFT_CRITERION")],
     shots: Annotated[int, typer.Option(help="Few-shot examples per label, from the train split.")] = 1,
     overwrite: Annotated[bool, typer.Option(help="Replace existing files of the same name.")] = False,
+    rubric: Annotated[str, typer.Option(
+        help="Who words the rubric in the judge prompt: 'judge' asks the configured judge model to rewrite the "
+             "criterion as pass/fail decision rules (its reply is checked; a refused reply falls back to the "
+             "criterion text), 'template' keeps the criterion text as written, 'auto' asks the judge when the "
+             "workspace configures an API judge (openai, anthropic) and not the small local default.",
+        envvar="ASSAY_DRAFT_RUBRIC")] = "auto",
 ) -> None:
     """Write draft evaluators for a criterion: an llm_judge (few-shot from the train split only) and
     code checks for the checkable facts the criterion names (a tool that must or must not be called,
-    a quoted phrase). Drafts are not active: calibrate them first."""
+    a quoted phrase). Drafts are not active: calibrate them first. The judge file's description says
+    which rubric wording was used (judge or template) and why."""
     from assay.calibration.draft import draft_evaluators
     from assay.evaluators import save_evaluator
 
     app = get_ctx(ctx)
-    draft = draft_evaluators(app.store, criterion, shots_per_label=shots)
+    if rubric not in ("auto", "judge", "template"):
+        raise UsageError(f"--rubric takes auto, judge or template; got {rubric!r}")
+    ask = rubric == "judge" or (rubric == "auto" and app.settings.judge.provider != "local")
+    draft = draft_evaluators(app.store, criterion, shots_per_label=shots, judge=judge_for(app) if ask else None)
     folder = app.settings.evaluators_path()
     for defn in (draft.judge, *draft.checks):
         path = folder / f"{defn.name}.yaml"
@@ -127,6 +138,7 @@ def evaluators_draft(
         save_evaluator(defn, path)
         console.print(f"wrote {path}  ({defn.kind}, version {content_version(defn)})")
     console.print(f"few-shot examples from {draft.split.split_id} train: {', '.join(draft.examples) or 'none'}")
+    console.print(draft.rubric.note, markup=False, highlight=False)
 
 
 def evaluator_versions(app: AppContext, name: str) -> dict[str, EvaluatorDef]:
@@ -239,6 +251,10 @@ def calibrate_cmd(
     tune: Annotated[bool, typer.Option("--tune", help="Search few-shot examples and prompt variants on dev, "
                                        "report the winner once on test, write it to the evaluator's file.",
                                        envvar="ASSAY_CALIBRATE_TUNE")] = False,
+    variants: Annotated[str, typer.Option(
+        help="With --tune: comma-separated instruction variants of the prompt to try besides the prompt as "
+             "written (verdict-first, strict, lenient, restated); 'none' tries the prompt as written only.",
+        envvar="ASSAY_CALIBRATE_VARIANTS")] = "verdict-first,strict,lenient,restated",
 ) -> None:
     """Run an evaluator on the labelled units of its criterion and measure agreement with the labels.
 
@@ -249,7 +265,8 @@ def calibrate_cmd(
     app = get_ctx(ctx)
     defn = find_evaluator(app, name)
     if tune:
-        _tune(app, defn, parse_fractions(split), seed, as_json)
+        names = () if variants.strip() == "none" else tuple(v.strip() for v in variants.split(",") if v.strip())
+        _tune(app, defn, parse_fractions(split), seed, as_json, names)
         return
     from assay.calibration import build_dataset
 
@@ -278,14 +295,14 @@ def parse_fractions(text: str) -> tuple[float, float, float]:
 
 
 def _tune(app: AppContext, defn: EvaluatorDef, fractions: tuple[float, float, float], seed: int,
-          as_json: bool) -> None:
+          as_json: bool, variants: tuple[str, ...]) -> None:
     """``assay calibrate NAME --tune``: search on dev, calibrate the winner on test, write its file."""
     from assay.calibration.tune import tune
     from assay.evaluators import load_evaluator, save_evaluator
 
     with progress_bar(f"tuning {defn.name}", None) as advance:
         best, report = tune(app.store, defn, judge_for(app, defn), app.settings.judge, fractions=fractions, seed=seed,
-                            progress=advance)
+                            progress=advance, instructions=variants)
     folder = app.settings.evaluators_path()
     path = next(p for p in sorted([*folder.glob("*.yaml"), *folder.glob("*.yml")])
                 if load_evaluator(p).name == defn.name)
@@ -293,11 +310,11 @@ def _tune(app: AppContext, defn: EvaluatorDef, fractions: tuple[float, float, fl
     if as_json:
         console.print_json(report.model_dump_json())
         return
-    table = Table("version", "shots/label", "example seed", "dev n", "dev agreement", "dev kappa",
+    table = Table("version", "prompt variant", "shots/label", "example seed", "dev n", "dev agreement", "dev kappa",
                   title=f"tuning {defn.name} on dev")
     for c in report.candidates:
         mark = " (winner)" if c.version == report.winner.version else ""
-        table.add_row(c.version + mark, str(c.shots_per_label), str(c.example_seed), str(c.dev.n),
+        table.add_row(c.version + mark, c.variant, str(c.shots_per_label), str(c.example_seed), str(c.dev.n),
                       _ci(c.dev.agreement), _ci(c.dev.kappa))
     console.print(table)
     print_calibration(report.calibration)
@@ -305,34 +322,115 @@ def _tune(app: AppContext, defn: EvaluatorDef, fractions: tuple[float, float, fl
 
 
 def print_gate(report: GateReport) -> None:
-    """Print the gate table and verdict."""
-    table = Table("evaluator", "version", "n", "unscored", "pass rate", "threshold", "baseline", "result",
-                  title=f"gate {report.run_id} on {report.units} units")
+    """Print the gate table (one row per evaluator), the reasons, flaky units and redundancy, and the verdict."""
+    from rich import box
+    from rich.markup import escape
+
+    from assay.suite.gate import EXIT_CODES
+    from assay.suite.gate_output import dataset_label, describe_baseline
+
+    table = Table(title=f"gate {report.run_id} on {report.units} units ({escape(report.candidate)})",
+                  box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, padding=(0, 0), collapse_padding=True,
+                  caption="rate: pass rate over scored units; base: baseline; unsc.: unscored + errors")
+    # Fits 80 columns: numbers never wrap (the CI goes on a second line), names and results fold.
+    for name in ("evaluator", "n", "rate", "min", "base", "diff [95% CI]", "p", "unsc.", "result"):
+        wraps = name in ("evaluator", "result")
+        table.add_column(escape(name), no_wrap=not wraps, overflow="fold",
+                         min_width=14 if name == "evaluator" else None)
     for i in report.items:
-        table.add_row(i.evaluator, i.evaluator_version, str(i.n), str(i.n_unscored + i.n_errors),
-                      "-" if i.pass_rate is None else f"{i.pass_rate:.3f}", f"{i.min_pass_rate:.3f}",
-                      "-" if i.baseline_pass_rate is None else f"{i.baseline_pass_rate:.3f}",
-                      "[green]pass[/green]" if i.passed else "[red]FAIL[/red]: " + "; ".join(i.reasons))
+        c = i.comparison
+        table.add_row(escape(i.evaluator), str(i.n), "-" if i.pass_rate is None else f"{i.pass_rate:.3f}",
+                      f"{i.min_pass_rate:.2f}", "-" if i.baseline_pass_rate is None else f"{i.baseline_pass_rate:.3f}",
+                      "-" if c is None else escape(f"{c.diff:+.3f}\n[{c.ci_low:+.3f}, {c.ci_high:+.3f}]"),
+                      "-" if c is None else f"{c.p_value:.3g}", f"{i.error_share:.0%}",
+                      "[green]pass[/green]" if i.passed else "[red]FAIL[/red] " + ", ".join(i.failures))
     console.print(table)
-    console.print("gate: [green]PASS[/green]" if report.passed else "gate: [red]FAIL[/red]")
+    console.print(escape(describe_baseline(report)) + f"; repeat {report.repeat}, alpha {report.alpha:g}")
+    for i in report.items:
+        console.print(f"  {escape(i.evaluator)} @ {i.evaluator_version}, judge {escape(i.judge_model or '(code)')}, "
+                      f"ground-truth dataset {dataset_label(i.dataset_version)}")
+        for line in (*i.reasons, *i.notes):
+            console.print(f"  {escape(i.evaluator)}: {escape(line)}")
+    for f in report.flaky_units:
+        console.print(f"  [yellow]flaky[/yellow] {escape(f.evaluator)} {escape(f.unit_id)}: repeats "
+                      f"{', '.join(f.outcomes)} -> {f.verdict}")
+    for p in report.redundant:
+        console.print(f"  [yellow]redundant?[/yellow] {escape(p.evaluator_a)} and {escape(p.evaluator_b)}: "
+                      f"r = {p.r:.3f} on {p.n_units} units (probably one dimension)")
+    verdict = "[green]PASS[/green]" if report.passed else "[red]FAIL[/red]"
+    console.print(f"gate: {verdict} (exit {report.exit_code}: {EXIT_CODES[report.exit_code]})")
+
+
+def _write_output(path: str, text: str) -> None:
+    from pathlib import Path
+
+    target = Path(path)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(text, encoding="utf-8")
+    except OSError as exc:
+        raise UsageError(f"cannot write {path}: {exc}") from exc
 
 
 @handle_errors
 def gate_cmd(
     ctx: typer.Context,
-    units: Annotated[str | None, typer.Option(help="Unit selection: all, failed, passed, labelled, prefix:TEXT, "
-                                                   "source:TEXT (comma = and).", envvar="ASSAY_GATE_UNITS")] = None,
-    baseline: Annotated[str | None, typer.Option(help="A previous gate run id to compare with.",
-                                                 envvar="ASSAY_GATE_BASELINE")] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    candidate: Annotated[str | None, typer.Option(
+        "--candidate", "--units", help="The candidate's units (--units is the older name): all, failed, passed, "
+        "labelled, prefix:TEXT, source:TEXT (comma = and).",
+        envvar=["ASSAY_GATE_CANDIDATE", "ASSAY_GATE_UNITS"])] = None,
+    baseline: Annotated[str | None, typer.Option(
+        help="What to compare with: a previous gate run id (its stored scores), or a unit selection (the suite "
+        "runs on those units too).", envvar="ASSAY_GATE_BASELINE")] = None,
+    alpha: Annotated[float | None, typer.Option(
+        help="Significance level of a regression (default: gate_alpha setting, 0.05).", envvar="ASSAY_GATE_ALPHA")]
+    = None,
+    max_unscored: Annotated[float | None, typer.Option(
+        help="Tolerated share of unscored + error units per evaluator before exit 3 (default: gate_max_unscored "
+        "setting, 0.1).", envvar="ASSAY_GATE_MAX_UNSCORED")] = None,
+    repeat: Annotated[int, typer.Option(
+        min=1, help="Score every unit K times (each judge repeat is a fresh call); units whose verdicts "
+        "disagree are listed as flaky; a unit's verdict is the majority (a tie is fail).",
+        envvar="ASSAY_GATE_REPEAT")] = 1,
+    pair_by: Annotated[str, typer.Option(
+        help="How candidate and baseline units are matched: auto (unit id, else content hash, else the dataset "
+        "item attribute dataset_item_id/item_id/task_id), unit, content, item, or none (independent samples).",
+        envvar="ASSAY_GATE_PAIR_BY")] = "auto",
+    junit: Annotated[str | None, typer.Option(
+        help="Write JUnit XML here (one test case per evaluator).", envvar="ASSAY_GATE_JUNIT")] = None,
+    markdown: Annotated[str | None, typer.Option(
+        help="Write a Markdown summary here, ready to post as a pull-request comment.",
+        envvar="ASSAY_GATE_MARKDOWN")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON on stdout (with lineage).")]
+    = False,
+    executor: ExecutorOpt = None,
+    ray_address: RayAddressOpt = None,
 ) -> None:
-    """Run the active evaluators and gate: exit 0 pass, 1 threshold miss or regression vs baseline, 2 usage error."""
+    """Run the active evaluators on the candidate's units and gate the change.
+
+    Per evaluator it fails on a threshold miss (pass rate below min_pass_rate) or a significant
+    regression against the baseline: p < alpha and a drop beyond gate_margin, by McNemar's exact
+    test when both sides scored the same inputs (paired), else Fisher's exact test; reported with
+    the difference in pass rate and its 95% CI.
+
+    Exit codes: exit 0 pass; exit 1 regression or threshold miss; exit 2 usage or configuration
+    error; exit 3 too many evaluator errors (unscored + errors above --max-unscored).
+    """
+    from assay.suite.gate import report_json
+    from assay.suite.gate_output import to_junit, to_markdown
+
     app = get_ctx(ctx)
+    kind, address = executor_choice(app, executor, ray_address)
     with progress_bar("gate", None) as advance:
-        report = run_gate(app.store, app.settings, judge_for(app), units=units, baseline=baseline, progress=advance)
+        report = run_gate(app.store, app.settings, judge_for(app), candidate, baseline, advance, repeat=repeat,
+                          alpha=alpha, max_unscored=max_unscored, pair_by=pair_by,  # type: ignore[arg-type]
+                          executor=kind, ray_address=address)
+    if junit:
+        _write_output(junit, to_junit(report))
+    if markdown:
+        _write_output(markdown, to_markdown(report))
     if as_json:
-        console.print_json(json.dumps({**report.model_dump(mode="json"), "passed": report.passed,
-                                       "exit_code": report.exit_code}))
+        typer.echo(json.dumps(report_json(report), indent=2))
     else:
         print_gate(report)
     raise typer.Exit(report.exit_code)

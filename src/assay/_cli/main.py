@@ -8,8 +8,11 @@ from typing import Annotated
 import typer
 
 from assay._cli import demo as demo_cmd
+from assay._cli import drift as drift_cmd
 from assay._cli import evaluate, labels
 from assay._cli import ingest as ingest_cmd
+from assay._cli import online as online_cmd
+from assay._cli import score as score_cmd
 from assay._cli import serve as serve_cmd
 from assay._cli import signatures as signatures_cmd
 from assay._cli import users as users_cmd
@@ -36,6 +39,7 @@ def root(
     """Load settings once for every command."""
     try:
         ctx.obj = AppContext(settings=load_settings(workspace))
+        ctx.call_on_close(ctx.obj.close)
     except ConfigError as exc:
         err_console.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(2) from None
@@ -43,6 +47,8 @@ def root(
 
 app.command("ingest")(ingest_cmd.ingest)
 app.command("serve")(serve_cmd.serve)
+app.command("worker")(online_cmd.worker)
+app.add_typer(online_cmd.scores_app, name="scores")
 app.add_typer(signatures_cmd.signatures_app, name="signatures")
 app.command("queue")(signatures_cmd.queue_cmd)
 app.add_typer(labels.labels_app, name="labels")
@@ -50,6 +56,8 @@ app.add_typer(labels.criteria_app, name="criteria")
 app.add_typer(evaluate.evaluators_app, name="evaluators")
 app.command("calibrate")(evaluate.calibrate_cmd)
 app.command("gate")(evaluate.gate_cmd)
+app.command("drift")(drift_cmd.drift_cmd)
+app.command("score")(score_cmd.score_cmd)
 app.command("demo")(demo_cmd.demo)
 app.add_typer(users_cmd.users_app, name="users")
 app.add_typer(users_cmd.keys_app, name="keys")
@@ -61,10 +69,13 @@ def report(
     ctx: typer.Context,
     output: Annotated[Path, typer.Option("--output", "-o", help="HTML file to write.")] = Path("report.html"),
 ) -> None:
-    """Write a self-contained HTML report: signatures with a map, calibration, the latest gate."""
+    """Write a self-contained HTML report (opens without a network): drift alerts, scores over
+    time per evaluator, pass rates corrected for judge error, judge-human agreement over time,
+    signature volumes and map, calibration confusion matrices, the latest gate, evaluator redundancy."""
     from assay.reports import write_report
 
-    console.print(f"wrote {write_report(get_ctx(ctx).store, output)}")
+    app_ctx = get_ctx(ctx)
+    console.print(f"wrote {write_report(app_ctx.store, output, drift=app_ctx.settings.drift)}")
 
 
 def main() -> None:

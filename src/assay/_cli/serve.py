@@ -1,13 +1,20 @@
-"""``assay serve``: run the OTLP/HTTP receiver (FastAPI on uvicorn)."""
+"""``assay serve``: run the OTLP/HTTP receiver (FastAPI on uvicorn), optionally with the online worker."""
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from types import FrameType
 from typing import Annotated
 
 import typer
 
 from assay._cli._common import err_console, get_ctx, handle_errors
-from assay.exceptions import MissingDependency
+from assay.exceptions import MissingDependency, UsageError
+from assay.settings import Settings
 
 
 @handle_errors
@@ -22,11 +29,16 @@ def serve(
     = None,
     api_key: Annotated[str | None, typer.Option("--api-key", envvar="ASSAY_SERVER__API_KEY",
                                                 help="Require this key (Authorization: Bearer KEY).")] = None,
+    worker: Annotated[bool, typer.Option("--worker", envvar="ASSAY_SERVE_WORKER",
+                                         help="Also score production online (as `assay worker`) in a separate, "
+                                              "lower-priority process, so scoring never slows ingestion.")]
+    = False,
 ) -> None:
     """Receive traces over OTLP/HTTP: POST /v1/traces and /v1/logs, protobuf or JSON, gzip or not.
 
     Point an OpenTelemetry or OpenInference instrumented app at it with
     OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:4318. Each span is acknowledged once committed.
+    With --worker, `assay worker` runs beside it in its own lower-priority process (stopped with the server).
     """
     try:
         import uvicorn
@@ -41,5 +53,52 @@ def serve(
     settings = app_ctx.settings.model_copy(update={"server": server})
     err_console.print(f"assay: OTLP/HTTP receiver on http://{server.host}:{server.port} "
                       f"(store {settings.resolved_store_url()})")
-    uvicorn.run(create_app(settings, app_ctx.store), host=server.host, port=server.port, log_level="warning",
-                access_log=False)
+    proc = _start_worker(settings) if worker else None
+    if proc is not None:  # uvicorn re-raises SIGTERM after its shutdown: exit through `finally`, not around it
+        signal.signal(signal.SIGTERM, _exit_on_signal)
+    try:
+        uvicorn.run(create_app(settings, app_ctx.store), host=server.host, port=server.port, log_level="warning",
+                    access_log=False)
+    finally:
+        if proc is not None:
+            _stop_worker(proc)
+
+
+def _exit_on_signal(signum: int, _frame: FrameType | None) -> None:
+    raise SystemExit(128 + signum)
+
+
+def _start_worker(settings: Settings) -> subprocess.Popen[bytes]:
+    """Start ``assay worker`` on the same workspace and store as a child process.
+
+    A process, not a thread: scoring is CPU work (the local llama.cpp judge, code checks, timeline
+    rendering, JSON parsing of stored spans) that in a thread would share the server's interpreter
+    lock and slow every request; a process has its own interpreter, runs at lowered priority
+    (``[online] niceness``, so the kernel gives ingestion the cores first), and its crash or its
+    model's memory stays out of the receiver. It is the ``assay worker`` command itself (not a
+    ``multiprocessing`` child, which would re-run ``python -m assay`` on import and copy nothing
+    useful): one code path, its own log lines on the same stderr, stopped with SIGTERM (graceful),
+    and stopping by itself should this server die without stopping it (``ASSAY_WORKER_PARENT_PID``).
+
+    Raises:
+        UsageError: an in-memory SQLite store, which another process cannot open.
+    """
+    url = settings.resolved_store_url()
+    if url.startswith("sqlite:///:memory:") or url in ("sqlite://", "sqlite:///"):
+        raise UsageError("--worker needs a store another process can open, not an in-memory SQLite database")
+    cmd = [sys.executable, "-m", "assay", "--workspace", str(Path(settings.workspace).resolve()), "worker",
+           "--niceness", str(settings.online.niceness)]
+    env = {**os.environ, "ASSAY_STORE_URL": url, "ASSAY_WORKER_PARENT_PID": str(os.getpid())}
+    return subprocess.Popen(cmd, env=env)
+
+
+def _stop_worker(proc: subprocess.Popen[bytes], timeout_s: float = 120.0) -> None:
+    """Ask the worker to stop after the units in hand (SIGTERM); kill it if it does not within ``timeout_s``."""
+    if proc.poll() is None:
+        proc.terminate()
+    try:
+        proc.wait(timeout_s)
+    except subprocess.TimeoutExpired:
+        err_console.print("assay: worker did not stop in time; killing it")
+        proc.kill()
+        proc.wait(10)

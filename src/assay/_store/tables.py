@@ -245,3 +245,35 @@ class QueueClaimRow(Base):
     unit_id: Mapped[str] = mapped_column(ForeignKey("units.unit_id"), primary_key=True)
     annotator: Mapped[str] = mapped_column(String(200), primary_key=True)
     claimed_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class OnlineScoreRow(Base):
+    """Online scoring ledger: one row per (evaluator version, unit) ever taken by a worker, so a unit
+    is scored online at most once per evaluator version. ``score_id`` is None while claimed (a lease
+    from ``claimed_at``); set when the score row is written, in the same transaction."""
+
+    __tablename__ = "online_scores"
+    evaluator_name: Mapped[str] = mapped_column(String(200), primary_key=True)
+    evaluator_version: Mapped[str] = mapped_column(String(32), primary_key=True)
+    unit_id: Mapped[str] = mapped_column(ForeignKey("units.unit_id"), primary_key=True)
+    run_id: Mapped[str] = mapped_column(String(40), index=True)
+    score_id: Mapped[int | None] = mapped_column(ForeignKey("scores.id"), nullable=True)
+    content_hash: Mapped[str] = mapped_column(String(64), default="")
+    claimed_at: Mapped[datetime] = mapped_column(default=utcnow)
+    scored_at: Mapped[datetime | None] = mapped_column(nullable=True)
+
+
+class AuditItemRow(Base):
+    """A judge-audit item: an online score whose unit is sent to people for a label on the evaluator's
+    criterion, so judge-human agreement can be tracked over time (see :mod:`assay.suite.audit`)."""
+
+    __tablename__ = "audit_items"
+    __table_args__ = (UniqueConstraint("unit_id", "evaluator_name", "evaluator_version"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    unit_id: Mapped[str] = mapped_column(ForeignKey("units.unit_id"), index=True)
+    evaluator_name: Mapped[str] = mapped_column(String(200), index=True)
+    evaluator_version: Mapped[str] = mapped_column(String(32))
+    criterion_name: Mapped[str] = mapped_column(String(200))
+    criterion_version: Mapped[int] = mapped_column(Integer, default=1)
+    score_id: Mapped[int] = mapped_column(ForeignKey("scores.id"))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -5,6 +5,8 @@ from __future__ import annotations
 from fastapi import FastAPI
 
 from assay._store import Store
+from assay._web.api import api_app
+from assay._web.dashboard import install_dashboard
 from assay._web.otlp import otlp_router
 from assay._web.ui import install_ui
 from assay.settings import Settings
@@ -19,10 +21,12 @@ def create_app(settings: Settings, store: Store) -> FastAPI:
     """
     app = FastAPI(title="assay", docs_url=None, redoc_url=None, openapi_url=None)
     app.include_router(otlp_router(settings.server, store))
+    app.mount("/api/v1", api_app(settings, store))  # the REST API (API keys), docs at /api/v1/docs
 
     @app.get("/health", summary="liveness")
     def health() -> dict[str, str]:
         return {"status": "ok"}
 
     install_ui(app, settings, store)  # the annotation app at /, /static
+    install_dashboard(app)  # /dashboard: the report, live (login required)
     return app

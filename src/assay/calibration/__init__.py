@@ -3,13 +3,15 @@
 from assay.calibration.calibrate import CalibrationReport, calibrate
 from assay.calibration.ceiling import HumanCeiling, human_ceiling
 from assay.calibration.dataset import GroundTruthDataset, GroundTruthItem, build_dataset, export_dataset
+from assay.calibration.estimates import PassRateEstimates, pass_rate_estimates, ppi_mean, rogan_gladen
 from assay.calibration.metrics import Agreement, Confusion, agreement, cohen_kappa
 from assay.calibration.splits import DatasetSplit, load_split, persist_split, split_dataset
 from assay.calibration.stats import CalibrationMetrics, Estimate, metrics_with_ci
 
 __all__ = [
     "Agreement", "CalibrationMetrics", "CalibrationReport", "Confusion", "DatasetSplit", "Estimate",
-    "GroundTruthDataset", "GroundTruthItem", "HumanCeiling", "agreement", "build_dataset", "calibrate",
-    "cohen_kappa", "export_dataset", "human_ceiling", "load_split", "metrics_with_ci", "persist_split",
-    "split_dataset",
+    "GroundTruthDataset", "GroundTruthItem", "HumanCeiling", "PassRateEstimates", "agreement", "build_dataset",
+    "calibrate",
+    "cohen_kappa", "export_dataset", "human_ceiling", "load_split", "metrics_with_ci", "pass_rate_estimates",
+    "persist_split", "ppi_mean", "rogan_gladen", "split_dataset",
 ]

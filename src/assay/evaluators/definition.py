@@ -29,7 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from assay.exceptions import ConfigError, NotFoundError
 
-_POLICY_FIELDS = {"description", "threshold", "min_pass_rate"}
+_POLICY_FIELDS = {"description", "threshold", "min_pass_rate", "sample_rate"}
 _LABEL_RE = re.compile(r"^[a-z][a-z0-9_-]*$")
 
 
@@ -115,6 +115,9 @@ class EvaluatorDef(_Model):
     pass_score: float = Field(default=0.5, ge=0, le=1, description="a score >= this is a pass")
     min_pass_rate: float = Field(default=0.0, ge=0, le=1,
                                  description="CI gate: share of scored units that must pass, in [0, 1]")
+    sample_rate: float = Field(default=0.10, ge=0, le=1,
+                               description="online scoring: share of completed production units scored, in [0, 1]; "
+                                           "deterministic by unit id (see assay.suite.online.sampled)")
     code: CodeSpec | None = Field(default=None, description="required when kind is code")
     judge: JudgeSpec | None = Field(default=None,
                                     description="for kind llm_judge; default: the default prompt and labels")
@@ -152,8 +155,8 @@ def content_version(defn: EvaluatorDef) -> str:
     Normalised: defaults filled in, the default prompt resolved to its text (so a changed
     shipped prompt is a new version), label order kept (the prompt lists the labels in
     order), line endings unified, canonical JSON. Prose and policy fields are left out
-    (``description``, ``threshold``, ``min_pass_rate``): they change no score, so editing
-    them keeps the calibration of this version valid.
+    (``description``, ``threshold``, ``min_pass_rate``, ``sample_rate``): they change no score,
+    so editing them keeps the calibration of this version valid.
     """
     data = defn.model_dump(mode="json", exclude=_POLICY_FIELDS)
     if defn.kind == "llm_judge":

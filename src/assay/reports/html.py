@@ -1,67 +1,65 @@
-"""Self-contained HTML report: signatures (table + 2-D map), calibration, latest gate.
+"""Self-contained HTML report: drift alerts, scores over time per evaluator, corrected pass
+rates, judge-human agreement over time, signature volumes (new ones marked) and map,
+calibration confusion matrices, the latest gate, and evaluator redundancy.
 
-Plotly's JavaScript is inlined once, so the file opens without a network.
+Plotly's JavaScript is inlined once and every figure travels as JSON in the page, so the
+file opens without a network. A section without data says why instead of a chart.
 """
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
+from importlib import resources
 from pathlib import Path
 
 from jinja2 import Environment, PackageLoader, select_autoescape
-from sqlalchemy import select
 
 from assay._store import Store
-from assay._store.tables import EvaluatorRow, RunRow
+from assay.reports.data import build_report_data
+from assay.settings import DriftSettings
 
 
-def _fmt(x: float | None) -> str:
-    return "undefined" if x is None else f"{x:.3f}"
+def fmt(x: object) -> str:
+    """A rate with 3 decimals; ``undefined`` for None or anything that is not a number."""
+    return f"{x:.3f}" if isinstance(x, int | float) and not isinstance(x, bool) else "undefined"
 
 
-def _map_html(points: list[tuple[str, float, float, int | None]]) -> str:
-    if not points:
-        return ""
-    import plotly.graph_objects as go
-
-    fig = go.Figure()
-    groups: dict[str, list[tuple[str, float, float]]] = {}
-    for uid, x, y, sig in points:
-        groups.setdefault("noise" if sig is None else f"signature {sig}", []).append((uid, x, y))
-    for name in sorted(groups, key=lambda g: (g == "noise", len(g), g)):
-        pts = groups[name]
-        fig.add_trace(go.Scatter(x=[p[1] for p in pts], y=[p[2] for p in pts], mode="markers", name=name,
-                                 text=[p[0] for p in pts], hoverinfo="text+name",
-                                 marker={"size": 7, "opacity": 0.5 if name == "noise" else 0.9}))
-    fig.update_layout(title="Failed units, coloured by signature (2-D projection of embeddings)",
-                      height=480, margin={"l": 20, "r": 20, "t": 50, "b": 20})
-    return str(fig.to_html(full_html=False, include_plotlyjs=False))
+def asset(name: str) -> str:
+    """A file shipped with the report templates (``charts.js``, ``report.css``)."""
+    return resources.files("assay.reports").joinpath("templates", name).read_text(encoding="utf-8")
 
 
-def write_report(store: Store, path: Path | str) -> Path:
+def plotly_js_path() -> Path:
+    """The minified Plotly.js bundled with the ``plotly`` package."""
+    import plotly
+
+    return Path(plotly.__file__).parent / "package_data" / "plotly.min.js"
+
+
+def template_env() -> Environment:
+    """The Jinja2 environment of the report templates (autoescaped)."""
+    env = Environment(loader=PackageLoader("assay.reports", "templates"), autoescape=select_autoescape(["html", "j2"]))
+    env.globals["fmt"] = fmt
+    return env
+
+
+def write_report(store: Store, path: Path | str, *, drift: DriftSettings | None = None,
+                 now: datetime | None = None) -> Path:
     """Write the HTML report for everything in the store.
+
+    Args:
+        store: the store to report on.
+        path: the HTML file to write (overwritten).
+        drift: ``[drift]`` settings (production run kinds, alpha); default settings when None.
+        now: the report's reference time (default: now, UTC).
 
     Returns:
         the path written.
     """
-    import plotly.offline
-
-    from assay.signatures import list_signatures, map_points
-
-    signatures = list_signatures(store)
-    points = map_points(store)
-    with store.session() as s:
-        calibrations = [r.calibration for r in s.scalars(select(EvaluatorRow).order_by(EvaluatorRow.created_at))
-                        if r.calibration]
-        gate_row = s.scalar(select(RunRow).where(RunRow.kind == "gate", RunRow.finished_at.is_not(None))
-                            .order_by(RunRow.started_at.desc()))
-        gate = {"run_id": gate_row.run_id, **gate_row.summary} if gate_row else None
-    env = Environment(loader=PackageLoader("assay.reports", "templates"), autoescape=select_autoescape(["html", "j2"]))
-    html = env.get_template("report.html.j2").render(
-        generated=datetime.now(UTC).isoformat(timespec="seconds"), store=store.url, signatures=signatures,
-        n_failed=len(points), n_noise=sum(1 for p in points if p[3] is None), map_html=_map_html(points),
-        calibrations=calibrations, gate=gate, fmt=_fmt,
-        plotly_js=f"<script>{plotly.offline.get_plotlyjs()}</script>")
+    data = build_report_data(store, drift, now)
+    html = template_env().get_template("report.html.j2").render(
+        data=data, css=asset("report.css"), charts_js=asset("charts.js"),
+        plotly_js=f"<script>{plotly_js_path().read_text(encoding='utf-8')}</script>")
     out = Path(path)
     out.write_text(html, encoding="utf-8")
     return out

@@ -1,0 +1,147 @@
+"""``assay worker`` (online scoring of production) and ``assay scores export``."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+from types import FrameType
+from typing import Annotated, Any
+
+import typer
+from rich.markup import escape
+
+from assay._cli._common import console, err_console, get_ctx, handle_errors
+from assay.exceptions import UsageError
+
+scores_app = typer.Typer(help="Scores with their lineage: export them.", no_args_is_help=True)
+
+
+def log_line(text: str) -> None:
+    """A timestamped progress line on stderr (markup in ``text`` is escaped)."""
+    err_console.print(f"[dim]{time.strftime('%H:%M:%S')}[/dim] {escape(text)}", highlight=False)
+
+
+class _GracefulStop:
+    """SIGINT / SIGTERM set the stop flag once (work in hand finishes); a second Ctrl-C aborts."""
+
+    def __init__(self, stop: threading.Event) -> None:
+        self.stop = stop
+        self.previous: dict[int, Any] = {}
+
+    def _handle(self, signum: int, _frame: FrameType | None) -> None:
+        if self.stop.is_set() and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.stop.set()
+        log_line("stopping after the units in hand (Ctrl-C again to abort)")
+
+    def __enter__(self) -> _GracefulStop:
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self.previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)
+
+
+def _watch_parent(pid: int, stop: threading.Event, interval_s: float = 1.0) -> None:
+    """Set ``stop`` once this process's parent is no longer ``pid`` (it exited or was killed)."""
+    while not stop.wait(interval_s):
+        if os.getppid() != pid:
+            log_line(f"server process {pid} is gone: stopping")
+            stop.set()
+
+
+@handle_errors
+def worker(
+    ctx: typer.Context,
+    once: Annotated[bool, typer.Option("--once", help="Score everything complete now, then exit (a cron job, CI).",
+                                       envvar="ASSAY_WORKER_ONCE")] = False,
+    poll_interval: Annotated[float | None, typer.Option(
+        "--poll-interval", min=0.1, envvar="ASSAY_ONLINE__POLL_INTERVAL_S",
+        help="Seconds between passes when there is nothing to score (default 5, \\[online] poll_interval_s).")]
+    = None,
+    batch_size: Annotated[int | None, typer.Option(
+        "--batch-size", min=1, envvar="ASSAY_ONLINE__BATCH_SIZE",
+        help="Units per evaluator per pass (default 32, \\[online] batch_size).")] = None,
+    niceness: Annotated[int, typer.Option(
+        "--niceness", min=0, max=19, envvar="ASSAY_WORKER_NICENESS",
+        help="Lower this process's CPU priority by N (POSIX nice), so ingestion on the same machine wins "
+             "the cores; `assay serve --worker` uses \\[online] niceness (default 19).")] = 0,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the final summary as JSON.")] = False,
+) -> None:
+    """Score production online: each active evaluator scores its sample (sample_rate in its YAML,
+    default 10%, deterministic by unit id) of completed units, once per evaluator version.
+
+    A trace is complete when its root span has ended (\\[online] settle_s after), a session after
+    \\[online] idle_timeout_s (default 300 s) without new spans. Scores go to one run of kind
+    'online' with their lineage; \\[online] audit_share (default 2%) of them go to the judge-audit
+    queue (/audit in the app). Runs until Ctrl-C (finishes the units in hand; twice aborts), or
+    with --once until nothing complete is left. `assay serve --worker` runs the same loop beside
+    the receiver.
+    """
+    from assay.suite.online import OnlineWorker
+
+    app = get_ctx(ctx)
+    online = app.settings.online.model_copy(update={k: v for k, v in {
+        "poll_interval_s": poll_interval, "batch_size": batch_size}.items() if v is not None})
+    settings = app.settings.model_copy(update={"online": online})
+    log_line(f"worker: store {settings.resolved_store_url()}, evaluators in {settings.evaluators_path()}"
+             + (" (drain once)" if once else f", polling every {online.poll_interval_s:g} s"))
+    if niceness and hasattr(os, "nice"):
+        os.nice(niceness)
+    stop = threading.Event()
+    parent = os.environ.get("ASSAY_WORKER_PARENT_PID", "")
+    if parent.isdigit():  # started by `assay serve --worker`: stop when that server is gone
+        threading.Thread(target=_watch_parent, args=(int(parent), stop), daemon=True, name="assay-parent").start()
+    worker_ = OnlineWorker(app.store, settings, log=log_line)
+    with _GracefulStop(stop):
+        totals = worker_.run(stop, once=once)
+    summary = {"run_id": totals.run_id, "passes": totals.passes, "scored": totals.scored, "failed": totals.failed,
+               "audited": totals.audited, "evaluators": [e.model_dump() for e in totals.evaluators]}
+    if as_json:
+        console.print_json(json.dumps(summary))
+        return
+    console.print(f"online run {escape(str(totals.run_id))}: {totals.scored} scored, {totals.failed} failed, "
+                  f"{totals.audited} sent to audit in {totals.passes} pass(es)", highlight=False)
+
+
+@scores_app.command("export")
+@handle_errors
+def export(
+    ctx: typer.Context,
+    otel: Annotated[bool, typer.Option("--otel", help="OTel gen_ai.evaluation.result events: OTLP JSON Lines, "
+                                       "one ExportLogsServiceRequest per line (POST a line to /v1/logs).")] = False,
+    jsonl: Annotated[bool, typer.Option("--jsonl", help="Plain JSON Lines: one score per line with its lineage.")]
+    = False,
+    run: Annotated[str | None, typer.Option("--run", help="Only this run's scores (default: every run).",
+                                            envvar="ASSAY_SCORES_RUN")] = None,
+    evaluator: Annotated[str | None, typer.Option("--evaluator", help="Only this evaluator's scores.")] = None,
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="File to write (default: stdout).")] = None,
+) -> None:
+    """Export scores with lineage (evaluator name and version, judge model and parameters, ground-truth
+    dataset version, run id) as OTel GenAI evaluation events (--otel) or plain JSON Lines (--jsonl).
+
+    Events are parented to the unit's root span (trace and span id) where the unit has one.
+    """
+    from assay.suite.score_export import score_records, write_jsonl, write_otel
+
+    if otel == jsonl:
+        raise UsageError("choose one format: --otel or --jsonl")
+    records = score_records(get_ctx(ctx).store, run, evaluator)
+    write = write_otel if otel else write_jsonl
+    if output is None:
+        write(records, sys.stdout)
+        sys.stdout.flush()
+    else:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        with output.open("w", encoding="utf-8") as fh:
+            write(records, fh)
+        err_console.print(f"wrote {len(records)} score(s) to {escape(str(output))}", highlight=False)
+

@@ -1,0 +1,544 @@
+"""Online scoring of production: sample completed units per active evaluator and score them in a
+background worker, with full lineage, at most once per evaluator version. The OTLP receiver only
+stores spans: sampling, completion and scoring all happen here, off the request path, in
+``assay worker`` or the separate process of ``assay serve --worker``.
+
+**Sampling** (:func:`sampled`). Each active evaluator scores a share ``sample_rate`` (evaluator
+YAML, default 0.10) of units. A unit is in when ``u < rate`` where ``u`` is the first 8 bytes of
+``SHA-256(evaluator name + NUL + unit id)`` read as an integer over 2**64 (uniform on [0, 1)).
+So the decision is the same in every process and on every pass, a new version of an evaluator
+samples the same units as the old one (comparable over time), raising the rate only adds units,
+and two evaluators sample independently of each other.
+
+**Completion** (:func:`completion`), decided on the stored spans alone (``start_ns``, the span's
+``end_ns``, ``parent_span_id``), times being the producer's clock in ns since the epoch:
+
+* a unit with an *open* span (``end_ns`` 0) or an *orphan* (a span whose parent is not stored,
+  so the parent, a span that has not ended yet, is still expected) is never complete;
+* a **trace** unit is complete when it has a root span (no parent) that has ended, and
+  ``online.settle_s`` (default 5 s) have passed since the root's end (OTel SDKs export a span
+  when it ends; the settle time lets the exporter's last batch of late children arrive);
+* a **session** unit (kind ``session``) is complete after ``online.idle_timeout_s`` (default
+  300 s) with no new span: its newest span start or end is that old.
+
+A unit that grows after it was scored (a session resumed after the idle timeout) is not
+scored again by the same evaluator version; the ledger keeps the content hash it was scored at.
+
+**Idempotency.** The ``online_scores`` ledger has one row per (evaluator name, version, unit):
+a worker claims units before scoring them (a lease of ``online.claim_lease_s``) and writes the
+score and the ledger's ``score_id`` in one transaction, so concurrent workers never score a unit
+twice, and a worker that died only delays its claimed units by the lease.
+
+**Lineage.** Scores go to the ``scores`` table under one run of kind ``online`` per worker
+(``run_id`` on every score); the run's ``params["lineage"]["NAME@VERSION"]`` records the
+evaluator name and version, the judge model and its parameters, the ground-truth dataset version
+it was calibrated on and its sample rate. A share ``online.audit_share`` (default 2%) of scored
+units, deterministic by unit id (:func:`audited`), also goes to the judge-audit queue
+(:mod:`assay.suite.audit`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import socket
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any, Protocol
+
+from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy import or_, select, update
+from sqlalchemy.exc import IntegrityError
+
+from assay._store import Store
+from assay._store.tables import AuditItemRow, OnlineScoreRow, RunRow, ScoreRow, SpanRow, UnitRow, utcnow
+from assay.evaluators import EvaluationResult, EvaluatorDef, content_version, evaluate_many
+from assay.evaluators.results import Evaluation
+from assay.evaluators.runner import judge_settings_for
+from assay.models import JudgeClient
+from assay.models.base import HasParameters
+from assay.settings import JudgeSettings, OnlineSettings, Settings
+
+_CHUNK = 500
+"""Unit ids per completion query."""
+
+
+class StopFlag(Protocol):
+    """What the worker loop polls to stop: a ``threading.Event`` or ``multiprocessing.Event``."""
+
+    def is_set(self) -> bool: ...
+
+    def wait(self, timeout: float | None = None) -> bool: ...
+
+
+def _fraction(key: str) -> float:
+    """A uniform number in [0, 1) from SHA-256 of ``key`` (first 8 bytes / 2**64)."""
+    return int.from_bytes(hashlib.sha256(key.encode("utf-8")).digest()[:8], "big") / 2.0**64
+
+
+def sampled(evaluator_name: str, unit_id: str, rate: float) -> bool:
+    """Whether an evaluator's online sample at ``rate`` (in [0, 1]) holds a unit (see module docstring).
+
+    Deterministic: the same (name, unit id, rate) always gives the same answer; over many
+    units the share in is ``rate`` (binomial error); a unit in at rate r is in at any rate above r.
+    """
+    return rate > 0 and _fraction(f"{evaluator_name}\x00{unit_id}") < rate
+
+
+def audited(unit_id: str, share: float) -> bool:
+    """Whether a unit scored online goes to the judge-audit queue at ``share`` (in [0, 1]).
+
+    Keyed by the unit id alone (salt ``audit``), so an audited unit is audited for every
+    evaluator that scored it (one reading by a person serves them all), independently of sampling.
+    """
+    return share > 0 and _fraction(f"audit\x00{unit_id}") < share
+
+
+# --- completion -------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Completion:
+    """Whether a unit is complete at ``now`` (see module docstring) and why not."""
+
+    unit_id: str
+    complete: bool
+    reason: str
+
+
+@dataclass(frozen=True)
+class UnitTimes:
+    """What completion needs of a unit's stored spans (all times ns since the epoch, producer clock)."""
+
+    kind: str
+    spans: int
+    open_spans: int
+    orphans: int
+    root_end_ns: int | None
+    last_activity_ns: int
+    content_hash: str = ""
+
+
+def _times(kind: str, rows: list[tuple[str, str, str | None, int, int]], content_hash: str = "") -> UnitTimes:
+    """``rows``: (trace id, span id, parent span id, start ns, end ns) of one unit."""
+    ids = {(t, sid) for t, sid, _, _, _ in rows}
+    roots = [end for _, _, parent, _, end in rows if not parent]
+    return UnitTimes(kind=kind, spans=len(rows), open_spans=sum(end <= 0 for *_, end in rows),
+                     orphans=sum(bool(parent) and (t, parent) not in ids for t, _, parent, _, _ in rows),
+                     root_end_ns=max(roots) if roots else None,
+                     last_activity_ns=max((max(st, end) for *_, st, end in rows), default=0),
+                     content_hash=content_hash)
+
+
+def decide(unit_id: str, times: UnitTimes, now_ns: int, cfg: OnlineSettings) -> Completion:
+    """Apply the completion rules (module docstring) to one unit's span times at ``now_ns``."""
+    if not times.spans:
+        return Completion(unit_id, False, "no spans")
+    if times.open_spans:
+        return Completion(unit_id, False, "a span is still open (no end time)")
+    if times.orphans:
+        return Completion(unit_id, False, "a parent span is still expected (orphan span)")
+    if times.kind == "session":
+        idle_s = (now_ns - times.last_activity_ns) / 1e9
+        if idle_s < cfg.idle_timeout_s:
+            return Completion(unit_id, False, f"session active {idle_s:.0f} s ago "
+                                              f"(idle timeout {cfg.idle_timeout_s:g} s)")
+        return Completion(unit_id, True, f"session idle for {idle_s:.0f} s")
+    if times.root_end_ns is None:
+        return Completion(unit_id, False, "root span not received yet")
+    since_s = (now_ns - times.root_end_ns) / 1e9
+    if since_s < cfg.settle_s:
+        return Completion(unit_id, False, f"root span ended {since_s:.1f} s ago (settle {cfg.settle_s:g} s)")
+    return Completion(unit_id, True, "root span ended")
+
+
+def unit_times(store: Store, unit_ids: Sequence[str]) -> dict[str, UnitTimes]:
+    """Span times of units, read from the store (one query per 500 units; unknown ids: no spans)."""
+    out: dict[str, UnitTimes] = {}
+    ids = list(dict.fromkeys(unit_ids))
+    end = SpanRow.data["end_ns"].as_string()  # JSON text: an ns time overflows PostgreSQL's INTEGER cast
+    for i in range(0, len(ids), _CHUNK):
+        chunk = ids[i:i + _CHUNK]
+        rows: dict[str, list[tuple[str, str, str | None, int, int]]] = {u: [] for u in chunk}
+        with store.session() as s:
+            units = {u: (k, h) for u, k, h in s.execute(select(UnitRow.unit_id, UnitRow.kind, UnitRow.content_hash)
+                                                         .where(UnitRow.unit_id.in_(chunk)))}
+            q = select(SpanRow.unit_id, SpanRow.trace_id, SpanRow.span_id, SpanRow.parent_span_id, SpanRow.start_ns,
+                       end).where(SpanRow.unit_id.in_(chunk))
+            for uid, t, sid, parent, start, stop in s.execute(q):
+                rows[uid].append((t, sid, parent, int(start or 0), int(stop or 0)))
+        for uid in chunk:
+            kind, content_hash = units.get(uid, ("trace", ""))
+            out[uid] = _times(kind, rows[uid], content_hash)
+    return out
+
+
+def completion(store: Store, unit_ids: Sequence[str], settings: OnlineSettings,
+               now_ns: int | None = None) -> dict[str, Completion]:
+    """Decide completion of units from their stored spans (rules in the module docstring).
+
+    Args:
+        store: the store.
+        unit_ids: units to decide (unknown ids are reported not complete, "no spans").
+        settings: ``idle_timeout_s`` and ``settle_s``.
+        now_ns: the present in ns since the epoch (default: the wall clock).
+
+    Returns:
+        ``{unit id: Completion}`` for every id given.
+    """
+    now_ns = time.time_ns() if now_ns is None else now_ns
+    return {uid: decide(uid, t, now_ns, settings) for uid, t in unit_times(store, unit_ids).items()}
+
+
+# --- the worker -------------------------------------------------------------------------------
+class EvaluatorPass(BaseModel):
+    """One evaluator's share of a pass: units scored, failed (error / unscored / not applicable),
+    sent to audit, and sampled units still waiting for completion."""
+
+    model_config = ConfigDict(frozen=True)
+
+    evaluator: str
+    evaluator_version: str
+    scored: int = 0
+    failed: int = 0
+    audited: int = 0
+    waiting: int = 0
+
+
+class PassReport(BaseModel):
+    """What one worker pass did (or, from :meth:`OnlineWorker.run`, all passes added up)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    run_id: str | None = Field(description="the online run the scores went to; None when nothing was scored")
+    evaluators: tuple[EvaluatorPass, ...] = ()
+    passes: int = 1
+
+    @property
+    def scored(self) -> int:
+        return sum(e.scored for e in self.evaluators)
+
+    @property
+    def failed(self) -> int:
+        return sum(e.failed for e in self.evaluators)
+
+    @property
+    def audited(self) -> int:
+        return sum(e.audited for e in self.evaluators)
+
+    @property
+    def waiting(self) -> int:
+        return sum(e.waiting for e in self.evaluators)
+
+    @property
+    def did_work(self) -> bool:
+        return self.scored + self.failed > 0
+
+    def line(self) -> str:
+        """One human-readable progress line."""
+        if not self.evaluators:
+            return "no active evaluator"
+        parts = [f"{e.evaluator}@{e.evaluator_version}: {e.scored} scored, {e.failed} failed, {e.audited} to audit, "
+                 f"{e.waiting} waiting" for e in self.evaluators]
+        return "; ".join(parts)
+
+
+@dataclass
+class _Active:
+    defn: EvaluatorDef
+    version: str
+    dataset_version: int | None
+
+    @property
+    def key(self) -> str:
+        return f"{self.defn.name}@{self.version}"
+
+
+class OnlineWorker:
+    """Scores sampled, complete, not-yet-scored units with every active evaluator (module docstring).
+
+    Args:
+        store: the store (its own; a worker process opens one from the settings' URL).
+        settings: workspace settings: ``evaluators_path()`` (re-read every pass, so an evaluator
+            activated or edited while the worker runs is picked up), ``judge``, ``online``.
+        judge: the judge for every ``llm_judge`` evaluator; None builds one per judge model
+            from the settings (cached in the store's judge cache), loaded once and kept.
+        log: called with one line per pass that did something (and on errors).
+    """
+
+    def __init__(self, store: Store, settings: Settings, judge: JudgeClient | None = None,
+                 log: Callable[[str], None] | None = None) -> None:
+        self.store = store
+        self.settings = settings
+        self.cfg = settings.online
+        self.judge = judge
+        self.log = log or (lambda _line: None)
+        self.run_id: str | None = None
+        self._judges: dict[str, JudgeClient] = {}
+        self._sample_cache: dict[tuple[str, float], dict[str, bool]] = {}
+        self._times: dict[str, UnitTimes] = {}
+        self._totals: dict[str, EvaluatorPass] = {}
+        self._passes = 0
+
+    # -- public ----------------------------------------------------------------------------
+    def run_pass(self, stop: StopFlag | None = None, now_ns: int | None = None) -> PassReport:
+        """One pass: for each active evaluator, score up to ``online.batch_size`` complete sampled
+        units not scored online by its version yet (oldest ingested first).
+
+        Raises:
+            ConfigError: an evaluator file is invalid.
+            MissingDependency, EnvironmentProblem: the judge cannot run.
+        """
+        from assay.suite.gate import active_evaluators
+
+        suite = [_Active(d, content_version(d), ds) for d, ds in
+                 active_evaluators(self.store, self.settings.evaluators_path())]
+        units = self._unit_ids()
+        decided: dict[str, Completion] = {}
+        out: list[EvaluatorPass] = []
+        for ev in suite:
+            if stop is not None and stop.is_set():
+                break
+            todo, waiting = self._todo(ev, units, decided, now_ns)
+            scored = failed = audit = 0
+            step = max(1, self.settings.judge.concurrency) if ev.defn.kind == "llm_judge" else 16
+            for i in range(0, len(todo), step):
+                if stop is not None and stop.is_set():
+                    break
+                s, f, a = self._score(ev, todo[i:i + step])
+                scored, failed, audit = scored + s, failed + f, audit + a
+            out.append(EvaluatorPass(evaluator=ev.defn.name, evaluator_version=ev.version, scored=scored,
+                                     failed=failed, audited=audit, waiting=waiting))
+        report = PassReport(run_id=self.run_id, evaluators=tuple(out))
+        self._add(report)
+        return report
+
+    def run(self, stop: StopFlag, once: bool = False, poll_interval_s: float | None = None) -> PassReport:
+        """Run passes until ``stop`` is set; with ``once``, until a pass finds nothing to score (drain).
+
+        A pass that scored something is followed at once by the next; an idle one waits
+        ``poll_interval_s`` (default ``online.poll_interval_s``). With ``once`` errors propagate;
+        otherwise a failed pass is logged and retried after the poll interval. The run is
+        finished (summary and finish time) on return.
+
+        Returns:
+            all passes added up.
+        """
+        interval = self.cfg.poll_interval_s if poll_interval_s is None else poll_interval_s
+        try:
+            while not stop.is_set():
+                try:
+                    report = self.run_pass(stop)
+                except Exception as exc:  # a long-running worker outlives a bad evaluator file or judge outage
+                    if once:
+                        raise
+                    self.log(f"pass failed: {type(exc).__name__}: {exc}")
+                    stop.wait(interval)
+                    continue
+                if report.did_work:
+                    self.log(report.line())
+                elif once:
+                    break
+                else:
+                    stop.wait(interval)
+        finally:
+            self.close()
+        return self.totals()
+
+    def totals(self) -> PassReport:
+        """All passes so far, added up."""
+        return PassReport(run_id=self.run_id, evaluators=tuple(self._totals.values()), passes=self._passes)
+
+    def close(self) -> None:
+        """Finish the online run (summary: counts per evaluator version), if one was started."""
+        from assay.suite.runs import finish_run
+
+        if self.run_id is not None:
+            totals = self.totals()
+            finish_run(self.store, self.run_id, {"scored": totals.scored, "failed": totals.failed,
+                                                 "audited": totals.audited, "passes": totals.passes,
+                                                 "evaluators": [e.model_dump() for e in totals.evaluators]})
+
+    # -- selection ---------------------------------------------------------------------------
+    def _unit_ids(self) -> list[str]:
+        with self.store.session() as s:
+            return list(s.scalars(select(UnitRow.unit_id).order_by(UnitRow.ingested_at, UnitRow.unit_id)))
+
+    def _sampled(self, ev: _Active, unit_ids: list[str]) -> list[str]:
+        rate = ev.defn.sample_rate
+        cache = self._sample_cache.setdefault((ev.defn.name, rate), {})
+        out = []
+        for uid in unit_ids:
+            hit = cache.get(uid)
+            if hit is None:
+                hit = cache[uid] = sampled(ev.defn.name, uid, rate)
+            if hit:
+                out.append(uid)
+        return out
+
+    def _taken(self, ev: _Active) -> set[str]:
+        """Units this evaluator version scored online, or that a live claim holds."""
+        cutoff = utcnow() - timedelta(seconds=self.cfg.claim_lease_s)
+        with self.store.session() as s:
+            q = select(OnlineScoreRow.unit_id).where(
+                OnlineScoreRow.evaluator_name == ev.defn.name, OnlineScoreRow.evaluator_version == ev.version,
+                or_(OnlineScoreRow.score_id.is_not(None), OnlineScoreRow.claimed_at >= cutoff))
+            return set(s.scalars(q))
+
+    def _todo(self, ev: _Active, units: list[str], decided: dict[str, Completion],
+              now_ns: int | None) -> tuple[list[str], int]:
+        """Up to ``batch_size`` complete candidates, and how many sampled ones are still waiting."""
+        taken = self._taken(ev)
+        candidates = [u for u in self._sampled(ev, units) if u not in taken]
+        unknown = [u for u in candidates if u not in decided]
+        if unknown:
+            decided.update(self._completion(unknown, time.time_ns() if now_ns is None else now_ns))
+        ready = [u for u in candidates if decided[u].complete]
+        return ready[:self.cfg.batch_size], len(candidates) - len(ready)
+
+    def _completion(self, unit_ids: list[str], now_ns: int) -> dict[str, Completion]:
+        """:func:`completion`, reading span times only for units whose content changed since the
+        last pass (their content hash), so waiting sessions cost one cheap column read per pass."""
+        with self.store.session() as s:
+            hashes: dict[str, str] = {}
+            for i in range(0, len(unit_ids), _CHUNK):
+                q = select(UnitRow.unit_id, UnitRow.content_hash).where(UnitRow.unit_id.in_(unit_ids[i:i + _CHUNK]))
+                hashes.update({u: h for u, h in s.execute(q)})
+        stale = [u for u in unit_ids if u not in self._times or self._times[u].content_hash != hashes.get(u, "")]
+        self._times.update(unit_times(self.store, stale))
+        return {u: decide(u, self._times[u], now_ns, self.cfg) for u in unit_ids}
+
+    # -- scoring -----------------------------------------------------------------------------
+    def _judge_for(self, defn: EvaluatorDef) -> tuple[JudgeClient | None, JudgeSettings]:
+        js = judge_settings_for(defn, self.settings.judge)
+        if defn.kind != "llm_judge":
+            return None, js
+        if self.judge is not None:
+            return self.judge, js
+        key = js.model_dump_json()
+        if key not in self._judges:
+            from assay.models import make_judge
+
+            self._judges[key] = make_judge(js, self.store)
+        return self._judges[key], js
+
+    def _lineage(self, ev: _Active, judge: JudgeClient | None, js: JudgeSettings) -> dict[str, Any]:
+        params: dict[str, Any] = {}
+        if judge is not None:
+            params = {"provider": js.provider, **(dict(judge.parameters) if isinstance(judge, HasParameters) else {}),
+                      "max_prompt_chars": js.max_prompt_chars}
+        return {"evaluator": ev.defn.name, "evaluator_version": ev.version,
+                "judge_model": judge.model_name if judge is not None else None, "judge_parameters": params,
+                "dataset_version": ev.dataset_version, "sample_rate": ev.defn.sample_rate}
+
+    def _ensure_run(self, ev: _Active, lineage: dict[str, Any]) -> str:
+        """The worker's online run, created on first use; records the lineage of ``ev``'s version."""
+        from assay.suite.runs import new_run
+
+        if self.run_id is None:
+            self.run_id = new_run(self.store, "online", {
+                "worker": {"host": socket.gethostname(), "pid": os.getpid()},
+                "audit_share": self.cfg.audit_share, "evaluators": {}, "lineage": {}})
+        with self.store.session() as s:
+            run = s.get(RunRow, self.run_id)
+            assert run is not None
+            params = dict(run.params or {})
+            if params.get("lineage", {}).get(ev.key) != lineage:
+                params["lineage"] = {**params.get("lineage", {}), ev.key: lineage}
+                params["evaluators"] = {**params.get("evaluators", {}), ev.defn.name: ev.version}
+                run.params = params
+        return self.run_id
+
+    def _claim(self, ev: _Active, run_id: str, unit_ids: list[str]) -> list[str]:
+        """Take units for this worker: new ledger rows, or claims whose lease ran out. Returns those taken."""
+        now = utcnow()
+        cutoff = now - timedelta(seconds=self.cfg.claim_lease_s)
+        key = (OnlineScoreRow.evaluator_name == ev.defn.name, OnlineScoreRow.evaluator_version == ev.version)
+        try:
+            with self.store.session() as s:
+                have = set(s.scalars(select(OnlineScoreRow.unit_id).where(*key, OnlineScoreRow.unit_id.in_(unit_ids))))
+                got = []
+                for uid in unit_ids:
+                    if uid not in have:
+                        s.add(OnlineScoreRow(evaluator_name=ev.defn.name, evaluator_version=ev.version, unit_id=uid,
+                                             run_id=run_id, claimed_at=now))
+                        got.append(uid)
+                        continue
+                    res = s.execute(update(OnlineScoreRow).where(
+                        *key, OnlineScoreRow.unit_id == uid, OnlineScoreRow.score_id.is_(None),
+                        OnlineScoreRow.claimed_at < cutoff).values(run_id=run_id, claimed_at=now))
+                    if getattr(res, "rowcount", 0) == 1:
+                        got.append(uid)
+        except IntegrityError:  # another worker claimed one of them at the same moment: next pass
+            return []
+        return got
+
+    def _score(self, ev: _Active, unit_ids: list[str]) -> tuple[int, int, int]:
+        """Claim, score and record some units: (scored, failed, sent to audit)."""
+        judge, js = self._judge_for(ev.defn)
+        run_id = self._ensure_run(ev, self._lineage(ev, judge, js))
+        claimed = self._claim(ev, run_id, unit_ids)
+        if not claimed:
+            return 0, 0, 0
+        results = evaluate_many(ev.defn, self.store.units(claimed), judge, self.settings.judge)
+        return self._record(ev, run_id, results)
+
+    def _record(self, ev: _Active, run_id: str, results: Sequence[Evaluation]) -> tuple[int, int, int]:
+        """Score rows (same fields as :func:`assay.suite.runs.record_scores`), the ledger and audit items,
+        in one transaction; a unit whose claim another worker took over meanwhile is dropped."""
+        scored = failed = audit = 0
+        now = utcnow()
+        with self.store.session() as s:
+            for r in results:
+                ledger = s.get(OnlineScoreRow, (ev.defn.name, ev.version, r.unit_id))
+                if ledger is None or ledger.run_id != run_id or ledger.score_id is not None:
+                    continue
+                ok = isinstance(r, EvaluationResult)
+                row = ScoreRow(run_id=run_id, unit_id=r.unit_id, evaluator_name=r.evaluator,
+                               evaluator_version=r.evaluator_version, judge_model=r.judge_model,
+                               dataset_version=ev.dataset_version,
+                               status="scored" if isinstance(r, EvaluationResult) else r.status,
+                               score=r.score if isinstance(r, EvaluationResult) else None,
+                               verdict=r.verdict if isinstance(r, EvaluationResult) else None,
+                               reason=r.reason if isinstance(r, EvaluationResult) else r.error, raw=r.raw)
+                s.add(row)
+                s.flush()
+                unit = s.get(UnitRow, r.unit_id)
+                ledger.score_id, ledger.scored_at = row.id, now
+                ledger.content_hash = unit.content_hash if unit is not None else ""
+                scored, failed = scored + ok, failed + (not ok)
+                if ok and audited(r.unit_id, self.cfg.audit_share):
+                    s.add(AuditItemRow(unit_id=r.unit_id, evaluator_name=ev.defn.name, evaluator_version=ev.version,
+                                       criterion_name=ev.defn.criterion.name,
+                                       criterion_version=ev.defn.criterion.version, score_id=row.id))
+                    audit += 1
+        return scored, failed, audit
+
+    def _add(self, report: PassReport) -> None:
+        self._passes += 1
+        for e in report.evaluators:
+            key = f"{e.evaluator}@{e.evaluator_version}"
+            old = self._totals.get(key)
+            self._totals[key] = e if old is None else e.model_copy(update={
+                "scored": old.scored + e.scored, "failed": old.failed + e.failed,
+                "audited": old.audited + e.audited})
+
+
+def run_worker(settings: Settings, stop: StopFlag, once: bool = False, judge: JudgeClient | None = None,
+               log: Callable[[str], None] | None = None, niceness: int = 0) -> PassReport:
+    """Open the store from the settings and run an :class:`OnlineWorker` until ``stop`` (the body
+    of ``assay worker`` and of the ``assay serve --worker`` process).
+
+    Args:
+        settings: workspace settings (the store URL must name a database another process can open).
+        stop: set it to stop after the current chunk of units.
+        once: drain what is complete now, then return.
+        niceness: added to the process's CPU niceness first (0: unchanged; POSIX only).
+    """
+    if niceness and hasattr(os, "nice"):
+        os.nice(niceness)
+    store = Store(settings.resolved_store_url())
+    try:
+        return OnlineWorker(store, settings, judge, log).run(stop, once=once)
+    finally:
+        store.close()
