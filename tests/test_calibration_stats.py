@@ -197,3 +197,17 @@ def test_public_api_is_pinned() -> None:
         "calibrate", "cohen_kappa", "export_dataset", "human_ceiling", "load_split", "metrics_with_ci",
         "pass_rate_estimates", "persist_split", "ppi_mean", "rogan_gladen", "split_dataset",
     ]
+
+
+def test_force_accepts_a_shortfall_but_not_an_evaluator_that_scored_nothing(
+        tmp_path: Path, airline: list[Unit], check_verdicts: dict[str, str]) -> None:
+    store = _store(tmp_path, airline, check_verdicts, set(random.Random(5).sample(sorted(check_verdicts), 60)))
+    strict = CHECK.model_copy(update={"threshold": 0.99})
+    forced = calibrate(store, strict, None, JudgeSettings(), force_reason="known gap", n_boot=200)
+    assert not forced.meets_threshold and forced.status == "active" and forced.override_reason == "known gap"
+    # a code check that raises on every unit: nothing measured, so --force cannot activate it
+    broken = CHECK.model_copy(update={"name": "broken", "code": CHECK.code.model_copy(  # type: ignore[union-attr]
+        update={"callable": "json:loads"})})
+    report = calibrate(store, broken, None, JudgeSettings(), force_reason="ship it", n_boot=200)
+    assert report.status == "draft" and report.override_reason is None
+    assert any("not activated despite --force" in n for n in report.notes)

@@ -20,9 +20,9 @@ LANGFUSE = DATA / "langfuse-framework-traces" / "worker" / "src" / "__tests__" /
 SAMPLES = DATA / "otel-genai-openinference-samples"
 
 
-def _ingest(ws: Path, *args: str) -> dict[str, Any]:
+def _ingest(ws: Path, *args: str, exit_code: int = 0) -> dict[str, Any]:
     result = runner.invoke(app, ["--workspace", str(ws), "ingest", *args, "--json"])
-    assert result.exit_code == 0, result.output
+    assert result.exit_code == exit_code, result.output
     return json.loads(result.stdout)  # type: ignore[no-any-return]
 
 
@@ -93,13 +93,14 @@ def test_ingest_dir_takes_every_supported_file_recursively(tmp_path: Path) -> No
 def test_explicitly_named_unrecognised_file_is_rejected_not_skipped(tmp_path: Path) -> None:
     notes = tmp_path / "notes.txt"
     notes.write_text("plain prose")
-    summary = _ingest(tmp_path / "ws", str(notes))
+    summary = _ingest(tmp_path / "ws", str(notes), exit_code=1)  # nothing ingested → exit 1
     assert summary["skipped"] == [] and summary["files"] == []
     assert [r["path"] for r in summary["rejected"]] == [str(notes)]
 
 
 def test_real_sample_folder_never_crashes_and_accounts_for_every_file(tmp_path: Path) -> None:
-    summary = _ingest(tmp_path / "ws", str(SAMPLES))
+    # this folder holds no ingestible file (fixtures of single spans, docs): exit 1, every file listed
+    summary = _ingest(tmp_path / "ws", str(SAMPLES), exit_code=1)
     seen = [f["path"] for f in summary["files"]] + [r["path"] for r in summary["skipped"]]
     seen += [r["path"] for r in summary["rejected"] if r["path"] not in seen]
     files = [p for p in SAMPLES.rglob("*") if p.is_file() and not any(
@@ -113,5 +114,6 @@ def test_human_summary_lists_skipped_files(tmp_path: Path) -> None:
     root.mkdir()
     (root / "x[1].png").write_bytes(b"\x89PNG")
     result = runner.invoke(app, ["--workspace", str(tmp_path / "ws"), "ingest", str(root)])
-    assert result.exit_code == 0, result.output
+    assert result.exit_code == 1, result.output  # no ingestible file in the folder
+    assert "nothing ingested" in result.output
     assert "skipped: 1 file(s)" in result.output and "x[1].png" in result.output

@@ -105,4 +105,4 @@ def test_bad_logs_are_rejected_with_a_reason(tmp_path: Path) -> None:
     path.write_text(json.dumps([{"role": "Orchestrator (thought)"}]), encoding="utf-8")
     result = read_file(path, fmt="magentic-one")
     assert result.units == [] and len(result.rejected) == 1
-    assert "bad: ValueError" in result.rejected[0].reason
+    assert "bad: a Magentic-One log is a non-empty list" in result.rejected[0].reason

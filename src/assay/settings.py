@@ -40,8 +40,8 @@ class JudgeSettings(BaseModel):
     timeout_s: float = Field(default=60.0, description="per-call timeout in seconds")
     max_retries: int = 3
     n_ctx: int = Field(default=4096, description="local model context window in tokens")
-    n_threads: int | None = Field(default=None, ge=1, description="local model CPU threads (default: all cores); "
-                                  "1 is faster on a busy machine")
+    n_threads: int | None = Field(default=None, ge=1, description="local model CPU threads (default: all cores but "
+                                  "one, at least 1; spin-waiting threads collapse when cores are shared)")
     max_prompt_chars: int = Field(default=6000, description="timeline text kept in a judge prompt (newest steps)")
     concurrency: int = Field(default=1, ge=1, description="judge calls in flight at once (API judges)")
     rpm: int | None = Field(default=None, ge=1, description="requests per minute limit (None: unlimited)")
@@ -196,7 +196,7 @@ def load_settings(workspace: Path | str = ".", env: dict[str, str] | None = None
     try:
         settings = Settings(**{**file_values, "workspace": ws})
     except ValidationError as exc:
-        raise ConfigError(str(exc).replace("\n", " "), str(toml_path)) from exc
+        raise ConfigError(_describe_invalid(exc, {}), str(toml_path)) from exc
     data = settings.model_dump()
     for key, value in _env_overrides(environ).items():
         if isinstance(value, dict):
@@ -212,7 +212,25 @@ def load_settings(workspace: Path | str = ".", env: dict[str, str] | None = None
     try:
         return Settings.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(str(exc).replace("\n", " "), "environment") from exc
+        raise ConfigError(_describe_invalid(exc, environ)) from exc
+
+
+def _describe_invalid(exc: ValidationError, environ: dict[str, str]) -> str:
+    """One short line per invalid value: ``ASSAY_GATE_ALPHA: input should be a valid number (got 'abc')``.
+
+    A value named by an ``ASSAY_*`` variable in ``environ`` is shown under that variable's name,
+    any other under its dotted ``assay.toml`` key; pydantic's documentation links are left out.
+    """
+    parts = []
+    for err in exc.errors(include_url=False):
+        loc = [str(p) for p in err["loc"]]
+        env_name = "ASSAY_" + "__".join(loc).upper()
+        where = env_name if env_name in environ else ".".join(loc) or "settings"
+        msg = err["msg"][:1].lower() + err["msg"][1:]
+        given = err.get("input")
+        shown = f" (got {given!r})" if isinstance(given, str | int | float) and len(repr(given)) <= 60 else ""
+        parts.append(f"{where}: {msg}{shown}")
+    return "; ".join(parts)
 
 
 def _env_overrides(environ: dict[str, str]) -> dict[str, Any]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -12,6 +13,7 @@ from typing import Any, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from assay._store import Store
@@ -24,16 +26,33 @@ err_console = Console(stderr=True)
 F = TypeVar("F", bound=Callable[..., Any])
 
 
+#: Commands that may start a workspace in a folder that does not exist yet (the store's folder is
+#: created when it is first opened). Every other command refuses a missing workspace, so a mistyped
+#: ``--workspace`` never leaves an empty ``.assay/assay.db`` behind and "no units match".
+CREATES_WORKSPACE = frozenset({"ingest", "demo", "serve", "users", "keys"})
+
+
 @dataclass
 class AppContext:
-    """What every command gets: settings loaded once, and the store opened lazily."""
+    """What every command gets: settings loaded once, and the store opened lazily.
+
+    ``may_create_workspace`` is False for commands that only read a workspace: opening the store
+    then raises UsageError when the workspace folder is missing (see ``CREATES_WORKSPACE``).
+    """
 
     settings: Settings
     _store: Store | None = None
+    may_create_workspace: bool = True
 
     @property
     def store(self) -> Store:
+        """The workspace's store, opened on first use.
+
+        Raises:
+            UsageError: the workspace is a file, or is missing and this command does not create one.
+        """
         if self._store is None:
+            check_workspace(self.settings.workspace, self.may_create_workspace)
             self._store = Store(self.settings.resolved_store_url())
         return self._store
 
@@ -42,6 +61,19 @@ class AppContext:
         if self._store is not None:
             self._store.close()
             self._store = None
+
+
+def check_workspace(workspace: Path, may_create: bool) -> None:
+    """Refuse a workspace that is a file, or that is missing when the command may not create it.
+
+    Raises:
+        UsageError: with what to do instead.
+    """
+    if workspace.exists() and not workspace.is_dir():
+        raise UsageError(f"workspace {workspace} is a file, not a folder (--workspace / ASSAY_WORKSPACE)")
+    if not workspace.exists() and not may_create:
+        raise UsageError(f"workspace {workspace} does not exist (create it, or run `assay ingest FILE` there to "
+                         "start one; only " + ", ".join(sorted(CREATES_WORKSPACE)) + " create a workspace)")
 
 
 def get_ctx(ctx: typer.Context) -> AppContext:
@@ -54,23 +86,38 @@ def get_ctx(ctx: typer.Context) -> AppContext:
 
 
 def handle_errors(fn: F) -> F:
-    """Turn assay errors into a clean message and an exit code (2 usage, 1 otherwise)."""
+    """Turn assay errors into a clean message and an exit code (2 usage, 1 otherwise).
+
+    As a safety net an ``OSError`` (a path that is missing, a folder where a file was expected, a
+    busy port) is also shown as ``error: <message>`` with exit 2. With ``ASSAY_DEBUG=1`` those
+    OS errors are re-raised with their traceback, so a real bug stays visible.
+    """
 
     @wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
         except UsageError as exc:
-            err_console.print(f"[red]error:[/red] {exc}")
+            _print_error(exc)
             raise typer.Exit(2) from None
         except EnvironmentProblem as exc:
-            err_console.print(f"[red]error:[/red] {exc}")
+            _print_error(exc)
             raise typer.Exit(2) from None
         except AssayError as exc:
-            err_console.print(f"[red]error:[/red] {exc}")
+            _print_error(exc)
             raise typer.Exit(1) from None
+        except OSError as exc:
+            if os.environ.get("ASSAY_DEBUG", "") not in ("", "0"):
+                raise
+            _print_error(exc)
+            raise typer.Exit(2) from None
 
     return wrapper  # type: ignore[return-value]
+
+
+def _print_error(exc: BaseException) -> None:
+    """``error: <message>`` on stderr, the message taken literally (no Rich markup)."""
+    err_console.print(f"[red]error:[/red] {escape(str(exc))}")
 
 
 @contextmanager
@@ -78,7 +125,7 @@ def progress_bar(description: str, total: int | None) -> Iterator[Callable[[int]
     """A Rich progress bar; yields ``advance(n)``. Quiet when stderr is not a terminal and not CI."""
     progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                         TimeElapsedColumn(), console=err_console, transient=False,
-                        disable=not (sys.stderr.isatty() or "CI" in __import__("os").environ))
+                        disable=not (sys.stderr.isatty() or "CI" in os.environ))
     with progress:
         task = progress.add_task(description, total=total)
 

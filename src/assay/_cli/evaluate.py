@@ -7,9 +7,11 @@ import json
 from typing import Annotated, Any
 
 import typer
-from rich.table import Table
+from rich import box
+from rich.markup import escape
+from rich.table import Column, Table
 
-from assay._cli._common import AppContext, console, get_ctx, handle_errors, progress_bar
+from assay._cli._common import AppContext, console, err_console, get_ctx, handle_errors, progress_bar
 from assay._cli.score import ExecutorOpt, RayAddressOpt, executor_choice
 from assay.calibration import CalibrationReport, Estimate, calibrate
 from assay.evaluators import EvaluatorDef, content_version, evaluator_json_schema, load_evaluators
@@ -60,7 +62,11 @@ def evaluators_list(ctx: typer.Context,
     if as_json:
         console.print_json(json.dumps(rows))
         return
-    table = Table("name", "version", "kind", "criterion", "status", "agreement", "threshold")
+    # no vertical rules, no edge, one space of padding: the seven columns fit 80 terminal columns; names whole
+    width = max((len(r["name"]) for r in rows), default=4)
+    table = Table(Column("name", no_wrap=True, min_width=min(width, 40)),
+                  Column("version", no_wrap=True, min_width=12), "kind", "criterion", "status", "agreement",
+                  "threshold", box=box.SIMPLE_HEAD, show_edge=False, padding=(0, 1, 0, 0))
     for r in rows:
         table.add_row(r["name"], r["version"], r["kind"], r["criterion"], r["status"],
                       "-" if r["agreement"] is None else f"{r['agreement']:.3f}", f"{r['threshold']:.2f}")
@@ -261,9 +267,19 @@ def calibrate_cmd(
     Prints n, agreement, Cohen's kappa, TPR, TNR, balanced accuracy, precision/recall on fail
     and the confusion matrix, with bootstrap 95% CIs on the held-out test split; the evaluator
     becomes active only when test agreement meets its threshold (default 0.80).
+
+    Every run re-decides the status: a version activated earlier with --force goes back to
+    draft when it is calibrated again without --force and still misses its threshold; a loud
+    warning on stderr says the override is revoked. The old and new status are printed whenever
+    they differ. Exit 0 whether the evaluator ends active or draft (`assay gate` then reports a
+    missing active evaluator), exit 2 on a usage or configuration error.
     """
+    from assay.suite.runs import evaluator_record
+
     app = get_ctx(ctx)
     defn = find_evaluator(app, name)
+    before = evaluator_record(app.store, defn)
+    prev_status, prev_override = (before.status, before.override_reason) if before else (None, None)
     if tune:
         names = () if variants.strip() == "none" else tuple(v.strip() for v in variants.split(",") if v.strip())
         _tune(app, defn, parse_fractions(split), seed, as_json, names)
@@ -279,6 +295,18 @@ def calibrate_cmd(
         console.print_json(report.model_dump_json())
     else:
         print_calibration(report)
+    _warn_status_change(name, prev_status, prev_override, report.status)
+
+
+def _warn_status_change(name: str, before: str | None, override: str | None, after: str) -> None:
+    """On stderr: the status change of this evaluator version, and a revoked --force override."""
+    if before is None or before == after:
+        return
+    err_console.print(f"[yellow]{escape(name)}: status {before} -> {after}[/yellow]")
+    if override and after != "active":
+        err_console.print(f"[bold red]warning:[/bold red] the earlier override of {escape(name)} "
+                          f"(--force {escape(override)!r}) is revoked: it misses its threshold and is now "
+                          f"{after}, so `assay gate` will not run it. Pass --force REASON again to keep it active.")
 
 
 def parse_fractions(text: str) -> tuple[float, float, float]:
@@ -377,7 +405,8 @@ def gate_cmd(
     ctx: typer.Context,
     candidate: Annotated[str | None, typer.Option(
         "--candidate", "--units", help="The candidate's units (--units is the older name): all, failed, passed, "
-        "labelled, prefix:TEXT, source:TEXT (comma = and).",
+        "labelled, prefix:TEXT, source:TEXT (comma = and). Omitted: all units. An empty value (\"\", \"prefix:\") "
+        "is refused with exit 2, so an unset CI variable never gates everything.",
         envvar=["ASSAY_GATE_CANDIDATE", "ASSAY_GATE_UNITS"])] = None,
     baseline: Annotated[str | None, typer.Option(
         help="What to compare with: a previous gate run id (its stored scores), or a unit selection (the suite "

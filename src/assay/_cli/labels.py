@@ -58,7 +58,15 @@ def criteria_add(
     name: Annotated[str | None, typer.Option(help="Short stable name (default: from the text).")] = None,
 ) -> None:
     """Add a criterion (or a new version of a named one)."""
-    crit = add_criterion(get_ctx(ctx).store, text, name=name, signature_id=signature or None)
+    from assay._store.tables import SignatureRow
+    from assay.exceptions import UsageError
+
+    store = get_ctx(ctx).store
+    if signature:
+        with store.session() as s:
+            if s.get(SignatureRow, signature) is None:
+                raise UsageError(f"unknown signature {signature}: see `assay signatures` for the ids (0: none)")
+    crit = add_criterion(store, text, name=name, signature_id=signature or None)
     console.print(f"criterion {crit.name!r} (id {crit.id}) version {crit.version}")
 
 

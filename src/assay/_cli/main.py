@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 
 from assay._cli import demo as demo_cmd
 from assay._cli import drift as drift_cmd
@@ -16,7 +17,7 @@ from assay._cli import score as score_cmd
 from assay._cli import serve as serve_cmd
 from assay._cli import signatures as signatures_cmd
 from assay._cli import users as users_cmd
-from assay._cli._common import AppContext, console, err_console, get_ctx, handle_errors
+from assay._cli._common import CREATES_WORKSPACE, AppContext, console, err_console, get_ctx, handle_errors
 from assay.exceptions import ConfigError
 from assay.settings import load_settings
 
@@ -33,15 +34,18 @@ app = typer.Typer(
 def root(
     ctx: typer.Context,
     workspace: Annotated[Path, typer.Option("--workspace", "-w", envvar="ASSAY_WORKSPACE",
-                                            help="Workspace folder (holds assay.toml, evaluators/, .assay/).")]
+                                            help="Workspace folder (holds assay.toml, evaluators/, .assay/). "
+                                            "Only ingest, serve, demo, users and keys create it when missing; "
+                                            "other commands refuse a missing workspace (exit 2).")]
     = Path("."),
 ) -> None:
     """Load settings once for every command."""
     try:
-        ctx.obj = AppContext(settings=load_settings(workspace))
+        ctx.obj = AppContext(settings=load_settings(workspace),
+                             may_create_workspace=ctx.invoked_subcommand in CREATES_WORKSPACE)
         ctx.call_on_close(ctx.obj.close)
     except ConfigError as exc:
-        err_console.print(f"[red]error:[/red] {exc}")
+        err_console.print(f"[red]error:[/red] {escape(str(exc))}")
         raise typer.Exit(2) from None
 
 

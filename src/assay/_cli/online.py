@@ -108,6 +108,9 @@ def worker(
     if as_json:
         console.print_json(json.dumps(summary))
         return
+    if totals.run_id is None:
+        console.print("nothing to score (no complete, sampled unit waiting for an active evaluator)", highlight=False)
+        return
     console.print(f"online run {escape(str(totals.run_id))}: {totals.scored} scored, {totals.failed} failed, "
                   f"{totals.audited} sent to audit in {totals.passes} pass(es)", highlight=False)
 

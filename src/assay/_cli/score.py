@@ -6,7 +6,7 @@ import json
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.markup import escape
@@ -15,6 +15,9 @@ from rich.table import Table
 
 from assay._cli._common import AppContext, console, err_console, get_ctx, handle_errors
 from assay.exceptions import UsageError
+
+if TYPE_CHECKING:
+    from assay.suite.executor import ScoreSummary
 
 ExecutorOpt = Annotated[str | None, typer.Option(
     "--executor", help="Where the work runs: local (this process, the default) or ray (a Ray cluster; "
@@ -95,19 +98,41 @@ def score_cmd(
             summary = score_with_executor(app.store, defn, unit_ids, app.settings.judge, run_id=run_id,
                                           dataset_version=dataset_version, executor=kind, ray_address=address,
                                           progress=advance, batch_size=batch_size, workers=workers)
-        data = summary.as_dict()
+        data = summary_data(summary)
         finish_run(app.store, summary.run_id, {k: v for k, v in data.items() if k != "failures"})
     finally:
         app.store.close()  # a backfill is the whole command: hand the pooled connections back
     if as_json:
         console.print_json(json.dumps(data))
         return
-    table = Table("run", "evaluator", "version", "executor", "units", "scored", "pass", "unscored", "errors",
-                  "units/s", title="score")
-    table.add_row(summary.run_id, summary.evaluator, summary.evaluator_version,
-                  f"{summary.executor} x{summary.workers}", str(summary.n_units), str(summary.n_scored),
-                  str(summary.n_pass), str(summary.count("unscored")), str(summary.count("error")),
-                  str(data["units_per_s"]))
+    print_summary(summary, data)
+
+
+def summary_data(summary: ScoreSummary) -> dict[str, Any]:
+    """``ScoreSummary.as_dict()`` plus ``already_scored`` (units a previous attempt of the run scored),
+    with ``units_per_s`` over the units scored now only (None when nothing new was scored)."""
+    data = summary.as_dict()
+    already = max(summary.n_units - summary.written, 0)
+    data["already_scored"] = already
+    if already:
+        data["units_per_s"] = (round(summary.written / summary.seconds, 2)
+                               if summary.written and summary.seconds > 0 else None)
+    return data
+
+
+def print_summary(summary: ScoreSummary, data: dict[str, Any]) -> None:
+    """The human summary: run and evaluator on their own lines (never cut at 80 columns), then the counts."""
+    console.print(f"run {escape(summary.run_id)}", highlight=False, soft_wrap=True)
+    console.print(f"evaluator {escape(summary.evaluator)} @ {summary.evaluator_version}, executor "
+                  f"{summary.executor} x{summary.workers}", highlight=False, soft_wrap=True)
+    already = data["already_scored"]
+    if already:
+        console.print(f"{already} already scored in run {escape(summary.run_id)}, {summary.written} new",
+                      highlight=False, soft_wrap=True)
+    table = Table("units", "new", "scored", "pass", "unscored", "errors", "units/s", title="score")
+    table.add_row(str(summary.n_units), str(summary.written), str(summary.n_scored), str(summary.n_pass),
+                  str(summary.count("unscored")), str(summary.count("error")),
+                  "-" if data["units_per_s"] is None else str(data["units_per_s"]))
     console.print(table)
     for f in summary.failures[:20]:
         console.print(f"  [yellow]{f.status}[/yellow] {escape(f.unit_id)}: {escape(f.error[:200])}")

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -22,8 +24,9 @@ def serve(
     ctx: typer.Context,
     host: Annotated[str | None, typer.Option("--host", envvar="ASSAY_SERVER__HOST",
                                              help="Interface to bind (default 127.0.0.1, loopback only).")] = None,
-    port: Annotated[int | None, typer.Option("--port", envvar="ASSAY_SERVER__PORT",
-                                             help="TCP port (default 4318, the OTLP/HTTP port).")] = None,
+    port: Annotated[int | None, typer.Option("--port", envvar="ASSAY_SERVER__PORT", min=0, max=65535,
+                                             help="TCP port, 0..65535 (default 4318, the OTLP/HTTP port).")]
+    = None,
     max_body_bytes: Annotated[int | None, typer.Option("--max-body-bytes", envvar="ASSAY_SERVER__MAX_BODY_BYTES",
                                                        help="Largest request body in bytes (default 64 MiB).")]
     = None,
@@ -51,6 +54,7 @@ def serve(
                                    "api_key": api_key}.items() if v is not None}
     server = app_ctx.settings.server.model_copy(update=overrides)
     settings = app_ctx.settings.model_copy(update={"server": server})
+    check_bindable(server.host, server.port)
     err_console.print(f"assay: OTLP/HTTP receiver on http://{server.host}:{server.port} "
                       f"(store {settings.resolved_store_url()})")
     proc = _start_worker(settings) if worker else None
@@ -62,6 +66,29 @@ def serve(
     finally:
         if proc is not None:
             _stop_worker(proc)
+
+
+def check_bindable(host: str, port: int) -> None:
+    """Bind ``host:port`` once and release it, so a busy port fails before the receiver is announced.
+
+    Uses ``SO_REUSEADDR`` as uvicorn does (a port in TIME_WAIT is free for both).
+
+    Raises:
+        UsageError: the port is in use, the host is not an address of this machine, or binding is
+            not permitted (a port below 1024 without privileges).
+    """
+    if not 0 <= port <= 65535:
+        raise UsageError(f"port {port} is out of range 0..65535")
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+        family, _, _, _, address = infos[0]
+        with socket.socket(family, socket.SOCK_STREAM) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind(address)
+    except OSError as exc:
+        reason = "the port is already in use" if exc.errno == errno.EADDRINUSE else (exc.strerror or str(exc))
+        raise UsageError(f"cannot listen on {host}:{port}: {reason} (choose another with --port or "
+                         "ASSAY_SERVER__PORT)") from exc
 
 
 def _exit_on_signal(signum: int, _frame: FrameType | None) -> None:

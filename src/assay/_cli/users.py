@@ -65,3 +65,32 @@ def keys_create(
     key = create_api_key(get_ctx(ctx).store, owner)
     err_console.print("store this key now: it cannot be shown again")
     print(key)
+
+
+@keys_app.command("list")
+@handle_errors
+def keys_list(ctx: typer.Context) -> None:
+    """List API keys: prefix, owner, created and revoked times (UTC). Keys themselves are never stored."""
+    from assay._web.auth import list_api_keys
+
+    keys = list_api_keys(get_ctx(ctx).store)
+    if not keys:
+        console.print("no API key (create one with `assay keys create`)")
+    for k in keys:
+        state = f"revoked {k.revoked_at:%Y-%m-%d %H:%M}" if k.revoked_at else "active"
+        console.print(f"{k.prefix}\t{k.owner or '-'}\tcreated {k.created_at:%Y-%m-%d %H:%M}\t{state}",
+                      markup=False, highlight=False)
+
+
+@keys_app.command("revoke")
+@handle_errors
+def keys_revoke(
+    ctx: typer.Context,
+    prefix: Annotated[str, typer.Argument(help="The key, or at least its first 8 characters "
+                                                "(as `assay keys list` shows them).")],
+) -> None:
+    """Revoke an API key: requests with it get 401 from now on (running servers included)."""
+    from assay._web.auth import revoke_api_key
+
+    revoke_api_key(get_ctx(ctx).store, prefix)
+    console.print(f"revoked the key starting {prefix[:12]}", markup=False)

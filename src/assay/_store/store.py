@@ -182,9 +182,21 @@ class Store:
         A selection is ``None``/``"all"`` (every unit), ``"failed"`` (outcome fail; or, where the
         source recorded no outcome, an error span), ``"passed"``, ``"prefix:TEXT"`` (unit id starts with TEXT),
         ``"source:TEXT"`` (source contains TEXT), or ``"labelled"`` (units with annotations).
-        Comma-separated terms are intersected.
+        Comma-separated terms are intersected. ``None`` means every unit; an explicitly empty
+        selection (``""``, ``"prefix:"``, ``"source:"``, an empty comma term) is refused, so an unset
+        CI variable never silently selects everything.
+
+        Raises:
+            UsageError: an empty or unknown selection term.
         """
         from assay._store.tables import AnnotationRow
+        from assay.exceptions import UsageError
+
+        if selection is not None:
+            terms = [t.strip() for t in selection.split(",")]
+            if not selection.strip() or any(t in ("", "prefix:", "source:") for t in terms):
+                raise UsageError(f"empty selection {selection!r}: give all, failed, passed, labelled, "
+                                 "prefix:TEXT or source:TEXT (omit the option for all units)")
 
         with self.session() as s:
             rows = list(s.execute(select(UnitRow.unit_id, UnitRow.outcome, UnitRow.has_error,
@@ -206,8 +218,6 @@ class Store:
             elif term.startswith("source:"):
                 ids &= {r[0] for r in rows if term[7:] in r[3]}
             else:
-                from assay.exceptions import UsageError
-
                 raise UsageError(f"unknown unit selection {term!r}: use all, failed, passed, labelled, "
                                  "prefix:TEXT or source:TEXT")
         return sorted(ids)

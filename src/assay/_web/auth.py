@@ -11,6 +11,7 @@ import hashlib
 import hmac
 import secrets
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Literal
 
 from argon2 import PasswordHasher
@@ -19,7 +20,7 @@ from itsdangerous import BadSignature, URLSafeTimedSerializer
 from sqlalchemy import select
 
 from assay._store import Store
-from assay._store.tables import AccountRow, ApiKeyRow
+from assay._store.tables import AccountRow, ApiKeyRow, utcnow
 from assay.exceptions import NotFoundError, UsageError
 
 Role = Literal["admin", "annotator"]
@@ -102,6 +103,44 @@ def create_api_key(store: Store, owner: str = "") -> str:
     with store.session() as s:
         s.add(ApiKeyRow(prefix=key[:12], key_hash=hashlib.sha256(key.encode()).hexdigest(), owner=owner))
     return key
+
+
+@dataclass(frozen=True)
+class ApiKeyInfo:
+    """What is known of a stored key: its first 12 characters, owner note and dates (UTC)."""
+
+    prefix: str
+    owner: str
+    created_at: datetime
+    revoked_at: datetime | None
+
+
+def list_api_keys(store: Store) -> list[ApiKeyInfo]:
+    """Every API key ever created, oldest first (the key itself is never stored)."""
+    with store.session() as s:
+        rows = s.scalars(select(ApiKeyRow).order_by(ApiKeyRow.id))
+        return [ApiKeyInfo(r.prefix, r.owner, r.created_at, r.revoked_at) for r in rows]
+
+
+def revoke_api_key(store: Store, prefix: str) -> int:
+    """Revoke the one unrevoked key whose stored 12-character prefix starts with ``prefix`` (a
+    whole key works too); returns 1. Requests with it get 401 from then on.
+
+    Raises:
+        UsageError: ``prefix`` is shorter than 8 characters or matches more than one key.
+        NotFoundError: no unrevoked key matches.
+    """
+    if len(prefix) < 8:
+        raise UsageError("give at least the first 8 characters of the key (see `assay keys list`)")
+    with store.session() as s:
+        rows = list(s.scalars(select(ApiKeyRow).where(ApiKeyRow.revoked_at.is_(None))))
+        hits = [r for r in rows if r.prefix.startswith(prefix[:12])]
+        if not hits:
+            raise NotFoundError("API key", prefix)
+        if len(hits) > 1:
+            raise UsageError(f"{prefix!r} matches {len(hits)} keys: give more characters")
+        hits[0].revoked_at = utcnow()
+        return 1
 
 
 def has_api_keys(store: Store) -> bool:

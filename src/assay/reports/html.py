@@ -53,13 +53,31 @@ def write_report(store: Store, path: Path | str, *, drift: DriftSettings | None 
         drift: ``[drift]`` settings (production run kinds, alpha); default settings when None.
         now: the report's reference time (default: now, UTC).
 
+    Missing parent folders of ``path`` are created.
+
     Returns:
         the path written.
+
+    Raises:
+        UsageError: the path cannot be written (a parent is a file, no permission, ...); checked
+            before the report is built.
     """
+    from assay.exceptions import UsageError
+
+    out = Path(path)
+    if out.is_dir():
+        raise UsageError(f"cannot write the report to {out}: it is a folder; give a file name such as "
+                         f"{out / 'report.html'}")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UsageError(f"cannot write the report to {out}: {exc.strerror or exc}") from exc
     data = build_report_data(store, drift, now)
     html = template_env().get_template("report.html.j2").render(
         data=data, css=asset("report.css"), charts_js=asset("charts.js"),
         plotly_js=f"<script>{plotly_js_path().read_text(encoding='utf-8')}</script>")
-    out = Path(path)
-    out.write_text(html, encoding="utf-8")
+    try:
+        out.write_text(html, encoding="utf-8")
+    except OSError as exc:
+        raise UsageError(f"cannot write the report to {out}: {exc.strerror or exc}") from exc
     return out

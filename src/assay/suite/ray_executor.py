@@ -65,7 +65,12 @@ def connect(ray_address: str | None) -> bool:
 
     Returns:
         True when this call connected (the caller shuts Ray down afterwards).
+
+    Raises:
+        UsageError: a ``HOST:PORT`` address that does not accept a TCP connection (checked before
+            Ray is imported, see :func:`check_reachable`).
     """
+    check_reachable(ray_address)
     ray = import_ray()
     if ray.is_initialized():
         return False
@@ -74,6 +79,33 @@ def connect(ray_address: str | None) -> bool:
     ray.init(address=ray_address, log_to_driver=False, logging_level=logging.WARNING,
              configure_logging=True, include_dashboard=False if ray_address is None else None)
     return True
+
+
+def check_reachable(ray_address: str | None, timeout_s: float = 5.0) -> None:
+    """Fail fast when a ``HOST:PORT`` Ray address does not accept a TCP connection.
+
+    ``ray.init`` on an unreachable GCS address retries for minutes and ignores SIGTERM, so the
+    address is probed first: one TCP connect with a ``timeout_s`` (s) limit. ``None``, ``"auto"``,
+    ``"local"``, ``ray://`` client addresses and addresses without a numeric port are left to Ray.
+
+    Raises:
+        UsageError: ``cannot reach Ray at HOST:PORT`` (refused, timed out, unknown host).
+    """
+    import socket
+
+    if not ray_address or ray_address in ("auto", "local") or "://" in ray_address:
+        return
+    host, sep, port = ray_address.rpartition(":")
+    if not sep or not port.isdigit() or not host:
+        return
+    host = host.removeprefix("[").removesuffix("]")  # [::1]:6379
+    try:
+        with socket.create_connection((host, int(port)), timeout=timeout_s):
+            pass
+    except (OSError, OverflowError) as exc:
+        reason = "timed out" if isinstance(exc, TimeoutError) else (getattr(exc, "strerror", None) or str(exc))
+        raise UsageError(f"cannot reach Ray at {ray_address}: {reason} (is the head node running? "
+                         "check --ray-address / ASSAY_RAY_ADDRESS)") from exc
 
 
 def split_limits(settings: JudgeSettings, workers: int) -> tuple[JudgeSettings, int]:
@@ -148,10 +180,12 @@ def score_on_ray(store_url: str, defn: EvaluatorDef, unit_ids: Sequence[str], se
 
     Raises:
         MissingDependency: ray is not installed.
-        UsageError: no units, an in-memory store, or a cluster without CPUs.
+        UsageError: no units, an in-memory store, a cluster without CPUs, or an unreachable
+            ``HOST:PORT`` address.
     """
     from assay.suite.executor import batches
 
+    check_reachable(ray_address)  # before importing Ray: an unreachable address fails in seconds, not minutes
     ray = import_ray()
     work = batches(list(unit_ids), batch_size)
     if not work:

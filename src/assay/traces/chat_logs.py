@@ -22,6 +22,7 @@ from typing import Any, Literal
 
 from assay.traces.chat_formats import chat_messages
 from assay.traces.model import Message, Span, Unit, timestamp_ns
+from assay.traces.shapes import describe_error
 from assay.traces.timeline import looks_like_error
 
 ChatFormat = Literal["openai-chat", "anthropic-messages"]
@@ -116,5 +117,5 @@ def read_jsonl(text: str, fmt: ChatFormat | None, source: str) -> Iterator[tuple
             if used is None:
                 raise ValueError("not a chat-log record (expected an object with a 'messages' list)")
             yield conversation_unit(record, used, f"{source}:{n}:{line}", source), None
-        except (json.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as exc:
-            yield None, f"line {n}: {type(exc).__name__}: {str(exc).splitlines()[0]}"
+        except Exception as exc:  # noqa: BLE001 - one bad line must not cost the file
+            yield None, f"line {n}: {describe_error(exc)}"

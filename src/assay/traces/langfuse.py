@@ -21,6 +21,7 @@ from typing import Any
 from assay.traces.chat_formats import chat_messages
 from assay.traces.model import Message, Span, SpanKind, ToolCall, Unit, parse_arguments, timestamp_ns
 from assay.traces.otlp_json import attributes_to_span, group_units
+from assay.traces.shapes import describe_error
 
 _TYPE_KIND: dict[str, SpanKind] = {"GENERATION": "llm", "TOOL": "tool", "AGENT": "agent", "CHAIN": "chain",
                                    "RETRIEVER": "retrieval", "EMBEDDING": "embedding"}
@@ -102,9 +103,9 @@ def read_export(data: dict[str, Any], source: str) -> Iterator[tuple[Unit | None
     for n, obs in enumerate(data.get("observations") or []):
         try:
             spans.append(observation_span(obs, trace))
-        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        except Exception as exc:  # noqa: BLE001 - one bad observation must not cost the export
             oid = obs.get("id") if isinstance(obs, dict) else None
-            yield None, f"observation #{n} ({oid!r}): {type(exc).__name__}: {str(exc).splitlines()[0]}"
+            yield None, f"observation #{n} ({oid!r}): {describe_error(exc)}"
     extra = {"langfuse_trace_id": trace.get("id"), "langfuse_trace_name": trace.get("name"),
              "user_id": trace.get("userId"), "langfuse_scores": _maybe_json(trace.get("scores")) or []}
     for unit in group_units(spans, source):

@@ -31,6 +31,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from assay.traces.model import Message, Span, ToolCall, Unit
+from assay.traces.shapes import describe_error
 
 _MS = 1_000_000
 _REQUEST = re.compile(r"^Orchestrator \(-> (?P<agent>[^)]+)\)$")
@@ -203,5 +204,5 @@ def read_runs(data: object, run_id: str, source: str) -> Iterator[tuple[Unit | N
     """Yield ``(unit, None)`` for a readable log and ``(None, reason)`` for a rejected one."""
     try:
         yield run_to_unit(data, run_id, source), None  # type: ignore[arg-type]
-    except (KeyError, TypeError, ValueError) as exc:
-        yield None, f"{run_id}: {type(exc).__name__}: {exc}"
+    except Exception as exc:  # noqa: BLE001 - a bad log is rejected with a reason, never a traceback
+        yield None, f"{run_id}: {describe_error(exc)}"

@@ -20,6 +20,7 @@ from typing import Any
 
 from assay.traces.genai_events import event_messages
 from assay.traces.model import Message, Span, SpanEvent, SpanKind, ToolCall, Unit, clean_value, parse_arguments
+from assay.traces.shapes import MAX_DEPTH, ShapeError, describe_error, expect_list, expect_object, json_type
 
 _OI_KIND: dict[str, SpanKind] = {
     "LLM": "llm", "TOOL": "tool", "RETRIEVER": "retrieval", "AGENT": "agent", "CHAIN": "chain",
@@ -31,28 +32,59 @@ _GENAI_OP_KIND: dict[str, SpanKind] = {
 }
 
 
-def any_value(v: dict[str, Any]) -> Any:
-    """Decode an OTLP JSON ``AnyValue`` into a Python value."""
+def any_value(v: Any, path: str = "value", depth: int = 0) -> Any:
+    """Decode an OTLP JSON ``AnyValue`` into a Python value.
+
+    Args:
+        v: the ``AnyValue`` object (``{"stringValue": ...}``, ``{"arrayValue": {"values": [...]}}`` ...).
+        path: JSON path of ``v``, for error messages.
+        depth: nesting level of ``v`` (arrays / kvlists); at most :data:`~assay.traces.shapes.MAX_DEPTH`.
+
+    Raises:
+        ShapeError: not an object, a malformed array/kvlist, a non-numeric int/double, or nested
+            deeper than ``MAX_DEPTH``.
+    """
+    if depth > MAX_DEPTH:
+        raise ShapeError(f"{path}: nested attribute value too deep (more than {MAX_DEPTH} levels)")
+    v = expect_object(v, path)
     if "stringValue" in v:
         return v["stringValue"]
     if "boolValue" in v:
         return bool(v["boolValue"])
-    if "intValue" in v:
-        return int(v["intValue"])
-    if "doubleValue" in v:
-        return float(v["doubleValue"])
+    try:
+        if "intValue" in v:
+            return int(v["intValue"])
+        if "doubleValue" in v:
+            return float(v["doubleValue"])
+    except (TypeError, ValueError):
+        got = v.get("intValue", v.get("doubleValue"))
+        raise ShapeError(f"{path}: expected a number, got {json_type(got)} {str(got)[:40]!r}") from None
     if "arrayValue" in v:
-        return [any_value(x) for x in v["arrayValue"].get("values", [])]
+        arr = expect_object(v["arrayValue"], f"{path}.arrayValue")
+        values = expect_list(arr.get("values"), f"{path}.arrayValue.values")
+        return [any_value(x, f"{path}.arrayValue.values[{i}]", depth + 1) for i, x in enumerate(values)]
     if "kvlistValue" in v:
-        return {kv["key"]: any_value(kv.get("value", {})) for kv in v["kvlistValue"].get("values", [])}
+        kvl = expect_object(v["kvlistValue"], f"{path}.kvlistValue")
+        return attributes(kvl.get("values"), f"{path}.kvlistValue.values", depth + 1)
     if "bytesValue" in v:
         return v["bytesValue"]
     return None
 
 
-def attributes(kvs: list[dict[str, Any]] | None) -> dict[str, Any]:
-    """Decode an OTLP JSON attribute list into a flat dict."""
-    return {kv["key"]: any_value(kv.get("value") or {}) for kv in kvs or []}
+def attributes(kvs: Any, path: str = "attributes", depth: int = 0) -> dict[str, Any]:
+    """Decode an OTLP JSON attribute list (``[{key, value}]``) into a flat dict.
+
+    Raises:
+        ShapeError: not a list, an element not an object, a missing or non-string key, or a bad value.
+    """
+    out: dict[str, Any] = {}
+    for i, kv in enumerate(expect_list(kvs, path)):
+        kv = expect_object(kv, f"{path}[{i}]")
+        key = kv.get("key")
+        if not isinstance(key, str):
+            raise ShapeError(f"{path}[{i}].key: expected a string, got {json_type(key)}")
+        out[key] = any_value(kv.get("value") or {}, f"{path}[{i}].value", depth)
+    return out
 
 
 def _json(value: Any) -> Any:
@@ -289,31 +321,60 @@ def attributes_to_span(attrs: dict[str, Any], events: Sequence[SpanEvent] = (), 
     )
 
 
-def otlp_events(raw: list[dict[str, Any]] | None) -> list[SpanEvent]:
-    """Decode OTLP JSON span events (``{timeUnixNano, name, attributes}``)."""
-    return [SpanEvent(name=str(e.get("name") or ""), time_ns=int(e.get("timeUnixNano") or 0),
-                      attributes=attributes(e.get("attributes"))) for e in raw or [] if isinstance(e, dict)]
+def otlp_events(raw: Any, path: str = "events") -> list[SpanEvent]:
+    """Decode OTLP JSON span events (``{timeUnixNano, name, attributes}``).
+
+    Raises:
+        ShapeError: not a list, an event not an object, or malformed event attributes.
+    """
+    out: list[SpanEvent] = []
+    for i, e in enumerate(expect_list(raw, path)):
+        e = expect_object(e, f"{path}[{i}]")
+        out.append(SpanEvent(name=str(e.get("name") or ""),
+                             time_ns=_ns(e.get("timeUnixNano"), f"{path}[{i}].timeUnixNano"),
+                             attributes=attributes(e.get("attributes"), f"{path}[{i}].attributes")))
+    return out
 
 
-def _status(raw: dict[str, Any] | None) -> tuple[str, str | None]:
-    code = (raw or {}).get("code", 0)
-    status = {2: "error", "STATUS_CODE_ERROR": "error", 1: "ok", "STATUS_CODE_OK": "ok"}.get(code, "unset")
-    return status, (raw or {}).get("message")
+def _ns(value: Any, path: str) -> int:
+    try:
+        return int(value or 0)
+    except (TypeError, ValueError):
+        raise ShapeError(f"{path}: expected an integer (ns since the epoch), got {json_type(value)} "
+                         f"{str(value)[:40]!r}") from None
 
 
-def otlp_span(raw: dict[str, Any], resource: dict[str, Any]) -> Span:
+def _status(raw: Any, path: str = "status") -> tuple[str, str | None]:
+    raw = expect_object(raw or {}, path)
+    code = raw.get("code", 0)
+    status = {2: "error", "STATUS_CODE_ERROR": "error", 1: "ok", "STATUS_CODE_OK": "ok"}.get(
+        code if isinstance(code, int | str) else 0, "unset")
+    message = raw.get("message")
+    return status, None if message is None else str(message)
+
+
+def otlp_span(raw: Any, resource: dict[str, Any], path: str = "span") -> Span:
     """Convert one OTLP JSON span object into a :class:`Span`.
 
     Raises:
-        KeyError, ValueError (incl. pydantic.ValidationError): missing or malformed fields.
+        KeyError, ValueError (incl. pydantic.ValidationError, ShapeError): missing or malformed fields.
     """
-    attrs = attributes(raw.get("attributes"))
-    status, message = _status(raw.get("status"))
-    parent = (raw.get("parentSpanId") or "").lower() or None
+    raw = expect_object(raw, path)
+    attrs = attributes(raw.get("attributes"), f"{path}.attributes")
+    status, message = _status(raw.get("status"), f"{path}.status")
+    for key in ("traceId", "spanId"):
+        if key not in raw:
+            raise ShapeError(f"{path}.{key}: missing")
+        if not isinstance(raw[key], str):
+            raise ShapeError(f"{path}.{key}: expected a hex string, got {json_type(raw[key])}")
+    parent = raw.get("parentSpanId") or ""
+    if not isinstance(parent, str):
+        raise ShapeError(f"{path}.parentSpanId: expected a hex string, got {json_type(parent)}")
     return attributes_to_span(
-        attrs, otlp_events(raw.get("events")), trace_id=str(raw["traceId"]).lower(), span_id=str(raw["spanId"]).lower(),
-        parent_span_id=parent, name=raw.get("name", ""), start_ns=int(raw.get("startTimeUnixNano", 0)),
-        end_ns=int(raw.get("endTimeUnixNano", 0)), status=status, status_message=message,
+        attrs, otlp_events(raw.get("events"), f"{path}.events"), trace_id=raw["traceId"].lower(),
+        span_id=raw["spanId"].lower(), parent_span_id=parent.lower() or None, name=str(raw.get("name") or ""),
+        start_ns=_ns(raw.get("startTimeUnixNano"), f"{path}.startTimeUnixNano"),
+        end_ns=_ns(raw.get("endTimeUnixNano"), f"{path}.endTimeUnixNano"), status=status, status_message=message,
     )
 
 
@@ -322,17 +383,49 @@ def looks_like_otlp(data: object) -> bool:
     return isinstance(data, dict) and "resourceSpans" in data
 
 
-def read_spans(data: dict[str, Any]) -> Iterator[tuple[Span | None, str | None]]:
-    """Yield ``(span, None)`` per valid span and ``(None, reason)`` per rejected span."""
-    for rs in data.get("resourceSpans") or []:
-        resource = attributes((rs.get("resource") or {}).get("attributes"))
-        for ss in rs.get("scopeSpans") or []:
-            for n, raw in enumerate(ss.get("spans") or []):
+def read_spans(data: Any) -> Iterator[tuple[Span | None, str | None]]:
+    """Yield ``(span, None)`` per valid span and ``(None, reason)`` per rejected part.
+
+    Shapes are checked level by level: a wrong-typed element costs only that element (one reason
+    such as ``resourceSpans[0].scopeSpans[0].spans[0]: expected an object, got string``), the rest
+    is still read. Never raises for any parsed JSON value.
+    """
+    if not isinstance(data, dict):
+        yield None, f"expected an object with resourceSpans, got {json_type(data)}"
+        return
+    try:
+        resource_spans = expect_list(data.get("resourceSpans"), "resourceSpans")
+    except ShapeError as exc:
+        yield None, str(exc)
+        return
+    for r, rs in enumerate(resource_spans):
+        rpath = f"resourceSpans[{r}]"
+        try:
+            rs = expect_object(rs, rpath)
+            res = expect_object(rs.get("resource") or {}, f"{rpath}.resource")
+            resource = attributes(res.get("attributes"), f"{rpath}.resource.attributes")
+            scope_spans = expect_list(rs.get("scopeSpans"), f"{rpath}.scopeSpans")
+        except Exception as exc:  # noqa: BLE001 - any bad shape costs only this element
+            yield None, describe_error(exc)
+            continue
+        for s, ss in enumerate(scope_spans):
+            spath = f"{rpath}.scopeSpans[{s}]"
+            try:
+                spans = expect_list(expect_object(ss, spath).get("spans"), f"{spath}.spans")
+            except ShapeError as exc:
+                yield None, str(exc)
+                continue
+            for n, raw in enumerate(spans):
+                path = f"{spath}.spans[{n}]"
                 try:
-                    yield otlp_span(raw, resource), None
-                except (KeyError, TypeError, ValueError) as exc:
+                    yield otlp_span(raw, resource, path), None
+                except Exception as exc:  # noqa: BLE001 - one bad span must not cost the batch
                     sid = raw.get("spanId") if isinstance(raw, dict) else None
-                    yield None, f"span #{n} ({sid!r}): {type(exc).__name__}: {str(exc).splitlines()[0]}"
+                    detail = describe_error(exc)
+                    if detail.startswith(path):  # a ShapeError already names the element
+                        yield None, detail
+                    else:
+                        yield None, f"span #{n}" + (f" (spanId {sid!r})" if sid else "") + f" at {path}: {detail}"
 
 
 def group_units(spans: list[Span], source: str) -> list[Unit]:

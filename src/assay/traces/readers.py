@@ -12,6 +12,7 @@ from typing import Literal
 from assay.exceptions import IngestError, UsageError
 from assay.traces import chat_logs, langfuse, magentic, otlp_json, tau_bench
 from assay.traces.model import Span, Unit
+from assay.traces.shapes import describe_error
 
 Format = Literal["auto", "tau-bench", "otlp-json", "magentic-one", "langfuse", "openai-chat", "anthropic-messages"]
 FORMATS: tuple[str, ...] = ("auto", "tau-bench", "otlp-json", "magentic-one", "langfuse", "openai-chat",
@@ -94,6 +95,8 @@ def read_file(path: Path | str, fmt: str = "auto") -> ReadResult:
         raise UsageError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
     p = Path(path)
     text = _read_text(p)
+    if not text.strip():
+        raise IngestError(str(p), "empty file")
     inner = _inner_suffix(p)
     if fmt in _JSONL_FORMATS or (fmt == "auto" and _is_jsonl(inner, text)):
         return _read_jsonl(p, text, fmt)
@@ -103,6 +106,8 @@ def read_file(path: Path | str, fmt: str = "auto") -> ReadResult:
         if inner in (".log", ".txt") and fmt == "auto":
             raise UnrecognisedFile(str(p), f"not JSON or JSON Lines ({exc})") from exc
         raise IngestError(str(p), f"not valid JSON: {exc}") from exc
+    except RecursionError:
+        raise IngestError(str(p), "JSON nested too deeply to read") from None
     try:
         used = detect_format(data) if fmt == "auto" else fmt
     except IngestError as exc:
@@ -181,7 +186,7 @@ def _is_jsonl(suffix: str, text: str) -> bool:
         return False
     try:
         return all(isinstance(json.loads(ln), dict) for ln in lines)
-    except json.JSONDecodeError:
+    except (json.JSONDecodeError, RecursionError):
         return False
 
 
@@ -215,7 +220,7 @@ def _first_record(text: str) -> object:
         if line.strip():
             try:
                 return json.loads(line)
-            except json.JSONDecodeError:
+            except (json.JSONDecodeError, RecursionError):
                 return None
     return None
 
@@ -237,8 +242,8 @@ def _read_otlp_lines(p: Path, text: str) -> ReadResult:
                     spans.append(span)
                 else:
                     result.rejected.append(Rejection(str(p), f"line {n}: {reason}"))
-        except (json.JSONDecodeError, ValueError, TypeError, AttributeError) as exc:
-            result.rejected.append(Rejection(str(p), f"line {n}: {type(exc).__name__}: {str(exc).splitlines()[0]}"))
+        except Exception as exc:  # noqa: BLE001 - one bad line must not cost the file
+            result.rejected.append(Rejection(str(p), f"line {n}: {describe_error(exc)}"))
     result.units = otlp_json.group_units(spans, f"otlp-json:{p.name}")
     return result
 

@@ -14,7 +14,10 @@ import hashlib
 from collections.abc import Iterator
 from typing import Any
 
+from pydantic import ValidationError
+
 from assay.traces.model import Message, Span, ToolCall, Unit, parse_arguments
+from assay.traces.shapes import ShapeError, describe_error, expect_list, expect_object, json_type
 from assay.traces.timeline import looks_like_error
 
 _MS = 1_000_000
@@ -34,29 +37,56 @@ def detect_domain(run: dict[str, Any]) -> str:
     return "unknown"
 
 
-def _message(raw: dict[str, Any]) -> Message:
-    calls = tuple(
-        ToolCall(id=c.get("id"), name=c["function"]["name"],
-                 **dict(zip(("arguments", "arguments_raw", "arguments_flag"),
-                            parse_arguments(c["function"].get("arguments")), strict=True)))
-        for c in raw.get("tool_calls") or []
-    )
-    return Message(role=raw["role"], content=raw.get("content"), tool_calls=calls,
-                   tool_call_id=raw.get("tool_call_id"), name=raw.get("name"))
+def _message(raw: Any, path: str = "traj[0]") -> Message:
+    raw = expect_object(raw, path)
+    calls = []
+    for k, c in enumerate(expect_list(raw.get("tool_calls"), f"{path}.tool_calls")):
+        c = expect_object(c, f"{path}.tool_calls[{k}]")
+        fn = expect_object(c.get("function"), f"{path}.tool_calls[{k}].function")
+        if "name" not in fn:
+            raise ShapeError(f"{path}.tool_calls[{k}].function.name: missing")
+        try:
+            calls.append(ToolCall(id=c.get("id"), name=fn["name"],
+                                  **dict(zip(("arguments", "arguments_raw", "arguments_flag"),
+                                             parse_arguments(fn.get("arguments")), strict=True))))
+        except ValidationError as exc:
+            raise ShapeError(f"{path}.tool_calls[{k}]: {describe_error(exc)}") from None
+    if "role" not in raw:
+        raise ShapeError(f"{path}.role: missing")
+    try:
+        return Message(role=raw["role"], content=raw.get("content"), tool_calls=tuple(calls),
+                       tool_call_id=raw.get("tool_call_id"), name=raw.get("name"))
+    except ValidationError as exc:
+        raise ShapeError(f"{path}: {describe_error(exc)}") from None
 
 
-def run_to_unit(run: dict[str, Any], source: str) -> Unit:
+def _reward(value: Any) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ShapeError(f"reward: expected a number or null, got {json_type(value)} {str(value)[:40]!r}")
+    return float(value)
+
+
+def run_to_unit(run: Any, source: str) -> Unit:
     """Convert one tau-bench run (a dict as in the JSON file) into a :class:`Unit`.
 
     Raises:
-        KeyError, TypeError, ValueError: when the run lacks ``traj`` or a message is malformed.
+        KeyError, ValueError (incl. ShapeError, pydantic.ValidationError): when the run is not an object,
+            lacks ``task_id``/``traj``, ``traj`` is not a list of message objects, or ``reward`` is not a number.
     """
+    run = expect_object(run, "run")
+    if "task_id" not in run:
+        raise ShapeError("task_id: missing")
+    traj_raw = expect_list(run.get("traj"), "traj", optional=False)
+    reward = _reward(run.get("reward"))
+    info = expect_object(run.get("info") or {}, "info")
+    task = expect_object(info.get("task") or {}, "info.task")
+    messages = [_message(m, f"traj[{i}]") for i, m in enumerate(traj_raw)]
     domain = detect_domain(run)
     unit_id = f"tau-{domain}/task-{run['task_id']}/trial-{run.get('trial', 0)}"
     trace_id = _hex(unit_id, 32)
     root_id = _hex(unit_id + "#root", 16)
-    traj = run["traj"]
-    messages = [_message(m) for m in traj]
     used: set[int] = set()
 
     def result_for(call_id: str | None, after: int) -> tuple[int, Message | None]:
@@ -88,17 +118,14 @@ def run_to_unit(run: dict[str, Any], source: str) -> Unit:
                               status="error" if looks_like_error(content) else "ok",
                               status_message=(content or "")[:200] if looks_like_error(content) else None,
                               synthetic_time=True))
-    reward = run.get("reward")
     end = (len(messages) + 1) * _MS
     root = Span(trace_id=trace_id, span_id=root_id, name="agent run", kind="agent", start_ns=0, end_ns=end,
                 output_messages=tuple(m for m in pending if m.role != "tool"), synthetic_time=True,
                 attributes={"tau.task_id": run["task_id"], "tau.trial": run.get("trial"),
-                            "tau.domain": domain, "tau.source": (run.get("info") or {}).get("source")})
-    info = run.get("info") or {}
-    task = info.get("task") or {}
+                            "tau.domain": domain, "tau.source": info.get("source")})
     return Unit(unit_id=unit_id, kind="trace", source=source, spans=(root, *spans),
-                outcome="unknown" if reward is None else ("pass" if float(reward) >= 1.0 else "fail"),
-                reward=None if reward is None else float(reward),
+                outcome="unknown" if reward is None else ("pass" if reward >= 1.0 else "fail"),
+                reward=reward,
                 attributes={"domain": domain, "task_id": run["task_id"], "trial": run.get("trial"),
                             "instruction": task.get("instruction"), "ended_by": info.get("source")})
 
@@ -115,5 +142,6 @@ def read_runs(data: object, source: str) -> Iterator[tuple[Unit | None, str | No
     for n, run in enumerate(runs):
         try:
             yield run_to_unit(run, source), None
-        except (KeyError, TypeError, ValueError, IndexError) as exc:
-            yield None, f"run #{n}: {type(exc).__name__}: {exc}"
+        except Exception as exc:  # noqa: BLE001 - one bad run must not cost the file
+            tid = run.get("task_id") if isinstance(run, dict) else None
+            yield None, f"run #{n}" + (f" (task_id {tid!r})" if tid is not None else "") + f": {describe_error(exc)}"

@@ -1,0 +1,245 @@
+"""CLI bugs a fresh user hit: each is a clean ``error: ...`` with exit 2 (or a plain report), never a
+traceback or a silent surprise. Real SQLite workspaces with real tau-bench airline runs (one trial, 50 units).
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from assay._cli._common import handle_errors
+from assay._cli.main import app
+from assay._store.store import Store
+from assay.evaluators import EvaluatorDef, save_evaluator
+from assay.exceptions import UsageError
+from assay.settings import load_settings
+from assay.traces import Step, Unit
+
+from .conftest import AIRLINE
+
+runner = CliRunner()
+CRITERION: dict[str, Any] = {"name": "tool-ok", "version": 1, "text": "Every tool call succeeds."}
+
+
+def _run(ws: Path, *args: str, env: dict[str, str] | None = None) -> tuple[int, str]:
+    """Exit code and output (stdout + stderr) with whitespace collapsed: Rich wraps at 80 columns."""
+    result = runner.invoke(app, ["--workspace", str(ws), *args], env=env)
+    assert "Traceback" not in result.output
+    return result.exit_code, " ".join(result.output.split())
+
+
+def always_pass(steps: list[Step], unit: Unit) -> tuple[float, str]:
+    """A check that agrees with no failure label: kappa 0, so it never meets its threshold."""
+    return 1.0, "ok"
+
+
+def _tool_error(run: dict[str, Any]) -> bool:
+    return any(m["role"] == "tool" and str(m["content"]).startswith("Error") for m in run["traj"])
+
+
+@pytest.fixture(scope="module")
+def ws(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """Trial 0 of the airline runs (50 units) ingested, labelled, and two code evaluators."""
+    ws = tmp_path_factory.mktemp("errors")
+    runs = [r for r in json.loads(AIRLINE.read_text()) if r["trial"] == 0]
+    (ws / "trial-0.json").write_text(json.dumps(runs))
+    code, out = _run(ws, "ingest", str(ws / "trial-0.json"))
+    assert code == 0 and "50 new" in out, out
+    code, out = _run(ws, "criteria", "add", "0", CRITERION["text"], "--name", "tool-ok")
+    assert code == 0, out
+    lines = [json.dumps({"unit": f"tau-airline/task-{r['task_id']}/trial-{r['trial']}", "annotator": "ann-1",
+                         "criterion": "tool-ok", "label": "fail" if _tool_error(r) else "pass"}) for r in runs]
+    (ws / "labels.jsonl").write_text("\n".join(lines) + "\n")
+    code, out = _run(ws, "labels", "import", str(ws / "labels.jsonl"))
+    assert code == 0, out
+    for name, callable_ in [("no-tool-errors", "assay.evaluators.checks:no_tool_errors"),
+                            ("always-pass", "tests.test_cli_errors:always_pass")]:
+        save_evaluator(EvaluatorDef(name=name, kind="code", dimension="tool use", criterion=CRITERION,
+                                    code={"callable": callable_}), ws / "evaluators" / f"{name}.yaml")
+    code, out = _run(ws, "calibrate", "no-tool-errors", "--json")
+    assert code == 0 and '"status": "active"' in out, out
+    yield ws
+
+
+def _n_units(ws: Path, selection: str | None) -> int:
+    store = Store(load_settings(ws).resolved_store_url())
+    try:
+        return len(store.select_unit_ids(selection))
+    finally:
+        store.close()
+
+
+@pytest.mark.parametrize("args", [["--candidate", ""], ["--candidate", "prefix:"], ["--candidate", "source:"],
+                                  ["--candidate", "failed,"], ["--baseline", ""]])
+def test_gate_refuses_an_empty_selection(ws: Path, args: list[str]) -> None:
+    code, out = _run(ws, "gate", *args)
+    assert code == 2, out
+    assert "empty selection" in out
+
+
+def test_selection_none_is_all_and_empty_text_is_refused(ws: Path) -> None:
+    assert _n_units(ws, None) == 50 and _n_units(ws, "all") == 50
+    assert _n_units(ws, "prefix:tau-airline/") == 50
+    with pytest.raises(UsageError, match="empty selection"):
+        _n_units(ws, "prefix:")
+    code, out = _run(ws, "gate", "--help")
+    assert code == 0 and "Omitted: all units" in out
+
+
+def test_criteria_add_with_an_unknown_signature_is_a_usage_error(ws: Path) -> None:
+    code, out = _run(ws, "criteria", "add", "999", "x", "--name", "bogus")
+    assert code == 2, out
+    assert "error: unknown signature 999" in out
+    code, out = _run(ws, "criteria", "list", "--json")
+    assert "bogus" not in out  # nothing half-written
+
+
+def test_a_file_as_workspace_is_a_usage_error(tmp_path: Path) -> None:
+    afile = tmp_path / "notes.txt"
+    afile.write_text("x")
+    code, out = _run(afile, "signatures")
+    assert code == 2, out
+    assert f"workspace {afile} is a file" in out
+
+
+def test_a_missing_workspace_is_refused_by_read_commands_and_created_by_ingest(tmp_path: Path) -> None:
+    missing = tmp_path / "nonexistent"
+    for args in (["gate"], ["signatures"], ["criteria", "list"], ["worker", "--once"]):
+        code, out = _run(missing, *args)
+        assert code == 2, (args, out)
+        assert f"workspace {missing} does not exist" in out and "assay ingest" in out
+        assert not missing.exists()
+    runs = json.loads(AIRLINE.read_text())[:2]
+    (tmp_path / "two.json").write_text(json.dumps(runs))
+    code, out = _run(missing, "ingest", str(tmp_path / "two.json"))
+    assert code == 0 and "2 new" in out, out
+    assert (missing / ".assay" / "assay.db").is_file()
+
+
+def test_report_creates_missing_folders_and_refuses_an_unwritable_path(ws: Path, tmp_path: Path) -> None:
+    target = tmp_path / "new" / "dir" / "x.html"
+    code, out = _run(ws, "report", "-o", str(target))
+    assert code == 0, out
+    assert target.read_text(encoding="utf-8").lstrip().lower().startswith("<!doctype html")
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    code, out = _run(ws, "report", "-o", str(blocker / "x.html"))
+    assert code == 2, out
+    assert f"error: cannot write the report to {blocker / 'x.html'}" in out
+
+
+def test_serve_validates_the_port_range(ws: Path) -> None:
+    code, out = _run(ws, "serve", "--port", "99999")
+    assert code == 2, out
+    assert "--port" in out and "65535" in out
+
+
+def test_serve_on_a_busy_port_fails_before_announcing(ws: Path) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        code, out = _run(ws, "serve", "--port", str(port))
+    assert code == 2, out
+    assert f"cannot listen on 127.0.0.1:{port}: the port is already in use" in out
+    assert "receiver on" not in out
+
+
+def _oserror_app() -> typer.Typer:
+    demo = typer.Typer()
+
+    @demo.command()
+    @handle_errors
+    def read(path: str) -> None:
+        Path(path).read_text()
+
+    return demo
+
+
+def test_handle_errors_turns_an_oserror_into_a_clean_error(tmp_path: Path) -> None:
+    missing = tmp_path / "no-such-file.txt"
+    result = runner.invoke(_oserror_app(), [str(missing)])
+    assert result.exit_code == 2
+    assert "error:" in result.output and "No such file or directory" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_assay_debug_keeps_the_traceback_of_an_oserror(tmp_path: Path) -> None:
+    result = runner.invoke(_oserror_app(), [str(tmp_path / "no-such-file.txt")], env={"ASSAY_DEBUG": "1"})
+    assert isinstance(result.exception, FileNotFoundError)
+
+
+def test_calibrate_again_without_force_warns_that_the_override_is_revoked(ws: Path) -> None:
+    code, out = _run(ws, "calibrate", "always-pass", "--force", "ship it")
+    assert code == 0, out
+    assert "activated by override" in out
+    code, out = _run(ws, "calibrate", "always-pass")
+    assert code == 0, out  # documented: calibrate exits 0 on draft, the gate decides
+    assert "status active -> draft" in out
+    assert "the earlier override of always-pass (--force 'ship it') is revoked" in out
+    code, out = _run(ws, "calibrate", "always-pass")  # already draft: nothing to revoke
+    assert code == 0 and "revoked" not in out and "status active -> draft" not in out
+
+
+def test_worker_once_with_nothing_to_do_says_so(tmp_path: Path) -> None:
+    code, out = _run(tmp_path, "worker", "--once")
+    assert code == 0, out
+    assert "nothing to score (no complete, sampled unit" in out and "run None" not in out
+
+
+def test_resumed_backfill_reports_only_new_work_and_keeps_the_run_id_whole(ws: Path) -> None:
+    run_id = "backfill-2026-11-30-no-tool-errors-failed"
+    n_failed = _n_units(ws, "failed")
+    assert n_failed > 0
+    code, out = _run(ws, "score", "-e", "no-tool-errors", "--units", "failed", "--run-id", run_id)
+    assert code == 0, out
+    assert f"run {run_id}" in out and "already scored" not in out
+    code, out = _run(ws, "score", "-e", "no-tool-errors", "--units", "failed", "--run-id", run_id)
+    assert code == 0, out
+    assert f"{n_failed} already scored in run {run_id}, 0 new" in out
+    result = runner.invoke(app, ["--workspace", str(ws), "score", "-e", "no-tool-errors", "--units", "failed",
+                                 "--run-id", run_id, "--json"])
+    data = json.loads(result.stdout)
+    assert data["written"] == 0 and data["already_scored"] == n_failed and data["units_per_s"] is None
+
+
+def test_evaluators_list_shows_whole_names_at_80_columns(ws: Path) -> None:
+    result = runner.invoke(app, ["--workspace", str(ws), "evaluators", "list"], env={"COLUMNS": "80"})
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert max(len(line) for line in lines) <= 80 and "…" not in result.output
+    assert lines[0].split() == ["name", "version", "kind", "criterion", "status", "agreement", "threshold"]
+    assert {line.split()[0] for line in lines[2:] if line.strip()} == {"no-tool-errors", "always-pass"}
+
+
+def test_unreachable_ray_address_fails_fast_without_touching_ray(ws: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import assay.suite.ray_executor as ray_executor
+
+    def no_ray() -> Any:
+        raise AssertionError("ray imported before the address was checked")
+
+    monkeypatch.setattr(ray_executor, "import_ray", no_ray)
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    started = time.monotonic()
+    code, out = _run(ws, "score", "-e", "no-tool-errors", "--units", "failed", "--executor", "ray",
+                     "--ray-address", f"127.0.0.1:{port}")
+    assert code == 2, out
+    assert f"cannot reach Ray at 127.0.0.1:{port}" in out
+    assert time.monotonic() - started < 10
+
+
+def test_an_invalid_env_value_names_the_variable(ws: Path) -> None:
+    code, out = _run(ws, "gate", env={"ASSAY_GATE_ALPHA": "abc"})
+    assert code == 2, out
+    assert "error: ASSAY_GATE_ALPHA: input should be a valid number" in out
+    assert "errors.pydantic.dev" not in out and "(got 'abc')" in out
