@@ -4,15 +4,19 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 DATA ?= ../shared/data
 
-.PHONY: demo test lint bench bench-signatures bench-ingest clean install install-dev bench-ui bench-judge bench-online bench-scale
+.PHONY: demo doctor test lint bench bench-signatures bench-ingest clean install install-dev bench-ui bench-judge bench-online bench-scale bench-local-judge
 
 $(PY):
 	python3 -m venv $(VENV)
 	$(PIP) install --quiet --upgrade pip
 
 # torch==2.13.0 first: the CPU build on this machine's disk (an unpinned torch pulls CUDA).
-$(VENV)/.installed: $(PY) pyproject.toml
+# llama-cpp-python next, built portably (x86-64 + AVX2/FMA/F16C, no AVX-512/AMX; the generic baseline on
+# ARM) into a wheel folder keyed by version + flags, so a natively built wheel is never reused:
+# see scripts/install-llama-cpp.sh. `assay doctor` then checks the local judge on a 600-token prompt.
+$(VENV)/.installed: $(PY) pyproject.toml scripts/install-llama-cpp.sh
 	$(PIP) install --quiet torch==2.13.0
+	bash scripts/install-llama-cpp.sh $(PY)
 	$(PIP) install --quiet -e '.[all]'
 	touch $@
 
@@ -23,8 +27,13 @@ $(VENV)/.installed-dev: $(VENV)/.installed
 install: $(VENV)/.installed
 install-dev: $(VENV)/.installed-dev
 
+# `assay doctor` first: a missing model or a judge that cannot run stops here, with the fix, in seconds.
 demo: $(VENV)/.installed
+	$(VENV)/bin/assay --workspace demo-workspace doctor
 	$(VENV)/bin/assay demo --data $(DATA) --out demo-workspace
+
+doctor: $(VENV)/.installed
+	$(VENV)/bin/assay doctor --dev
 
 test: $(VENV)/.installed-dev
 	$(PY) -m pytest -q --durations=15
@@ -76,3 +85,8 @@ bench-scale: $(VENV)/.installed-dev
 
 clean:
 	rm -rf demo-workspace report.html .pytest_cache
+
+# The local judge in its child process vs llama-cpp-python in-process: per-call overhead (median, p95) on a short
+# prompt and a 600-token one; writes benchmarks/results/local_judge.json.
+bench-local-judge: $(VENV)/.installed-dev
+	flock /tmp/assay-bench.lock $(PY) benchmarks/bench_local_judge.py

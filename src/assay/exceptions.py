@@ -11,7 +11,9 @@
     │   └── MissingDependency       an optional package is not installed (carries the install hint)
     └── RuntimeFailure              work that started and failed
         ├── IngestError             a file or record that cannot be read (carries path and reason)
-        └── JudgeError              a judge call that failed (timeout, transport, unparseable reply)
+        ├── JudgeError              a judge call that failed (timeout, transport, unparseable reply)
+        │   └── JudgeCrashed        the local judge's process died (SIGILL, SIGSEGV, killed): cause and fix
+        └── NativeCrash             a child process running native code (the embedding model) died
 
 Every error carries its context in attributes so callers can report it without
 parsing the message.
@@ -102,3 +104,35 @@ class JudgeError(RuntimeFailure):
         super().__init__(message)
         self.model = model
         self.raw = raw
+
+
+class JudgeCrashed(JudgeError):
+    """The process running the local judge model died (a signal or an exit) while answering.
+
+    The message names the cause and the fix (for ``SIGILL``: llama-cpp-python was compiled for CPU
+    features this machine lacks, and the command that rebuilds it portably).
+
+    Attributes:
+        signal_name: ``"SIGILL"``, ``"SIGKILL"`` ... when a signal ended it, else None.
+        exitcode: the process's exit status (negative: the signal number), None when unknown.
+    """
+
+    def __init__(self, message: str, model: str = "", signal_name: str | None = None,
+                 exitcode: int | None = None) -> None:
+        super().__init__(message, model)
+        self.signal_name = signal_name
+        self.exitcode = exitcode
+
+
+class NativeCrash(RuntimeFailure):
+    """A child process running native code (the embedding model's PyTorch kernels) died.
+
+    Attributes:
+        component: what ran in it, e.g. ``"embedding model"``.
+        signal_name: ``"SIGILL"`` ... when a signal ended it, else None.
+    """
+
+    def __init__(self, message: str, component: str, signal_name: str | None = None) -> None:
+        super().__init__(message)
+        self.component = component
+        self.signal_name = signal_name

@@ -19,8 +19,8 @@ from assay.annotations import Annotation, add_annotations, add_criterion
 from assay.annotations.agentrx import categories, read_ground_truth, run_annotation
 from assay.calibration import build_dataset, calibrate, export_dataset
 from assay.evaluators import EvaluatorDef, save_evaluator
-from assay.exceptions import UsageError
-from assay.models import make_judge
+from assay.exceptions import NativeCrash, UsageError
+from assay.models import JudgeClient, make_judge
 from assay.reports import write_report
 from assay.settings import Settings, load_settings
 from assay.signatures import Signature, build_signatures
@@ -74,11 +74,16 @@ def _ingest(store: Store, data: Path) -> None:
                       f"reward 0), {counts.spans_new} spans, {len(result.rejected)} rejected")
 
 
-def _signatures(store: Store, settings: Settings) -> list[Signature]:
+def _signatures(store: Store, settings: Settings, failed: list[str]) -> list[Signature]:
     _step("2. signatures: cluster the failed units")
     n_failed = len(store.select_unit_ids("failed"))
-    with progress_bar("embedding + clustering", n_failed) as advance:
-        sigs = build_signatures(store, settings, progress=advance)
+    try:
+        with progress_bar("embedding + clustering", n_failed) as advance:
+            sigs = build_signatures(store, settings, progress=advance)
+    except NativeCrash as exc:
+        console.print(f"[red]signatures failed:[/red] {escape(str(exc))}")
+        failed.append(f"signatures: {exc}")
+        return []
     table = Table("#", "units", "share", "structural key", "label", title=f"top signatures of {n_failed} failed units")
     for s in sigs[:6]:
         table.add_row(str(s.id), str(s.size), f"{100 * s.share:.0f}%", escape(s.structural_key), escape(s.label))
@@ -144,7 +149,19 @@ OVERRIDE = ("demo: activated below threshold so the gate has an evaluator to run
             "improve the check or the labels first")
 
 
-def _calibrate(store: Store, settings: Settings, defs: list[EvaluatorDef], judge_limit: int | None) -> None:
+def _judge_failure(judge: JudgeClient, n_errors: int, n_items: int) -> str | None:
+    """Why the judge part of the demo failed (None: it did not): its process crashed, or every unit erred."""
+    inner = getattr(judge, "inner", judge)
+    crash = getattr(inner, "last_crash", None)
+    if crash:
+        return f"{n_errors} of {n_items} units are errors: {crash}"
+    if n_items and n_errors == n_items:
+        return f"all {n_items} units are errors"
+    return None
+
+
+def _calibrate(store: Store, settings: Settings, defs: list[EvaluatorDef], judge_limit: int | None,
+               failed: list[str]) -> None:
     _step("5. calibration: agreement with the labels")
     judge = make_judge(settings.judge, store)
     for d in defs:
@@ -158,6 +175,11 @@ def _calibrate(store: Store, settings: Settings, defs: list[EvaluatorDef], judge
                                dataset=ds, min_kappa=settings.min_kappa)
         print_calibration(report)
         console.print(f"[dim]({time.perf_counter() - t0:.1f} s)[/dim]")
+        problem = _judge_failure(judge, report.n_errors, len(ds.items)) if d.kind == "llm_judge" else None
+        if problem:
+            console.print(f"[red]the judge part failed:[/red] {escape(problem)}")
+            failed.append(f"judge: {problem}")
+            continue
         if d.kind == "llm_judge" and not report.meets_threshold:
             console.print("The 135M-parameter local judge is too weak to trust on this criterion: it stays a draft "
                           "and the gate will not use it. Point the [judge] section of assay.toml at a real model "
@@ -201,16 +223,25 @@ def demo(
     judge_limit: Annotated[int | None, typer.Option(help="Calibrate the LLM judge on at most N labelled units.")]
     = None,
 ) -> None:
-    """Run the whole loop on real data: ingest, cluster, label, evaluate, calibrate, gate, report."""
+    """Run the whole loop on real data: ingest, cluster, label, evaluate, calibrate, gate, report.
+
+    When a stage's model fails (the local judge's process crashed, the embedding model died) the demo
+    goes on with the other stages, writes its report, names what failed, and exits 3."""
     t0 = time.perf_counter()
     settings = _fresh_workspace(out)
     store = Store(settings.resolved_store_url())
+    failed: list[str] = []
     _ingest(store, data)
-    sigs = _signatures(store, settings)
+    sigs = _signatures(store, settings, failed)
     _labels(store, data, sigs)
     defs = _evaluators(settings)
-    _calibrate(store, settings, defs, judge_limit)
+    _calibrate(store, settings, defs, judge_limit, failed)
     _gate(store, settings)
     _step("7. report")
     path = write_report(store, out / "report.html")
     console.print(f"wrote {path}  ({time.perf_counter() - t0:.0f} s in all)")
+    if failed:
+        for problem in failed:
+            console.print(f"[red]failed:[/red] {escape(problem)}")
+        console.print("The demo finished its other stages; run `assay doctor` for the fix. Exit code 3.")
+        raise typer.Exit(3)

@@ -9,6 +9,7 @@ import typer
 from rich.markup import escape
 
 from assay._cli import demo as demo_cmd
+from assay._cli import doctor as doctor_cmd
 from assay._cli import drift as drift_cmd
 from assay._cli import evaluate, labels
 from assay._cli import ingest as ingest_cmd
@@ -63,6 +64,7 @@ app.command("gate")(evaluate.gate_cmd)
 app.command("drift")(drift_cmd.drift_cmd)
 app.command("score")(score_cmd.score_cmd)
 app.command("demo")(demo_cmd.demo)
+app.command("doctor")(doctor_cmd.doctor_cmd)
 app.add_typer(users_cmd.users_app, name="users")
 app.add_typer(users_cmd.keys_app, name="keys")
 

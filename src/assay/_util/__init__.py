@@ -1,0 +1,1 @@
+"""Private machinery shared by the public packages (no public API here)."""
