@@ -55,7 +55,8 @@ def test_broken_store_missing_models_each_fail_with_their_fix(workspace: Path) -
     assert checks["store"]["status"] == "fail" and "127.0.0.1:9" in checks["store"]["measured"]
     assert "store_url" in checks["store"]["fix"]
     assert checks["local judge"]["status"] == "fail" and "/nonexistent/judge.gguf" in checks["local judge"]["measured"]
-    assert checks["embedding model"]["status"] == "fail" and "/nonexistent/minilm" in checks["embedding model"]["measured"]
+    embedding = checks["embedding model"]
+    assert embedding["status"] == "fail" and "/nonexistent/minilm" in embedding["measured"]
     assert "embedding_model" in checks["embedding model"]["fix"]
 
 

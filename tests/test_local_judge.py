@@ -15,15 +15,14 @@ from typing import Any
 import pytest
 
 from assay._store.store import Store
-from assay.evaluators import EvaluationResult, EvaluatorDef, EvaluatorFailure, evaluate_many
+from assay.doctor import long_prompt
+from assay.evaluators import EvaluationResult, EvaluatorDef, EvaluatorFailure, evaluate_many, save_evaluator
 from assay.exceptions import JudgeCrashed
 from assay.models import JudgeReply, LocalLlamaJudge
 from assay.models.base import ChatMessage
 from assay.settings import JudgeSettings, load_settings
 from assay.suite.runs import save_evaluator_record
 from assay.traces import read_file
-from assay.doctor import long_prompt
-from assay.evaluators import save_evaluator
 
 from .conftest import AIRLINE, ROOT
 
