@@ -154,6 +154,14 @@ class ToolErrorSettings(DetectorSettings):
     error_span_strength: float = Field(default=0.5, ge=0, le=1, allow_inf_nan=False)
 
 
+class UngroundedSettings(DetectorSettings):
+    """``ungrounded_number``: the agent states a figure that no earlier step contains."""
+
+    strength: float = Field(default=0.25, ge=0, le=1, allow_inf_nan=False)
+    min_value: float = Field(default=10.0, ge=0, description="smaller numbers (list numbering, small counts) "
+                             "are not checked")
+
+
 class LongSessionSettings(DetectorSettings):
     """``long_session``: far more steps than the unit's workflow usually takes (fitted per batch)."""
 
@@ -203,6 +211,7 @@ class SignalSettings(BaseModel):
     tool_loop: ToolLoopSettings = ToolLoopSettings()
     retry_after_error: RetrySettings = RetrySettings()
     unanswered_complaint: ComplaintSettings = ComplaintSettings()
+    ungrounded_number: UngroundedSettings = UngroundedSettings()
     long_session: LongSessionSettings = LongSessionSettings()
     extensions: dict[str, dict[str, object]] = Field(
         default_factory=dict, description="settings of detectors from the assay.detectors entry-point group, "
