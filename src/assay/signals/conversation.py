@@ -95,7 +95,8 @@ def escalation(view: UnitView, cfg: EscalationSettings, _: Any = None) -> list[F
     ask = next((s for s in view.users if matched(cfg.text, s.text)), None)
     if call is None and ask is None:
         return []
-    parts = ([f"tool {call.tool_name}: {call.text}"] if call else []) + ([f"user asks: {ask.text}"] if ask else [])
+    parts = ([f"tool {call.tool_name}"] if call else []) + ([f"user asks: {ask.text}"] if ask else []) + \
+        ([f"arguments: {call.text}"] if call else [])
     return [Finding("escalation", cfg.strength, " | ".join(parts), call or ask)]
 
 
@@ -111,20 +112,19 @@ def refusal_loop(view: UnitView, cfg: RefusalSettings, _: Any = None) -> list[Fi
     return [Finding("refusal_loop", strength, f"{len(hits)} refusing or apologising turns: {quotes}", hits[0])]
 
 
-_LIST_LINE = re.compile(r"^\s*([-*•|#>]|\d+[.)])")
-_SENTENCE_END = re.compile(r"[.!?…:;]\s")
+_DANGLING = frozenset({"a", "an", "the", "and", "or", "but", "to", "of", "with", "from", "for", "your", "our",
+                       "my", "their"})
 
 
-def cut_off(text: str, min_chars: int, min_words: int) -> bool:
-    """True when ``text`` (at least ``min_chars`` long) stops mid-sentence: it ends in a letter or a comma,
-    its last line is prose (not a list item, heading or table row) and the unfinished sentence at its end
-    has at least ``min_words`` words (short endings such as a name or "5:30 PM" are complete answers)."""
+def cut_off(text: str, min_chars: int) -> bool:
+    """True when ``text`` (at least ``min_chars`` long) stops where no answer ends: after a comma, on a word
+    that needs a continuation (an article, conjunction, preposition: ``... and the``), or inside an unclosed
+    code fence. An answer ending in a name, a number or a list item ("..., Singapore") is complete."""
     text = text.rstrip()
-    if len(text) < min_chars or not (text[-1].isalpha() or text[-1] == ","):
+    if len(text) < min_chars:
         return False
-    last = text.splitlines()[-1]
-    tail = _SENTENCE_END.split(last)[-1]
-    return not _LIST_LINE.match(last) and len(tail.split()) >= min_words
+    last_word = re.split(r"\s+", text)[-1].lower()
+    return text.endswith(",") or last_word in _DANGLING or text.count("```") % 2 == 1
 
 
 @detector("empty_answer", "1", EmptyAnswerSettings)
@@ -138,7 +138,7 @@ def empty_answer(view: UnitView, cfg: EmptyAnswerSettings, _: Any = None) -> lis
     last = view.assistants[-1]
     if len(last.text.strip()) < cfg.min_chars:
         return [Finding("empty_answer", cfg.strength, f"empty final answer: {last.text!r}", last)]
-    if cut_off(last.text, cfg.min_cut_chars, cfg.min_cut_words):
+    if cut_off(last.text, cfg.min_cut_chars):
         return [Finding("cut_off_answer", cfg.cut_off_strength, f"final answer ends mid-sentence: "
                         f"…{last.text.rstrip()[-120:]}", last)]
     return []

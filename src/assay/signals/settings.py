@@ -116,9 +116,8 @@ class EmptyAnswerSettings(DetectorSettings):
     strength: float = Field(default=0.5, ge=0, le=1, allow_inf_nan=False)
     cut_off_strength: float = Field(default=0.35, ge=0, le=1, allow_inf_nan=False)
     min_chars: int = Field(default=2, ge=1, description="a final answer shorter than this (stripped) is empty")
-    min_cut_chars: int = Field(default=200, ge=1, description="only answers at least this long are checked "
+    min_cut_chars: int = Field(default=40, ge=1, description="only answers at least this long are checked "
                                "for a cut-off ending (a cut-off answer hit a length limit)")
-    min_cut_words: int = Field(default=8, ge=1, description="words the unfinished last sentence needs")
 
 
 class ToolLoopSettings(DetectorSettings):
