@@ -29,8 +29,8 @@ includes the dev half.
 
 Cost: ``--units N`` (default 10,000) units made by repeating the 300 real runs under new ids (spans
 shared between copies, step timelines built anew for each), detected in a subprocess: seconds and
-peak RSS (``resource.getrusage``), for ``detect_many`` (the whole batch's timelines in memory) and
-for streaming (norms fitted on the 300, then ``detect`` unit by unit).
+peak RSS (``resource.getrusage``), first streaming (norms fitted on the 300, then ``detect`` unit by
+unit), then ``detect_many`` (the whole batch's timelines in memory at once).
 
     python benchmarks/bench_discovery.py --part detection
     python benchmarks/bench_discovery.py --part detection --units 1000
@@ -267,20 +267,19 @@ def cost_worker(n: int) -> dict[str, Any]:
     units = [real[i % len(real)].model_copy(update={"unit_id": f"{real[i % len(real)].unit_id}#copy-{i}"})
              for i in range(n)]
     loaded = peak_mb()
-    t0 = time.perf_counter()
-    signals = detect_many(units, settings)
-    batch_s = time.perf_counter() - t0
-    ambiguous = sum(assess(u.unit_id, s, settings).ambiguous for u, s in zip(units, signals, strict=True))
-    batch_peak = peak_mb()
-    del signals
     fitted = fit([unit_view(u) for u in real], settings)
     t0 = time.perf_counter()
     count = sum(len(detect(u, settings, fitted)) for u in units)
     stream_s = time.perf_counter() - t0
+    stream_peak = peak_mb()
+    t0 = time.perf_counter()
+    signals = detect_many(units, settings)
+    batch_s = time.perf_counter() - t0
+    ambiguous = sum(assess(u.unit_id, s, settings).ambiguous for u, s in zip(units, signals, strict=True))
     return {"units": n, "batch_seconds": round(batch_s, 2), "batch_units_per_s": round(n / batch_s),
             "stream_seconds": round(stream_s, 2), "stream_units_per_s": round(n / stream_s),
             "signals": count, "ambiguous_share": round(ambiguous / n, 3), "peak_rss_mb_after_loading": loaded,
-            "peak_rss_mb_after_detect_many": batch_peak, "peak_rss_mb_end": peak_mb()}
+            "peak_rss_mb_after_stream": stream_peak, "peak_rss_mb_after_detect_many": peak_mb()}
 
 
 def cost(n: int) -> dict[str, Any]:
