@@ -29,7 +29,7 @@ from assay.signals import (
     unit_view,
 )
 from assay.traces import Unit, read_file
-from tests.conftest import AIRLINE, DATA, RETAIL
+from tests.conftest import AIRLINE, DATA, RETAIL, ROOT
 
 MAGENTIC = DATA / "agentrx" / "data" / "magentic_dataset"
 COUNTRIES = "0a3cd321-3e76-4622-911b-0fda2e5d6b1a"  # final answer: "Algeria, ..., Saudi Arabia, Singapore"
@@ -274,3 +274,16 @@ def test_extension_detector(tau: list[Unit], shouting: str) -> None:
         detect(run, SignalSettings(extensions={shouting: {"min_caps": "many"}}))
     with pytest.raises(UsageError, match="already registered"):
         detector(shouting, "2", _Shouting)(lambda view, cfg, _: [])
+
+
+def test_docs_examples_run() -> None:
+    text = (ROOT / "docs" / "signals.md").read_text(encoding="utf-8")
+    toml_block = text.split("```toml\n")[1].split("```")[0]
+    cfg = SignalSettings.model_validate(tomllib.loads(toml_block)["signals"])
+    assert (cfg.tool_loop.min_repeats, cfg.escalation.enabled) == (3, False)
+    code = text.split("```python\n")[-1].split("```")[0]
+    try:
+        exec(compile(code, "docs/signals.md", "exec"), {})  # noqa: S102 - the doc's own example
+        assert DETECTORS["shouting"].version == "1"
+    finally:
+        DETECTORS.pop("shouting", None)

@@ -122,7 +122,7 @@ class Detector:
         lineage = DetectorLineage(name=self.name, version=self.version)
         last = view.steps[-1].time_ns if view.steps else 0
         return [FailureSignal(unit_id=view.unit_id, source=KIND_SOURCE[f.kind], kind=f.kind,
-                              strength=round(min(1.0, max(0.0, f.strength)), 4),
+                              strength=round(f.strength, 4),
                               evidence=_cut(f.evidence, settings.evidence_chars),
                               step=f.step.index if f.step else None,
                               time_ns=f.step.time_ns if f.step else last, lineage=lineage)
