@@ -21,5 +21,5 @@ def test_exported_members() -> None:
         assert hasattr(assay, name), name
     public = {n for n in dir(assay) if not n.startswith("_")}
     modules = {"annotations", "calibration", "doctor", "evaluators", "exceptions", "models", "reports", "settings",
-               "signatures", "suite", "traces"}
+               "signals", "signatures", "suite", "traces"}
     assert public - set(assay.__all__) <= modules

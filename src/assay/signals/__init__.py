@@ -1,0 +1,34 @@
+"""Failure signals: evidence that a unit went wrong, found where production records no outcome.
+
+Detectors compute implicit signals offline from each unit's step timeline (conversation cues, tool
+errors, loops, sessions far longer than their workflow's norm); the recorded outcome, when a source
+has one, is one more signal. :func:`assess` combines a unit's signals into a failure score.
+See docs/signals.md.
+"""
+
+from assay.signals import conversation, grounding, population, tool_use  # noqa: F401 - built-ins register on import
+from assay.signals.detect import detect, detect_many, fit, outcome_signals, unit_view
+from assay.signals.model import (
+    KIND_SOURCE,
+    AnnotatorLineage,
+    DetectorLineage,
+    EvaluatorLineage,
+    FailureSignal,
+    FeedbackLineage,
+    JudgeLineage,
+    Lineage,
+    SignalKind,
+    SignalSource,
+)
+from assay.signals.population import SessionNorms, workflow_key
+from assay.signals.registry import DETECTORS, Detector, Finding, UnitView, detector, load_entry_points
+from assay.signals.score import FailureAssessment, assess, failure_score
+from assay.signals.settings import DetectorSettings, SignalSettings
+
+__all__ = [
+    "DETECTORS", "KIND_SOURCE", "AnnotatorLineage", "Detector", "DetectorLineage", "DetectorSettings",
+    "EvaluatorLineage", "FailureAssessment", "FailureSignal", "FeedbackLineage", "Finding", "JudgeLineage",
+    "Lineage", "SessionNorms", "SignalKind", "SignalSettings", "SignalSource", "UnitView", "assess", "detect",
+    "detect_many", "detector", "failure_score", "fit", "load_entry_points", "outcome_signals", "unit_view",
+    "workflow_key",
+]

@@ -1,0 +1,289 @@
+"""Failure signals on real runs: each detector where it fires and where it must not, the reward never
+read, settings and records validated."""
+
+from __future__ import annotations
+
+import math
+import tomllib
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from pydantic import ValidationError
+
+from assay.exceptions import ConfigError, UsageError
+from assay.signals import (
+    DETECTORS,
+    DetectorLineage,
+    DetectorSettings,
+    FailureSignal,
+    Finding,
+    SignalSettings,
+    UnitView,
+    assess,
+    detect,
+    detect_many,
+    detector,
+    failure_score,
+    fit,
+    unit_view,
+)
+from assay.traces import Unit, read_file
+from tests.conftest import AIRLINE, DATA, RETAIL, ROOT
+
+MAGENTIC = DATA / "agentrx" / "data" / "magentic_dataset"
+COUNTRIES = "0a3cd321-3e76-4622-911b-0fda2e5d6b1a"  # final answer: "Algeria, ..., Saudi Arabia, Singapore"
+SHORT_ANSWER = "0ec4371851b96837b0a81b3dd3df401415061bb532fbafeb4609f3337c358508"  # "FINAL ANSWER: ... YMCA"
+WORST_RATED = "55f4258484c5b398956133128a50462a767da211f8f72aa5ac5bbffb9bcbba1a"  # task asks for the "worst rated"
+CLEAN = "tau-airline/task-6/trial-0"  # a passing booking: no signal of any kind
+
+
+def _blind(unit: Unit) -> Unit:
+    return unit.model_copy(update={"outcome": "unknown", "reward": None, "attributes": {}})
+
+
+@pytest.fixture(scope="module")
+def tau() -> list[Unit]:
+    units = read_file(AIRLINE).units + read_file(RETAIL).units
+    assert len(units) == 300
+    return units
+
+
+@pytest.fixture(scope="module")
+def found(tau: list[Unit]) -> dict[str, list[FailureSignal]]:
+    """Signals of the 300 runs with rewards withheld, detected as one batch."""
+    blind = [_blind(u) for u in tau]
+    return {u.unit_id: s for u, s in zip(blind, detect_many(blind), strict=True)}
+
+
+def _magentic(run_id: str) -> Unit:
+    return read_file(MAGENTIC / f"{run_id}.json").units[0]
+
+
+def _kinds(signals: list[FailureSignal]) -> list[str]:
+    return [s.kind for s in signals]
+
+
+@pytest.mark.parametrize(("unit_id", "kind", "step", "evidence"), [
+    ("tau-airline/task-0/trial-0", "tool_error", 22, "book_reservation: Error: payment amount does not add up"),
+    ("tau-airline/task-0/trial-0", "retry_after_error", 29, "book_reservation retried after error"),
+    ("tau-airline/task-13/trial-0", "tool_loop", 17, 'get_reservation_details({"reservation_id": "XEWRD9"}) called 2'),
+    ("tau-airline/task-4/trial-0", "escalation", 25, "tool transfer_to_human_agents"),
+    ("tau-airline/task-12/trial-0", "escalation", 16, "user asks: Yes, please transfer me to a human agent"),
+    ("tau-airline/task-9/trial-0", "refusal_loop", 3, "6 refusing or apologising turns"),
+    ("tau-airline/task-45/trial-0", "user_frustration", 2, "'frustrat': I'm really frustrated with a delay"),
+    ("tau-airline/task-40/trial-1", "user_correction", 25, "'there must be a mistake'"),
+    ("tau-retail/task-23/trial-23", "user_repeat", 36, "repeats step 20: Yes, please go ahead with the exchange"),
+    ("tau-retail/task-10/trial-10", "unanswered_complaint", 16, "'What the hell': What the hell? Useless system!"),
+    ("tau-airline/task-3/trial-0", "ungrounded_number", 40, "stated without a source: 239 |"),
+    ("tau-airline/task-9/trial-0", "long_session", None, "51 steps, 3.3x the median 15 of workflow"),
+])
+def test_detector_fires_on_real_run(found: dict[str, list[FailureSignal]], unit_id: str, kind: str,
+                                    step: int | None, evidence: str) -> None:
+    hits = [s for s in found[unit_id] if s.kind == kind and s.step == step]
+    assert hits, f"{kind} at step {step} not in {[(s.kind, s.step) for s in found[unit_id]]}"
+    assert hits[0].evidence.startswith(evidence)
+    name = hits[0].lineage.name  # type: ignore[union-attr]
+    assert hits[0].lineage == DetectorLineage(name=name, version=DETECTORS[name].version)
+
+
+def test_clean_run_has_no_signal(tau: list[Unit], found: dict[str, list[FailureSignal]]) -> None:
+    assert found[CLEAN] == []
+    assert next(u for u in tau if u.unit_id == CLEAN).outcome == "pass"
+    assert assess(CLEAN, found[CLEAN]).score == 0.0
+
+
+def test_escalation_asked_and_done_is_one_signal(found: dict[str, list[FailureSignal]]) -> None:
+    signals = [s for s in found["tau-retail/task-12/trial-12"] if s.kind == "escalation"]
+    assert len(signals) == 1  # the user asks for a person and the agent transfers: one hand-off
+    assert signals[0].evidence.startswith("tool transfer_to_human_agents | user asks: No, I don’t want it refunded")
+    assert signals[0].step == 25  # at the tool call
+
+
+def test_retries_after_errors_are_not_loops(found: dict[str, list[FailureSignal]]) -> None:
+    # update_reservation_flights fails five times ("not enough seats", three times "gift card balance is not
+    # enough" with the same arguments, "certificate cannot be used"); each retry is a retry, none is a loop
+    signals = found["tau-airline/task-3/trial-0"]
+    assert [s.step for s in signals if s.kind == "tool_error"] == [43, 47, 53, 55, 57]
+    assert [s.step for s in signals if s.kind == "retry_after_error"] == [46, 52, 54, 56, 60]
+    assert not [s for s in signals if s.kind == "tool_loop" and "update_reservation_flights" in s.evidence]
+
+
+def test_short_replies_are_never_repeats(found: dict[str, list[FailureSignal]]) -> None:
+    # task-0/trial-0: the user says "Yes, please proceed ..." and "Yes, I confirm ..." (few content words)
+    assert "user_repeat" not in _kinds(found["tau-airline/task-0/trial-0"])
+    assert sum("user_repeat" in _kinds(s) for s in found.values()) == 5
+
+
+def _final_answer_cut(unit: Unit, length: int) -> Unit:
+    """The unit with its last assistant message cut to ``length`` characters, as a token limit would."""
+    spans = list(unit.spans)
+    n = max(i for i, s in enumerate(spans) if any(m.role == "assistant" and m.content for m in s.output_messages))
+    messages = tuple(m.model_copy(update={"content": m.content[:length]}) if m.role == "assistant" and m.content
+                     else m for m in spans[n].output_messages)
+    spans[n] = spans[n].model_copy(update={"output_messages": messages})
+    return unit.model_copy(update={"spans": tuple(spans)})
+
+
+def test_cut_off_final_answer(tau: list[Unit]) -> None:
+    run = _blind(next(u for u in tau if u.unit_id == "tau-airline/task-0/trial-0"))
+    last = unit_view(run).assistants[-1].text
+    assert last.startswith("Your flight from New York (JFK) to Seattle (SEA) has been successfully booked.")
+    assert "cut_off_answer" not in _kinds(detect(run))
+    cut = detect(_final_answer_cut(run, len("Your flight from New York (JFK) to Seattle (SEA) has been successfully "
+                                            "booked. Here are the")))
+    assert [(s.kind, s.step) for s in cut if s.lineage.name == "empty_answer"] == [("cut_off_answer", 31)]
+    # complete answers without a final full stop: a list of names, a short answer
+    for run_id in (COUNTRIES, SHORT_ANSWER):
+        assert not [s for s in detect(_magentic(run_id)) if s.lineage.name == "empty_answer"]
+
+
+def test_frustration_words_used_literally_are_not_frustration() -> None:
+    assert "user_frustration" not in _kinds(detect(_magentic(WORST_RATED)))
+
+
+def test_no_answer_at_all_is_an_empty_answer(tau: list[Unit]) -> None:
+    run = _blind(next(u for u in tau if u.unit_id == "tau-airline/task-0/trial-0"))
+    first_turn = run.spans[1]  # the first chat span: system prompt and the user's request
+    pending = run.model_copy(update={"spans": (first_turn.model_copy(update={"output_messages": ()}),)})
+    signals = detect(pending)
+    assert _kinds(signals) == ["empty_answer"]
+    assert signals[0].evidence == "no assistant answer in the unit" and signals[0].step == 2
+    assert "empty_answer" not in _kinds(detect(run))
+
+
+def test_long_session_needs_the_population(tau: list[Unit], found: dict[str, list[FailureSignal]]) -> None:
+    run = _blind(next(u for u in tau if u.unit_id == "tau-airline/task-9/trial-0"))
+    assert "long_session" not in _kinds(detect(run))  # a lone unit has no norm
+    fitted = fit([unit_view(_blind(u)) for u in tau])
+    assert detect(run, fitted=fitted) == found[run.unit_id]
+    assert sum("long_session" in _kinds(s) for s in found.values()) == 17
+
+
+def test_workflow_norm_falls_back_to_the_source_family() -> None:
+    runs = [read_file(p).units[0] for p in sorted(MAGENTIC.glob("*-*.json"))]
+    assert len(runs) >= 20 and len({u.source for u in runs}) == len(runs)  # one file per run
+    norms = fit([unit_view(u) for u in runs])["long_session"]
+    view = unit_view(runs[0])
+    group, norm = norms.norm_for(view, SignalSettings().long_session)  # type: ignore[attr-defined]
+    assert (group, norm.n) == ("magentic-one", len(runs))
+
+
+def test_the_reward_is_never_read(tau: list[Unit], found: dict[str, list[FailureSignal]]) -> None:
+    with_outcome = detect_many(tau)
+    for unit, seen in zip(tau, with_outcome, strict=True):
+        outcome = [s for s in seen if s.source == "outcome"]
+        assert [s for s in seen if s.source != "outcome"] == found[unit.unit_id]
+        assert len(outcome) == (unit.outcome == "fail")
+    failed = next(u for u in tau if u.outcome == "fail")
+    flipped = failed.model_copy(update={"outcome": "pass", "reward": 1.0})
+    assert detect(flipped, SignalSettings(outcome={"enabled": False})) == \
+        detect(failed, SignalSettings(outcome={"enabled": False}))
+    assert not {"outcome", "reward", "attributes"} & set(vars(unit_view(failed)))
+
+
+def test_outcome_signal(tau: list[Unit]) -> None:
+    failed = next(u for u in tau if u.outcome == "fail")
+    signal = detect(failed)[0]
+    assert (signal.source, signal.kind, signal.strength, signal.step) == ("outcome", "outcome_fail", 1.0, None)
+    assert signal.evidence == "the source recorded outcome fail (reward 0)"
+    assert assess(failed.unit_id, detect(failed)).failed
+
+
+def test_disabled_detector_and_evidence_length(tau: list[Unit]) -> None:
+    run = _blind(next(u for u in tau if u.unit_id == "tau-airline/task-0/trial-0"))
+    assert "tool_error" in _kinds(detect(run))
+    assert "tool_error" not in _kinds(detect(run, SignalSettings(tool_error={"enabled": False})))
+    assert all(len(s.evidence) <= 40 for s in detect(run, SignalSettings(evidence_chars=40)))
+
+
+def test_settings_from_toml_and_invalid_values() -> None:
+    data = tomllib.loads("[signals]\nfail_at = 0.4\nambiguous_low = 0.1\n[signals.tool_loop]\nmin_repeats = 3\n"
+                         "[signals.escalation]\nenabled = false\ntools = ['handoff']\n")
+    cfg = SignalSettings.model_validate(data["signals"])
+    assert (cfg.fail_at, cfg.tool_loop.min_repeats, cfg.escalation.enabled, cfg.escalation.tools) == \
+        (0.4, 3, False, ("handoff",))
+    bad: list[dict[str, Any]] = [
+        {"user_frustration": {"words": ["(unclosed"]}}, {"tool_error": {"strength": 1.5}},
+        {"fail_at": 0.7}, {"tool_loop": {"min_repeats": 1}}, {"tool_loop": {"typo": 1}}, {"unknown": {}},
+        {"long_session": {"strength": math.nan}},
+    ]
+    for values in bad:
+        with pytest.raises(ValidationError):
+            SignalSettings.model_validate(values)
+    with pytest.raises(ValidationError, match="invalid regular expression"):
+        SignalSettings.model_validate(bad[0])
+
+
+def _signal(**changes: Any) -> FailureSignal:
+    values: dict[str, Any] = {"unit_id": "u", "source": "cue", "kind": "tool_loop", "strength": 0.5,
+                              "evidence": "x", "step": 3, "time_ns": 0,
+                              "lineage": {"type": "detector", "name": "tool_loop", "version": "1"}}
+    return FailureSignal.model_validate({**values, **changes})
+
+
+def test_failure_signal_record() -> None:
+    signal = _signal()
+    assert signal.version == 1 and signal.key == _signal().key and signal.key != _signal(step=4).key
+    assert FailureSignal.model_validate_json(signal.model_dump_json()) == signal
+    with pytest.raises(ValidationError):
+        signal.strength = 0.1  # type: ignore[misc]  # frozen
+    for changes in ({"source": "error"}, {"strength": math.nan}, {"strength": -0.1}, {"step": 0},
+                    {"lineage": {"type": "annotator", "annotator": "ann"}}, {"kind": "thumbs_up"}):
+        with pytest.raises(ValidationError):
+            _signal(**changes)
+    human = _signal(source="label", kind="human_fail", lineage={"type": "annotator", "annotator": "ann"})
+    assert human.lineage.type == "annotator"
+
+
+def test_failure_score_and_ambiguous_band() -> None:
+    assert failure_score([]) == 0.0
+    assert failure_score([_signal(strength=0.5), _signal(strength=0.5)]) == pytest.approx(0.75)
+    weak = assess("u", [_signal(strength=0.3)])
+    assert (weak.failed, weak.ambiguous, weak.kinds) == (False, True, ("tool_loop",))
+    strong = assess("u", [_signal(strength=0.4), _signal(strength=0.4, kind="tool_loop")])
+    assert (strong.score, strong.failed, strong.ambiguous) == (0.64, True, False)
+    assert not assess("u", [_signal(strength=0.1)]).ambiguous
+    with pytest.raises(UsageError, match="signal of unit 'u'"):
+        assess("other", [_signal()])
+
+
+class _Shouting(DetectorSettings):
+    min_caps: int = 5
+
+
+@pytest.fixture()
+def shouting() -> Iterator[str]:
+    @detector("test_shouting", "1", _Shouting)
+    def shouting_detector(view: UnitView, cfg: _Shouting, _: Any = None) -> list[Finding]:
+        return [Finding("user_frustration", cfg.strength, s.text, s) for s in view.users
+                if sum(c.isupper() for c in s.text) >= cfg.min_caps]
+    try:
+        yield "test_shouting"
+    finally:
+        DETECTORS.pop("test_shouting")
+
+
+def test_extension_detector(tau: list[Unit], shouting: str) -> None:
+    run = next(u for u in tau if u.unit_id == "tau-retail/task-10/trial-10")
+    mine = [s for s in detect(run) if s.lineage.name == shouting]
+    assert mine and mine[0].source == "cue" and mine[0].lineage.version == "1"
+    quiet = SignalSettings(extensions={shouting: {"min_caps": 1000}})
+    assert not [s for s in detect(run, quiet) if s.lineage.name == shouting]
+    with pytest.raises(ConfigError, match="signals.extensions.test_shouting"):
+        detect(run, SignalSettings(extensions={shouting: {"min_caps": "many"}}))
+    with pytest.raises(UsageError, match="already registered"):
+        detector(shouting, "2", _Shouting)(lambda view, cfg, _: [])
+
+
+def test_docs_examples_run() -> None:
+    text = (ROOT / "docs" / "signals.md").read_text(encoding="utf-8")
+    toml_block = text.split("```toml\n")[1].split("```")[0]
+    cfg = SignalSettings.model_validate(tomllib.loads(toml_block)["signals"])
+    assert (cfg.tool_loop.min_repeats, cfg.escalation.enabled) == (3, False)
+    code = text.split("```python\n")[-1].split("```")[0]
+    try:
+        exec(compile(code, "docs/signals.md", "exec"), {})  # noqa: S102 - the doc's own example
+        assert DETECTORS["shouting"].version == "1"
+    finally:
+        DETECTORS.pop("shouting", None)
