@@ -43,6 +43,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from starlette.concurrency import run_in_threadpool
 
 from assay._store import Store
+from assay.exceptions import OtlpError
 from assay.settings import ServerSettings
 from assay.traces import otlp_json
 from assay.traces.model import Span, SpanEvent, clean_value
@@ -51,16 +52,6 @@ from assay.traces.shapes import MAX_DEPTH, ShapeError, describe_error, expect_li
 Encoding = Literal["protobuf", "json"]
 _MAX_REASONS = 5
 _STATUS = {0: "unset", 1: "ok", 2: "error"}
-
-
-class OtlpError(Exception):
-    """A request the receiver refuses: HTTP status, google.rpc code, message."""
-
-    def __init__(self, http_status: int, rpc_code: int, message: str) -> None:
-        super().__init__(message)
-        self.http_status = http_status
-        self.rpc_code = rpc_code
-        self.message = message
 
 
 # --- protobuf → Python values ------------------------------------------------------------
