@@ -11,7 +11,8 @@ import pytest
 from typer.testing import CliRunner
 
 from assay._cli.main import app
-from assay.traces import otlp_json, readers, tau_bench
+from assay.traces import readers, tau_bench
+from assay.traces.otlp import from_json as otlp_json
 from assay.traces.readers import read_file
 
 from .test_receiver import JS, Server, json_body, json_span, sid, tid
