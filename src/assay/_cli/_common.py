@@ -121,15 +121,16 @@ def _print_error(exc: BaseException) -> None:
 
 
 @contextmanager
-def progress_bar(description: str, total: int | None) -> Iterator[Callable[[int], None]]:
-    """A Rich progress bar; yields ``advance(n)``. Quiet when stderr is not a terminal and not CI."""
+def progress_bar(description: str, total: int | None) -> Iterator[Callable[..., None]]:
+    """A Rich progress bar; yields ``advance(n=1, total=None)`` (``total`` sets the total once it is
+    known). Quiet when stderr is not a terminal and not CI."""
     progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                         TimeElapsedColumn(), console=err_console, transient=False,
                         disable=not (sys.stderr.isatty() or "CI" in os.environ))
     with progress:
         task = progress.add_task(description, total=total)
 
-        def advance(n: int = 1) -> None:
-            progress.advance(task, n)
+        def advance(n: int = 1, total: int | None = None) -> None:
+            progress.update(task, advance=n, total=total)
 
         yield advance
