@@ -7,9 +7,9 @@
     │   ├── NotFoundError           a unit, signature, criterion, evaluator or run that does not exist
     │   └── ConfigError             invalid assay.toml, evaluator YAML or environment value
     ├── EnvironmentProblem          something missing on the machine: an optional extra,
-    │   │                           a model file (clean message, no traceback)
+    │   │                           a model file (clean message, no traceback; CLI exit code 2)
     │   └── MissingDependency       an optional package is not installed (carries the install hint)
-    └── RuntimeFailure              work that started and failed
+    └── RuntimeFailure              work that started and failed (CLI exit code 3)
         ├── IngestError             a file or record that cannot be read (carries path and reason)
         │   ├── ShapeError          a JSON value of the wrong type or shape; names the JSON path
         │   │                       (also a ValueError, so record readers catch it per record)
@@ -63,7 +63,7 @@ class ConfigError(UsageError):
 
 
 class EnvironmentProblem(AssayError):
-    """The machine lacks something assay needs (a package, a model file)."""
+    """The machine lacks something assay needs (a package, a model file); CLI exit code 2."""
 
 
 class MissingDependency(EnvironmentProblem):
@@ -81,7 +81,7 @@ class MissingDependency(EnvironmentProblem):
 
 
 class RuntimeFailure(AssayError):
-    """Work started and failed."""
+    """Work started and failed (CLI exit code 3, see ``assay._cli.exit_codes``)."""
 
 
 class IngestError(RuntimeFailure):

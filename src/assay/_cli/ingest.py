@@ -11,6 +11,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from assay._cli._common import AppContext, console, err_console, get_ctx, handle_errors, progress_bar
+from assay._cli.exit_codes import ExitCode
 from assay._store.store import IngestCounts
 from assay.traces import Unit
 from assay.traces.ingest import IngestResult, ingest_paths
@@ -39,7 +40,7 @@ def ingest(
 
     Exit code: 0 when at least one unit was read (new or already stored); 1 when nothing could be
     ingested (every record rejected, or no ingestible file in the folders given), so a CI step
-    fails instead of passing silently; 2 for usage errors (unknown --format, missing path).
+    fails instead of passing silently; 2 for usage errors (unknown --format, missing path); 3 a failure.
     """
     sink = _StoreOnFirstWrite(get_ctx(ctx))
     with progress_bar("ingesting", None) as advance:
@@ -51,7 +52,7 @@ def ingest(
     why = result.nothing_ingested()
     if why:
         err_console.print(f"[red]error:[/red] nothing ingested: {escape(why)}")
-        raise typer.Exit(1)
+        raise typer.Exit(ExitCode.CHECK_FAILED)
 
 
 class _StoreOnFirstWrite:
