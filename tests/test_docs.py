@@ -11,7 +11,8 @@
   every ``ASSAY_*`` variable name a setting or a CLI option's variable.
 * Evaluator YAML blocks load as evaluator files (``assay.evaluators.load_evaluator``) and their code
   check imports; the workflow YAML parses and its ``run:`` steps pass the command check.
-* HTTP paths in the docs (``/v1/traces``, ``/api/v1/...``, ``/audit`` ...) are routes of the app.
+* HTTP paths in the docs (``/v1/traces``, ``/api/v1/...``, ``/audit`` ...) are routes of the app, and
+  Python names (``assay.traces.ingest_paths``, ``assay.suite.audit.audit_pairs`` ...) import.
 
 A block is skipped only when it is listed in :data:`SKIP_BLOCKS` with the reason; an untagged block
 (a diagram, a folder layout) must be listed there too, so no new block goes unchecked silently.
@@ -315,6 +316,31 @@ def test_the_settings_checks_can_fail() -> None:
                                                                                            "gate_marjin"]
     assert not _nested(["online", "settle"]) and _nested(["online", "settle_s"])
     assert env_problem("ASSAY_JUDGE__MODLE") and env_problem("ASSAY_GATE_ALPHA") is None  # a CLI option's
+
+
+# --- Python names ---------------------------------------------------------------------------------
+def resolves(dotted: str) -> bool:
+    """True when ``assay.x.y`` is a module, or an attribute of the longest importable module prefix."""
+    parts = dotted.split(".")
+    for cut in range(len(parts), 0, -1):
+        try:
+            obj: Any = importlib.import_module(".".join(parts[:cut]))
+        except ImportError:
+            continue
+        for name in parts[cut:]:
+            if not hasattr(obj, name):
+                return False
+            obj = getattr(obj, name)
+        return True
+    return False
+
+
+def test_python_names_in_the_docs_exist() -> None:
+    names = {m.group(1) for path in DOCS for code in _inline_code(path)
+             if (m := re.match(r"(assay(?:\.\w+)+)", code)) and m.group(1) != "assay.toml"}
+    assert "assay.traces.ingest_paths" in names
+    assert [n for n in sorted(names) if not resolves(n)] == []
+    assert not resolves("assay.traces.ingest_path") and not resolves("assay.suite.no_such_module")
 
 
 # --- evaluator files and the workflow ----------------------------------------------------------
