@@ -134,7 +134,8 @@ def components(app: FastAPI, store: Store, runs: int) -> dict[str, float]:
     """Median milliseconds of the cold page's parts, called directly: store read (``load_unit``),
     timeline, step views + render of the first ``INITIAL_STEPS`` steps."""
     from assay._store.spans import load_unit
-    from assay._web.ui import INITIAL_STEPS, first_time, step_views
+    from assay._web.pages import first_time, step_views
+    from assay._web.ui import INITIAL_STEPS
     from assay.traces import step_timeline
 
     env = app.state.assay_ui.env

@@ -11,7 +11,8 @@ import pytest
 from typer.testing import CliRunner
 
 from assay._cli.main import app
-from assay.traces import otlp_json, readers, tau_bench
+from assay.traces import readers, tau_bench
+from assay.traces.otlp import from_json as otlp_json
 from assay.traces.readers import read_file
 
 from .test_receiver import JS, Server, json_body, json_span, sid, tid
@@ -139,7 +140,7 @@ def test_reader_crash_costs_one_file_not_the_run(tmp_path: Path, monkeypatch: py
             raise AttributeError("'str' object has no attribute 'get'")
         return real(path, fmt)
 
-    monkeypatch.setattr("assay._cli.ingest.read_file", flaky)
+    monkeypatch.setattr("assay.traces.ingest.read_file", flaky)
     (tmp_path / "a.json").write_text(json.dumps(_export([GOOD])))
     (tmp_path / "b.json").write_text(json.dumps(_export([json_span(8, 1, {})])))
     code, summary, output = _ingest(tmp_path / "ws", tmp_path / "a.json", tmp_path / "b.json")

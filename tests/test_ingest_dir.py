@@ -8,10 +8,13 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+import pytest
 from typer.testing import CliRunner
 
 from assay._cli.main import app
 from assay._store import Store
+from assay.exceptions import UsageError
+from assay.traces import IngestResult, ingest_paths
 
 from .conftest import DATA
 
@@ -117,3 +120,30 @@ def test_human_summary_lists_skipped_files(tmp_path: Path) -> None:
     assert result.exit_code == 1, result.output  # no ingestible file in the folder
     assert "nothing ingested" in result.output
     assert "skipped: 1 file(s)" in result.output and "x[1].png" in result.output
+
+
+def test_ingest_paths_from_python_returns_a_typed_result(tmp_path: Path) -> None:
+    """The public function ``assay ingest`` prints: the same tree, straight into a store, no CLI."""
+    root = tmp_path / "traces"
+    _tree(root)
+    store = Store(f"sqlite:///{tmp_path / 'direct.db'}")
+    seen: list[tuple[int, int]] = []
+    result = ingest_paths([root], store, progress=lambda done, total: seen.append((done, total)))
+    assert isinstance(result, IngestResult) and result.nothing_ingested() is None
+    assert len(result.files) == 7 and {f.format for f in result.files} >= {"otlp-json", "langfuse", "openai-chat"}
+    assert result.units_new == len(store.select_unit_ids()) == result.units_read
+    assert [Path(r.path).name for r in result.rejected] == ["broken.json"] and len(result.skipped) == 5
+    assert seen[0] == (0, 12) and seen[-1] == (12, 12)  # every file with a supported suffix (not picture.png)
+    assert result.to_json() == _ingest(tmp_path / "ws", str(root))  # the CLI prints exactly this
+    store.close()
+    with pytest.raises(UsageError, match="no such file or directory"):
+        ingest_paths([tmp_path / "missing"], store)
+
+
+def test_a_missing_path_or_nothing_to_ingest_leaves_no_store_behind(tmp_path: Path) -> None:
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    ws = tmp_path / "ws"
+    assert runner.invoke(app, ["--workspace", str(ws), "ingest", str(tmp_path / "missing.json")]).exit_code == 2
+    assert runner.invoke(app, ["--workspace", str(ws), "ingest", str(empty)]).exit_code == 1
+    assert not (ws / ".assay").exists()

@@ -29,13 +29,13 @@ from assay._store import Store
 from assay._store.tables import AuditItemRow, OnlineScoreRow, RunRow, ScoreRow
 from assay._web.app import create_app
 from assay._web.auth import add_user
-from assay._web.otlp import decode_logs
 from assay.evaluators import EvaluatorDef, content_version, evaluator_json_schema, save_evaluator
 from assay.settings import OnlineSettings, Settings, load_settings
 from assay.suite.audit import audit_items, audit_pairs
 from assay.suite.online import OnlineWorker, audited, completion, sampled
 from assay.suite.runs import save_evaluator_record
 from assay.traces.model import Span
+from assay.traces.otlp import decode_logs
 from tests.test_store_backends import _postgres
 
 NAME = "no-tool-errors"

@@ -26,7 +26,8 @@ from assay._store.tables import EvaluatorRow, MemberRow, RunRow, SignatureRow
 from assay._web.app import create_app
 from assay._web.auth import add_user
 from assay._web.dashboard import install_dashboard
-from assay._web.ui import CSP, install_ui
+from assay._web.pages import CSP
+from assay._web.ui import install_ui
 from assay.calibration import CalibrationReport, Confusion, agreement, metrics_with_ci
 from assay.evaluators import EvaluationResult
 from assay.reports import write_report

@@ -10,7 +10,7 @@ import pytest
 from assay._store import Store
 from assay.exceptions import IngestError
 from assay.traces import parse_arguments, read_file, render_timeline, step_timeline
-from assay.traces.otlp_json import attributes_to_span
+from assay.traces.otlp import attributes_to_span
 
 from .conftest import AIRLINE, DATA, RETAIL
 

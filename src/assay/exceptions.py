@@ -7,16 +7,22 @@
     │   ├── NotFoundError           a unit, signature, criterion, evaluator or run that does not exist
     │   └── ConfigError             invalid assay.toml, evaluator YAML or environment value
     ├── EnvironmentProblem          something missing on the machine: an optional extra,
-    │   │                           a model file (clean message, no traceback)
+    │   │                           a model file (clean message, no traceback; CLI exit code 2)
     │   └── MissingDependency       an optional package is not installed (carries the install hint)
-    └── RuntimeFailure              work that started and failed
+    └── RuntimeFailure              work that started and failed (CLI exit code 3)
         ├── IngestError             a file or record that cannot be read (carries path and reason)
+        │   ├── ShapeError          a JSON value of the wrong type or shape; names the JSON path
+        │   │                       (also a ValueError, so record readers catch it per record)
+        │   └── OtlpError           an OTLP/HTTP export request refused as a whole: HTTP status,
+        │                           google.rpc code, message
         ├── JudgeError              a judge call that failed (timeout, transport, unparseable reply)
         │   └── JudgeCrashed        the local judge's process died (SIGILL, SIGSEGV, killed): cause and fix
         └── NativeCrash             a child process running native code (the embedding model) died
 
 Every error carries its context in attributes so callers can report it without
-parsing the message.
+parsing the message. Classes defined elsewhere (``UnrecognisedFile``, ``TransientJudgeError``, the
+child-process errors of ``assay._util.child``) subclass one of these; ``tests/test_error_tree.py``
+checks that every exception class of assay is in this tree and that this drawing matches the code.
 """
 
 from __future__ import annotations
@@ -57,7 +63,7 @@ class ConfigError(UsageError):
 
 
 class EnvironmentProblem(AssayError):
-    """The machine lacks something assay needs (a package, a model file)."""
+    """The machine lacks something assay needs (a package, a model file); CLI exit code 2."""
 
 
 class MissingDependency(EnvironmentProblem):
@@ -75,7 +81,7 @@ class MissingDependency(EnvironmentProblem):
 
 
 class RuntimeFailure(AssayError):
-    """Work started and failed."""
+    """Work started and failed (CLI exit code 3, see ``assay._cli.exit_codes``)."""
 
 
 class IngestError(RuntimeFailure):
@@ -90,6 +96,46 @@ class IngestError(RuntimeFailure):
         super().__init__(f"{path}: {reason}")
         self.path = path
         self.reason = reason
+
+
+class ShapeError(IngestError, ValueError):
+    """A JSON value of a trace record has the wrong type or shape.
+
+    The message names the JSON path and what was expected, e.g.
+    ``resourceSpans[0].scopeSpans[0].spans[0]: expected an object, got string``; it is the whole
+    ``str()`` of the error (readers put it verbatim in a rejection reason). Also a ``ValueError``,
+    so code that rejects a record on ``ValueError`` (and pydantic validators) treat it as bad input.
+
+    Attributes:
+        path: ``"<record>"`` (the file is named by whoever reads the record).
+        reason: the message.
+    """
+
+    def __init__(self, reason: str) -> None:
+        Exception.__init__(self, reason)
+        self.path = "<record>"
+        self.reason = reason
+
+
+class OtlpError(IngestError):
+    """An OTLP/HTTP export request refused as a whole (OTLP/HTTP spec: a failure response).
+
+    Attributes:
+        http_status: 400 undecodable body, 401 missing or wrong API key, 413 body over the limit,
+            415 unsupported content type or encoding, 503 store unavailable (retryable).
+        rpc_code: the ``google.rpc.Code`` sent in the ``Status`` body (3 INVALID_ARGUMENT,
+            8 RESOURCE_EXHAUSTED, 14 UNAVAILABLE, 16 UNAUTHENTICATED).
+        message: what was wrong (also ``reason`` and the ``str()`` of the error).
+        path: ``"<request>"``.
+    """
+
+    def __init__(self, http_status: int, rpc_code: int, message: str) -> None:
+        Exception.__init__(self, message)
+        self.path = "<request>"
+        self.reason = message
+        self.http_status = http_status
+        self.rpc_code = rpc_code
+        self.message = message
 
 
 class JudgeError(RuntimeFailure):

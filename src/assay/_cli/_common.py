@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+import traceback
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -16,8 +17,9 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from assay._cli.exit_codes import ExitCode, exit_code_for
 from assay._store import Store
-from assay.exceptions import AssayError, EnvironmentProblem, UsageError
+from assay.exceptions import AssayError, UsageError
 from assay.settings import Settings, load_settings
 
 console = Console()
@@ -86,31 +88,36 @@ def get_ctx(ctx: typer.Context) -> AppContext:
 
 
 def handle_errors(fn: F) -> F:
-    """Turn assay errors into a clean message and an exit code (2 usage, 1 otherwise).
+    """Turn every exception of a command into a clean message and the exit code of
+    :func:`~assay._cli.exit_codes.exit_code_for` (2 usage/config/environment, 3 runtime failure).
 
-    As a safety net an ``OSError`` (a path that is missing, a folder where a file was expected, a
-    busy port) is also shown as ``error: <message>`` with exit 2. With ``ASSAY_DEBUG=1`` those
-    OS errors are re-raised with their traceback, so a real bug stays visible.
+    Assay's own errors and ``OSError`` (a path that is missing, a folder where a file was expected, a
+    busy port) print ``error: <message>`` without a traceback. Any other exception is a bug: its
+    traceback is printed, then the error line, and the exit code is 3, so a crash is never read as a
+    check's "no" (exit 1). With ``ASSAY_DEBUG=1`` OS errors and bugs are re-raised as they are.
     """
 
     @wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
-        except UsageError as exc:
-            _print_error(exc)
-            raise typer.Exit(2) from None
-        except EnvironmentProblem as exc:
-            _print_error(exc)
-            raise typer.Exit(2) from None
+        except (typer.Exit, typer.Abort, typer.TyperException):  # the CLI framework's own exits
+            raise
         except AssayError as exc:
             _print_error(exc)
-            raise typer.Exit(1) from None
-        except OSError as exc:
+            raise typer.Exit(exit_code_for(exc)) from None
+        except KeyboardInterrupt:
+            err_console.print("interrupted")
+            raise typer.Exit(ExitCode.INTERRUPTED) from None
+        except Exception as exc:
             if os.environ.get("ASSAY_DEBUG", "") not in ("", "0"):
                 raise
-            _print_error(exc)
-            raise typer.Exit(2) from None
+            if not isinstance(exc, OSError):
+                err_console.print(escape(traceback.format_exc().rstrip()), highlight=False)
+                _print_error(RuntimeError(f"unexpected {type(exc).__name__} (a bug in assay): {exc}"))
+            else:
+                _print_error(exc)
+            raise typer.Exit(exit_code_for(exc)) from None
 
     return wrapper  # type: ignore[return-value]
 
@@ -121,15 +128,16 @@ def _print_error(exc: BaseException) -> None:
 
 
 @contextmanager
-def progress_bar(description: str, total: int | None) -> Iterator[Callable[[int], None]]:
-    """A Rich progress bar; yields ``advance(n)``. Quiet when stderr is not a terminal and not CI."""
+def progress_bar(description: str, total: int | None) -> Iterator[Callable[..., None]]:
+    """A Rich progress bar; yields ``advance(n=1, total=None)`` (``total`` sets the total once it is
+    known). Quiet when stderr is not a terminal and not CI."""
     progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                         TimeElapsedColumn(), console=err_console, transient=False,
                         disable=not (sys.stderr.isatty() or "CI" in os.environ))
     with progress:
         task = progress.add_task(description, total=total)
 
-        def advance(n: int = 1) -> None:
-            progress.advance(task, n)
+        def advance(n: int = 1, total: int | None = None) -> None:
+            progress.update(task, advance=n, total=total)
 
         yield advance

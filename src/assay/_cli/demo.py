@@ -14,6 +14,7 @@ from rich.table import Table
 
 from assay._cli._common import console, handle_errors, progress_bar
 from assay._cli.evaluate import print_calibration, print_gate
+from assay._cli.exit_codes import ExitCode
 from assay._store import Store
 from assay.annotations import Annotation, add_annotations, add_criterion
 from assay.annotations.agentrx import categories, read_ground_truth, run_annotation
@@ -244,4 +245,4 @@ def demo(
         for problem in failed:
             console.print(f"[red]failed:[/red] {escape(problem)}")
         console.print("The demo finished its other stages; run `assay doctor` for the fix. Exit code 3.")
-        raise typer.Exit(3)
+        raise typer.Exit(ExitCode.FAILURE)

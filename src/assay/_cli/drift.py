@@ -86,7 +86,7 @@ def drift_cmd(
     created in the last window. Alerts on the latest window are logged and POSTed to the
     webhook_url of the drift settings (assay.toml, or ASSAY_DRIFT__WEBHOOK_URL) when set.
 
-    Exit codes: 0 no alert; 1 at least one alert fired; 2 usage or configuration error.
+    Exit codes: 0 no alert; 1 at least one alert fired; 2 usage or configuration error; 3 a failure.
     """
     app = get_ctx(ctx)
     report = check_drift(app.store, app.settings.drift, "day" if window == WindowChoice.day else "week", periods)

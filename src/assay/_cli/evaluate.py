@@ -442,8 +442,9 @@ def gate_cmd(
     test when both sides scored the same inputs (paired), else Fisher's exact test; reported with
     the difference in pass rate and its 95% CI.
 
-    Exit codes: exit 0 pass; exit 1 regression or threshold miss; exit 2 usage or configuration
-    error; exit 3 too many evaluator errors (unscored + errors above --max-unscored).
+    Exit codes: exit 0 pass; exit 1 regression or threshold miss (the only exit 1); exit 2 usage or
+    configuration error; exit 3 too many evaluator errors (unscored + errors above --max-unscored) or
+    any other failure.
     """
     from assay.suite.gate import report_json
     from assay.suite.gate_output import to_junit, to_markdown

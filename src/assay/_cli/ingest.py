@@ -1,4 +1,4 @@
-"""``assay ingest``: read trace files into the store."""
+"""``assay ingest``: read trace files into the store (a shell over :func:`assay.traces.ingest_paths`)."""
 
 from __future__ import annotations
 
@@ -10,10 +10,12 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from assay._cli._common import console, err_console, get_ctx, handle_errors, progress_bar
-from assay.exceptions import IngestError, UsageError
-from assay.traces.readers import FORMATS, SUFFIXES, UnrecognisedFile, collect_files, read_file
-from assay.traces.shapes import describe_error
+from assay._cli._common import AppContext, console, err_console, get_ctx, handle_errors, progress_bar
+from assay._cli.exit_codes import ExitCode
+from assay._store.store import IngestCounts
+from assay.traces import Unit
+from assay.traces.ingest import IngestResult, ingest_paths
+from assay.traces.readers import FORMATS, SUFFIXES
 
 
 @handle_errors
@@ -38,75 +40,43 @@ def ingest(
 
     Exit code: 0 when at least one unit was read (new or already stored); 1 when nothing could be
     ingested (every record rejected, or no ingestible file in the folders given), so a CI step
-    fails instead of passing silently; 2 for usage errors (unknown --format, missing path).
+    fails instead of passing silently; 2 for usage errors (unknown --format, missing path); 3 a failure.
     """
-    app = get_ctx(ctx)
-    files, skipped = collect_files(paths)
-    explicit = {p for p in paths if not p.is_dir()}
-    summary: dict[str, object] = {"files": [], "units_new": 0, "units_updated": 0, "spans_new": 0,
-                                  "spans_duplicate": 0, "rejected": [],
-                                  "skipped": [{"path": r.path, "reason": r.reason} for r in skipped]}
-    ingested = 0
-    with progress_bar("ingesting", len(files)) as advance:
-        for path in files:
-            try:
-                result = read_file(path, fmt)
-            except UnrecognisedFile as exc:
-                key = "rejected" if path in explicit else "skipped"
-                summary[key].append({"path": exc.path, "reason": exc.reason})  # type: ignore[attr-defined]
-                advance(1)
-                continue
-            except IngestError as exc:
-                summary["rejected"].append({"path": exc.path, "reason": exc.reason})  # type: ignore[attr-defined]
-                advance(1)
-                continue
-            except UsageError:
-                raise
-            except Exception as exc:  # noqa: BLE001 - safety net: a reader bug costs one file, not the run
-                summary["rejected"].append({"path": str(path),  # type: ignore[attr-defined]
-                                            "reason": f"could not be read: {describe_error(exc)}"})
-                advance(1)
-                continue
-            counts = app.store.add_units(result.units)
-            ingested += len(result.units)
-            summary["files"].append({"path": str(path), "format": result.format,  # type: ignore[attr-defined]
-                                     "units": len(result.units), "spans": result.span_count,
-                                     "rejected": len(result.rejected)})
-            for key in ("units_new", "units_updated", "spans_new", "spans_duplicate"):
-                summary[key] = int(summary[key]) + getattr(counts, key)  # type: ignore[call-overload]
-            summary["rejected"].extend({"path": r.path, "reason": r.reason}  # type: ignore[attr-defined]
-                                       for r in result.rejected)
-            advance(1)
+    sink = _StoreOnFirstWrite(get_ctx(ctx))
+    with progress_bar("ingesting", None) as advance:
+        result = ingest_paths(paths, sink, fmt, progress=lambda done, total: advance(int(done > 0), total))
     if as_json:
-        console.print_json(json.dumps(summary))
-        _fail_if_nothing(ingested, summary)
-        return
-    table = Table("file", "format", "units", "spans", "rejected", title="ingest")
-    for f in summary["files"]:  # type: ignore[attr-defined]
-        table.add_row(escape(f["path"]), f["format"], str(f["units"]), str(f["spans"]), str(f["rejected"]))
-    console.print(table)
-    console.print(f"units: {summary['units_new']} new, {summary['units_updated']} updated; "
-                  f"spans: {summary['spans_new']} new, {summary['spans_duplicate']} already stored; "
-                  f"rejected: {len(summary['rejected'])}")  # type: ignore[arg-type]
-    for r in summary["rejected"][:20]:  # type: ignore[index]
-        console.print(f"  [yellow]rejected[/yellow] {escape(r['path'])}: {escape(r['reason'])}")
-    if summary["skipped"]:
-        console.print(f"skipped: {len(summary['skipped'])} file(s) in no supported format")  # type: ignore[arg-type]
-    for r in summary["skipped"][:20]:  # type: ignore[index]
-        console.print(f"  [dim]skipped[/dim] {escape(r['path'])}: {escape(r['reason'])}")
-    _fail_if_nothing(ingested, summary)
-
-
-def _fail_if_nothing(ingested: int, summary: dict[str, object]) -> None:
-    """Exit 1 (message on stderr) when no unit was read from any file, so a CI step fails loudly."""
-    if ingested:
-        return
-    n_rej, n_skip = len(summary["rejected"]), len(summary["skipped"])  # type: ignore[arg-type]
-    if not summary["files"] and not n_rej:
-        why = "no ingestible file found" + (f" ({n_skip} skipped)" if n_skip else "")
-    elif not n_rej:
-        why = "the files read hold no trace records"
+        console.print_json(json.dumps(result.to_json()))
     else:
-        why = f"every record was rejected ({n_rej} rejected, {n_skip} skipped)"
-    err_console.print(f"[red]error:[/red] nothing ingested: {escape(why)}")
-    raise typer.Exit(1)
+        _print_result(result)
+    why = result.nothing_ingested()
+    if why:
+        err_console.print(f"[red]error:[/red] nothing ingested: {escape(why)}")
+        raise typer.Exit(ExitCode.CHECK_FAILED)
+
+
+class _StoreOnFirstWrite:
+    """The workspace's store, opened (and created) only when there is a unit to write: a missing path or
+    a folder with nothing ingestible leaves no empty store behind."""
+
+    def __init__(self, app: AppContext) -> None:
+        self.app = app
+
+    def add_units(self, units: list[Unit]) -> IngestCounts:
+        return self.app.store.add_units(units)
+
+
+def _print_result(result: IngestResult) -> None:
+    table = Table("file", "format", "units", "spans", "rejected", title="ingest")
+    for f in result.files:
+        table.add_row(escape(f.path), f.format, str(f.units), str(f.spans), str(f.rejected))
+    console.print(table)
+    console.print(f"units: {result.units_new} new, {result.units_updated} updated; "
+                  f"spans: {result.spans_new} new, {result.spans_duplicate} already stored; "
+                  f"rejected: {len(result.rejected)}")
+    for r in result.rejected[:20]:
+        console.print(f"  [yellow]rejected[/yellow] {escape(r.path)}: {escape(r.reason)}")
+    if result.skipped:
+        console.print(f"skipped: {len(result.skipped)} file(s) in no supported format")
+    for r in result.skipped[:20]:
+        console.print(f"  [dim]skipped[/dim] {escape(r.path)}: {escape(r.reason)}")

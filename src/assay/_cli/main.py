@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+import traceback
 from pathlib import Path
 from typing import Annotated
 
@@ -19,6 +21,7 @@ from assay._cli import serve as serve_cmd
 from assay._cli import signatures as signatures_cmd
 from assay._cli import users as users_cmd
 from assay._cli._common import CREATES_WORKSPACE, AppContext, console, err_console, get_ctx, handle_errors
+from assay._cli.exit_codes import ExitCode
 from assay.exceptions import ConfigError
 from assay.settings import load_settings
 
@@ -47,7 +50,7 @@ def root(
         ctx.call_on_close(ctx.obj.close)
     except ConfigError as exc:
         err_console.print(f"[red]error:[/red] {escape(str(exc))}")
-        raise typer.Exit(2) from None
+        raise typer.Exit(ExitCode.USAGE) from None
 
 
 app.command("ingest")(ingest_cmd.ingest)
@@ -85,5 +88,10 @@ def report(
 
 
 def main() -> None:
-    """Console-script entry point."""
-    app()
+    """Console-script entry point. An exception that escapes every command's handler (a bug outside a
+    command) exits 3 with its traceback, never Python's default 1, which means "the check said no"."""
+    try:
+        app()
+    except Exception:
+        traceback.print_exc()
+        sys.exit(ExitCode.FAILURE)

@@ -50,7 +50,7 @@ from sqlalchemy.orm import Session as OrmSession
 from assay._store.tables import Base, EmbeddingRow, LogRecordRow, SignatureRow, SpanRow, UnitRow
 from assay.exceptions import NotFoundError
 from assay.traces.model import Span, SpanEvent, Unit
-from assay.traces.otlp_json import with_events
+from assay.traces.otlp.mapping import with_events
 
 if TYPE_CHECKING:
     from assay._store.store import Store

@@ -1,6 +1,6 @@
 """The dashboard page: what ``assay report`` writes, live in the app (login required).
 
-Mount with ``install_dashboard(app)`` after :func:`assay._web.ui.install_ui`. Routes:
+Mount with ``install_dashboard(app)`` after :func:`assay._web.ui.install_ui` (which sets the app state). Routes:
 
     /dashboard                      drift alerts, scores over time, corrected pass rates, agreement
                                     over time, signature volumes, calibration, latest gate, redundancy
@@ -26,7 +26,7 @@ from fastapi import APIRouter, FastAPI, HTTPException, Request
 from fastapi.responses import FileResponse, HTMLResponse, Response
 from jinja2 import ChoiceLoader, Environment, FileSystemLoader, PackageLoader, select_autoescape
 
-from assay._web.ui import CSP, HERE, SECURITY_HEADERS, _ui, _user
+from assay._web.pages import CSP, HERE, SECURITY_HEADERS, current_user, ui_state
 from assay.reports.data import build_report_data
 from assay.reports.html import fmt, plotly_js_path
 
@@ -66,8 +66,8 @@ def install_dashboard(app: FastAPI) -> None:
 @router.get("/dashboard", response_class=HTMLResponse)
 def dashboard(request: Request) -> Response:
     """The report's sections, computed from the store now."""
-    user, session = _user(request)
-    ui = _ui(request)
+    user, session = current_user(request)
+    ui = ui_state(request)
     data = build_report_data(ui.store, ui.settings.drift)
     env: Environment = request.app.state.assay_dashboard_env
     html = env.get_template("dashboard.html").render(user=user, csrf_token=session.get("csrf", ""), data=data,

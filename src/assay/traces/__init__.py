@@ -1,6 +1,7 @@
 """Captured traces: domain types and readers (OTLP JSON/protobuf with OTel GenAI / OpenInference, Langfuse
 exports, OpenAI / Anthropic chat-log JSONL, tau-bench, Magentic-One)."""
 
+from assay.traces.ingest import IngestResult, UnitSink, ingest_paths
 from assay.traces.model import (
     Message,
     Session,
@@ -17,7 +18,7 @@ from assay.traces.readers import ReadResult, Rejection, detect_format, read_file
 from assay.traces.timeline import looks_like_error, render_timeline, step_timeline
 
 __all__ = [
-    "Message", "ReadResult", "Rejection", "Session", "Span", "SpanEvent", "Step", "ToolCall", "Trace", "Unit",
-    "detect_format", "looks_like_error", "parse_arguments", "read_file", "render_timeline",
-    "step_timeline", "timestamp_ns",
+    "IngestResult", "Message", "ReadResult", "Rejection", "Session", "Span", "SpanEvent", "Step", "ToolCall", "Trace",
+    "Unit", "UnitSink", "detect_format", "ingest_paths", "looks_like_error", "parse_arguments", "read_file",
+    "render_timeline", "step_timeline", "timestamp_ns",
 ]

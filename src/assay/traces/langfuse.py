@@ -2,7 +2,7 @@
 
 Each observation (SPAN, GENERATION, TOOL, AGENT, CHAIN, ...) becomes a :class:`Span`. Its
 ``metadata`` (a JSON string or an object) keeps the original OpenTelemetry attributes, mapped as
-in :mod:`assay.traces.otlp_json`; Langfuse's own ``input`` / ``output`` fields, in whatever shape
+in :mod:`assay.traces.otlp.mapping`; Langfuse's own ``input`` / ``output`` fields, in whatever shape
 the framework logged them, are normalized by :func:`assay.traces.chat_formats.chat_messages` and
 win over the attributes (they are what Langfuse shows). Times follow
 :func:`assay.traces.model.timestamp_ns` (no offset → UTC). Usage details that are absent or empty
@@ -20,7 +20,7 @@ from typing import Any
 
 from assay.traces.chat_formats import chat_messages
 from assay.traces.model import Message, Span, SpanKind, ToolCall, Unit, parse_arguments, timestamp_ns
-from assay.traces.otlp_json import attributes_to_span, group_units
+from assay.traces.otlp.mapping import attributes_to_span, group_units
 from assay.traces.shapes import describe_error
 
 _TYPE_KIND: dict[str, SpanKind] = {"GENERATION": "llm", "TOOL": "tool", "AGENT": "agent", "CHAIN": "chain",

@@ -10,7 +10,8 @@ from pathlib import Path
 from typing import Literal
 
 from assay.exceptions import IngestError, UsageError
-from assay.traces import chat_logs, langfuse, magentic, otlp_json, tau_bench
+from assay.traces import chat_logs, langfuse, magentic, tau_bench
+from assay.traces import otlp as otlp_json
 from assay.traces.model import Span, Unit
 from assay.traces.shapes import describe_error
 

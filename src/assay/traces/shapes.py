@@ -1,7 +1,7 @@
 """Shape checks and readable rejection reasons for the trace readers.
 
 Readers parse JSON from files and HTTP bodies that may hold any shape. They check each level with
-:func:`expect_object` / :func:`expect_list` (a wrong type becomes a :class:`ShapeError` naming the
+:func:`expect_object` / :func:`expect_list` (a wrong type becomes a :class:`~assay.exceptions.ShapeError` naming the
 JSON path, e.g. ``resourceSpans[0].scopeSpans[0].spans[0]: expected an object, got string``) and
 turn any exception of a record into a one-line reason with :func:`describe_error`, so that no
 ``TypeError``/``AttributeError`` escapes a reader and no Python internals reach the user.
@@ -13,12 +13,12 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from assay.exceptions import ShapeError
+
+__all__ = ["MAX_DEPTH", "ShapeError", "describe_error", "expect_list", "expect_object", "json_type"]
+
 MAX_DEPTH = 64
 """Deepest nesting of an attribute value (OTLP ``AnyValue`` arrays / kvlists) a reader accepts."""
-
-
-class ShapeError(ValueError):
-    """A JSON value has the wrong type or shape; the message names the JSON path and what was expected."""
 
 
 def json_type(value: object) -> str:

@@ -1,13 +1,12 @@
-"""Reader for OTLP JSON trace files (``resourceSpans`` → ``scopeSpans`` → ``spans``).
+"""OTLP data onto assay's types: span attributes and fields to a :class:`~assay.traces.model.Span`, log
+records to a :class:`~assay.traces.model.SpanEvent`, spans to units.
 
-Maps OTel GenAI semantic-convention attributes (``gen_ai.input.messages``,
-``gen_ai.output.messages``, ``gen_ai.system_instructions``, ``gen_ai.tool.*``,
-``gen_ai.conversation.id``) and OpenInference attributes (``openinference.span.kind``,
-``llm.input_messages.N.message.*``, ``input.value``/``output.value``, ``session.id``)
-onto one :class:`~assay.traces.model.Span`.
+Maps OTel GenAI semantic-convention attributes (``gen_ai.input.messages``, ``gen_ai.output.messages``,
+``gen_ai.system_instructions``, ``gen_ai.tool.*``, ``gen_ai.conversation.id``) and OpenInference
+attributes (``openinference.span.kind``, ``llm.input_messages.N.message.*``, ``input.value`` /
+``output.value``, ``session.id``) onto one span, whatever the wire encoding (JSON or protobuf) was.
 
-Specs: OTLP/JSON encoding (opentelemetry-proto, ids hex-encoded), OTel GenAI semantic
-conventions v1.37, OpenInference semantic conventions.
+Specs: OTel GenAI semantic conventions v1.37, OpenInference semantic conventions, OTLP logs data model.
 """
 
 from __future__ import annotations
@@ -15,12 +14,11 @@ from __future__ import annotations
 import json
 import re
 from collections import defaultdict
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from assay.traces.genai_events import event_messages
 from assay.traces.model import Message, Span, SpanEvent, SpanKind, ToolCall, Unit, clean_value, parse_arguments
-from assay.traces.shapes import MAX_DEPTH, ShapeError, describe_error, expect_list, expect_object, json_type
 
 _OI_KIND: dict[str, SpanKind] = {
     "LLM": "llm", "TOOL": "tool", "RETRIEVER": "retrieval", "AGENT": "agent", "CHAIN": "chain",
@@ -31,60 +29,6 @@ _GENAI_OP_KIND: dict[str, SpanKind] = {
     "invoke_agent": "agent", "create_agent": "agent", "embeddings": "embedding",
 }
 
-
-def any_value(v: Any, path: str = "value", depth: int = 0) -> Any:
-    """Decode an OTLP JSON ``AnyValue`` into a Python value.
-
-    Args:
-        v: the ``AnyValue`` object (``{"stringValue": ...}``, ``{"arrayValue": {"values": [...]}}`` ...).
-        path: JSON path of ``v``, for error messages.
-        depth: nesting level of ``v`` (arrays / kvlists); at most :data:`~assay.traces.shapes.MAX_DEPTH`.
-
-    Raises:
-        ShapeError: not an object, a malformed array/kvlist, a non-numeric int/double, or nested
-            deeper than ``MAX_DEPTH``.
-    """
-    if depth > MAX_DEPTH:
-        raise ShapeError(f"{path}: nested attribute value too deep (more than {MAX_DEPTH} levels)")
-    v = expect_object(v, path)
-    if "stringValue" in v:
-        return v["stringValue"]
-    if "boolValue" in v:
-        return bool(v["boolValue"])
-    try:
-        if "intValue" in v:
-            return int(v["intValue"])
-        if "doubleValue" in v:
-            return float(v["doubleValue"])
-    except (TypeError, ValueError):
-        got = v.get("intValue", v.get("doubleValue"))
-        raise ShapeError(f"{path}: expected a number, got {json_type(got)} {str(got)[:40]!r}") from None
-    if "arrayValue" in v:
-        arr = expect_object(v["arrayValue"], f"{path}.arrayValue")
-        values = expect_list(arr.get("values"), f"{path}.arrayValue.values")
-        return [any_value(x, f"{path}.arrayValue.values[{i}]", depth + 1) for i, x in enumerate(values)]
-    if "kvlistValue" in v:
-        kvl = expect_object(v["kvlistValue"], f"{path}.kvlistValue")
-        return attributes(kvl.get("values"), f"{path}.kvlistValue.values", depth + 1)
-    if "bytesValue" in v:
-        return v["bytesValue"]
-    return None
-
-
-def attributes(kvs: Any, path: str = "attributes", depth: int = 0) -> dict[str, Any]:
-    """Decode an OTLP JSON attribute list (``[{key, value}]``) into a flat dict.
-
-    Raises:
-        ShapeError: not a list, an element not an object, a missing or non-string key, or a bad value.
-    """
-    out: dict[str, Any] = {}
-    for i, kv in enumerate(expect_list(kvs, path)):
-        kv = expect_object(kv, f"{path}[{i}]")
-        key = kv.get("key")
-        if not isinstance(key, str):
-            raise ShapeError(f"{path}[{i}].key: expected a string, got {json_type(key)}")
-        out[key] = any_value(kv.get("value") or {}, f"{path}[{i}].value", depth)
-    return out
 
 
 def _json(value: Any) -> Any:
@@ -321,113 +265,6 @@ def attributes_to_span(attrs: dict[str, Any], events: Sequence[SpanEvent] = (), 
     )
 
 
-def otlp_events(raw: Any, path: str = "events") -> list[SpanEvent]:
-    """Decode OTLP JSON span events (``{timeUnixNano, name, attributes}``).
-
-    Raises:
-        ShapeError: not a list, an event not an object, or malformed event attributes.
-    """
-    out: list[SpanEvent] = []
-    for i, e in enumerate(expect_list(raw, path)):
-        e = expect_object(e, f"{path}[{i}]")
-        out.append(SpanEvent(name=str(e.get("name") or ""),
-                             time_ns=_ns(e.get("timeUnixNano"), f"{path}[{i}].timeUnixNano"),
-                             attributes=attributes(e.get("attributes"), f"{path}[{i}].attributes")))
-    return out
-
-
-def _ns(value: Any, path: str) -> int:
-    try:
-        return int(value or 0)
-    except (TypeError, ValueError):
-        raise ShapeError(f"{path}: expected an integer (ns since the epoch), got {json_type(value)} "
-                         f"{str(value)[:40]!r}") from None
-
-
-def _status(raw: Any, path: str = "status") -> tuple[str, str | None]:
-    raw = expect_object(raw or {}, path)
-    code = raw.get("code", 0)
-    status = {2: "error", "STATUS_CODE_ERROR": "error", 1: "ok", "STATUS_CODE_OK": "ok"}.get(
-        code if isinstance(code, int | str) else 0, "unset")
-    message = raw.get("message")
-    return status, None if message is None else str(message)
-
-
-def otlp_span(raw: Any, resource: dict[str, Any], path: str = "span") -> Span:
-    """Convert one OTLP JSON span object into a :class:`Span`.
-
-    Raises:
-        KeyError, ValueError (incl. pydantic.ValidationError, ShapeError): missing or malformed fields.
-    """
-    raw = expect_object(raw, path)
-    attrs = attributes(raw.get("attributes"), f"{path}.attributes")
-    status, message = _status(raw.get("status"), f"{path}.status")
-    for key in ("traceId", "spanId"):
-        if key not in raw:
-            raise ShapeError(f"{path}.{key}: missing")
-        if not isinstance(raw[key], str):
-            raise ShapeError(f"{path}.{key}: expected a hex string, got {json_type(raw[key])}")
-    parent = raw.get("parentSpanId") or ""
-    if not isinstance(parent, str):
-        raise ShapeError(f"{path}.parentSpanId: expected a hex string, got {json_type(parent)}")
-    return attributes_to_span(
-        attrs, otlp_events(raw.get("events"), f"{path}.events"), trace_id=raw["traceId"].lower(),
-        span_id=raw["spanId"].lower(), parent_span_id=parent.lower() or None, name=str(raw.get("name") or ""),
-        start_ns=_ns(raw.get("startTimeUnixNano"), f"{path}.startTimeUnixNano"),
-        end_ns=_ns(raw.get("endTimeUnixNano"), f"{path}.endTimeUnixNano"), status=status, status_message=message,
-    )
-
-
-def looks_like_otlp(data: object) -> bool:
-    """True when parsed JSON is an OTLP trace export."""
-    return isinstance(data, dict) and "resourceSpans" in data
-
-
-def read_spans(data: Any) -> Iterator[tuple[Span | None, str | None]]:
-    """Yield ``(span, None)`` per valid span and ``(None, reason)`` per rejected part.
-
-    Shapes are checked level by level: a wrong-typed element costs only that element (one reason
-    such as ``resourceSpans[0].scopeSpans[0].spans[0]: expected an object, got string``), the rest
-    is still read. Never raises for any parsed JSON value.
-    """
-    if not isinstance(data, dict):
-        yield None, f"expected an object with resourceSpans, got {json_type(data)}"
-        return
-    try:
-        resource_spans = expect_list(data.get("resourceSpans"), "resourceSpans")
-    except ShapeError as exc:
-        yield None, str(exc)
-        return
-    for r, rs in enumerate(resource_spans):
-        rpath = f"resourceSpans[{r}]"
-        try:
-            rs = expect_object(rs, rpath)
-            res = expect_object(rs.get("resource") or {}, f"{rpath}.resource")
-            resource = attributes(res.get("attributes"), f"{rpath}.resource.attributes")
-            scope_spans = expect_list(rs.get("scopeSpans"), f"{rpath}.scopeSpans")
-        except Exception as exc:  # noqa: BLE001 - any bad shape costs only this element
-            yield None, describe_error(exc)
-            continue
-        for s, ss in enumerate(scope_spans):
-            spath = f"{rpath}.scopeSpans[{s}]"
-            try:
-                spans = expect_list(expect_object(ss, spath).get("spans"), f"{spath}.spans")
-            except ShapeError as exc:
-                yield None, str(exc)
-                continue
-            for n, raw in enumerate(spans):
-                path = f"{spath}.spans[{n}]"
-                try:
-                    yield otlp_span(raw, resource, path), None
-                except Exception as exc:  # noqa: BLE001 - one bad span must not cost the batch
-                    sid = raw.get("spanId") if isinstance(raw, dict) else None
-                    detail = describe_error(exc)
-                    if detail.startswith(path):  # a ShapeError already names the element
-                        yield None, detail
-                    else:
-                        yield None, f"span #{n}" + (f" (spanId {sid!r})" if sid else "") + f" at {path}: {detail}"
-
-
 def group_units(spans: list[Span], source: str) -> list[Unit]:
     """Group spans into units: by session id where any span of a trace has one, else by trace."""
     by_trace: dict[str, list[Span]] = defaultdict(list)
@@ -460,3 +297,27 @@ def with_events(span: Span, extra: Sequence[SpanEvent]) -> Span:
         span.attributes, (*span.events, *new), trace_id=span.trace_id, span_id=span.span_id,
         parent_span_id=span.parent_span_id, name=span.name, start_ns=span.start_ns, end_ns=span.end_ns,
         status=span.status, status_message=span.status_message, flags=span.flags)
+
+
+LogItem = tuple[str, str, SpanEvent]
+"""One OTLP log record joined to its span: ``(trace id, span id, event)``, ids lowercase hex or empty."""
+
+
+def log_event(name: str, time_ns: int, attrs: dict[str, Any], body: Any) -> SpanEvent:
+    """A log record as a span event (``source="log_record"``); its name falls back to the ``event.name``
+    attribute. Lone surrogates in attributes and body become U+FFFD."""
+    (attrs, body), _ = clean_value([attrs, body])
+    return SpanEvent(name=name or str(attrs.get("event.name") or ""), time_ns=time_ns, attributes=attrs,
+                     body=body, source="log_record")
+
+
+def check_log_ids(trace_id: str, span_id: str) -> None:
+    """A log record's ids: both empty, or a 16-byte trace id and an 8-byte span id (lowercase hex).
+
+    Raises:
+        ValueError: wrong lengths, or only one of the two given.
+    """
+    if (trace_id and len(trace_id) != 32) or (span_id and len(span_id) != 16):
+        raise ValueError(f"trace_id must be 16 bytes and span_id 8 bytes (got {trace_id!r}, {span_id!r})")
+    if bool(trace_id) != bool(span_id):
+        raise ValueError("trace_id and span_id must be given together")

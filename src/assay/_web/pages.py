@@ -1,0 +1,178 @@
+"""What every page of the annotation app shares: the app state, the logged-in user, CSRF-checked forms,
+rendering with the security headers, and step views of a timeline.
+
+Page modules (:mod:`assay._web.ui`, :mod:`assay._web.audit_pages`, :mod:`assay._web.dashboard`) import
+from here, never from each other.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+from fastapi import HTTPException, Request
+from fastapi.responses import HTMLResponse, RedirectResponse
+from jinja2 import Environment, FileSystemLoader, select_autoescape
+
+from assay._store import Store
+from assay._web.auth import SESSION_COOKIE, Account, SessionCodec, csrf_ok, get_user
+from assay.exceptions import NotFoundError
+from assay.settings import Settings
+from assay.traces import Step
+
+HERE = Path(__file__).parent
+CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; object-src 'none'; "
+       "base-uri 'none'; form-action 'self'; frame-ancestors 'none'")
+SECURITY_HEADERS = {"Content-Security-Policy": CSP, "X-Content-Type-Options": "nosniff",
+                    "Referrer-Policy": "same-origin", "X-Frame-Options": "DENY", "Cache-Control": "no-store"}
+OPEN_CHARS = 4000
+"""Steps longer than this start collapsed (errors, user and assistant turns always start open)."""
+
+
+@dataclass
+class UI:
+    """What the pages need: the store, the session codec and the template environment."""
+
+    settings: Settings
+    store: Store
+    codec: SessionCodec
+    env: Environment
+    timelines: TimelineCache = field(default_factory=lambda: TimelineCache())
+
+
+def pretty(value: Any) -> str:
+    """``value`` as indented, key-sorted JSON (non-ASCII kept; unknown types as ``str``)."""
+    return json.dumps(value, indent=2, ensure_ascii=False, sort_keys=True, default=str)
+
+
+@dataclass(frozen=True)
+class StepView:
+    """One step as the review page shows it (computed once, so the template stays a plain loop)."""
+
+    index: int
+    kind: str
+    tool_name: str | None
+    is_error: bool
+    body: str
+    is_args: bool
+    open: bool
+    offset: str
+
+
+def first_time(steps: list[Step]) -> int:
+    """The earliest non-zero step time (ns), 0 when none: what step offsets count from."""
+    return min((s.time_ns for s in steps if s.time_ns), default=0)
+
+
+def step_views(steps: list[Step], t0: int | None = None) -> list[StepView]:
+    """Steps with tool arguments pretty-printed, the open/closed state and the time since ``t0``
+    (default: the first of ``steps``; give it when ``steps`` is a slice of a longer timeline)."""
+    t0 = first_time(steps) if t0 is None else t0
+    out = []
+    for s in steps:
+        is_args = s.kind == "tool_call" and s.arguments is not None
+        body = pretty(s.arguments) if is_args else s.text
+        opened = s.is_error or s.kind in ("user", "assistant") or len(body) < OPEN_CHARS
+        out.append(StepView(index=s.index, kind=s.kind, tool_name=s.tool_name, is_error=s.is_error, body=body,
+                            is_args=is_args, open=opened,
+                            offset=f"+{(s.time_ns - t0) / 1e9:.3f} s" if t0 and s.time_ns else ""))
+    return out
+
+
+class TimelineCache:
+    """In-process LRU of step timelines per ``(unit id, content hash)``: a unit's timeline is built
+    once per content version, whoever asks (annotators, the page's step chunks); the views (pretty
+    JSON) are made only for the steps rendered. Thread-safe.
+
+    Args:
+        size: units kept (each holds its steps' text, about the size of the unit's content).
+    """
+
+    def __init__(self, size: int = 16) -> None:
+        self.size = size
+        self._items: OrderedDict[tuple[str, str], list[Step]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, unit_id: str, content_hash: str, build: Callable[[], list[Step]]) -> list[Step]:
+        """The cached steps, else ``build()`` (cached unless the hash is empty, i.e. unknown)."""
+        key = (unit_id, content_hash)
+        with self._lock:
+            if key in self._items:
+                self._items.move_to_end(key)
+                return self._items[key]
+        steps = build()
+        if content_hash:
+            with self._lock:
+                self._items[key] = steps
+                while len(self._items) > self.size:
+                    self._items.popitem(last=False)
+        return steps
+
+    def clear(self) -> None:
+        """Forget everything (the benchmark measures cold requests this way)."""
+        with self._lock:
+            self._items.clear()
+
+
+def make_env() -> Environment:
+    """The pages' Jinja2 environment: ``templates/`` beside this module, autoescaped, filter ``pretty``."""
+    env = Environment(loader=FileSystemLoader(HERE / "templates"), autoescape=select_autoescape(default=True))
+    env.filters["pretty"] = pretty
+    return env
+
+
+def ui_state(request: Request) -> UI:
+    """The :class:`UI` that ``install_ui`` put on the app."""
+    ui: UI = request.app.state.assay_ui
+    return ui
+
+
+def session_of(request: Request) -> dict[str, str] | None:
+    """The signed session cookie's content (``user``, ``csrf``), None when missing, forged or expired."""
+    return ui_state(request).codec.load(request.cookies.get(SESSION_COOKIE))
+
+
+def current_user(request: Request) -> tuple[Account, dict[str, str]]:
+    """The logged-in account and its session; a redirect to /login otherwise."""
+    session = session_of(request)
+    if session and session["user"]:
+        try:
+            return get_user(ui_state(request).store, session["user"]), session
+        except NotFoundError:
+            pass
+    target = quote(request.url.path + (f"?{request.url.query}" if request.url.query else ""))
+    raise HTTPException(status_code=303, headers={"Location": f"/login?next={target}"})
+
+
+async def checked_form(request: Request, session: dict[str, str]) -> dict[str, str]:
+    """The posted form, after checking its CSRF token (403 without a matching one)."""
+    form = await request.form()
+    data = {k: v for k, v in form.items() if isinstance(v, str)}
+    if not csrf_ok(session, data.get("csrf_token")):
+        raise HTTPException(status_code=403, detail="missing or wrong CSRF token")
+    return data
+
+
+def require_admin(user: Account) -> None:
+    """403 unless ``user`` is an admin."""
+    if not user.is_admin:
+        raise HTTPException(status_code=403, detail="admins only")
+
+
+def render(request: Request, template: str, session: dict[str, str] | None, status: int = 200,
+           **context: Any) -> HTMLResponse:
+    """``template`` rendered with ``context`` and the session's CSRF token, with :data:`SECURITY_HEADERS`."""
+    ui = ui_state(request)
+    html = ui.env.get_template(template).render(csrf_token=(session or {}).get("csrf", ""), **context)
+    return HTMLResponse(html, status_code=status, headers=SECURITY_HEADERS)
+
+
+def redirect(url: str) -> RedirectResponse:
+    """A 303 to ``url`` (after a POST, or to the next page), with :data:`SECURITY_HEADERS`."""
+    return RedirectResponse(url, status_code=303, headers=SECURITY_HEADERS)

@@ -1,0 +1,116 @@
+"""The CLI's exit codes are one table (``assay._cli.exit_codes``), shown in the README, and exit 1 is
+only ever a check's "no": a gate regression, a drift alert, a failed doctor check, nothing ingested.
+Errors are 2 (usage, configuration, environment) or 3 (runtime failure, a crash), never 1."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from assay._cli._common import handle_errors
+from assay._cli.exit_codes import MEANINGS, ExitCode, exit_code_for
+from assay._cli.main import app
+from assay.exceptions import AssayError, ConfigError, IngestError, JudgeError, MissingDependency, UsageError
+
+from .conftest import AIRLINE, ROOT
+
+runner = CliRunner()
+
+
+def _subclasses(cls: type) -> Iterator[type]:
+    for sub in cls.__subclasses__():
+        yield sub
+        yield from _subclasses(sub)
+
+
+def _commands(cmd: Any, path: tuple[str, ...] = ()) -> Iterator[tuple[str, Any]]:
+    subs = getattr(cmd, "commands", None)
+    if subs:
+        for name, sub in subs.items():
+            yield from _commands(sub, (*path, name))
+    else:
+        yield " ".join(path), cmd
+
+
+def test_the_readme_shows_the_table() -> None:
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = readme.split("## The command line", 1)[1].split("\n## ", 1)[0]
+    rows = dict(re.findall(r"^\| (\d+) \| (.+) \|$", section, flags=re.MULTILINE))
+    assert {int(code) for code in rows} == {int(code) for code in ExitCode} == {int(code) for code in MEANINGS}
+    for command in ("assay gate", "assay drift", "assay doctor", "assay ingest"):
+        assert command in rows["1"]  # every "no" of a check is listed with its command
+    assert "runtime failure" in rows["3"] and "configuration" in rows["2"]
+
+
+def test_every_command_maps_its_errors() -> None:
+    """A command without ``handle_errors`` would exit 1 on any exception (Python's default)."""
+    commands = dict(_commands(typer.main.get_command(app)))
+    assert {"gate", "drift", "doctor", "ingest", "demo", "calibrate", "serve", "worker"} <= set(commands)
+    unwrapped = [name for name, cmd in commands.items() if getattr(cmd.callback, "__wrapped__", None) is None]
+    assert unwrapped == []
+
+
+@pytest.mark.parametrize("exc, code", [
+    (UsageError("bad"), 2), (ConfigError("bad", "assay.toml"), 2), (MissingDependency("x", "pip install x"), 2),
+    (FileNotFoundError(2, "No such file"), 2), (JudgeError("judge down"), 3), (IngestError("f", "bad"), 3),
+    (AssayError("?"), 3), (TypeError("bug"), 3), (KeyboardInterrupt(), 130),
+])
+def test_exit_code_for(exc: BaseException, code: int) -> None:
+    assert exit_code_for(exc) == code
+
+
+def test_no_error_of_assay_exits_1() -> None:
+    classes = [AssayError, *_subclasses(AssayError)]
+    assert len(classes) > 10  # the whole tree, including classes defined outside assay.exceptions
+    for cls in classes:
+        assert exit_code_for(cls.__new__(cls)) in (ExitCode.USAGE, ExitCode.FAILURE), cls
+
+
+@pytest.fixture(scope="module")
+def ws(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    ws = tmp_path_factory.mktemp("exits")
+    (ws / "two.json").write_text(json.dumps(json.loads(AIRLINE.read_text())[:2]))
+    assert runner.invoke(app, ["--workspace", str(ws), "ingest", str(ws / "two.json")]).exit_code == 0
+    return ws
+
+
+@pytest.mark.parametrize("raised, shown", [
+    (JudgeError("the judge endpoint refused the connection"), "error: the judge endpoint refused the connection"),
+    (TypeError("'NoneType' object is not subscriptable"), "unexpected TypeError (a bug in assay)"),
+])
+def test_a_gate_that_fails_exits_3_not_1(ws: Path, monkeypatch: pytest.MonkeyPatch, raised: Exception,
+                                         shown: str) -> None:
+    """Fault injection into the real command: whatever breaks inside the gate is not a regression."""
+    def broken(*args: Any, **kwargs: Any) -> Any:
+        raise raised
+
+    monkeypatch.setattr("assay._cli.evaluate.run_gate", broken)
+    result = runner.invoke(app, ["--workspace", str(ws), "gate", "--candidate", "all"])
+    assert result.exit_code == 3, result.output
+    assert shown in " ".join(result.output.split())
+    assert ("Traceback" in result.output) == isinstance(raised, TypeError)  # a bug shows where it happened
+
+
+def test_ctrl_c_is_130_and_debug_keeps_a_bug_visible(tmp_path: Path) -> None:
+    demo = typer.Typer()
+
+    @demo.command()
+    @handle_errors
+    def stop(kind: str) -> None:
+        raise KeyboardInterrupt if kind == "interrupt" else ZeroDivisionError("division by zero")
+
+    assert runner.invoke(demo, ["interrupt"]).exit_code == 130
+    debug = runner.invoke(demo, ["bug"], env={"ASSAY_DEBUG": "1"})
+    assert isinstance(debug.exception, ZeroDivisionError)
+
+
+def test_usage_errors_of_the_framework_stay_2(ws: Path) -> None:
+    assert runner.invoke(app, ["--workspace", str(ws), "gate", "--repeat", "0"]).exit_code == 2
+    assert runner.invoke(app, ["--workspace", str(ws), "gate", "--no-such-flag"]).exit_code == 2
