@@ -25,6 +25,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field, ValidationError, field_validator
 
 from assay.exceptions import ConfigError
+from assay.settings.signals import SignalSettings
 
 
 class JudgeSettings(BaseModel):
@@ -159,6 +160,8 @@ class Settings(BaseModel):
     online: OnlineSettings = Field(default_factory=lambda: OnlineSettings())
     executor: ExecutorSettings = Field(default_factory=lambda: ExecutorSettings())
     drift: DriftSettings = Field(default_factory=lambda: DriftSettings())
+    signals: SignalSettings = Field(default_factory=lambda: SignalSettings(),
+                                    description="failure-signal detectors (docs/signals.md)")
 
     def resolved_store_url(self) -> str:
         """The store URL with a relative SQLite path made absolute against the workspace."""
