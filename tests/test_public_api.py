@@ -20,6 +20,6 @@ def test_exported_members() -> None:
     for name in assay.__all__:
         assert hasattr(assay, name), name
     public = {n for n in dir(assay) if not n.startswith("_")}
-    modules = {"annotations", "calibration", "evaluators", "exceptions", "models", "reports", "settings",
-               "signatures", "suite", "traces"}
+    modules = {"annotations", "calibration", "doctor", "evaluators", "exceptions", "models", "reports", "settings",
+               "signatures", "stats", "suite", "traces"}
     assert public - set(assay.__all__) <= modules
