@@ -6,7 +6,8 @@ import assay
 
 EXPECTED = {
     "Agreement", "Annotation", "AssayError", "CalibrationReport", "Criterion", "EvaluationResult", "EvaluatorDef",
-    "EvaluatorFailure", "GateReport", "GroundTruthDataset", "JudgeClient", "Message", "Settings", "Signature",
+    "EvaluatorFailure", "GateReport", "GroundTruthDataset", "JudgeClient", "Lineage", "Message", "Settings",
+    "Signature",
     "Span", "Step", "Store", "ToolCall", "Unit", "__version__", "add_annotations", "add_criterion", "agreement",
     "build_dataset", "build_signatures", "calibrate", "cohen_kappa", "content_version", "evaluate",
     "evaluate_many", "export_labels", "import_labels", "list_signatures", "load_evaluator", "load_settings",

@@ -34,6 +34,7 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
+from assay.calibration.calibrate import CalibrationReport
 from assay.stats import wilson_interval, z_critical
 
 Method = Literal["raw", "rogan_gladen", "ppi"]
@@ -163,16 +164,13 @@ def ppi_mean(f_unlabelled: Sequence[float] | np.ndarray, f_labelled: Sequence[fl
     return RateEstimate(value=_clip(theta), low=_clip(theta - half), high=_clip(theta + half), **base)
 
 
-def confusion_counts(calibration: Mapping[str, Any] | None) -> dict[str, int] | None:
-    """The test-split confusion ``{tp, fn, fp, tn}`` of a stored calibration report
-    (``EvaluatorRow.calibration``: ``test.confusion``, else ``agreement.confusion``); None if absent."""
-    if not calibration:
+def confusion_counts(calibration: CalibrationReport | None) -> dict[str, int] | None:
+    """The confusion ``{tp, fn, fp, tn}`` of a calibration report: its test split's, else all scored items';
+    None without a report."""
+    if calibration is None:
         return None
-    for part in (calibration.get("test"), calibration.get("agreement")):
-        cm = (part or {}).get("confusion") if isinstance(part, Mapping) else None
-        if isinstance(cm, Mapping) and all(k in cm for k in ("tp", "fn", "fp", "tn")):
-            return {k: int(cm[k]) for k in ("tp", "fn", "fp", "tn")}
-    return None
+    cm = calibration.test.confusion if calibration.test is not None else calibration.agreement.confusion
+    return {"tp": cm.tp, "fn": cm.fn, "fp": cm.fp, "tn": cm.tn}
 
 
 def pass_rate_estimates(verdicts: Mapping[str, bool], confusion: Mapping[str, int] | None = None,

@@ -49,6 +49,7 @@ from sqlalchemy import select
 from assay._store import Store
 from assay._store import tables as t
 from assay.annotations.agreement import ADJUDICATION_SOURCE
+from assay.calibration.calibrate import CalibrationReport, read_calibration
 from assay.calibration.estimates import PassRateEstimates, confusion_counts, pass_rate_estimates
 from assay.exceptions import UsageError
 from assay.settings import DriftSettings
@@ -268,7 +269,7 @@ def _scores(store: Store, run_kinds: Sequence[str], since: datetime, until: date
 class _Evaluator:
     criterion: str | None
     threshold: float | None
-    calibrations: dict[str, dict[str, Any]]
+    calibrations: dict[str, CalibrationReport | None]
 
 
 def _evaluator_info(store: Store) -> dict[str, _Evaluator]:
@@ -277,7 +278,8 @@ def _evaluator_info(store: Store) -> dict[str, _Evaluator]:
     with store.session() as s:
         for row in s.scalars(select(t.EvaluatorRow).order_by(t.EvaluatorRow.created_at)):
             defn = row.definition or {}
-            cals = {**(out[row.name].calibrations if row.name in out else {}), row.version: row.calibration or {}}
+            cals = {**(out[row.name].calibrations if row.name in out else {}),
+                    row.version: read_calibration(row.calibration)}
             threshold = defn.get("threshold")
             out[row.name] = _Evaluator(criterion=(defn.get("criterion") or {}).get("name"),
                                        threshold=float(threshold) if threshold is not None else None,
