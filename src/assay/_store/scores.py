@@ -11,9 +11,9 @@ dataset version, run id and kind).
 A **score** (``scores`` table) is one evaluator's result on one unit, keyed (run id, unit id,
 evaluator version). :func:`add_scores` writes a batch with its lineage: the lineage is recorded
 on the run, then the rows go in with ``INSERT ... ON CONFLICT DO NOTHING`` on that key (SQLite,
-PostgreSQL; one statement per :data:`INSERT_CHUNK` scores), so a retried batch (a Ray task that
-ran twice, a resumed ``assay score --run-id ID``) never writes a second score. Every writer
-(gate, online worker, backfill, calibration, Ray executor) goes through it.
+PostgreSQL; multi-row statements of up to :data:`INSERT_CHUNK` scores), so a retried batch (a
+Ray task that ran twice, a resumed ``assay score --run-id ID``) never writes a second score.
+Every writer (gate, online worker, backfill, calibration, Ray executor) goes through it.
 
 Stored JSON written before records had a ``version`` reads as version 1.
 """
@@ -34,7 +34,7 @@ from assay.exceptions import NotFoundError
 
 ScoreStatus = Literal["scored", "unscored", "error", "not_applicable"]
 INSERT_CHUNK = 1000
-"""Score rows per INSERT statement (11 bound values each: within SQLite's and PostgreSQL's limits)."""
+"""Score rows per multi-row INSERT statement (11 bound values each: within SQLite's and PostgreSQL's limits)."""
 
 
 class Lineage(BaseModel):
@@ -189,8 +189,8 @@ def add_scores(s: OrmSession, lineage: Lineage, scores: Sequence[NewScore]) -> d
     """Write a batch of one evaluator version's scores, with its lineage, in the open transaction ``s``.
 
     Rows whose (run id, unit id, evaluator version) is already stored are skipped:
-    ``INSERT ... ON CONFLICT DO NOTHING ... RETURNING`` on SQLite and PostgreSQL, one statement per
-    :data:`INSERT_CHUNK` rows; other databases check first in the same transaction.
+    ``INSERT ... ON CONFLICT DO NOTHING ... RETURNING`` on SQLite and PostgreSQL, sent as multi-row
+    INSERTs of up to :data:`INSERT_CHUNK` rows; other databases check first in the same transaction.
 
     Returns:
         ``{unit id: score id}`` of the rows inserted (empty when a previous attempt wrote them all).
@@ -201,19 +201,19 @@ def add_scores(s: OrmSession, lineage: Lineage, scores: Sequence[NewScore]) -> d
     """
     _record_lineage(s, lineage)
     rows = [_values(lineage, sc) for sc in scores]
+    if not rows:
+        return {}
     dialect = s.get_bind().dialect.name
     if dialect not in ("postgresql", "sqlite"):
         return _add_checked(s, lineage, rows)
     from sqlalchemy.dialects import postgresql, sqlite
 
     insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    out: dict[str, int] = {}
-    for i in range(0, len(rows), INSERT_CHUNK):
-        stmt = (insert(ScoreRow).values(rows[i:i + INSERT_CHUNK])
-                .on_conflict_do_nothing(index_elements=["run_id", "unit_id", "evaluator_version"])
-                .returning(ScoreRow.unit_id, ScoreRow.id))
-        out.update({unit: sid for unit, sid in s.execute(stmt)})  # RETURNING lists the inserted rows only
-    return out
+    stmt = (insert(ScoreRow).on_conflict_do_nothing(index_elements=["run_id", "unit_id", "evaluator_version"])
+            .returning(ScoreRow.unit_id, ScoreRow.id))
+    # executemany with RETURNING: SQLAlchemy sends multi-row INSERTs of up to INSERT_CHUNK rows ("insertmanyvalues")
+    return {unit: sid for unit, sid in s.execute(stmt, rows, execution_options={"insertmanyvalues_page_size":
+                                                                               INSERT_CHUNK})}
 
 
 def _add_checked(s: OrmSession, lineage: Lineage, rows: list[dict[str, Any]]) -> dict[str, int]:
