@@ -67,7 +67,7 @@ def _prepare(ws: Path, evaluator: dict[str, Any] | None) -> None:
     """assay.toml, the evaluator file, and the evaluator activated in the store."""
     from assay._store import Store
     from assay.evaluators import EvaluatorDef, save_evaluator
-    from assay.suite.runs import save_evaluator_record
+    from assay.calibration.calibrate import save_evaluator_record
 
     (ws / "assay.toml").write_text('[judge]\nprovider = "local"\nn_threads = 1\nmax_prompt_chars = 1500\n'
                                    'max_tokens = 96\n[online]\npoll_interval_s = 1.0\nbatch_size = 16\n')
@@ -75,7 +75,7 @@ def _prepare(ws: Path, evaluator: dict[str, Any] | None) -> None:
     if evaluator is not None:
         defn = EvaluatorDef.model_validate(evaluator)
         save_evaluator(defn, ws / "evaluators" / f"{defn.name}.yaml")
-        save_evaluator_record(store, defn, "active", {}, override_reason="benchmark")
+        save_evaluator_record(store, defn, "active", None, override_reason="benchmark")
     store.close()
 
 

@@ -1,6 +1,6 @@
 """Three weeks of synthetic production scores in a real SQLite store, for drift and report tests.
 
-Scores go through the real write path (``new_run`` + ``record_scores``); only their
+Scores go through the real write path (``new_run`` + ``write_results`` with lineage); only their
 ``created_at`` is then moved back in time, as a worker running over three weeks would have
 written them. Human audit labels go through ``add_annotations`` and are back-dated the same way.
 
@@ -17,10 +17,13 @@ import numpy as np
 from sqlalchemy import select, update
 
 from assay._store import Store
+from assay._store.scores import Lineage, finish_run, new_run
 from assay._store.tables import AnnotationRow, AuditItemRow, EvaluatorRow, ScoreRow, SignatureRow
 from assay.annotations import Annotation, add_annotations, add_criterion
+from assay.calibration import CalibrationReport, agreement, metrics_with_ci
 from assay.evaluators import EvaluationResult, EvaluatorFailure
-from assay.suite.runs import finish_run, new_run, record_scores
+from assay.evaluators.lineage import write_results
+from assay.suite.online import OnlineParams
 from tests.ui_fixtures import make_unit
 
 NOW = datetime(2026, 11, 29, 20, 0, tzinfo=UTC)  # a Sunday: weeks start 11-09, 11-16, 11-23
@@ -28,12 +31,24 @@ PER_DAY = 24
 CONFUSION = {"tp": 85, "fn": 15, "fp": 25, "tn": 75}
 
 
+def _calibration() -> CalibrationReport:
+    """The stored calibration of ``helpful``: its test split's confusion is CONFUSION."""
+    c = CONFUSION
+    human = ["pass"] * (c["tp"] + c["fn"]) + ["fail"] * (c["fp"] + c["tn"])
+    judge = ["pass"] * c["tp"] + ["fail"] * c["fn"] + ["pass"] * c["fp"] + ["fail"] * c["tn"]
+    return CalibrationReport(evaluator="helpful", evaluator_version="a" * 12, judge_model="fake", dataset_version=1,
+                             dataset_balance={"pass": 100, "fail": 100}, n_labelled=200, n_unscored=0, n_errors=0,
+                             agreement=agreement(human, judge), threshold=0.8, min_kappa=0.0, meets_threshold=True,
+                             status="active", run_id="calibration-fixture",
+                             test=metrics_with_ci(human, judge, n_boot=50))
+
+
 def _evaluator_rows(store: Store) -> None:
     with store.session() as s:
         s.add(EvaluatorRow(name="helpful", version="a" * 12, kind="llm_judge", status="active",
                            definition={"name": "helpful", "threshold": 0.8,
                                        "criterion": {"name": "helpful", "version": 1, "text": "Helps the user."}},
-                           calibration={"test": {"confusion": CONFUSION}, "threshold": 0.8}))
+                           calibration=_calibration().model_dump(mode="json")))
         s.add(EvaluatorRow(name="length", version="b" * 12, kind="code", status="active",
                            definition={"name": "length", "threshold": 0.8,
                                        "criterion": {"name": "length", "version": 1, "text": "Short enough."}},
@@ -59,7 +74,7 @@ def seed_production(store: Store, shift: bool, seed: int = 0, audit_items: bool 
     days = [first + timedelta(days=d, hours=9) for d in range(21)]
     ids = {d: [f"u-{d:02d}-{i:02d}" for i in range(PER_DAY)] for d in range(21)}
     store.add_units([make_unit(u) for d in ids for u in ids[d]])
-    run_id = new_run(store, "online", {"source": "drift fixture"})
+    run_id = new_run(store, "online", OnlineParams())
     results: list[EvaluationResult | EvaluatorFailure] = []
     labels: list[tuple[Annotation, datetime]] = []
     when: dict[str, datetime] = {}
@@ -83,7 +98,10 @@ def seed_production(store: Store, shift: bool, seed: int = 0, audit_items: bool 
                 human = passed if agree else not passed
                 labels.append((Annotation(unit_id=u, annotator="expert", label="pass" if human else "fail",
                                           criterion="helpful", source="audit"), when[u] + timedelta(hours=2)))
-    record_scores(store, run_id, results, dataset_version=1)
+    for name, version, judge_model in (("helpful", "a" * 12, "fake"), ("length", "b" * 12, None)):
+        lineage = Lineage(evaluator=name, evaluator_version=version, judge_model=judge_model, dataset_version=1,
+                          run_id=run_id, run_kind="online")
+        write_results(store, lineage, [r for r in results if r.evaluator == name])
     finish_run(store, run_id, {"units": len(when)})
     add_annotations(store, [a for a, _ in labels])
     with store.session() as s:

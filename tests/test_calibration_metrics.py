@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 from sklearn.metrics import cohen_kappa_score
 
-from assay.calibration.metrics import agreement, cohen_kappa
+from assay.calibration.metrics import agreement
+from assay.stats import cohen_kappa
 
 from .conftest import DATA
 

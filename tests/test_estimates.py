@@ -7,8 +7,10 @@ import math
 
 import numpy as np
 import pytest
+from pydantic import ValidationError
 
-from assay.calibration import metrics_with_ci
+from assay.calibration import CalibrationReport, agreement, metrics_with_ci
+from assay.calibration.calibrate import read_calibration
 from assay.calibration.estimates import (
     confusion_counts,
     pass_rate_estimates,
@@ -129,8 +131,13 @@ def test_estimates_from_a_stored_calibration_and_an_audit_sample() -> None:
     rng = np.random.default_rng(3)
     human = ["pass"] * 100 + ["fail"] * 100
     judge = ["pass" if rng.random() < (TPR if h == "pass" else 1 - TNR) else "fail" for h in human]
-    calibration = {"test": metrics_with_ci(human, judge, n_boot=50).model_dump(mode="json")}
-    cm = confusion_counts(calibration)
+    report = CalibrationReport(evaluator="e", evaluator_version="v", judge_model="j", dataset_version=1,
+                               dataset_balance={"pass": 100, "fail": 100}, n_labelled=200, n_unscored=0, n_errors=0,
+                               agreement=agreement(human, judge), threshold=0.8, min_kappa=0.0, meets_threshold=True,
+                               status="active", run_id="calibration-x", test=metrics_with_ci(human, judge, n_boot=50))
+    stored = report.model_dump(mode="json")
+    del stored["version"]  # as stored before reports had a version
+    cm = confusion_counts(read_calibration(stored))
     assert cm is not None and sum(cm.values()) == 200
     assert cm["tp"] == sum(h == j == "pass" for h, j in zip(human, judge, strict=True))
     truth = {f"u{i}": bool(rng.random() < TRUE_RATE) for i in range(4000)}
@@ -146,4 +153,6 @@ def test_estimates_from_a_stored_calibration_and_an_audit_sample() -> None:
     none = pass_rate_estimates(verdicts)
     assert none.rogan_gladen.value is None and "no calibration" in none.rogan_gladen.note
     assert none.ppi.value is None and "no audited" in none.ppi.note
-    assert confusion_counts({}) is None and confusion_counts({"test": {"confusion": {"tp": 1}}}) is None
+    assert read_calibration({}) is None and confusion_counts(None) is None
+    with pytest.raises(ValidationError):  # a stored report that is not one is an error, not "no calibration"
+        read_calibration({"test": {"confusion": {"tp": 1}}})

@@ -10,9 +10,9 @@ from typer.testing import CliRunner
 
 from assay._cli.main import app
 from assay._store.store import Store
+from assay.calibration.calibrate import save_evaluator_record
 from assay.evaluators import EvaluatorDef, content_version, evaluator_json_schema, save_evaluator
 from assay.settings import load_settings
-from assay.suite.runs import save_evaluator_record
 
 runner = CliRunner()
 V1_PROMPT = "Timeline:\n{{ timeline }}\nCriterion: {{ criterion.text }}\nAnswer pass or fail as JSON.\n"
@@ -42,7 +42,7 @@ def test_schema_is_printed_and_shipped(tmp_path: Path) -> None:
 def test_diff_shows_prompt_and_parameter_changes(tmp_path: Path) -> None:
     old, new = _def(V1_PROMPT), _def(V2_PROMPT).model_copy(update={"pass_score": 0.7})
     store = Store(load_settings(tmp_path).resolved_store_url())
-    save_evaluator_record(store, old, "draft", {})  # what calibrating v1 left behind
+    save_evaluator_record(store, old, "draft", None)  # what calibrating v1 left behind
     store.close()
     save_evaluator(new, tmp_path / "evaluators" / "resolves.yaml")
     v1, v2 = content_version(old), content_version(new)

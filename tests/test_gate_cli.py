@@ -22,10 +22,10 @@ from typer.testing import CliRunner
 from assay._cli.main import app
 from assay._store.store import Store
 from assay._store.tables import JudgeCacheRow, ScoreRow
+from assay.calibration.calibrate import save_evaluator_record
 from assay.evaluators import EvaluatorDef, content_version, save_evaluator
 from assay.settings import load_settings
 from assay.suite.gate_output import MARKDOWN_MARKER
-from assay.suite.runs import save_evaluator_record
 from assay.traces import Step, Unit
 
 from .conftest import AIRLINE
@@ -67,7 +67,7 @@ def _activate(ws: Path, defn: EvaluatorDef) -> Path:
     """Write the evaluator file and record its version as active (an explicit, recorded override)."""
     path = save_evaluator(defn, ws / "evaluators" / f"{defn.name}.yaml")
     store = Store(load_settings(ws).resolved_store_url())
-    save_evaluator_record(store, defn, "active", {"dataset_version": None}, override_reason="gate test")
+    save_evaluator_record(store, defn, "active", None, override_reason="gate test")
     store.close()
     return path
 

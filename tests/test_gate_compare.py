@@ -13,16 +13,13 @@ from scipy import stats
 from assay._store.store import Store
 from assay.evaluators import EvaluationResult, EvaluatorFailure
 from assay.exceptions import UsageError
+from assay.stats import mcnemar_exact, newcombe_independent_ci, newcombe_paired_ci, wilson_interval
 from assay.suite.compare import (
     bootstrap_mean_difference,
     compare_independent_verdicts,
     compare_paired_verdicts,
     correlations,
-    mcnemar_exact,
-    newcombe_independent_ci,
-    newcombe_paired_ci,
     redundant_pairs,
-    wilson_interval,
 )
 from assay.suite.gate import UnitKey, combine_repeats, pair_units, unit_keys
 from assay.traces import Span, Unit

@@ -66,10 +66,6 @@ LAYERS: list[tuple[str, ...]] = [
 RANK = {package: n for n, packages in enumerate(LAYERS) for package in packages}
 
 ALLOWED: dict[tuple[str, str], str] = {
-    ("assay.annotations.agreement", "calibration"):
-        "Cohen's kappa comes from calibration; it moves to assay.stats (issue 13, item 4)",
-    ("assay.calibration.calibrate", "suite"):
-        "recording runs and scores lives in suite; one write path below both removes it (issue 13, item 1)",
     ("assay.suite.score_export", "assay"):
         "`from assay import __version__` imports the root, which imports every stage; read the version from "
         "package metadata or a module at the bottom instead",

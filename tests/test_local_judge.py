@@ -15,13 +15,13 @@ from typing import Any
 import pytest
 
 from assay._store.store import Store
+from assay.calibration.calibrate import save_evaluator_record
 from assay.doctor import long_prompt
 from assay.evaluators import EvaluationResult, EvaluatorDef, EvaluatorFailure, evaluate_many, save_evaluator
 from assay.exceptions import JudgeCrashed
 from assay.models import JudgeReply, LocalLlamaJudge
 from assay.models.base import ChatMessage
 from assay.settings import JudgeSettings, load_settings
-from assay.suite.runs import save_evaluator_record
 from assay.traces import read_file
 
 from .conftest import AIRLINE, ROOT
@@ -134,7 +134,7 @@ def test_gate_with_a_judge_killed_by_sigill_reports_errors_runs_the_code_check_a
                         code={"callable": "assay.evaluators.checks:no_tool_errors"})
     for defn in (code, JUDGE):
         save_evaluator(defn, ws / "evaluators" / f"{defn.name}.yaml")
-        save_evaluator_record(store, defn, "active", {"dataset_version": None}, override_reason="crash test")
+        save_evaluator_record(store, defn, "active", None, override_reason="crash test")
     store.close()
     proc = subprocess.Popen([sys.executable, "-m", "assay._cli", "--workspace", str(ws), "gate", "--candidate",
                              "all", "--json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)

@@ -24,16 +24,19 @@ import pytest
 from sqlalchemy import select
 from typer.testing import CliRunner
 
+from assay import Lineage
 from assay._cli.main import app as cli
 from assay._store import Store
+from assay._store.scores import read_params
 from assay._store.tables import AuditItemRow, OnlineScoreRow, RunRow, ScoreRow
 from assay._web.app import create_app
 from assay._web.auth import add_user
+from assay.calibration import CalibrationReport, agreement
+from assay.calibration.calibrate import save_evaluator_record
 from assay.evaluators import EvaluatorDef, content_version, evaluator_json_schema, save_evaluator
 from assay.settings import OnlineSettings, Settings, load_settings
 from assay.suite.audit import audit_items, audit_pairs
-from assay.suite.online import OnlineWorker, audited, completion, sampled
-from assay.suite.runs import save_evaluator_record
+from assay.suite.online import OnlineParams, OnlineWorker, audited, completion, sampled
 from assay.traces.model import Span
 from assay.traces.otlp import decode_logs
 from tests.test_store_backends import _postgres
@@ -139,8 +142,17 @@ def make_workspace(tmp_path: Path, rate: float = 0.5, audit_share: float = 0.25,
     save_evaluator(defn, tmp_path / "evaluators" / f"{defn.name}.yaml")
     settings = load_settings(tmp_path, env={})
     store = Store(settings.resolved_store_url())
-    save_evaluator_record(store, defn, "active", {"dataset_version": 3})
+    save_evaluator_record(store, defn, "active", calibrated(defn, dataset_version=3))
     return settings, store, defn
+
+
+def calibrated(defn: EvaluatorDef, dataset_version: int) -> CalibrationReport:
+    """A calibration report that activated ``defn`` on ground-truth dataset ``dataset_version``."""
+    return CalibrationReport(evaluator=defn.name, evaluator_version=content_version(defn), judge_model=None,
+                             dataset_version=dataset_version, dataset_balance={"pass": 1, "fail": 1}, n_labelled=2,
+                             n_unscored=0, n_errors=0, agreement=agreement(["pass", "fail"], ["pass", "fail"]),
+                             threshold=0.8, min_kappa=0.0, meets_threshold=True, status="active",
+                             run_id="calibration-fixture")
 
 
 def otlp_trace(key: str, *, root: bool = True, error: bool = False) -> list[dict[str, Any]]:
@@ -219,9 +231,10 @@ def test_worker_once_scores_sampled_complete_units_exactly_once(tmp_path: Path) 
     assert run is not None
     version = content_version(defn)
     assert run.kind == "online" and run.finished_at is not None
-    lineage = run.params["lineage"][f"{NAME}@{version}"]
-    assert lineage == {"evaluator": NAME, "evaluator_version": version, "judge_model": None,
-                       "judge_parameters": {}, "dataset_version": 3, "sample_rate": 0.5}
+    lineage = read_params(run, OnlineParams).lineage[f"{NAME}@{version}"]
+    assert lineage == Lineage(evaluator=NAME, evaluator_version=version, judge_model=None, judge_parameters={},
+                              dataset_version=3, run_id=run.run_id, run_kind="online", sample_rate=0.5)
+    assert run.params["version"] == 1 and run.params["lineage"][lineage.key]["version"] == 1  # stored versioned
     assert all(r.evaluator_version == version and r.dataset_version == 3 and r.run_id == run.run_id for r in rows)
 
     again = json.loads(run_cli(tmp_path, "worker", "--once", "--json").stdout)
@@ -265,7 +278,7 @@ def _new_version_and_stale_claim(tmp_path: Path, settings: Settings, store: Stor
                                       "code": {"callable": "assay.evaluators.checks:tool_called",
                                                "args": {"tool": "cancel"}}})
     save_evaluator(v2, tmp_path / "evaluators" / f"{NAME}.yaml")
-    save_evaluator_record(store, v2, "active", {})
+    save_evaluator_record(store, v2, "active", None)
     report = OnlineWorker(store, settings).run_pass()
     assert report.scored == 3 and report.evaluators[0].evaluator_version == content_version(v2)
 
@@ -380,7 +393,7 @@ def test_online_scoring_with_the_real_local_judge(tmp_path: Path) -> None:
     with store.session() as s:
         run = s.get(RunRow, report.run_id)
         assert run is not None
-        params = run.params["lineage"][f"resolves-request@{content_version(defn)}"]["judge_parameters"]
+        params = read_params(run, OnlineParams).lineage[f"resolves-request@{content_version(defn)}"].judge_parameters
     assert params["provider"] == "local" and params["temperature"] == 0.0 and params["max_prompt_chars"] == 800
     assert params["gguf"].endswith(".gguf")
     assert json.loads(run_cli(tmp_path, "worker", "--once", "--json").stdout)["scored"] == 0

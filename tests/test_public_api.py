@@ -6,7 +6,8 @@ import assay
 
 EXPECTED = {
     "Agreement", "Annotation", "AssayError", "CalibrationReport", "Criterion", "EvaluationResult", "EvaluatorDef",
-    "EvaluatorFailure", "GateReport", "GroundTruthDataset", "JudgeClient", "Message", "Settings", "Signature",
+    "EvaluatorFailure", "GateReport", "GroundTruthDataset", "JudgeClient", "Lineage", "Message", "Settings",
+    "Signature",
     "Span", "Step", "Store", "ToolCall", "Unit", "__version__", "add_annotations", "add_criterion", "agreement",
     "build_dataset", "build_signatures", "calibrate", "cohen_kappa", "content_version", "evaluate",
     "evaluate_many", "export_labels", "import_labels", "list_signatures", "load_evaluator", "load_settings",
@@ -21,5 +22,5 @@ def test_exported_members() -> None:
         assert hasattr(assay, name), name
     public = {n for n in dir(assay) if not n.startswith("_")}
     modules = {"annotations", "calibration", "doctor", "evaluators", "exceptions", "models", "reports", "settings",
-               "signals", "signatures", "suite", "traces"}
+               "signals", "signatures", "stats", "suite", "traces"}
     assert public - set(assay.__all__) <= modules

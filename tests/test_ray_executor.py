@@ -23,13 +23,15 @@ from sqlalchemy import func, select
 from typer.testing import CliRunner
 
 from assay._store import Store
+from assay._store.scores import RunParams, get_run, read_params
 from assay._store.tables import EmbeddingRow, ScoreRow
 from assay.evaluators import EvaluationResult, EvaluatorDef, content_version, save_evaluator
 from assay.evaluators.definition import CodeSpec, CriterionRef
+from assay.evaluators.lineage import write_results
 from assay.exceptions import UsageError
 from assay.settings import JudgeSettings
 from assay.signatures.embeddings import embed_texts, remote_encoding
-from assay.suite.executor import ScoreSummary, record_scores_idempotent, score_with_executor
+from assay.suite.executor import ScoreSummary, score_with_executor
 from assay.suite.ray_executor import RayEncoder, split_limits
 from tests.scale_fixtures import RayCluster, corpus, postgres_database, worker_pids
 
@@ -106,7 +108,9 @@ def test_idempotent_writes_skip_a_retried_batch(store: Store) -> None:
     first = score_with_executor(store, CODE, ids, JudgeSettings())
     assert first.written == 30 and first.n_units == 30
     # A retried batch (same run, same results) inserts nothing.
-    assert record_scores_idempotent(store, first.run_id, first.results, None) == 0
+    lineage = read_params(get_run(store, first.run_id), RunParams).lineage[f"{CODE.name}@{first.evaluator_version}"]
+    assert (lineage.run_kind, lineage.judge_model, lineage.dataset_version) == ("score", None, None)
+    assert write_results(store, lineage, first.results) == 0
     # Re-running the job with the same run id resumes: nothing scored or written twice.
     again = score_with_executor(store, CODE, ids, JudgeSettings(), run_id=first.run_id)
     assert again.written == 0 and by_unit(again) == by_unit(first)
@@ -258,11 +262,11 @@ def test_score_without_recording_writes_nothing(store: Store, cluster: RayCluste
 
 def test_gate_cli_on_ray_matches_local(store: Store, store_url: str, cluster: RayCluster, tmp_path: Path) -> None:
     from assay._cli.main import app
-    from assay.suite.runs import save_evaluator_record
+    from assay.calibration.calibrate import save_evaluator_record
 
     (tmp_path / "evaluators").mkdir()
     save_evaluator(CODE, tmp_path / "evaluators" / "no-tool-errors.yaml")
-    save_evaluator_record(store, CODE, "active", {}, override_reason="test: gate on Ray")
+    save_evaluator_record(store, CODE, "active", None, override_reason="test: gate on Ray")
     env = {"ASSAY_STORE_URL": store_url, "ASSAY_WORKSPACE": str(tmp_path)}
     runner = CliRunner()
     reports = {}

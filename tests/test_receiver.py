@@ -447,11 +447,11 @@ def test_event_states_and_chain_outputs_share_one_history(server: Server) -> Non
 
 
 def test_late_session_id_moves_the_trace_into_the_session_unit(server: Server) -> None:
+    from assay._store.scores import RunParams, new_run
     from assay._store.spans import resolve_unit_id
     from assay._store.tables import MemberRow, ScoreRow, SignatureRow, UnitRow
     from assay.annotations import Annotation, add_annotations, list_annotations
     from assay.signatures.severe import flag_unit
-    from assay.suite.runs import new_run
 
     session = {"gen_ai.conversation.id": "conv-9"}
     pb_response(server.post("/v1/traces", pb_body(pb_span(21, 1, attrs=CHAIN_NO_SESSION),
@@ -460,7 +460,7 @@ def test_late_session_id_moves_the_trace_into_the_session_unit(server: Server) -
     assert server.store.select_unit_ids() == [old]
     add_annotations(server.store, [Annotation(unit_id=old, annotator="ann", label="fail", rationale="wrong")])
     flag_unit(server.store, old, "refund promised", flagged_by="ann")
-    run = new_run(server.store, "backfill", {})
+    run = new_run(server.store, "backfill", RunParams())
     with server.store.session() as s:
         s.add(SignatureRow(id=1, structural_key="k", label="l", keywords=[], size=1, representative_unit=old))
         s.flush()
@@ -556,14 +556,14 @@ def test_invalid_utf8_in_a_json_body_costs_only_that_string(server: Server) -> N
 
 
 def test_late_session_move_drops_only_rows_that_would_collide(server: Server) -> None:
+    from assay._store.scores import RunParams, new_run
     from assay._store.tables import MemberRow, ScoreRow, SignatureRow
-    from assay.suite.runs import new_run
 
     session = {"session.id": "s-27"}
     pb_response(server.post("/v1/traces", pb_body(pb_span(27, 1)), PB))
     pb_response(server.post("/v1/traces", pb_body(pb_span(28, 1, attrs=session)), PB))
     old, new = f"trace/{tid(27)}", "session/s-27"
-    run, other_run = new_run(server.store, "online", {}), new_run(server.store, "ci", {})
+    run, other_run = new_run(server.store, "online", RunParams()), new_run(server.store, "ci", RunParams())
     with server.store.session() as s:
         s.add_all([SignatureRow(id=1, structural_key="a", label="a", keywords=[], size=1),
                    SignatureRow(id=2, structural_key="b", label="b", keywords=[], size=1)])

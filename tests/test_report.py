@@ -22,6 +22,7 @@ from playwright.sync_api import Page, Playwright
 from sqlalchemy import update
 
 from assay._store import Store
+from assay._store.scores import Lineage, finish_run, new_run, run_scores
 from assay._store.tables import EvaluatorRow, MemberRow, RunRow, SignatureRow
 from assay._web.app import create_app
 from assay._web.auth import add_user
@@ -30,11 +31,13 @@ from assay._web.pages import CSP
 from assay._web.ui import install_ui
 from assay.calibration import CalibrationReport, Confusion, agreement, metrics_with_ci
 from assay.evaluators import EvaluationResult
+from assay.evaluators.lineage import write_results
 from assay.reports import write_report
 from assay.settings import Settings
 from assay.suite import GateItem
 from assay.suite.drift import compute_drift
-from assay.suite.runs import finish_run, new_run, record_scores, run_scores
+from assay.suite.gate import GateParams
+from assay.suite.online import OnlineParams
 from tests.drift_fixtures import NOW, seed_production
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -65,7 +68,7 @@ def _calibration(store: Store) -> Confusion:
 
 def _gate_and_redundant_evaluator(store: Store) -> None:
     """A finished gate run, and a ``brevity`` evaluator whose online scores track ``length`` (r ~ 0.99)."""
-    run = new_run(store, "gate", {"units": "all"})
+    run = new_run(store, "gate", GateParams(units="all"))
     item = GateItem(evaluator="helpful", evaluator_version="a" * 12, judge_model="fake", dataset_version=1, n=40,
                     n_unscored=1, n_errors=0, pass_rate=0.625, min_pass_rate=0.7, baseline_pass_rate=None,
                     passed=False, reasons=("pass rate 0.625 below threshold 0.700",))
@@ -74,10 +77,11 @@ def _gate_and_redundant_evaluator(store: Store) -> None:
     online = [row for run_id in _online_runs(store) for row in run_scores(store, run_id)
               if row.evaluator_name == "length" and row.status == "scored"]
     rng = np.random.default_rng(9)
-    brevity = new_run(store, "online", {})
-    record_scores(store, brevity, [EvaluationResult(
-        evaluator="brevity", evaluator_version="c" * 12, unit_id=r.unit_id,
-        score=float(np.clip((r.score or 0) + rng.normal(0, 0.02), 0, 1)), verdict="pass") for r in online[:200]], None)
+    brevity = new_run(store, "online", OnlineParams())
+    write_results(store, Lineage(evaluator="brevity", evaluator_version="c" * 12, run_id=brevity, run_kind="online"),
+                  [EvaluationResult(evaluator="brevity", evaluator_version="c" * 12, unit_id=r.unit_id,
+                                    score=float(np.clip((r.score or 0) + rng.normal(0, 0.02), 0, 1)), verdict="pass")
+                   for r in online[:200]])
 
 
 def _online_runs(store: Store) -> list[str]:

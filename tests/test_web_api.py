@@ -10,11 +10,11 @@ import pytest
 from fastapi.testclient import TestClient
 
 from assay._store import Store
+from assay._store.scores import RunParams, new_run
 from assay._store.tables import EvaluatorRow, ScoreRow
 from assay._web.app import create_app
 from assay._web.auth import create_api_key
 from assay.annotations import Annotation, add_annotations, add_criterion, list_annotations
-from assay.suite.runs import new_run
 from tests.ui_fixtures import XSS_UNIT, seed, settings_for
 
 
@@ -142,14 +142,14 @@ def test_criteria_and_agreement(api: Api) -> None:
 
 
 def test_evaluators_and_latest_scores(api: Api) -> None:
-    old_run, new_run_id = new_run(api.store, "backfill", {}), None
+    old_run, new_run_id = new_run(api.store, "backfill", RunParams()), None
     with api.store.session() as s:
         s.add(EvaluatorRow(name="pay-check", version="v1", kind="code", definition={}, status="active",
                            calibration={"kappa": 0.8}))
         for uid, score in (("unit-00", 0.0), ("unit-01", 1.0)):
             s.add(ScoreRow(run_id=old_run, unit_id=uid, evaluator_name="pay-check", evaluator_version="v1",
                            status="scored", score=score, verdict="pass" if score else "fail"))
-    new_run_id = new_run(api.store, "ci", {})
+    new_run_id = new_run(api.store, "ci", RunParams())
     with api.store.session() as s:
         s.add(ScoreRow(run_id=new_run_id, unit_id="unit-00", evaluator_name="pay-check", evaluator_version="v1",
                        status="scored", score=1.0, verdict="pass"))

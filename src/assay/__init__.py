@@ -14,6 +14,7 @@ The loop, from Python (the CLI is a thin shell over these)::
 """
 
 from assay._store import Store
+from assay._store.scores import Lineage
 from assay.annotations import Annotation, Criterion, add_annotations, add_criterion, export_labels, import_labels
 from assay.calibration import (
     Agreement,
@@ -51,7 +52,8 @@ def open_store(settings: Settings) -> Store:
 
 __all__ = [
     "Agreement", "Annotation", "AssayError", "CalibrationReport", "Criterion", "EvaluationResult", "EvaluatorDef",
-    "EvaluatorFailure", "GateReport", "GroundTruthDataset", "JudgeClient", "Message", "Settings", "Signature",
+    "EvaluatorFailure", "GateReport", "GroundTruthDataset", "JudgeClient", "Lineage", "Message", "Settings",
+    "Signature",
     "Span", "Step", "Store", "ToolCall", "Unit", "__version__", "add_annotations", "add_criterion", "agreement",
     "build_dataset", "build_signatures", "calibrate", "cohen_kappa", "content_version", "evaluate",
     "evaluate_many", "export_labels", "import_labels", "list_signatures", "load_evaluator", "load_settings",

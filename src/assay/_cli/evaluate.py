@@ -47,15 +47,15 @@ def judge_for(app: AppContext, defn: EvaluatorDef | None = None) -> JudgeClient 
 def evaluators_list(ctx: typer.Context,
                     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
     """List evaluators with version, criterion and calibration status."""
-    from assay.suite.runs import evaluator_record
+    from assay.calibration.calibrate import evaluator_record
 
     app = get_ctx(ctx)
     folder = app.settings.evaluators_path()
     rows: list[dict[str, Any]] = []
     for defn in load_evaluators(folder) if folder.exists() else []:
         rec = evaluator_record(app.store, defn)
-        cal = (rec.calibration or {}) if rec else {}
-        acc = ((cal.get("test") or {}).get("agreement") or {}).get("value", cal.get("agreement", {}).get("accuracy"))
+        cal = rec.calibration if rec else None
+        acc = None if cal is None else cal.test.agreement.value if cal.test is not None else cal.agreement.accuracy
         rows.append({"name": defn.name, "version": content_version(defn), "kind": defn.kind,
                      "criterion": defn.criterion.name, "status": rec.status if rec else "uncalibrated",
                      "agreement": acc, "threshold": defn.threshold})
@@ -274,7 +274,7 @@ def calibrate_cmd(
     they differ. Exit 0 whether the evaluator ends active or draft (`assay gate` then reports a
     missing active evaluator), exit 2 on a usage or configuration error.
     """
-    from assay.suite.runs import evaluator_record
+    from assay.calibration.calibrate import evaluator_record
 
     app = get_ctx(ctx)
     defn = find_evaluator(app, name)

@@ -82,8 +82,9 @@ def score_cmd(
     when the cluster has more than one machine); the judge's rpm/tpm limits are divided among the actors.
     """
     from assay._cli.evaluate import find_evaluator
+    from assay._store.scores import finish_run
+    from assay.calibration.calibrate import evaluator_record
     from assay.suite.executor import score_with_executor
-    from assay.suite.runs import evaluator_record, finish_run
 
     app = get_ctx(ctx)
     kind, address = executor_choice(app, executor, ray_address)
@@ -92,7 +93,7 @@ def score_cmd(
     if not unit_ids:
         raise UsageError(f"no units match selection {units!r}")
     record = evaluator_record(app.store, defn)
-    dataset_version = ((record.calibration or {}).get("dataset_version") if record else None)
+    dataset_version = record.dataset_version if record else None
     try:
         with batch_progress(f"scoring {defn.name} ({kind})", len(unit_ids)) as advance:
             summary = score_with_executor(app.store, defn, unit_ids, app.settings.judge, run_id=run_id,

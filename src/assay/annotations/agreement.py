@@ -22,7 +22,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from assay.annotations.model import Annotation, Criterion
-from assay.calibration.metrics import cohen_kappa
+from assay.stats import cohen_kappa
 
 Level = Literal["nominal", "ordinal"]
 

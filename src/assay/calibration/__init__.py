@@ -4,9 +4,10 @@ from assay.calibration.calibrate import CalibrationReport, calibrate
 from assay.calibration.ceiling import HumanCeiling, human_ceiling
 from assay.calibration.dataset import GroundTruthDataset, GroundTruthItem, build_dataset, export_dataset
 from assay.calibration.estimates import PassRateEstimates, pass_rate_estimates, ppi_mean, rogan_gladen
-from assay.calibration.metrics import Agreement, Confusion, agreement, cohen_kappa
+from assay.calibration.metrics import Agreement, Confusion, agreement
 from assay.calibration.splits import DatasetSplit, load_split, persist_split, split_dataset
 from assay.calibration.stats import CalibrationMetrics, Estimate, metrics_with_ci
+from assay.stats import cohen_kappa
 
 __all__ = [
     "Agreement", "CalibrationMetrics", "CalibrationReport", "Confusion", "DatasetSplit", "Estimate",

@@ -3,16 +3,27 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from assay._store import Store
+from assay._store.scores import finish_run, new_run
+from assay._store.tables import EvaluatorRow
 from assay.calibration.ceiling import HumanCeiling, human_ceiling
 from assay.calibration.dataset import GroundTruthDataset, build_dataset
 from assay.calibration.metrics import Agreement, agreement
-from assay.calibration.splits import DEFAULT_FRACTIONS, DatasetSplit, count_test_uses, persist_split, split_dataset
+from assay.calibration.splits import (
+    DEFAULT_FRACTIONS,
+    CalibrationParams,
+    DatasetSplit,
+    count_test_uses,
+    persist_split,
+    split_dataset,
+)
 from assay.calibration.stats import MIN_PER_CLASS, N_BOOT, CalibrationMetrics, metrics_with_ci
-from assay.evaluators import EvaluationResult, EvaluatorDef, content_version
+from assay.evaluators import EvaluationResult, EvaluatorDef, content_version, evaluate_many
+from assay.evaluators.lineage import judge_model_of, lineage_for, write_results
 from assay.exceptions import UsageError
 from assay.models import JudgeClient
 from assay.settings import JudgeSettings
@@ -31,10 +42,15 @@ class CalibrationReport(BaseModel):
     (e.g. a judge that always says "pass") is not agreement. ``agreement`` (no CIs) covers
     all scored labelled items, for reference. ``notes`` says in words why a threshold was
     not met; ``warnings`` flags small classes (fewer than ``min_per_class`` labels).
+
+    Stored with the evaluator version it decided (``evaluators.calibration``, JSON) and read back
+    with :func:`read_calibration`.
     """
 
     model_config = ConfigDict(frozen=True)
 
+    version: Literal[1] = Field(default=1, description="schema version of the stored report (reports stored "
+                                                      "before it had one read as version 1)")
     evaluator: str
     evaluator_version: str
     judge_model: str | None
@@ -82,20 +98,19 @@ def calibrate(store: Store, defn: EvaluatorDef, judge: JudgeClient | None, judge
         UsageError: the criterion has no labelled units.
         NotFoundError: unknown criterion.
     """
-    from assay.suite.runs import finish_run, new_run, record_scores, save_evaluator_record, score_units
-
     ds = dataset or build_dataset(store, defn.criterion.name)
     if not ds.items:
         raise UsageError(f"criterion {defn.criterion.name!r} has no labelled units to calibrate on; "
                          "import labels first (assay labels import)")
     version = content_version(defn)
     split = persist_split(store, split_dataset(ds, fractions, seed))
-    run_id = new_run(store, "calibration", {"evaluator": defn.name, "evaluator_version": version,
-                                             "dataset_version": ds.version, "split_id": split.split_id,
-                                             "test_touched": True})
+    run_id = new_run(store, "calibration", CalibrationParams(
+        evaluator=defn.name, evaluator_version=version, dataset_version=ds.version, split_id=split.split_id,
+        test_touched=True))
     labels = {i.unit_id: i.label for i in ds.items}
-    results = score_units(store, defn, list(labels), judge, judge_settings, progress)
-    record_scores(store, run_id, results, ds.version)
+    results = list(evaluate_many(defn, store.units(list(labels)), judge, judge_settings, progress=progress))
+    write_results(store, lineage_for(defn, run_id, "calibration", ds.version, judge_model_of(results), judge,
+                                     judge_settings), results)
     scored = [r for r in results if isinstance(r, EvaluationResult)]
     agree = agreement([labels[r.unit_id] for r in scored], [r.verdict for r in scored])
     test, overall = _split_metrics(scored, labels, split, n_boot, seed, min_per_class)
@@ -124,10 +139,66 @@ def calibrate(store: Store, defn: EvaluatorDef, judge: JudgeClient | None, judge
         status=status, run_id=run_id, override_reason=None if meets else force_reason, split_id=split.split_id,
         split_sizes=split.sizes(), test=test, overall=overall, human_ceiling=ceiling, test_uses=uses,
         warnings=tuple(warnings), n_not_applicable=sum(f.status == "not_applicable" for f in failures))
-    save_evaluator_record(store, defn, status, report.model_dump(mode="json"),
-                          override_reason=None if meets else force_reason)
+    save_evaluator_record(store, defn, status, report, override_reason=None if meets else force_reason)
     finish_run(store, run_id, report.model_dump(mode="json"))
     return report
+
+
+class EvaluatorRecord(BaseModel):
+    """What the store keeps of one evaluator version: its status, the calibration report that decided
+    it (None when it was never calibrated) and the reason of an override (``--force``)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    evaluator: str
+    evaluator_version: str
+    status: str = Field(description="draft, active, ...")
+    calibration: CalibrationReport | None
+    override_reason: str | None = None
+
+    @property
+    def dataset_version(self) -> int | None:
+        """The ground-truth dataset version it was calibrated on (None: never calibrated)."""
+        return self.calibration.dataset_version if self.calibration is not None else None
+
+
+def read_calibration(stored: Mapping[str, Any] | None) -> CalibrationReport | None:
+    """A stored calibration report (``evaluators.calibration``): the one reader of that JSON.
+
+    Returns:
+        the report (one stored before reports had a ``version`` reads as version 1), or None when
+        none is stored (``{}``).
+
+    Raises:
+        pydantic.ValidationError: the stored JSON is not a calibration report.
+    """
+    return CalibrationReport.model_validate(stored) if stored else None
+
+
+def _record(row: EvaluatorRow) -> EvaluatorRecord:
+    return EvaluatorRecord(evaluator=row.name, evaluator_version=row.version, status=row.status,
+                           calibration=read_calibration(row.calibration), override_reason=row.override_reason)
+
+
+def evaluator_record(store: Store, defn: EvaluatorDef) -> EvaluatorRecord | None:
+    """The stored record (status, calibration) of this exact evaluator version, if any."""
+    with store.session() as s:
+        row = s.get(EvaluatorRow, (defn.name, content_version(defn)))
+        return _record(row) if row is not None else None
+
+
+def save_evaluator_record(store: Store, defn: EvaluatorDef, status: str, calibration: CalibrationReport | None,
+                          override_reason: str | None = None) -> None:
+    """Create or update the record of this evaluator version: its status, the report that decided it
+    (None: activated or left without calibration) and an override reason."""
+    version = content_version(defn)
+    with store.session() as s:
+        row = s.get(EvaluatorRow, (defn.name, version))
+        if row is None:
+            row = EvaluatorRow(name=defn.name, version=version, kind=defn.kind, definition=defn.model_dump(mode="json"))
+            s.add(row)
+        row.status, row.override_reason = status, override_reason
+        row.calibration = calibration.model_dump(mode="json") if calibration is not None else {}
 
 
 def _split_metrics(scored: list[EvaluationResult], labels: Mapping[str, str], split: DatasetSplit, n_boot: int,

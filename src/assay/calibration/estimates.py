@@ -33,7 +33,9 @@ from typing import Any, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
-from scipy import stats
+
+from assay.calibration.calibrate import CalibrationReport
+from assay.stats import wilson_interval, z_critical
 
 Method = Literal["raw", "rogan_gladen", "ppi"]
 
@@ -67,12 +69,6 @@ def _clip(x: float) -> float:
     return min(1.0, max(0.0, x))
 
 
-def _z(confidence: float) -> float:
-    if not 0.0 < confidence < 1.0:
-        raise ValueError(f"confidence must be in (0, 1), got {confidence}")
-    return float(stats.norm.ppf(0.5 + confidence / 2))
-
-
 def raw_pass_rate(n_pass: int, n: int, confidence: float = 0.95) -> RateEstimate:
     """The judge's pass rate ``n_pass / n`` with a Wilson score interval (Wilson 1927).
 
@@ -82,9 +78,8 @@ def raw_pass_rate(n_pass: int, n: int, confidence: float = 0.95) -> RateEstimate
     _check_counts(n_pass, n, "judge passes")
     if n == 0:
         return RateEstimate(method="raw", value=None, n=0, confidence=confidence, note="no scored units")
-    ci = stats.binomtest(n_pass, n).proportion_ci(confidence_level=confidence, method="wilson")
-    return RateEstimate(method="raw", value=n_pass / n, low=float(ci.low), high=float(ci.high), n=n,
-                        confidence=confidence)
+    low, high = wilson_interval(n_pass, n, confidence)
+    return RateEstimate(method="raw", value=n_pass / n, low=low, high=high, n=n, confidence=confidence)
 
 
 def _check_counts(k: int, n: int, what: str) -> None:
@@ -131,7 +126,7 @@ def rogan_gladen(n_pass: int, n: int, tp: int, fn: int, tn: int, fp: int,
     pi_c = _clip(pi)
     var = (p * (1 - p) / n + pi_c**2 * s_tpr * (1 - s_tpr) / (tp + fn)
            + (1 - pi_c) ** 2 * s_tnr * (1 - s_tnr) / (tn + fp)) / youden**2
-    half = _z(confidence) * math.sqrt(var)
+    half = z_critical(confidence) * math.sqrt(var)
     note = "" if 0.0 <= pi <= 1.0 else f"unclipped estimate {pi:.3f} lay outside [0, 1]"
     return RateEstimate(value=pi_c, low=_clip(pi - half), high=_clip(pi + half), note=note, **base)
 
@@ -165,20 +160,17 @@ def ppi_mean(f_unlabelled: Sequence[float] | np.ndarray, f_labelled: Sequence[fl
                             f"(have {fu.size} and {fl.size})", **base)
     rectifier = fl - yl
     theta = float(fu.mean() - rectifier.mean())
-    half = _z(confidence) * math.sqrt(fu.var(ddof=1) / fu.size + rectifier.var(ddof=1) / fl.size)
+    half = z_critical(confidence) * math.sqrt(fu.var(ddof=1) / fu.size + rectifier.var(ddof=1) / fl.size)
     return RateEstimate(value=_clip(theta), low=_clip(theta - half), high=_clip(theta + half), **base)
 
 
-def confusion_counts(calibration: Mapping[str, Any] | None) -> dict[str, int] | None:
-    """The test-split confusion ``{tp, fn, fp, tn}`` of a stored calibration report
-    (``EvaluatorRow.calibration``: ``test.confusion``, else ``agreement.confusion``); None if absent."""
-    if not calibration:
+def confusion_counts(calibration: CalibrationReport | None) -> dict[str, int] | None:
+    """The confusion ``{tp, fn, fp, tn}`` of a calibration report: its test split's, else all scored items';
+    None without a report."""
+    if calibration is None:
         return None
-    for part in (calibration.get("test"), calibration.get("agreement")):
-        cm = (part or {}).get("confusion") if isinstance(part, Mapping) else None
-        if isinstance(cm, Mapping) and all(k in cm for k in ("tp", "fn", "fp", "tn")):
-            return {k: int(cm[k]) for k in ("tp", "fn", "fp", "tn")}
-    return None
+    cm = calibration.test.confusion if calibration.test is not None else calibration.agreement.confusion
+    return {"tp": cm.tp, "fn": cm.fn, "fp": cm.fp, "tn": cm.tn}
 
 
 def pass_rate_estimates(verdicts: Mapping[str, bool], confusion: Mapping[str, int] | None = None,

@@ -4,40 +4,16 @@ Conventions: labels are ``"pass"``/``"fail"``; *pass* is the positive class, so
 TPR = P(judge pass | human pass) and TNR = P(judge fail | human fail), as used for
 judge-error correction (Rogan & Gladen 1978). Cohen's kappa follows Cohen (1960):
 ``kappa = (p_o - p_e) / (1 - p_e)``; it is undefined (``None``) when ``p_e == 1``
-(both raters used a single, identical class), never NaN.
+(both raters used a single, identical class), never NaN (:func:`assay.stats.cohen_kappa`).
 """
 
 from __future__ import annotations
 
-from collections import Counter
-from collections.abc import Hashable, Sequence
+from collections.abc import Sequence
 
 from pydantic import BaseModel, ConfigDict
 
-
-def cohen_kappa(a: Sequence[Hashable], b: Sequence[Hashable]) -> float | None:
-    """Cohen's kappa of two raters over the same items, any number of categories.
-
-    Args:
-        a, b: the two raters' labels, same length, item-aligned.
-
-    Returns:
-        kappa in [-1, 1], or None when undefined (chance agreement is 1, or no items).
-
-    Raises:
-        ValueError: the sequences differ in length.
-    """
-    if len(a) != len(b):
-        raise ValueError(f"rater label lists differ in length: {len(a)} vs {len(b)}")
-    n = len(a)
-    if n == 0:
-        return None
-    p_o = sum(x == y for x, y in zip(a, b, strict=True)) / n
-    ca, cb = Counter(a), Counter(b)
-    p_e = sum(ca[k] * cb.get(k, 0) for k in ca) / (n * n)
-    if p_e >= 1.0:
-        return None
-    return (p_o - p_e) / (1.0 - p_e)
+from assay.stats import cohen_kappa
 
 
 class Confusion(BaseModel):

@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from sqlalchemy import select
 
 from assay._store import Store
+from assay._store.scores import RunParams, read_params
 from assay._store.tables import RunRow
 from assay.calibration.dataset import GroundTruthDataset
 
@@ -57,6 +58,29 @@ class DatasetSplit(BaseModel):
         """Items per split."""
         counts = Counter(self.assignment.values())
         return {s: counts[s] for s in SPLITS}
+
+
+class SplitParams(RunParams):
+    """The parameters of a stored split (a run of kind ``split``; the assignment is its summary)."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    dataset_version: int
+    seed: int
+    fractions: tuple[float, float, float] = Field(description="train, dev, test shares")
+
+
+class CalibrationParams(RunParams):
+    """What a calibration run (kind ``calibration``) records: the evaluator version, the dataset version and
+    split it was measured on, and whether the decision looked at the split's test items."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    evaluator: str
+    evaluator_version: str
+    dataset_version: int
+    split_id: str | None = None
+    test_touched: bool = Field(default=False, description="the run reported a result on the test items")
 
 
 class SplitFractions(BaseModel):
@@ -112,9 +136,8 @@ def persist_split(store: Store, split: DatasetSplit) -> DatasetSplit:
     """Store a split with its dataset version (once; an identical split is already there)."""
     with store.session() as s:
         if s.get(RunRow, split.split_id) is None:
-            s.add(RunRow(run_id=split.split_id, kind="split",
-                         params={"dataset_version": split.dataset_version, "seed": split.seed,
-                                 "fractions": list(split.fractions)},
+            params = SplitParams(dataset_version=split.dataset_version, seed=split.seed, fractions=split.fractions)
+            s.add(RunRow(run_id=split.split_id, kind="split", params=params.model_dump(mode="json"),
                          summary={"assignment": split.assignment, "sizes": split.sizes()}))
     return split
 
@@ -125,13 +148,15 @@ def load_split(store: Store, split_id: str) -> DatasetSplit | None:
         row = s.get(RunRow, split_id)
     if row is None or row.kind != "split":
         return None
-    return DatasetSplit(split_id=row.run_id, dataset_version=row.params["dataset_version"], seed=row.params["seed"],
-                        fractions=tuple(row.params["fractions"]), assignment=row.summary["assignment"])
+    params = read_params(row, SplitParams)
+    return DatasetSplit(split_id=row.run_id, dataset_version=params.dataset_version, seed=params.seed,
+                        fractions=params.fractions, assignment=row.summary["assignment"])
 
 
 def count_test_uses(store: Store, split_id: str) -> int:
     """How many calibration runs have reported a result on this split's test items."""
     with store.session() as s:
-        rows = s.scalars(select(RunRow.params).where(RunRow.kind == "calibration")).all()
-        return sum(1 for p in rows if (p or {}).get("split_id") == split_id and (p or {}).get("test_touched"))
+        rows = s.scalars(select(RunRow).where(RunRow.kind == "calibration"))
+        runs = [read_params(r, CalibrationParams) for r in rows]
+    return sum(1 for p in runs if p.split_id == split_id and p.test_touched)
 

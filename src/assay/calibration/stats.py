@@ -5,7 +5,8 @@ class). Each rate is reported with a percentile bootstrap interval (Efron 1979; 
 Tibshirani 1993, ch. 13): items are resampled with replacement, which for a 2x2 table is
 a multinomial draw of the four confusion cells with the observed cell shares, so the
 resampling is vectorised. A resample on which a rate is undefined (e.g. no human fail
-drawn) is left out of that rate's interval. Cohen's kappa follows Cohen (1960).
+drawn) is left out of that rate's interval. Cohen's kappa follows Cohen (1960). The rates and the
+resampling are :mod:`assay.stats`'s bootstrap helpers.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from assay.calibration.metrics import Confusion, agreement
+from assay.stats import bootstrap_confusion_rates, confusion_rates, percentile_interval
 
 MIN_PER_CLASS = 30
 """Below this many human labels of a class, the rates of that class are too noisy to trust."""
@@ -59,27 +61,13 @@ class CalibrationMetrics(BaseModel):
     warnings: tuple[str, ...] = Field(default=(), description="e.g. fewer than min_per_class labels of a class")
 
 
-def _rates(tp: np.ndarray, fn: np.ndarray, fp: np.ndarray, tn: np.ndarray) -> dict[str, np.ndarray]:
-    """All rates from (arrays of) confusion counts; NaN where a rate is undefined."""
-    with np.errstate(divide="ignore", invalid="ignore"):
-        n = tp + fn + fp + tn
-        acc = (tp + tn) / n
-        p_e = ((tp + fn) * (tp + fp) + (fp + tn) * (fn + tn)) / (n * n)
-        kappa = np.where(p_e < 1.0, (acc - p_e) / (1.0 - p_e), np.nan)
-        tpr = tp / (tp + fn)
-        tnr = tn / (tn + fp)
-        return {"agreement": acc, "kappa": kappa, "tpr": tpr, "tnr": tnr, "balanced_accuracy": (tpr + tnr) / 2,
-                "precision_fail": tn / (tn + fn), "recall_fail": tnr}
-
-
 def _estimate(point: float, draws: np.ndarray) -> Estimate:
     if np.isnan(point):
         return Estimate(value=None)
-    finite = draws[~np.isnan(draws)]
-    if finite.size == 0:
+    bounds = percentile_interval(draws)
+    if bounds is None:
         return Estimate(value=float(point))
-    low, high = np.percentile(finite, [2.5, 97.5])
-    return Estimate(value=float(point), low=float(low), high=float(high))
+    return Estimate(value=float(point), low=bounds[0], high=bounds[1])
 
 
 def metrics_with_ci(human: Sequence[str], judge: Sequence[str], n_boot: int = N_BOOT, seed: int = 0,
@@ -98,12 +86,10 @@ def metrics_with_ci(human: Sequence[str], judge: Sequence[str], n_boot: int = N_
     """
     base = agreement(human, judge)
     c = base.confusion
-    point = {k: float(v) for k, v in _rates(*(np.array(float(x)) for x in (c.tp, c.fn, c.fp, c.tn))).items()}
+    point = {k: float(v) for k, v in confusion_rates(*(np.array(float(x)) for x in (c.tp, c.fn, c.fp, c.tn))).items()}
     draws: dict[str, np.ndarray] = {k: np.array([]) for k in point}
     if base.n > 0:
-        cells = np.array([c.tp, c.fn, c.fp, c.tn], dtype=float)
-        counts = np.random.default_rng(seed).multinomial(base.n, cells / base.n, size=n_boot).astype(float)
-        draws = _rates(counts[:, 0], counts[:, 1], counts[:, 2], counts[:, 3])
+        draws = bootstrap_confusion_rates(c.tp, c.fn, c.fp, c.tn, n_boot, seed)
     warnings = [f"only {count} human-{label} label{'s' if count != 1 else ''} (< {min_per_class}): "
                 f"its rates and their intervals are unreliable"
                 for label, count in (("pass", base.human_pass), ("fail", base.human_fail)) if count < min_per_class]

@@ -19,6 +19,7 @@ from sqlalchemy import select
 
 from assay._store import Store
 from assay._store.tables import EvaluatorRow, RunRow, ScoreRow
+from assay.calibration.calibrate import read_calibration
 from assay.calibration.estimates import PassRateEstimates
 from assay.settings import DriftSettings
 from assay.signatures import Signature
@@ -242,8 +243,9 @@ def _latest_gate(store: Store) -> dict[str, Any] | None:
 
 def _calibrations(store: Store) -> list[dict[str, Any]]:
     with store.session() as s:
-        return [r.calibration for r in s.scalars(select(EvaluatorRow).order_by(EvaluatorRow.created_at))
-                if r.calibration and "agreement" in r.calibration]
+        stored = [r.calibration for r in s.scalars(select(EvaluatorRow).order_by(EvaluatorRow.created_at))]
+    reports = [read_calibration(c) for c in stored]
+    return [r.model_dump(mode="json") for r in reports if r is not None]
 
 
 def build_report_data(store: Store, settings: DriftSettings | None = None, now: datetime | None = None,

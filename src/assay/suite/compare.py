@@ -10,7 +10,8 @@ Pass/fail (verdicts):
 - **independent**: Fisher's exact test of the 2x2 table (``scipy.stats.fisher_exact``,
   two-sided), and Newcombe's hybrid score interval for the difference of independent
   proportions (Newcombe 1998, *Stat Med* 17:873-890, method 10). Both Newcombe intervals are
-  built from Wilson score intervals of each rate (Wilson 1927).
+  built from Wilson score intervals of each rate (Wilson 1927). The intervals and McNemar's test
+  are :mod:`assay.stats`'s.
 
 Mean scores: the bootstrap (Efron & Tibshirani 1993, *An Introduction to the Bootstrap*):
 percentile CI of the difference of means (ch. 13), and the p-value of H0 "equal means" from
@@ -26,7 +27,6 @@ Every difference is **candidate minus baseline**: negative means the candidate i
 from __future__ import annotations
 
 import itertools
-import math
 from collections.abc import Mapping, Sequence
 from typing import Literal
 
@@ -35,7 +35,8 @@ import numpy.typing as npt
 from pydantic import BaseModel, ConfigDict
 from scipy import stats
 
-DEFAULT_CONFIDENCE = 0.95
+from assay.stats import DEFAULT_CONFIDENCE, mcnemar_exact, newcombe_independent_ci, newcombe_paired_ci
+
 DEFAULT_RESAMPLES = 4000
 MIN_COMMON_UNITS = 10
 """Fewest units two evaluators must both have scored before their correlation is computed."""
@@ -120,97 +121,6 @@ class RedundantPair(BaseModel):
     r: float
     p_value: float
     n_units: int
-
-
-def wilson_interval(k: int, n: int, confidence: float = DEFAULT_CONFIDENCE) -> tuple[float, float]:
-    """Wilson score interval (Wilson 1927) of a proportion ``k / n``, without continuity correction.
-
-    Raises:
-        ValueError: ``n < 1`` or ``k`` outside ``[0, n]``.
-    """
-    ci = stats.binomtest(k, n).proportion_ci(confidence_level=confidence, method="wilson")
-    return float(ci.low), float(ci.high)
-
-
-def mcnemar_exact(candidate_only_pass: int, baseline_only_pass: int) -> float:
-    """Two-sided p-value of McNemar's exact test from the two discordant counts.
-
-    Under H0 each discordant pair is equally likely to favour either side, so the p-value is
-    the exact two-sided binomial test of ``candidate_only_pass`` successes in
-    ``candidate_only_pass + baseline_only_pass`` trials with p = 0.5 (McNemar 1947).
-    No discordant pair gives 1.0.
-
-    Raises:
-        ValueError: a negative count.
-    """
-    if candidate_only_pass < 0 or baseline_only_pass < 0:
-        raise ValueError("discordant counts must be >= 0")
-    n = candidate_only_pass + baseline_only_pass
-    return 1.0 if n == 0 else float(stats.binomtest(candidate_only_pass, n, 0.5).pvalue)
-
-
-def newcombe_paired_ci(both: int, candidate_only: int, baseline_only: int, neither: int,
-                       confidence: float = DEFAULT_CONFIDENCE) -> tuple[float, float]:
-    """Newcombe's square-and-add CI of a paired difference of proportions (Newcombe 1998, method 10).
-
-    Counts of the paired 2x2 table of pass verdicts: ``both`` passed, ``candidate_only`` passed,
-    ``baseline_only`` passed, ``neither`` passed. The difference is
-    ``(candidate_only - baseline_only) / n``. With Wilson limits (l1, u1) of the candidate rate
-    p1 and (l2, u2) of the baseline rate p2, and phi the continuity-corrected correlation of the
-    table (0 when a margin is empty or ``0 <= ad - bc <= n/2``; ``(ad - bc - n/2)/sqrt(margins)``
-    above; ``(ad - bc)/sqrt(margins)`` below zero)::
-
-        low  = d - sqrt((p1 - l1)^2 - 2 phi (p1 - l1)(u2 - p2) + (u2 - p2)^2)
-        high = d + sqrt((u1 - p1)^2 - 2 phi (u1 - p1)(p2 - l2) + (p2 - l2)^2)
-
-    Returns:
-        (low, high), within [-1, 1].
-
-    Raises:
-        ValueError: no pairs, or a negative count.
-    """
-    a, b, c, d = both, candidate_only, baseline_only, neither
-    if min(a, b, c, d) < 0 or a + b + c + d == 0:
-        raise ValueError("a paired table needs non-negative counts and at least one pair")
-    n = a + b + c + d
-    p1, p2 = (a + b) / n, (a + c) / n
-    l1, u1 = wilson_interval(a + b, n, confidence)
-    l2, u2 = wilson_interval(a + c, n, confidence)
-    margins = (a + b) * (c + d) * (a + c) * (b + d)
-    phi = 0.0
-    if margins > 0:
-        cross = a * d - b * c
-        if cross > n / 2:
-            phi = (cross - n / 2) / math.sqrt(margins)
-        elif cross < 0:
-            phi = cross / math.sqrt(margins)
-    diff = p1 - p2
-    low = diff - math.sqrt(max((p1 - l1) ** 2 - 2 * phi * (p1 - l1) * (u2 - p2) + (u2 - p2) ** 2, 0.0))
-    high = diff + math.sqrt(max((u1 - p1) ** 2 - 2 * phi * (u1 - p1) * (p2 - l2) + (p2 - l2) ** 2, 0.0))
-    return max(-1.0, low), min(1.0, high)
-
-
-def newcombe_independent_ci(k1: int, n1: int, k2: int, n2: int,
-                            confidence: float = DEFAULT_CONFIDENCE) -> tuple[float, float]:
-    """Newcombe's hybrid score CI of ``k1/n1 - k2/n2`` for independent samples (Newcombe 1998, method 10).
-
-    With Wilson limits (l1, u1) of p1 and (l2, u2) of p2::
-
-        low  = (p1 - p2) - sqrt((p1 - l1)^2 + (u2 - p2)^2)
-        high = (p1 - p2) + sqrt((u1 - p1)^2 + (p2 - l2)^2)
-
-    Returns:
-        (low, high), within [-1, 1].
-
-    Raises:
-        ValueError: an empty sample or a count outside ``[0, n]``.
-    """
-    p1, p2 = k1 / n1, k2 / n2
-    l1, u1 = wilson_interval(k1, n1, confidence)
-    l2, u2 = wilson_interval(k2, n2, confidence)
-    diff = p1 - p2
-    return (max(-1.0, diff - math.sqrt((p1 - l1) ** 2 + (u2 - p2) ** 2)),
-            min(1.0, diff + math.sqrt((u1 - p1) ** 2 + (p2 - l2) ** 2)))
 
 
 def compare_paired_verdicts(pairs: Sequence[tuple[bool, bool]],

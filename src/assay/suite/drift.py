@@ -49,9 +49,11 @@ from sqlalchemy import select
 from assay._store import Store
 from assay._store import tables as t
 from assay.annotations.agreement import ADJUDICATION_SOURCE
+from assay.calibration.calibrate import CalibrationReport, read_calibration
 from assay.calibration.estimates import PassRateEstimates, confusion_counts, pass_rate_estimates
 from assay.exceptions import UsageError
 from assay.settings import DriftSettings
+from assay.stats import wilson_interval
 
 log = logging.getLogger("assay.drift")
 
@@ -247,14 +249,6 @@ def distribution_test(previous: Sequence[float], current: Sequence[float], alpha
                   significant=p < alpha)
 
 
-def wilson(k: int, n: int) -> tuple[float | None, float | None]:
-    """Wilson 95% interval of ``k / n`` (None, None for n = 0)."""
-    if n == 0:
-        return None, None
-    ci = stats.binomtest(k, n).proportion_ci(confidence_level=0.95, method="wilson")
-    return float(ci.low), float(ci.high)
-
-
 # --- loading ----------------------------------------------------------------------------------
 def _scores(store: Store, run_kinds: Sequence[str], since: datetime, until: datetime) -> dict[str, list[_Score]]:
     """Production score rows in ``[since, until]``, per evaluator name, in time order."""
@@ -275,7 +269,7 @@ def _scores(store: Store, run_kinds: Sequence[str], since: datetime, until: date
 class _Evaluator:
     criterion: str | None
     threshold: float | None
-    calibrations: dict[str, dict[str, Any]]
+    calibrations: dict[str, CalibrationReport | None]
 
 
 def _evaluator_info(store: Store) -> dict[str, _Evaluator]:
@@ -284,7 +278,8 @@ def _evaluator_info(store: Store) -> dict[str, _Evaluator]:
     with store.session() as s:
         for row in s.scalars(select(t.EvaluatorRow).order_by(t.EvaluatorRow.created_at)):
             defn = row.definition or {}
-            cals = {**(out[row.name].calibrations if row.name in out else {}), row.version: row.calibration or {}}
+            cals = {**(out[row.name].calibrations if row.name in out else {}),
+                    row.version: read_calibration(row.calibration)}
             threshold = defn.get("threshold")
             out[row.name] = _Evaluator(criterion=(defn.get("criterion") or {}).get("name"),
                                        threshold=float(threshold) if threshold is not None else None,
@@ -394,7 +389,7 @@ def agreement_windows(pairs: Sequence[tuple[datetime, bool, bool]], window: Wind
     for start in sorted(groups):
         agree = groups[start]
         n, k = len(agree), sum(agree)
-        low, high = wilson(k, n)
+        low, high = wilson_interval(k, n)
         below = threshold is not None and n >= min_pairs and k / n < threshold
         out.append(AgreementWindow(start=start, end=start + _length(window), n_pairs=n, n_agree=k,
                                    agreement=k / n, low=low, high=high, below_threshold=below))

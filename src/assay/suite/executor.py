@@ -1,11 +1,12 @@
 """Where batch scoring runs: in this process (``local``, the default) or on a Ray cluster (``ray``).
 
 Both executors read the units from the store, score them with the same evaluator code
-(:func:`assay.evaluators.evaluate_many`), and write score rows with the same lineage
-(run id, evaluator version, judge model, ground-truth dataset version). Writes are
-idempotent, keyed by the ``scores`` table's unique key (run id, unit id, evaluator version):
-``INSERT ... ON CONFLICT DO NOTHING`` on SQLite and PostgreSQL, so a retried batch (a Ray
-task that ran twice, a re-run of ``assay score --run-id ID``) never creates a second score.
+(:func:`assay.evaluators.evaluate_many`), and write each batch's score rows with its lineage
+(run id and kind, evaluator version, judge model and parameters, ground-truth dataset version)
+through the one writer, :func:`assay._store.scores.add_scores`. Writes are idempotent, keyed by
+the ``scores`` table's unique key (run id, unit id, evaluator version): ``INSERT ... ON CONFLICT
+DO NOTHING`` on SQLite and PostgreSQL, so a retried batch (a Ray task that ran twice, a re-run of
+``assay score --run-id ID``) never creates a second score.
 
     summary = score_with_executor(store, defn, unit_ids, settings.judge, run_id=None,
                                   dataset_version=None, executor="ray", ray_address="auto")
@@ -18,11 +19,14 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from pydantic import ConfigDict
 from sqlalchemy import select
 
 from assay._store import Store
-from assay._store.tables import RunRow, ScoreRow
+from assay._store.scores import RunParams, ensure_run, get_run
+from assay._store.tables import ScoreRow
 from assay.evaluators import EvaluationResult, EvaluatorDef, EvaluatorFailure, content_version, evaluate_many
+from assay.evaluators.lineage import judge_model_of, lineage_for, write_results
 from assay.exceptions import UsageError
 from assay.models import JudgeClient
 from assay.settings import JudgeSettings
@@ -35,6 +39,17 @@ BatchProgress = Callable[[int, int], None]
 """Called after each batch with ``(units done in the batch, failures in the batch)``."""
 
 DEFAULT_BATCH_SIZE = 50
+
+
+class ScoreParams(RunParams):
+    """What a scoring job (a run of kind ``score``: ``assay score``, a backfill) was asked, stored on the run."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    evaluator: str
+    evaluator_version: str
+    units: int
+    executor: str
 
 
 @dataclass
@@ -94,57 +109,6 @@ class ScoreSummary:
                 "failures": [{"unit_id": f.unit_id, "status": f.status, "error": f.error} for f in self.failures]}
 
 
-def score_values(r: Result, dataset_version: int | None, run_id: str) -> dict[str, Any]:
-    """The ``scores`` row of one result (the same columns :func:`assay.suite.runs.record_scores` writes)."""
-    ok = isinstance(r, EvaluationResult)
-    return {"run_id": run_id, "unit_id": r.unit_id, "evaluator_name": r.evaluator,
-            "evaluator_version": r.evaluator_version, "judge_model": r.judge_model,
-            "dataset_version": dataset_version, "status": "scored" if ok else r.status,  # type: ignore[union-attr]
-            "score": r.score if ok else None, "verdict": r.verdict if ok else None,  # type: ignore[union-attr]
-            "reason": (r.reason if ok else r.error) or "", "raw": r.raw}  # type: ignore[union-attr]
-
-
-def record_scores_idempotent(store: Store, run_id: str, results: Sequence[Result],
-                             dataset_version: int | None) -> int:
-    """Write score rows, skipping any (run id, unit id, evaluator version) already stored.
-
-    PostgreSQL and SQLite use ``INSERT ... ON CONFLICT DO NOTHING`` on the table's unique key
-    (the dialects' ``insert``); other databases check first in the same transaction.
-
-    Returns:
-        the number of rows inserted (0 when a previous attempt wrote them all).
-    """
-    if not results:
-        return 0
-    rows = [score_values(r, dataset_version, run_id) for r in results]
-    dialect = store.engine.dialect.name
-    keys = ["run_id", "unit_id", "evaluator_version"]
-    with store.session() as s:
-        if dialect in ("postgresql", "sqlite"):
-            from sqlalchemy.dialects import postgresql, sqlite
-
-            stmt: Any = (postgresql.insert(ScoreRow) if dialect == "postgresql" else sqlite.insert(ScoreRow))
-            stmt = stmt.values(rows).on_conflict_do_nothing(index_elements=keys).returning(ScoreRow.id)
-            return len(s.execute(stmt).all())  # RETURNING lists the inserted rows only
-        have = set(s.execute(select(ScoreRow.unit_id, ScoreRow.evaluator_version)
-                             .where(ScoreRow.run_id == run_id, ScoreRow.unit_id.in_([r["unit_id"] for r in rows]))))
-        fresh = [r for r in rows if (r["unit_id"], r["evaluator_version"]) not in have]
-        s.add_all(ScoreRow(**r) for r in fresh)
-        return len(fresh)
-
-
-def ensure_run(store: Store, run_id: str | None, kind: str, params: dict[str, Any]) -> str:
-    """The run to write into: a new one (``None``), or ``run_id`` (created with that id when missing)."""
-    from assay.suite.runs import new_run
-
-    if run_id is None:
-        return new_run(store, kind, params)
-    with store.session() as s:
-        if s.get(RunRow, run_id) is None:
-            s.add(RunRow(run_id=run_id, kind=kind, params=params))
-    return run_id
-
-
 def stored_results(store: Store, run_id: str, evaluator_version: str, unit_ids: Sequence[str]) -> dict[str, Result]:
     """Results already written in a run for this evaluator version (for resuming), by unit id."""
     out: dict[str, Result] = {}
@@ -174,17 +138,20 @@ def batches(items: Sequence[str], size: int) -> list[list[str]]:
 
 
 def score_batch(store: Store, defn: EvaluatorDef, unit_ids: list[str], judge: JudgeClient | None,
-                settings: JudgeSettings, run_id: str | None, dataset_version: int | None) -> tuple[list[Result], int]:
+                settings: JudgeSettings, run: tuple[str, str] | None,
+                dataset_version: int | None) -> tuple[list[Result], int]:
     """Read, score and write one batch (what both executors run per batch): ``(results, rows written)``.
 
-    ``run_id`` None scores without writing (0 rows)."""
+    ``run`` is the (id, kind) of the run to write into, with the batch's lineage; None scores
+    without writing (0 rows)."""
     results = list(evaluate_many(defn, store.units(unit_ids), judge, settings))
-    if run_id is None:
+    if run is None:
         return results, 0
-    return results, record_scores_idempotent(store, run_id, results, dataset_version)
+    lineage = lineage_for(defn, run[0], run[1], dataset_version, judge_model_of(results), judge, settings)
+    return results, write_results(store, lineage, results)
 
 
-def _local(store: Store, defn: EvaluatorDef, todo: list[str], settings: JudgeSettings, run_id: str | None,
+def _local(store: Store, defn: EvaluatorDef, todo: list[str], settings: JudgeSettings, run: tuple[str, str] | None,
            dataset_version: int | None, batch_size: int, use_cache: bool, judge: JudgeClient | None,
            progress: BatchProgress | None) -> tuple[list[Result], int]:
     from assay.models import make_judge
@@ -196,7 +163,7 @@ def _local(store: Store, defn: EvaluatorDef, todo: list[str], settings: JudgeSet
     results: list[Result] = []
     written = 0
     for batch in batches(todo, batch_size):
-        got, n = score_batch(store, defn, batch, judge if defn.kind == "llm_judge" else None, settings, run_id,
+        got, n = score_batch(store, defn, batch, judge if defn.kind == "llm_judge" else None, settings, run,
                              dataset_version)
         results.extend(got)
         written += n
@@ -252,12 +219,13 @@ def score_with_executor(store: Store, defn: EvaluatorDef, unit_ids: Sequence[str
         raise UsageError("no units to score")
     version = content_version(defn)
     started = time.perf_counter()
-    target: str | None = None
+    target: tuple[str, str] | None = None
     done: dict[str, Result] = {}
     if record:
-        target = ensure_run(store, run_id, "score", {"evaluator": defn.name, "evaluator_version": version,
-                                                     "units": len(ids), "executor": executor})
-        done = stored_results(store, target, version, ids)
+        target_id = ensure_run(store, run_id, "score", ScoreParams(evaluator=defn.name, evaluator_version=version,
+                                                                   units=len(ids), executor=executor))
+        target = (target_id, get_run(store, target_id).kind)
+        done = stored_results(store, target_id, version, ids)
     todo = [u for u in ids if u not in done]
     if progress is not None and done:
         progress(len(done), sum(isinstance(r, EvaluatorFailure) for r in done.values()))
@@ -276,6 +244,6 @@ def score_with_executor(store: Store, defn: EvaluatorDef, unit_ids: Sequence[str
     by_id = {**done, **{r.unit_id: r for r in fresh}}
     results = [by_id[u] for u in ids]
     judge_model = next((r.judge_model for r in results if r.judge_model), None)
-    return ScoreSummary(run_id=target or run_id or "", evaluator=defn.name, evaluator_version=version,
+    return ScoreSummary(run_id=target[0] if target else run_id or "", evaluator=defn.name, evaluator_version=version,
                         judge_model=judge_model, executor=executor, workers=n_workers, results=results, written=written,
                         seconds=time.perf_counter() - started)

@@ -38,10 +38,20 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal, NamedTuple
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from assay._store import Store
-from assay.evaluators import EvaluationResult, EvaluatorDef, EvaluatorFailure, content_version, load_evaluators
+from assay._store.scores import RunParams, finish_run, get_run, new_run, run_scores
+from assay.calibration.calibrate import evaluator_record
+from assay.evaluators import (
+    EvaluationResult,
+    EvaluatorDef,
+    EvaluatorFailure,
+    content_version,
+    evaluate_many,
+    load_evaluators,
+)
+from assay.evaluators.lineage import judge_model_of, lineage_for, write_results
 from assay.exceptions import NotFoundError, UsageError
 from assay.models import CachedJudge, HasParameters, JudgeClient, JudgeReply
 from assay.models.base import ChatMessage
@@ -65,6 +75,21 @@ REDUNDANCY_THRESHOLD = 0.8
 PairBy = Literal["auto", "unit", "content", "item", "none"]
 Failure = Literal["threshold", "regression", "errors"]
 Result = EvaluationResult | EvaluatorFailure
+
+
+class GateParams(RunParams):
+    """What a gate run (kind ``gate``) or its baseline run (kind ``gate-baseline``) was asked, stored on the run."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    role: Literal["candidate", "baseline"] = "candidate"
+    units: str = Field(description="the unit selection scored")
+    baseline: str | None = Field(default=None, description="the baseline asked for: a run id or a unit selection")
+    baseline_run: str | None = Field(default=None, description="the run holding the baseline's scores")
+    repeat: int = 1
+    alpha: float | None = None
+    pair_by: str | None = None
+    evaluators: dict[str, str] = Field(default_factory=dict, description="evaluator name -> version")
 
 
 class UnitKey(NamedTuple):
@@ -194,13 +219,11 @@ class _Side(NamedTuple):
 def active_evaluators(store: Store, folder: Path) -> list[tuple[EvaluatorDef, int | None]]:
     """Evaluators in ``folder`` whose exact version is active in the store, with the
     ground-truth dataset version each was calibrated on."""
-    from assay.suite.runs import evaluator_record
-
     out: list[tuple[EvaluatorDef, int | None]] = []
     for defn in load_evaluators(folder) if folder.exists() else []:
         rec = evaluator_record(store, defn)
         if rec is not None and rec.status == "active":
-            out.append((defn, (rec.calibration or {}).get("dataset_version")))
+            out.append((defn, rec.dataset_version))
     return out
 
 
@@ -269,12 +292,11 @@ def _score_repeated(store: Store, settings: Settings, defn: EvaluatorDef, unit_i
                     judge: JudgeClient | None, repeat: int,
                     progress: Callable[[int], None] | None,
                     executor: tuple[str, str | None] = ("local", None)) -> tuple[list[Result], list[FlakyUnit]]:
-    from assay.suite.runs import score_units
-
     kind, address = executor
     if kind == "local":
-        runs = [score_units(store, defn, unit_ids, judge_for_repeat(judge, r) if defn.kind != "code" else None,
-                            settings.judge, progress) for r in range(repeat)]
+        runs = [list(evaluate_many(defn, store.units(unit_ids),
+                                   judge_for_repeat(judge, r) if defn.kind != "code" else None, settings.judge,
+                                   progress=progress)) for r in range(repeat)]
         return combine_repeats(runs)
     from assay.suite.executor import score_with_executor
 
@@ -361,22 +383,22 @@ def pair_units(candidate: Sequence[UnitKey], baseline: Sequence[UnitKey], pair_b
 
 
 # --- sides --------------------------------------------------------------------------------
-def _run_side(store: Store, settings: Settings, judge: JudgeClient | None, run_id: str,
+def _run_side(store: Store, settings: Settings, judge: JudgeClient | None, run: tuple[str, str],
               suite: list[tuple[EvaluatorDef, int | None]], unit_ids: list[str], repeat: int,
               progress: Callable[[int], None] | None,
               executor: tuple[str, str | None] = ("local", None)) -> tuple[_Side, dict[str, list[FlakyUnit]]]:
-    """Score the suite on ``unit_ids`` into run ``run_id`` (decided results are the score rows)."""
-    from assay.suite.runs import record_scores
-
+    """Score the suite on ``unit_ids`` into ``run`` (id, kind); the decided results are the score rows."""
+    run_id, run_kind = run
     side = _Side({}, {}, unit_ids)
     flaky: dict[str, list[FlakyUnit]] = {}
     for defn, ds_version in suite:
         results, flaky[defn.name] = _score_repeated(store, settings, defn, unit_ids, judge, repeat, progress,
                                                     executor)
-        record_scores(store, run_id, results, ds_version)
+        lineage = lineage_for(defn, run_id, run_kind, ds_version, judge_model_of(results), judge, settings.judge)
+        write_results(store, lineage, results)
         side.outcomes[defn.name] = {r.unit_id: _Outcome(_outcome(r), r.score, "") if isinstance(r, EvaluationResult)
                                     else _Outcome(r.status, None, r.error) for r in results}
-        side.lineage[defn.name] = (content_version(defn), next((r.judge_model for r in results), None), ds_version)
+        side.lineage[defn.name] = (lineage.evaluator_version, lineage.judge_model, ds_version)
     return side, flaky
 
 
@@ -386,8 +408,6 @@ def _stored_side(store: Store, run_id: str) -> _Side:
     Raises:
         UsageError: the run holds no scores.
     """
-    from assay.suite.runs import run_scores
-
     rows = run_scores(store, run_id)
     if not rows:
         raise UsageError(f"baseline run {run_id} holds no scores")
@@ -514,8 +534,6 @@ def _baseline_side(store: Store, settings: Settings, judge: JudgeClient | None, 
                    executor: tuple[str, str | None] = ("local", None)
                    ) -> tuple[_Side, str, Literal["run", "selection"]]:
     """The baseline: a stored run's scores, or the suite run now on a unit selection (a run of its own)."""
-    from assay.suite.runs import finish_run, get_run, new_run
-
     try:
         get_run(store, baseline)
         return _stored_side(store, baseline), baseline, "run"
@@ -527,9 +545,9 @@ def _baseline_side(store: Store, settings: Settings, judge: JudgeClient | None, 
         raise UsageError(f"--baseline {baseline!r} is neither a run id nor a unit selection ({exc})") from exc
     if not ids:
         raise UsageError(f"baseline selection {baseline!r} matches no unit")
-    run_id = new_run(store, "gate-baseline", {"role": "baseline", "units": baseline, "repeat": repeat,
-                                               "evaluators": {d.name: content_version(d) for d, _ in suite}})
-    side, _ = _run_side(store, settings, judge, run_id, suite, ids, repeat, progress, executor)
+    run_id = new_run(store, "gate-baseline", GateParams(role="baseline", units=baseline, repeat=repeat,
+                                                        evaluators={d.name: content_version(d) for d, _ in suite}))
+    side, _ = _run_side(store, settings, judge, (run_id, "gate-baseline"), suite, ids, repeat, progress, executor)
     finish_run(store, run_id, {"role": "baseline", "units": len(ids)})
     return side, run_id, "selection"
 
@@ -558,8 +576,6 @@ def run_gate(store: Store, settings: Settings, judge: JudgeClient | None, candid
     Raises:
         UsageError: no units selected, no active evaluator, an unknown baseline, options out of range.
     """
-    from assay.suite.runs import finish_run, new_run
-
     candidate = candidate if candidate is not None else units
     policy = _Policy(settings.gate_alpha if alpha is None else alpha, settings.gate_margin,
                      settings.gate_max_unscored if max_unscored is None else max_unscored)
@@ -575,10 +591,10 @@ def run_gate(store: Store, settings: Settings, judge: JudgeClient | None, candid
         store, settings, judge, baseline, suite, repeat, progress, (executor, ray_address))
     pairing = None if base_side is None else pair_units(unit_keys(store, unit_ids),
                                                         unit_keys(store, base_side.unit_ids), pair_by)
-    run_id = new_run(store, "gate", {"units": candidate or "all", "baseline": baseline, "baseline_run": base_run,
-                                      "repeat": repeat, "alpha": policy.alpha, "pair_by": pair_by,
-                                      "evaluators": {d.name: content_version(d) for d, _ in suite}})
-    side, flaky = _run_side(store, settings, judge, run_id, suite, unit_ids, repeat, progress,
+    run_id = new_run(store, "gate", GateParams(units=candidate or "all", baseline=baseline, baseline_run=base_run,
+                                               repeat=repeat, alpha=policy.alpha, pair_by=pair_by,
+                                               evaluators={d.name: content_version(d) for d, _ in suite}))
+    side, flaky = _run_side(store, settings, judge, (run_id, "gate"), suite, unit_ids, repeat, progress,
                             (executor, ray_address))
     items = tuple(_judge_item(defn, side.lineage[defn.name], side.outcomes[defn.name], base_side, pairing, policy,
                               flaky[defn.name]) for defn, _ in suite)

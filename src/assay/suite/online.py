@@ -30,11 +30,12 @@ score and the ledger's ``score_id`` in one transaction, so concurrent workers ne
 twice, and a worker that died only delays its claimed units by the lease.
 
 **Lineage.** Scores go to the ``scores`` table under one run of kind ``online`` per worker
-(``run_id`` on every score); the run's ``params["lineage"]["NAME@VERSION"]`` records the
-evaluator name and version, the judge model and its parameters, the ground-truth dataset version
-it was calibrated on and its sample rate. A share ``online.audit_share`` (default 2%) of scored
-units, deterministic by unit id (:func:`audited`), also goes to the judge-audit queue
-(:mod:`assay.suite.audit`).
+(``run_id`` on every score), written with their :class:`~assay._store.scores.Lineage` through the
+one writer (:func:`assay._store.scores.add_scores`): the run's parameters (:class:`OnlineParams`)
+record, per evaluator version, the evaluator name and version, the judge model and its
+parameters, the ground-truth dataset version it was calibrated on and its sample rate. A share
+``online.audit_share`` (default 2%) of scored units, deterministic by unit id (:func:`audited`),
+also goes to the judge-audit queue (:mod:`assay.suite.audit`).
 """
 
 from __future__ import annotations
@@ -46,19 +47,21 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any, Protocol
+from typing import Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import or_, select, update
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session as OrmSession
 
 from assay._store import Store
-from assay._store.tables import AuditItemRow, OnlineScoreRow, RunRow, ScoreRow, SpanRow, UnitRow, utcnow
+from assay._store.scores import Lineage, RunParams, add_scores, finish_run, new_run
+from assay._store.tables import AuditItemRow, OnlineScoreRow, SpanRow, UnitRow, utcnow
 from assay.evaluators import EvaluationResult, EvaluatorDef, content_version, evaluate_many
+from assay.evaluators.lineage import lineage_for, new_score
 from assay.evaluators.results import Evaluation
 from assay.evaluators.runner import judge_settings_for
 from assay.models import JudgeClient
-from assay.models.base import HasParameters
 from assay.settings import JudgeSettings, OnlineSettings, Settings
 
 _CHUNK = 500
@@ -191,6 +194,25 @@ def completion(store: Store, unit_ids: Sequence[str], settings: OnlineSettings,
 
 
 # --- the worker -------------------------------------------------------------------------------
+class WorkerInfo(BaseModel):
+    """The process that scored an online run."""
+
+    model_config = ConfigDict(frozen=True)
+
+    host: str
+    pid: int
+
+
+class OnlineParams(RunParams):
+    """What an online run (kind ``online``) records: its worker and audit share; the lineage of each
+    evaluator version it scored with (sample rate included) is in ``lineage``."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    worker: WorkerInfo | None = None
+    audit_share: float = Field(default=0.0, description="share of scored units sent to the judge audit")
+
+
 class EvaluatorPass(BaseModel):
     """One evaluator's share of a pass: units scored, failed (error / unscored / not applicable),
     sent to audit, and sampled units still waiting for completion."""
@@ -351,8 +373,6 @@ class OnlineWorker:
 
     def close(self) -> None:
         """Finish the online run (summary: counts per evaluator version), if one was started."""
-        from assay.suite.runs import finish_run
-
         if self.run_id is not None:
             totals = self.totals()
             finish_run(self.store, self.run_id, {"scored": totals.scored, "failed": totals.failed,
@@ -422,31 +442,11 @@ class OnlineWorker:
             self._judges[key] = make_judge(js, self.store)
         return self._judges[key], js
 
-    def _lineage(self, ev: _Active, judge: JudgeClient | None, js: JudgeSettings) -> dict[str, Any]:
-        params: dict[str, Any] = {}
-        if judge is not None:
-            params = {"provider": js.provider, **(dict(judge.parameters) if isinstance(judge, HasParameters) else {}),
-                      "max_prompt_chars": js.max_prompt_chars}
-        return {"evaluator": ev.defn.name, "evaluator_version": ev.version,
-                "judge_model": judge.model_name if judge is not None else None, "judge_parameters": params,
-                "dataset_version": ev.dataset_version, "sample_rate": ev.defn.sample_rate}
-
-    def _ensure_run(self, ev: _Active, lineage: dict[str, Any]) -> str:
-        """The worker's online run, created on first use; records the lineage of ``ev``'s version."""
-        from assay.suite.runs import new_run
-
+    def _ensure_run(self) -> str:
+        """The worker's online run, created on first use."""
         if self.run_id is None:
-            self.run_id = new_run(self.store, "online", {
-                "worker": {"host": socket.gethostname(), "pid": os.getpid()},
-                "audit_share": self.cfg.audit_share, "evaluators": {}, "lineage": {}})
-        with self.store.session() as s:
-            run = s.get(RunRow, self.run_id)
-            assert run is not None
-            params = dict(run.params or {})
-            if params.get("lineage", {}).get(ev.key) != lineage:
-                params["lineage"] = {**params.get("lineage", {}), ev.key: lineage}
-                params["evaluators"] = {**params.get("evaluators", {}), ev.defn.name: ev.version}
-                run.params = params
+            self.run_id = new_run(self.store, "online", OnlineParams(
+                worker=WorkerInfo(host=socket.gethostname(), pid=os.getpid()), audit_share=self.cfg.audit_share))
         return self.run_id
 
     def _claim(self, ev: _Active, run_id: str, unit_ids: list[str]) -> list[str]:
@@ -475,44 +475,51 @@ class OnlineWorker:
 
     def _score(self, ev: _Active, unit_ids: list[str]) -> tuple[int, int, int]:
         """Claim, score and record some units: (scored, failed, sent to audit)."""
-        judge, js = self._judge_for(ev.defn)
-        run_id = self._ensure_run(ev, self._lineage(ev, judge, js))
+        judge, _ = self._judge_for(ev.defn)
+        run_id = self._ensure_run()
         claimed = self._claim(ev, run_id, unit_ids)
         if not claimed:
             return 0, 0, 0
+        lineage = lineage_for(ev.defn, run_id, "online", ev.dataset_version,
+                              judge.model_name if judge is not None else None, judge, self.settings.judge,
+                              sample_rate=ev.defn.sample_rate)
         results = evaluate_many(ev.defn, self.store.units(claimed), judge, self.settings.judge)
-        return self._record(ev, run_id, results)
+        return self._record(ev, lineage, results)
 
-    def _record(self, ev: _Active, run_id: str, results: Sequence[Evaluation]) -> tuple[int, int, int]:
-        """Score rows (same fields as :func:`assay.suite.runs.record_scores`), the ledger and audit items,
-        in one transaction; a unit whose claim another worker took over meanwhile is dropped."""
+    def _record(self, ev: _Active, lineage: Lineage, results: Sequence[Evaluation]) -> tuple[int, int, int]:
+        """Score rows (the one writer, with their lineage), the ledger and audit items, in one transaction;
+        a unit whose claim another worker took over meanwhile is dropped."""
         scored = failed = audit = 0
         now = utcnow()
         with self.store.session() as s:
-            for r in results:
-                ledger = s.get(OnlineScoreRow, (ev.defn.name, ev.version, r.unit_id))
-                if ledger is None or ledger.run_id != run_id or ledger.score_id is not None:
-                    continue
+            ledgers = self._held(s, ev, lineage.run_id, [r.unit_id for r in results])
+            mine = [r for r in results if r.unit_id in ledgers]
+            score_ids = add_scores(s, lineage, [new_score(r) for r in mine])
+            hashes = {u: h for u, h in s.execute(select(UnitRow.unit_id, UnitRow.content_hash)
+                                                 .where(UnitRow.unit_id.in_(list(score_ids))))}
+            queued = set(s.scalars(select(AuditItemRow.unit_id).where(  # audited before (a claim retaken): once only
+                AuditItemRow.evaluator_name == ev.defn.name, AuditItemRow.evaluator_version == ev.version,
+                AuditItemRow.unit_id.in_(list(score_ids)))))
+            for r in (r for r in mine if r.unit_id in score_ids):
                 ok = isinstance(r, EvaluationResult)
-                row = ScoreRow(run_id=run_id, unit_id=r.unit_id, evaluator_name=r.evaluator,
-                               evaluator_version=r.evaluator_version, judge_model=r.judge_model,
-                               dataset_version=ev.dataset_version,
-                               status="scored" if isinstance(r, EvaluationResult) else r.status,
-                               score=r.score if isinstance(r, EvaluationResult) else None,
-                               verdict=r.verdict if isinstance(r, EvaluationResult) else None,
-                               reason=r.reason if isinstance(r, EvaluationResult) else r.error, raw=r.raw)
-                s.add(row)
-                s.flush()
-                unit = s.get(UnitRow, r.unit_id)
-                ledger.score_id, ledger.scored_at = row.id, now
-                ledger.content_hash = unit.content_hash if unit is not None else ""
+                ledger = ledgers[r.unit_id]
+                ledger.score_id, ledger.scored_at = score_ids[r.unit_id], now
+                ledger.content_hash = hashes.get(r.unit_id, "")
                 scored, failed = scored + ok, failed + (not ok)
-                if ok and audited(r.unit_id, self.cfg.audit_share):
+                if ok and audited(r.unit_id, self.cfg.audit_share) and r.unit_id not in queued:
                     s.add(AuditItemRow(unit_id=r.unit_id, evaluator_name=ev.defn.name, evaluator_version=ev.version,
                                        criterion_name=ev.defn.criterion.name,
-                                       criterion_version=ev.defn.criterion.version, score_id=row.id))
+                                       criterion_version=ev.defn.criterion.version, score_id=score_ids[r.unit_id]))
                     audit += 1
         return scored, failed, audit
+
+    @staticmethod
+    def _held(s: OrmSession, ev: _Active, run_id: str, unit_ids: list[str]) -> dict[str, OnlineScoreRow]:
+        """The ledger rows of ``unit_ids`` this run still holds unscored (its claim not taken over), by unit id."""
+        q = select(OnlineScoreRow).where(OnlineScoreRow.evaluator_name == ev.defn.name,
+                                         OnlineScoreRow.evaluator_version == ev.version,
+                                         OnlineScoreRow.unit_id.in_(unit_ids))
+        return {r.unit_id: r for r in s.scalars(q) if r.run_id == run_id and r.score_id is None}
 
     def _add(self, report: PassReport) -> None:
         self._passes += 1

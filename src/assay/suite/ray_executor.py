@@ -8,11 +8,11 @@ travel to a worker, never units or a store object: each actor opens the shared s
 (PostgreSQL across machines; a SQLite file works on one machine), builds its own judge client
 from the settings, reads its batch of units, scores it with
 :func:`assay.evaluators.evaluate_many` (the same code as the local executor, with the
-judge's ``concurrency`` threads per actor) and writes the rows with
-:func:`assay.suite.executor.record_scores_idempotent` (``ON CONFLICT DO NOTHING`` on
-(run, unit, evaluator version)). Actors are restartable (``max_restarts``) and their tasks
-are retried (``max_task_retries``): a worker process that dies mid-batch is replaced and the
-batch runs again; rows the dead attempt had already committed are not written twice.
+judge's ``concurrency`` threads per actor) and writes the rows with their lineage through
+:func:`assay._store.scores.add_scores` (``ON CONFLICT DO NOTHING`` on (run, unit, evaluator
+version)). Actors are restartable (``max_restarts``) and their tasks are retried
+(``max_task_retries``): a worker process that dies mid-batch is replaced and the batch runs
+again; rows the dead attempt had already committed are not written twice.
 
 The global requests/min and tokens/min limits are held by division: with ``n`` actors each
 one's :class:`~assay.models.runtime.ResilientJudge` gets ``rpm // n`` and ``tpm // n`` (and
@@ -149,11 +149,13 @@ class ScoringWorker:
         """This worker's process id."""
         return os.getpid()
 
-    def score(self, unit_ids: list[str], run_id: str | None, dataset_version: int | None) -> tuple[list[Result], int]:
-        """Read, score and write one batch: ``(results in unit_ids order, rows inserted)``; run_id None: no write."""
+    def score(self, unit_ids: list[str], run: tuple[str, str] | None,
+              dataset_version: int | None) -> tuple[list[Result], int]:
+        """Read, score and write one batch into ``run`` (id, kind): ``(results in unit_ids order, rows
+        inserted)``; run None: no write."""
         from assay.suite.executor import score_batch
 
-        return score_batch(self.store, self.defn, unit_ids, self.judge, self.settings, run_id, dataset_version)
+        return score_batch(self.store, self.defn, unit_ids, self.judge, self.settings, run, dataset_version)
 
 
 def _failures(defn: EvaluatorDef, unit_ids: list[str], error: str) -> list[Result]:
@@ -163,14 +165,14 @@ def _failures(defn: EvaluatorDef, unit_ids: list[str], error: str) -> list[Resul
 
 
 def score_on_ray(store_url: str, defn: EvaluatorDef, unit_ids: Sequence[str], settings: JudgeSettings,
-                 run_id: str | None, dataset_version: int | None, *, ray_address: str | None = None,
+                 run: tuple[str, str] | None, dataset_version: int | None, *, ray_address: str | None = None,
                  batch_size: int = 50, workers: int | None = None, use_cache: bool = True,
                  progress: BatchProgress | None = None) -> tuple[list[Result], int, int]:
     """Score units on Ray actors (see the module docstring); what ``executor="ray"`` runs.
 
     Args:
         store_url: the shared store's URL (opened by every actor).
-        run_id: the run the rows go to; None scores without writing.
+        run: the (id, kind) of the run the rows go to; None scores without writing.
         workers: actors to start (default: the cluster's CPUs), at most one per batch.
         progress: called after each batch with (units done, failures among them).
 
@@ -214,7 +216,7 @@ def score_on_ray(store_url: str, defn: EvaluatorDef, unit_ids: Sequence[str], se
         def submit(actor_index: int) -> None:
             if queue:
                 i = queue.pop(0)
-                ref = actors[actor_index].score.remote(work[i], run_id, dataset_version)
+                ref = actors[actor_index].score.remote(work[i], run, dataset_version)
                 pending[ref] = (i, actor_index)
 
         for a in range(n):

@@ -27,10 +27,11 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import IO, Any
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, JsonValue
 from sqlalchemy import select
 
 from assay._store import Store
+from assay._store.scores import RunParams, read_params
 from assay._store.tables import RunRow, ScoreRow, SpanRow, UnitRow
 from assay.exceptions import NotFoundError
 
@@ -51,7 +52,7 @@ class ScoreRecord(BaseModel):
     evaluator: str
     evaluator_version: str
     judge_model: str | None
-    judge_parameters: dict[str, Any]
+    judge_parameters: dict[str, JsonValue]
     dataset_version: int | None
     status: str
     score: float | None
@@ -61,15 +62,6 @@ class ScoreRecord(BaseModel):
     trace_id: str | None
     span_id: str | None
     conversation_id: str | None
-
-
-def _lineage(run: RunRow, name: str, version: str) -> dict[str, Any]:
-    params = run.params or {}
-    entry = (params.get("lineage") or {}).get(f"{name}@{version}")
-    if isinstance(entry, dict):
-        return entry
-    judge = params.get("judge")
-    return {"judge_parameters": judge} if isinstance(judge, dict) else {}
 
 
 def _roots(store: Store, unit_ids: set[str]) -> dict[str, tuple[str | None, str | None, str | None]]:
@@ -110,15 +102,18 @@ def score_records(store: Store, run_id: str | None = None, evaluator: str | None
             q = q.where(ScoreRow.evaluator_name == evaluator)
         rows = [(a, b) for a, b in s.execute(q)]
     roots = _roots(store, {sc.unit_id for sc, _ in rows})
+    runs = {run.run_id: run for _, run in rows}
+    lineages = {run_id: read_params(run, RunParams).lineage for run_id, run in runs.items()}
     out = []
     for sc, run in rows:
-        lin = _lineage(run, sc.evaluator_name, sc.evaluator_version)
+        lin = lineages[run.run_id].get(f"{sc.evaluator_name}@{sc.evaluator_version}")
         t, sid, conv = roots.get(sc.unit_id, (None, None, None))
         out.append(ScoreRecord(
             score_id=sc.id, run_id=sc.run_id, run_kind=run.kind, unit_id=sc.unit_id, evaluator=sc.evaluator_name,
-            evaluator_version=sc.evaluator_version, judge_model=sc.judge_model or lin.get("judge_model"),
-            judge_parameters=dict(lin.get("judge_parameters") or {}),
-            dataset_version=sc.dataset_version if sc.dataset_version is not None else lin.get("dataset_version"),
+            evaluator_version=sc.evaluator_version, judge_model=sc.judge_model or (lin.judge_model if lin else None),
+            judge_parameters=dict(lin.judge_parameters) if lin else {},
+            dataset_version=sc.dataset_version if sc.dataset_version is not None or lin is None
+            else lin.dataset_version,
             status=sc.status, score=sc.score, verdict=sc.verdict, reason=sc.reason or "",
             created_at=sc.created_at, trace_id=t, span_id=sid, conversation_id=conv))
     return out

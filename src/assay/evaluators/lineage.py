@@ -1,0 +1,72 @@
+"""Evaluator results into stored scores with lineage: the evaluator side of :mod:`assay._store.scores`.
+
+Every writer of scores (gate, online worker, backfill, calibration, Ray executor) builds the
+batch's :class:`~assay._store.scores.Lineage` with :func:`lineage_for` and writes it with
+:func:`write_results` (or :func:`new_score` rows into :func:`~assay._store.scores.add_scores`
+when more goes into the same transaction).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from pydantic import JsonValue
+
+from assay._store.scores import Lineage, NewScore, write_scores
+from assay._store.store import Store
+from assay.evaluators.definition import EvaluatorDef, content_version
+from assay.evaluators.results import Evaluation, EvaluationResult
+from assay.evaluators.runner import judge_settings_for
+from assay.models.base import HasParameters, JudgeClient
+from assay.settings import JudgeSettings
+
+
+def judge_parameters(judge: JudgeClient | None, settings: JudgeSettings) -> dict[str, JsonValue]:
+    """What shaped a judge's replies besides model name and prompt: ``provider``, the judge's own generation
+    parameters (when it reports them, :class:`~assay.models.HasParameters`) and ``max_prompt_chars``."""
+    own: dict[str, JsonValue] = dict(judge.parameters) if isinstance(judge, HasParameters) else {}
+    return {"provider": settings.provider, **own, "max_prompt_chars": settings.max_prompt_chars}
+
+
+def judge_model_of(results: Sequence[Evaluation]) -> str | None:
+    """The judge model that produced results (the first one named; None for code checks)."""
+    return next((r.judge_model for r in results if r.judge_model), None)
+
+
+def lineage_for(defn: EvaluatorDef, run_id: str, run_kind: str, dataset_version: int | None,
+                judge_model: str | None, judge: JudgeClient | None = None, settings: JudgeSettings | None = None,
+                sample_rate: float | None = None) -> Lineage:
+    """The lineage of ``defn``'s scores in run ``run_id`` (of kind ``run_kind``).
+
+    Args:
+        dataset_version: the ground-truth dataset version ``defn`` was calibrated on (None: never).
+        judge_model: the judge model that scores (None for a code check: no judge parameters then).
+        judge, settings: the judge and the workspace judge settings (the evaluator's model override
+            applied here), for :func:`judge_parameters`.
+        sample_rate: the online sample rate (online runs only).
+    """
+    params = judge_parameters(judge, judge_settings_for(defn, settings)) if judge_model is not None else {}
+    return Lineage(evaluator=defn.name, evaluator_version=content_version(defn), judge_model=judge_model,
+                   judge_parameters=params, dataset_version=dataset_version, run_id=run_id, run_kind=run_kind,
+                   sample_rate=sample_rate)
+
+
+def new_score(r: Evaluation) -> NewScore:
+    """The score row of one result: a failure keeps its status and its error as the reason, and no score."""
+    if isinstance(r, EvaluationResult):
+        return NewScore(unit_id=r.unit_id, evaluator=r.evaluator, evaluator_version=r.evaluator_version,
+                        judge_model=r.judge_model, status="scored", score=r.score, verdict=r.verdict,
+                        reason=r.reason, raw=r.raw)
+    return NewScore(unit_id=r.unit_id, evaluator=r.evaluator, evaluator_version=r.evaluator_version,
+                    judge_model=r.judge_model, status=r.status, score=None, verdict=None, reason=r.error, raw=r.raw)
+
+
+def write_results(store: Store, lineage: Lineage, results: Sequence[Evaluation]) -> int:
+    """Write one evaluator version's results as score rows with ``lineage`` (idempotent per run, unit and
+    evaluator version); returns the rows inserted.
+
+    Raises:
+        NotFoundError: the lineage's run does not exist.
+        ValueError: a result of another evaluator version than the lineage's.
+    """
+    return write_scores(store, lineage, [new_score(r) for r in results])

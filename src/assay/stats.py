@@ -1,0 +1,222 @@
+"""Statistics shared across assay: intervals, agreement, tests and bootstrap helpers.
+
+At the bottom of the package graph: plain numbers in, plain numbers out; it imports nothing
+from assay. Callers wrap the numbers in their own report models.
+
+Intervals:
+
+- **Wilson score interval** of a proportion (Wilson 1927, *JASA* 22:209-212), without
+  continuity correction (``scipy.stats.binomtest(...).proportion_ci(method="wilson")``).
+- **Newcombe's intervals** of a difference of proportions, built from Wilson limits:
+  square-and-add for paired data (Newcombe 1998, *Stat Med* 17:2635-2650, method 10) and the
+  hybrid score interval for independent samples (Newcombe 1998, *Stat Med* 17:873-890, method 10).
+- :func:`z_critical`: the standard normal quantile of a two-sided interval.
+
+Agreement: **Cohen's kappa** (Cohen 1960, *Educ Psychol Meas* 20:37-46).
+
+Tests: **McNemar's exact test** (McNemar 1947, *Psychometrika* 12:153-157) of paired verdicts.
+
+Bootstrap helpers (Efron 1979; Efron & Tibshirani 1993, ch. 13): the rates of a 2x2 confusion
+table for arrays of counts, a vectorised multinomial resampling of its cells, and the percentile
+interval of bootstrap draws.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import Hashable, Sequence
+
+import numpy as np
+from scipy import stats
+
+DEFAULT_CONFIDENCE = 0.95
+
+
+# --- intervals ----------------------------------------------------------------------------------
+def z_critical(confidence: float = DEFAULT_CONFIDENCE) -> float:
+    """The standard normal quantile ``z`` with ``P(-z < Z < z) = confidence`` (1.95996... at 0.95).
+
+    Raises:
+        ValueError: ``confidence`` outside (0, 1).
+    """
+    if not 0.0 < confidence < 1.0:
+        raise ValueError(f"confidence must be in (0, 1), got {confidence}")
+    return float(stats.norm.ppf(0.5 + confidence / 2))
+
+
+def wilson_interval(k: int, n: int, confidence: float = DEFAULT_CONFIDENCE) -> tuple[float, float]:
+    """Wilson score interval (Wilson 1927) of a proportion ``k / n``, without continuity correction.
+
+    Returns:
+        (low, high), within [0, 1].
+
+    Raises:
+        ValueError: ``n < 1`` or ``k`` outside ``[0, n]``.
+    """
+    ci = stats.binomtest(k, n).proportion_ci(confidence_level=confidence, method="wilson")
+    return float(ci.low), float(ci.high)
+
+
+def newcombe_paired_ci(both: int, candidate_only: int, baseline_only: int, neither: int,
+                       confidence: float = DEFAULT_CONFIDENCE) -> tuple[float, float]:
+    """Newcombe's square-and-add CI of a paired difference of proportions (Newcombe 1998, method 10).
+
+    Counts of the paired 2x2 table of pass verdicts: ``both`` passed, ``candidate_only`` passed,
+    ``baseline_only`` passed, ``neither`` passed. The difference is
+    ``(candidate_only - baseline_only) / n``. With Wilson limits (l1, u1) of the candidate rate
+    p1 and (l2, u2) of the baseline rate p2, and phi the continuity-corrected correlation of the
+    table (0 when a margin is empty or ``0 <= ad - bc <= n/2``; ``(ad - bc - n/2)/sqrt(margins)``
+    above; ``(ad - bc)/sqrt(margins)`` below zero)::
+
+        low  = d - sqrt((p1 - l1)^2 - 2 phi (p1 - l1)(u2 - p2) + (u2 - p2)^2)
+        high = d + sqrt((u1 - p1)^2 - 2 phi (u1 - p1)(p2 - l2) + (p2 - l2)^2)
+
+    Returns:
+        (low, high), within [-1, 1].
+
+    Raises:
+        ValueError: no pairs, or a negative count.
+    """
+    a, b, c, d = both, candidate_only, baseline_only, neither
+    if min(a, b, c, d) < 0 or a + b + c + d == 0:
+        raise ValueError("a paired table needs non-negative counts and at least one pair")
+    n = a + b + c + d
+    p1, p2 = (a + b) / n, (a + c) / n
+    l1, u1 = wilson_interval(a + b, n, confidence)
+    l2, u2 = wilson_interval(a + c, n, confidence)
+    margins = (a + b) * (c + d) * (a + c) * (b + d)
+    phi = 0.0
+    if margins > 0:
+        cross = a * d - b * c
+        if cross > n / 2:
+            phi = (cross - n / 2) / math.sqrt(margins)
+        elif cross < 0:
+            phi = cross / math.sqrt(margins)
+    diff = p1 - p2
+    low = diff - math.sqrt(max((p1 - l1) ** 2 - 2 * phi * (p1 - l1) * (u2 - p2) + (u2 - p2) ** 2, 0.0))
+    high = diff + math.sqrt(max((u1 - p1) ** 2 - 2 * phi * (u1 - p1) * (p2 - l2) + (p2 - l2) ** 2, 0.0))
+    return max(-1.0, low), min(1.0, high)
+
+
+def newcombe_independent_ci(k1: int, n1: int, k2: int, n2: int,
+                            confidence: float = DEFAULT_CONFIDENCE) -> tuple[float, float]:
+    """Newcombe's hybrid score CI of ``k1/n1 - k2/n2`` for independent samples (Newcombe 1998, method 10).
+
+    With Wilson limits (l1, u1) of p1 and (l2, u2) of p2::
+
+        low  = (p1 - p2) - sqrt((p1 - l1)^2 + (u2 - p2)^2)
+        high = (p1 - p2) + sqrt((u1 - p1)^2 + (p2 - l2)^2)
+
+    Returns:
+        (low, high), within [-1, 1].
+
+    Raises:
+        ValueError: an empty sample or a count outside ``[0, n]``.
+    """
+    p1, p2 = k1 / n1, k2 / n2
+    l1, u1 = wilson_interval(k1, n1, confidence)
+    l2, u2 = wilson_interval(k2, n2, confidence)
+    diff = p1 - p2
+    return (max(-1.0, diff - math.sqrt((p1 - l1) ** 2 + (u2 - p2) ** 2)),
+            min(1.0, diff + math.sqrt((u1 - p1) ** 2 + (p2 - l2) ** 2)))
+
+
+# --- agreement ----------------------------------------------------------------------------------
+def cohen_kappa(a: Sequence[Hashable], b: Sequence[Hashable]) -> float | None:
+    """Cohen's kappa (Cohen 1960) of two raters over the same items, any number of categories.
+
+    ``kappa = (p_o - p_e) / (1 - p_e)`` with ``p_o`` the observed agreement and ``p_e`` the
+    chance agreement from the raters' marginals.
+
+    Args:
+        a, b: the two raters' labels, same length, item-aligned.
+
+    Returns:
+        kappa in [-1, 1], or None when undefined (chance agreement is 1, or no items), never NaN.
+
+    Raises:
+        ValueError: the sequences differ in length.
+    """
+    if len(a) != len(b):
+        raise ValueError(f"rater label lists differ in length: {len(a)} vs {len(b)}")
+    n = len(a)
+    if n == 0:
+        return None
+    p_o = sum(x == y for x, y in zip(a, b, strict=True)) / n
+    ca, cb = Counter(a), Counter(b)
+    p_e = sum(ca[k] * cb.get(k, 0) for k in ca) / (n * n)
+    if p_e >= 1.0:
+        return None
+    return (p_o - p_e) / (1.0 - p_e)
+
+
+# --- tests --------------------------------------------------------------------------------------
+def mcnemar_exact(candidate_only_pass: int, baseline_only_pass: int) -> float:
+    """Two-sided p-value of McNemar's exact test from the two discordant counts.
+
+    Under H0 each discordant pair is equally likely to favour either side, so the p-value is
+    the exact two-sided binomial test of ``candidate_only_pass`` successes in
+    ``candidate_only_pass + baseline_only_pass`` trials with p = 0.5 (McNemar 1947).
+    No discordant pair gives 1.0.
+
+    Raises:
+        ValueError: a negative count.
+    """
+    if candidate_only_pass < 0 or baseline_only_pass < 0:
+        raise ValueError("discordant counts must be >= 0")
+    n = candidate_only_pass + baseline_only_pass
+    return 1.0 if n == 0 else float(stats.binomtest(candidate_only_pass, n, 0.5).pvalue)
+
+
+# --- bootstrap ----------------------------------------------------------------------------------
+def confusion_rates(tp: np.ndarray, fn: np.ndarray, fp: np.ndarray, tn: np.ndarray) -> dict[str, np.ndarray]:
+    """All rates of a 2x2 judge-vs-human table (pass = positive) from (arrays of) counts; NaN where undefined.
+
+    Keys: ``agreement`` (accuracy), ``kappa`` (Cohen 1960), ``tpr`` = tp / (tp + fn), ``tnr`` =
+    tn / (tn + fp), ``balanced_accuracy`` = (tpr + tnr) / 2, ``precision_fail`` = tn / (tn + fn),
+    ``recall_fail`` = tnr. Arrays broadcast, so one call rates every bootstrap resample.
+    """
+    with np.errstate(divide="ignore", invalid="ignore"):
+        n = tp + fn + fp + tn
+        acc = (tp + tn) / n
+        p_e = ((tp + fn) * (tp + fp) + (fp + tn) * (fn + tn)) / (n * n)
+        kappa = np.where(p_e < 1.0, (acc - p_e) / (1.0 - p_e), np.nan)
+        tpr = tp / (tp + fn)
+        tnr = tn / (tn + fp)
+        return {"agreement": acc, "kappa": kappa, "tpr": tpr, "tnr": tnr, "balanced_accuracy": (tpr + tnr) / 2,
+                "precision_fail": tn / (tn + fn), "recall_fail": tnr}
+
+
+def bootstrap_confusion_rates(tp: int, fn: int, fp: int, tn: int, n_boot: int, seed: int = 0
+                              ) -> dict[str, np.ndarray]:
+    """:func:`confusion_rates` of ``n_boot`` bootstrap resamples of a 2x2 table (``n_boot`` values per key).
+
+    Resampling n items with replacement is, for a 2x2 table, one multinomial draw of the four
+    cells with the observed cell shares, so all resamples are drawn at once
+    (``numpy.random.default_rng(seed).multinomial``): same counts and seed, same draws.
+
+    Raises:
+        ValueError: an empty table (n = 0).
+    """
+    n = tp + fn + fp + tn
+    if n <= 0:
+        raise ValueError("a bootstrap of a confusion table needs at least one item")
+    cells = np.array([tp, fn, fp, tn], dtype=float)
+    counts = np.random.default_rng(seed).multinomial(n, cells / n, size=n_boot).astype(float)
+    return confusion_rates(counts[:, 0], counts[:, 1], counts[:, 2], counts[:, 3])
+
+
+def percentile_interval(draws: np.ndarray) -> tuple[float, float] | None:
+    """The 95% percentile interval (2.5th and 97.5th percentiles) of bootstrap draws.
+
+    Draws on which the statistic was undefined (NaN) are left out.
+
+    Returns:
+        (low, high), or None when no draw is finite.
+    """
+    finite = draws[~np.isnan(draws)]
+    if finite.size == 0:
+        return None
+    low, high = np.percentile(finite, [2.5, 97.5])
+    return float(low), float(high)
