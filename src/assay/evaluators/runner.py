@@ -21,7 +21,7 @@ from assay.evaluators.definition import (
     template_environment,
 )
 from assay.evaluators.kinds import KindRunner, evaluator_kind, runner_class
-from assay.evaluators.results import Evaluation
+from assay.evaluators.results import Evaluation, EvaluationResult
 from assay.evaluators.verdict import Unparsed, parse_verdict
 from assay.exceptions import ConfigError, EnvironmentProblem, JudgeError, UsageError
 from assay.models.base import JudgeClient
@@ -144,8 +144,8 @@ class JudgeRunner(KindRunner[J]):
         self.template = compile_prompt(defn)
         self.judge = judge or make_judge(settings)
 
-    def ask_judge(self, unit: Unit, note: str = "") -> Evaluation:
-        """The judge's verdict on ``unit``; ``note`` is put before its reason (or error)."""
+    def ask_judge(self, unit: Unit) -> Evaluation:
+        """The judge's verdict on ``unit`` (or the failure to get one), ``decided_by="judge"``."""
         assert self.judge is not None
         spec = self.defn.judge_spec()
         labels: Mapping[str, float] = spec.labels
@@ -155,13 +155,13 @@ class JudgeRunner(KindRunner[J]):
         except (UsageError, EnvironmentProblem):
             raise
         except JudgeError as exc:
-            return self.failure(unit, "error", note + str(exc), exc.raw, getattr(exc, "attempts", 1), "judge")
+            return self.failure(unit, "error", str(exc), exc.raw, getattr(exc, "attempts", 1), "judge")
         except Exception as exc:
-            return self.failure(unit, "error", f"{note}{type(exc).__name__}: {exc}", decided_by="judge")
+            return self.failure(unit, "error", f"{type(exc).__name__}: {exc}", decided_by="judge")
         parsed = parse_verdict(reply.text, labels, spec.scale, self.defn.pass_score)
         if isinstance(parsed, Unparsed):
-            return self.failure(unit, parsed.status, note + parsed.problem, reply.text, reply.attempts, "judge")
-        return self.result(unit, parsed.score, note + parsed.reason, "judge", label=parsed.label, raw=reply.text,
+            return self.failure(unit, parsed.status, parsed.problem, reply.text, reply.attempts, "judge")
+        return self.result(unit, parsed.score, parsed.reason, "judge", label=parsed.label, raw=reply.text,
                            repaired=parsed.repaired, cached=reply.cached, warnings=parsed.warnings,
                            attempts=reply.attempts)
 
@@ -182,7 +182,7 @@ class HybridRunner(JudgeRunner[HybridEvaluatorDef]):
 
     The reason (or error) of every result starts with ``[code]`` or ``[judge]``, so the part that
     decided reaches the stored score beside ``decided_by`` (and ``judge_model`` is None when the
-    code part decided).
+    code part decided); a judged unit's reason ends with the code part's reason for deferring.
     """
 
     definition = HybridEvaluatorDef
@@ -199,11 +199,19 @@ class HybridRunner(JudgeRunner[HybridEvaluatorDef]):
         except Exception as exc:
             return self.failure(unit, "error", f"[code] {type(exc).__name__}: {exc}", decided_by="code")
         if isinstance(decision, Defer):
-            return self.ask_judge(unit, note="[judge] ")
+            why = f" (code part: {decision.reason})" if decision.reason else ""
+            return _noted(self.ask_judge(unit), "[judge] ", why)
         if isinstance(decision, NotApplicable):
             return self.failure(unit, "not_applicable", f"[code] {decision.reason}", decided_by="code")
         score, reason = decision
         return self.result(unit, score, f"[code] {reason}", "code")
+
+
+def _noted(evaluation: Evaluation, before: str, after: str) -> Evaluation:
+    """``evaluation`` with its reason (or error) between ``before`` and ``after``."""
+    if isinstance(evaluation, EvaluationResult):
+        return evaluation.model_copy(update={"reason": before + evaluation.reason + after})
+    return evaluation.model_copy(update={"error": before + evaluation.error + after})
 
 
 def evaluate(defn: EvaluatorDef, unit: Unit, judge: JudgeClient | None = None,
