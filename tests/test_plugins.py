@@ -88,3 +88,68 @@ def test_a_fresh_assay_process_finds_the_provider_on_its_path(tmp_path: Path) ->
     (item,) = json.loads(proc.stdout)["items"]
     assert item["judge_model"] == "echo/m2" and item["n"] == 12 and item["n_errors"] == 0
     assert 0 < item["pass_rate"] < 1  # the echo judge failed the runs that show a tool error
+
+
+WRAPPED_READER = """
+    from typing import ClassVar
+
+    from assay.traces import ReadResult, TraceReader, trace_reader
+    from assay.traces import tau_bench
+
+
+    @trace_reader("tau-wrapped")
+    class WrappedReader(TraceReader):
+        '''tau-bench runs inside {"wrapped_runs": [...]}; one such object per line in JSON Lines.'''
+
+        layout: ClassVar[str] = "either"
+
+        def detect(self, data):
+            return isinstance(data, dict) and isinstance(data.get("wrapped_runs"), list)
+
+        def read(self, data, path, name):
+            runs = data["wrapped_runs"]
+            return ReadResult(path=str(path), format=name).add(tau_bench.read_runs(runs, f"{name}:{path.name}"))
+"""
+
+
+def wrapped_plugin(folder: Path) -> Path:
+    # a module entry point: importing it registers the reader with the same decorator the built-ins use
+    return fake_distribution(folder, "assay-wrapped", {"assay.readers": {"wrapped": "assay_wrapped_reader"}},
+                             {"assay_wrapped_reader": WRAPPED_READER})
+
+
+def test_a_package_adds_a_trace_format(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from assay.exceptions import UsageError
+    from assay.traces.readers import READERS, UnrecognisedFile
+
+    runs = json.loads(AIRLINE.read_text())[:5]
+    doc = tmp_path / "wrapped.json"
+    doc.write_text(json.dumps({"wrapped_runs": runs}))
+    lines = tmp_path / "wrapped.jsonl"
+    lines.write_text("\n".join([json.dumps({"wrapped_runs": runs[:2]}), json.dumps({"wrapped_runs": runs[2:4]}),
+                                '{"wrapped_runs": 3}']) + "\n")
+    with installed(monkeypatch, wrapped_plugin(tmp_path / "site"), READERS):
+        auto = read_file(doc)
+        assert (auto.format, len(auto.units), auto.rejected) == ("tau-wrapped", 5, [])
+        assert [u.unit_id for u in auto.units] == [u.unit_id for u in read_file(AIRLINE).units[:5]]
+        assert read_file(doc, "tau-wrapped").units == auto.units
+        jsonl = read_file(lines)  # the default read_lines: each line read as a document
+        assert (jsonl.format, len(jsonl.units)) == ("tau-wrapped", 4)
+        assert [r.reason[:8] for r in jsonl.rejected] == ["line 3: "]
+        assert READERS.names()[-1] == "tau-wrapped" and READERS.names()[0] == "otlp-json"  # built-ins first
+    with pytest.raises(UnrecognisedFile, match="unknown format"):
+        read_file(doc)
+    with pytest.raises(UsageError, match="unknown format 'tau-wrapped'; choose one of auto, otlp-json"):
+        read_file(doc, "tau-wrapped")
+
+
+def test_a_fresh_assay_process_ingests_the_new_format(tmp_path: Path) -> None:
+    site = wrapped_plugin(tmp_path / "site")
+    doc = tmp_path / "wrapped.json"
+    doc.write_text(json.dumps({"wrapped_runs": json.loads(AIRLINE.read_text())[:3]}))
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(site), str(ROOT / "src")])}
+    proc = subprocess.run([sys.executable, "-m", "assay._cli", "--workspace", str(tmp_path / "ws"), "ingest",
+                           str(doc), "--json"], capture_output=True, text=True, env=env, cwd=ROOT, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    summary = json.loads(proc.stdout)
+    assert [f["format"] for f in summary["files"]] == ["tau-wrapped"] and summary["units_new"] == 3
