@@ -168,24 +168,24 @@ def _calibrate(store: Store, settings: Settings, defs: list[EvaluatorDef], judge
     for d in defs:
         ds = build_dataset(store, d.criterion.name)
         export_dataset(ds, settings.workspace / "datasets" / f"{d.criterion.name}.v{ds.version}.jsonl")
-        if d.kind == "llm_judge" and judge_limit is not None and judge_limit < len(ds.items):
+        if d.uses_judge and judge_limit is not None and judge_limit < len(ds.items):
             ds = ds.model_copy(update={"items": ds.items[:judge_limit]})
         t0 = time.perf_counter()
         with progress_bar(f"calibrating {d.name}", len(ds.items)) as advance:
-            report = calibrate(store, d, judge if d.kind == "llm_judge" else None, settings.judge, advance,
+            report = calibrate(store, d, judge if d.uses_judge else None, settings.judge, advance,
                                dataset=ds, min_kappa=settings.min_kappa)
         print_calibration(report)
         console.print(f"[dim]({time.perf_counter() - t0:.1f} s)[/dim]")
-        problem = _judge_failure(judge, report.n_errors, len(ds.items)) if d.kind == "llm_judge" else None
+        problem = _judge_failure(judge, report.n_errors, len(ds.items)) if d.uses_judge else None
         if problem:
             console.print(f"[red]the judge part failed:[/red] {escape(problem)}")
             failed.append(f"judge: {problem}")
             continue
-        if d.kind == "llm_judge" and not report.meets_threshold:
+        if d.uses_judge and not report.meets_threshold:
             console.print("The 135M-parameter local judge is too weak to trust on this criterion: it stays a draft "
                           "and the gate will not use it. Point the [judge] section of assay.toml at a real model "
                           "to do better.", markup=False)
-        if d.kind == "code" and not report.meets_threshold:
+        if not d.uses_judge and not report.meets_threshold:
             console.print(f"Explicit override for [bold]{d.name}[/bold] (what `assay calibrate {d.name} --force "
                           "REASON` does), recorded with the evaluator version:")
             report = calibrate(store, d, None, settings.judge, dataset=ds, force_reason=OVERRIDE,

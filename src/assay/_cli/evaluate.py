@@ -37,7 +37,7 @@ def find_evaluator(app: AppContext, name: str) -> EvaluatorDef:
 
 def judge_for(app: AppContext, defn: EvaluatorDef | None = None) -> JudgeClient | None:
     """The judge client an evaluator needs (None for code evaluators)."""
-    if defn is not None and defn.kind == "code":
+    if defn is not None and not defn.uses_judge:
         return None
     return make_judge(app.settings.judge, app.store)
 
@@ -183,7 +183,7 @@ def _readable(defn: EvaluatorDef) -> str:
     import yaml
 
     data = defn.model_dump(mode="json")
-    if defn.kind == "llm_judge":
+    if defn.uses_judge:
         data["judge"] = {**defn.judge_spec().model_dump(mode="json"), "prompt": defn.prompt_template()}
     return yaml.safe_dump(data, sort_keys=False, allow_unicode=True, width=100)
 

@@ -116,11 +116,11 @@ def tune(store: Store, defn: EvaluatorDef, judge: JudgeClient | None, settings: 
         the definition's ``description`` names the winning variant and its dev agreement.
 
     Raises:
-        UsageError: not an ``llm_judge``, the dev split is empty, or an unknown variant name.
+        UsageError: a kind without a judge (code), the dev split is empty, or an unknown variant name.
         JudgeError: no candidate scored a single dev unit (the test split is then left untouched).
     """
-    if defn.kind != "llm_judge":
-        raise UsageError(f"{defn.name} is a {defn.kind} evaluator: only llm_judge evaluators are tuned")
+    if not defn.uses_judge:
+        raise UsageError(f"{defn.name} is a {defn.kind} evaluator: only llm_judge and hybrid evaluators are tuned")
     ds = build_dataset(store, defn.criterion.name)
     split = persist_split(store, split_dataset(ds, fractions, seed))
     dev_ids = split.units("dev")

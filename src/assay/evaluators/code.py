@@ -1,17 +1,43 @@
-"""Run ``code`` evaluators: a Python check imported from ``"package.module:function"``."""
+"""Code checks: a Python function imported from ``"package.module:function"``, and what it may return.
+
+A check takes ``(steps, unit, **args)`` and returns its decision:
+
+* a score in [0, 1] (a bool counts as 1.0 / 0.0) or ``(score, reason)``: the unit is scored;
+* :class:`NotApplicable` ``(reason)``: the criterion does not apply; not scored, counted beside;
+* ``None`` or :class:`Defer` ``(reason)``, in a ``hybrid`` evaluator only: the judge decides.
+"""
 
 from __future__ import annotations
 
 import importlib
 import math
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from assay.exceptions import ConfigError
 from assay.traces.model import Step, Unit
 
 CodeCheck = Callable[[list[Step], Unit], Any]
-"""A check: ``(steps, unit) -> score in [0, 1]`` or ``(score, reason)``."""
+"""A check: ``(steps, unit, **args) -> decision`` (see the module docstring)."""
+
+
+@dataclass(frozen=True)
+class NotApplicable:
+    """A check's decision that the criterion does not apply to the unit (e.g. no refund was made)."""
+
+    reason: str
+
+
+@dataclass(frozen=True)
+class Defer:
+    """A hybrid evaluator's code part hands the unit to the judge (returning ``None`` does the same)."""
+
+    reason: str = ""
+
+
+Decision = tuple[float, str] | NotApplicable | Defer
+"""A check's return value, read: ``(score, reason)``, :class:`NotApplicable` or :class:`Defer`."""
 
 
 def resolve_callable(path: str) -> CodeCheck:
@@ -39,9 +65,11 @@ def check_output(value: object) -> tuple[float, str]:
     Accepts a number (bools count as 1.0 / 0.0) or a ``(number, reason)`` pair.
 
     Raises:
-        ValueError: any other shape, NaN, or a score outside [0, 1].
+        ValueError: any other shape (:class:`Defer` too), NaN, or a score outside [0, 1].
     """
     reason = ""
+    if isinstance(value, Defer):
+        raise ValueError("the check deferred: only a hybrid evaluator hands units to a judge")
     if isinstance(value, tuple):
         pair: tuple[object, ...] = value
         if len(pair) != 2:
@@ -53,3 +81,26 @@ def check_output(value: object) -> tuple[float, str]:
     if math.isnan(score) or not 0.0 <= score <= 1.0:
         raise ValueError(f"check score {value!r} is outside [0, 1]")
     return score, reason
+
+
+def check_decision(value: object) -> Decision:
+    """Read a check's return value: ``None`` / :class:`Defer` / :class:`NotApplicable` as they are, else
+    :func:`check_output`'s ``(score, reason)``.
+
+    Raises:
+        ValueError: as :func:`check_output`.
+    """
+    if value is None:
+        return Defer()
+    if isinstance(value, Defer | NotApplicable):
+        return value
+    return check_output(value)
+
+
+def run_check(check: CodeCheck, steps: list[Step], unit: Unit, args: dict[str, Any]) -> Decision:
+    """Call ``check(steps, unit, **args)`` and read its decision.
+
+    Raises:
+        whatever the check raises; ValueError for a return value of the wrong shape.
+    """
+    return check_decision(check(steps, unit, **args))

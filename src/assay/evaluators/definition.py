@@ -16,20 +16,30 @@ Example ``evaluators/no-tool-errors.yaml``::
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import re
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import jinja2
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidatorFunctionWrapHandler,
+    field_validator,
+    model_validator,
+)
 
-from assay.exceptions import ConfigError, NotFoundError
+from assay.exceptions import ConfigError, NotFoundError, UsageError
 
 _POLICY_FIELDS = {"description", "threshold", "min_pass_rate", "sample_rate"}
+_SECTIONS = ("code", "judge")
 _LABEL_RE = re.compile(r"^[a-z][a-z0-9_-]*$")
 
 
@@ -101,13 +111,23 @@ class JudgeSpec(_Model):
 class EvaluatorDef(_Model):
     """One evaluator: scores any unit on ONE dimension, normalised to [0, 1].
 
+    The fields every kind shares; each kind is a subclass with ``kind: Literal[...]`` and its
+    own sections, and together they form a discriminated union on ``kind`` (see
+    :mod:`assay.evaluators.kinds`): ``code`` (:class:`CodeEvaluatorDef`), ``llm_judge``
+    (:class:`LlmJudgeEvaluatorDef`), ``hybrid`` (:class:`HybridEvaluatorDef`), and kinds
+    registered by extensions. ``EvaluatorDef(kind=..., ...)`` and
+    ``EvaluatorDef.model_validate(data)`` return an instance of the kind's class.
+
     Stored as YAML (``evaluators/<name>.yaml``); ``version`` is the file-format version,
     the evaluator's own version is :func:`content_version`.
     """
 
+    uses_judge: ClassVar[bool] = False
+    """True for kinds that ask a judge model (they need a judge client to run)."""
+
     version: Literal[1] = Field(default=1, description="file-format version")
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", description="unique evaluator name")
-    kind: Literal["code", "llm_judge"]
+    kind: str = Field(description="code, llm_judge, hybrid, or a kind an extension registers")
     dimension: str = Field(min_length=1, description="what is scored, e.g. tool_use, policy, tone")
     description: str = Field(default="", description="free text for readers; not part of the content version")
     criterion: CriterionRef
@@ -118,25 +138,131 @@ class EvaluatorDef(_Model):
     sample_rate: float = Field(default=0.10, ge=0, le=1,
                                description="online scoring: share of completed production units scored, in [0, 1]; "
                                            "deterministic by unit id (see assay.suite.online.sampled)")
-    code: CodeSpec | None = Field(default=None, description="required when kind is code")
-    judge: JudgeSpec | None = Field(default=None,
-                                    description="for kind llm_judge; default: the default prompt and labels")
 
-    @model_validator(mode="after")
-    def _check_kind(self) -> EvaluatorDef:
-        if self.kind == "code" and (self.code is None or self.judge is not None):
-            raise ValueError("kind 'code' needs a 'code' section and no 'judge' section")
-        if self.kind == "llm_judge" and self.code is not None:
-            raise ValueError("kind 'llm_judge' takes a 'judge' section, not 'code'")
-        return self
+    def __new__(cls, *args: Any, **data: Any) -> Any:
+        """``EvaluatorDef(kind=K, ...)`` builds the class of kind ``K`` (an unknown kind fails validation)."""
+        if cls is EvaluatorDef and isinstance(data.get("kind"), str):
+            from assay.evaluators.kinds import definition_class
+
+            with contextlib.suppress(ConfigError):
+                cls = definition_class(data["kind"])
+        return super().__new__(cls)
+
+    def __init__(self, /, **data: Any) -> None:
+        """Validate ``data`` (keyword arguments) into the kind's class (see ``__new__``).
+
+        Raises:
+            pydantic.ValidationError: invalid fields, or an unknown kind.
+        """
+        super().__init__(**data)
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _one_of_the_kinds(cls, data: Any, handler: ValidatorFunctionWrapHandler) -> Any:
+        if cls is not EvaluatorDef or isinstance(data, EvaluatorDef):
+            return handler(data)
+        from assay.evaluators.kinds import definitions_adapter
+
+        return definitions_adapter().validate_python(data)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _drop_null_sections(cls, data: Any) -> Any:
+        """Stored definitions of older versions carry the other kind's section as null (``judge: null``)."""
+        if isinstance(data, dict) and any(data.get(k, 0) is None and k not in cls.model_fields for k in _SECTIONS):
+            return {k: v for k, v in data.items() if not (k in _SECTIONS and v is None and k not in cls.model_fields)}
+        return data
 
     def judge_spec(self) -> JudgeSpec:
-        """The judge section with defaults filled (for ``llm_judge``)."""
-        return self.judge or JudgeSpec()
+        """The judge section with defaults filled.
+
+        Raises:
+            UsageError: this kind asks no judge (``uses_judge`` is False).
+        """
+        raise UsageError(f"{self.name} is a {self.kind} evaluator: it asks no judge")
 
     def prompt_template(self) -> str:
-        """The judge prompt's template text: the file's own, or the shipped default."""
+        """The judge prompt's template text: the file's own, or the shipped default (judge kinds only)."""
         return self.judge_spec().prompt or default_prompt()
+
+    def code_spec(self) -> CodeSpec | None:
+        """The code check's section, None for kinds without one."""
+        return None
+
+    def content_fields(self) -> dict[str, Any]:
+        """The normalised definition :func:`content_version` hashes (JSON-ready): policy fields left out."""
+        return self.model_dump(mode="json", exclude=_POLICY_FIELDS)
+
+
+class CodeEvaluatorDef(EvaluatorDef):
+    """``kind: code``: a Python check over the step timeline decides every unit."""
+
+    kind: Literal["code"]
+    code: CodeSpec = Field(description="the check")
+
+    def code_spec(self) -> CodeSpec:
+        return self.code
+
+    def content_fields(self) -> dict[str, Any]:
+        # "judge": null as the versions were hashed before the kinds were classes
+        return {**super().content_fields(), "code": _code_content(self.code), "judge": None}
+
+
+class LlmJudgeEvaluatorDef(EvaluatorDef):
+    """``kind: llm_judge``: a judge model reads the prompt and gives the verdict of every unit."""
+
+    uses_judge: ClassVar[bool] = True
+    kind: Literal["llm_judge"]
+    judge: JudgeSpec | None = Field(default=None, description="default: the default prompt and labels")
+
+    def judge_spec(self) -> JudgeSpec:
+        return self.judge or JudgeSpec()
+
+    def content_fields(self) -> dict[str, Any]:
+        # "code": null as the versions were hashed before the kinds were classes
+        return {**super().content_fields(), "judge": _judge_content(self), "code": None}
+
+
+class HybridEvaluatorDef(EvaluatorDef):
+    """``kind: hybrid``: a code check decides what it can and hands the rest to a judge; one verdict, one version.
+
+    The check takes ``(steps, unit, **args)`` like a ``code`` check and returns a decision: a score
+    (or ``(score, reason)``), :class:`~assay.evaluators.NotApplicable`, or ``None`` /
+    :class:`~assay.evaluators.Defer` to hand the unit to the judge. Results record which part
+    decided (``decided_by``).
+    """
+
+    uses_judge: ClassVar[bool] = True
+    kind: Literal["hybrid"]
+    code: CodeSpec = Field(description="the code part: decides a unit, or defers it to the judge")
+    judge: JudgeSpec | None = Field(default=None, description="the judge part, for the units the code part "
+                                                              "defers; default: the default prompt and labels")
+
+    def judge_spec(self) -> JudgeSpec:
+        return self.judge or JudgeSpec()
+
+    def code_spec(self) -> CodeSpec:
+        return self.code
+
+    def content_fields(self) -> dict[str, Any]:
+        return {**super().content_fields(), "code": _code_content(self.code), "judge": _judge_content(self)}
+
+
+def _code_content(code: CodeSpec) -> dict[str, Any]:
+    data = code.model_dump(mode="json")
+    if not code.args:  # args were added later: existing versions stay valid
+        del data["args"]
+    return data
+
+
+def _judge_content(defn: EvaluatorDef) -> dict[str, Any]:
+    """The judge section as hashed: defaults filled, the prompt's text resolved, label order kept."""
+    spec = defn.judge_spec()
+    data = {**spec.model_dump(mode="json"), "label_order": list(spec.labels),
+            "prompt": defn.prompt_template().replace("\r\n", "\n")}
+    if spec.scale is None:  # fields added later hash only when set: existing versions stay valid
+        del data["scale"]
+    return data
 
 
 def template_environment() -> jinja2.Environment:
@@ -158,25 +284,34 @@ def content_version(defn: EvaluatorDef) -> str:
     (``description``, ``threshold``, ``min_pass_rate``, ``sample_rate``): they change no score,
     so editing them keeps the calibration of this version valid.
     """
-    data = defn.model_dump(mode="json", exclude=_POLICY_FIELDS)
-    if defn.kind == "llm_judge":
-        spec = defn.judge_spec()
-        data["judge"] = {**spec.model_dump(mode="json"), "label_order": list(spec.labels),
-                         "prompt": defn.prompt_template().replace("\r\n", "\n")}
-        if spec.scale is None:  # fields added later hash only when set: existing versions stay valid
-            del data["judge"]["scale"]
-    if defn.code is not None and not defn.code.args:
-        del data["code"]["args"]
+    data = defn.content_fields()
     canonical = json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:12]
 
 
 def evaluator_json_schema() -> dict[str, Any]:
-    """JSON Schema of the evaluator file format (shipped as ``evaluators/evaluator.schema.json``)."""
-    schema = EvaluatorDef.model_json_schema()
-    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
-    schema["title"] = "assay evaluator"
-    return schema
+    """JSON Schema of the evaluator file format (shipped as ``evaluators/evaluator.schema.json``).
+
+    The discriminated union of the registered kinds (``oneOf`` with a ``discriminator`` on
+    ``kind``), which validates each kind exactly; beside it, at the top, ``properties`` merges
+    every kind's fields and ``required`` lists those all kinds need, for editors that complete
+    from top-level properties only.
+    """
+    from assay.evaluators.kinds import definitions_adapter
+
+    union = definitions_adapter().json_schema()
+    names = [ref["$ref"].rsplit("/", 1)[-1] for ref in union["oneOf"]]
+    kinds = [union["$defs"][name] for name in names]
+    properties: dict[str, Any] = {}
+    for kind in kinds:
+        for name, prop in kind["properties"].items():
+            properties.setdefault(name, prop)
+    properties["kind"] = {"enum": [k["properties"]["kind"]["const"] for k in kinds], "title": "Kind",
+                          "type": "string", "description": EvaluatorDef.model_fields["kind"].description}
+    required = [n for n in kinds[0]["required"] if all(n in k["required"] for k in kinds)]
+    return {"$schema": "https://json-schema.org/draft/2020-12/schema", "title": "assay evaluator",
+            "description": "One evaluator: scores any unit on ONE dimension, normalised to [0, 1]; one of the kinds.",
+            "type": "object", "properties": properties, "required": required, **union}
 
 
 def load_evaluator(path: Path | str) -> EvaluatorDef:
@@ -198,7 +333,7 @@ def load_evaluator(path: Path | str) -> EvaluatorDef:
     try:
         return EvaluatorDef.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(_validation_message(exc), str(path)) from exc
+        raise ConfigError(_validation_message(exc, data.get("kind")), str(path)) from exc
 
 
 def save_evaluator(defn: EvaluatorDef, path: Path | str) -> Path:
@@ -235,9 +370,22 @@ def load_evaluators(folder: Path | str) -> list[EvaluatorDef]:
     return [found[name][1] for name in sorted(found)]
 
 
-def _validation_message(exc: ValidationError) -> str:
-    parts = [f"{'.'.join(str(p) for p in err['loc']) or '(file)'}: {err['msg']}" for err in exc.errors()]
+def _validation_message(exc: ValidationError, kind: object) -> str:
+    """``field.path: message; ...``, without the union's leading kind tag in each path."""
+    parts = []
+    for err in exc.errors():
+        loc = err["loc"][1:] if err["loc"][:1] == (kind,) else err["loc"]
+        msg = err["msg"]
+        if err["type"] in ("union_tag_invalid", "union_tag_not_found"):
+            loc, msg = ("kind",), f"must be one of: {_kind_names()}" + (f", not {kind!r}" if kind is not None else "")
+        parts.append(f"{'.'.join(str(p) for p in loc) or '(file)'}: {msg}")
     return "; ".join(parts)
+
+
+def _kind_names() -> str:
+    from assay.evaluators.kinds import EVALUATOR_KINDS
+
+    return ", ".join(EVALUATOR_KINDS.names())
 
 
 class _Dumper(yaml.SafeDumper):

@@ -27,6 +27,9 @@ class EvaluationResult(BaseModel):
     warnings: tuple[str, ...] = Field(default=(), description="accepted but flagged: a numeric string coerced, "
                                       "a score contradicting the verdict")
     attempts: int = Field(default=1, ge=1, description="judge calls made (more than 1: retried)")
+    decided_by: Literal["code", "judge"] | None = Field(
+        default=None, description="which part decided: the code check or the judge (a hybrid evaluator has both); "
+                                  "None when not recorded")
 
 
 class EvaluatorFailure(BaseModel):
@@ -35,7 +38,8 @@ class EvaluatorFailure(BaseModel):
     ``status`` is ``"unscored"`` when the judge answered but no verdict could be read from
     the reply, ``"error"`` when the call or the check failed (timeout, transport, exception,
     out-of-range value, a judge score outside the declared scale), ``"not_applicable"`` when
-    the judge said the criterion does not apply to the unit. All three are left out of rates
+    the judge said the criterion does not apply to the unit, or the check returned
+    :class:`~assay.evaluators.NotApplicable`. All three are left out of rates
     and means and counted beside them.
     """
 
@@ -49,6 +53,8 @@ class EvaluatorFailure(BaseModel):
     error: str = Field(description="what went wrong, for people")
     raw: str | None = Field(default=None, description="the judge's raw reply text, when there was one")
     attempts: int = Field(default=1, ge=1, description="judge calls made before giving up")
+    decided_by: Literal["code", "judge"] | None = Field(
+        default=None, description="the part that failed or found the criterion not applicable; None when not recorded")
 
 
 Evaluation = EvaluationResult | EvaluatorFailure

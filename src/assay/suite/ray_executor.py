@@ -143,7 +143,7 @@ class ScoringWorker:
         self.defn = EvaluatorDef.model_validate(definition)
         self.settings = JudgeSettings.model_validate(settings)
         self.judge = (make_judge(judge_settings_for(self.defn, self.settings), self.store if use_cache else None)
-                      if self.defn.kind == "llm_judge" else None)
+                      if self.defn.uses_judge else None)
 
     def pid(self) -> int:
         """This worker's process id."""
@@ -195,10 +195,10 @@ def score_on_ray(store_url: str, defn: EvaluatorDef, unit_ids: Sequence[str], se
     if store_url.startswith("sqlite://") and (":memory:" in store_url or store_url == "sqlite://"):
         raise UsageError("--executor ray needs a store the Ray workers can open (PostgreSQL, or a SQLite file "
                          "on a one-machine cluster), not an in-memory SQLite database")
-    if defn.code is not None:  # a check that cannot be imported fails here, not in every actor
+    if (code := defn.code_spec()) is not None:  # a check that cannot be imported fails here, not in every actor
         from assay.evaluators.code import resolve_callable
 
-        resolve_callable(defn.code.callable)
+        resolve_callable(code.callable)
     owned = connect(ray_address)
     try:
         cpus = int(ray.cluster_resources().get("CPU", 0))

@@ -115,7 +115,7 @@ def ingest_paths(paths: Sequence[Path | str], sink: UnitSink, fmt: str = "auto",
     Args:
         paths: files and folders.
         sink: where units go, e.g. the store.
-        fmt: ``auto`` (detected per file) or a format of :data:`~assay.traces.readers.FORMATS`.
+        fmt: ``auto`` (detected per file) or a format registered in :data:`~assay.traces.readers.READERS`.
         progress: called with ``(files done, files in all)``: once before the first file, then after each.
 
     Returns:

@@ -1,27 +1,40 @@
-"""Read trace files of any supported format into units, rejecting bad records with reasons."""
+"""Read trace files of any supported format into units, rejecting bad records with reasons.
+
+Each format is a :class:`TraceReader` registered in :data:`READERS`; the built-ins
+(:mod:`assay.traces.formats`) register with :func:`trace_reader` as a package's reader does
+through the entry-point group ``assay.readers``::
+
+    [project.entry-points."assay.readers"]
+    phoenix = "my_package.readers"     # a module whose import calls @trace_reader("phoenix")
+"""
 
 from __future__ import annotations
 
 import gzip
 import json
 import zlib
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import ClassVar, Literal, TypeGuard, TypeVar
 
+from assay._util.registry import Registry
 from assay.exceptions import IngestError, UsageError
-from assay.traces import chat_logs, langfuse, magentic, tau_bench
-from assay.traces import otlp as otlp_json
-from assay.traces.model import Span, Unit
+from assay.traces.model import Unit
 from assay.traces.shapes import describe_error
 
 Format = Literal["auto", "tau-bench", "otlp-json", "magentic-one", "langfuse", "openai-chat", "anthropic-messages"]
 FORMATS: tuple[str, ...] = ("auto", "tau-bench", "otlp-json", "magentic-one", "langfuse", "openai-chat",
                             "anthropic-messages")
-_JSONL_FORMATS = ("openai-chat", "anthropic-messages")
+"""The built-in formats (``auto`` detects); packages add more (:data:`READERS`)."""
 SUFFIXES: tuple[str, ...] = (".json", ".jsonl", ".ndjson", ".log", ".txt")
 """File types a folder is searched for (each also gzip-compressed, e.g. ``.jsonl.gz``)."""
 _LINES_SUFFIXES = (".jsonl", ".ndjson")
+R = TypeVar("R", bound="TraceReader")
+Read = tuple[Unit | None, str | None]
+"""``(unit, None)`` for a record read, ``(None, reason)`` for one rejected."""
+Layout = Literal["document", "lines", "either"]
 
 
 class UnrecognisedFile(IngestError):
@@ -51,28 +64,101 @@ class ReadResult:
         """Number of spans across all units."""
         return sum(len(u.spans) for u in self.units)
 
+    def add(self, reads: Iterable[Read]) -> ReadResult:
+        """Append each read unit, and each rejection with this file's path; returns self."""
+        for unit, reason in reads:
+            if unit is not None:
+                self.units.append(unit)
+            else:
+                self.rejected.append(Rejection(self.path, str(reason)))
+        return self
+
+
+class TraceReader(ABC):
+    """One trace format, registered in :data:`READERS` under its name (the ``--format`` value).
+
+    ``layout`` says how its files hold records: one JSON ``document`` (the default), JSON
+    ``lines`` (one record per line, also when the file is one line) or ``either``. Readers run
+    in the worker of ``assay ingest`` and must keep no state between files.
+    """
+
+    layout: ClassVar[Layout] = "document"
+
+    @abstractmethod
+    def detect(self, data: object) -> bool:
+        """True when ``data`` (a parsed JSON document, or the first record of a JSON Lines file) is this format."""
+
+    @abstractmethod
+    def read(self, data: object, path: Path, name: str) -> ReadResult:
+        """Read a parsed JSON document; ``name`` is the format's registered name (the result's ``format``).
+
+        Raises:
+            IngestError: the document as a whole has the wrong shape (bad records are rejected instead).
+        """
+
+    def read_lines(self, text: str, path: Path, name: str, auto: bool) -> ReadResult:
+        """Read a JSON Lines file, one record per line; ``auto``: the format was detected from the first record.
+
+        The default reads each line with :meth:`read`; a line that fails is rejected as ``line N: reason``.
+        """
+        result = ReadResult(path=str(path), format=name)
+        for n, line in enumerate(text.splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                one = self.read(json.loads(line), path, name)
+            except Exception as exc:  # noqa: BLE001 - one bad line must not cost the file
+                result.rejected.append(Rejection(str(path), f"line {n}: {describe_error(exc)}"))
+                continue
+            result.units += one.units
+            result.rejected += [Rejection(r.path, f"line {n}: {r.reason}") for r in one.rejected]
+        return result
+
+
+def _is_reader(obj: object) -> TypeGuard[TraceReader]:
+    return isinstance(obj, TraceReader)
+
+
+READERS: Registry[TraceReader] = Registry("assay.readers", "trace format", _is_reader,
+                                          builtins="assay.traces.formats")
+"""The trace formats: name -> reader; auto-detection tries them in registration order (built-ins first)."""
+
+
+def trace_reader(name: str) -> Callable[[type[R]], type[R]]:
+    """Class decorator registering an instance of a :class:`TraceReader` as format ``name`` (built-ins use it too).
+
+    Raises:
+        ConfigError: see :meth:`assay._util.registry.Registry.register`.
+    """
+    def add(cls: type[R]) -> type[R]:
+        READERS.register(name)(cls())
+        return cls
+
+    return add
+
 
 def detect_format(data: object) -> str:
-    """Return ``"tau-bench"``, ``"otlp-json"`` or ``"magentic-one"`` for parsed JSON, or raise.
+    """Return the name of the first format whose reader recognises parsed JSON, or raise.
+
+    The built-ins are tried first, in the order ``otlp-json``, ``tau-bench``, ``magentic-one``,
+    ``langfuse``, ``openai-chat`` / ``anthropic-messages``.
 
     Raises:
         IngestError: the content matches no known format.
     """
-    if otlp_json.looks_like_otlp(data):
-        return "otlp-json"
-    if tau_bench.looks_like_tau_bench(data):
-        return "tau-bench"
-    if magentic.looks_like_magentic(data):
-        return "magentic-one"
-    if langfuse.looks_like_langfuse(data):
-        return "langfuse"
-    chat = chat_logs.detect_chat_format(data)
-    if chat is not None:
-        return chat
+    for name, reader in READERS.items():
+        if reader.detect(data):
+            return name
     raise IngestError("<data>", "unknown format: expected an OTLP JSON export (resourceSpans) "
                       "or tau-bench trajectories (a list of runs with task_id and traj) "
                       "or a Magentic-One log (a list of {role, content} with Orchestrator roles) "
-                      "or a Langfuse export ({trace, observations}) or chat-log JSONL (one {messages} per line)")
+                      "or a Langfuse export ({trace, observations}) or chat-log JSONL (one {messages} per line)"
+                      + _extensions_named())
+
+
+def _extensions_named() -> str:
+    more = [n for n in READERS.names() if n not in FORMATS]
+    return f" or a format of an extension ({', '.join(more)})" if more else ""
 
 
 def read_file(path: Path | str, fmt: str = "auto") -> ReadResult:
@@ -83,7 +169,8 @@ def read_file(path: Path | str, fmt: str = "auto") -> ReadResult:
         fmt: ``auto`` (detect from content), ``tau-bench``, ``otlp-json``, ``magentic-one``
             (one run per file; the run id is the file name without ``.json``), ``langfuse`` (a Langfuse
             export), ``openai-chat`` or ``anthropic-messages`` (JSONL, one conversation per line; a
-            ``.jsonl`` file or several JSON objects on lines is read as JSONL under ``auto``).
+            ``.jsonl`` file or several JSON objects on lines is read as JSONL under ``auto``), or a
+            format a package registers (entry-point group ``assay.readers``).
 
     Returns:
         :class:`ReadResult`; malformed records are in ``rejected``, the rest in ``units``.
@@ -92,15 +179,18 @@ def read_file(path: Path | str, fmt: str = "auto") -> ReadResult:
         UsageError: unknown ``fmt``.
         IngestError: the file cannot be read or parsed as JSON, or its format is unknown.
     """
-    if fmt not in FORMATS:
-        raise UsageError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
+    if fmt != "auto" and fmt not in READERS.names():
+        raise UsageError(f"unknown format {fmt!r}; choose one of {', '.join(('auto', *READERS.names()))}")
     p = Path(path)
     text = _read_text(p)
     if not text.strip():
         raise IngestError(str(p), "empty file")
     inner = _inner_suffix(p)
-    if fmt in _JSONL_FORMATS or (fmt == "auto" and _is_jsonl(inner, text)):
-        return _read_jsonl(p, text, fmt)
+    named = READERS.get(fmt) if fmt != "auto" else None
+    if named is not None and named.layout == "lines":
+        return named.read_lines(text, p, fmt, auto=False)
+    if named is None and _is_jsonl(inner, text):
+        return _read_jsonl(p, text)
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
@@ -113,43 +203,10 @@ def read_file(path: Path | str, fmt: str = "auto") -> ReadResult:
         used = detect_format(data) if fmt == "auto" else fmt
     except IngestError as exc:
         raise UnrecognisedFile(str(p), exc.reason) from exc
-    result = ReadResult(path=str(p), format=used)
-    source = f"{used}:{p.name}"
-    if used == "tau-bench":
-        if not isinstance(data, list | dict):
-            raise IngestError(str(p), "tau-bench file must hold a list of runs")
-        for unit, reason in tau_bench.read_runs(data, source):
-            if unit is not None:
-                result.units.append(unit)
-            else:
-                result.rejected.append(Rejection(str(p), str(reason)))
-    elif used == "langfuse":
-        if not langfuse.looks_like_langfuse(data):
-            raise IngestError(str(p), "Langfuse export must hold an object with trace and observations")
-        for unit, reason in langfuse.read_export(data, source):
-            if unit is not None:
-                result.units.append(unit)
-            else:
-                result.rejected.append(Rejection(str(p), str(reason)))
-    elif used in _JSONL_FORMATS:
-        return _read_jsonl(p, text, used)
-    elif used == "magentic-one":
-        for unit, reason in magentic.read_runs(data, p.stem, source):
-            if unit is not None:
-                result.units.append(unit)
-            else:
-                result.rejected.append(Rejection(str(p), str(reason)))
-    else:
-        if not isinstance(data, dict):
-            raise IngestError(str(p), "OTLP JSON file must hold an object with resourceSpans")
-        spans: list[Span] = []
-        for span, reason in otlp_json.read_spans(data):
-            if span is not None:
-                spans.append(span)
-            else:
-                result.rejected.append(Rejection(str(p), str(reason)))
-        result.units = otlp_json.group_units(spans, source)
-    return result
+    reader = READERS.get(used)
+    if reader.layout == "lines":
+        return reader.read_lines(text, p, used, auto=False)
+    return reader.read(data, p, used)
 
 
 def _read_text(p: Path) -> str:
@@ -191,29 +248,14 @@ def _is_jsonl(suffix: str, text: str) -> bool:
         return False
 
 
-def _read_jsonl(p: Path, text: str, fmt: str) -> ReadResult:
-    """Chat-log JSONL (one conversation per line); bad lines are rejected with their line number."""
-    forced = fmt if fmt in _JSONL_FORMATS else None
-    if forced is None:
-        first = _first_record(text)
-        if otlp_json.looks_like_otlp(first):
-            return _read_otlp_lines(p, text)
-        if chat_logs.detect_chat_format(first) is None:
-            raise UnrecognisedFile(str(p), "JSON Lines, but the first record is neither an OTLP export "
-                                   "(resourceSpans) nor a chat log ({messages})")
-    result = ReadResult(path=str(p), format=forced or "chat-jsonl")
-    formats: set[str] = set()
-    for unit, reason in chat_logs.read_jsonl(text, forced, f"{forced or 'chat'}:{p.name}"):  # type: ignore[arg-type]
-        if unit is not None:
-            result.units.append(unit)
-            formats.add(str(unit.attributes.get("format")))
-        else:
-            result.rejected.append(Rejection(str(p), str(reason)))
-    if not result.units and not result.rejected:
-        raise IngestError(str(p), "empty JSONL file")
-    if len(formats) == 1:
-        result.format = formats.pop()
-    return result
+def _read_jsonl(p: Path, text: str) -> ReadResult:
+    """A JSON Lines file under ``auto``: the first format that reads lines and recognises the first record."""
+    first = _first_record(text)
+    for name, reader in READERS.items():
+        if reader.layout != "document" and reader.detect(first):
+            return reader.read_lines(text, p, name, auto=True)
+    raise UnrecognisedFile(str(p), "JSON Lines, but the first record is neither an OTLP export "
+                           "(resourceSpans) nor a chat log ({messages})" + _extensions_named())
 
 
 def _first_record(text: str) -> object:
@@ -224,29 +266,6 @@ def _first_record(text: str) -> object:
             except (json.JSONDecodeError, RecursionError):
                 return None
     return None
-
-
-def _read_otlp_lines(p: Path, text: str) -> ReadResult:
-    """OTLP JSON Lines, one ``ExportTraceServiceRequest`` per line (the OpenTelemetry Collector's
-    file exporter); spans of all lines are grouped into units together."""
-    result = ReadResult(path=str(p), format="otlp-json")
-    spans: list[Span] = []
-    for n, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            data = json.loads(line)
-            if not otlp_json.looks_like_otlp(data):
-                raise ValueError("not an OTLP export (no resourceSpans)")
-            for span, reason in otlp_json.read_spans(data):
-                if span is not None:
-                    spans.append(span)
-                else:
-                    result.rejected.append(Rejection(str(p), f"line {n}: {reason}"))
-        except Exception as exc:  # noqa: BLE001 - one bad line must not cost the file
-            result.rejected.append(Rejection(str(p), f"line {n}: {describe_error(exc)}"))
-    result.units = otlp_json.group_units(spans, f"otlp-json:{p.name}")
-    return result
 
 
 def is_supported(p: Path) -> bool:
