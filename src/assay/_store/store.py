@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session as OrmSession
 from sqlalchemy.orm import sessionmaker
 
 from assay._store.migrate import upgrade as upgrade_schema
+from assay._store.selection import UnitSelection
 from assay._store.tables import SpanRow, UnitRow
 from assay.exceptions import NotFoundError
 from assay.traces.model import Span, SpanEvent, Unit
@@ -155,11 +156,11 @@ class Store:
                 raise NotFoundError("unit", unit_id)
             return self._to_unit(s, row)
 
-    def unit_rows(self, selection: str | None = None) -> list[UnitRow]:
-        """Unit rows (no spans) matching a selection (see :meth:`select_unit_ids`)."""
-        ids = set(self.select_unit_ids(selection))
+    def unit_rows(self, selection: str | UnitSelection | None = None) -> list[UnitRow]:
+        """Unit rows (no spans) matching a selection (see :meth:`select_unit_ids`), sorted by unit id."""
+        where = UnitSelection.parse(selection).where()
         with self.session() as s:
-            return [r for r in s.scalars(select(UnitRow).order_by(UnitRow.unit_id)) if r.unit_id in ids]
+            return list(s.scalars(select(UnitRow).where(where).order_by(UnitRow.unit_id)))
 
     def units(self, unit_ids: list[str]) -> list[Unit]:
         """Load several units (in the given order).
@@ -176,48 +177,19 @@ class Store:
                 out.append(self._to_unit(s, row))
             return out
 
-    def select_unit_ids(self, selection: str | None = None) -> list[str]:
-        """Unit ids matching a selection, sorted.
+    def select_unit_ids(self, selection: str | UnitSelection | None = None) -> list[str]:
+        """Unit ids matching a selection, sorted: one query (see :mod:`assay._store.selection`).
 
-        A selection is ``None``/``"all"`` (every unit), ``"failed"`` (outcome fail; or, where the
-        source recorded no outcome, an error span), ``"passed"``, ``"prefix:TEXT"`` (unit id starts with TEXT),
-        ``"source:TEXT"`` (source contains TEXT), or ``"labelled"`` (units with annotations).
-        Comma-separated terms are intersected. ``None`` means every unit; an explicitly empty
-        selection (``""``, ``"prefix:"``, ``"source:"``, an empty comma term) is refused, so an unset
-        CI variable never silently selects everything.
+        A selection is a :class:`~assay._store.selection.UnitSelection` or its text form: ``None``/``"all"``
+        (every unit), ``"failed"`` (outcome fail; or, where the source recorded no outcome, an error span),
+        ``"passed"``, ``"prefix:TEXT"`` (unit id starts with TEXT), ``"source:TEXT"`` (source contains
+        TEXT), or ``"labelled"`` (units with annotations). Comma-separated terms are intersected. ``None``
+        means every unit; an explicitly empty selection (``""``, ``"prefix:"``, ``"source:"``, an empty
+        comma term) is refused, so an unset CI variable never silently selects everything.
 
         Raises:
             UsageError: an empty or unknown selection term.
         """
-        from assay._store.tables import AnnotationRow
-        from assay.exceptions import UsageError
-
-        if selection is not None:
-            terms = [t.strip() for t in selection.split(",")]
-            if not selection.strip() or any(t in ("", "prefix:", "source:") for t in terms):
-                raise UsageError(f"empty selection {selection!r}: give all, failed, passed, labelled, "
-                                 "prefix:TEXT or source:TEXT (omit the option for all units)")
-
+        query = UnitSelection.parse(selection).query()
         with self.session() as s:
-            rows = list(s.execute(select(UnitRow.unit_id, UnitRow.outcome, UnitRow.has_error,
-                                         UnitRow.source)))
-            labelled = set(s.scalars(select(AnnotationRow.unit_id).distinct()))
-        ids = {r[0] for r in rows}
-        for term in (selection or "all").split(","):
-            term = term.strip()
-            if term in ("", "all"):
-                continue
-            if term == "failed":
-                ids &= {r[0] for r in rows if r[1] == "fail" or (r[1] == "unknown" and r[2])}
-            elif term == "passed":
-                ids &= {r[0] for r in rows if r[1] == "pass"}
-            elif term == "labelled":
-                ids &= labelled
-            elif term.startswith("prefix:"):
-                ids &= {r[0] for r in rows if r[0].startswith(term[7:])}
-            elif term.startswith("source:"):
-                ids &= {r[0] for r in rows if term[7:] in r[3]}
-            else:
-                raise UsageError(f"unknown unit selection {term!r}: use all, failed, passed, labelled, "
-                                 "prefix:TEXT or source:TEXT")
-        return sorted(ids)
+            return list(s.scalars(query))

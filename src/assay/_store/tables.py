@@ -19,7 +19,15 @@ class Base(DeclarativeBase):
 
 
 class UnitRow(Base):
+    """A unit. Indexes serve the unit-selection terms (:mod:`assay._store.selection`) and the online
+    worker's walk in ingestion order. ``ix_units_id_pattern`` is for ``prefix:`` on PostgreSQL
+    (``LIKE 'x%'`` needs ``text_pattern_ops`` unless the database collation is ``C``); on SQLite it
+    repeats the primary key's index, which serves ``GLOB 'x*'`` as well."""
+
     __tablename__ = "units"
+    __table_args__ = (Index("ix_units_outcome", "outcome", "has_error"),
+                      Index("ix_units_ingested", "ingested_at", "unit_id"),
+                      Index("ix_units_id_pattern", "unit_id", postgresql_ops={"unit_id": "text_pattern_ops"}))
     unit_id: Mapped[str] = mapped_column(String(300), primary_key=True)
     kind: Mapped[str] = mapped_column(String(20))
     source: Mapped[str] = mapped_column(String(300))
@@ -32,10 +40,13 @@ class UnitRow(Base):
 
 
 class SpanRow(Base):
+    """A span; ``(unit_id, start_ns)`` reads a unit's spans in time order from the index."""
+
     __tablename__ = "spans"
+    __table_args__ = (Index("ix_spans_unit_start", "unit_id", "start_ns"),)
     trace_id: Mapped[str] = mapped_column(String(32), primary_key=True)
     span_id: Mapped[str] = mapped_column(String(16), primary_key=True)
-    unit_id: Mapped[str] = mapped_column(ForeignKey("units.unit_id"), index=True)
+    unit_id: Mapped[str] = mapped_column(ForeignKey("units.unit_id"))
     start_ns: Mapped[int] = mapped_column(BigInteger, default=0)
     data: Mapped[dict[str, Any]] = mapped_column(JSON)
     parent_span_id: Mapped[str | None] = mapped_column(String(16), nullable=True)
