@@ -39,9 +39,14 @@ from pathlib import Path
 from typing import Any, Literal, NamedTuple
 
 from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy import select
+from sqlalchemy.orm import Session as OrmSession
 
 from assay._store import Store
-from assay._store.scores import RunParams, finish_run, get_run, new_run, run_scores
+from assay._store.scores import Lineage, NewScore, RunParams, add_scores, finish_run, get_run, new_run, run_scores
+from assay._store.selection import UnitSelection
+from assay._store.store import IN_CHUNK
+from assay._store.tables import SpanRow, UnitRow
 from assay.calibration.calibrate import evaluator_record
 from assay.evaluators import (
     EvaluationResult,
@@ -51,9 +56,10 @@ from assay.evaluators import (
     evaluate_many,
     load_evaluators,
 )
-from assay.evaluators.lineage import judge_model_of, lineage_for, write_results
+from assay.evaluators.lineage import judge_model_of, lineage_for, new_score
+from assay.evaluators.runner import judge_settings_for
 from assay.exceptions import NotFoundError, UsageError
-from assay.models import CachedJudge, HasParameters, JudgeClient, JudgeReply
+from assay.models import CachedJudge, HasParameters, JudgeClient, JudgeReply, make_judge
 from assay.models.base import ChatMessage
 from assay.settings import Settings
 from assay.suite.compare import (
@@ -65,12 +71,15 @@ from assay.suite.compare import (
     compare_paired_verdicts,
     correlations,
 )
+from assay.traces.model import Unit
 
 EXIT_CODES = {0: "pass", 1: "regression or threshold miss", 2: "usage or configuration error",
               3: "too many evaluator errors (unscored + errors above the tolerance)"}
 ITEM_ATTRIBUTES = ("dataset_item_id", "item_id", "task_id")
 """Unit attributes naming the dataset item a unit ran (first found wins), for pairing replays."""
 REDUNDANCY_THRESHOLD = 0.8
+CHUNK = 200
+"""Units loaded, scored and written at a time by the gate (local executor)."""
 
 PairBy = Literal["auto", "unit", "content", "item", "none"]
 Failure = Literal["threshold", "regression", "errors"]
@@ -288,23 +297,34 @@ def combine_repeats(repeats: Sequence[Sequence[Result]]) -> tuple[list[Result], 
     return decided, flaky
 
 
-def _score_repeated(store: Store, settings: Settings, defn: EvaluatorDef, unit_ids: list[str],
-                    judge: JudgeClient | None, repeat: int,
-                    progress: Callable[[int], None] | None,
-                    executor: tuple[str, str | None] = ("local", None)) -> tuple[list[Result], list[FlakyUnit]]:
-    kind, address = executor
-    if kind == "local":
-        runs = [list(evaluate_many(defn, store.units(unit_ids),
-                                   judge_for_repeat(judge, r) if defn.uses_judge else None, settings.judge,
-                                   progress=progress)) for r in range(repeat)]
-        return combine_repeats(runs)
+def _judge_once(defn: EvaluatorDef, judge: JudgeClient | None, settings: Settings) -> JudgeClient | None:
+    """The judge ``defn`` is scored with on every chunk: ``judge``, or one built now when none was given
+    (as :func:`~assay.evaluators.evaluate_many` would, but once for all chunks); None for a code check."""
+    if not defn.uses_judge:
+        return None
+    return judge or make_judge(judge_settings_for(defn, settings.judge))
+
+
+def _score_chunk(defn: EvaluatorDef, units: Sequence[Unit], judge: JudgeClient | None, settings: Settings,
+                 repeat: int, progress: Callable[[int], None] | None) -> tuple[list[Result], list[FlakyUnit]]:
+    """Score loaded units ``repeat`` times (each repeat with its own judge cache key) and decide each unit."""
+    runs = [evaluate_many(defn, units, judge_for_repeat(judge, r), settings.judge, progress=progress)
+            for r in range(repeat)]
+    return combine_repeats(runs)
+
+
+def _score_on_executor(store: Store, settings: Settings, defn: EvaluatorDef, unit_ids: list[str], repeat: int,
+                       progress: Callable[[int], None] | None,
+                       executor: tuple[str, str | None]) -> tuple[list[Result], list[FlakyUnit]]:
+    """Score on Ray (each worker reads its batches from the store and builds its own judge from settings);
+    repeats after the first bypass the judge cache."""
     from assay.suite.executor import score_with_executor
 
     def advance(done: int, _failed: int) -> None:
         if progress is not None:
             progress(done)
 
-    # On Ray each worker builds its own judge from settings; repeats after the first bypass the cache.
+    kind, address = executor
     runs = [list(score_with_executor(store, defn, unit_ids, settings.judge, executor=kind, ray_address=address,
                                      progress=advance, record=False, use_cache=(r == 0)).results)
             for r in range(repeat)]
@@ -313,27 +333,32 @@ def _score_repeated(store: Store, settings: Settings, defn: EvaluatorDef, unit_i
 
 # --- pairing ------------------------------------------------------------------------------
 def unit_keys(store: Store, unit_ids: Sequence[str]) -> list[UnitKey]:
-    """Pairing keys of stored units (unknown ids are skipped).
+    """Pairing keys of stored units (unknown ids are skipped), read :data:`IN_CHUNK` units per query.
 
     A unit without an :data:`ITEM_ATTRIBUTES` attribute of its own takes it from its root span's
-    attributes (OTLP traces carry it there, e.g. ``dataset_item_id`` set by the app).
+    attributes (OTLP traces carry it there, e.g. ``dataset_item_id`` set by the app; the earliest
+    root span that has one).
     """
-    from sqlalchemy import select
-
-    from assay._store.tables import SpanRow, UnitRow
-
-    wanted = set(unit_ids)
+    ids = list(dict.fromkeys(unit_ids))
+    out: list[UnitKey] = []
     with store.session() as s:
-        rows = [r for r in s.execute(select(UnitRow.unit_id, UnitRow.content_hash, UnitRow.attributes))
-                if r[0] in wanted]
-        bare = {r[0] for r in rows if not any(a in (r[2] or {}) for a in ITEM_ATTRIBUTES)}
-        from_spans: dict[str, dict[str, Any]] = {}
-        if bare:
-            roots = s.execute(select(SpanRow.unit_id, SpanRow.data).where(SpanRow.parent_span_id.is_(None)))
-            for uid, data in roots:
-                attrs = (data or {}).get("attributes") or {}
-                if uid in bare and uid not in from_spans and any(a in attrs for a in ITEM_ATTRIBUTES):
-                    from_spans[uid] = {a: attrs[a] for a in ITEM_ATTRIBUTES if a in attrs}
+        for i in range(0, len(ids), IN_CHUNK):
+            out.extend(_chunk_keys(s, ids[i:i + IN_CHUNK]))
+    return out
+
+
+def _chunk_keys(s: OrmSession, unit_ids: list[str]) -> list[UnitKey]:
+    rows = list(s.execute(select(UnitRow.unit_id, UnitRow.content_hash, UnitRow.attributes)
+                          .where(UnitRow.unit_id.in_(unit_ids)).order_by(UnitRow.unit_id)))
+    bare = [r[0] for r in rows if not any(a in (r[2] or {}) for a in ITEM_ATTRIBUTES)]
+    from_spans: dict[str, dict[str, Any]] = {}
+    if bare:
+        roots = s.execute(select(SpanRow.unit_id, SpanRow.data).where(
+            SpanRow.unit_id.in_(bare), SpanRow.parent_span_id.is_(None)).order_by(SpanRow.unit_id, SpanRow.start_ns))
+        for uid, data in roots:
+            attrs = (data or {}).get("attributes") or {}
+            if uid not in from_spans and any(a in attrs for a in ITEM_ATTRIBUTES):
+                from_spans[uid] = {a: attrs[a] for a in ITEM_ATTRIBUTES if a in attrs}
     return [UnitKey(r[0], r[1] or "", {**from_spans.get(r[0], {}), **(r[2] or {})}) for r in rows]
 
 
@@ -383,23 +408,64 @@ def pair_units(candidate: Sequence[UnitKey], baseline: Sequence[UnitKey], pair_b
 
 
 # --- sides --------------------------------------------------------------------------------
+class _Recorder:
+    """One side's decided results, written a chunk at a time (every evaluator's score rows of a chunk in one
+    transaction, through the one writer) and kept only as each unit's outcome.
+
+    The lineage's judge model is the first one a result named (None while only code decided, as a
+    hybrid's code part may for a whole chunk), so every chunk records the same lineage as one write would.
+    """
+
+    def __init__(self, store: Store, settings: Settings, judge: JudgeClient | None, run: tuple[str, str],
+                 suite: list[tuple[EvaluatorDef, int | None]], unit_ids: list[str]) -> None:
+        self.store, self.settings, self.judge, self.run = store, settings, judge, run
+        self.side = _Side({d.name: {} for d, _ in suite}, {}, unit_ids)
+        self.flaky: dict[str, list[FlakyUnit]] = {d.name: [] for d, _ in suite}
+        self._models: dict[str, str | None] = {}
+        self._pending: list[tuple[Lineage, list[NewScore]]] = []
+
+    def add(self, defn: EvaluatorDef, dataset_version: int | None, results: Sequence[Result],
+            flaky: Sequence[FlakyUnit]) -> None:
+        model = self._models[defn.name] = self._models.get(defn.name) or judge_model_of(results)
+        lineage = lineage_for(defn, *self.run, dataset_version, model, self.judge, self.settings.judge)
+        self._pending.append((lineage, [new_score(r) for r in results]))
+        self.side.outcomes[defn.name].update(
+            {r.unit_id: _Outcome(_outcome(r), r.score, "") if isinstance(r, EvaluationResult)
+             else _Outcome(r.status, None, r.error) for r in results})
+        self.side.lineage[defn.name] = (lineage.evaluator_version, lineage.judge_model, dataset_version)
+        self.flaky[defn.name].extend(flaky)
+
+    def flush(self) -> None:
+        with self.store.session() as s:
+            for lineage, rows in self._pending:
+                add_scores(s, lineage, rows)
+        self._pending = []
+
+
 def _run_side(store: Store, settings: Settings, judge: JudgeClient | None, run: tuple[str, str],
               suite: list[tuple[EvaluatorDef, int | None]], unit_ids: list[str], repeat: int,
               progress: Callable[[int], None] | None,
               executor: tuple[str, str | None] = ("local", None)) -> tuple[_Side, dict[str, list[FlakyUnit]]]:
-    """Score the suite on ``unit_ids`` into ``run`` (id, kind); the decided results are the score rows."""
-    run_id, run_kind = run
-    side = _Side({}, {}, unit_ids)
-    flaky: dict[str, list[FlakyUnit]] = {}
-    for defn, ds_version in suite:
-        results, flaky[defn.name] = _score_repeated(store, settings, defn, unit_ids, judge, repeat, progress,
-                                                    executor)
-        lineage = lineage_for(defn, run_id, run_kind, ds_version, judge_model_of(results), judge, settings.judge)
-        write_results(store, lineage, results)
-        side.outcomes[defn.name] = {r.unit_id: _Outcome(_outcome(r), r.score, "") if isinstance(r, EvaluationResult)
-                                    else _Outcome(r.status, None, r.error) for r in results}
-        side.lineage[defn.name] = (lineage.evaluator_version, lineage.judge_model, ds_version)
-    return side, flaky
+    """Score the suite on ``unit_ids`` into ``run`` (id, kind); the decided results are the score rows.
+
+    Locally the units are loaded :data:`CHUNK` at a time, every evaluator scores the loaded chunk, and the
+    chunk's score rows are written before the next is loaded, so memory does not grow with the units.
+    """
+    rec = _Recorder(store, settings, judge, run, suite, unit_ids)
+    if executor[0] != "local":
+        for defn, ds_version in suite:
+            results, flaky = _score_on_executor(store, settings, defn, unit_ids, repeat, progress, executor)
+            for i in range(0, len(results), CHUNK):
+                rec.add(defn, ds_version, results[i:i + CHUNK], flaky if i == 0 else ())
+                rec.flush()
+        return rec.side, rec.flaky
+    judges = {defn.name: _judge_once(defn, judge, settings) for defn, _ in suite}
+    for i in range(0, len(unit_ids), CHUNK):
+        units = store.units(unit_ids[i:i + CHUNK])
+        for defn, ds_version in suite:
+            rec.add(defn, ds_version, *_score_chunk(defn, units, judges[defn.name], settings, repeat, progress))
+        rec.flush()
+    return rec.side, rec.flaky
 
 
 def _stored_side(store: Store, run_id: str) -> _Side:
@@ -540,28 +606,30 @@ def _baseline_side(store: Store, settings: Settings, judge: JudgeClient | None, 
     except NotFoundError:
         pass
     try:
-        ids = store.select_unit_ids(baseline)
+        selection = UnitSelection.parse(baseline)
     except UsageError as exc:
         raise UsageError(f"--baseline {baseline!r} is neither a run id nor a unit selection ({exc})") from exc
+    ids = store.select_unit_ids(selection)
     if not ids:
         raise UsageError(f"baseline selection {baseline!r} matches no unit")
-    run_id = new_run(store, "gate-baseline", GateParams(role="baseline", units=baseline, repeat=repeat,
+    run_id = new_run(store, "gate-baseline", GateParams(role="baseline", units=str(selection), repeat=repeat,
                                                         evaluators={d.name: content_version(d) for d, _ in suite}))
     side, _ = _run_side(store, settings, judge, (run_id, "gate-baseline"), suite, ids, repeat, progress, executor)
     finish_run(store, run_id, {"role": "baseline", "units": len(ids)})
     return side, run_id, "selection"
 
 
-def run_gate(store: Store, settings: Settings, judge: JudgeClient | None, candidate: str | None = None,
-             baseline: str | None = None, progress: Callable[[int], None] | None = None, *,
-             units: str | None = None, repeat: int = 1, alpha: float | None = None,
-             max_unscored: float | None = None, pair_by: PairBy = "auto", executor: str = "local",
+def run_gate(store: Store, settings: Settings, judge: JudgeClient | None,
+             candidate: str | UnitSelection | None = None, baseline: str | None = None,
+             progress: Callable[[int], None] | None = None, *, units: str | UnitSelection | None = None,
+             repeat: int = 1, alpha: float | None = None, max_unscored: float | None = None,
+             pair_by: PairBy = "auto", executor: str = "local",
              ray_address: str | None = None) -> GateReport:
     """Run the active evaluators on the candidate's units and gate them (see the module docstring).
 
     Args:
-        candidate: a unit selection (see ``Store.select_unit_ids``), default all units;
-            ``units`` is the older name of the same argument.
+        candidate: a :class:`~assay.suite.UnitSelection` or its text form (``"failed,source:pr"``),
+            default all units; ``units`` is the older name of the same argument.
         baseline: a previous run id (its stored scores), or a unit selection (the suite is run
             on those units too, as a run of kind ``gate-baseline``); None compares with thresholds only.
         repeat: score every unit this many times (>= 1) and report flaky units.
@@ -574,15 +642,16 @@ def run_gate(store: Store, settings: Settings, judge: JudgeClient | None, candid
         ray_address: the Ray cluster to join when ``executor`` is ``ray``.
 
     Raises:
-        UsageError: no units selected, no active evaluator, an unknown baseline, options out of range.
+        UsageError: a bad or empty selection, no units selected, no active evaluator, an unknown baseline,
+            options out of range.
     """
-    candidate = candidate if candidate is not None else units
+    selection = UnitSelection.parse(candidate if candidate is not None else units)
     policy = _Policy(settings.gate_alpha if alpha is None else alpha, settings.gate_margin,
                      settings.gate_max_unscored if max_unscored is None else max_unscored)
     _check_options(repeat, policy.alpha, policy.max_unscored, pair_by)
-    unit_ids = store.select_unit_ids(candidate)
+    unit_ids = store.select_unit_ids(selection)
     if not unit_ids:
-        raise UsageError(f"no units match selection {candidate or 'all'!r}")
+        raise UsageError(f"no units match selection {str(selection)!r}")
     suite = active_evaluators(store, settings.evaluators_path())
     if not suite:
         raise UsageError(f"no active evaluator in {settings.evaluators_path()}: calibrate one first "
@@ -591,7 +660,7 @@ def run_gate(store: Store, settings: Settings, judge: JudgeClient | None, candid
         store, settings, judge, baseline, suite, repeat, progress, (executor, ray_address))
     pairing = None if base_side is None else pair_units(unit_keys(store, unit_ids),
                                                         unit_keys(store, base_side.unit_ids), pair_by)
-    run_id = new_run(store, "gate", GateParams(units=candidate or "all", baseline=baseline, baseline_run=base_run,
+    run_id = new_run(store, "gate", GateParams(units=str(selection), baseline=baseline, baseline_run=base_run,
                                                repeat=repeat, alpha=policy.alpha, pair_by=pair_by,
                                                evaluators={d.name: content_version(d) for d, _ in suite}))
     side, flaky = _run_side(store, settings, judge, (run_id, "gate"), suite, unit_ids, repeat, progress,
@@ -600,7 +669,7 @@ def run_gate(store: Store, settings: Settings, judge: JudgeClient | None, candid
                               flaky[defn.name]) for defn, _ in suite)
     corr, redundant, note = _redundancy(side)
     report = GateReport(run_id=run_id, units=len(unit_ids), baseline_run=base_run, items=items,
-                        candidate=candidate or "all", baseline=baseline, baseline_kind=base_kind, pairing=pairing,
+                        candidate=str(selection), baseline=baseline, baseline_kind=base_kind, pairing=pairing,
                         repeat=repeat, alpha=policy.alpha, margin=policy.margin, max_unscored=policy.max_unscored,
                         correlations=corr, redundant=redundant, redundancy_note=note)
     finish_run(store, run_id, {**report_json(report), "items": [i.model_dump(mode="json") for i in items]})
