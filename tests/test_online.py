@@ -16,19 +16,20 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import select
+from sqlalchemy import event, select
 from typer.testing import CliRunner
 
 from assay import Lineage
 from assay._cli.main import app as cli
 from assay._store import Store
 from assay._store.scores import read_params
-from assay._store.tables import AuditItemRow, OnlineScoreRow, RunRow, ScoreRow
+from assay._store.tables import AuditItemRow, OnlineScoreRow, RunRow, ScoreRow, UnitRow
 from assay._web.app import create_app
 from assay._web.auth import add_user
 from assay.calibration import CalibrationReport, agreement
@@ -281,6 +282,47 @@ def _new_version_and_stale_claim(tmp_path: Path, settings: Settings, store: Stor
     save_evaluator_record(store, v2, "active", None)
     report = OnlineWorker(store, settings).run_pass()
     assert report.scored == 3 and report.evaluators[0].evaluator_version == content_version(v2)
+
+
+def test_a_running_worker_reads_what_changed_not_the_tables(tmp_path: Path, store_url: str) -> None:
+    settings, store, defn = make_workspace(tmp_path, rate=0.5, store_url=store_url)
+    try:
+        _incremental_passes(tmp_path, settings, store, defn)
+    finally:
+        store.close()
+
+
+def _incremental_passes(tmp_path: Path, settings: Settings, store: Store, defn: EvaluatorDef) -> None:
+    """One worker over passes: units ingested after its first pass are scored, also a unit row committed with an
+    older ``ingested_at`` (a long ingest transaction); a raised sample rate adds the units now sampled; no pass
+    reads the ``units`` table whole (every query on it has a WHERE clause: the ingestion-order walk, ids)."""
+    worker = OnlineWorker(store, settings)
+    first = [f"a{i}" for i in range(10)]
+    ingest(settings, store, [otlp_trace(k) for k in first])
+    uid = {k: f"trace/{_hex(k, 32)}" for k in [*first, "b0", "b1", "late"]}
+    assert worker.run_pass().scored == sum(sampled(NAME, uid[k], 0.5) for k in first) > 0
+    ingest(settings, store, [otlp_trace(k) for k in ("b0", "b1", "late")])
+    with store.session() as s:
+        row = s.get(UnitRow, uid["late"])
+        assert row is not None
+        row.ingested_at -= timedelta(seconds=30)
+    statements: list[str] = []
+
+    def record(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        statements.append(" ".join(statement.split()))
+
+    event.listen(store.engine, "before_cursor_execute", record)
+    try:
+        later = worker.run_pass()
+        assert worker.run_pass().scored == 0
+    finally:
+        event.remove(store.engine, "before_cursor_execute", record)
+    assert later.scored == sum(sampled(NAME, uid[k], 0.5) for k in ("b0", "b1", "late"))
+    on_units = [q for q in statements if q.startswith("SELECT") and re.search(r"FROM units\b", q)]
+    assert on_units and all(" WHERE " in q for q in on_units), on_units
+    save_evaluator(defn.model_copy(update={"sample_rate": 1.0}), tmp_path / "evaluators" / f"{NAME}.yaml")
+    assert worker.run_pass().scored == sum(not sampled(NAME, uid[k], 0.5) for k in uid)
+    assert {r.unit_id for r in online_scores(store)} == set(uid.values())
 
 
 # --- the judge audit ---------------------------------------------------------------------------

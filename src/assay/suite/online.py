@@ -24,6 +24,13 @@ and two evaluators sample independently of each other.
 A unit that grows after it was scored (a session resumed after the idle timeout) is not
 scored again by the same evaluator version; the ledger keeps the content hash it was scored at.
 
+**Selection.** A pass reads what changed, not the tables: the units ingested since the previous
+pass (a keyset walk of the ``units (ingested_at, unit_id)`` index from the newest one seen, less
+a 60 s overlap for rows committed late), sampled once as they arrive; per evaluator version, the
+ledger rows of its sampled units still waiting; and span times only for units whose content
+changed. The whole ``units`` index is walked once per evaluator version and sample rate, on the
+worker's first pass with it.
+
 **Idempotency.** The ``online_scores`` ledger has one row per (evaluator name, version, unit):
 a worker claims units before scoring them (a lease of ``online.claim_lease_s``) and writes the
 score and the ledger's ``score_id`` in one transaction, so concurrent workers never score a unit
@@ -44,13 +51,13 @@ import hashlib
 import os
 import socket
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
-from sqlalchemy import or_, select, update
+from sqlalchemy import and_, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session as OrmSession
 
@@ -65,7 +72,9 @@ from assay.models import JudgeClient
 from assay.settings import JudgeSettings, OnlineSettings, Settings
 
 _CHUNK = 500
-"""Unit ids per completion query."""
+"""Unit ids per completion, ledger or walk query."""
+_OVERLAP = timedelta(seconds=60)
+"""How far before the newest ``ingested_at`` seen each pass walks the units again (late-committed rows)."""
 
 
 class StopFlag(Protocol):
@@ -297,7 +306,9 @@ class OnlineWorker:
         self.log = log or (lambda _line: None)
         self.run_id: str | None = None
         self._judges: dict[str, JudgeClient] = {}
-        self._sample_cache: dict[tuple[str, float], dict[str, bool]] = {}
+        self._pendings: dict[tuple[str, float], dict[str, None]] = {}
+        self._newest: datetime | None = None
+        self._recent: dict[str, datetime] = {}
         self._times: dict[str, UnitTimes] = {}
         self._totals: dict[str, EvaluatorPass] = {}
         self._passes = 0
@@ -315,7 +326,7 @@ class OnlineWorker:
 
         suite = [_Active(d, content_version(d), ds) for d, ds in
                  active_evaluators(self.store, self.settings.evaluators_path())]
-        units = self._unit_ids()
+        units = self._new_units()
         decided: dict[str, Completion] = {}
         out: list[EvaluatorPass] = []
         for ev in suite:
@@ -380,36 +391,79 @@ class OnlineWorker:
                                                  "evaluators": [e.model_dump() for e in totals.evaluators]})
 
     # -- selection ---------------------------------------------------------------------------
-    def _unit_ids(self) -> list[str]:
-        with self.store.session() as s:
-            return list(s.scalars(select(UnitRow.unit_id).order_by(UnitRow.ingested_at, UnitRow.unit_id)))
+    def _walk(self, since: datetime | None) -> Iterator[tuple[str, datetime]]:
+        """``(unit id, ingested_at)`` of units ingested at or after ``since`` (None: all), oldest first: a keyset
+        walk of the ``units (ingested_at, unit_id)`` index, :data:`_CHUNK` rows a query."""
+        after: tuple[datetime, str] | None = None
+        while True:
+            q = select(UnitRow.unit_id, UnitRow.ingested_at)
+            if since is not None:
+                q = q.where(UnitRow.ingested_at >= since)
+            if after is not None:
+                q = q.where(or_(UnitRow.ingested_at > after[0],
+                                and_(UnitRow.ingested_at == after[0], UnitRow.unit_id > after[1])))
+            with self.store.session() as s:
+                page = [(u, t) for u, t in s.execute(q.order_by(UnitRow.ingested_at, UnitRow.unit_id).limit(_CHUNK))]
+            yield from page
+            if len(page) < _CHUNK:
+                return
+            after = (page[-1][1], page[-1][0])
 
-    def _sampled(self, ev: _Active, unit_ids: list[str]) -> list[str]:
-        rate = ev.defn.sample_rate
-        cache = self._sample_cache.setdefault((ev.defn.name, rate), {})
-        out = []
-        for uid in unit_ids:
-            hit = cache.get(uid)
-            if hit is None:
-                hit = cache[uid] = sampled(ev.defn.name, uid, rate)
-            if hit:
-                out.append(uid)
-        return out
+    def _new_units(self) -> list[str]:
+        """Units ingested since the previous pass, oldest first (every stored unit on the first pass).
 
-    def _taken(self, ev: _Active) -> set[str]:
-        """Units this evaluator version scored online, or that a live claim holds."""
+        The walk starts :data:`_OVERLAP` before the newest ``ingested_at`` seen, so a unit whose row was
+        committed a little after its ``ingested_at`` time (a long ingest transaction) is still found; ids seen
+        within the overlap are remembered and skipped.
+        """
+        since = None if self._newest is None else self._newest - _OVERLAP
+        fresh = []
+        for uid, at in self._walk(since):
+            if uid not in self._recent:
+                self._recent[uid] = at
+                fresh.append(uid)
+            self._newest = at if self._newest is None else max(self._newest, at)
+        if self._newest is not None:
+            horizon = self._newest - _OVERLAP
+            self._recent = {u: t for u, t in self._recent.items() if t >= horizon}
+        return fresh
+
+    def _pending(self, ev: _Active, new_units: list[str]) -> dict[str, None]:
+        """The sampled units this evaluator version has not scored yet, oldest first. Built from every stored
+        unit the first time a version (or a sample rate) is seen, then from the units new since the last pass."""
+        key = (ev.key, ev.defn.sample_rate)
+        pending = self._pendings.get(key)
+        ids: Iterable[str] = new_units
+        if pending is None:
+            pending = self._pendings[key] = {}
+            ids = (u for u, _ in self._walk(None))
+        pending.update(dict.fromkeys(u for u in ids if sampled(ev.defn.name, u, ev.defn.sample_rate)))
+        return pending
+
+    def _taken(self, ev: _Active, pending: dict[str, None]) -> set[str]:
+        """Of ``pending``, the units a live claim holds; units this version scored online leave ``pending``."""
         cutoff = utcnow() - timedelta(seconds=self.cfg.claim_lease_s)
+        ids = list(pending)
+        live: set[str] = set()
         with self.store.session() as s:
-            q = select(OnlineScoreRow.unit_id).where(
-                OnlineScoreRow.evaluator_name == ev.defn.name, OnlineScoreRow.evaluator_version == ev.version,
-                or_(OnlineScoreRow.score_id.is_not(None), OnlineScoreRow.claimed_at >= cutoff))
-            return set(s.scalars(q))
+            for i in range(0, len(ids), _CHUNK):
+                q = select(OnlineScoreRow.unit_id, OnlineScoreRow.score_id).where(
+                    OnlineScoreRow.evaluator_name == ev.defn.name, OnlineScoreRow.evaluator_version == ev.version,
+                    OnlineScoreRow.unit_id.in_(ids[i:i + _CHUNK]),
+                    or_(OnlineScoreRow.score_id.is_not(None), OnlineScoreRow.claimed_at >= cutoff))
+                for uid, score_id in s.execute(q):
+                    if score_id is None:
+                        live.add(uid)
+                    else:
+                        pending.pop(uid, None)
+        return live
 
-    def _todo(self, ev: _Active, units: list[str], decided: dict[str, Completion],
+    def _todo(self, ev: _Active, new_units: list[str], decided: dict[str, Completion],
               now_ns: int | None) -> tuple[list[str], int]:
         """Up to ``batch_size`` complete candidates, and how many sampled ones are still waiting."""
-        taken = self._taken(ev)
-        candidates = [u for u in self._sampled(ev, units) if u not in taken]
+        pending = self._pending(ev, new_units)
+        taken = self._taken(ev, pending)
+        candidates = [u for u in pending if u not in taken]
         unknown = [u for u in candidates if u not in decided]
         if unknown:
             decided.update(self._completion(unknown, time.time_ns() if now_ns is None else now_ns))
