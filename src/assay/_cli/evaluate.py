@@ -17,7 +17,7 @@ from assay.calibration import CalibrationReport, Estimate, calibrate
 from assay.evaluators import EvaluatorDef, content_version, evaluator_json_schema, load_evaluators
 from assay.exceptions import NotFoundError, UsageError
 from assay.models import JudgeClient, make_judge
-from assay.suite import GateReport, run_gate
+from assay.suite import GateReport, UnitSelection, run_gate
 
 evaluators_app = typer.Typer(help="Evaluators: one YAML file each in evaluators/.", no_args_is_help=True)
 
@@ -404,9 +404,9 @@ def _write_output(path: str, text: str) -> None:
 def gate_cmd(
     ctx: typer.Context,
     candidate: Annotated[str | None, typer.Option(
-        "--candidate", "--units", help="The candidate's units (--units is the older name): all, failed, passed, "
-        "labelled, prefix:TEXT, source:TEXT (comma = and). Omitted: all units. An empty value (\"\", \"prefix:\") "
-        "is refused with exit 2, so an unset CI variable never gates everything.",
+        "--candidate", "--units", help=f"The candidate's units (--units is the older name): {UnitSelection.usage()} "
+        "(comma = and). Omitted: all units. An empty value (\"\", \"prefix:\") is refused with exit 2, so an unset "
+        "CI variable never gates everything.",
         envvar=["ASSAY_GATE_CANDIDATE", "ASSAY_GATE_UNITS"])] = None,
     baseline: Annotated[str | None, typer.Option(
         help="What to compare with: a previous gate run id (its stored scores), or a unit selection (the suite "
@@ -449,10 +449,11 @@ def gate_cmd(
     from assay.suite.gate import report_json
     from assay.suite.gate_output import to_junit, to_markdown
 
+    selection = UnitSelection.parse(candidate)  # a bad selection stops here, before the store or a judge opens
     app = get_ctx(ctx)
     kind, address = executor_choice(app, executor, ray_address)
     with progress_bar("gate", None) as advance:
-        report = run_gate(app.store, app.settings, judge_for(app), candidate, baseline, advance, repeat=repeat,
+        report = run_gate(app.store, app.settings, judge_for(app), selection, baseline, advance, repeat=repeat,
                           alpha=alpha, max_unscored=max_unscored, pair_by=pair_by,  # type: ignore[arg-type]
                           executor=kind, ray_address=address)
     if junit:

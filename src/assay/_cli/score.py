@@ -15,6 +15,7 @@ from rich.table import Table
 
 from assay._cli._common import AppContext, console, err_console, get_ctx, handle_errors
 from assay.exceptions import UsageError
+from assay.suite import UnitSelection
 
 if TYPE_CHECKING:
     from assay.suite.executor import ScoreSummary
@@ -61,8 +62,8 @@ def batch_progress(description: str, total: int) -> Iterator[Callable[[int, int]
 def score_cmd(
     ctx: typer.Context,
     evaluator: Annotated[str, typer.Option("--evaluator", "-e", help="Evaluator name (a file in evaluators/).")],
-    units: Annotated[str, typer.Option("--units", "-u", help="Unit selection: all, failed, passed, labelled, "
-                                       "prefix:TEXT, source:TEXT (comma = and).")] = "all",
+    units: Annotated[str, typer.Option("--units", "-u", help=f"Unit selection: {UnitSelection.usage()} "
+                                       "(comma = and).")] = "all",
     executor: ExecutorOpt = None,
     ray_address: RayAddressOpt = None,
     run_id: Annotated[str | None, typer.Option("--run-id", help="Write into this run (created when missing); "
@@ -86,10 +87,11 @@ def score_cmd(
     from assay.calibration.calibrate import evaluator_record
     from assay.suite.executor import score_with_executor
 
+    selection = UnitSelection.parse(units)
     app = get_ctx(ctx)
     kind, address = executor_choice(app, executor, ray_address)
     defn = find_evaluator(app, evaluator)
-    unit_ids = app.store.select_unit_ids(units)
+    unit_ids = app.store.select_unit_ids(selection)
     if not unit_ids:
         raise UsageError(f"no units match selection {units!r}")
     record = evaluator_record(app.store, defn)

@@ -249,6 +249,11 @@ class UnitSelection(BaseModel):
             raise UsageError(f"empty selection {selection!r}: give {_usage()} (omit the option for all units)")
         return cls(terms=tuple(_term(t, selection) for t in raw))
 
+    @staticmethod
+    def usage() -> str:
+        """The terms there are, for help and error messages: ``"all, failed, ... or source:TEXT"``."""
+        return _usage()
+
     def __str__(self) -> str:
         return ",".join(t.text() for t in self.terms) or "all"
 
