@@ -276,6 +276,8 @@ def combine_repeats(repeats: Sequence[Sequence[Result]]) -> tuple[list[Result], 
     Returns:
         one decided result per unit, and the flaky units (outcomes that disagree across repeats).
     """
+    if len(repeats) == 1:  # one repeat decides itself: nothing to combine, nothing flaky
+        return list(repeats[0]), []
     decided: list[Result] = []
     flaky: list[FlakyUnit] = []
     for results in zip(*repeats, strict=True):
