@@ -3,7 +3,8 @@
 520 stored units (the 200 real tau-bench airline runs, then copies under new ids) cross the gate's
 chunk of 200 units and the store's 500 ids per query. What the gate stores and reports must be
 exactly what scoring every unit at once gives: one score per unit and evaluator, the same
-verdicts, scores and reasons, the same pass rates, and progress for every unit scored.
+verdicts, scores and reasons, the same pass rates, and progress for every unit scored. Within a
+chunk the evaluators read each unit's step timeline once.
 """
 
 from __future__ import annotations
@@ -17,9 +18,11 @@ from assay._store import Store
 from assay._store.scores import run_scores
 from assay.calibration.calibrate import save_evaluator_record
 from assay.evaluators import EvaluationResult, EvaluatorDef, evaluate_many, save_evaluator
+from assay.evaluators.runner import shared_steps, unit_steps
 from assay.settings import Settings, load_settings
 from assay.suite.gate import CHUNK, run_gate, unit_keys
 from assay.traces.readers import read_file
+from assay.traces.timeline import step_timeline
 from tests.scale_fixtures import copy_unit
 
 from .conftest import AIRLINE
@@ -81,3 +84,15 @@ def test_pairing_keys_are_read_in_chunks(workspace: tuple[Store, Settings]) -> N
     for k in keys:
         assert k.content_hash == rows[k.unit_id].content_hash and k.content_hash
         assert k.attributes["task_id"] == rows[k.unit_id].attributes["task_id"]
+
+
+def test_evaluators_of_a_chunk_share_each_units_timeline(workspace: tuple[Store, Settings]) -> None:
+    store, _ = workspace
+    unit, other = store.units(store.select_unit_ids()[:2])
+    assert unit_steps(unit)[0] is not unit_steps(unit)[0]  # outside the block: built on every call
+    with shared_steps():
+        first, again = unit_steps(unit), unit_steps(unit)
+        assert first == again and first is not again and all(a is b for a, b in zip(first, again, strict=True))
+        assert unit_steps(other)[0] is not first[0] and unit_steps(other) == step_timeline(other)
+    assert first == step_timeline(unit)
+    assert unit_steps(unit)[0] is not first[0]  # the block's cache ended with it

@@ -6,8 +6,10 @@ Also the built-in kinds' runners (``code``, ``llm_judge``, ``hybrid``), register
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any, TypeVar
 
 import jinja2
@@ -27,7 +29,7 @@ from assay.exceptions import ConfigError, EnvironmentProblem, JudgeError, UsageE
 from assay.models.base import JudgeClient
 from assay.models.factory import make_judge
 from assay.settings import JudgeSettings
-from assay.traces.model import Unit
+from assay.traces.model import Step, Unit
 from assay.traces.timeline import render_timeline, step_timeline
 
 J = TypeVar("J", bound=EvaluatorDef)
@@ -35,6 +37,36 @@ Progress = Callable[[int], None]
 """Called with ``1`` after each unit (the number of units just done, like a progress bar's ``advance(n)``)."""
 
 REASON_MAX_CHARS = 300
+
+
+_SHARED_STEPS: ContextVar[dict[int, tuple[Unit, list[Step]]] | None] = ContextVar("assay_shared_steps", default=None)
+
+
+@contextmanager
+def shared_steps() -> Iterator[None]:
+    """Within the block, every evaluator run on the same unit object reads that unit's step timeline once.
+
+    For callers that run several evaluators over the same loaded units (the gate does, a chunk at
+    a time): the timeline is a pure function of the frozen unit, so it is built on first use and
+    handed out again as a new list of the same (frozen) steps. The cache lives in the calling
+    context only (units scored on a thread pool build their own) and ends with the block.
+    """
+    token = _SHARED_STEPS.set({})
+    try:
+        yield
+    finally:
+        _SHARED_STEPS.reset(token)
+
+
+def unit_steps(unit: Unit) -> list[Step]:
+    """:func:`~assay.traces.timeline.step_timeline` of ``unit``, built once per unit inside :func:`shared_steps`."""
+    cache = _SHARED_STEPS.get()
+    if cache is None:
+        return step_timeline(unit)
+    hit = cache.get(id(unit))
+    if hit is None or hit[0] is not unit:  # the unit is kept in the entry, so its id is not reused meanwhile
+        hit = cache[id(unit)] = (unit, step_timeline(unit))
+    return list(hit[1])
 
 
 def verdict_schema(labels: Sequence[str], scale: tuple[float, float] | None = None) -> dict[str, Any]:
@@ -82,7 +114,7 @@ def render_prompt(defn: EvaluatorDef, unit: Unit, settings: JudgeSettings | None
         ConfigError: the template uses a name that is not defined.
     """
     settings = settings or _default_settings()
-    timeline = render_timeline(step_timeline(unit), max_chars=settings.max_prompt_chars, skip_system=True)
+    timeline = render_timeline(unit_steps(unit), max_chars=settings.max_prompt_chars, skip_system=True)
     template = template or compile_prompt(defn)
     try:
         spec = defn.judge_spec()
@@ -125,7 +157,7 @@ class CodeRunner(KindRunner[CodeEvaluatorDef]):
 
     def run(self, unit: Unit) -> Evaluation:
         try:
-            value = self.check(step_timeline(unit), unit, **self.defn.code.args)
+            value = self.check(unit_steps(unit), unit, **self.defn.code.args)
             if isinstance(value, NotApplicable):
                 return self.failure(unit, "not_applicable", value.reason, decided_by="code")
             score, reason = check_output(value)
@@ -193,7 +225,7 @@ class HybridRunner(JudgeRunner[HybridEvaluatorDef]):
 
     def run(self, unit: Unit) -> Evaluation:
         try:
-            decision = run_check(self.check, step_timeline(unit), unit, self.defn.code.args)
+            decision = run_check(self.check, unit_steps(unit), unit, self.defn.code.args)
         except (UsageError, EnvironmentProblem):
             raise
         except Exception as exc:

@@ -57,7 +57,7 @@ from assay.evaluators import (
     load_evaluators,
 )
 from assay.evaluators.lineage import judge_model_of, lineage_for, new_score
-from assay.evaluators.runner import judge_settings_for
+from assay.evaluators.runner import judge_settings_for, shared_steps
 from assay.exceptions import NotFoundError, UsageError
 from assay.models import CachedJudge, HasParameters, JudgeClient, JudgeReply, make_judge
 from assay.models.base import ChatMessage
@@ -464,8 +464,9 @@ def _run_side(store: Store, settings: Settings, judge: JudgeClient | None, run: 
     judges = {defn.name: _judge_once(defn, judge, settings) for defn, _ in suite}
     for i in range(0, len(unit_ids), CHUNK):
         units = store.units(unit_ids[i:i + CHUNK])
-        for defn, ds_version in suite:
-            rec.add(defn, ds_version, *_score_chunk(defn, units, judges[defn.name], settings, repeat, progress))
+        with shared_steps():  # the evaluators read each unit's step timeline once
+            for defn, ds_version in suite:
+                rec.add(defn, ds_version, *_score_chunk(defn, units, judges[defn.name], settings, repeat, progress))
         rec.flush()
     return rec.side, rec.flaky
 
