@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 DATA ?= ../shared/data
 
-.PHONY: demo doctor test lint bench bench-signatures bench-ingest clean install install-dev bench-ui bench-judge bench-online bench-scale bench-local-judge
+.PHONY: demo doctor test lint bench bench-signatures bench-ingest clean install install-dev bench-ui bench-judge bench-online bench-scale bench-local-judge bench-gate
 
 $(PY):
 	python3 -m venv $(VENV)
@@ -82,6 +82,12 @@ bench-online: $(VENV)/.installed-dev
 bench-scale: $(VENV)/.installed-dev
 	ASSAY_TEST_POSTGRES_URL="$${ASSAY_TEST_POSTGRES_URL:-$$(bash .ci/postgres.sh)}" \
 	  flock /tmp/assay-bench.lock $(PY) benchmarks/bench_scale.py
+
+# `assay gate` with two code evaluators over 1,000 and 10,000 stored units (SQLite; goal: 10,000 in under 10 s, peak
+# RSS flat in the units): wall and CPU time, peak RSS; writes the GATE_LABEL entry of benchmarks/results/gate.json.
+GATE_LABEL ?= after
+bench-gate: $(VENV)/.installed-dev
+	flock /tmp/assay-bench.lock $(PY) benchmarks/bench_gate.py --label $(GATE_LABEL)
 
 clean:
 	rm -rf demo-workspace report.html .pytest_cache
