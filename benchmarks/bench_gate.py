@@ -151,7 +151,7 @@ def main() -> None:
         child(args.child)
         return
     commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True,
-                            text=True).stdout
+                            text=True).stdout or "(not a git checkout)"
     entry: dict[str, Any] = {"commit": commit.strip(), "store": "sqlite", "repeats": args.repeats, "sizes": {},
                              "loadavg_start": [round(x, 2) for x in os.getloadavg()]}
     for n in (int(s) for s in args.sizes.split(",")):
