@@ -63,6 +63,7 @@ class StepView:
     is_args: bool
     open: bool
     offset: str
+    in_progress: bool = False
 
 
 def first_time(steps: list[Step]) -> int:
@@ -81,7 +82,8 @@ def step_views(steps: list[Step], t0: int | None = None) -> list[StepView]:
         opened = s.is_error or s.kind in ("user", "assistant") or len(body) < OPEN_CHARS
         out.append(StepView(index=s.index, kind=s.kind, tool_name=s.tool_name, is_error=s.is_error, body=body,
                             is_args=is_args, open=opened,
-                            offset=f"+{(s.time_ns - t0) / 1e9:.3f} s" if t0 and s.time_ns else ""))
+                            offset=f"+{(s.time_ns - t0) / 1e9:.3f} s" if t0 and s.time_ns else "",
+                            in_progress=s.in_progress))
     return out
 
 

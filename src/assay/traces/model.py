@@ -22,11 +22,12 @@ StepKind = Literal[
 ]
 UnitKind = Literal["session", "trace"]
 SpanFlag = Literal["lone_surrogate_replaced", "invalid_utf8_replaced", "content_not_captured", "orphan",
-                   "clock_skew"]
+                   "clock_skew", "merged"]
 """Flags a span can carry: ``lone_surrogate_replaced`` (a string held a lone UTF-16 surrogate,
 now U+FFFD), ``invalid_utf8_replaced`` (a protobuf string field held invalid UTF-8 bytes, each bad
 sequence now U+FFFD), ``content_not_captured`` (an LLM span with no message content anywhere: the emitter
-had content capture off), ``orphan`` and ``clock_skew`` (set by :func:`assay.traces.tree.check_spans`)."""
+had content capture off), ``orphan`` and ``clock_skew`` (set by the store, :mod:`assay._store.spans`), ``merged``
+(differing copies of the span arrived and were merged field by field, :mod:`assay.traces.merge`)."""
 Outcome = Literal["pass", "fail", "unknown"]
 
 
@@ -215,6 +216,8 @@ class Step(_Frozen):
     is_error: bool = False
     span_id: str | None = None
     time_ns: int = 0
+    in_progress: bool = False
+    """The step's span has not ended (no end time stored yet): its output or result may still come."""
 
 
 _SURROGATE = re.compile("[\ud800-\udfff]")

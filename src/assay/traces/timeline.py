@@ -52,31 +52,35 @@ class _Builder:
         self.seq += 1
         self.events.append((t, self.seq, kind, span.span_id, fields))
 
-    def messages(self, t: int, span: Span, messages: Iterable[Message]) -> None:
+    def messages(self, t: int, span: Span, messages: Iterable[Message], **extra: object) -> None:
         for m in messages:
             if m.role == "tool" and m.tool_call_id in self.tool_ids:
                 continue
             if m.content or m.role != "assistant":
                 self.add(t, _ROLE_KIND[m.role], span, text=m.content or "", tool_name=m.name,
-                         is_error=m.role == "tool" and (m.is_error or looks_like_error(m.content)))
+                         is_error=m.role == "tool" and (m.is_error or looks_like_error(m.content)), **extra)
             for call in m.tool_calls:
                 if call.id not in self.tool_ids or call.id is None:
                     self.add(t, "tool_call", span, tool_name=call.name, arguments=call.arguments,
-                             text=call.arguments_raw)
+                             text=call.arguments_raw, **extra)
 
     def span(self, s: Span) -> None:
         self.messages(s.start_ns, s, s.input_messages)
+        running = s.end_ns <= 0 and not s.synthetic_time
+        end = s.start_ns if running else s.end_ns
+        extra: dict[str, object] = {"in_progress": True} if running else {}
         if s.kind == "tool" and s.tool_call is not None:
             call = s.tool_call
             self.add(s.start_ns, "tool_call", s, tool_name=call.name, arguments=call.arguments,
                      text=call.arguments_raw)
-            self.add(s.end_ns, "tool_result", s, tool_name=call.name, text=s.tool_result or "",
-                     is_error=s.status == "error" or looks_like_error(s.tool_result))
+            result = s.tool_result or ("(no result yet: the tool span has not ended)" if running else "")
+            self.add(end, "tool_result", s, tool_name=call.name, text=result,
+                     is_error=s.status == "error" or looks_like_error(s.tool_result), **extra)
         elif s.kind == "retrieval":
-            self.add(s.end_ns, "retrieval", s, text=s.output_value or "")
-        self.messages(s.end_ns, s, s.output_messages)
+            self.add(end, "retrieval", s, text=s.output_value or "", **extra)
+        self.messages(end, s, s.output_messages, **extra)
         if s.status == "error" and s.kind != "tool":
-            self.add(s.end_ns, "error", s, text=s.status_message or f"{s.name} failed", is_error=True)
+            self.add(end, "error", s, text=s.status_message or f"{s.name} failed", is_error=True)
 
     def state(self, t: int, s: Span, label: str, after: dict[str, object], before: dict[str, object] | None,
               update: bool = False) -> None:
@@ -222,6 +226,8 @@ def render_timeline(steps: list[Step], max_chars: int | None = None, skip_system
             label += f" {step.tool_name}"
         if step.is_error:
             label += " [ERROR]"
+        if step.in_progress:
+            label += " [IN PROGRESS]"
         blocks.append(f"[{step.index}] {label}: {step.text}")
     if max_chars is None:
         return "\n".join(blocks)
