@@ -202,6 +202,18 @@ def load_unit(store: Store, unit_id: str) -> Unit:
                     reward=row.reward, attributes=row.attributes or {})
 
 
+def orphan_count(store: Store, unit_id: str) -> int:
+    """Spans of the unit whose parent is not stored (flagged ``orphan``): one anti-join on the span keys."""
+    from sqlalchemy import and_, exists, func
+    from sqlalchemy.orm import aliased
+
+    parent = aliased(SpanRow)
+    has_parent = exists().where(and_(parent.trace_id == SpanRow.trace_id, parent.span_id == SpanRow.parent_span_id))
+    with store.session() as s:
+        return int(s.scalar(select(func.count()).select_from(SpanRow).where(
+            SpanRow.unit_id == unit_id, SpanRow.parent_span_id.is_not(None), ~has_parent)) or 0)
+
+
 def resolve_unit_id(store: Store, unit_id: str) -> str | None:
     """The unit id that holds ``unit_id`` now: itself when stored, the session unit it was merged
     into (late session id, see module docstring), or None when neither exists."""

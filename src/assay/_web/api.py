@@ -57,6 +57,8 @@ class UnitOut(BaseModel):
     span_count: int
     has_error: bool
     open_spans: int = Field(description="spans stored without an end time (in progress): the unit may still grow")
+    orphan_spans: int = Field(description="spans whose parent has not arrived (flagged 'orphan'); after "
+                              "[online] orphan_grace_s the parent counts as lost")
     content_missing_reason: str | None = Field(description="why a judge should skip the unit, or null")
     steps: list[Step] = Field(description="the step timeline in time order, indices 1-based, times in ns (UTC)")
 
@@ -180,6 +182,7 @@ def api_router(settings: Settings, store: Store) -> APIRouter:
                        source=u.source, outcome=u.outcome, reward=u.reward, trace_ids=u.trace_ids,
                        span_count=len(u.spans), has_error=u.has_error,
                        open_spans=sum(s.end_ns <= 0 and not s.synthetic_time for s in u.spans),
+                       orphan_spans=sum("orphan" in s.flags for s in u.spans),
                        content_missing_reason=u.content_missing_reason, steps=step_timeline(u))
 
     @router.get("/annotations", response_model=list[Annotation], summary="Annotations, oldest first")

@@ -29,7 +29,7 @@ from fastapi.staticfiles import StaticFiles
 from pydantic import ValidationError
 
 from assay._store import Store
-from assay._store.spans import load_unit, resolve_unit_id, unit_row
+from assay._store.spans import load_unit, orphan_count, resolve_unit_id, unit_row
 from assay._web.audit_pages import audit_router
 from assay._web.auth import SESSION_COOKIE, SESSION_MAX_AGE_S, SessionCodec, authenticate
 from assay._web.pages import (
@@ -234,7 +234,8 @@ def review_page(request: Request, unit_id: str, sig: int | None = None, all: boo
     mine = [a for a, _ in labels if a.annotator == user.name]
     return render(request, "review.html", session, user=user, unit=unit, steps=shown, total=len(steps),
                   next_start=len(shown) if len(shown) < len(steps) else None, unit_id=unit.unit_id, sig=sig,
-                  criterion=criterion, labels=labels, prev=prev, next=nxt, mine=mine[-1] if mine else None)
+                  criterion=criterion, labels=labels, prev=prev, next=nxt, mine=mine[-1] if mine else None,
+                  orphans=orphan_count(store, unit.unit_id))
 
 
 def _steps(request: Request, unit_id: str, content_hash: str) -> list[Step]:

@@ -107,6 +107,9 @@ class OnlineSettings(BaseModel):
                                   "span ended (or started) this many seconds ago")
     settle_s: float = Field(default=5.0, ge=0, description="a trace unit is complete this many seconds after its "
                             "root span ended (late children of an exporter's last batch)")
+    orphan_grace_s: float = Field(default=600.0, ge=0, description="a unit with an orphan span (its parent never "
+                                  "arrived) counts as complete once its newest span ended (or started) this many "
+                                  "seconds ago; keep it above the longest time your agent runs without a span ending")
     poll_interval_s: float = Field(default=5.0, gt=0, description="worker: seconds between passes when idle")
     batch_size: int = Field(default=32, ge=1, description="worker: units per evaluator per pass")
     audit_share: float = Field(default=0.02, ge=0, le=1, description="share of online-scored units sent to the "
