@@ -94,3 +94,61 @@ def test_a_merge_within_an_ingested_file_and_across_files(tmp_path: Path) -> Non
     assert other.unit(f"trace/{tid(32)}").spans[0] == one
     assert one.end_ns == T0 + 5 and one.attributes["app.stage"] == "started" and "merged" in one.flags
     assert json.loads(one.attributes["gen_ai.output.messages"])[0]["role"] == "assistant"
+
+
+# --- 3. every span that carries content becomes a step ----------------------------------------------
+def _oi(kind: str, **attrs: Any) -> dict[str, Any]:
+    return {"openinference.span.kind": kind, **attrs} if kind else dict(attrs)
+
+
+def test_every_span_with_content_becomes_a_step(server: Server) -> None:
+    spans = [
+        pb_span(40, 1, name="agent", start=T0, end=T0 + 100, attrs=_oi(
+            "AGENT", **{"input.value": "Where is my parcel?", "input.mime_type": "text/plain",
+                        "output.value": "It arrives Tuesday.", "output.mime_type": "text/plain"})),
+        pb_span(40, 2, 1, name="route", start=T0 + 1, end=T0 + 2, attrs=_oi(
+            "CHAIN", **{"input.value": json.dumps({"intent": "track"}), "input.mime_type": "application/json",
+                        "output.value": '{"not": "state"}', "output.mime_type": "text/plain"})),
+        pb_span(40, 3, 1, name="search", start=T0 + 3, end=T0 + 4, attrs=_oi(
+            "RETRIEVER", **{"input.value": "parcel 881 status", "retrieval.documents.0.document.id": "d1",
+                            "retrieval.documents.0.document.content": "Parcel 881: in transit"})),
+        pb_span(40, 4, 1, name="rerank", start=T0 + 5, end=T0 + 6, attrs=_oi(
+            "RERANKER", **{"input.value": "rerank 5 documents", "reranker.output.documents.0.document.id": "d1",
+                           "reranker.output.documents.0.document.content": "Parcel 881: in transit"})),
+        pb_span(40, 5, 1, name="embed", start=T0 + 7, end=T0 + 8, attrs=_oi(
+            "EMBEDDING", **{"input.value": "parcel 881", "output.value": json.dumps([[0.1] * 384])})),
+        pb_span(40, 6, 1, name="ChatOpenAI", start=T0 + 9, end=T0 + 10, attrs=_oi(
+            "LLM", **{"input.value": json.dumps({"messages": [{"role": "user", "content": "Summarise: in transit"}]}),
+                      "input.mime_type": "application/json", "output.value": "Your parcel is in transit."})),
+        pb_span(40, 7, 1, name="pii-check", start=T0 + 11, end=T0 + 12, attrs=_oi(
+            "GUARDRAIL", **{"input.value": "Your parcel is in transit.", "output.value": "passed: no PII"})),
+        pb_span(40, 8, 1, name="format_reply", start=T0 + 13, end=T0 + 14,
+                attrs={"input.value": "raw draft", "output.value": "It arrives Tuesday."}),
+        pb_span(40, 9, 1, name="retrieval", start=T0 + 15, end=T0 + 16, attrs={
+            "gen_ai.operation.name": "retrieval", "gen_ai.retrieval.query.text": "delivery policy",
+            "gen_ai.retrieval.documents": json.dumps([{"id": "pol-2", "score": 0.8, "content": "3-5 days"}])}),
+    ]
+    pb_response(server.post("/v1/traces", pb_body(*spans), PB))
+    steps = step_timeline(server.store.unit(f"trace/{tid(40)}"))
+    by_span: dict[str, list[Any]] = {}
+    for st in steps:
+        by_span.setdefault(st.span_id or "", []).append(st)
+    kinds = {n: [(st.kind, st.text) for st in by_span.get(sid(n), [])] for n in range(1, 10)}
+    assert kinds[1] == [("input", "Where is my parcel?")]  # its output: shown once, where it first appeared
+    assert kinds[2] == [("input", '{"intent": "track"}'), ("output", '{"not": "state"}')]  # text/plain: no state
+    assert kinds[3] == [("input", "parcel 881 status"), ("retrieval", "[d1] Parcel 881: in transit")]
+    assert kinds[4] == [("input", "rerank 5 documents"), ("retrieval", "[d1] Parcel 881: in transit")]
+    assert kinds[5] == [("input", "parcel 881"), ("output", "(embedding: 1 vector(s) of 384 numbers)")]
+    assert kinds[6] == [("user", "Summarise: in transit"), ("assistant", "Your parcel is in transit.")]
+    assert kinds[7] == [("output", "passed: no PII")]  # its input is the assistant turn already shown
+    assert kinds[8] == [("input", "raw draft"), ("output", "It arrives Tuesday.")]
+    assert kinds[9] == [("input", "delivery policy"), ("retrieval", "[pol-2] (score 0.8) 3-5 days")]
+    route = by_span[sid(2)]
+    assert [st.mime_type for st in route] == ["application/json", "text/plain"]
+    assert "[2] INPUT route: {\"intent\": \"track\"}" in render_timeline(steps)
+
+    from assay._web.pages import step_views
+
+    views = {v.index: v for v in step_views(route)}
+    assert views[route[0].index].is_args and views[route[0].index].body == '{\n  "intent": "track"\n}'
+    assert not views[route[1].index].is_args and views[route[1].index].body == '{"not": "state"}'

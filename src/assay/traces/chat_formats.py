@@ -11,7 +11,8 @@ Shapes understood by :func:`chat_messages`:
   request's ``contents``;
 * OpenAI Responses items: ``{type: function_call, call_id, name, arguments}``,
   ``{type: function_call_output, call_id, output}``, ``{type: message, role, content}``;
-* wrappers: ``{messages: [...]}``, ``{contents: ...}``, ``{prompt: text}``, a single message dict,
+* wrappers: ``{messages: [...]}``, ``{contents: ...}``, ``{prompt: text}``, a chat completion's
+  ``{choices: [{message}]}`` (the first choice), a single message dict,
   a list of those, a JSON string of any of them, or plain text (one message of the default role).
 """
 
@@ -146,6 +147,10 @@ def chat_messages(value: Any, default: Role = "user") -> list[Message]:
             return system + chat_messages(value[key], default)
     if "prompt" in value and "role" not in value:
         return chat_messages(value["prompt"], default)
+    if isinstance(value.get("choices"), list) and value["choices"] and "role" not in value:
+        first = value["choices"][0]
+        return chat_messages(first.get("message", first.get("text")) if isinstance(first, dict) else first,
+                             "assistant")
     if "role" in value or "parts" in value or "message" in value \
             or value.get("type") in (*_ROLES, "function_call", "function_call_output"):
         return _one(value, default)

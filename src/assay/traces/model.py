@@ -18,8 +18,10 @@ SpanKind = Literal["llm", "tool", "retrieval", "agent", "chain", "embedding", "o
 SpanStatus = Literal["unset", "ok", "error"]
 ArgumentsFlag = Literal["object", "json_string", "json_string_twice", "invalid_json", "empty"]
 StepKind = Literal[
-    "system", "user", "assistant", "tool_call", "tool_result", "retrieval", "state", "error"
+    "system", "user", "assistant", "tool_call", "tool_result", "retrieval", "state", "error", "input", "output"
 ]
+"""``input`` / ``output``: what a span (chain, agent, retriever, guardrail, embedding, generic) received or
+produced as ``input.value`` / ``output.value`` when it is no chat message, tool call or state."""
 UnitKind = Literal["session", "trace"]
 SpanFlag = Literal["lone_surrogate_replaced", "invalid_utf8_replaced", "content_not_captured", "orphan",
                    "clock_skew", "merged"]
@@ -218,6 +220,11 @@ class Step(_Frozen):
     time_ns: int = 0
     in_progress: bool = False
     """The step's span has not ended (no end time stored yet): its output or result may still come."""
+    span_name: str | None = None
+    """The span's name, for ``input`` / ``output`` steps (which span received or produced the text)."""
+    mime_type: str | None = None
+    """``input.mime_type`` / ``output.mime_type`` of an ``input`` / ``output`` step: ``application/json`` is
+    shown as JSON, ``text/plain`` as text (None: JSON when the text parses as an object or array)."""
 
 
 _SURROGATE = re.compile("[\ud800-\udfff]")

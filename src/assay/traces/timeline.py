@@ -3,6 +3,14 @@
 Each span contributes the messages it saw at its start (input) and produced at its end
 (output); tool spans contribute a call and its result. Chat spans repeat the history in
 their input, so a message already shown is not shown again.
+
+Every span that carries content becomes a step: an LLM span with only ``input.value`` /
+``output.value`` (no message attributes) gets its messages from those (normalised by
+:func:`assay.traces.chat_formats.chat_messages`; ``text/*`` mime types stay one text message); other
+spans (chain, agent, retriever, reranker, embedding, guardrail, generic) give an ``input`` step and an
+``output`` step, except where their value is a state transition (a JSON object in and out: a ``state``
+step), a retrieval's documents (a ``retrieval`` step) or the same text as a message already shown.
+Embedding vectors are summarised, never printed.
 """
 
 from __future__ import annotations
@@ -11,7 +19,8 @@ import json
 import re
 from collections.abc import Iterable
 
-from assay.traces.model import Message, Span, SpanEvent, Step, StepKind, Unit
+from assay.traces.chat_formats import chat_messages
+from assay.traces.model import Message, Role, Span, SpanEvent, Step, StepKind, Unit
 
 _ERROR_RE = re.compile(r"^\s*(error|exception|traceback|failed)\b", re.IGNORECASE)
 
@@ -65,7 +74,11 @@ class _Builder:
                              text=call.arguments_raw, **extra)
 
     def span(self, s: Span) -> None:
-        self.messages(s.start_ns, s, s.input_messages)
+        inputs, outputs = s.input_messages, s.output_messages
+        if s.kind == "llm":
+            inputs = inputs or tuple(value_messages(s.input_value, _mime(s, "input"), "user"))
+            outputs = outputs or tuple(value_messages(s.output_value, _mime(s, "output"), "assistant"))
+        self.messages(s.start_ns, s, inputs)
         running = s.end_ns <= 0 and not s.synthetic_time
         end = s.start_ns if running else s.end_ns
         extra: dict[str, object] = {"in_progress": True} if running else {}
@@ -78,9 +91,21 @@ class _Builder:
                      is_error=s.status == "error" or looks_like_error(s.tool_result), **extra)
         elif s.kind == "retrieval":
             self.add(end, "retrieval", s, text=s.output_value or "", **extra)
-        self.messages(end, s, s.output_messages, **extra)
+        self.messages(end, s, outputs, **extra)
+        if s.kind not in ("llm", "tool"):
+            self.values(s, end, extra)
         if s.status == "error" and s.kind != "tool":
             self.add(end, "error", s, text=s.status_message or f"{s.name} failed", is_error=True)
+
+    def values(self, s: Span, end: int, extra: dict[str, object]) -> None:
+        """``input`` / ``output`` steps of a span that is no LLM call or tool (module docstring)."""
+        state = _state_object(s, "output") is not None
+        if s.input_value and not s.input_messages and not (state and _state_object(s, "input") is not None):
+            self.add(s.start_ns, "input", s, text=_value_text(s, s.input_value), span_name=s.name,
+                     mime_type=_mime(s, "input"))
+        if s.output_value and not s.output_messages and not state and s.kind != "retrieval":
+            self.add(end, "output", s, text=_value_text(s, s.output_value), span_name=s.name,
+                     mime_type=_mime(s, "output"), **extra)
 
     def state(self, t: int, s: Span, label: str, after: dict[str, object], before: dict[str, object] | None,
               update: bool = False) -> None:
@@ -100,9 +125,9 @@ class _Builder:
         found: list[tuple[int, int, Span, str, dict[str, object], dict[str, object] | None, bool]] = []
         for s in self.spans:
             if s.kind in ("chain", "agent"):
-                after = _json_object(s.output_value)
+                after = _state_object(s, "output")
                 if after is not None:
-                    found.append((s.end_ns, len(found), s, s.name, after, _json_object(s.input_value), False))
+                    found.append((s.end_ns, len(found), s, s.name, after, _state_object(s, "input"), False))
             for ev in s.events:
                 state = event_state(ev)
                 if state is not None:
@@ -118,7 +143,14 @@ class _Builder:
         self.events.sort(key=lambda e: (e[0], e[1]))
         seen: set[tuple[object, ...]] = set()
         steps: list[Step] = []
+        said = {str(f.get("text", "")).strip() for _, _, k, _, f in self.events
+                if k in ("system", "user", "assistant", "tool_result")}
         for t, _, kind, span_id, fields in self.events:
+            if kind in ("input", "output"):  # nested spans pass one value along: show it once
+                text = str(fields.get("text", "")).strip()
+                if text in said:
+                    continue
+                said.add(text)
             if kind in ("system", "user", "assistant"):
                 key = (kind, fields.get("text", ""), fields.get("tool_name"))
                 if key in seen:
@@ -128,6 +160,45 @@ class _Builder:
             steps.append(Step.model_construct(index=len(steps) + 1, kind=kind, span_id=span_id, time_ns=t,
                                               **fields))  # type: ignore[arg-type]
         return steps
+
+
+def _mime(span: Span, side: str) -> str | None:
+    value = span.attributes.get(f"{side}.mime_type")
+    return str(value) if value else None
+
+
+def value_messages(value: str | None, mime_type: str | None, role: Role) -> list[Message]:
+    """Messages of an LLM span's ``input.value`` / ``output.value``: one text message of ``role`` when
+    the mime type is ``text/*``, else whatever :func:`~assay.traces.chat_formats.chat_messages` reads
+    (a request's ``messages``, a response's ``choices``, plain text)."""
+    if not value:
+        return []
+    if mime_type and mime_type.startswith("text/"):
+        return [Message(role=role, content=value)]
+    return chat_messages(value, role)
+
+
+def _state_object(span: Span, side: str) -> dict[str, object] | None:
+    """The JSON object a chain / agent span's input or output value holds (a state), unless its mime type
+    says it is text."""
+    mime = _mime(span, side)
+    if mime and mime.startswith("text/"):
+        return None
+    return _json_object(span.input_value if side == "input" else span.output_value)
+
+
+def _value_text(span: Span, text: str) -> str:
+    """``text`` as a step shows it: an embedding's vectors summarised (never thousands of numbers)."""
+    if span.kind != "embedding" or not text.lstrip().startswith("["):
+        return text
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError:
+        return text
+    vectors = value if value and all(isinstance(v, list) for v in value) else [value]
+    if all(isinstance(x, int | float) for v in vectors for x in v):
+        return f"(embedding: {len(vectors)} vector(s) of {len(vectors[0]) if vectors else 0} numbers)"
+    return text
 
 
 def _json_object(text: str | None) -> dict[str, object] | None:
@@ -224,6 +295,8 @@ def render_timeline(steps: list[Step], max_chars: int | None = None, skip_system
         label = step.kind.upper()
         if step.kind in ("tool_call", "tool_result"):
             label += f" {step.tool_name}"
+        elif step.kind in ("input", "output") and step.span_name:
+            label += f" {step.span_name}"
         if step.is_error:
             label += " [ERROR]"
         if step.in_progress:

@@ -26,7 +26,7 @@ _OI_KIND: dict[str, SpanKind] = {
 }
 _GENAI_OP_KIND: dict[str, SpanKind] = {
     "chat": "llm", "text_completion": "llm", "generate_content": "llm", "execute_tool": "tool",
-    "invoke_agent": "agent", "create_agent": "agent", "embeddings": "embedding",
+    "invoke_agent": "agent", "create_agent": "agent", "embeddings": "embedding", "retrieval": "retrieval",
 }
 
 
@@ -132,14 +132,18 @@ _OI_DOC = re.compile(r"^(?:retrieval|reranker\.output)\.documents\.(\d+)\.docume
 
 def retrieval_documents_text(attrs: dict[str, Any]) -> str | None:
     """OpenInference ``retrieval.documents.N.document.{id,content,score}`` (and reranker output
-    documents) as text, one document per block; None when there are none."""
+    documents), else OTel GenAI ``gen_ai.retrieval.documents`` (a JSON list of ``{id, score, ...}``), as
+    text, one document per block; None when there are none."""
     docs: dict[int, dict[str, Any]] = defaultdict(dict)
     for key, value in attrs.items():
         m = _OI_DOC.match(key)
         if m:
             docs[int(m.group(1))][m.group(2)] = value
-    blocks = [f"[{d.get('id', n)}]" + (f" (score {d['score']})" if "score" in d else "") + f" {d.get('content', '')}"
-              for n, d in sorted(docs.items())]
+    if not docs:
+        genai = _json(attrs.get("gen_ai.retrieval.documents"))
+        docs = {n: d for n, d in enumerate(genai) if isinstance(d, dict)} if isinstance(genai, list) else {}
+    blocks = [f"[{d.get('id', n)}]" + (f" (score {d['score']})" if "score" in d else "")
+              + f" {d.get('content', d.get('text', ''))}" for n, d in sorted(docs.items())]
     return "\n".join(blocks) if blocks else None
 
 
@@ -246,8 +250,9 @@ def attributes_to_span(attrs: dict[str, Any], events: Sequence[SpanEvent] = (), 
                           _first(attrs, "gen_ai.tool.call.arguments", "tool.parameters", "input.value", "input"))
         tool_result = _text(_first(attrs, "gen_ai.tool.call.result", "output.value", "output"))
     input_value, output_value = _text(attrs.get("input.value")), _text(attrs.get("output.value"))
-    if kind == "retrieval" and output_value is None:
-        output_value = retrieval_documents_text(attrs)
+    if kind == "retrieval":
+        input_value = input_value or _text(attrs.get("gen_ai.retrieval.query.text"))
+        output_value = output_value if output_value is not None else retrieval_documents_text(attrs)
     if kind == "llm" and not _has_content(inputs, outputs) and not (input_value or output_value):
         flags.add("content_not_captured")
     in_tok, out_tok, usage_source = _usage(attrs)
