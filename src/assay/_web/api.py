@@ -119,6 +119,8 @@ class ScoreOut(BaseModel):
     score: float | None = Field(description="0..1; null when the evaluator failed")
     verdict: str | None
     reason: str
+    parse_status: str | None = Field(None, description="how the verdict was read: ok, repaired or failed "
+                                     "(null: stored before this was recorded)")
     created_at: datetime
 
 
