@@ -190,3 +190,34 @@ def test_anthropic_messages_jsonl(tmp_path: Path) -> None:
     auto = tmp_path / "claude.jsonl"
     auto.write_text(json.dumps(line) + "\n")
     assert read_file(auto).format == "anthropic-messages"
+
+
+# --- multi-agent chat logs: every turn kept, with its speaker (issue 15, finding 7) ---------------------
+MAGENTIC_LOG = DATA / "agentrx" / "data" / "magentic_dataset" / "08cae58d-4084-4616-b6dd-dd6534e4825b.json"
+
+
+def test_a_group_chat_keeps_every_turn_and_its_speaker(tmp_path: Path) -> None:
+    """A real Magentic-One run written as an OpenAI chat log, speakers in ``name``: one step per message."""
+    raw = json.loads(MAGENTIC_LOG.read_text(encoding="utf-8"))
+    speakers = [None if m["role"] == "human" else m["role"].split(" (")[0] for m in raw]
+    chat = [{"role": "assistant" if m["role"].startswith("Orchestrator") else "user", "content": m["content"],
+             **({"name": who} if who else {})} for m, who in zip(raw, speakers, strict=True)]
+    path = tmp_path / "group.jsonl"
+    path.write_text(json.dumps({"id": "group-1", "messages": chat}) + "\n")
+    unit = read_file(path).units[0]
+    steps = step_timeline(unit)
+    assert len(raw) == 129 and len(steps) == 129  # repeated ledgers and consecutive turns are all kept
+    assert [s.agent for s in steps] == speakers
+    assert [s.text for s in steps] == [m["content"] for m in chat]
+    assert len({s.span_id for s in steps}) == 129  # one span per turn
+    text = render_timeline(steps)
+    assert "USER (WebSurfer): " in text and "ASSISTANT (Orchestrator): " in text
+
+
+def test_the_magentic_reader_keeps_repeated_orchestrator_turns() -> None:
+    raw = json.loads(MAGENTIC_LOG.read_text(encoding="utf-8"))
+    steps = step_timeline(read_file(MAGENTIC_LOG).units[0])
+    said = [s for s in steps if s.kind == "assistant"]
+    spoken = [m for m in raw if m["role"].startswith("Orchestrator (") and "->" not in m["role"]]
+    assert len(said) == len(spoken) and len({s.text for s in said}) < len(said)  # some say the same twice
+    assert all(s.agent == "Orchestrator" for s in said)

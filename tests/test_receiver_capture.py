@@ -152,3 +152,22 @@ def test_every_span_with_content_becomes_a_step(server: Server) -> None:
     views = {v.index: v for v in step_views(route)}
     assert views[route[0].index].is_args and views[route[0].index].body == '{\n  "intent": "track"\n}'
     assert not views[route[1].index].is_args and views[route[1].index].body == '{"not": "state"}'
+
+
+# --- 7. a step records its agent -----------------------------------------------------------------------
+def test_steps_record_the_agent_the_source_names(server: Server) -> None:
+    tool = {"gen_ai.operation.name": "execute_tool", "gen_ai.tool.name": "refund",
+            "gen_ai.tool.call.arguments": '{"order": 7}', "gen_ai.tool.call.result": "refunded"}
+    spans = [pb_span(41, 1, name="invoke_agent billing", start=T0, end=T0 + 100,
+                     attrs={"gen_ai.operation.name": "invoke_agent", "gen_ai.agent.name": "billing"}),
+             pb_span(41, 2, 1, start=T0 + 1, end=T0 + 2, attrs=CHAT),
+             pb_span(41, 3, 1, name="execute_tool refund", start=T0 + 3, end=T0 + 4, attrs=tool),
+             pb_span(41, 4, name="researcher", start=T0 + 10, end=T0 + 20,
+                     attrs={"openinference.span.kind": "AGENT", "agent.name": "researcher",
+                            "input.value": "find the policy", "output.value": "policy found"})]
+    pb_response(server.post("/v1/traces", pb_body(*spans), PB))
+    steps = step_timeline(server.store.unit(f"trace/{tid(41)}"))
+    assert [(st.kind, st.agent) for st in steps] == [
+        ("user", "billing"), ("assistant", "billing"), ("tool_call", "billing"), ("tool_result", "billing"),
+        ("input", "researcher"), ("output", "researcher")]
+    assert "TOOL_CALL refund (billing)" in render_timeline(steps)

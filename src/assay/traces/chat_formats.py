@@ -48,8 +48,8 @@ def _role(value: Any, default: Role) -> Role:
     return _ROLES.get(str(value).lower(), default) if value else default
 
 
-def _blocks(role: Role, blocks: list[Any]) -> list[Message]:
-    """Anthropic / Gemini / GenAI-parts content blocks of one message."""
+def _blocks(role: Role, blocks: list[Any], name: str | None = None) -> list[Message]:
+    """Anthropic / Gemini / GenAI-parts content blocks of one message (``name``: its speaker)."""
     texts: list[str] = []
     calls: list[ToolCall] = []
     results: list[Message] = []
@@ -70,7 +70,7 @@ def _blocks(role: Role, blocks: list[Any]) -> list[Message]:
             out = fr.get("content", fr.get("response"))
             results.append(Message(role="tool", content=content_text(out), is_error=fr.get("is_error") is True,
                                    tool_call_id=_str(fr.get("tool_use_id") or fr.get("id")), name=_str(fr.get("name"))))
-    msgs = [Message(role=role, content="\n".join(texts) if texts else None, tool_calls=tuple(calls))] \
+    msgs = [Message(role=role, content="\n".join(texts) if texts else None, tool_calls=tuple(calls), name=name)] \
         if texts or calls or not results else []
     return results + msgs if role == "user" else msgs + results
 
@@ -101,11 +101,11 @@ def _one(m: dict[str, Any], default: Role) -> list[Message]:
     if _is_tool_definition(m.get("content")):
         return []
     if isinstance(m.get("parts"), list):
-        return _blocks(role, m["parts"])
+        return _blocks(role, m["parts"], _str(m.get("name")))
     content = m.get("content")
     if isinstance(content, list) and any(isinstance(b, dict) and b.get("type") in (
             "tool_use", "tool_result", "text", "input_text", "output_text") for b in content):
-        msgs = _blocks(role, content)
+        msgs = _blocks(role, content, _str(m.get("name")))
         if m.get("tool_calls"):
             more = openai_tool_calls(m["tool_calls"])
             msgs[-1] = msgs[-1].model_copy(update={"tool_calls": msgs[-1].tool_calls + more})
@@ -117,7 +117,7 @@ def _one(m: dict[str, Any], default: Role) -> list[Message]:
         fc = m["function_call"]
         calls += (_call(None, fc.get("name"), fc.get("arguments")),)
     return [Message(role=role, content=text if text != "" or not calls else None, tool_calls=calls,
-                    tool_call_id=_str(m.get("tool_call_id")), name=_str(m.get("name")) if role == "tool" else None)]
+                    tool_call_id=_str(m.get("tool_call_id")), name=_str(m.get("name")))]
 
 
 def chat_messages(value: Any, default: Role = "user") -> list[Message]:

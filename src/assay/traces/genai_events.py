@@ -76,7 +76,8 @@ def _message(role: Any, fields: dict[str, Any]) -> Message:
     tcid = fields.get("id") if role == "tool" else fields.get("tool_call_id")
     return Message(role=role, content=content_text(fields.get("content")),
                    tool_calls=openai_tool_calls(fields.get("tool_calls")),
-                   tool_call_id=None if tcid is None else str(tcid))
+                   tool_call_id=None if tcid is None else str(tcid),
+                   name=None if fields.get("name") is None else str(fields["name"]))
 
 
 def _legacy_messages(value: Any, default_role: Role) -> list[Message]:

@@ -220,6 +220,10 @@ class Step(_Frozen):
     time_ns: int = 0
     in_progress: bool = False
     """The step's span has not ended (no end time stored yet): its output or result may still come."""
+    agent: str | None = None
+    """Who the step belongs to, where the source names one: the speaker of a message (a chat log's ``name``),
+    else the agent of its span (``gen_ai.agent.name`` / OpenInference ``agent.name`` on the span or an
+    ancestor)."""
     span_name: str | None = None
     """The span's name, for ``input`` / ``output`` steps (which span received or produced the text)."""
     mime_type: str | None = None

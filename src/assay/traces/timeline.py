@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections import Counter, defaultdict
 from collections.abc import Iterable
 
 from assay.traces.chat_formats import chat_messages
@@ -49,6 +50,56 @@ _ROLE_KIND: dict[str, StepKind] = {
 }
 
 
+MessageKey = tuple[object, object, object]
+_AGENT_KEYS = ("gen_ai.agent.name", "agent.name")
+
+
+class _Repeats:
+    """Which message steps repeat one already shown (module docstring of :func:`step_timeline`).
+
+    A message is a repeat when a *related* span (itself, an ancestor or a descendant) showed the same one
+    (a framework passes one message down its span tree), or when it is on the input side of a span whose
+    input replays the history (it holds an earlier assistant turn, or two messages shown before): there
+    each message counts once per time it was shown, so a turn said twice stays twice. Transcripts (chat
+    logs, tau-bench, Magentic-One) replay nothing: their repeated turns are all shown.
+    """
+
+    def __init__(self, spans: list[Span], input_keys: dict[str, list[MessageKey]]) -> None:
+        self.parent = {s.span_id: s.parent_span_id for s in spans}
+        self.history = {s.span_id for s in spans if any(m.role == "assistant" for m in s.input_messages)}
+        self.input_keys = input_keys
+        self.shown: dict[MessageKey, list[str]] = defaultdict(list)
+        self.replays: dict[str, bool] = {}
+        self.local: Counter[tuple[str, MessageKey]] = Counter()
+
+    def ancestors(self, span_id: str) -> set[str]:
+        out: set[str] = set()
+        while (span_id := self.parent.get(span_id) or "") and span_id not in out:
+            out.add(span_id)
+        return out
+
+    def related(self, a: str, b: str) -> bool:
+        return a == b or a in self.ancestors(b) or b in self.ancestors(a)
+
+    def replay(self, span_id: str) -> bool:
+        """Whether the span's input replays history: it holds an assistant turn, or two messages shown before."""
+        if span_id not in self.replays:
+            keys = self.input_keys[span_id]
+            self.replays[span_id] = span_id in self.history or sum(k in self.shown for k in keys) >= 2
+        return self.replays[span_id]
+
+    def show(self, key: MessageKey, span_id: str, is_input: bool) -> bool:
+        """Whether to show this message step (and remember it when shown)."""
+        if is_input and self.replay(span_id):
+            self.local[(span_id, key)] += 1
+            if self.local[(span_id, key)] <= len(self.shown[key]):
+                return False
+        elif any(self.related(span_id, other) for other in self.shown[key]):
+            return False
+        self.shown[key].append(span_id)
+        return True
+
+
 class _Builder:
     def __init__(self, spans: Iterable[Span]) -> None:
         self.spans = sorted(spans, key=lambda s: (s.start_ns, s.end_ns))
@@ -56,29 +107,40 @@ class _Builder:
         self.events: list[tuple[int, int, StepKind, str, dict[str, object]]] = []
         self.seq = 0
         self.last_state: dict[str, object] | None = None
+        self.inputs: set[int] = set()
+        self.input_keys: dict[str, list[MessageKey]] = defaultdict(list)
+        self.agents = _agents(self.spans)
 
     def add(self, t: int, kind: StepKind, span: Span, **fields: object) -> None:
         self.seq += 1
+        agent = fields.pop("agent", None) or self.agents.get(span.span_id)
+        if agent:
+            fields["agent"] = agent
         self.events.append((t, self.seq, kind, span.span_id, fields))
 
-    def messages(self, t: int, span: Span, messages: Iterable[Message], **extra: object) -> None:
+    def messages(self, t: int, span: Span, messages: Iterable[Message], is_input: bool = False,
+                 extra: dict[str, object] | None = None) -> None:
+        extra = extra or {}
         for m in messages:
             if m.role == "tool" and m.tool_call_id in self.tool_ids:
                 continue
             if m.content or m.role != "assistant":
-                self.add(t, _ROLE_KIND[m.role], span, text=m.content or "", tool_name=m.name,
+                self.add(t, _ROLE_KIND[m.role], span, text=m.content or "", tool_name=m.name, agent=m.name,
                          is_error=m.role == "tool" and (m.is_error or looks_like_error(m.content)), **extra)
+                if is_input:
+                    self.inputs.add(self.seq)
+                    self.input_keys[span.span_id].append((_ROLE_KIND[m.role], m.content or "", m.name))
             for call in m.tool_calls:
                 if call.id not in self.tool_ids or call.id is None:
                     self.add(t, "tool_call", span, tool_name=call.name, arguments=call.arguments,
-                             text=call.arguments_raw, **extra)
+                             text=call.arguments_raw, agent=m.name, **extra)
 
     def span(self, s: Span) -> None:
         inputs, outputs = s.input_messages, s.output_messages
         if s.kind == "llm":
             inputs = inputs or tuple(value_messages(s.input_value, _mime(s, "input"), "user"))
             outputs = outputs or tuple(value_messages(s.output_value, _mime(s, "output"), "assistant"))
-        self.messages(s.start_ns, s, inputs)
+        self.messages(s.start_ns, s, inputs, is_input=True)
         running = s.end_ns <= 0 and not s.synthetic_time
         end = s.start_ns if running else s.end_ns
         extra: dict[str, object] = {"in_progress": True} if running else {}
@@ -91,7 +153,7 @@ class _Builder:
                      is_error=s.status == "error" or looks_like_error(s.tool_result), **extra)
         elif s.kind == "retrieval":
             self.add(end, "retrieval", s, text=s.output_value or "", **extra)
-        self.messages(end, s, outputs, **extra)
+        self.messages(end, s, outputs, extra=extra)
         if s.kind not in ("llm", "tool"):
             self.values(s, end, extra)
         if s.status == "error" and s.kind != "tool":
@@ -141,25 +203,46 @@ class _Builder:
             self.span(s)
         self.states()
         self.events.sort(key=lambda e: (e[0], e[1]))
-        seen: set[tuple[object, ...]] = set()
+        repeats = _Repeats(self.spans, self.input_keys)
         steps: list[Step] = []
         said = {str(f.get("text", "")).strip() for _, _, k, _, f in self.events
                 if k in ("system", "user", "assistant", "tool_result")}
-        for t, _, kind, span_id, fields in self.events:
+        for t, seq, kind, span_id, fields in self.events:
             if kind in ("input", "output"):  # nested spans pass one value along: show it once
                 text = str(fields.get("text", "")).strip()
                 if text in said:
                     continue
                 said.add(text)
-            if kind in ("system", "user", "assistant"):
-                key = (kind, fields.get("text", ""), fields.get("tool_name"))
-                if key in seen:
-                    continue
-                seen.add(key)
+            if kind in ("system", "user", "assistant") and not repeats.show(
+                    (kind, fields.get("text", ""), fields.get("tool_name")), span_id, seq in self.inputs):
+                continue
             # fields come from validated spans: construct without validating again (deep dict copies)
             steps.append(Step.model_construct(index=len(steps) + 1, kind=kind, span_id=span_id, time_ns=t,
                                               **fields))  # type: ignore[arg-type]
         return steps
+
+
+def _agents(spans: list[Span]) -> dict[str, str]:
+    """``{span id: agent name}``: the span's own ``gen_ai.agent.name`` / ``agent.name``, else its nearest
+    ancestor's."""
+    by_id = {s.span_id: s for s in spans}
+    out: dict[str, str] = {}
+
+    def agent(span_id: str, depth: int = 0) -> str | None:
+        if span_id in out or depth > 200:
+            return out.get(span_id)
+        span = by_id.get(span_id)
+        if span is None:
+            return None
+        own = next((str(span.attributes[k]) for k in _AGENT_KEYS if span.attributes.get(k)), None)
+        found = own or (agent(span.parent_span_id, depth + 1) if span.parent_span_id else None)
+        if found:
+            out[span_id] = found
+        return found
+
+    for s in spans:
+        agent(s.span_id)
+    return out
 
 
 def _mime(span: Span, side: str) -> str | None:
@@ -297,6 +380,8 @@ def render_timeline(steps: list[Step], max_chars: int | None = None, skip_system
             label += f" {step.tool_name}"
         elif step.kind in ("input", "output") and step.span_name:
             label += f" {step.span_name}"
+        if step.agent and not (step.kind in ("tool_call", "tool_result") and step.agent == step.tool_name):
+            label += f" ({step.agent})"
         if step.is_error:
             label += " [ERROR]"
         if step.in_progress:

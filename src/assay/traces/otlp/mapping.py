@@ -73,7 +73,8 @@ def genai_messages(value: Any) -> list[Message]:
         if role == "tool" and not texts and not calls:
             continue
         role = role if role in ("system", "user", "assistant", "tool") else "user"
-        out.append(Message(role=role, content="\n".join(texts) if texts else None, tool_calls=tuple(calls)))
+        out.append(Message(role=role, content="\n".join(texts) if texts else None, tool_calls=tuple(calls),
+                           name=_text(m.get("name"))))
     return out
 
 
