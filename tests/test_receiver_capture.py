@@ -171,3 +171,82 @@ def test_steps_record_the_agent_the_source_names(server: Server) -> None:
         ("user", "billing"), ("assistant", "billing"), ("tool_call", "billing"), ("tool_result", "billing"),
         ("input", "researcher"), ("output", "researcher")]
     assert "TOOL_CALL refund (billing)" in render_timeline(steps)
+
+
+# --- 8. a failed step shows its error; the system prompt is its own judge prompt variable ---------------
+def api_get(server: Server, path: str) -> Any:
+    import asyncio
+
+    import httpx
+
+    from assay._web.auth import create_api_key
+
+    key = create_api_key(server.store, owner="ci")
+
+    async def go() -> httpx.Response:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=server.app), base_url="http://assay") as c:
+            return await c.get(path, headers={"authorization": f"Bearer {key}"})
+
+    response = asyncio.run(go())
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def _failed(pb: PbSpan, message: str, exc_type: str, exc_message: str, stack: str = "") -> PbSpan:
+    pb.status.CopyFrom(Status(code=Status.STATUS_CODE_ERROR, message=message))
+    attrs = {"exception.type": exc_type, "exception.message": exc_message, "exception.stacktrace": stack}
+    event = pb.events.add(name="exception", time_unix_nano=pb.end_time_unix_nano)
+    event.attributes.extend(pb_span(1, 1, attrs={k: v for k, v in attrs.items() if v}).attributes)
+    return pb
+
+
+STACK = 'Traceback (most recent call last):\n  File "orders.py", line 12, in lookup\n    return ORDERS[oid]\nKeyError'
+POLICY = (Path(__file__).resolve().parents[1].parent / "shared" / "data" / "agentrx" / "data" / "policies"
+          / "retail_policy.txt")
+
+
+def test_a_failed_step_shows_its_error_to_reviewers_the_api_and_the_judge(server: Server) -> None:
+    from assay.evaluators import EvaluatorDef, render_prompt
+    from assay.settings import JudgeSettings
+
+    policy = POLICY.read_text(encoding="utf-8")
+    chat = {"gen_ai.operation.name": "chat", "gen_ai.system_instructions": json.dumps(
+        [{"type": "text", "content": policy}]), "gen_ai.input.messages": json.dumps(
+        [{"role": "user", "parts": [{"type": "text", "content": "Where is order 7? " + "Please check. " * 60}]}])}
+    tool = pb_span(42, 3, 1, name="execute_tool lookup_order", start=T0 + 20, end=T0 + 30, attrs={
+        "gen_ai.operation.name": "execute_tool", "gen_ai.tool.name": "lookup_order",
+        "gen_ai.tool.call.arguments": '{"order": 7}'})
+    llm = pb_span(42, 4, 1, start=T0 + 40, end=T0 + 50, attrs={"gen_ai.operation.name": "chat"})
+    spans = [pb_span(42, 1, name="invoke_agent", start=T0, end=T0 + 100), pb_span(42, 2, 1, start=T0 + 1,
+             end=T0 + 2, attrs=chat), _failed(tool, "lookup failed", "KeyError", "order 7 not found", STACK),
+             _failed(llm, "", "openai.RateLimitError", "429 Too Many Requests")]
+    pb_response(server.post("/v1/traces", pb_body(*spans), PB))
+    unit = server.store.unit(f"trace/{tid(42)}")
+    steps = step_timeline(unit)
+    result = next(st for st in steps if st.kind == "tool_result")
+    assert result.is_error and result.error == "lookup failed; KeyError: order 7 not found"
+    assert result.stacktrace == STACK
+    error = next(st for st in steps if st.kind == "error")
+    assert error.text == "openai.RateLimitError: 429 Too Many Requests"
+    text = render_timeline(steps)
+    assert "TOOL_RESULT lookup_order [ERROR]: Error: lookup failed; KeyError: order 7 not found" in text
+    assert "Traceback" not in text
+    api = api_get(server, f"/api/v1/units/trace/{tid(42)}")
+    api_result = next(st for st in api["steps"] if st["kind"] == "tool_result")
+    assert api_result["error"] == result.error and api_result["stacktrace"] == STACK
+
+    template = "POLICY:\n{{ system_prompt }}\n---\n{{ timeline }}\n{{ criterion.text }}"
+    defn = EvaluatorDef.model_validate({"name": "follows-policy", "kind": "llm_judge", "dimension": "policy",
+                                        "criterion": {"name": "policy", "text": "The agent follows the policy."},
+                                        "judge": {"prompt": template}})
+    settings = JudgeSettings(max_prompt_chars=1500)
+    prompt = render_prompt(defn, unit, settings)
+    assert len(policy) > 5_000 and policy.strip() in prompt  # the whole policy, on its own budget
+    assert "[... " not in prompt and "Where is order 7?" in prompt  # the conversation is not pushed out
+    assert "KeyError: order 7 not found" in prompt and "Traceback" not in prompt
+    assert len(prompt) < 1500 + len(policy) + 200
+    short = render_prompt(defn, unit, settings.model_copy(update={"max_system_chars": 1000}))
+    assert "more characters of the system prompt omitted" in short and policy[:1000] in short
+    default = render_prompt(defn.model_copy(update={"judge": defn.judge_spec().model_copy(update={"prompt": None})}),
+                            unit, settings)
+    assert policy[:200] not in default  # the shipped prompt (and so every evaluator version) is unchanged

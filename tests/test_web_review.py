@@ -185,3 +185,20 @@ def test_server_startup_takes_the_startup_heap_out_of_the_collector(store: Store
             assert gc.get_freeze_count() > 10_000  # modules, app, templates ...
     finally:
         gc.unfreeze()
+
+
+async def test_a_failed_step_shows_its_error_and_a_folded_stack_trace(client: httpx.AsyncClient,
+                                                                      store: Store) -> None:
+    from assay.traces import SpanEvent, ToolCall, Unit
+
+    stack = 'Traceback (most recent call last):\n  File "pay.py", line 3\nValueError: card declined'
+    span = Span(trace_id="e" * 32, span_id="e" * 16, name="execute_tool pay", kind="tool", start_ns=1, end_ns=2,
+                status="error", status_message="payment failed", tool_call=ToolCall(name="pay"),
+                events=(SpanEvent(name="exception", attributes={
+                    "exception.type": "ValueError", "exception.message": "card declined",
+                    "exception.stacktrace": stack}),))
+    store.add_units([Unit(unit_id="unit-failed", kind="trace", source="test", spans=(span,))])
+    await login(client, "ann")
+    page = (await client.get("/review/unit-failed")).text
+    assert "Error: payment failed; ValueError: card declined" in page
+    assert '<details class="stack"><summary>stack trace</summary>' in page and "pay.py" in page

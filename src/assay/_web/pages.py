@@ -66,6 +66,8 @@ class StepView:
     in_progress: bool = False
     span_name: str | None = None
     agent: str | None = None
+    error: str | None = None
+    stacktrace: str | None = None
 
 
 def first_time(steps: list[Step]) -> int:
@@ -101,7 +103,8 @@ def step_views(steps: list[Step], t0: int | None = None) -> list[StepView]:
         out.append(StepView(index=s.index, kind=s.kind, tool_name=s.tool_name, is_error=s.is_error, body=body,
                             is_args=is_args, open=opened,
                             offset=f"+{(s.time_ns - t0) / 1e9:.3f} s" if t0 and s.time_ns else "",
-                            in_progress=s.in_progress, span_name=s.span_name, agent=s.agent))
+                            in_progress=s.in_progress, span_name=s.span_name, agent=s.agent,
+                            error=s.error if s.error and s.error not in body else None, stacktrace=s.stacktrace))
     return out
 
 

@@ -23,9 +23,11 @@ from assay.settings import JudgeSettings
 
 def judge_parameters(judge: JudgeClient | None, settings: JudgeSettings) -> dict[str, JsonValue]:
     """What shaped a judge's replies besides model name and prompt: ``provider``, the judge's own generation
-    parameters (when it reports them, :class:`~assay.models.HasParameters`) and ``max_prompt_chars``."""
+    parameters (when it reports them, :class:`~assay.models.HasParameters`), ``max_prompt_chars`` and
+    ``max_system_chars``."""
     own: dict[str, JsonValue] = dict(judge.parameters) if isinstance(judge, HasParameters) else {}
-    return {"provider": settings.provider, **own, "max_prompt_chars": settings.max_prompt_chars}
+    return {"provider": settings.provider, **own, "max_prompt_chars": settings.max_prompt_chars,
+            "max_system_chars": settings.max_system_chars}
 
 
 def judge_model_of(results: Sequence[Evaluation]) -> str | None:

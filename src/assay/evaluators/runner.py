@@ -27,7 +27,7 @@ from assay.exceptions import ConfigError, EnvironmentProblem, JudgeError, UsageE
 from assay.models.base import JudgeClient
 from assay.models.factory import make_judge
 from assay.settings import JudgeSettings
-from assay.traces.model import Unit
+from assay.traces.model import Step, Unit
 from assay.traces.timeline import render_timeline, step_timeline
 
 J = TypeVar("J", bound=EvaluatorDef)
@@ -72,23 +72,38 @@ def compile_prompt(defn: EvaluatorDef) -> jinja2.Template:
 
 def render_prompt(defn: EvaluatorDef, unit: Unit, settings: JudgeSettings | None = None,
                   template: jinja2.Template | None = None) -> str:
-    """The judge prompt for one unit: the template rendered with ``criterion``, ``timeline``, ``labels``, ``scale``.
+    """The judge prompt for one unit: the template rendered with ``criterion``, ``timeline``,
+    ``system_prompt``, ``labels``, ``scale``.
 
-    The timeline leaves out system prompts and keeps the newest steps within
-    ``settings.max_prompt_chars`` characters. ``template`` is ``compile_prompt(defn)`` when
-    the caller renders many units (None: compiled here).
+    ``timeline`` leaves out system prompts and keeps the newest steps within ``settings.max_prompt_chars``
+    characters; ``system_prompt`` is the unit's system prompts / instructions (each distinct one once, in
+    order) within ``settings.max_system_chars``, a budget of its own, so a long policy never pushes the
+    conversation out (the shipped default prompt does not use it: a template that wants the policy names
+    ``{{ system_prompt }}``). ``template`` is ``compile_prompt(defn)`` when the caller renders many units
+    (None: compiled here).
 
     Raises:
         ConfigError: the template uses a name that is not defined.
     """
     settings = settings or _default_settings()
-    timeline = render_timeline(step_timeline(unit), max_chars=settings.max_prompt_chars, skip_system=True)
+    steps = step_timeline(unit)
+    timeline = render_timeline(steps, max_chars=settings.max_prompt_chars, skip_system=True)
     template = template or compile_prompt(defn)
     try:
         spec = defn.judge_spec()
-        return template.render(criterion=defn.criterion, timeline=timeline, labels=list(spec.labels), scale=spec.scale)
+        return template.render(criterion=defn.criterion, timeline=timeline, labels=list(spec.labels),
+                               scale=spec.scale, system_prompt=system_prompt(steps, settings.max_system_chars))
     except jinja2.TemplateError as exc:
         raise ConfigError(f"prompt template: {exc}", f"evaluator {defn.name}") from exc
+
+
+def system_prompt(steps: Sequence[Step], max_chars: int) -> str:
+    """The unit's system prompts / instructions: the text of each distinct ``system`` step, in order, blank-line
+    separated, cut to ``max_chars`` characters (a marker says how many were left out); "" when there is none."""
+    text = "\n\n".join(dict.fromkeys(s.text.strip() for s in steps if s.kind == "system" and s.text.strip()))
+    if len(text) <= max_chars:
+        return text
+    return text[:max_chars] + f"\n[... {len(text) - max_chars} more characters of the system prompt omitted ...]"
 
 
 def judge_settings_for(defn: EvaluatorDef, settings: JudgeSettings | None) -> JudgeSettings:

@@ -46,6 +46,9 @@ class JudgeSettings(BaseModel):
     n_threads: int | None = Field(default=None, ge=1, description="local model CPU threads (default: all cores but "
                                   "one, at least 1; spin-waiting threads collapse when cores are shared)")
     max_prompt_chars: int = Field(default=6000, description="timeline text kept in a judge prompt (newest steps)")
+    max_system_chars: int = Field(default=8000, ge=0, description="system prompt / instructions text kept in a judge "
+                                  "prompt's system_prompt variable (its own budget: a long policy never pushes the "
+                                  "conversation out of max_prompt_chars)")
     concurrency: int = Field(default=1, ge=1, description="judge calls in flight at once (API judges)")
     rpm: int | None = Field(default=None, ge=1, description="requests per minute limit (None: unlimited)")
     tpm: int | None = Field(default=None, ge=1, description="tokens per minute limit, input + output (None: unlimited)")

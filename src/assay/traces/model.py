@@ -224,6 +224,10 @@ class Step(_Frozen):
     """Who the step belongs to, where the source names one: the speaker of a message (a chat log's ``name``),
     else the agent of its span (``gen_ai.agent.name`` / OpenInference ``agent.name`` on the span or an
     ancestor)."""
+    error: str | None = None
+    """Why the step's span failed (error status): its status message and exception type and message."""
+    stacktrace: str | None = None
+    """The failed span's stack trace (its ``exception`` event's), shown folded; never sent to a judge."""
     span_name: str | None = None
     """The span's name, for ``input`` / ``output`` steps (which span received or produced the text)."""
     mime_type: str | None = None

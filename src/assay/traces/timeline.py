@@ -150,14 +150,15 @@ class _Builder:
                      text=call.arguments_raw)
             result = s.tool_result or ("(no result yet: the tool span has not ended)" if running else "")
             self.add(end, "tool_result", s, tool_name=call.name, text=result,
-                     is_error=s.status == "error" or looks_like_error(s.tool_result), **extra)
+                     is_error=s.status == "error" or looks_like_error(s.tool_result), **extra, **_failure(s))
         elif s.kind == "retrieval":
             self.add(end, "retrieval", s, text=s.output_value or "", **extra)
         self.messages(end, s, outputs, extra=extra)
         if s.kind not in ("llm", "tool"):
             self.values(s, end, extra)
         if s.status == "error" and s.kind != "tool":
-            self.add(end, "error", s, text=s.status_message or f"{s.name} failed", is_error=True)
+            failure = _failure(s)
+            self.add(end, "error", s, text=str(failure.get("error") or f"{s.name} failed"), is_error=True, **failure)
 
     def values(self, s: Span, end: int, extra: dict[str, object]) -> None:
         """``input`` / ``output`` steps of a span that is no LLM call or tool (module docstring)."""
@@ -220,6 +221,34 @@ class _Builder:
             steps.append(Step.model_construct(index=len(steps) + 1, kind=kind, span_id=span_id, time_ns=t,
                                               **fields))  # type: ignore[arg-type]
         return steps
+
+
+def span_error(span: Span) -> tuple[str | None, str | None]:
+    """What a failed span says about its failure: ``(error, stack trace)``.
+
+    The error joins the status message and each ``exception`` event's ``exception.type: exception.message``
+    (OTel semantic conventions for exceptions), without repeating one inside another; the stack trace is
+    the first exception event's ``exception.stacktrace``. ``(None, None)`` when the span did not fail.
+    """
+    if span.status != "error":
+        return None, None
+    parts = [span.status_message] if span.status_message else []
+    stack = None
+    for ev in span.events:
+        if ev.name != "exception":
+            continue
+        kind, message = ev.attributes.get("exception.type"), ev.attributes.get("exception.message")
+        line = f"{kind}: {message}" if kind and message else str(kind or message or "")
+        if line and not any(line in p or p in line for p in parts):
+            parts.append(line)
+        stack = stack or (str(ev.attributes["exception.stacktrace"]) if ev.attributes.get("exception.stacktrace")
+                          else None)
+    return "; ".join(parts) or None, stack
+
+
+def _failure(span: Span) -> dict[str, object]:
+    error, stack = span_error(span)
+    return {k: v for k, v in (("error", error), ("stacktrace", stack)) if v}
 
 
 def _agents(spans: list[Span]) -> dict[str, str]:
@@ -386,7 +415,10 @@ def render_timeline(steps: list[Step], max_chars: int | None = None, skip_system
             label += " [ERROR]"
         if step.in_progress:
             label += " [IN PROGRESS]"
-        blocks.append(f"[{step.index}] {label}: {step.text}")
+        text = step.text
+        if step.error and step.error not in text:
+            text = f"{text}\nError: {step.error}" if text else f"Error: {step.error}"
+        blocks.append(f"[{step.index}] {label}: {text}")
     if max_chars is None:
         return "\n".join(blocks)
     kept: list[str] = []
