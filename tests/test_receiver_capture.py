@@ -250,3 +250,88 @@ def test_a_failed_step_shows_its_error_to_reviewers_the_api_and_the_judge(server
     default = render_prompt(defn.model_copy(update={"judge": defn.judge_spec().model_copy(update={"prompt": None})}),
                             unit, settings)
     assert policy[:200] not in default  # the shipped prompt (and so every evaluator version) is unchanged
+
+
+# --- 4-5. media as typed message parts, never text ------------------------------------------------------
+IMAGE = __import__("random").Random(15).randbytes(2_359_296)  # 3 MB as base64
+B64 = __import__("base64").b64encode(IMAGE).decode()
+DATA_URL = f"data:image/png;base64,{B64}"
+SHA = __import__("hashlib").sha256(IMAGE).hexdigest()
+
+
+def _assert_the_image(part: Any) -> None:
+    assert (part.kind, part.sha256, part.size_bytes, part.mime_type) == ("image", SHA, len(IMAGE), "image/png")
+    assert part.reference == f"inline base64, {len(IMAGE):,} bytes, sha256 {SHA[:12]}…"
+
+
+def _no_base64(*texts: str | None) -> None:
+    assert all(B64[:200] not in (t or "") and len(t or "") < 100_000 for t in texts)
+
+
+def test_media_parts_from_every_shape_with_their_reference(server: Server, tmp_path: Path) -> None:
+    from assay.evaluators import EvaluatorDef, render_prompt
+    from assay.settings import JudgeSettings
+    from assay.traces import read_file
+
+    genai = json.dumps([{"role": "user", "parts": [
+        {"type": "text", "content": "What is in these?"}, {"type": "file", "modality": "image", "file_id": "file-123"},
+        {"type": "blob", "modality": "image", "mime_type": "image/png", "content": B64},
+        {"type": "uri", "modality": "video", "mime_type": "video/mp4", "uri": "gs://bucket/clip.mp4"}]}])
+    oi = {"openinference.span.kind": "LLM",
+          "llm.input_messages.0.message.role": "user",
+          "llm.input_messages.0.message.contents.0.message_content.type": "text",
+          "llm.input_messages.0.message.contents.0.message_content.text": "Describe it",
+          "llm.input_messages.0.message.contents.1.message_content.type": "image",
+          "llm.input_messages.0.message.contents.1.message_content.image.image.url": DATA_URL}
+    pb_response(server.post("/v1/traces", pb_body(
+        pb_span(50, 1, attrs={"gen_ai.operation.name": "chat", "gen_ai.input.messages": genai}),
+        pb_span(51, 1, name="llm", attrs=oi)), PB))
+    (user,) = server.span(50, 1).input_messages
+    assert user.content == "What is in these?"
+    assert [p.reference for p in user.media] == ["file-123", user.media[1].reference, "gs://bucket/clip.mp4"]
+    assert [p.kind for p in user.media] == ["image", "image", "video"]
+    _assert_the_image(user.media[1])
+    (oi_user,) = server.span(51, 1).input_messages
+    assert oi_user.content == "Describe it"
+    _assert_the_image(oi_user.media[0])
+
+    openai = {"id": "mm-1", "messages": [
+        {"role": "user", "content": [{"type": "text", "text": "Is this a cat?"},
+                                     {"type": "image_url", "image_url": {"url": DATA_URL}},
+                                     {"type": "file", "file": {"file_id": "file-123"}}]},
+        {"role": "assistant", "content": "Yes."},
+        {"role": "user", "content": [{"type": "image_url", "image_url": {"url": DATA_URL, "detail": "high"}}]},
+        {"role": "assistant", "content": "Same cat."}]}
+    anthropic = {"system": "You look at pictures.", "messages": [
+        {"role": "user", "content": [{"type": "image", "source": {"type": "base64", "media_type": "image/png",
+                                                                  "data": B64}},
+                                     {"type": "text", "text": "And this?"}]},
+        {"role": "assistant", "content": [{"type": "text", "text": "A cat."}]}]}
+    (tmp_path / "openai.jsonl").write_text(json.dumps(openai) + "\n")
+    (tmp_path / "claude.jsonl").write_text(json.dumps(anthropic) + "\n")
+    chat = read_file(tmp_path / "openai.jsonl").units[0]
+    claude = read_file(tmp_path / "claude.jsonl").units[0]
+    users = [m for s in chat.spans for m in s.output_messages if m.role == "user"]
+    assert [m.content for m in users] == ["Is this a cat?", None]  # the image-only turn has no text at all
+    _assert_the_image(users[0].media[0])
+    _assert_the_image(users[1].media[0])
+    assert users[0].media[1].file_id == "file-123"
+    claude_user = next(m for s in claude.spans for m in s.output_messages if m.role == "user")
+    assert claude_user.content == "And this?"
+    _assert_the_image(claude_user.media[0])
+
+    steps = step_timeline(chat)
+    image_only = next(st for st in steps if st.kind == "user" and not st.text)
+    assert [p.sha256 for p in image_only.media] == [SHA]
+    text = render_timeline(steps)
+    assert f"[image: inline base64, {len(IMAGE):,} bytes, sha256 {SHA[:12]}…]" in text
+    assert "[file: file-123]" in text
+    _no_base64(text, *(m.content for s in chat.spans for m in s.output_messages), *(st.text for st in steps))
+    defn = EvaluatorDef.model_validate({"name": "cat", "kind": "llm_judge", "dimension": "vision",
+                                        "criterion": {"name": "cat", "text": "The agent names the animal."}})
+    prompt = render_prompt(defn, chat, JudgeSettings(max_prompt_chars=1500))
+    _no_base64(prompt)
+    assert "Is this a cat?" in prompt and f"sha256 {SHA[:12]}" in prompt
+    assert "media you cannot see (only text reaches you): 1 file, 2 images" in prompt
+    timeline = prompt.split("<timeline>\n")[1].split("\n</timeline>")[0]
+    assert len(timeline) <= 1500

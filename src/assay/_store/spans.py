@@ -51,8 +51,9 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Session as OrmSession
 
-from assay._store.tables import Base, EmbeddingRow, LogRecordRow, SignatureRow, SpanRow, UnitRow
+from assay._store.tables import Base, EmbeddingRow, LogRecordRow, MediaRow, SignatureRow, SpanRow, UnitRow
 from assay.exceptions import NotFoundError
+from assay.traces.media import span_media
 from assay.traces.merge import merge_copies
 from assay.traces.model import Span, SpanEvent, Unit
 from assay.traces.otlp.mapping import with_events
@@ -256,10 +257,12 @@ def add_spans(store: Store, spans: list[Span], source: str) -> SpanWrite:
         unit_of, moves = _unit_ids(s, [*new, *(sp for _, sp in updated)])
         pending = _pending_logs(s, new)
         values: list[dict[str, object]] = []
+        written: list[Span] = [sp for _, sp in updated]
         for sp in new:
             sp = _placed(sp, starts, out)
             if (sp.trace_id, sp.span_id) in pending:
                 sp = with_events(sp, pending[(sp.trace_id, sp.span_id)])
+            written.append(sp)
             values.append({"trace_id": sp.trace_id, "span_id": sp.span_id, "unit_id": unit_of[sp.trace_id],
                            "start_ns": sp.start_ns, "parent_span_id": sp.parent_span_id,
                            "data": sp.model_dump(mode="json")})
@@ -278,6 +281,7 @@ def add_spans(store: Store, spans: list[Span], source: str) -> SpanWrite:
             row.data, row.start_ns, row.parent_span_id = sp.model_dump(mode="json"), sp.start_ns, sp.parent_span_id
         if values:
             s.execute(insert(SpanRow), values)
+        store_media(s, written)
         out.spans_new = len(new)
         out.linked = _link_children(s, new, starts, out)
         _refresh_units(s, touched, existing_units, values)
@@ -348,6 +352,24 @@ def _merge_warning(keys: set[tuple[str, str]]) -> str:
     more = f" and {len(keys) - 3} more" if len(keys) > 3 else ""
     return (f"{len(keys)} span(s) arrived in differing copies and were merged (the most complete copy wins "
             f"field by field; flagged 'merged'): {named}{more}")
+
+
+def store_media(s: OrmSession, spans: list[Span]) -> int:
+    """Keep the inline media bytes of ``spans`` (by SHA-256, once each); returns how many were new."""
+    parts = {p.sha256: p for p in span_media(spans) if p.sha256 and p.data is not None}
+    if not parts:
+        return 0
+    have = set(s.scalars(select(MediaRow.sha256).where(MediaRow.sha256.in_(list(parts)))))
+    s.add_all([MediaRow(sha256=sha, mime_type=p.mime_type, size_bytes=len(p.data or b""), data=p.data)
+               for sha, p in parts.items() if sha not in have])
+    return len(parts) - len(have)
+
+
+def media_bytes(store: Store, sha256: str) -> tuple[bytes, str | None] | None:
+    """Stored media bytes and their mime type, or None."""
+    with store.session() as s:
+        row = s.get(MediaRow, sha256)
+        return (row.data, row.mime_type) if row is not None else None
 
 
 def _pending_logs(s: OrmSession, spans: list[Span]) -> dict[tuple[str, str], list[SpanEvent]]:
@@ -425,6 +447,7 @@ def add_log_records(store: Store, records: list[tuple[str, str, SpanEvent]]) -> 
                 continue
             span = with_events(Span.model_validate(row.data), events)
             row.data = span.model_dump(mode="json")
+            store_media(s, [span])
             touched.add(row.unit_id)
             updated += 1
         _refresh_units(s, touched)

@@ -99,7 +99,7 @@ class Store:
         return counts
 
     def _add_unit(self, s: OrmSession, unit: Unit, counts: IngestCounts) -> None:
-        from assay._store.spans import merge_batch, stored_rows
+        from assay._store.spans import merge_batch, store_media, stored_rows
 
         spans, duplicates, merged = merge_batch(list(unit.spans))
         counts.spans_duplicate += duplicates
@@ -136,6 +136,7 @@ class Store:
             s.add(SpanRow(trace_id=sp.trace_id, span_id=sp.span_id, unit_id=unit.unit_id,
                           start_ns=sp.start_ns, parent_span_id=sp.parent_span_id,
                           data=sp.model_dump(mode="json")))
+        store_media(s, spans)
         if new_spans or changed:
             s.flush()
             for uid in {unit.unit_id} | {stored[k].unit_id for k in merged if k in stored}:

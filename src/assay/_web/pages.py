@@ -25,6 +25,7 @@ from assay._web.auth import SESSION_COOKIE, Account, SessionCodec, csrf_ok, get_
 from assay.exceptions import NotFoundError
 from assay.settings import Settings
 from assay.traces import Step
+from assay.traces.media import MediaPart
 
 HERE = Path(__file__).parent
 CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; object-src 'none'; "
@@ -68,6 +69,7 @@ class StepView:
     agent: str | None = None
     error: str | None = None
     stacktrace: str | None = None
+    media: tuple[MediaPart, ...] = ()
 
 
 def first_time(steps: list[Step]) -> int:
@@ -104,7 +106,8 @@ def step_views(steps: list[Step], t0: int | None = None) -> list[StepView]:
                             is_args=is_args, open=opened,
                             offset=f"+{(s.time_ns - t0) / 1e9:.3f} s" if t0 and s.time_ns else "",
                             in_progress=s.in_progress, span_name=s.span_name, agent=s.agent,
-                            error=s.error if s.error and s.error not in body else None, stacktrace=s.stacktrace))
+                            error=s.error if s.error and s.error not in body else None, stacktrace=s.stacktrace,
+                            media=s.media))
     return out
 
 

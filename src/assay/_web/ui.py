@@ -11,6 +11,7 @@ Routes (GET unless noted):
     /signatures/{sid}/next              redirect to the caller's next item
     /review/{unit_id}?sig=SID           the step timeline and the label form; POST labels (append-only)
     /timeline/{unit_id}?start=N         the next steps of a long timeline (the review page loads them)
+    /media/{sha256}                     stored inline media bytes (thumbnails of the review page)
     /signatures/{sid}/criterion         criterion editor; POST (admin) writes a new version
     /agreement, /agreement/{name}       human-human agreement per criterion; disagreements
     /adjudicate/{name}/{unit_id}        POST (admin) records the final label with a reason
@@ -29,11 +30,12 @@ from fastapi.staticfiles import StaticFiles
 from pydantic import ValidationError
 
 from assay._store import Store
-from assay._store.spans import load_unit, orphan_count, resolve_unit_id, unit_row
+from assay._store.spans import load_unit, media_bytes, orphan_count, resolve_unit_id, unit_row
 from assay._web.audit_pages import audit_router
 from assay._web.auth import SESSION_COOKIE, SESSION_MAX_AGE_S, SessionCodec, authenticate
 from assay._web.pages import (
     HERE,
+    SECURITY_HEADERS,
     UI,
     checked_form,
     current_user,
@@ -258,6 +260,26 @@ def timeline_chunk(request: Request, unit_id: str, start: int = 0, sig: int | No
     end = start + len(shown)
     return render(request, "_steps.html", session, steps=shown, total=len(steps), unit_id=unit.unit_id, sig=sig,
                   next_start=end if end < len(steps) else None)
+
+
+IMAGE_TYPES = frozenset({"image/png", "image/jpeg", "image/jpg", "image/gif", "image/webp", "image/bmp", "image/avif"})
+"""Media served as images; anything else (SVG, which can hold script, included) is sent as a download."""
+
+
+@router.get("/media/{sha256}")
+def media(request: Request, sha256: str) -> Response:
+    """Stored inline media bytes with their content type: raster images inline (the review page's thumbnails),
+    anything else as an ``application/octet-stream`` attachment. Only bytes the store holds, never a remote URL."""
+    current_user(request)
+    found = media_bytes(ui_state(request).store, sha256.lower()) if len(sha256) == 64 else None
+    if found is None:
+        raise HTTPException(status_code=404, detail="no such media")
+    data, mime = found
+    headers = {**SECURITY_HEADERS, "Cache-Control": "private, max-age=86400"}
+    if mime in IMAGE_TYPES:
+        return Response(data, media_type="image/jpeg" if mime == "image/jpg" else mime, headers=headers)
+    return Response(data, media_type="application/octet-stream",
+                    headers={**headers, "Content-Disposition": f'attachment; filename="{sha256[:16]}"'})
 
 
 @router.post("/review/{unit_id:path}")

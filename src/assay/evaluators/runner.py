@@ -28,7 +28,7 @@ from assay.models.base import JudgeClient
 from assay.models.factory import make_judge
 from assay.settings import JudgeSettings
 from assay.traces.model import Step, Unit
-from assay.traces.timeline import render_timeline, step_timeline
+from assay.traces.timeline import media_note, render_timeline, step_timeline
 
 J = TypeVar("J", bound=EvaluatorDef)
 Progress = Callable[[int], None]
@@ -76,18 +76,22 @@ def render_prompt(defn: EvaluatorDef, unit: Unit, settings: JudgeSettings | None
     ``system_prompt``, ``labels``, ``scale``.
 
     ``timeline`` leaves out system prompts and keeps the newest steps within ``settings.max_prompt_chars``
-    characters; ``system_prompt`` is the unit's system prompts / instructions (each distinct one once, in
-    order) within ``settings.max_system_chars``, a budget of its own, so a long policy never pushes the
-    conversation out (the shipped default prompt does not use it: a template that wants the policy names
-    ``{{ system_prompt }}``). ``template`` is ``compile_prompt(defn)`` when the caller renders many units
-    (None: compiled here).
+    characters (media as ``[image: reference]`` markers, and a first line saying the run held media the
+    judge cannot see, :func:`~assay.traces.timeline.media_note`); ``system_prompt`` is the unit's system
+    prompts / instructions (each distinct one once, in order) within ``settings.max_system_chars``, a budget
+    of its own, so a long policy never pushes the conversation out (the shipped default prompt does not use
+    it: a template that wants the policy names ``{{ system_prompt }}``). ``template`` is
+    ``compile_prompt(defn)`` when the caller renders many units (None: compiled here).
 
     Raises:
         ConfigError: the template uses a name that is not defined.
     """
     settings = settings or _default_settings()
     steps = step_timeline(unit)
-    timeline = render_timeline(steps, max_chars=settings.max_prompt_chars, skip_system=True)
+    note = media_note(steps)
+    budget = max(1, settings.max_prompt_chars - (len(note) + 1 if note else 0))
+    timeline = render_timeline(steps, max_chars=budget, skip_system=True)
+    timeline = f"{note}\n{timeline}" if note else timeline
     template = template or compile_prompt(defn)
     try:
         spec = defn.judge_spec()

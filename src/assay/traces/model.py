@@ -11,7 +11,9 @@ import json
 import re
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from assay.traces.media import MediaPart, extract_media
 
 Role = Literal["system", "user", "assistant", "tool"]
 SpanKind = Literal["llm", "tool", "retrieval", "agent", "chain", "embedding", "other"]
@@ -83,15 +85,33 @@ def parse_arguments(value: object) -> tuple[dict[str, Any] | None, str, Argument
 
 
 class Message(_Frozen):
-    """One chat message: role, text content, tool calls it requests, or the tool call it answers."""
+    """One chat message: role, text content, media, tool calls it requests, or the tool call it answers.
+
+    Media never sits in ``content``: ``data:`` URLs found in the text are taken out into ``media``
+    (:func:`assay.traces.media.extract_media`) when the message is made.
+    """
 
     role: Role
     content: str | None = None
+    media: tuple[MediaPart, ...] = ()
+    """Images, audio, video and files of the message, each with its reference (:mod:`assay.traces.media`)."""
     tool_calls: tuple[ToolCall, ...] = ()
     tool_call_id: str | None = None
     name: str | None = None
+    """Who spoke: a chat log's ``name`` (on any role), an OTel GenAI message's ``name``."""
     is_error: bool = False
     """A tool result the source marked as an error (Anthropic ``tool_result.is_error``)."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _media_out_of_text(cls, data: Any) -> Any:
+        content = data.get("content") if isinstance(data, dict) else None
+        if not isinstance(content, str):
+            return data
+        text, parts = extract_media(content)
+        if not parts:
+            return data
+        return {**data, "content": text or None, "media": (*tuple(data.get("media") or ()), *parts)}
 
 
 class SpanEvent(_Frozen):
@@ -218,6 +238,9 @@ class Step(_Frozen):
     is_error: bool = False
     span_id: str | None = None
     time_ns: int = 0
+    media: tuple[MediaPart, ...] = ()
+    """The step's images, audio, video and files: shown as a placeholder with the reference (a thumbnail of
+    inline images on the review page), as a ``[image: reference]`` marker in judge text; never inlined."""
     in_progress: bool = False
     """The step's span has not ended (no end time stored yet): its output or result may still come."""
     agent: str | None = None

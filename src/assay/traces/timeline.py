@@ -11,6 +11,10 @@ spans (chain, agent, retriever, reranker, embedding, guardrail, generic) give an
 ``output`` step, except where their value is a state transition (a JSON object in and out: a ``state``
 step), a retrieval's documents (a ``retrieval`` step) or the same text as a message already shown.
 Embedding vectors are summarised, never printed.
+
+Media (images, audio, files) are parts of their step (``Step.media``) with their reference, never its
+text: :func:`render_timeline` writes a ``[image: reference]`` marker where one occurred, and
+:func:`media_note` tells a text-only judge what it cannot see.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from collections import Counter, defaultdict
 from collections.abc import Iterable
 
 from assay.traces.chat_formats import chat_messages
+from assay.traces.media import extract_media
 from assay.traces.model import Message, Role, Span, SpanEvent, Step, StepKind, Unit
 
 _ERROR_RE = re.compile(r"^\s*(error|exception|traceback|failed)\b", re.IGNORECASE)
@@ -116,6 +121,13 @@ class _Builder:
         agent = fields.pop("agent", None) or self.agents.get(span.span_id)
         if agent:
             fields["agent"] = agent
+        text = fields.get("text")
+        if isinstance(text, str) and kind != "tool_call":  # a tool result, a value: media out of the text
+            fields["text"], found = extract_media(text)
+            if found:
+                fields["media"] = (*fields.get("media", ()), *found)  # type: ignore[misc]
+        if not fields.get("media"):
+            fields.pop("media", None)
         self.events.append((t, self.seq, kind, span.span_id, fields))
 
     def messages(self, t: int, span: Span, messages: Iterable[Message], is_input: bool = False,
@@ -124,12 +136,13 @@ class _Builder:
         for m in messages:
             if m.role == "tool" and m.tool_call_id in self.tool_ids:
                 continue
-            if m.content or m.role != "assistant":
+            if m.content or m.media or m.role != "assistant":
                 self.add(t, _ROLE_KIND[m.role], span, text=m.content or "", tool_name=m.name, agent=m.name,
-                         is_error=m.role == "tool" and (m.is_error or looks_like_error(m.content)), **extra)
+                         media=m.media, is_error=m.role == "tool" and (m.is_error or looks_like_error(m.content)),
+                         **extra)
                 if is_input:
                     self.inputs.add(self.seq)
-                    self.input_keys[span.span_id].append((_ROLE_KIND[m.role], m.content or "", m.name))
+                    self.input_keys[span.span_id].append(_key(_ROLE_KIND[m.role], m.content or "", m.name, m.media))
             for call in m.tool_calls:
                 if call.id not in self.tool_ids or call.id is None:
                     self.add(t, "tool_call", span, tool_name=call.name, arguments=call.arguments,
@@ -215,12 +228,19 @@ class _Builder:
                     continue
                 said.add(text)
             if kind in ("system", "user", "assistant") and not repeats.show(
-                    (kind, fields.get("text", ""), fields.get("tool_name")), span_id, seq in self.inputs):
+                    _key(kind, fields.get("text", ""), fields.get("tool_name"), fields.get("media", ())), span_id,
+                    seq in self.inputs):
                 continue
             # fields come from validated spans: construct without validating again (deep dict copies)
             steps.append(Step.model_construct(index=len(steps) + 1, kind=kind, span_id=span_id, time_ns=t,
                                               **fields))  # type: ignore[arg-type]
         return steps
+
+
+def _key(kind: object, text: object, name: object, media: object) -> MessageKey:
+    """What makes two message steps the same: kind, text (with its media's references), speaker."""
+    refs = "".join(m.reference for m in media) if isinstance(media, tuple) else ""
+    return kind, f"{text}{refs}", name
 
 
 def span_error(span: Span) -> tuple[str | None, str | None]:
@@ -391,6 +411,16 @@ def step_timeline(unit: Unit) -> list[Step]:
     return _Builder(unit.spans).build()
 
 
+def media_note(steps: list[Step]) -> str:
+    """A line telling a text-only judge that the run held media it cannot see, or "" when it held none."""
+    counts = Counter(m.kind for s in steps for m in s.media)
+    if not counts:
+        return ""
+    what = ", ".join(f"{n} {kind}{'s' if n > 1 else ''}" for kind, n in sorted(counts.items()))
+    return (f"[This run contains media you cannot see (only text reaches you): {what}; each is marked "
+            f"[kind: reference] where it occurred.]")
+
+
 def render_timeline(steps: list[Step], max_chars: int | None = None, skip_system: bool = False) -> str:
     """Render steps as plain text, one block per step (the text a judge reads).
 
@@ -418,6 +448,8 @@ def render_timeline(steps: list[Step], max_chars: int | None = None, skip_system
         text = step.text
         if step.error and step.error not in text:
             text = f"{text}\nError: {step.error}" if text else f"Error: {step.error}"
+        if step.media:
+            text = " ".join([text, *(m.marker for m in step.media)]) if text else " ".join(m.marker for m in step.media)
         blocks.append(f"[{step.index}] {label}: {text}")
     if max_chars is None:
         return "\n".join(blocks)

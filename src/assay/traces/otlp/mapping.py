@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from assay.traces.genai_events import event_messages
+from assay.traces.media import MediaPart, block_part, is_media_block, url_part
 from assay.traces.model import Message, Span, SpanEvent, SpanKind, ToolCall, Unit, clean_value, parse_arguments
 
 _OI_KIND: dict[str, SpanKind] = {
@@ -61,20 +62,23 @@ def genai_messages(value: Any) -> list[Message]:
         role = m.get("role", "user")
         texts: list[str] = []
         calls: list[ToolCall] = []
+        media: list[MediaPart] = []
         for part in m.get("parts") or []:
             ptype = part.get("type")
             if ptype == "text" or ptype == "reasoning":
                 texts.append(str(part.get("content", "")))
+            elif is_media_block(part) and (found := block_part(part)) is not None:
+                media.append(found)
             elif ptype == "tool_call":
                 calls.append(_call(part.get("id"), part.get("name"), part.get("arguments")))
             elif ptype == "tool_call_response":
                 out.append(Message(role="tool", content=_text(part.get("response")),
                                    tool_call_id=_text(part.get("id"))))
-        if role == "tool" and not texts and not calls:
+        if role == "tool" and not texts and not calls and not media:
             continue
         role = role if role in ("system", "user", "assistant", "tool") else "user"
         out.append(Message(role=role, content="\n".join(texts) if texts else None, tool_calls=tuple(calls),
-                           name=_text(m.get("name"))))
+                           name=_text(m.get("name")), media=tuple(media)))
     return out
 
 
@@ -89,14 +93,26 @@ def _system_instructions(value: Any) -> list[Message]:
 
 _OI_MSG = re.compile(r"^llm\.(input|output)_messages\.(\d+)\.message\.(.+)$")
 _OI_CALL = re.compile(r"^tool_calls\.(\d+)\.tool_call\.(.+)$")
-_OI_CONTENT = re.compile(r"^contents\.(\d+)\.message_content\.text$")
+_OI_CONTENT = re.compile(r"^contents\.(\d+)\.message_content\.(.+)$")
 
 
-def _oi_content(fields: dict[str, Any]) -> str | None:
+def _oi_content(fields: dict[str, Any]) -> tuple[str | None, tuple[MediaPart, ...]]:
+    """Text and media of an OpenInference message: ``message.content``, else its ``contents.M.message_content.*``
+    (``text``, ``image.image.url``, ``audio.audio.url`` with ``audio.audio.mime_type``)."""
+    contents: dict[int, dict[str, Any]] = defaultdict(dict)
+    for k, v in fields.items():
+        if m := _OI_CONTENT.match(k):
+            contents[int(m.group(1))][m.group(2)] = v
+    texts = [str(c["text"]) for _, c in sorted(contents.items()) if c.get("text") is not None]
+    media: list[MediaPart] = []
+    for _, c in sorted(contents.items()):
+        if c.get("image.image.url"):
+            media.append(url_part(str(c["image.image.url"]), hint="image"))
+        elif c.get("audio.audio.url"):
+            media.append(url_part(str(c["audio.audio.url"]), _text(c.get("audio.audio.mime_type")), "audio"))
     if fields.get("content") is not None:
-        return _text(fields["content"])
-    parts = sorted((int(m.group(1)), str(v)) for k, v in fields.items() if (m := _OI_CONTENT.match(k)))
-    return "\n".join(p for _, p in parts) if parts else None
+        return _text(fields["content"]), tuple(media)
+    return ("\n".join(texts) if texts else None), tuple(media)
 
 
 def openinference_messages(attrs: dict[str, Any]) -> tuple[list[Message], list[Message]]:
@@ -116,9 +132,10 @@ def openinference_messages(attrs: dict[str, Any]) -> tuple[list[Message], list[M
                 if cm:
                     calls[int(cm.group(1))][cm.group(2)] = v
             role = str(fields.get("role", "user"))
+            content, media = _oi_content(fields)
             msgs.append(Message(
                 role=role if role in ("system", "user", "assistant", "tool") else "user",
-                content=_oi_content(fields),
+                content=content, media=media,
                 tool_call_id=_text(fields.get("tool_call_id")),
                 name=_text(fields.get("name")),
                 tool_calls=tuple(_call(c.get("id"), c.get("function.name"), c.get("function.arguments"))
@@ -200,7 +217,7 @@ def _usage(attrs: dict[str, Any]) -> tuple[int | None, int | None, str | None]:
 
 
 def _has_content(*groups: Any) -> bool:
-    return any(m.content or m.tool_calls for g in groups for m in g)
+    return any(m.content or m.tool_calls or m.media for g in groups for m in g)
 
 
 def attributes_to_span(attrs: dict[str, Any], events: Sequence[SpanEvent] = (), **ids: Any) -> Span:
