@@ -335,3 +335,27 @@ def test_media_parts_from_every_shape_with_their_reference(server: Server, tmp_p
     assert "media you cannot see (only text reaches you): 1 file, 2 images" in prompt
     timeline = prompt.split("<timeline>\n")[1].split("\n</timeline>")[0]
     assert len(timeline) <= 1500
+
+
+def test_langfuse_media_tokens_parse_to_the_same_parts(tmp_path: Path) -> None:
+    from assay.traces import read_file
+
+    token = "@@@langfuseMedia:type=image/jpeg|id=cc48838a-3da8-4ca4-a007-2cf8df930e69|source=base64_data_uri@@@"
+    shapes = [token, [{"type": "image_url", "image_url": {"url": token}}],
+              f"What is on this receipt? {token}", [{"role": "user", "content": [
+                  {"type": "text", "text": "and this one"}, {"type": "image_url", "image_url": {"url": token}}]}]]
+    observations = [{"id": f"obs-{i}", "traceId": "t-1", "type": "GENERATION", "name": "vision",
+                     "startTime": f"2025-06-0{i + 1}T10:00:00Z", "endTime": f"2025-06-0{i + 1}T10:00:01Z",
+                     "input": shape, "output": "A receipt."} for i, shape in enumerate(shapes)]
+    (tmp_path / "export.json").write_text(json.dumps({"trace": {"id": "t-1"}, "observations": observations}))
+    unit = read_file(tmp_path / "export.json").units[0]
+    inputs = [s.input_messages[0] for s in sorted(unit.spans, key=lambda s: s.start_ns)]
+    assert [m.content for m in inputs] == [None, None, "What is on this receipt?", "and this one"]
+    parts = {m.media for m in inputs}
+    assert len(parts) == 1
+    (part,) = parts.pop()
+    assert (part.kind, part.mime_type, part.provider_id) == ("image", "image/jpeg",
+                                                             "cc48838a-3da8-4ca4-a007-2cf8df930e69")
+    text = render_timeline(step_timeline(unit))
+    assert "@@@" not in text
+    assert "[image: langfuse media cc48838a-3da8-4ca4-a007-2cf8df930e69 (base64_data_uri)]" in text

@@ -5,7 +5,9 @@ base64 ``content``, ``file`` with ``file_id``, ``uri``), OpenAI chat parts (``im
 ``input_image``, ``input_audio``, ``file`` / ``input_file`` with ``file_id`` or ``file_data``),
 Anthropic blocks (``image`` / ``document`` with a ``base64``, ``url`` or ``file`` source), Gemini parts
 (``inline_data``, ``file_data``), OpenInference flattened content (``message_content.image.image.url``,
-``message_content.audio.audio.url``) and ``data:`` URLs inside text.
+``message_content.audio.audio.url``), ``data:`` URLs inside text, and Langfuse media tokens
+(``@@@langfuseMedia:type=image/jpeg|id=...|source=base64_data_uri@@@``, the reference Langfuse leaves
+where it took the bytes out).
 
 A part's ``reference`` is what a reader or a judge is told: the URL, the file id, the provider's id, or
 ``inline base64, N bytes, sha256 <12 hex>…``. Inline bytes travel in ``data`` (never serialised: the
@@ -26,6 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 MediaKind = Literal["image", "audio", "video", "file"]
 _DATA_URL = re.compile(r"data:(?P<mime>[\w.+-]+/[\w.+-]+)?(?:;[\w=.+-]+)*;base64,(?P<data>[A-Za-z0-9+/=_-]+)")
+_LANGFUSE = re.compile(r"@@@langfuseMedia:(?P<fields>[^@]*)@@@")
 _KINDS: dict[str, MediaKind] = {"image": "image", "audio": "audio", "video": "video"}
 _AUDIO_FORMATS = {"wav": "audio/wav", "mp3": "audio/mpeg", "flac": "audio/flac", "ogg": "audio/ogg"}
 
@@ -86,11 +89,14 @@ def inline_part(payload: str | bytes, mime_type: str | None = None, hint: str | 
 
 
 def url_part(url: str, mime_type: str | None = None, hint: str | None = None, name: str | None = None) -> MediaPart:
-    """A part for a URL: a ``data:`` URL is inline bytes, else a remote URL."""
+    """A part for a URL: a ``data:`` URL is inline bytes, a Langfuse media token its reference, else a remote URL."""
     url = url.strip()
     data_url = _DATA_URL.fullmatch(url)
     if data_url:
         return inline_part(data_url.group("data"), data_url.group("mime") or mime_type, hint, name)
+    token = _LANGFUSE.fullmatch(url)
+    if token:
+        return langfuse_part(token.group("fields"), hint)
     return MediaPart(kind=media_kind(mime_type, hint), mime_type=mime_type, url=url, name=name, reference=url)
 
 
@@ -101,20 +107,32 @@ def file_part(file_id: str, mime_type: str | None = None, hint: str | None = Non
                      reference=file_id)
 
 
-def extract_media(text: str) -> tuple[str, list[MediaPart]]:
-    """Take ``data:`` URLs out of ``text``: ``(text without them, their parts)``.
+def langfuse_part(fields: str, hint: str | None = None) -> MediaPart:
+    """A part for a Langfuse media token's fields (``type=image/jpeg|id=...|source=...``)."""
+    pairs = dict(p.split("=", 1) for p in fields.split("|") if "=" in p)
+    media_id, mime = pairs.get("id", ""), pairs.get("type")
+    return MediaPart(kind=media_kind(mime, hint), mime_type=mime, provider_id=media_id,
+                     reference=f"langfuse media {media_id}" + (f" ({pairs['source']})" if pairs.get("source") else ""))
 
-    Each is replaced by nothing (the part carries the reference); text without one comes back unchanged.
+
+def extract_media(text: str) -> tuple[str, list[MediaPart]]:
+    """Take Langfuse media tokens and ``data:`` URLs out of ``text``: ``(text without them, their parts)``.
+
+    Each is replaced by nothing (the parts carry the reference); text without either comes back unchanged.
     """
-    if "base64," not in text:
+    if "@@@langfuseMedia:" not in text and "base64," not in text:
         return text, []
     parts: list[MediaPart] = []
+
+    def token(m: re.Match[str]) -> str:
+        parts.append(langfuse_part(m.group("fields")))
+        return ""
 
     def data_url(m: re.Match[str]) -> str:
         parts.append(inline_part(m.group("data"), m.group("mime")))
         return ""
 
-    out = _DATA_URL.sub(data_url, text)
+    out = _DATA_URL.sub(data_url, _LANGFUSE.sub(token, text))
     return (out.strip() if parts else out), parts
 
 

@@ -87,8 +87,8 @@ def parse_arguments(value: object) -> tuple[dict[str, Any] | None, str, Argument
 class Message(_Frozen):
     """One chat message: role, text content, media, tool calls it requests, or the tool call it answers.
 
-    Media never sits in ``content``: ``data:`` URLs found in the text are taken out into ``media``
-    (:func:`assay.traces.media.extract_media`) when the message is made.
+    Media never sits in ``content``: Langfuse media tokens and ``data:`` URLs found in the text are taken out
+    into ``media`` (:func:`assay.traces.media.extract_media`) when the message is made.
     """
 
     role: Role
