@@ -55,7 +55,7 @@ _ROLE_KIND: dict[str, StepKind] = {
 }
 
 
-MessageKey = tuple[object, object, object]
+MessageKey = tuple[object, object, object, object]
 _AGENT_KEYS = ("gen_ai.agent.name", "agent.name")
 
 
@@ -76,12 +76,16 @@ class _Repeats:
         self.shown: dict[MessageKey, list[str]] = defaultdict(list)
         self.replays: dict[str, bool] = {}
         self.local: Counter[tuple[str, MessageKey]] = Counter()
+        self._ancestors: dict[str, set[str]] = {}
 
     def ancestors(self, span_id: str) -> set[str]:
-        out: set[str] = set()
-        while (span_id := self.parent.get(span_id) or "") and span_id not in out:
-            out.add(span_id)
-        return out
+        if span_id not in self._ancestors:
+            out: set[str] = set()
+            current = span_id
+            while (current := self.parent.get(current) or "") and current not in out:
+                out.add(current)
+            self._ancestors[span_id] = out
+        return self._ancestors[span_id]
 
     def related(self, a: str, b: str) -> bool:
         return a == b or a in self.ancestors(b) or b in self.ancestors(a)
@@ -122,12 +126,9 @@ class _Builder:
         if agent:
             fields["agent"] = agent
         text = fields.get("text")
-        if isinstance(text, str) and kind != "tool_call":  # a tool result, a value: media out of the text
-            fields["text"], found = extract_media(text)
-            if found:
-                fields["media"] = (*fields.get("media", ()), *found)  # type: ignore[misc]
-        if not fields.get("media"):
-            fields.pop("media", None)
+        if kind != "tool_call" and isinstance(text, str) and ("base64," in text or "@@@langfuseMedia:" in text):
+            fields["text"], found = extract_media(text)  # a tool result, a value: media out of the text
+            fields["media"] = (*fields.get("media", ()), *found)  # type: ignore[misc]
         self.events.append((t, self.seq, kind, span.span_id, fields))
 
     def messages(self, t: int, span: Span, messages: Iterable[Message], is_input: bool = False,
@@ -138,8 +139,8 @@ class _Builder:
                 continue
             if m.content or m.media or m.role != "assistant":
                 self.add(t, _ROLE_KIND[m.role], span, text=m.content or "", tool_name=m.name, agent=m.name,
-                         media=m.media, is_error=m.role == "tool" and (m.is_error or looks_like_error(m.content)),
-                         **extra)
+                         is_error=m.role == "tool" and (m.is_error or looks_like_error(m.content)),
+                         **({"media": m.media} if m.media else {}), **extra)
                 if is_input:
                     self.inputs.add(self.seq)
                     self.input_keys[span.span_id].append(_key(_ROLE_KIND[m.role], m.content or "", m.name, m.media))
@@ -232,15 +233,20 @@ class _Builder:
                     seq in self.inputs):
                 continue
             # fields come from validated spans: construct without validating again (deep dict copies)
-            steps.append(Step.model_construct(index=len(steps) + 1, kind=kind, span_id=span_id, time_ns=t,
-                                              **fields))  # type: ignore[arg-type]
+            values = {**_STEP_DEFAULTS, **fields, "index": len(steps) + 1, "kind": kind, "span_id": span_id,
+                      "time_ns": t}
+            steps.append(Step.model_construct(**values))  # type: ignore[arg-type]
         return steps
 
 
+_STEP_DEFAULTS: dict[str, object] = {name: f.get_default(call_default_factory=True)
+                                     for name, f in Step.model_fields.items() if not f.is_required()}
+"""Every optional field of :class:`Step` with its default: ``model_construct`` then looks none up per step."""
+
+
 def _key(kind: object, text: object, name: object, media: object) -> MessageKey:
-    """What makes two message steps the same: kind, text (with its media's references), speaker."""
-    refs = "".join(m.reference for m in media) if isinstance(media, tuple) else ""
-    return kind, f"{text}{refs}", name
+    """What makes two message steps the same: kind, text, speaker, its media's references."""
+    return kind, text, name, tuple(m.reference for m in media) if media and isinstance(media, tuple) else ()
 
 
 def span_error(span: Span) -> tuple[str | None, str | None]:
