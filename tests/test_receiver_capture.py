@@ -291,6 +291,10 @@ def test_media_parts_from_every_shape_with_their_reference(server: Server, tmp_p
     assert [p.reference for p in user.media] == ["file-123", user.media[1].reference, "gs://bucket/clip.mp4"]
     assert [p.kind for p in user.media] == ["image", "image", "video"]
     _assert_the_image(user.media[1])
+    api = api_get(server, f"/api/v1/units/trace/{tid(50)}")
+    assert [p["reference"] for p in api["steps"][0]["media"]][:1] == ["file-123"]
+    assert api["steps"][0]["media"][1]["sha256"] == SHA and "data" not in api["steps"][0]["media"][1]
+    _no_base64(json.dumps(api))
     (oi_user,) = server.span(51, 1).input_messages
     assert oi_user.content == "Describe it"
     _assert_the_image(oi_user.media[0])
