@@ -119,3 +119,58 @@ def read_jsonl(text: str, fmt: ChatFormat | None, source: str) -> Iterator[tuple
             yield conversation_unit(record, used, f"{source}:{n}:{line}", source), None
         except Exception as exc:  # noqa: BLE001 - one bad line must not cost the file
             yield None, f"line {n}: {describe_error(exc)}"
+
+
+_MESSAGE_ROLES = {"system", "developer", "user", "assistant", "tool", "function"}
+
+
+def _is_message_list(data: list[Any]) -> bool:
+    """A bare list of chat messages (one conversation without its ``{"messages": ...}`` wrapper)."""
+    return bool(data) and all(isinstance(m, dict) and str(m.get("role", "")).lower() in _MESSAGE_ROLES for m in data)
+
+
+def detect_chat_document(data: object) -> ChatFormat | None:
+    """The chat format of a parsed JSON document: one conversation (``{messages}``), a list of objects of
+    which at least one is a conversation (the others are rejected when read), or a bare list of messages
+    (each ``{role, content}`` with a chat role); None when it is none of these."""
+    if isinstance(data, dict):
+        return detect_chat_format(data)
+    if not isinstance(data, list) or not data:
+        return None
+    if _is_message_list(data):
+        return detect_chat_format({"messages": data})
+    found = {detect_chat_format(r) for r in data}
+    if not all(isinstance(r, dict) for r in data) or found == {None}:
+        return None
+    return "anthropic-messages" if "anthropic-messages" in found else "openai-chat"
+
+
+def read_document(data: object, fmt: ChatFormat | None, source: str) -> Iterator[tuple[Unit | None, str | None]]:
+    """Yield a unit per conversation of a JSON document (see :func:`detect_chat_document`) and
+    ``(None, "record N: reason")`` per list item that cannot be read.
+
+    Args:
+        fmt: force a format, or None to detect per conversation.
+
+    Raises:
+        ValueError: the document is neither a conversation nor a list of them.
+    """
+    if isinstance(data, list) and _is_message_list(data):
+        data = {"messages": data}
+    if isinstance(data, dict):
+        used = fmt or detect_chat_format(data)
+        if used is None:
+            raise ValueError("not a chat log: expected an object with a 'messages' list, a list of such "
+                             "objects, or a list of {role, content} messages")
+        yield conversation_unit(data, used, f"{source}:{json.dumps(data, sort_keys=True)}", source), None
+        return
+    if not isinstance(data, list):
+        raise ValueError("not a chat log: expected an object with a 'messages' list or a list of them")
+    for n, record in enumerate(data):
+        try:
+            used = fmt or (detect_chat_format(record) if isinstance(record, dict) else None)
+            if used is None or not isinstance(record, dict):
+                raise ValueError("not a chat-log record (expected an object with a 'messages' list)")
+            yield conversation_unit(record, used, f"{source}:{n}:{json.dumps(record, sort_keys=True)}", source), None
+        except Exception as exc:  # noqa: BLE001 - one bad record must not cost the file
+            yield None, f"record {n}: {describe_error(exc)}"
