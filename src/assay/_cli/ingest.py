@@ -14,6 +14,7 @@ from assay._cli._common import AppContext, console, err_console, get_ctx, handle
 from assay._cli.exit_codes import ExitCode
 from assay._store.store import IngestCounts
 from assay.traces import Unit
+from assay.traces.custom import load_reader
 from assay.traces.ingest import IngestResult, ingest_paths
 from assay.traces.readers import FORMATS, SUFFIXES
 
@@ -27,6 +28,10 @@ def ingest(
              "with a reason.")],
     fmt: Annotated[str, typer.Option("--format", help=f"One of {', '.join(FORMATS)}; auto detects from content.",
                                      envvar="ASSAY_INGEST_FORMAT")] = "auto",
+    reader: Annotated[str | None, typer.Option(
+        "--reader", help="Read every file with your own Python function instead of a built-in format: "
+        "module:function or path/to/file.py:function, called with each file's path, returning a list of "
+        "assay.traces.Unit (or a ReadResult).", envvar="ASSAY_INGEST_READER")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
 ) -> None:
     """Ingest trace files: OTLP JSON (OTel GenAI / OpenInference), Langfuse exports, chat-log JSONL
@@ -40,11 +45,14 @@ def ingest(
 
     Exit code: 0 when at least one unit was read (new or already stored); 1 when nothing could be
     ingested (every record rejected, or no ingestible file in the folders given), so a CI step
-    fails instead of passing silently; 2 for usage errors (unknown --format, missing path); 3 a failure.
+    fails instead of passing silently; 2 for usage errors (unknown --format, missing path, a --reader
+    that cannot be imported); 3 a failure.
     """
+    file_reader = load_reader(reader) if reader else None
     sink = _StoreOnFirstWrite(get_ctx(ctx))
     with progress_bar("ingesting", None) as advance:
-        result = ingest_paths(paths, sink, fmt, progress=lambda done, total: advance(int(done > 0), total))
+        result = ingest_paths(paths, sink, fmt, progress=lambda done, total: advance(int(done > 0), total),
+                              reader=file_reader)
     if as_json:
         console.print_json(json.dumps(result.to_json()))
     else:
