@@ -212,6 +212,42 @@ def read_file(path: Path | str, fmt: str = "auto") -> ReadResult:
     return reader.read(data, p, used)
 
 
+def json_documents(path: Path | str) -> tuple[list[tuple[str, object]], list[Rejection]]:
+    """The JSON documents of a file, for readers that take any JSON shape (a mapping, your own function).
+
+    Returns:
+        ``([("", value)], [])`` for a JSON file (gzipped too), or ``([("line N", value), ...], rejected)``
+        for JSON Lines (see :func:`read_file` for how they are told apart), a line that is not JSON
+        rejected as ``line N: reason``.
+
+    Raises:
+        IngestError: the file cannot be read, is empty, or is not JSON (UnrecognisedFile for a .log or
+            .txt file, which a folder search then skips).
+    """
+    p = Path(path)
+    text = _read_text(p)
+    if not text.strip():
+        raise IngestError(str(p), "empty file")
+    if _is_jsonl(_inner_suffix(p), text):
+        docs: list[tuple[str, object]] = []
+        rejected: list[Rejection] = []
+        for n, line in enumerate(text.splitlines(), start=1):
+            if line.strip():
+                try:
+                    docs.append((f"line {n}", json.loads(line)))
+                except (json.JSONDecodeError, RecursionError) as exc:
+                    rejected.append(Rejection(str(p), f"line {n}: not JSON: {describe_error(exc)}"))
+        return docs, rejected
+    try:
+        return [("", json.loads(text))], []
+    except json.JSONDecodeError as exc:
+        if _inner_suffix(p) in (".log", ".txt"):
+            raise UnrecognisedFile(str(p), f"not JSON or JSON Lines ({exc})") from exc
+        raise IngestError(str(p), f"not valid JSON: {exc}") from exc
+    except RecursionError:
+        raise IngestError(str(p), "JSON nested too deeply to read") from None
+
+
 def _read_text(p: Path) -> str:
     """The file's text (UTF-8), gunzipped when it ends in ``.gz``.
 
