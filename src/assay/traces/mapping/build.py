@@ -122,6 +122,7 @@ class _Usage:
     input_tokens: int | None = None
     output_tokens: int | None = None
     model: str | None = None
+    cost_usd: float | None = None
 
     @property
     def known(self) -> bool:
@@ -141,8 +142,14 @@ def _usage(mapping: TraceMapping, event: Any) -> _Usage | None:
     rule = mapping.usage
     if rule is None:
         return None
+    cost = _get(rule.cost, event)
+    try:
+        cost_usd = None if cost is None else float(cost)
+    except (TypeError, ValueError):
+        raise ValueError(f"usage.cost: {cost!r} is not a number") from None
     return _Usage(_int(_get(rule.input_tokens, event), "usage.input_tokens"),
-                  _int(_get(rule.output_tokens, event), "usage.output_tokens"), _text(_get(rule.model, event)))
+                  _int(_get(rule.output_tokens, event), "usage.output_tokens"), _text(_get(rule.model, event)),
+                  cost_usd)
 
 
 class _Spans:
@@ -180,6 +187,7 @@ class _Spans:
                      "usage_source": "mapping"}
         self._span(name="chat", kind="llm", start_ns=t - 1, end_ns=t, input_messages=tuple(self.pending),
                    output_messages=(message,), model=usage.model if usage else None,
+                   cost_usd=usage.cost_usd if usage else None,
                    attributes={"gen_ai.agent.name": d.name} if d.name else {}, **extra)
         self.pending = []
         for k, (action, call) in enumerate(zip(d.calls, calls, strict=True)):

@@ -130,9 +130,10 @@ class UsageRule(_Part):
 
     input_tokens: str | None = Field(default=None, description="path to the input (prompt) tokens")
     output_tokens: str | None = Field(default=None, description="path to the output (completion) tokens")
+    cost: str | None = Field(default=None, description="path to the call's cost in USD")
     model: str | None = Field(default=None, description="path to the model name")
 
-    paths_parse = field_validator("input_tokens", "output_tokens", "model")(_check_path)
+    paths_parse = field_validator("input_tokens", "output_tokens", "cost", "model")(_check_path)
 
 
 class TraceMapping(_Part):
