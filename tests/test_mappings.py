@@ -22,6 +22,7 @@ from assay.exceptions import ConfigError
 from assay.traces import step_timeline
 from assay.traces.mapping import load_mapping, mapping_json_schema, mapping_reader, parse_mapping
 from assay.traces.mapping.paths import parse_path
+from assay.traces.usage import unit_usage
 
 from .conftest import DATA, ROOT
 
@@ -61,6 +62,9 @@ def test_devai_trajectory_mapping_end_to_end(tmp_path: Path) -> None:
     llm = [s for s in unit.spans if s.kind == "llm"]
     assert sum(s.input_tokens or 0 for s in llm) == sum(s["step_usage"]["input_tokens"] for s in raw)
     assert {s.model for s in llm} == {"gpt-4o-2024-05-13"}
+    usage = unit_usage(unit)  # the steps' costs add up to the run's own running total
+    assert usage.cost_usd == pytest.approx(raw[-1]["accumulated_usage"]["accumulated_cost"])
+    assert (usage.spans_with_usage, usage.llm_spans) == (len(raw), len(raw))
     root = unit.spans[0] if unit.spans[0].kind == "agent" else next(s for s in unit.spans if s.kind == "agent")
     assert not root.synthetic_time  # the steps' durations give the run's real length
     assert root.duration_ns / 1e9 == pytest.approx(raw[-1]["accumulated_usage"]["accumulated_time"], abs=0.01)
