@@ -190,3 +190,57 @@ def test_anthropic_messages_jsonl(tmp_path: Path) -> None:
     auto = tmp_path / "claude.jsonl"
     auto.write_text(json.dumps(line) + "\n")
     assert read_file(auto).format == "anthropic-messages"
+
+
+# --- JSON documents: one conversation (pretty-printed), a list of them, a bare message list ---------
+def test_a_pretty_printed_conversation_is_one_unit_not_line_by_line_rejections(tmp_path: Path) -> None:
+    path = tmp_path / "conversation.json"
+    path.write_text(json.dumps(OPENAI_LINES[0], indent=2, ensure_ascii=False))
+    assert len(path.read_text().splitlines()) > 30  # as a user's editor saves it
+    result = read_file(path)
+    assert result.rejected == [] and result.format == "openai-chat"
+    (unit,) = result.units
+    lines = tmp_path / "conversation.jsonl"
+    lines.write_text(json.dumps(OPENAI_LINES[0], ensure_ascii=False) + "\n")
+    (same,) = read_file(lines).units
+    assert unit.unit_id == same.unit_id == "openai-chat/conv-1"
+    assert [s.kind for s in step_timeline(unit)] == [s.kind for s in step_timeline(same)]
+    named = read_file(path, "openai-chat")  # a named format reads the document whole too
+    assert named.rejected == [] and [u.unit_id for u in named.units] == [unit.unit_id]
+    in_jsonl = tmp_path / "pretty.jsonl"  # even when the file name says JSON Lines
+    in_jsonl.write_text(json.dumps(OPENAI_LINES[0], indent=2, ensure_ascii=False))
+    assert read_file(in_jsonl).rejected == [] and len(read_file(in_jsonl).units) == 1
+
+
+def test_a_list_of_conversations_and_a_bad_item_rejected_alone(tmp_path: Path) -> None:
+    anthropic = {"system": "Be brief.", "messages": [{"role": "user", "content": "Hi"}, {"role": "assistant",
+                 "content": [{"type": "text", "text": "Hey"}]}]}
+    path = tmp_path / "conversations.json"
+    path.write_text(json.dumps([*OPENAI_LINES, {"no": "messages"}, anthropic], indent=1, ensure_ascii=False))
+    result = read_file(path)
+    assert [u.attributes["format"] for u in result.units] == ["openai-chat", "openai-chat", "anthropic-messages"]
+    assert result.format == "chat-jsonl"
+    assert [r.reason[:9] for r in result.rejected] == ["record 2:"]
+    again = read_file(path)  # ids are stable across reads (content hash when the record has no id)
+    assert [u.unit_id for u in again.units] == [u.unit_id for u in result.units]
+    compact = tmp_path / "one-line.json"
+    compact.write_text(json.dumps(OPENAI_LINES, ensure_ascii=False))
+    assert [u.unit_id for u in read_file(compact).units][:1] == ["openai-chat/conv-1"]
+
+
+def test_a_bare_list_of_messages_is_one_conversation(tmp_path: Path) -> None:
+    path = tmp_path / "messages.json"
+    path.write_text(json.dumps(OPENAI_LINES[0]["messages"], indent=2, ensure_ascii=False))
+    result = read_file(path)
+    (unit,) = result.units
+    assert result.format == "openai-chat" and not result.rejected
+    assert [s.kind for s in step_timeline(unit)] == ["system", "user", "tool_call", "tool_result", "assistant"]
+
+
+def test_a_list_of_langfuse_exports(tmp_path: Path) -> None:
+    exports = [json.loads(f.read_text()) for f in TRACE_FILES[:3]]
+    path = tmp_path / "langfuse.json"
+    path.write_text(json.dumps(exports))
+    result = read_file(path)
+    assert result.format == "langfuse" and not result.rejected
+    assert len(result.units) == sum(len(read_file(f).units) for f in TRACE_FILES[:3])

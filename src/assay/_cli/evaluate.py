@@ -385,6 +385,9 @@ def print_gate(report: GateReport) -> None:
     for p in report.redundant:
         console.print(f"  [yellow]redundant?[/yellow] {escape(p.evaluator_a)} and {escape(p.evaluator_b)}: "
                       f"r = {p.r:.3f} on {p.n_units} units (probably one dimension)")
+    for check in report.usage_checks:
+        state = "[green]pass[/green]" if check.passed else f"[red]FAIL[/red] {check.failure}"
+        console.print(f"  {check.metric}: {state}: {escape(check.reason)}")
     verdict = "[green]PASS[/green]" if report.passed else "[red]FAIL[/red]"
     console.print(f"gate: {verdict} (exit {report.exit_code}: {EXIT_CODES[report.exit_code]})")
 
@@ -434,13 +437,21 @@ def gate_cmd(
     = False,
     executor: ExecutorOpt = None,
     ray_address: RayAddressOpt = None,
+    max_cost_increase: Annotated[float | None, typer.Option(
+        help="Also fail (exit 1) when the candidate's mean cost per unit is significantly more than this share "
+        "above the baseline's (0.2: 20%); exit 3 when cost is unknown on too many units. Off by default.",
+        envvar="ASSAY_GATE_MAX_COST_INCREASE")] = None,
+    max_latency_increase: Annotated[float | None, typer.Option(
+        help="The same for the mean latency per unit (wall time of its traces).",
+        envvar="ASSAY_GATE_MAX_LATENCY_INCREASE")] = None,
 ) -> None:
     """Run the active evaluators on the candidate's units and gate the change.
 
     Per evaluator it fails on a threshold miss (pass rate below min_pass_rate) or a significant
     regression against the baseline: p < alpha and a drop beyond gate_margin, by McNemar's exact
     test when both sides scored the same inputs (paired), else Fisher's exact test; reported with
-    the difference in pass rate and its 95% CI.
+    the difference in pass rate and its 95% CI. With --max-cost-increase / --max-latency-increase it
+    also fails on a significant rise of the mean cost or latency per unit over the baseline's.
 
     Exit codes: exit 0 pass; exit 1 regression or threshold miss (the only exit 1); exit 2 usage or
     configuration error; exit 3 too many evaluator errors (unscored + errors above --max-unscored) or
@@ -454,7 +465,8 @@ def gate_cmd(
     with progress_bar("gate", None) as advance:
         report = run_gate(app.store, app.settings, judge_for(app), candidate, baseline, advance, repeat=repeat,
                           alpha=alpha, max_unscored=max_unscored, pair_by=pair_by,  # type: ignore[arg-type]
-                          executor=kind, ray_address=address)
+                          executor=kind, ray_address=address, max_cost_increase=max_cost_increase,
+                          max_latency_increase=max_latency_increase)
     if junit:
         _write_output(junit, to_junit(report))
     if markdown:

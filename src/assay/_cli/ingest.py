@@ -13,8 +13,11 @@ from rich.table import Table
 from assay._cli._common import AppContext, console, err_console, get_ctx, handle_errors, progress_bar
 from assay._cli.exit_codes import ExitCode
 from assay._store.store import IngestCounts
+from assay.exceptions import UsageError
 from assay.traces import Unit
+from assay.traces.custom import load_reader
 from assay.traces.ingest import IngestResult, ingest_paths
+from assay.traces.mapping import mapping_reader
 from assay.traces.readers import FORMATS, SUFFIXES
 
 
@@ -27,6 +30,14 @@ def ingest(
              "with a reason.")],
     fmt: Annotated[str, typer.Option("--format", help=f"One of {', '.join(FORMATS)}; auto detects from content.",
                                      envvar="ASSAY_INGEST_FORMAT")] = "auto",
+    reader: Annotated[str | None, typer.Option(
+        "--reader", help="Read every file with your own Python function instead of a built-in format: "
+        "module:function or path/to/file.py:function, called with each file's path, returning a list of "
+        "assay.traces.Unit (or a ReadResult).", envvar="ASSAY_INGEST_READER")] = None,
+    mapping: Annotated[Path | None, typer.Option(
+        "--mapping", help="Read every file with a declarative mapping (a YAML file: where the records, ids, "
+        "messages, roles, tool calls, outcome, feedback, times and usage are, and regular expressions that turn "
+        "text actions into tool calls); see docs/mappings.md.", envvar="ASSAY_INGEST_MAPPING")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
 ) -> None:
     """Ingest trace files: OTLP JSON (OTel GenAI / OpenInference), Langfuse exports, chat-log JSONL
@@ -40,11 +51,16 @@ def ingest(
 
     Exit code: 0 when at least one unit was read (new or already stored); 1 when nothing could be
     ingested (every record rejected, or no ingestible file in the folders given), so a CI step
-    fails instead of passing silently; 2 for usage errors (unknown --format, missing path); 3 a failure.
+    fails instead of passing silently; 2 for usage errors (unknown --format, missing path, a --reader
+    that cannot be imported, an invalid --mapping file); 3 a failure.
     """
+    if reader and mapping:
+        raise UsageError("give --reader or --mapping, not both")
+    file_reader = load_reader(reader) if reader else mapping_reader(mapping) if mapping else None
     sink = _StoreOnFirstWrite(get_ctx(ctx))
     with progress_bar("ingesting", None) as advance:
-        result = ingest_paths(paths, sink, fmt, progress=lambda done, total: advance(int(done > 0), total))
+        result = ingest_paths(paths, sink, fmt, progress=lambda done, total: advance(int(done > 0), total),
+                              reader=file_reader)
     if as_json:
         console.print_json(json.dumps(result.to_json()))
     else:

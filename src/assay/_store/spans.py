@@ -315,6 +315,7 @@ def _refresh_units(s: OrmSession, unit_ids: set[str], existed: set[str] | None =
         parts = sorted(json.dumps(d, sort_keys=True) for d in datas)
         row.content_hash = hashlib.sha256("\n".join(parts).encode()).hexdigest()
         row.has_error = any(d.get("status") == "error" for d in datas)
+        row.usage = None  # stale: recomputed when read (assay._store.usage.unit_usages)
 
 
 def add_log_records(store: Store, records: list[tuple[str, str, SpanEvent]]) -> tuple[int, int]:

@@ -21,6 +21,7 @@ from assay._store.migrate import upgrade as upgrade_schema
 from assay._store.tables import SpanRow, UnitRow
 from assay.exceptions import NotFoundError
 from assay.traces.model import Span, SpanEvent, Unit
+from assay.traces.usage import unit_usage
 
 if TYPE_CHECKING:
     from assay._store.spans import SpanWrite
@@ -117,6 +118,7 @@ class Store:
                     all_spans = self._spans(s, unit.unit_id)
                     row.content_hash = unit_content_hash(all_spans)
                     row.has_error = any(sp.status == "error" for sp in all_spans)
+                    row.usage = unit_usage(all_spans).model_dump(mode="json")
         return counts
 
     def add_spans(self, spans: list[Span], source: str = "otlp-http") -> SpanWrite:

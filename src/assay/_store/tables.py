@@ -29,6 +29,9 @@ class UnitRow(Base):
     content_hash: Mapped[str] = mapped_column(String(64), default="")
     has_error: Mapped[bool] = mapped_column(default=False)
     ingested_at: Mapped[datetime] = mapped_column(default=utcnow)
+    usage: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    """The unit's :class:`assay.traces.usage.UnitUsage` (without configured prices), recomputed when its
+    spans change; None for a unit stored before it existed (computed when first read)."""
 
 
 class SpanRow(Base):

@@ -40,6 +40,7 @@ from assay.exceptions import NotFoundError
 from assay.settings import Settings
 from assay.signatures import Signature, list_signatures
 from assay.traces import Step, step_timeline
+from assay.traces.usage import UnitUsage, unit_usage
 
 MAX_LIMIT = 10_000
 
@@ -58,6 +59,8 @@ class UnitOut(BaseModel):
     has_error: bool
     content_missing_reason: str | None = Field(description="why a judge should skip the unit, or null")
     steps: list[Step] = Field(description="the step timeline in time order, indices 1-based, times in ns (UTC)")
+    usage: UnitUsage = Field(description="token usage, cost (USD; the source's, else configured prices) and "
+                             "latency, summed once per trace; unknown values are null, with coverage counts")
 
 
 class AnnotationIn(BaseModel):
@@ -167,7 +170,7 @@ def api_router(settings: Settings, store: Store) -> APIRouter:
 
     @router.get("/signatures", response_model=list[Signature], summary="Failure signatures ranked by impact")
     def signatures(include_retired: bool = False) -> list[Signature]:
-        return list_signatures(store, include_retired=include_retired)
+        return list_signatures(store, include_retired=include_retired, prices=settings.prices)
 
     @router.get("/units/{unit_id:path}", response_model=UnitOut, summary="One unit and its step timeline")
     def unit(unit_id: str) -> UnitOut:
@@ -178,7 +181,8 @@ def api_router(settings: Settings, store: Store) -> APIRouter:
         return UnitOut(unit_id=u.unit_id, resolved_from=unit_id if current != unit_id else None, kind=u.kind,
                        source=u.source, outcome=u.outcome, reward=u.reward, trace_ids=u.trace_ids,
                        span_count=len(u.spans), has_error=u.has_error,
-                       content_missing_reason=u.content_missing_reason, steps=step_timeline(u))
+                       content_missing_reason=u.content_missing_reason, steps=step_timeline(u),
+                       usage=unit_usage(u).priced(settings.prices))
 
     @router.get("/annotations", response_model=list[Annotation], summary="Annotations, oldest first")
     def annotations(unit_id: str | None = None, criterion: str | None = None,

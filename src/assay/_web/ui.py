@@ -30,6 +30,7 @@ from pydantic import ValidationError
 
 from assay._store import Store
 from assay._store.spans import load_unit, resolve_unit_id, unit_row
+from assay._store.usage import unit_usages
 from assay._web.audit_pages import audit_router
 from assay._web.auth import SESSION_COOKIE, SESSION_MAX_AGE_S, SessionCodec, authenticate
 from assay._web.pages import (
@@ -53,6 +54,7 @@ from assay.exceptions import NotFoundError, UsageError
 from assay.settings import Settings
 from assay.signatures import Signature, list_signatures, severe_queue
 from assay.traces import Step, step_timeline
+from assay.traces.usage import usage_summary
 
 router = APIRouter()
 
@@ -142,7 +144,7 @@ def signatures_page(request: Request) -> Response:
     user, session = current_user(request)
     store = ui_state(request).store
     rows = []
-    for sig in list_signatures(store):
+    for sig in list_signatures(store, prices=ui_state(request).settings.prices):
         queue = queue_status(store, sig.id)
         rows.append({"sig": sig, "queue": queue})
     return render(request, "signatures.html", session, user=user, rows=rows)
@@ -232,7 +234,9 @@ def review_page(request: Request, unit_id: str, sig: int | None = None, all: boo
             prev = ids[i - 1] if i > 0 else None
             nxt = ids[i + 1] if i + 1 < len(ids) else None
     mine = [a for a, _ in labels if a.annotator == user.name]
+    usage = unit_usages(store, [unit.unit_id], ui_state(request).settings.prices).get(unit.unit_id)
     return render(request, "review.html", session, user=user, unit=unit, steps=shown, total=len(steps),
+                  usage=usage_summary(usage) if usage is not None else None,
                   next_start=len(shown) if len(shown) < len(steps) else None, unit_id=unit.unit_id, sig=sig,
                   criterion=criterion, labels=labels, prev=prev, next=nxt, mine=mine[-1] if mine else None)
 
