@@ -544,7 +544,7 @@ def run_worker(settings: Settings, stop: StopFlag, once: bool = False, judge: Ju
     """
     if niceness and hasattr(os, "nice"):
         os.nice(niceness)
-    store = Store(settings.resolved_store_url())
+    store = Store(settings.resolved_store_url(), settings.signals)
     try:
         return OnlineWorker(store, settings, judge, log).run(stop, once=once)
     finally:
