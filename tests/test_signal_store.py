@@ -22,8 +22,8 @@ from assay.signals import (
     failure_scores,
     list_signals,
     signal_counts,
-    update_signals,
     units_to_scan,
+    update_signals,
 )
 from assay.traces import Message, Span, Unit, read_file
 from tests.conftest import AIRLINE
