@@ -238,3 +238,10 @@ class Store:
         (:func:`assay._store.signal_rows.failed_units_query`, usable as a subquery)."""
         with self.session() as s:
             return sorted(s.scalars(failed_units_query(self.signals.fail_at)))
+
+    def failed_among(self, unit_ids: list[str]) -> set[str]:
+        """Which of ``unit_ids`` are *failed* (see :meth:`failed_unit_ids`)."""
+        failed = failed_units_query(self.signals.fail_at).subquery()
+        with self.session() as s:
+            return {u for i in range(0, len(unit_ids), 500)
+                    for u in s.scalars(select(failed.c[0]).where(failed.c[0].in_(unit_ids[i:i + 500])))}

@@ -31,13 +31,13 @@ from assay.signals.model import (
 )
 from assay.signals.population import SessionNorms, workflow_key
 from assay.signals.registry import DETECTORS, Detector, Finding, UnitView, detector, load_entry_points
-from assay.signals.scan import ScanReport, SignalUpdate, scan_units, units_to_scan, update_signals
+from assay.signals.scan import DetectingSink, ScanReport, SignalUpdate, scan_units, units_to_scan, update_signals
 from assay.signals.score import FailureAssessment, assess, failure_score
 from assay.signals.settings import DetectorSettings, SignalSettings
 from assay.signals.store import SignalCount, add_signals, failure_scores, list_signals, signal_counts, unit_signals
 
 __all__ = [
-    "DETECTORS", "KIND_SOURCE", "AnnotatorLineage", "Detector", "DetectorLineage", "DetectorSettings",
+    "DETECTORS", "KIND_SOURCE", "AnnotatorLineage", "DetectingSink", "Detector", "DetectorLineage", "DetectorSettings",
     "EvaluatorLineage", "FailureAssessment", "FailureSignal", "FeedbackItem", "FeedbackLineage", "FeedbackResult",
     "Finding", "JudgeLineage", "Lineage", "ScanReport", "SessionNorms", "SignalCount", "SignalKind",
     "SignalSettings", "SignalSource", "SignalUpdate", "UnitView", "add_signals", "assess", "attach_pending",

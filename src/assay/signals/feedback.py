@@ -27,11 +27,13 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import time
 from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
-from sqlalchemy import or_, select
+from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session as OrmSession
 
 from assay._store import Store
@@ -40,37 +42,15 @@ from assay.settings.signals import SignalSettings
 from assay.signals.model import FailureSignal, FeedbackChannel, FeedbackLineage
 from assay.signals.store import signal_of, write_signals
 from assay.traces.model import Span, SpanEvent, Unit
+from assay.traces.record_fields import Thumbs, feedback_value
 
-Thumbs = Literal["up", "down"]
 FEEDBACK_EVENTS = frozenset({"feedback", "user_feedback", "user.feedback", "thumbs"})
 """Event names whose plain attributes ``score`` / ``thumbs`` / ``value`` / ``comment`` are feedback."""
 _PLAIN = ("score", "thumbs", "value", "rating")
-_DOWN = frozenset({"down", "thumbs_down", "thumbsdown", "thumbs-down", "thumbs down", "negative", "bad", "false",
-                   "no", "dislike", "👎"})
-_UP = frozenset({"up", "thumbs_up", "thumbsup", "thumbs-up", "thumbs up", "positive", "good", "true", "yes", "like",
-                 "👍"})
 _OI = re.compile(r"^((?:trace\.|session\.)?(?:annotations|evaluations))\.(\d+)\.(?:annotation|evaluation)\."
                  r"(name|score|label|explanation)$")
-
-
-def parse_value(value: object) -> tuple[Thumbs | None, float | None] | None:
-    """A feedback value as ``(thumbs, score)`` (one of them set), or None when it is not feedback."""
-    if isinstance(value, bool):
-        return ("up" if value else "down"), None
-    if isinstance(value, str):
-        text = value.strip().lower()
-        if text in _DOWN or text in _UP:
-            return ("down" if text in _DOWN else "up"), None
-        try:
-            value = float(text)
-        except ValueError:
-            return None
-    if isinstance(value, int | float):
-        number = float(value)
-        if number == -1.0:
-            return "down", None
-        return (None, number) if 0.0 <= number <= 1.0 else None
-    return None
+parse_value = feedback_value
+"""A feedback value as ``(thumbs, score)``, or None (:func:`assay.traces.record_fields.feedback_value`)."""
 
 
 class FeedbackItem(BaseModel):
@@ -135,7 +115,8 @@ def feedback_signal(item: FeedbackItem, unit_id: str, settings: SignalSettings) 
     if len(evidence) > settings.evidence_chars:
         evidence = evidence[:settings.evidence_chars - 1] + "…"
     return FailureSignal(unit_id=unit_id, source="feedback", kind=kind, strength=strength, evidence=evidence,
-                         time_ns=item.time_ns, lineage=FeedbackLineage(channel=item.channel, sender=item.sender))
+                         time_ns=item.time_ns or time.time_ns(),
+                         lineage=FeedbackLineage(channel=item.channel, sender=item.sender))
 
 
 # --- finding feedback in traces ----------------------------------------------------------------------
@@ -182,12 +163,16 @@ def _openinference(attrs: Mapping[str, Any], settings: SignalSettings, origin: s
     return out
 
 
-def _event(ev: SpanEvent, span: Span, settings: SignalSettings) -> list[FeedbackItem]:
-    attrs = dict(ev.attributes)
-    if isinstance(ev.body, dict):
-        attrs = {**{str(k): v for k, v in ev.body.items()}, **attrs}
-    origin = f"event '{ev.name}' on span '{span.name}'"[:200]
-    target: dict[str, Any] = {"trace_id": span.trace_id, "span_id": span.span_id, "time_ns": ev.time_ns or span.end_ns}
+def _event(ev: SpanEvent, trace_id: str, span_id: str | None, settings: SignalSettings,
+           span: Span | None = None) -> list[FeedbackItem]:
+    """Feedback in a span event or an OTLP log record; a log record gives the same items whether it is read
+    as it arrives or later, joined to its span."""
+    attrs = {**({str(k): v for k, v in ev.body.items()} if isinstance(ev.body, dict) else {}), **ev.attributes}
+    if ev.source == "log_record" or span is None:
+        origin, when = f"log record '{ev.name}'"[:200], ev.time_ns
+    else:
+        origin, when = f"event '{ev.name}' on span '{span.name}'"[:200], ev.time_ns or span.end_ns
+    target = {"trace_id": trace_id, "span_id": span_id or None, "time_ns": when}
     found = from_attributes(attrs, settings, "otel_event", origin, target)
     if not found and ev.name.lower() in FEEDBACK_EVENTS:
         found = from_attributes(attrs, settings, "otel_event", origin, target, names=_PLAIN)
@@ -205,27 +190,17 @@ def from_span(span: Span, settings: SignalSettings) -> list[FeedbackItem]:
     found = from_attributes(span.attributes, settings, "otel_attribute", f"{origin} attribute", target)
     found += _openinference(span.attributes, settings, origin, target)
     for ev in span.events:
-        found += _event(ev, span, settings)
+        found += _event(ev, span.trace_id, span.span_id, settings, span)
     return found
 
 
 def from_log_records(records: Iterable[tuple[str, str, SpanEvent]], settings: SignalSettings) -> list[FeedbackItem]:
     """Feedback in OTLP log records ``(trace id, span id, event)``; a record without a trace id has no
     target and is passed over."""
-    out: list[FeedbackItem] = []
     if not settings.feedback.enabled:
-        return out
-    for trace_id, span_id, ev in records:
-        if not trace_id:
-            continue
-        attrs = {**(ev.body if isinstance(ev.body, dict) else {}), **ev.attributes}
-        target: dict[str, Any] = {"trace_id": trace_id, "span_id": span_id or None, "time_ns": ev.time_ns}
-        origin = f"log record '{ev.name}'"[:200]
-        found = from_attributes(attrs, settings, "otel_event", origin, target)
-        if not found and ev.name.lower() in FEEDBACK_EVENTS:
-            found = from_attributes(attrs, settings, "otel_event", origin, target, names=_PLAIN)
-        out += found
-    return out
+        return []
+    return [item for trace_id, span_id, ev in records if trace_id
+            for item in _event(ev, trace_id, span_id, settings)]
 
 
 def _langfuse(unit: Unit, settings: SignalSettings) -> list[FeedbackItem]:
@@ -373,7 +348,46 @@ def attach_pending(store: Store, settings: SignalSettings, trace_ids: Iterable[s
 
 def pending_feedback(store: Store) -> int:
     """How much feedback is waiting for its trace, session or unit."""
-    from sqlalchemy import func
-
     with store.session() as s:
         return int(s.scalar(select(func.count()).select_from(FeedbackRow).where(FeedbackRow.status == "pending")) or 0)
+
+
+class FeedbackRecord(BaseModel):
+    """One stored feedback item as received, with what became of it."""
+
+    model_config = ConfigDict(frozen=True)
+
+    feedback_id: int
+    channel: str
+    sender: str
+    trace_id: str | None
+    session_id: str | None
+    unit_id: str | None = Field(description="the unit id it named (not the one it is attached to)")
+    span_id: str | None
+    thumbs: str | None
+    score: float | None
+    comment: str
+    origin: str
+    time_ns: int
+    status: Literal["attached", "pending"]
+    reason: str
+    attached_to: str | None = Field(description="the unit it is attached to")
+    signal_key: str | None = Field(description="key of the failure signal it made, if any")
+    received_at: datetime
+    attached_at: datetime | None
+
+
+def list_feedback(store: Store, status: Literal["pending", "attached"] | None = None, limit: int | None = None,
+                  offset: int = 0) -> list[FeedbackRecord]:
+    """Stored feedback, oldest first (``status``: only pending or only attached)."""
+    q = select(FeedbackRow).order_by(FeedbackRow.id)
+    if status is not None:
+        q = q.where(FeedbackRow.status == status)
+    with store.session() as s:
+        rows = s.scalars(q.offset(offset).limit(limit) if limit else q.offset(offset))
+        return [FeedbackRecord.model_validate({
+            "feedback_id": r.id, "channel": r.channel, "sender": r.sender, "trace_id": r.trace_id,
+            "session_id": r.session_id, "unit_id": r.target_unit, "span_id": r.span_id, "thumbs": r.thumbs,
+            "score": r.score, "comment": r.comment, "origin": r.origin, "time_ns": r.time_ns, "status": r.status,
+            "reason": r.reason, "attached_to": r.unit_id, "signal_key": r.signal_key, "received_at": r.received_at,
+            "attached_at": r.attached_at}) for r in rows]

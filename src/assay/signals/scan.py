@@ -22,10 +22,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from pydantic import BaseModel
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session as OrmSession
 
 from assay._store import Store
+from assay._store.store import IngestCounts
 from assay._store.tables import SignalRow, SignalScanRow, UnitRow, utcnow
 from assay.settings.signals import SignalSettings
 from assay.signals.detect import fit, outcome_signals, unit_view, view_signals
@@ -93,47 +94,47 @@ def _has_norm(view: UnitView, fitted: dict[str, BaseModel], settings: SignalSett
     return norms.norm_for(view, settings.long_session) is not None
 
 
-def _write(s: OrmSession, unit_id: str, found: list[FailureSignal]) -> tuple[int, int]:
-    """Write one unit's detector signals and retract the earlier ones this scan did not find."""
-    keys = {sig.key for sig in found}
-    written = write_signals(s, found)
+def _write(s: OrmSession, found: dict[str, list[FailureSignal]]) -> tuple[int, int]:
+    """Write the units' detector signals and retract the earlier ones this scan did not find; a retracted
+    signal found again counts again. Returns ``(written, retracted)``."""
+    keys = {sig.key for sigs in found.values() for sig in sigs}
+    written = write_signals(s, [sig for sigs in found.values() for sig in sigs])
     rows = s.execute(select(SignalRow.id, SignalRow.key, SignalRow.retracted_at).where(
-        SignalRow.unit_id == unit_id, SignalRow.producer_type == "detector")).all()
+        SignalRow.unit_id.in_(list(found)), SignalRow.producer_type == "detector")).all()
     stale = [i for i, key, gone in rows if gone is None and key not in keys]
     again = [i for i, key, gone in rows if gone is not None and key in keys]
     if stale:
         s.execute(update(SignalRow).where(SignalRow.id.in_(stale)).values(retracted_at=utcnow()))
-    if again:  # found again (e.g. thresholds changed back): counts again
+    if again:  # found again (e.g. thresholds changed back)
         s.execute(update(SignalRow).where(SignalRow.id.in_(again)).values(retracted_at=None))
     return written, len(stale)
 
 
 def scan_units(store: Store, units: Sequence[Unit], settings: SignalSettings) -> ScanReport:
     """Detect the signals of stored ``units`` (already loaded, e.g. as just read by ``assay ingest``), write
-    them and their feedback, and record the scans. The units must be stored (their content hash is read
-    from the store)."""
+    them and their feedback, and record the scans, in one transaction. The units must be stored (their
+    content hash is read from the store)."""
     report = ScanReport(units=len(units))
     if not units:
         return report
+    ids = [u.unit_id for u in units]
     views = [unit_view(u) for u in units]
     fitted = population_models(store, views, settings)
     digest = detectors_hash(settings)
     prefixes = settings.long_session.read_only_prefixes
+    found = {u.unit_id: outcome_signals(u, settings) + view_signals(v, settings, fitted)
+             for u, v in zip(units, views, strict=True)}
     items: list[FeedbackItem] = [item for u in units for item in from_unit(u, settings)]
     with store.session() as s:
-        hashes = dict(s.execute(select(UnitRow.unit_id, UnitRow.content_hash)
-                                .where(UnitRow.unit_id.in_([u.unit_id for u in units]))).all())
-        scans = {r.unit_id: r for r in s.scalars(select(SignalScanRow).where(
-            SignalScanRow.unit_id.in_([u.unit_id for u in units])))}
-        for unit, view in zip(units, views, strict=True):
-            found = outcome_signals(unit, settings) + view_signals(view, settings, fitted)
-            written, retracted = _write(s, unit.unit_id, found)
-            report.signals += written
-            report.retracted += retracted
-            scan = scans.get(unit.unit_id) or SignalScanRow(unit_id=unit.unit_id)
-            scan.content_hash, scan.detectors_hash = hashes.get(unit.unit_id, ""), digest
+        report.signals, report.retracted = _write(s, found)
+        hashes = dict(s.execute(select(UnitRow.unit_id, UnitRow.content_hash).where(UnitRow.unit_id.in_(ids))).all())
+        scans = {r.unit_id: r for r in s.scalars(select(SignalScanRow).where(SignalScanRow.unit_id.in_(ids)))}
+        now = utcnow()
+        for view in views:
+            scan = scans.get(view.unit_id) or SignalScanRow(unit_id=view.unit_id)
+            scan.content_hash, scan.detectors_hash = hashes.get(view.unit_id, ""), digest
             scan.workflow, scan.steps = workflow_key(view, prefixes)[:600], view.size
-            scan.population, scan.scanned_at = _has_norm(view, fitted, settings), utcnow()
+            scan.population, scan.scanned_at = _has_norm(view, fitted, settings), now
             s.add(scan)
     if items:
         fresh = [r for r in record_feedback(store, items, settings) if not r.duplicate]
@@ -148,14 +149,17 @@ def units_to_scan(store: Store, settings: SignalSettings, unit_ids: Sequence[str
     digest = detectors_hash(settings)
     q = select(UnitRow.unit_id, UnitRow.content_hash, SignalScanRow.content_hash, SignalScanRow.detectors_hash,
                SignalScanRow.population).outerjoin(SignalScanRow, SignalScanRow.unit_id == UnitRow.unit_id)
+    q = q.order_by(UnitRow.ingested_at, UnitRow.unit_id)
     with store.session() as s:
-        rows = list(s.execute(q.order_by(UnitRow.ingested_at, UnitRow.unit_id)))
-    wanted = None if unit_ids is None else set(unit_ids)
-    norms_exist = settings.long_session.enabled and sum(r[2] is not None for r in rows) >= \
-        settings.long_session.min_group
+        scanned = s.scalar(select(func.count()).select_from(SignalScanRow)) or 0
+        if unit_ids is None:
+            rows = list(s.execute(q))
+        else:
+            ids = list(dict.fromkeys(unit_ids))
+            rows = [r for i in range(0, len(ids), 500) for r in s.execute(q.where(UnitRow.unit_id.in_(ids[i:i + 500])))]
+    norms_exist = settings.long_session.enabled and scanned >= settings.long_session.min_group
     return [uid for uid, content, seen, dh, population in rows
-            if (wanted is None or uid in wanted)
-            and (seen is None or seen != content or dh != digest or (not population and norms_exist))]
+            if seen is None or seen != content or dh != digest or (not population and norms_exist)]
 
 
 @dataclass
@@ -183,3 +187,36 @@ def update_signals(store: Store, settings: SignalSettings, unit_ids: Sequence[st
             progress(min(start + LOAD_CHUNK, len(todo)), len(todo))
     report.attached += attach_pending(store, settings)
     return report
+
+
+class DetectingSink:
+    """Where ``assay ingest`` writes units (a :class:`assay.traces.ingest.UnitSink`): the store, then, for
+    the units just written and still in memory, their signals (:func:`scan_units`: no second read) and
+    pending feedback that names them.
+
+    Args:
+        store: the store (or a callable opening it on first use, so nothing is created for nothing).
+        settings: the ``[signals]`` section.
+    """
+
+    def __init__(self, store: Store | Callable[[], Store], settings: SignalSettings) -> None:
+        self._store = store
+        self.settings = settings
+        self.report = ScanReport()
+
+    @property
+    def store(self) -> Store:
+        """The store (opened on first use when given as a callable)."""
+        if not isinstance(self._store, Store):
+            self._store = self._store()
+        return self._store
+
+    def add_units(self, units: list[Unit]) -> IngestCounts:
+        """Store the units, detect and store the signals of those not scanned as they are now (a file ingested
+        again costs no second detection), attach pending feedback naming them."""
+        counts = self.store.add_units(units)
+        todo = set(units_to_scan(self.store, self.settings, [u.unit_id for u in units]))
+        self.report.add(scan_units(self.store, [u for u in units if u.unit_id in todo], self.settings))
+        self.report.attached += attach_pending(self.store, self.settings, unit_ids=[u.unit_id for u in units],
+                                               trace_ids={t for u in units for t in u.trace_ids})
+        return counts
