@@ -16,7 +16,7 @@ from assay.annotations import Annotation, add_annotations
 from assay.calibration.calibrate import save_evaluator_record
 from assay.evaluators import EvaluatorDef, content_version, save_evaluator
 from assay.settings import Settings
-from assay.signals import list_signals
+from assay.signals import list_signals, units_to_scan
 from assay.signatures import flag_unit
 from assay.suite import run_gate
 from assay.traces import Step, Unit
@@ -157,3 +157,17 @@ def test_evaluator_signals_follow_the_settings(tmp_path: Path) -> None:
     write_scores(store, Lineage(evaluator="delay-refunds", evaluator_version=version, run_id=run, run_kind="gate"),
                  [NewScore("support/0", "delay-refunds", version, None, "scored", 0.0, "fail", "refused", None)])
     assert list_signals(store) == []
+
+
+def test_the_worker_detects_signals_of_complete_units_only(tmp_path: Path) -> None:
+    settings, store, _ = make_workspace(tmp_path, rate=0.0, audit_share=0.0)  # no unit sampled: signals only
+    ingest(settings, store, [otlp_trace("done", error=True), otlp_trace("open", root=False, error=True)])
+    done, waiting = f"trace/{_hex('done', 32)}", f"trace/{_hex('open', 32)}"
+    assert set(store.select_unit_ids("failed")) == {done, waiting}  # error spans, before any scan
+    result = run_cli(tmp_path, "worker", "--once", "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["signals_scanned"] == 1
+    assert {s.kind for s in list_signals(store, unit_id=done)} == {"tool_error"}
+    assert list_signals(store, unit_id=waiting) == []  # its root span has not arrived: not complete
+    assert units_to_scan(store, settings.signals) == [waiting]
+    assert set(store.select_unit_ids("failed")) == {waiting}  # one tool error (0.4) alone is below fail_at
