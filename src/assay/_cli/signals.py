@@ -12,6 +12,7 @@ from rich.table import Table
 from assay._cli._common import AppContext, console, get_ctx, handle_errors, progress_bar
 from assay.signals import FailureSignal, list_signals, signal_counts, units_to_scan, update_signals
 from assay.signals.feedback import pending_feedback
+from assay.signals.open_coding import open_code
 
 signals_app = typer.Typer(help="Failure signals: what says a unit went wrong, found where production records no "
                           "outcome (feedback, conversation and behaviour cues, failed scores, labels).",
@@ -104,7 +105,8 @@ def update_cmd(
 ) -> None:
     """Compute what is missing: run the detectors on every unit not scanned as it is now (new, grown, or
     scanned under other detectors or thresholds; units ingested before signals existed), and attach pending
-    feedback whose trace has arrived. Open coding by a judge runs too when [signals.open_coding] is enabled."""
+    feedback whose trace has arrived. When \\[signals.open_coding] is enabled, a judge then codes the ambiguous
+    units (and a small random share) within the daily budget: run it daily, e.g. from cron."""
     app = get_ctx(ctx)
     ids = app.store.select_unit_ids(units) if units is not None else None
     with progress_bar("detecting signals", None) as advance:
@@ -115,12 +117,21 @@ def update_cmd(
             seen[0] = done
 
         report = update_signals(app.store, app.settings.signals, ids, progress=step)
+    coding = open_code(app.store, app.settings, unit_ids=ids) if app.settings.signals.open_coding.enabled else None
     summary = {"scanned": report.units, "up_to_date": report.up_to_date, "signals_new": report.signals,
                "retracted": report.retracted, "feedback_found": report.feedback, "feedback_attached": report.attached,
+               "open_coding": coding.model_dump() if coding else None,
                "failed": len(app.store.failed_unit_ids()), "units": len(app.store.select_unit_ids())}
     if as_json:
         console.print_json(json.dumps(summary))
         return
     console.print(f"scanned {report.units} units ({report.up_to_date} up to date): {report.signals} new signals, "
                   f"{report.retracted} retracted, {report.feedback} feedback items found, {report.attached} pending "
-                  f"feedback attached; {summary['failed']} of {summary['units']} units failed")
+                  f"feedback attached")
+    if coding is not None:
+        b = coding.budget
+        usd = f"${b.usd:.4f} of ${b.daily_usd:g}" if b.daily_usd is not None else f"${b.usd:.4f} (no dollar limit)"
+        console.print(f"open coding: {coding.coded} units coded ({coding.cached} from cache), {coding.notes} notes of "
+                      f"what went wrong, {coding.errors} errors, {coding.left} left; today {b.calls} of "
+                      f"{b.daily_calls} calls, {usd}" + (f"; stopped: {coding.stopped}" if coding.stopped else ""))
+    console.print(f"{summary['failed']} of {summary['units']} units failed")

@@ -20,7 +20,7 @@ a person's flag and a judge's note each fail a unit on their own (docs/signals.m
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field, JsonValue
+from pydantic import BaseModel, ConfigDict, Field, JsonValue, field_validator
 
 FEEDBACK_ATTRIBUTES = (
     "user.feedback.score", "user_feedback.score", "feedback.score", "user.feedback", "user_feedback",
@@ -90,7 +90,12 @@ class OpenCodingSettings(_Section):
     daily_calls: int = Field(default=200, ge=0, description="judge calls per UTC day (cache hits are free)")
     daily_usd: float | None = Field(default=1.0, ge=0, description="USD per UTC day, from the judge's prices "
                                     "([judge] price_in_per_mtok / price_out_per_mtok, required when set); "
-                                    "None: no dollar limit")
+                                    "false: no dollar limit (the call limit still holds)")
     max_units: int = Field(default=100, ge=1, description="units coded per `assay signals update`")
     judge: dict[str, JsonValue] = Field(default_factory=dict, description="overrides of the [judge] section for "
                                         "open coding, e.g. {provider = 'openai', model = 'gpt-4o-mini'}")
+
+    @field_validator("daily_usd", mode="before")
+    @classmethod
+    def _no_limit(cls, value: object) -> object:
+        return None if value is False or (isinstance(value, str) and value.lower() == "false") else value
