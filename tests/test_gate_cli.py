@@ -32,6 +32,10 @@ from .conftest import AIRLINE
 
 runner = CliRunner()
 CRITERION: dict[str, Any] = {"name": "tool-ok", "version": 1, "text": "Every tool call succeeds."}
+REWARD_SPLIT = "[signals]\nfail_at = 1.0\nambiguous_high = 1.0\n"
+"""These tests pin the gate's statistics on the benchmark's own split: with fail_at 1.0 only a signal of
+strength 1, the recorded outcome, fails a unit, so ``failed`` / ``passed`` are reward 0 / reward 1 (the
+labels and evaluator fails the tests write are signals too, weaker than 1)."""
 
 
 def _run(ws: Path, *args: str, env: dict[str, str] | None = None) -> tuple[int, str]:
@@ -81,6 +85,7 @@ def raw_runs() -> list[dict[str, Any]]:
 def ws(tmp_path_factory: pytest.TempPathFactory, raw_runs: list[dict[str, Any]]) -> Iterator[Path]:
     """Four trial files ingested, labels, and a calibrated (active) code evaluator."""
     ws = tmp_path_factory.mktemp("gate")
+    (ws / "assay.toml").write_text(REWARD_SPLIT)
     for trial in range(4):
         (ws / f"trial-{trial}.json").write_text(json.dumps([r for r in raw_runs if r["trial"] == trial]))
     code, out = _run(ws, "ingest", *(str(ws / f"trial-{t}.json") for t in range(4)))
@@ -178,12 +183,12 @@ def test_significant_unpaired_regression_exits_1(ws: Path, raw_runs: list[dict[s
     code, out = _run(ws, "gate", "--candidate", "failed", "--baseline", "passed", "--alpha", "0.01", "--json")
     assert code == 0, out
     assert "not a regression" in json.loads(out)["items"][0]["notes"][0]
-    (ws / "assay.toml").write_text("gate_alpha = 0.01\n")
+    (ws / "assay.toml").write_text("gate_alpha = 0.01\n" + REWARD_SPLIT)
     try:
         code, out = _run(ws, "gate", "--candidate", "failed", "--baseline", "passed", "--json")
         assert code == 0 and json.loads(out)["alpha"] == 0.01, out
     finally:
-        (ws / "assay.toml").unlink()
+        (ws / "assay.toml").write_text(REWARD_SPLIT)
 
     code, out = _run(ws, "gate", "--candidate", "failed", "--baseline", "passed")
     assert code == 1 and "gate: FAIL" in out and "regression" in out

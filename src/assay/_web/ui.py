@@ -9,7 +9,8 @@ Routes (GET unless noted):
     /                                   signatures ranked by impact, progress, criterion status
     /signatures/{sid}                   the queue: items, K, progress per annotator; POST (admin) sets size/K
     /signatures/{sid}/next              redirect to the caller's next item
-    /review/{unit_id}?sig=SID           the step timeline and the label form; POST labels (append-only)
+    /review/{unit_id}?sig=SID           the step timeline (failure signals marked at their steps) and the
+                                        label form; POST labels (append-only)
     /timeline/{unit_id}?start=N         the next steps of a long timeline (the review page loads them)
     /signatures/{sid}/criterion         criterion editor; POST (admin) writes a new version
     /agreement, /agreement/{name}       human-human agreement per criterion; disagreements
@@ -21,6 +22,7 @@ Routes (GET unless noted):
 from __future__ import annotations
 
 import gc
+from collections import defaultdict
 from urllib.parse import quote
 
 from fastapi import APIRouter, FastAPI, HTTPException, Request
@@ -52,6 +54,7 @@ from assay.annotations.agreement import ADJUDICATION_SOURCE, human_agreement, is
 from assay.annotations.queue import claim_next, queue_status, set_queue, signature_criterion, unit_annotations
 from assay.exceptions import NotFoundError, UsageError
 from assay.settings import Settings
+from assay.signals import FailureSignal, assess, unit_signals
 from assay.signatures import Signature, list_signatures, severe_queue
 from assay.traces import Step, step_timeline
 from assay.traces.usage import usage_summary
@@ -235,10 +238,24 @@ def review_page(request: Request, unit_id: str, sig: int | None = None, all: boo
             nxt = ids[i + 1] if i + 1 < len(ids) else None
     mine = [a for a, _ in labels if a.annotator == user.name]
     usage = unit_usages(store, [unit.unit_id], ui_state(request).settings.prices).get(unit.unit_id)
+    signals = unit_signals(store, [unit.unit_id])[unit.unit_id]
     return render(request, "review.html", session, user=user, unit=unit, steps=shown, total=len(steps),
                   usage=usage_summary(usage) if usage is not None else None,
                   next_start=len(shown) if len(shown) < len(steps) else None, unit_id=unit.unit_id, sig=sig,
-                  criterion=criterion, labels=labels, prev=prev, next=nxt, mine=mine[-1] if mine else None)
+                  criterion=criterion, labels=labels, prev=prev, next=nxt, mine=mine[-1] if mine else None,
+                  signals_at=_by_step(signals), unit_signals=[x for x in signals if x.step is None],
+                  n_signals=len(signals),
+                  failure=assess(unit.unit_id, signals, store.signals),
+                  failed=unit.unit_id in store.failed_among([unit.unit_id]))
+
+
+def _by_step(signals: list[FailureSignal]) -> dict[int, list[FailureSignal]]:
+    """Signals that point to a step, by its index (the review page marks them on the timeline)."""
+    out: dict[int, list[FailureSignal]] = defaultdict(list)
+    for x in signals:
+        if x.step is not None:
+            out[x.step].append(x)
+    return dict(out)
 
 
 def _steps(request: Request, unit_id: str, content_hash: str) -> list[Step]:
@@ -259,8 +276,9 @@ def timeline_chunk(request: Request, unit_id: str, start: int = 0, sig: int | No
     start = max(0, start)
     shown = step_views(steps[start:start + CHUNK_STEPS], first_time(steps))
     end = start + len(shown)
+    signals = unit_signals(ui_state(request).store, [unit.unit_id])[unit.unit_id]
     return render(request, "_steps.html", session, steps=shown, total=len(steps), unit_id=unit.unit_id, sig=sig,
-                  next_start=end if end < len(steps) else None)
+                  next_start=end if end < len(steps) else None, signals_at=_by_step(signals))
 
 
 @router.post("/review/{unit_id:path}")

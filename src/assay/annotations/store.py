@@ -16,6 +16,8 @@ from assay._store import Store
 from assay._store.tables import AnnotationRow, CriterionRow, UnitRow
 from assay.annotations.model import Annotation, Criterion
 from assay.exceptions import NotFoundError, UsageError
+from assay.signals.people import label_signal
+from assay.signals.store import write_signals
 
 
 def _slug(text: str) -> str:
@@ -77,10 +79,15 @@ def list_criteria(store: Store) -> list[Criterion]:
 def add_annotations(store: Store, annotations: list[Annotation]) -> int:
     """Append annotations (never overwrites). Returns the number written.
 
+    A human ``fail`` label also becomes a failure signal (kind ``human_fail``), in the same transaction
+    (:func:`assay.signals.people.label_signal`).
+
     Raises:
         NotFoundError: an annotation names a unit or criterion that does not exist.
     """
     with store.session() as s:
+        signals = [label_signal(a.unit_id, a.annotator, store.signals, a.criterion, a.severity, a.rationale)
+                   for a in annotations if a.label == "fail" and a.annotator_kind == "human"]
         crit_cache: dict[str, CriterionRow] = {}
         for a in annotations:
             if s.get(UnitRow, a.unit_id) is None:
@@ -96,6 +103,8 @@ def add_annotations(store: Store, annotations: list[Annotation]) -> int:
             s.add(AnnotationRow(unit_id=a.unit_id, criterion_id=crit_id, criterion_version=crit_version,
                                 annotator=a.annotator, annotator_kind=a.annotator_kind, label=a.label,
                                 severity=a.severity, rationale=a.rationale, source=a.source, extra=a.extra))
+        s.flush()
+        write_signals(s, [sig for sig in signals if sig is not None])
     return len(annotations)
 
 

@@ -21,6 +21,13 @@ import re
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from assay.settings.signal_sources import (
+    EvaluatorSignalSettings,
+    FeedbackSettings,
+    LabelSignalSettings,
+    OpenCodingSettings,
+)
+
 
 class DetectorSettings(BaseModel):
     """What every detector has: on/off and the strength of one signal it emits."""
@@ -185,7 +192,9 @@ class OutcomeSettings(DetectorSettings):
 
 
 class SignalSettings(BaseModel):
-    """The ``[signals]`` section: one sub-table per detector plus the combined-score thresholds.
+    """The ``[signals]`` section: one sub-table per detector, one per other source (``feedback``,
+    ``evaluator``, ``label``, ``open_coding``: :mod:`assay.settings.signal_sources`) and the
+    combined-score thresholds.
 
     Raises (on construction):
         pydantic.ValidationError: a value out of range, an invalid regular expression, an unknown key,
@@ -212,6 +221,10 @@ class SignalSettings(BaseModel):
     unanswered_complaint: ComplaintSettings = ComplaintSettings()
     ungrounded_number: UngroundedSettings = UngroundedSettings()
     long_session: LongSessionSettings = LongSessionSettings()
+    feedback: FeedbackSettings = FeedbackSettings()
+    evaluator: EvaluatorSignalSettings = EvaluatorSignalSettings()
+    label: LabelSignalSettings = LabelSignalSettings()
+    open_coding: OpenCodingSettings = OpenCodingSettings()
     extensions: dict[str, dict[str, object]] = Field(
         default_factory=dict, description="settings of detectors from the assay.detectors entry-point group, "
                                           "by detector name (validated by the detector's own settings model)")

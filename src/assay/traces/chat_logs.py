@@ -12,7 +12,9 @@ tool call with its result (``is_error`` → error status). A logged ``usage`` (O
 and ``model`` go on the last LLM span, the response they describe. Ids: the line's ``id`` /
 ``conversation_id`` / ``session_id`` when given, else a hash of the line. Time: ``created_at`` /
 ``timestamp`` / ``created`` by :func:`assay.traces.model.timestamp_ns` (no offset → UTC); without
-one, spans are numbered 1 ms apart and marked ``synthetic_time``.
+one, spans are numbered 1 ms apart and marked ``synthetic_time``. Optional per record: ``outcome``
+(``pass`` / ``fail``, a boolean or a reward 1 / 0) and ``feedback`` (the user's thumbs or score, with a
+comment: :mod:`assay.traces.record_fields`); an unreadable one rejects the record with the reason.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from typing import Any, Literal
 
 from assay.traces.chat_formats import chat_messages
 from assay.traces.model import Message, Span, Unit, timestamp_ns
+from assay.traces.record_fields import record_feedback_attributes, record_outcome
 from assay.traces.shapes import describe_error
 from assay.traces.timeline import looks_like_error
 
@@ -99,8 +102,10 @@ def conversation_unit(record: dict[str, Any], fmt: ChatFormat, line_key: str, so
                 end_ns=base + (len(messages) + 1) * _MS, synthetic_time=stamp is None,
                 output_messages=tuple(m for m in pending if m.role != "tool"))
     meta = record.get("metadata") if isinstance(record.get("metadata"), dict) else {}
-    return Unit(unit_id=unit_id, kind="trace", source=source, spans=(root, *spans),
-                attributes={"format": fmt, **({"metadata": meta} if meta else {})})
+    outcome, reward = record_outcome(record.get("outcome"))
+    return Unit(unit_id=unit_id, kind="trace", source=source, spans=(root, *spans), outcome=outcome, reward=reward,
+                attributes={"format": fmt, **({"metadata": meta} if meta else {}),
+                            **record_feedback_attributes(record.get("feedback"))})
 
 
 def _record_usage(record: dict[str, Any]) -> tuple[int | None, int | None, str | None]:
