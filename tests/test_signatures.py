@@ -344,8 +344,8 @@ def test_public_api_is_pinned() -> None:
     assert sorted(assay.signatures.__all__) == sorted([
         "MATCH_THRESHOLD", "EmbeddingStats", "SevereFlag", "SevereItem", "Signature", "SignatureStatus",
         "StructuralKey", "UpdateResult", "build_signatures", "class_tfidf", "embed_texts", "embed_units",
-        "error_type", "failed_unit_ids", "flag_unit", "key_text", "list_signatures", "load_encoder", "map_points",
-        "new_units", "normalize_error", "sample_queue", "scan_severe", "severe_queue", "signature_members",
-        "structural_key", "update_signatures",
+        "error_type", "failed_unit_ids", "failure_text", "flag_unit", "key_text", "list_signatures", "load_encoder",
+        "map_points", "new_units", "normalize_error", "sample_queue", "scan_severe", "severe_queue",
+        "signature_members", "structural_key", "update_signatures",
     ])
     assert all(hasattr(assay.signatures, name) for name in assay.signatures.__all__)

@@ -2,7 +2,8 @@
 incremental assignment and the rare-severe channel.
 
 Stage 2 of the loop: failed units are keyed (failed tool, error type, workflow step,
-retrieval miss, outcome), embedded (all-MiniLM-L6-v2, offline, cached), clustered with
+retrieval miss, outcome), their failure-local text (failure signals and the steps around the
+steps they point to) embedded (all-MiniLM-L6-v2, offline, cached), clustered with
 HDBSCAN (noise stays noise), labelled by c-TF-IDF and ranked by impact (units x severity
 x recency); experts then review a representative sample per signature, and every unit
 flagged severe in a queue of its own.
@@ -16,6 +17,7 @@ flagged severe in a queue of its own.
 from assay.signatures.build import build_signatures, failed_unit_ids, update_signatures
 from assay.signatures.cluster import MATCH_THRESHOLD
 from assay.signatures.embeddings import embed_texts, embed_units, load_encoder
+from assay.signatures.evidence import failure_text
 from assay.signatures.keys import StructuralKey, error_type, key_text, normalize_error, structural_key
 from assay.signatures.labels import class_tfidf
 from assay.signatures.listing import list_signatures, map_points, new_units, signature_members
@@ -33,7 +35,7 @@ from assay.signatures.severe import flag_unit, scan_severe, severe_queue
 __all__ = [
     "MATCH_THRESHOLD", "EmbeddingStats", "SevereFlag", "SevereItem", "Signature", "SignatureStatus",
     "StructuralKey", "UpdateResult", "build_signatures", "class_tfidf", "embed_texts", "embed_units", "error_type",
-    "failed_unit_ids", "flag_unit", "key_text", "list_signatures", "load_encoder", "map_points", "new_units",
-    "normalize_error", "sample_queue", "scan_severe", "severe_queue", "signature_members", "structural_key",
-    "update_signatures",
+    "failed_unit_ids", "failure_text", "flag_unit", "key_text", "list_signatures", "load_encoder", "map_points",
+    "new_units", "normalize_error", "sample_queue", "scan_severe", "severe_queue", "signature_members",
+    "structural_key", "update_signatures",
 ]

@@ -1,6 +1,8 @@
 """Build and update failure signatures in the store, with stable ids.
 
-Full build (:func:`build_signatures`): failed units -> structural keys and key texts ->
+Full build (:func:`build_signatures`): failed units -> structural keys and texts (their
+failure-local text, :func:`~assay.signatures.evidence.failure_text`, or with
+``signature_text = "key"`` the key text) ->
 cached embeddings -> HDBSCAN on text + key codes (:mod:`assay.signatures.cluster`) ->
 c-TF-IDF keywords and a label per cluster -> match to the stored signatures (by member
 overlap, then by centroid) so ids are kept -> 2-D PCA map -> store. Units HDBSCAN leaves as
@@ -18,7 +20,7 @@ Both also check the units they load against the rare-severe rules
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -29,6 +31,7 @@ from sqlalchemy.orm import Session as OrmSession
 from assay._store import Store
 from assay._store.tables import EmbeddingRow, MemberRow, SignatureRow, UnitRow, utcnow
 from assay.settings import Settings
+from assay.signals import FailureSignal, SignalSettings, detect
 from assay.signatures.cluster import (
     KEY_WEIGHT,
     Cluster,
@@ -41,16 +44,21 @@ from assay.signatures.cluster import (
     project_2d,
 )
 from assay.signatures.embeddings import Progress, embed_texts, vector_from_bytes, vector_to_bytes
+from assay.signatures.evidence import failure_text
 from assay.signatures.impact import default_severity, unit_time
 from assay.signatures.keys import StructuralKey, error_kind, key_text_from_steps, unit_key
 from assay.signatures.labels import class_tfidf, make_label
 from assay.signatures.listing import list_signatures
 from assay.signatures.model import EmbeddingStats, Signature, UpdateResult
 from assay.signatures.severe import scan_loaded
+from assay.traces.model import Step, Unit
 from assay.traces.timeline import step_timeline
 
 LOAD_CHUNK = 250
 """Units loaded from the store at a time (bounds memory on large stores)."""
+
+SignalMap = Mapping[str, Sequence[FailureSignal]]
+"""Failure signals by unit id, as a store or a caller holds them."""
 
 
 @dataclass
@@ -71,16 +79,38 @@ def failed_unit_ids(store: Store) -> list[str]:
     return store.select_unit_ids("failed")
 
 
+def unit_texts(units: Sequence[Unit], steps: Sequence[list[Step]], keys: Sequence[StructuralKey],
+               settings: Settings, signals: SignalMap | None = None) -> list[str]:
+    """The text embedded and labelled for each unit: its failure-local text
+    (:func:`~assay.signatures.evidence.failure_text`), or its key text when
+    ``settings.signature_text`` is ``"key"``.
+
+    Args:
+        units, steps, keys: parallel: the units, their step timelines and structural keys.
+        settings: ``signature_text`` (and ``signals``, the detector settings, when present).
+        signals: failure signals by unit id; a unit not in it gets what
+            :func:`assay.signals.detect` finds on it alone (population detectors such as
+            ``long_session`` need a fitted population and stay silent).
+    """
+    if settings.signature_text == "key":
+        return [key_text_from_steps(t, k) for t, k in zip(steps, keys, strict=True)]
+    cfg = getattr(settings, "signals", None) or SignalSettings()
+    known = signals or {}
+    return [failure_text(u, known[u.unit_id] if u.unit_id in known else detect(u, cfg), t)
+            for u, t in zip(units, steps, strict=True)]
+
+
 def prepare(store: Store, settings: Settings, unit_ids: list[str], progress: Progress | None = None,
-            stats: EmbeddingStats | None = None) -> Prepared:
-    """Load units in chunks, compute keys, key texts, times and default severities, check the
-    severe rules, then embed the texts (cached).
+            stats: EmbeddingStats | None = None, signals: SignalMap | None = None) -> Prepared:
+    """Load units in chunks, compute keys, texts (:func:`unit_texts`), times and default
+    severities, check the severe rules, then embed the texts (cached).
 
     Args:
         store: the store (units read; severe flags and embeddings written).
-        settings: ``severe`` rules and ``embedding_model``.
+        settings: ``severe`` rules, ``embedding_model`` and ``signature_text``.
         unit_ids: the units, in the order of the returned lists.
         progress, stats: see :func:`~assay.signatures.embed_texts`.
+        signals: see :func:`unit_texts`.
 
     Returns:
         :class:`Prepared`, vectors of shape ``(len(unit_ids), 384)`` for the default model.
@@ -98,10 +128,10 @@ def prepare(store: Store, settings: Settings, unit_ids: list[str], progress: Pro
         units = store.units(unit_ids[start:start + LOAD_CHUNK])
         steps = [step_timeline(u) for u in units]
         scan_loaded(store, settings.severe, units, steps)
+        chunk_keys = [unit_key(u, t) for u, t in zip(units, steps, strict=True)]
+        keys.extend(chunk_keys)
+        texts.extend(unit_texts(units, steps, chunk_keys, settings, signals))
         for unit, timeline in zip(units, steps, strict=True):
-            key = unit_key(unit, timeline)
-            keys.append(key)
-            texts.append(key_text_from_steps(timeline, key))
             seen.append(unit_time(unit, ingested.get(unit.unit_id)))
             severity.append(default_severity(error_kind(timeline)))
     vectors = embed_texts(store, unit_ids, texts, settings.embedding_model, progress=progress, stats=stats)
@@ -169,7 +199,7 @@ def _cluster(prepared: Prepared, min_cluster_size: int) -> tuple[list[Cluster], 
 
 
 def build_signatures(store: Store, settings: Settings, progress: Progress | None = None, *,
-                     stats: EmbeddingStats | None = None) -> list[Signature]:
+                     stats: EmbeddingStats | None = None, signals: SignalMap | None = None) -> list[Signature]:
     """Cluster the failed units (:func:`failed_unit_ids`) into failure signatures and store them.
 
     Replaces the stored membership. A cluster keeps a stored signature's id (status
@@ -184,6 +214,7 @@ def build_signatures(store: Store, settings: Settings, progress: Progress | None
         settings: ``embedding_model``, ``min_cluster_size`` (HDBSCAN) and ``severe`` are used.
         progress: called with the number of units embedded (see :func:`embed_texts`).
         stats: when given, counts vectors computed vs. found in the cache, and encoding time.
+        signals: failure signals by unit id (see :func:`unit_texts`; default: detected per unit).
 
     Returns:
         the signatures, ranked as by :func:`list_signatures`.
@@ -192,7 +223,7 @@ def build_signatures(store: Store, settings: Settings, progress: Progress | None
         MissingDependency: sentence-transformers or the embedding model is not installed.
         ConfigError: unknown embedding model.
     """
-    prepared = prepare(store, settings, failed_unit_ids(store), progress, stats)
+    prepared = prepare(store, settings, failed_unit_ids(store), progress, stats, signals)
     clusters, space = _cluster(prepared, settings.min_cluster_size)
     with store.session() as s:
         _save_signatures(s, clusters, prepared.unit_ids, settings.embedding_model)
@@ -258,7 +289,7 @@ def _assign(s: OrmSession, prepared: Prepared, live: _Live) -> tuple[dict[str, i
     return assigned, new
 
 
-def _pending(store: Store, settings: Settings) -> Prepared:
+def _pending(store: Store, settings: Settings, signals: SignalMap | None) -> Prepared:
     """The units marked new (any update), with keys, texts and cached vectors, for clustering."""
     with store.session() as s:
         rows = list(s.execute(select(MemberRow.unit_id, MemberRow.seen_at, MemberRow.severity)
@@ -267,7 +298,7 @@ def _pending(store: Store, settings: Settings) -> Prepared:
     units = store.units(ids)
     steps = [step_timeline(u) for u in units]
     keys = [unit_key(u, t) for u, t in zip(units, steps, strict=True)]
-    texts = [key_text_from_steps(t, k) for t, k in zip(steps, keys, strict=True)]
+    texts = unit_texts(units, steps, keys, settings, signals)
     vectors = embed_texts(store, ids, texts, settings.embedding_model)
     return Prepared(ids, keys, texts, [r[1] for r in rows], [r[2] or 2 for r in rows], vectors)
 
@@ -339,7 +370,7 @@ def _refresh(s: OrmSession, settings: Settings) -> None:
 
 
 def update_signatures(store: Store, settings: Settings, progress: Progress | None = None, *,
-                      stats: EmbeddingStats | None = None) -> UpdateResult:
+                      stats: EmbeddingStats | None = None, signals: SignalMap | None = None) -> UpdateResult:
     """Assign failed units the signatures have not seen yet, without renumbering anything.
 
     Each unseen failed unit goes to the nearest live signature (joint distance: text cosine
@@ -356,6 +387,7 @@ def update_signatures(store: Store, settings: Settings, progress: Progress | Non
         settings: as for :func:`build_signatures`.
         progress: called with the number of unseen units embedded.
         stats: embedding counts and time, added to.
+        signals: failure signals by unit id (see :func:`unit_texts`; default: detected per unit).
 
     Returns:
         what was assigned, left new, and formed.
@@ -366,10 +398,10 @@ def update_signatures(store: Store, settings: Settings, progress: Progress | Non
     with store.session() as s:
         known = set(s.scalars(select(MemberRow.unit_id)))
     unseen = [u for u in failed_unit_ids(store) if u not in known]
-    prepared = prepare(store, settings, unseen, progress, stats)
+    prepared = prepare(store, settings, unseen, progress, stats, signals)
     with store.session() as s:
         assigned, _ = _assign(s, prepared, _live_signatures(s, settings.embedding_model))
-    pending = _pending(store, settings)
+    pending = _pending(store, settings, signals)
     with store.session() as s:
         created = _form_new(s, settings, pending)
         s.flush()
