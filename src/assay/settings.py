@@ -153,7 +153,7 @@ class Settings(BaseModel):
                                      "error units per evaluator; above it the gate exits 3")
     min_cluster_size: int = 5
     signature_text: Literal["failure", "key"] = Field(
-        default="key", description="what signatures embed and label per failed unit: 'failure' (its failure "
+        default="failure", description="what signatures embed and label per failed unit: 'failure' (its failure "
         "signals and the steps around the steps they point to) or 'key' (structural key, failing step and final "
         "answer: the text before failure signals)")
     severe: SevereRules = Field(default_factory=lambda: SevereRules())

@@ -3,10 +3,12 @@ incremental assignment and the rare-severe channel.
 
 Stage 2 of the loop: failed units are keyed (failed tool, error type, workflow step,
 retrieval miss, outcome), their failure-local text (failure signals and the steps around the
-steps they point to) embedded (all-MiniLM-L6-v2, offline, cached), clustered with
-HDBSCAN (noise stays noise), labelled by c-TF-IDF and ranked by impact (units x severity
-x recency); experts then review a representative sample per signature, and every unit
-flagged severe in a queue of its own.
+steps they point to) embedded (all-MiniLM-L6-v2, offline, cached), clustered in three passes
+(HDBSCAN, noise within a cluster's radius joins it, leftover noise grouped by average linkage;
+a unit like no other stays noise), labelled as a failure ("tool error: ... failed: ..., about
+...", never two live signatures with the same key and label) and ranked by impact (units x
+severity x recency); experts then review a representative sample per signature, and every
+unit flagged severe in a queue of its own.
 
     sigs = build_signatures(store, settings)          # full build, ids kept across re-runs
     update = update_signatures(store, settings)       # later: assign new units, mark the rest new

@@ -118,6 +118,13 @@ def _ordered(signals: Sequence[FailureSignal]) -> list[FailureSignal]:
     return sorted(kept, key=lambda s: (-s.strength, s.step is None, s.step or 0, s.kind))
 
 
+def lead_kind(signals: Sequence[FailureSignal]) -> str | None:
+    """The kind of the signal a unit's failure text starts with (its strongest, then earliest
+    step); None when the unit has none but the recorded outcome."""
+    ordered = _ordered(signals)
+    return ordered[0].kind if ordered else None
+
+
 def failure_text(unit: Unit, signals: Sequence[FailureSignal], steps: list[Step] | None = None,
                  max_chars: int = KEY_TEXT_CHARS) -> str:
     """The text embedded and labelled for a failed unit: its signals and the failure-local
