@@ -27,6 +27,7 @@ from assay.signatures import (
     list_signatures,
     map_points,
     normalize_error,
+    review_order,
     sample_queue,
     signature_members,
     structural_key,
@@ -44,6 +45,7 @@ from assay.signatures.embeddings import model_dir, vector_to_bytes
 from assay.signatures.evidence import SIGNAL_WORDS
 from assay.signatures.impact import ERROR_KIND_SEVERITY, SEVERITY_WEIGHT
 from assay.signatures.keys import error_kind, step_band
+from assay.signatures.sample import round_robin
 from assay.traces import Span, Unit, read_file, step_timeline
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
@@ -363,6 +365,30 @@ def test_sample_queue_rejects_unknown_signature_and_bad_size(store: Store, first
         sample_queue(store, list_signatures(store)[0].id, 0)
 
 
+def test_review_order_takes_one_unit_of_each_signature_in_turn(store: Store, first_build: tuple) -> None:
+    sigs = list_signatures(store)
+    noise = sorted(p[0] for p in map_points(store) if p[3] is None)
+    order = review_order(store, size=10, seed=3)
+    assert sorted(order) == failed_unit_ids(store)  # every failed unit, once
+    queues = [sample_queue(store, sig.id, 10, seed=3) for sig in sigs]
+    first_round = order[:len(sigs) + 1]
+    assert first_round[:-1] == [q[0] for q in queues]  # each representative, by impact
+    assert first_round[-1] in noise  # then one unit like no other
+    second = [q[1] for q in queues if len(q) > 1]
+    assert order[len(sigs) + 1:len(sigs) + 1 + len(second)] == second
+    assert order == review_order(store, size=10, seed=3)
+    assert review_order(store, size=10, seed=4)[:len(sigs)] == first_round[:-1]  # the seed: spread and noise only
+    flipped = review_order(store, size=10, seed=3, ranking=sigs[::-1])
+    assert flipped[:len(sigs)] == [q[0] for q in queues[::-1]]
+    with pytest.raises(UsageError):
+        review_order(store, size=0)
+
+
+def test_round_robin_skips_what_was_taken() -> None:
+    assert round_robin([["a", "b", "c"], ["d"], [], ["b", "e"]]) == ["a", "d", "b", "e", "c"]
+    assert round_robin([]) == []
+
+
 def test_members_table_matches_signatures(store: Store, first_build: tuple) -> None:
     with store.session() as s:
         rows = list(s.scalars(select(MemberRow)))
@@ -376,7 +402,7 @@ def test_public_api_is_pinned() -> None:
         "MATCH_THRESHOLD", "EmbeddingStats", "SevereFlag", "SevereItem", "Signature", "SignatureStatus",
         "StructuralKey", "UpdateResult", "build_signatures", "class_tfidf", "embed_texts", "embed_units",
         "error_type", "failed_unit_ids", "failure_text", "flag_unit", "key_text", "list_signatures", "load_encoder",
-        "map_points", "new_units", "normalize_error", "sample_queue", "scan_severe", "severe_queue",
+        "map_points", "new_units", "normalize_error", "review_order", "sample_queue", "scan_severe", "severe_queue",
         "signature_members", "structural_key", "update_signatures",
     ])
     assert all(hasattr(assay.signatures, name) for name in assay.signatures.__all__)

@@ -13,6 +13,7 @@ unit flagged severe in a queue of its own.
     sigs = build_signatures(store, settings)          # full build, ids kept across re-runs
     update = update_signatures(store, settings)       # later: assign new units, mark the rest new
     queue = sample_queue(store, sigs[0].id, size=10)
+    order = review_order(store)                       # across signatures: one of each in turn
     inbox = severe_queue(store)
 """
 
@@ -31,13 +32,13 @@ from assay.signatures.model import (
     SignatureStatus,
     UpdateResult,
 )
-from assay.signatures.sample import sample_queue
+from assay.signatures.sample import review_order, sample_queue
 from assay.signatures.severe import flag_unit, scan_severe, severe_queue
 
 __all__ = [
     "MATCH_THRESHOLD", "EmbeddingStats", "SevereFlag", "SevereItem", "Signature", "SignatureStatus",
     "StructuralKey", "UpdateResult", "build_signatures", "class_tfidf", "embed_texts", "embed_units", "error_type",
     "failed_unit_ids", "failure_text", "flag_unit", "key_text", "list_signatures", "load_encoder", "map_points",
-    "new_units", "normalize_error", "sample_queue", "scan_severe", "severe_queue", "signature_members",
+    "new_units", "normalize_error", "review_order", "sample_queue", "scan_severe", "severe_queue", "signature_members",
     "structural_key", "update_signatures",
 ]
