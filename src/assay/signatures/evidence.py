@@ -79,7 +79,8 @@ def render_step(step: Step, limit: int = _STEP_CHARS) -> str:
         label += f" {step.tool_name}"
     if step.is_error:
         return f"{label} [error]: {normalize_error(step.text)}"[:limit]
-    return f"{label}: {mask_variables(' '.join(step.text.split()))}"[:limit]
+    head = " ".join(step.text[:2 * limit].split())  # masking a long text whole costs more than the rest
+    return f"{label}: {mask_variables(head)}"[:limit]
 
 
 def _pair(steps: list[Step], at: int) -> int | None:
@@ -139,11 +140,12 @@ def failure_text(unit: Unit, signals: Sequence[FailureSignal], steps: list[Step]
     Returns:
         at most ``max_chars`` characters, e.g.::
 
-            tool error: exchange_delivered_order_items: error: order <ID> not found
-            assistant: i will exchange the items ...
-            tool call exchange_delivered_order_items: {"order_id": "<ID>", ...}
-            tool result exchange_delivered_order_items [error]: error: order <ID> not found
-            assistant: i'm sorry, the order could not be found ...
+            tool error: modify_pending_order_address: error: non-pending order cannot be modified
+            tool result modify_pending_order_items: {"order_id": "<ID>", "user_id": "<ID>", ...
+            tool call modify_pending_order_address: {"order_id":"<ID>", ...
+            tool result modify_pending_order_address [error]: non-pending order cannot be modified
+            assistant: the jigsaw puzzle in your order has been successfully switched to ...
+            user corrects the agent: 'that's not correct': yes, i'd like to switch to ...
 
     Raises:
         UsageError: a signal of another unit, or one pointing past the end of the timeline.
@@ -157,7 +159,7 @@ def failure_text(unit: Unit, signals: Sequence[FailureSignal], steps: list[Step]
         _check(signal, unit, steps)
     for signal in _ordered(signals):
         at = position.get(signal.step) if signal.step is not None else None
-        evidence = mask_variables(" ".join(signal.evidence.split()))
+        evidence = mask_variables(" ".join(signal.evidence[:2 * _EVIDENCE_CHARS].split()))
         lines.append(f"{signal_words(signal.kind)}: {evidence[:_EVIDENCE_CHARS if at is None else _POINTED_CHARS]}")
         for step in local_context(shown, at) if at is not None else []:
             if step.index not in done:
