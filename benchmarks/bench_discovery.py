@@ -32,10 +32,35 @@ shared between copies, step timelines built anew for each), detected in a subpro
 peak RSS (``resource.getrusage``), first streaming (norms fitted on the 300, then ``detect`` unit by
 unit), then ``detect_many`` (the whole batch's timelines in memory at once).
 
+Part ``clusters``: failure signatures vs the human failure categories of microsoft/AgentRx (29 failed
+tau-bench retail runs, 44 Magentic-One runs, and both together): ARI, NMI and purity (sklearn; noise as
+one group, and over the clustered units), coverage (share of units in a signature), against TF-IDF of
+the whole transcript + k-means with as many groups over 10 seeds (mean and spread), and chance (assay's
+groups permuted). Two truths: the root-cause failure's category (as ``bench_signatures.py``) and the
+run's first failure's category. Rows: the product build (failure-local text, three clustering passes,
+default settings) and, on the same vectors, the old key text and HDBSCAN alone (key text + HDBSCAN
+excess-of-mass is the build before issue 17). Spread for the product: 20 paired random 80% subsets.
+
+Part ``discovery``: an expert reviewing in assay's order (``assay.signatures.review_order``: round-robin
+over the signatures by impact, one representative each in turn, the unclustered units as one more
+queue) vs one reviewing the failed units at random: distinct categories seen after k = 5, 10, 20, 40
+reviews and reviews until every category with at least two runs was seen. Random: 1,000 orders (and the
+exact hypergeometric expectation); assay: 20 seeds breaking ties between signatures of equal impact and
+drawing the queues' spread. Also the app's page layout (each signature's whole queue in turn) and the
+share of random orders at least as good as assay's (a one-sided permutation p-value).
+
+Honesty: the clustering and review-order parameters (``GROUP_DISTANCE`` 0.5, leaf clusters, queue size
+10, the unclustered units' turn) were fixed by reasoning before these labels were scored; only
+coverage (label-free) was looked at while choosing ``GROUP_DISTANCE``. With 29 and 44 units every
+number here is small-sample: read n and the spreads.
+
     python benchmarks/bench_discovery.py --part detection
     python benchmarks/bench_discovery.py --part detection --units 1000
+    python benchmarks/bench_discovery.py --part clusters
+    python benchmarks/bench_discovery.py --part discovery
 
-Writes the ``detection`` key of ``benchmarks/results/discovery.json`` (other keys kept).
+Each part writes its own key of ``benchmarks/results/discovery.json`` (``detection``, ``clusters``,
+``discovery``; other keys kept).
 """
 
 from __future__ import annotations
@@ -51,6 +76,7 @@ import resource
 import subprocess
 import sys
 import time
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -293,9 +319,374 @@ def cost(n: int) -> dict[str, Any]:
             "measured_at": time.strftime("%Y-%m-%d")}
 
 
+# --- clusters and discovery: the AgentRx human failure categories ----------------------------
+
+AGENTRX = DATA / "agentrx" / "data"
+KMEANS_SEEDS = tuple(range(10))
+SUBSAMPLES = 20
+SUBSAMPLE_SHARE = 0.8
+RANDOM_SEEDS = 1000
+TIE_SEEDS = 20
+REVIEWS = (5, 10, 20, 40)
+TRUTHS = ("root_cause", "first")
+"""``root_cause``: the category of the failure the annotators named the root cause (as
+``bench_signatures.py``); ``first``: the category of a run's first failure (its lowest step)."""
+
+
+def _category(text: object) -> str:
+    return " ".join(str(text).lower().split())
+
+
+def human_categories(path: Path) -> dict[str, dict[str, str]]:
+    """``{trajectory id: {"root_cause": category, "first": category}}`` (lower case, spaces
+    collapsed); runs whose root cause names no listed failure are left out."""
+    out: dict[str, dict[str, str]] = {}
+    for run in json.loads(path.read_text(encoding="utf-8")):
+        failures = run["failures"]
+        root = str((run.get("root_cause") or {}).get("failure_id"))
+        cause = next((f["failure_category"] for f in failures if str(f.get("failure_id")) == root), None)
+        first = min(failures, key=lambda f: f["step_number"] if isinstance(f["step_number"], int) else 10**6)
+        if cause:
+            out[str(run["trajectory_id"])] = {"root_cause": _category(cause),
+                                              "first": _category(first["failure_category"])}
+    return out
+
+
+def annotated_sets() -> dict[str, tuple[list[Any], dict[str, dict[str, str]]]]:
+    """The AgentRx runs with human failure categories as units (outcome ``fail``: people annotated
+    them as failed): ``{"tau": (29 units, {unit id: categories}), "magentic": (44 units, ...)}``."""
+    from assay.traces import read_file
+
+    tau_gt = human_categories(AGENTRX / "ground_truth" / "tau_ground_truth.json")
+    mag_gt = human_categories(AGENTRX / "ground_truth" / "magentic_one_ground_truth.json")
+    failed = read_file(AGENTRX / "tau_retail" / "tau_dataset_failed.json").units
+    tau = [u.model_copy(update={"outcome": "fail"}) for u in failed if str(u.attributes["task_id"]) in tau_gt]
+    mag = [read_file(AGENTRX / "magentic_dataset" / f"{run}.json").units[0].model_copy(update={"outcome": "fail"})
+           for run in sorted(mag_gt)]
+    return {"tau": (tau, {u.unit_id: tau_gt[str(u.attributes["task_id"])] for u in tau}),
+            "magentic": (mag, {u.unit_id: mag_gt[u.unit_id.split("/", 1)[1]] for u in mag})}
+
+
+def build_store(units: list[Any], path: Path, settings: Any) -> Any:
+    """A fresh SQLite store holding ``units``, signatures built with ``settings``."""
+    from assay._store import Store
+    from assay.signatures import build_signatures
+
+    store = Store("sqlite:///" + str(path))
+    store.add_units(units)
+    build_signatures(store, settings)
+    return store
+
+
+def stored_vectors(store: Any, unit_ids: list[str], model: str) -> np.ndarray:
+    """The cached embeddings of ``unit_ids`` (written by the build), in order."""
+    from sqlalchemy import select
+
+    from assay._store.tables import EmbeddingRow
+    from assay.signatures.embeddings import vector_from_bytes
+
+    with store.session() as s:
+        rows = {r.unit_id: r.vector for r in s.scalars(select(EmbeddingRow).where(EmbeddingRow.model == model))}
+    return np.vstack([vector_from_bytes(rows[u]) for u in unit_ids])
+
+
+def partition_scores(truth: list[str], groups: list[int]) -> dict[str, Any]:
+    """ARI / NMI / purity with noise (-1) as one group, and over the clustered units only."""
+    from bench_signatures import scores
+
+    kept = [i for i, g in enumerate(groups) if g != -1]
+    return {"noise_as_group": scores(truth, groups),
+            "clustered_only": scores([truth[i] for i in kept], [groups[i] for i in kept]) if len(kept) > 1 else None}
+
+
+def tfidf_matrix(units: list[Any]) -> Any:
+    """TF-IDF of each whole rendered transcript, as ``bench_signatures.baseline``."""
+    from sklearn.feature_extraction.text import TfidfVectorizer
+
+    from assay.traces import render_timeline, step_timeline
+
+    docs = [render_timeline(step_timeline(u)) for u in units]
+    return TfidfVectorizer(sublinear_tf=True, stop_words="english").fit_transform(docs)
+
+
+def kmeans_groups(matrix: Any, k: int, seed: int) -> list[int]:
+    from sklearn.cluster import KMeans
+
+    return [int(g) for g in KMeans(n_clusters=max(1, min(k, matrix.shape[0])), n_init=10,
+                                   random_state=seed).fit_predict(matrix)]
+
+
+def spread(values: Sequence[float]) -> dict[str, float]:
+    """Mean, standard deviation (ddof 0), min and max, rounded."""
+    arr = np.asarray(values, dtype=float)
+    return {"mean": round(float(arr.mean()), 4), "sd": round(float(arr.std()), 4),
+            "min": round(float(arr.min()), 4), "max": round(float(arr.max()), 4)}
+
+
+def baseline_seeds(matrix: Any, truth: list[str], k: int) -> dict[str, Any]:
+    """TF-IDF + k-means with ``k`` groups over :data:`KMEANS_SEEDS`: each metric's spread."""
+    from bench_signatures import scores
+
+    runs = [scores(truth, kmeans_groups(matrix, k, seed)) for seed in KMEANS_SEEDS]
+    return {"k": k, "seeds": len(KMEANS_SEEDS), **{m: spread([r[m] for r in runs]) for m in ("ari", "nmi", "purity")}}
+
+
+def subsampled(vectors: np.ndarray, keys: list[Any], units: list[Any], truth: list[str],
+               min_cluster_size: int) -> dict[str, Any]:
+    """Paired comparison on :data:`SUBSAMPLES` random subsets of :data:`SUBSAMPLE_SHARE` of the units:
+    assay's clustering passes (``cover_labels``, without the label merge of a build) vs TF-IDF + k-means
+    with as many groups, same subset. Per metric: the share of subsets where assay scores higher, and the
+    mean difference (assay - baseline), noise as one group."""
+    from bench_signatures import scores
+
+    from assay.signatures.cluster import cover_labels
+
+    rng = np.random.default_rng(SEED)
+    diffs: dict[str, list[float]] = {m: [] for m in ("ari", "nmi", "purity")}
+    coverage = []
+    for n in range(SUBSAMPLES):
+        idx = np.sort(rng.choice(len(units), size=round(SUBSAMPLE_SHARE * len(units)), replace=False))
+        groups = [int(g) for g in cover_labels(vectors[idx], [keys[i] for i in idx], min_cluster_size)]
+        sub_truth = [truth[i] for i in idx]
+        ours = scores(sub_truth, groups)
+        theirs = scores(sub_truth, kmeans_groups(tfidf_matrix([units[i] for i in idx]), len(set(groups)), n))
+        coverage.append(sum(g != -1 for g in groups) / len(groups))
+        for m in diffs:
+            diffs[m].append(ours[m] - theirs[m])
+    return {"subsets": SUBSAMPLES, "share": SUBSAMPLE_SHARE, "coverage": spread(coverage),
+            **{m: {"assay_higher_share": round(sum(d > 0 for d in v) / len(v), 3), "mean_difference": spread(v)}
+               for m, v in diffs.items()}}
+
+
+def variants(store: Any, units: list[Any], settings: Any) -> dict[str, list[int]]:
+    """Groups per unit (-1 noise) of the build in ``store`` and of HDBSCAN alone on its vectors
+    (leaf clusters as now, and excess-of-mass clusters as before this change)."""
+    from sklearn.cluster import HDBSCAN
+
+    from assay.signatures import map_points
+    from assay.signatures.cluster import cluster_labels, clustering_space
+    from assay.signatures.keys import unit_key
+
+    ids = [u.unit_id for u in units]
+    points = {uid: -1 if sid is None else int(sid) for uid, _, _, sid in map_points(store)}
+    space = clustering_space(stored_vectors(store, ids, settings.embedding_model), [unit_key(u) for u in units])
+    eom = HDBSCAN(min_cluster_size=settings.min_cluster_size, copy=True).fit_predict(space)
+    return {"covering": [points[u] for u in ids],
+            "hdbscan_leaf_only": [int(g) for g in cluster_labels(space, settings.min_cluster_size)],
+            "hdbscan_eom_only": [int(g) for g in eom]}
+
+
+def cluster_rows(name: str, units: list[Any], cats: dict[str, dict[str, str]], workdir: Path) -> dict[str, Any]:
+    """Every clustering of one set against both truths (see :func:`clusters`)."""
+    from bench_signatures import chance
+
+    from assay.settings import Settings
+    from assay.signatures import list_signatures
+    from assay.signatures.keys import unit_key
+
+    matrix = tfidf_matrix(units)
+    out: dict[str, Any] = {"units": len(units), "categories": {t: dict(Counter(c[t] for c in cats.values())
+                                                                      .most_common()) for t in TRUTHS}, "rows": {}}
+    for text in ("failure", "key"):
+        settings = Settings.model_validate({"signature_text": text})
+        store = build_store(units, workdir / f"{name}-{text}.db", settings)
+        sigs = list_signatures(store)
+        for method, groups in variants(store, units, settings).items():
+            if text == "key" and method == "hdbscan_leaf_only":
+                continue
+            row: dict[str, Any] = {"signatures": len(set(groups) - {-1}), "noise": groups.count(-1),
+                                   "coverage": round(1 - groups.count(-1) / len(groups), 4),
+                                   "groups_scored": len(set(groups))}
+            for truth_name in TRUTHS:
+                truth = [cats[u.unit_id][truth_name] for u in units]
+                row[truth_name] = {"assay": partition_scores(truth, groups),
+                                   "baseline_tfidf_kmeans": baseline_seeds(matrix, truth, len(set(groups))),
+                                   "chance_same_group_sizes": chance(truth, groups)}
+            out["rows"][f"{text}_text/{method}"] = row
+        if text == "failure":
+            vectors = stored_vectors(store, [u.unit_id for u in units], settings.embedding_model)
+            keys = [unit_key(u) for u in units]
+            out["subsampled"] = {t: subsampled(vectors, keys, units, [cats[u.unit_id][t] for u in units],
+                                               settings.min_cluster_size) for t in TRUTHS}
+            out["signature_table"] = [{"id": s.id, "size": s.size, "label": s.label, "key": s.structural_key,
+                                       **{t: dict(Counter(cats[u][t] for u in s.unit_ids).most_common())
+                                          for t in TRUTHS}} for s in sigs]
+        store.close()
+    out["goal"] = cluster_goal(out["rows"]["failure_text/covering"])
+    return out
+
+
+def cluster_goal(row: dict[str, Any]) -> dict[str, Any]:
+    """Issue 17's goal per truth: ARI, NMI and purity (noise as one group) above the baseline's mean
+    over seeds, with coverage >= 0.7."""
+    out: dict[str, Any] = {"coverage_at_least_0.7": row["coverage"] >= 0.7}
+    for truth in TRUTHS:
+        ours, base = row[truth]["assay"]["noise_as_group"], row[truth]["baseline_tfidf_kmeans"]
+        beats = {m: ours[m] > base[m]["mean"] for m in ("ari", "nmi", "purity")}
+        out[truth] = {**beats, "met": all(beats.values()) and row["coverage"] >= 0.7}
+    return out
+
+
+def clusters() -> dict[str, Any]:
+    """Signatures vs the human failure categories of AgentRx (tau retail, Magentic-One, both).
+
+    Rows (``TEXT_text/METHOD``): the product build (``failure_text/covering``: failure-local text,
+    the three clustering passes; defaults), the same with the old key text, and HDBSCAN alone on the
+    same vectors (``hdbscan_eom_only`` on key text is the build before this change). Each scored
+    against both truths: ARI, NMI, purity with noise as one group (every unit counted) and over the
+    clustered units; the baseline is TF-IDF + k-means with as many groups over 10 seeds; chance is
+    assay's groups permuted. ``subsampled``: paired assay vs baseline on 20 random 80% subsets.
+    """
+    import tempfile
+
+    sets = annotated_sets()
+    sets["combined"] = (sets["tau"][0] + sets["magentic"][0], {**sets["tau"][1], **sets["magentic"][1]})
+    with tempfile.TemporaryDirectory() as tmp:
+        out = {name: cluster_rows(name, units, cats, Path(tmp)) for name, (units, cats) in sets.items()}
+    return {"data": "microsoft/AgentRx ground truth (tau retail 29 failed runs, Magentic-One 44)",
+            "truths": {"root_cause": "category of the root-cause failure (primary, as bench_signatures.py)",
+                       "first": "category of the run's first failure (lowest step)"},
+            "settings": "defaults (min_cluster_size 5, GROUP_DISTANCE 0.5, signature_text failure); nothing "
+                        "was tuned on these labels", "sets": out}
+
+
+def distinct_after(order: Sequence[str], truth: dict[str, str], ks: Sequence[int]) -> dict[int, int]:
+    """Distinct categories among the first k reviewed units, for each k."""
+    return {k: len({truth[u] for u in order[:k]}) for k in ks}
+
+
+def reviews_to_cover(order: Sequence[str], truth: dict[str, str], minimum: int = 2) -> int:
+    """Reviews until every category with at least ``minimum`` units has been seen."""
+    wanted = {c for c, n in Counter(truth.values()).items() if n >= minimum}
+    seen: set[str] = set()
+    for n, unit in enumerate(order, 1):
+        seen.add(truth[unit])
+        if wanted <= seen:
+            return n
+    return len(order)
+
+
+def expected_distinct(truth: dict[str, str], k: int) -> float:
+    """Exact expected number of distinct categories among k units drawn at random without
+    replacement: sum over categories of 1 - C(n - n_c, k) / C(n, k)."""
+    n = len(truth)
+    return sum(1 - math.comb(n - m, k) / math.comb(n, k) for m in Counter(truth.values()).values())
+
+
+def curve(orders: list[list[str]], truth: dict[str, str]) -> dict[str, Any]:
+    """Distinct categories after each k of :data:`REVIEWS` (k <= units) and reviews to cover every
+    category with >= 2 units, over several orders."""
+    ks = [k for k in REVIEWS if k <= len(truth)]
+    seen = [distinct_after(o, truth, ks) for o in orders]
+    return {"orders": len(orders), "distinct_after": {str(k): spread([s[k] for s in seen]) for k in ks},
+            "reviews_to_cover_categories_with_2_plus": spread([reviews_to_cover(o, truth) for o in orders])}
+
+
+def tie_shuffled(signatures: list[Any], seed: int) -> list[Any]:
+    """Signatures by impact, those with the same impact (to 3 decimals) in an order the seed draws."""
+    rng = np.random.default_rng(seed)
+    keys = {s.id: (-round(s.impact, 3), float(rng.random())) for s in signatures}
+    return sorted(signatures, key=lambda s: keys[s.id])
+
+
+def assay_orders(store: Any, seed: int) -> dict[str, list[str]]:
+    """The review orders of one tie-breaking seed: ``round_robin`` (``review_order``, the product's),
+    ``round_robin_noise_last`` (unclustered units only after every queue) and ``queue_by_signature``
+    (each signature's whole queue in turn, as the app's pages are laid out today)."""
+    from sqlalchemy import select
+
+    from assay._store.tables import MemberRow
+    from assay.signatures import list_signatures, review_order, sample_queue
+    from assay.signatures.sample import REVIEW_QUEUE_SIZE, round_robin
+
+    ranking = tie_shuffled(list_signatures(store), seed)
+    queues = [sample_queue(store, s.id, REVIEW_QUEUE_SIZE, seed) for s in ranking]
+    with store.session() as s:
+        loose = sorted(s.scalars(select(MemberRow.unit_id).where(MemberRow.signature_id.is_(None))))
+    loose = [loose[i] for i in np.random.default_rng(seed).permutation(len(loose))]
+    rest = [[u for u in sig.unit_ids if u not in set(q)] for sig, q in zip(ranking, queues, strict=True)]
+    return {"round_robin": review_order(store, REVIEW_QUEUE_SIZE, seed, ranking),
+            "round_robin_noise_last": round_robin(queues) + loose + round_robin(rest),
+            "queue_by_signature": [u for q in queues for u in q] + loose + [u for r in rest for u in r]}
+
+
+def discovery_set(units: list[Any], cats: dict[str, dict[str, str]], workdir: Path) -> dict[str, Any]:
+    """Random review vs assay's review orders on one set, for both truths."""
+    from assay.settings import Settings
+
+    store = build_store(units, workdir / "discovery.db", Settings.model_validate({}))
+    seeds = [assay_orders(store, seed) for seed in range(TIE_SEEDS)]
+    store.close()
+    ids = [u.unit_id for u in units]
+    rng = np.random.default_rng(SEED)
+    randoms = [[ids[i] for i in rng.permutation(len(ids))] for _ in range(RANDOM_SEEDS)]
+    out: dict[str, Any] = {"units": len(ids)}
+    for truth_name in TRUTHS:
+        truth = {u: cats[u][truth_name] for u in ids}
+        counts = Counter(truth.values())
+        ks = [k for k in REVIEWS if k <= len(ids)]
+        out[truth_name] = {
+            "categories": dict(counts.most_common()), "with_2_plus": sum(n >= 2 for n in counts.values()),
+            "best_possible": {"distinct_after": {str(k): min(k, len(counts)) for k in ks},
+                              "reviews_to_cover_categories_with_2_plus": sum(n >= 2 for n in counts.values())},
+            "random": {"expected_distinct_after": {str(k): round(expected_distinct(truth, k), 3) for k in ks},
+                       **curve(randoms, truth)},
+            **{name: curve([s[name] for s in seeds], truth) for name in seeds[0]},
+        }
+        out[truth_name]["goal"] = discovery_goal(out[truth_name])
+        out[truth_name]["random_at_least_as_good"] = luck(seeds, randoms, truth)
+    return out
+
+
+def luck(seeds: list[dict[str, list[str]]], randoms: list[list[str]], truth: dict[str, str]) -> dict[str, float]:
+    """How often a random order does at least as well as the product order (``round_robin``): the share
+    of random orders with as many distinct categories or more after k = 5 and 10, and with as few reviews
+    to cover or fewer, averaged over assay's seeds. A one-sided permutation p-value of "the signatures
+    help": the build is one clustering, so a small set can beat random by luck."""
+    ks = (5, 10)
+    rand_seen = [distinct_after(o, truth, ks) for o in randoms]
+    rand_cover = [reviews_to_cover(o, truth) for o in randoms]
+    ours = [s["round_robin"] for s in seeds]
+    out = {f"distinct_after_{k}": float(np.mean([np.mean([r[k] >= distinct_after(o, truth, ks)[k] for r in rand_seen])
+                                                 for o in ours])) for k in ks}
+    out["reviews_to_cover"] = float(np.mean([np.mean([c <= reviews_to_cover(o, truth) for c in rand_cover])
+                                             for o in ours]))
+    return {k: round(v, 3) for k, v in out.items()}
+
+
+def discovery_goal(result: dict[str, Any]) -> dict[str, Any]:
+    """Issue 17's goal for the product order: more categories than random at k = 5 and 10 (means),
+    and fewer reviews than random to cover every category with >= 2 runs (means)."""
+    ours, rand = result["round_robin"], result["random"]
+    more = {k: ours["distinct_after"][k]["mean"] > rand["distinct_after"][k]["mean"] for k in ("5", "10")}
+    key = "reviews_to_cover_categories_with_2_plus"
+    fewer = ours[key]["mean"] < rand[key]["mean"]
+    return {"more_at_5": more["5"], "more_at_10": more["10"], "fewer_reviews_to_cover": fewer,
+            "met": all(more.values()) and fewer}
+
+
+def discovery() -> dict[str, Any]:
+    """The discovery curve (see :func:`discovery_set`) on AgentRx tau retail and Magentic-One."""
+    import tempfile
+
+    sets = annotated_sets()
+    out = {}
+    for name, (units, cats) in sets.items():
+        with tempfile.TemporaryDirectory() as tmp:
+            out[name] = discovery_set(units, cats, Path(tmp))
+    return {"data": "microsoft/AgentRx ground truth (tau retail 29 failed runs, Magentic-One 44)",
+            "truths": {"first": "category of the run's first failure (primary, as issue 17)",
+                       "root_cause": "category of the root-cause failure"},
+            "random": f"{RANDOM_SEEDS} random orders (numpy seed {SEED}); expected_distinct_after is exact "
+                      "(hypergeometric)",
+            "assay": f"{TIE_SEEDS} seeds: signatures of equal impact shuffled, sample_queue's spread and the "
+                     "unclustered units' order drawn; the build itself is deterministic",
+            "queue_size": 10, "sets": out}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--part", choices=["detection"], default="detection")
+    parser.add_argument("--part", choices=["detection", "clusters", "discovery"], default="detection")
     parser.add_argument("--units", type=int, default=10_000, help="units in the cost run (default 10000)")
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--cost-worker", type=int, help=argparse.SUPPRESS)
@@ -303,16 +694,58 @@ def main(argv: list[str] | None = None) -> int:
     if args.cost_worker:
         print(json.dumps(cost_worker(args.cost_worker)))
         return 0
-    result = {**detection(), "cost": cost(args.units)}
+    if args.part == "detection":
+        result = {**detection(), "cost": cost(args.units)}
+        text = summary(result)
+    elif args.part == "clusters":
+        result = {**clusters(), "measured_at": time.strftime("%Y-%m-%d")}
+        text = cluster_summary(result)
+    else:
+        result = {**discovery(), "measured_at": time.strftime("%Y-%m-%d")}
+        text = discovery_summary(result)
+    # read the file only now: a run of another part meanwhile keeps its numbers
     results: dict[str, Any] = json.loads(args.out.read_text()) if args.out.exists() else {}
     results["machine"] = {"python": platform.python_version(), "cpus": os.cpu_count(),
                           "platform": platform.platform()}
     results[args.part] = result
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=1) + "\n", encoding="utf-8")
-    print(summary(result))
+    print(text)
     print(f"wrote {args.out}")
     return 0
+
+
+def cluster_summary(result: dict[str, Any]) -> str:
+    """One line per set and row: coverage and ARI / NMI / purity (root cause, noise as one group) vs
+    the baseline's mean."""
+    lines = []
+    for name, r in result["sets"].items():
+        for row_name, row in r["rows"].items():
+            for truth in TRUTHS:
+                a, b = row[truth]["assay"]["noise_as_group"], row[truth]["baseline_tfidf_kmeans"]
+                lines.append(f"{name:9s} n={r['units']:2d} {row_name:30s} {truth:10s} sigs {row['signatures']:2d} "
+                             f"cov {row['coverage']:.2f} | ARI {a['ari']:+.3f} NMI {a['nmi']:.3f} pur {a['purity']:.3f}"
+                             f" | k-means ARI {b['ari']['mean']:+.3f}±{b['ari']['sd']:.3f} NMI {b['nmi']['mean']:.3f}"
+                             f" pur {b['purity']['mean']:.3f}")
+        lines.append(f"{name:9s} goal {r['goal']}")
+    return "\n".join(lines)
+
+
+def discovery_summary(result: dict[str, Any]) -> str:
+    """Distinct categories after k reviews and reviews to cover, per order."""
+    lines = []
+    for name, r in result["sets"].items():
+        for truth in TRUTHS:
+            t = r[truth]
+            lines.append(f"{name} n={r['units']} truth={truth} categories={len(t['categories'])} "
+                         f"(>=2 runs: {t['with_2_plus']}) expected random {t['random']['expected_distinct_after']}")
+            for order in ("random", "round_robin", "round_robin_noise_last", "queue_by_signature"):
+                c = t[order]
+                seen = " ".join(f"k={k}: {v['mean']:.2f}±{v['sd']:.2f}" for k, v in c["distinct_after"].items())
+                cover = c["reviews_to_cover_categories_with_2_plus"]
+                lines.append(f"   {order:24s} {seen} | cover {cover['mean']:.2f}±{cover['sd']:.2f}")
+            lines.append(f"   goal {t['goal']}  random at least as good: {t['random_at_least_as_good']}")
+    return "\n".join(lines)
 
 
 def summary(result: dict[str, Any]) -> str:

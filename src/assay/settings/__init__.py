@@ -165,6 +165,10 @@ class Settings(BaseModel):
     gate_max_unscored: float = Field(default=0.1, ge=0, le=1, description="gate: tolerated share of unscored + "
                                      "error units per evaluator; above it the gate exits 3")
     min_cluster_size: int = 5
+    signature_text: Literal["failure", "key"] = Field(
+        default="failure", description="what signatures embed and label per failed unit: 'failure' (its failure "
+        "signals and the steps around the steps they point to) or 'key' (structural key, failing step and final "
+        "answer: the text before failure signals)")
     severe: SevereRules = Field(default_factory=lambda: SevereRules())
     session_secret: str | None = Field(default=None, description="signs the annotation app's session cookies "
                                          "(ASSAY_SESSION_SECRET); unset: random per process")

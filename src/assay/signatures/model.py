@@ -45,7 +45,10 @@ class Signature(BaseModel):
     structural_key: str = Field(description="the members' common key, field by field ('*': no majority), e.g. "
                                             "'tool=book_reservation | error=payment amount does not add up | "
                                             "step=9-16 | retrieval=none | outcome=fail'")
-    label: str = Field(description="the key in words and the top c-TF-IDF keywords")
+    label: str = Field(description="what went wrong, in words: the members' leading failure signal, the key "
+                                   "in words and two c-TF-IDF keywords, e.g. 'tool error: book_reservation failed: "
+                                   "payment amount does not add up, about total, paid'; no other live signature has "
+                                   "the same key and label")
     keywords: list[str] = Field(description="top keywords by class-based TF-IDF, best first")
     size: int = Field(description="number of member units (clustered plus assigned since)")
     share: float = Field(description="size / number of failed units known to the signatures (0..1), "
