@@ -6,7 +6,7 @@ has one, is one more signal. :func:`assess` combines a unit's signals into a fai
 See docs/signals.md.
 """
 
-from assay.signals import conversation, grounding, population, tool_use  # noqa: F401 - built-ins register on import
+from assay.signals import actions, conversation, grounding, population, tool_use  # noqa: F401 - built-ins register on import
 from assay.signals.detect import detect, detect_many, fit, outcome_signals, unit_view
 from assay.signals.model import (
     KIND_SOURCE,
