@@ -204,6 +204,8 @@ def evaluate(rows: list[dict[str, Any]], names: list[str], kinds: list[str]) -> 
         "combined": {"failure_score_at_fail_at": rates(truth, [r["assessment"].failed for r in rows]),
                      "any_signal": rates(truth, [bool(r["signals"]) for r in rows]),
                      "roc": auc(truth, [r["assessment"].score for r in rows]),
+                     "at_thresholds": {f"{t:.1f}": rates(truth, [r["assessment"].score >= t for r in rows])
+                                       for t in (0.3, 0.4, 0.5, 0.6, 0.7, 0.8)},
                      "ambiguous_share": round(sum(r["assessment"].ambiguous for r in rows) / len(rows), 3),
                      "ambiguous_ci": wilson(sum(r["assessment"].ambiguous for r in rows), len(rows))},
         "logistic_out_of_fold": {"at_0.5": rates(truth, [r["oof"] >= 0.5 for r in rows]),

@@ -177,9 +177,12 @@ AFFIRMATIVES = (
     r"(that|this) works", r"perfect", r"great", r"fine\b",
 )
 OBJECTIONS = (
-    r"no\b(?![ -]problem)", r"nope", r"wait\b", r"hold on", r"stop\b", r"not (yet|now)\b", r"never ?mind",
-    r"(don'?t|do not) (do|proceed|cancel|book|change|modify|update|go ahead|make)",
+    r"^(no|nope)\b(?![ -](problem|worries|need|longer|thanks))", r"no,? (wait|stop|don'?t)", r"wait\b", r"hold on",
+    r"stop\b", r"not (yet|now)\b", r"never ?mind", r"(don'?t|do not) (do|proceed|cancel|book|change|modify|update|"
+    r"go ahead|make)",
 ) + CORRECTION
+"""A reply that holds the agent back. A bare "no" counts only as the turn's first word ("No, that's not the
+one"), not inside "no longer needed" or "no extra baggage"."""
 
 
 class ActionSettings(_Patterns):
