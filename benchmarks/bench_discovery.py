@@ -18,14 +18,20 @@ bootstrap for ROC AUC, seed 0):
 * all signals combined: flagged = failure score >= ``fail_at`` (default settings), and flagged =
   any signal at all; ROC AUC of the failure score (``sklearn.metrics.roc_auc_score``); the share in
   the ambiguous band (what open coding would send to a model);
-* a learned combination for comparison: a logistic regression over the per-detector strengths,
-  evaluated out of fold only (5-fold GroupKFold, grouped by task so trials of one task never sit on
-  both sides).
+* the failure score at cut-offs 0.3 to 0.8, and per family of detectors (conversation, behaviour,
+  consequential actions, and all with the hand-off and refusal cues disabled);
+* the calibrated combination (``assay.signals.fit_combination``: a logistic regression over the
+  per-detector strengths, what a team gets once experts labelled some units), never in sample:
+  out of fold over the 300 (``cross_validated_scores``, 5-fold GroupKFold by task so trials of one
+  task never sit on both sides), and fitted on the dev half's labels only (also on 20, 40, 80 of
+  them, whole tasks drawn at random, 20 draws) and scored on the test half;
+* other data with known failures: the 44 Magentic-One runs AgentRx annotated (all failed: the
+  share each detector flags), and the annotated failed tau retail runs per human failure category.
 
 Honesty: thresholds and strengths were set by reasoning; while designing the detectors only the
 ``dev`` half of the runs was looked at (a fixed split by sha256 of ``domain/task_id``, even = dev,
-136 runs). ``test`` (164 runs) was not looked at before the numbers here were produced; ``all``
-includes the dev half.
+136 runs). ``test`` (164 runs) was not looked at while a detector was designed; ``all`` includes
+the dev half. docs/signals.md says which detectors came after which held-out run.
 
 Cost: ``--units N`` (default 10,000) units made by repeating the 300 real runs under new ids (spans
 shared between copies, step timelines built anew for each), detected in a subprocess: seconds and

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
+from functools import lru_cache
 from typing import Any
 
 from assay.signals.conversation import matched
@@ -93,19 +94,24 @@ def unconfirmed_action(view: UnitView, cfg: UnconfirmedActionSettings, _: Any = 
 _ISO_DATE = re.compile(r"(\d{4})-(\d{1,2})-(\d{1,2})")
 _MONTHS = ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec")
 _MONTH = r"(jan|feb|mar|apr|may|jun|jul|aug|sep|oct|nov|dec)[a-z]*\.?"
-_MONTH_DAY = re.compile(_MONTH + r"\s+(\d{1,2})(?:st|nd|rd|th)?\b", re.IGNORECASE)
+_MONTH_DAY = re.compile(r"\b" + _MONTH + r"\s+(\d{1,2})(?:st|nd|rd|th)?\b", re.IGNORECASE)
 _DAY_MONTH = re.compile(r"\b(\d{1,2})(?:st|nd|rd|th)?\s+(?:of\s+)?" + _MONTH, re.IGNORECASE)
 _SLASH_DATE = re.compile(r"\b(\d{1,2})/(\d{1,2})(?:/\d{2,4})?\b")
 _JOINERS = re.compile(r"[\s,$_\-#'\"]")
 
 
-def month_days(text: str) -> set[tuple[int, int]]:
-    """Every (month, day) written in ``text``: ``2024-05-26``, ``May 26th``, ``26 May``, ``5/26``
-    (month first)."""
+@lru_cache(maxsize=1024)
+def month_days(text: str, prose: bool = True) -> frozenset[tuple[int, int]]:
+    """Every (month, day) written in ``text``: ``2024-05-26``; in ``prose`` also ``May 26th``, ``26 May``,
+    ``5/26`` (month first). Tool results are read without ``prose`` (they write ISO dates; the other
+    forms cost a scan of every digit in a large JSON result). Cached: a system prompt is shared by many
+    units."""
     out = {(int(m), int(d)) for _, m, d in _ISO_DATE.findall(text)}
+    if not prose:
+        return frozenset(out)
     out |= {(_MONTHS.index(m.lower()[:3]) + 1, int(d)) for m, d in _MONTH_DAY.findall(text)}
     out |= {(_MONTHS.index(m.lower()[:3]) + 1, int(d)) for d, m in _DAY_MONTH.findall(text)}
-    return out | {(int(m), int(d)) for m, d in _SLASH_DATE.findall(text)}
+    return frozenset(out | {(int(m), int(d)) for m, d in _SLASH_DATE.findall(text)})
 
 
 def leaves(value: Any) -> Iterator[Any]:
@@ -121,24 +127,41 @@ def leaves(value: Any) -> Iterator[Any]:
 
 
 class _Sources:
-    """What the agent has been told so far: user turns, tool results and system prompts."""
+    """What the agent has been told so far (user turns, tool results, system prompts). The numbers, dates
+    and joined-up text they hold are computed only when an argument needs them, each source once."""
 
     def __init__(self) -> None:
-        self.text = ""
-        self._numbers: set[float] | None = None
+        self.steps: list[Step] = []
+        self.lower: list[str] = []
+        self._numbers: set[float] = set()
+        self._dates: set[tuple[int, int]] = set()
+        self._joined: list[str] = []
+        self._seen = {"numbers": 0, "dates": 0, "joined": 0}
 
-    def add(self, text: str) -> None:
-        self.text += "\n" + text
-        self._numbers = None
+    def add(self, step: Step) -> None:
+        self.steps.append(step)
+        self.lower.append(step.text.lower())
+
+    def _new(self, what: str) -> list[Step]:
+        new, self._seen[what] = self.steps[self._seen[what]:], len(self.steps)
+        return new
 
     def numbers(self) -> set[float]:
-        if self._numbers is None:
-            self._numbers = numbers(self.text)
+        for step in self._new("numbers"):
+            self._numbers |= numbers(step.text)
         return self._numbers
+
+    def dates(self) -> set[tuple[int, int]]:
+        for step in self._new("dates"):
+            self._dates |= month_days(step.text, prose=step.kind != "tool_result")
+        return self._dates
+
+    def joined(self) -> list[str]:
+        self._joined += [_JOINERS.sub("", step.text.lower()) for step in self._new("joined")]
+        return self._joined
 
     def grounded(self, value: Any, cfg: UngroundedArgumentSettings) -> bool:
         """True when ``value`` needs no source (no digit, too short or small) or appears in the sources."""
-        text = self.text
         if isinstance(value, bool) or value is None:
             return True
         if isinstance(value, int | float):
@@ -148,8 +171,11 @@ class _Sources:
             return True  # a choice (cabin, reason, flight type), not a fact
         date = _ISO_DATE.fullmatch(raw)
         if date:
-            return (int(date[2]), int(date[3])) in month_days(text)
-        return _JOINERS.sub("", raw.lower()) in _JOINERS.sub("", text.lower())
+            return (int(date[2]), int(date[3])) in self.dates()
+        if any(raw.lower() in text for text in self.lower):
+            return True
+        bare = _JOINERS.sub("", raw.lower())
+        return any(bare in text for text in self.joined())
 
 
 @detector("ungrounded_argument", "1", UngroundedArgumentSettings)
@@ -168,7 +194,7 @@ def ungrounded_argument(view: UnitView, cfg: UngroundedArgumentSettings, _: Any 
                 out.append(Finding("ungrounded_argument", cfg.strength,
                                    f"{step.tool_name} with values from no earlier step: {shown}", step))
         if step.kind in ("user", "tool_result", "system"):
-            sources.add(step.text)
+            sources.add(step)
     return out
 
 
