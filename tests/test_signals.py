@@ -282,8 +282,11 @@ def test_extension_detector(tau: list[Unit], shouting: str) -> None:
 
 def test_docs_examples_run() -> None:
     text = (ROOT / "docs" / "signals.md").read_text(encoding="utf-8")
-    toml_block = text.split("```toml\n")[1].split("```")[0]
-    cfg = SignalSettings.model_validate(tomllib.loads(toml_block)["signals"])
+    blocks = [SignalSettings.model_validate(tomllib.loads(b.split("```")[0])["signals"])
+              for b in text.split("```toml\n")[1:]]
+    assert len(blocks) == 2
+    actions, cfg = blocks
+    assert (actions.unconfirmed_action.generic, actions.unconfirmed_action.action_verbs[0]) == (False, "cancel")
     assert (cfg.tool_loop.min_repeats, cfg.escalation.enabled) == (3, False)
     code = text.split("```python\n")[-1].split("```")[0]
     try:
@@ -427,3 +430,13 @@ def test_combination_bad_input(found: dict[str, list[FailureSignal]]) -> None:
         fit_combination(signals, [True, False] * 19 + [True])
     with pytest.raises(UsageError, match="at least 5 distinct groups"):
         cross_validated_scores(signals, [True, False] * 20, ["a", "b"] * 20)
+
+
+def test_docs_combination_example_runs(tau: list[Unit], found: dict[str, list[FailureSignal]]) -> None:
+    text = (ROOT / "docs" / "signals.md").read_text(encoding="utf-8")
+    code = next(b.split("```")[0] for b in text.split("```python\n")[1:] if "fit_combination" in b)
+    names: dict[str, Any] = {"signals_per_unit": [found[u.unit_id] for u in tau],
+                             "failed": [u.outcome == "fail" for u in tau], "unit_signals": found[CLEAN],
+                             "task_ids": [u.unit_id.rsplit("/", 1)[0] for u in tau]}
+    exec(compile(code, "docs/signals.md", "exec"), names)  # noqa: S102 - the doc's own example
+    assert isinstance(names["combo"], SignalCombination) and len(names["oof"]) == 300
