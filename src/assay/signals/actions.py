@@ -7,7 +7,8 @@ conversation stays smooth. These detectors look at how an action came about:
   tau-bench's, require one before any consequential action), or objects ("no", "wait");
 * ``ungrounded_argument``: an id, amount or date in its arguments that no earlier user turn, tool
   result or system prompt contains: the agent invented or computed it in its head;
-* ``action_retry``: it failed and the agent tried again with other arguments (guessing).
+* ``action_retry``: it failed and the agent tried again with other arguments (guessing);
+* ``many_actions``: the unit takes several actions, a weak risk cue (more to get wrong).
 
 What counts as an action is :class:`~assay.signals.settings.ActionSettings` (tool-name verbs, a
 generic "not read-only" rule, hand-off tools excluded). Each detector reads only the step timeline.
@@ -73,7 +74,8 @@ def interactive(view: UnitView) -> bool:
 def unconfirmed_action(view: UnitView, cfg: UnconfirmedActionSettings, _: Any = None) -> list[Finding]:
     """A consequential action whose last preceding user turn objects (``action_after_objection``: "no",
     "wait", "that's not what I asked", and no yes) or holds no explicit affirmative (``unconfirmed_action``:
-    no "yes", "go ahead", "confirm" ...). One signal per action, at the call."""
+    no "yes", "go ahead", "confirm" ...). One signal per action, at the call; interactive units only
+    (:func:`interactive`)."""
     if not interactive(view):
         return []
     out = []
@@ -100,16 +102,18 @@ _SLASH_DATE = re.compile(r"\b(\d{1,2})/(\d{1,2})(?:/\d{2,4})?\b")
 _JOINERS = re.compile(r"[\s,$_\-#'\"]")
 
 
-@lru_cache(maxsize=1024)
 def month_days(text: str, prose: bool = True) -> frozenset[tuple[int, int]]:
     """Every (month, day) written in ``text``: ``2024-05-26``; in ``prose`` also ``May 26th``, ``26 May``,
     ``5/26`` (month first). Tool results are read without ``prose`` (they write ISO dates; the other
-    forms cost a scan of every digit in a large JSON result). Cached: a system prompt is shared by many
-    units."""
-    out = {(int(m), int(d)) for _, m, d in _ISO_DATE.findall(text)}
-    if not prose:
-        return frozenset(out)
-    out |= {(_MONTHS.index(m.lower()[:3]) + 1, int(d)) for m, d in _MONTH_DAY.findall(text)}
+    forms cost a scan of every digit in a large JSON result)."""
+    iso = frozenset((int(m), int(d)) for _, m, d in _ISO_DATE.findall(text))
+    return iso | _prose_dates(text) if prose else iso
+
+
+@lru_cache(maxsize=256)
+def _prose_dates(text: str) -> frozenset[tuple[int, int]]:
+    """Month-name and slash dates of a user turn or system prompt (cached: a prompt is shared by units)."""
+    out = {(_MONTHS.index(m.lower()[:3]) + 1, int(d)) for m, d in _MONTH_DAY.findall(text)}
     out |= {(_MONTHS.index(m.lower()[:3]) + 1, int(d)) for d, m in _DAY_MONTH.findall(text)}
     return frozenset(out | {(int(m), int(d)) for m, d in _SLASH_DATE.findall(text)})
 
