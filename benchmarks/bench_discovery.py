@@ -40,6 +40,7 @@ unit), then ``detect_many`` (the whole batch's timelines in memory at once).
 
     python benchmarks/bench_discovery.py --part detection
     python benchmarks/bench_discovery.py --part detection --units 1000
+    python benchmarks/bench_discovery.py --part detection --units 0     # keep the cost measured before
 
 Writes the ``detection`` key of ``benchmarks/results/discovery.json`` (other keys kept).
 """
@@ -136,6 +137,29 @@ def auc(truth: Sequence[bool], score: Sequence[float]) -> dict[str, Any]:
             "n": len(y), "bootstrap": len(boots)}
 
 
+def paired_gain(truth: Sequence[bool], score: Sequence[float], other: Sequence[float],
+                tasks: Sequence[str]) -> dict[str, Any]:
+    """ROC AUC of ``score`` minus that of ``other`` on the same units, with a 95% percentile interval from
+    a bootstrap that resamples whole tasks (trials of one task are not independent), 2,000 resamples."""
+    from sklearn.metrics import roc_auc_score
+
+    y, a, b = (np.asarray(v, dtype=float) for v in (truth, score, other))
+    groups: dict[str, list[int]] = {}
+    for i, task in enumerate(tasks):
+        groups.setdefault(task, []).append(i)
+    names = sorted(groups)
+    rng = np.random.default_rng(SEED)
+    diffs = []
+    for _ in range(BOOTSTRAP):
+        idx = np.concatenate([groups[t] for t in rng.choice(names, len(names))])
+        if 0 < y[idx].sum() < len(idx):
+            diffs.append(roc_auc_score(y[idx], a[idx]) - roc_auc_score(y[idx], b[idx]))
+    return {"gain": round(float(roc_auc_score(y, a) - roc_auc_score(y, b)), 3),
+            "gain_ci": [round(float(v), 3) for v in np.percentile(diffs, [2.5, 97.5])],
+            "share_of_resamples_without_gain": round(float(np.mean(np.asarray(diffs) <= 0)), 3),
+            "tasks": len(names), "units": len(y)}
+
+
 # --- detection ---------------------------------------------------------------------------
 
 
@@ -197,6 +221,8 @@ def family(rows: list[dict[str, Any]], fam: str, truth: list[bool]) -> dict[str,
 
 def evaluate(rows: list[dict[str, Any]], names: list[str], kinds: list[str]) -> dict[str, Any]:
     """All metrics on one subset of units (rows: truth, signals, assessment, baseline, oof)."""
+    from assay.signals import failure_score
+
     truth = [r["fail"] for r in rows]
     base = {rule: rates(truth, [r["baseline"][rule] for r in rows]) for rule in rows[0]["baseline"]}
     base["any_rule"] = rates(truth, [any(r["baseline"].values()) for r in rows])
@@ -207,6 +233,10 @@ def evaluate(rows: list[dict[str, Any]], names: list[str], kinds: list[str]) -> 
                       for n in names},
         "kinds": {k: rates(truth, [any(s.kind == k for s in r["signals"]) for r in rows]) for k in kinds},
         "families": {fam: family(rows, fam, truth) for fam in FAMILIES},
+        "auc_gain_over_before_actions": paired_gain(
+            truth, [r["assessment"].score for r in rows],
+            [failure_score(s for s in r["signals"] if s.lineage.name in FAMILIES["before_actions"]) for r in rows],
+            [r["task"] for r in rows]),
         "combined": {"failure_score_at_fail_at": rates(truth, [r["assessment"].failed for r in rows]),
                      "any_signal": rates(truth, [bool(r["signals"]) for r in rows]),
                      "roc": auc(truth, [r["assessment"].score for r in rows]),
@@ -373,15 +403,19 @@ def cost(n: int) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--part", choices=["detection"], default="detection")
-    parser.add_argument("--units", type=int, default=10_000, help="units in the cost run (default 10000)")
+    parser.add_argument("--units", type=int, default=10_000, help="units in the cost run (default 10000; 0 keeps "
+                        "the cost already in the results file)")
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--cost-worker", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.cost_worker:
         print(json.dumps(cost_worker(args.cost_worker)))
         return 0
-    result = {**detection(), "cost": cost(args.units)}
     results: dict[str, Any] = json.loads(args.out.read_text()) if args.out.exists() else {}
+    kept = results.get(args.part, {}).get("cost")
+    if args.units == 0 and kept is None:
+        parser.error("--units 0 keeps the cost measured before, but the results file has none")
+    result = {**detection(), "cost": cost(args.units) if args.units else kept}
     results["machine"] = {"python": platform.python_version(), "cpus": os.cpu_count(),
                           "platform": platform.platform()}
     results[args.part] = result
