@@ -18,14 +18,20 @@ bootstrap for ROC AUC, seed 0):
 * all signals combined: flagged = failure score >= ``fail_at`` (default settings), and flagged =
   any signal at all; ROC AUC of the failure score (``sklearn.metrics.roc_auc_score``); the share in
   the ambiguous band (what open coding would send to a model);
-* a learned combination for comparison: a logistic regression over the per-detector strengths,
-  evaluated out of fold only (5-fold GroupKFold, grouped by task so trials of one task never sit on
-  both sides).
+* the failure score at cut-offs 0.3 to 0.8, and per family of detectors (conversation, behaviour,
+  consequential actions, and all with the hand-off and refusal cues disabled);
+* the calibrated combination (``assay.signals.fit_combination``: a logistic regression over the
+  per-detector strengths, what a team gets once experts labelled some units), never in sample:
+  out of fold over the 300 (``cross_validated_scores``, 5-fold GroupKFold by task so trials of one
+  task never sit on both sides), and fitted on the dev half's labels only (also on 20, 40, 80 of
+  them, whole tasks drawn at random, 20 draws) and scored on the test half;
+* other data with known failures: the 44 Magentic-One runs AgentRx annotated (all failed: the
+  share each detector flags), and the annotated failed tau retail runs per human failure category.
 
 Honesty: thresholds and strengths were set by reasoning; while designing the detectors only the
 ``dev`` half of the runs was looked at (a fixed split by sha256 of ``domain/task_id``, even = dev,
-136 runs). ``test`` (164 runs) was not looked at before the numbers here were produced; ``all``
-includes the dev half.
+136 runs). ``test`` (164 runs) was not looked at while a detector was designed; ``all`` includes
+the dev half. docs/signals.md says which detectors came after which held-out run.
 
 Cost: ``--units N`` (default 10,000) units made by repeating the 300 real runs under new ids (spans
 shared between copies, step timelines built anew for each), detected in a subprocess: seconds and
@@ -58,6 +64,7 @@ number here is small-sample: read n and the spreads.
     python benchmarks/bench_discovery.py --part detection --units 1000
     python benchmarks/bench_discovery.py --part clusters
     python benchmarks/bench_discovery.py --part discovery
+    python benchmarks/bench_discovery.py --part detection --units 0     # keep the cost measured before
 
 Each part writes its own key of ``benchmarks/results/discovery.json`` (``detection``, ``clusters``,
 ``discovery``; other keys kept).
@@ -157,6 +164,29 @@ def auc(truth: Sequence[bool], score: Sequence[float]) -> dict[str, Any]:
             "n": len(y), "bootstrap": len(boots)}
 
 
+def paired_gain(truth: Sequence[bool], score: Sequence[float], other: Sequence[float],
+                tasks: Sequence[str]) -> dict[str, Any]:
+    """ROC AUC of ``score`` minus that of ``other`` on the same units, with a 95% percentile interval from
+    a bootstrap that resamples whole tasks (trials of one task are not independent), 2,000 resamples."""
+    from sklearn.metrics import roc_auc_score
+
+    y, a, b = (np.asarray(v, dtype=float) for v in (truth, score, other))
+    groups: dict[str, list[int]] = {}
+    for i, task in enumerate(tasks):
+        groups.setdefault(task, []).append(i)
+    names = sorted(groups)
+    rng = np.random.default_rng(SEED)
+    diffs = []
+    for _ in range(BOOTSTRAP):
+        idx = np.concatenate([groups[t] for t in rng.choice(names, len(names))])
+        if 0 < y[idx].sum() < len(idx):
+            diffs.append(roc_auc_score(y[idx], a[idx]) - roc_auc_score(y[idx], b[idx]))
+    return {"gain": round(float(roc_auc_score(y, a) - roc_auc_score(y, b)), 3),
+            "gain_ci": [round(float(v), 3) for v in np.percentile(diffs, [2.5, 97.5])],
+            "share_of_resamples_without_gain": round(float(np.mean(np.asarray(diffs) <= 0)), 3),
+            "tasks": len(names), "units": len(y)}
+
+
 # --- detection ---------------------------------------------------------------------------
 
 
@@ -183,35 +213,27 @@ def leak_check(units: list[Any], signals: list[list[Any]]) -> int:
     return sum(s.source == "outcome" for seen in with_outcome for s in seen)
 
 
-def strengths(signals: list[Any], names: list[str]) -> list[float]:
-    """Noisy-OR strength per detector (0 when it did not fire): the logistic model's features."""
-    return [1 - math.prod(1 - s.strength for s in signals if s.lineage.name == name) for name in names]
-
-
-def cross_validated(x: np.ndarray, y: np.ndarray, groups: list[str]) -> tuple[np.ndarray, list[list[float]]]:
-    """Out-of-fold probabilities of a logistic regression (5-fold GroupKFold) and each fold's coefficients."""
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.model_selection import GroupKFold
-
-    oof = np.zeros(len(y))
-    coefs = []
-    for train, test in GroupKFold(n_splits=5).split(x, y, groups):
-        model = LogisticRegression(C=1.0, max_iter=1000).fit(x[train], y[train])
-        oof[test] = model.predict_proba(x[test])[:, 1]
-        coefs.append([round(float(c), 3) for c in model.coef_[0]])
-    return oof, coefs
-
-
+CONVERSATION = ("user_frustration", "user_repeat", "escalation", "refusal_loop", "empty_answer",
+                "unanswered_complaint")
+BEHAVIOUR = ("tool_error", "tool_loop", "retry_after_error", "long_session", "ungrounded_number")
+ACTIONS = ("unconfirmed_action", "ungrounded_argument", "action_retry", "many_actions")
+FIRST_SET = CONVERSATION + BEHAVIOUR[:4]
 FAMILIES = {
-    "conversation": ("user_frustration", "user_repeat", "escalation", "refusal_loop", "empty_answer",
-                     "unanswered_complaint"),
-    "behaviour": ("tool_error", "tool_loop", "retry_after_error", "long_session", "ungrounded_number"),
-    "first_frozen_set": ("user_frustration", "user_repeat", "escalation", "refusal_loop", "empty_answer",
-                         "unanswered_complaint", "tool_error", "tool_loop", "retry_after_error", "long_session"),
+    "conversation": CONVERSATION,
+    "behaviour": BEHAVIOUR,
+    "actions": ACTIONS,
+    "behaviour_and_actions": BEHAVIOUR + ACTIONS,
+    "first_frozen_set": FIRST_SET,
+    "before_actions": CONVERSATION + BEHAVIOUR,
+    "handoffs_are_policy": tuple(n for n in CONVERSATION + BEHAVIOUR + ACTIONS
+                                 if n not in ("escalation", "refusal_loop")),
 }
-"""Descriptive splits of the detectors: what people say vs what the agent and its tools do; and the ten
-detectors frozen (commit c643c0d) before any held-out number was seen (``ungrounded_number`` was added
-after the first held-out run, designed on the dev half only)."""
+"""Splits of the detectors, each scored by the noisy-OR of its own signals: what people say vs what the agent
+and its tools do vs how consequential actions came about; the ten detectors frozen (commit c643c0d) before
+any held-out number was seen; the eleven before the action detectors (``ungrounded_number`` was added after
+the first held-out run, designed on the dev half only); and all detectors with ``escalation`` and
+``refusal_loop`` disabled, the documented setting for deployments where hand-offs and refusals are what the
+policy asks for (chosen on the dev half)."""
 
 
 def family(rows: list[dict[str, Any]], fam: str, truth: list[bool]) -> dict[str, Any]:
@@ -226,6 +248,8 @@ def family(rows: list[dict[str, Any]], fam: str, truth: list[bool]) -> dict[str,
 
 def evaluate(rows: list[dict[str, Any]], names: list[str], kinds: list[str]) -> dict[str, Any]:
     """All metrics on one subset of units (rows: truth, signals, assessment, baseline, oof)."""
+    from assay.signals import failure_score
+
     truth = [r["fail"] for r in rows]
     base = {rule: rates(truth, [r["baseline"][rule] for r in rows]) for rule in rows[0]["baseline"]}
     base["any_rule"] = rates(truth, [any(r["baseline"].values()) for r in rows])
@@ -236,9 +260,15 @@ def evaluate(rows: list[dict[str, Any]], names: list[str], kinds: list[str]) -> 
                       for n in names},
         "kinds": {k: rates(truth, [any(s.kind == k for s in r["signals"]) for r in rows]) for k in kinds},
         "families": {fam: family(rows, fam, truth) for fam in FAMILIES},
+        "auc_gain_over_before_actions": paired_gain(
+            truth, [r["assessment"].score for r in rows],
+            [failure_score(s for s in r["signals"] if s.lineage.name in FAMILIES["before_actions"]) for r in rows],
+            [r["task"] for r in rows]),
         "combined": {"failure_score_at_fail_at": rates(truth, [r["assessment"].failed for r in rows]),
                      "any_signal": rates(truth, [bool(r["signals"]) for r in rows]),
                      "roc": auc(truth, [r["assessment"].score for r in rows]),
+                     "at_thresholds": {f"{t:.1f}": rates(truth, [r["assessment"].score >= t for r in rows])
+                                       for t in (0.3, 0.4, 0.5, 0.6, 0.7, 0.8)},
                      "ambiguous_share": round(sum(r["assessment"].ambiguous for r in rows) / len(rows), 3),
                      "ambiguous_ci": wilson(sum(r["assessment"].ambiguous for r in rows), len(rows))},
         "logistic_out_of_fold": {"at_0.5": rates(truth, [r["oof"] >= 0.5 for r in rows]),
@@ -246,9 +276,86 @@ def evaluate(rows: list[dict[str, Any]], names: list[str], kinds: list[str]) -> 
     }
 
 
+def calibrated_on_dev(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """A team labelled the dev half: the combination fitted on dev labels only, scored on the test half; and
+    with fewer labels (tasks of the dev half drawn at random until ``n`` units, 20 draws per size)."""
+    from assay.signals import fit_combination
+
+    dev = [r for r in rows if r["split"] == "dev"]
+    test = [r for r in rows if r["split"] == "test"]
+    truth = [r["fail"] for r in test]
+    combo = fit_combination([r["signals"] for r in dev], [r["fail"] for r in dev])
+    scores = [combo.score(r["signals"]) for r in test]
+    rng = np.random.default_rng(SEED)
+    curve = {}
+    tasks = sorted({r["task"] for r in dev})
+    for n in (20, 40, 80):
+        aucs = []
+        for _ in range(20):
+            picked: list[dict[str, Any]] = []
+            for task in rng.permutation(tasks):
+                picked += [r for r in dev if r["task"] == task]
+                if len(picked) >= n:
+                    break
+            if 0 < sum(r["fail"] for r in picked) < len(picked):
+                small = fit_combination([r["signals"] for r in picked], [r["fail"] for r in picked])
+                aucs.append(auc(truth, [small.score(r["signals"]) for r in test])["auc"])
+        curve[str(n)] = {"draws": len(aucs), "mean_auc": round(float(np.mean(aucs)), 3),
+                         "auc_range_2.5_97.5": [round(float(v), 3) for v in np.percentile(aucs, [2.5, 97.5])]}
+    return {"fitted_on": f"dev half ({len(dev)} units, {sum(r['fail'] for r in dev)} failed)",
+            "scored_on": f"test half ({len(test)} units)", "at_0.5": rates(truth, [v >= 0.5 for v in scores]),
+            "roc": auc(truth, scores), "features": list(combo.features),
+            "coefficients": list(combo.coefficients), "intercept": combo.intercept, "fewer_labels": curve}
+
+
+AGENTRX = DATA / "agentrx" / "data"
+
+
+def magentic_one(settings: Any) -> dict[str, Any]:
+    """The detectors on the Magentic-One runs that AgentRx annotated (every one a human-confirmed failure):
+    the share each detector flags (its recall; with no passing run, precision cannot be measured)."""
+    from assay.signals import assess, detect_many
+    from assay.traces import read_file
+
+    truth = json.loads((AGENTRX / "ground_truth" / "magentic_one_ground_truth.json").read_text())
+    runs = [read_file(AGENTRX / "magentic_dataset" / f"{g['trajectory_id']}.json").units[0] for g in truth]
+    signals = detect_many(runs, settings)
+    flagged = [True] * len(runs)
+    per = {name: rates(flagged, [any(s.lineage.name == name for s in sig) for sig in signals])["recall"]
+           for name in sorted({s.lineage.name for sig in signals for s in sig})}
+    return {"data": "agentrx/data/magentic_dataset, the 44 runs in magentic_one_ground_truth.json (all failed)",
+            "units": len(runs), "recall_by_detector": per,
+            "any_signal": rates(flagged, [bool(sig) for sig in signals]),
+            "failure_score_at_fail_at": rates(flagged, [assess(u.unit_id, sig, settings).failed
+                                                       for u, sig in zip(runs, signals, strict=True)]),
+            "consequential_actions": sum(any(s.lineage.name in ACTIONS for s in sig) for sig in signals)}
+
+
+def retail_categories(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """The failed tau retail runs that AgentRx annotated: per human failure category (a run counts under
+    each category among its failures), the share flagged by the action detectors, by any detector, and by
+    the failure score at ``fail_at``."""
+    truth = json.loads((AGENTRX / "ground_truth" / "tau_ground_truth.json").read_text())
+    by_id = {r["id"]: r for r in rows}
+    out: dict[str, dict[str, Any]] = {}
+    for g in truth:
+        row = by_id.get(f"tau-retail/task-{g['trajectory_id']}/trial-{g['trajectory_id']}")
+        if row is None or not row["fail"]:
+            continue
+        for cat in {f["failure_category"].strip() for f in g["failures"]}:
+            c = out.setdefault(cat, {"runs": 0, "actions": 0, "any_signal": 0, "failure_score": 0})
+            c["runs"] += 1
+            c["actions"] += any(s.lineage.name in ACTIONS for s in row["signals"])
+            c["any_signal"] += bool(row["signals"])
+            c["failure_score"] += row["assessment"].failed
+    return {"data": "agentrx/data/ground_truth/tau_ground_truth.json, runs also in tau_dataset_full.json",
+            "runs": len({g["trajectory_id"] for g in truth if f"tau-retail/task-{g['trajectory_id']}/trial-"
+                         f"{g['trajectory_id']}" in by_id}), "by_category": dict(sorted(out.items()))}
+
+
 def detection() -> dict[str, Any]:
     """The detection part (see module docstring)."""
-    from assay.signals import DETECTORS, SignalSettings, assess, detect_many, unit_view
+    from assay.signals import DETECTORS, SignalSettings, assess, cross_validated_scores, detect_many, unit_view
 
     settings = SignalSettings()
     units = load_units()
@@ -256,11 +363,9 @@ def detection() -> dict[str, Any]:
     signals = detect_many(blind, settings)
     outcome_signals = leak_check(units, signals)
     names = [n for n in DETECTORS]
-    x = np.array([strengths(s, names) for s in signals])
-    y = np.array([u.outcome == "fail" for u in units], dtype=int)
-    oof, coefs = cross_validated(x, y, [task_key(u) for u in units])
-    rows = [{"fail": u.outcome == "fail", "split": split_of(u), "signals": s, "oof": float(p),
-             "assessment": assess(b.unit_id, s, settings), "baseline": baseline_rules(unit_view(b))}
+    oof, folds = cross_validated_scores(signals, [u.outcome == "fail" for u in units], [task_key(u) for u in units])
+    rows = [{"id": u.unit_id, "fail": u.outcome == "fail", "split": split_of(u), "task": task_key(u), "signals": s,
+             "oof": float(p), "assessment": assess(b.unit_id, s, settings), "baseline": baseline_rules(unit_view(b))}
             for u, b, s, p in zip(units, blind, signals, oof, strict=True)]
     kinds = sorted({s.kind for sig in signals for s in sig})
     return {
@@ -270,9 +375,12 @@ def detection() -> dict[str, Any]:
         "ambiguous_band": [settings.ambiguous_low, settings.ambiguous_high],
         "split": "dev/test by sha256(domain/task_id) parity; design looked at dev only",
         "detector_versions": {n: d.version for n, d in DETECTORS.items()},
-        "logistic_coefficients_per_fold": {"features": names, "folds": coefs},
+        "logistic_coefficients_per_fold": {"features": list(folds[0].features),
+                                           "folds": [list(f.coefficients) for f in folds]},
         **{part: evaluate([r for r in rows if part == "all" or r["split"] == part], names, kinds)
            for part in ("all", "test", "dev")},
+        "calibrated_on_dev_labels": calibrated_on_dev(rows),
+        "other_data": {"magentic_one": magentic_one(settings), "tau_retail_categories": retail_categories(rows)},
     }
 
 
@@ -686,33 +794,43 @@ def discovery() -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--part", choices=["detection", "clusters", "discovery"], default="detection")
-    parser.add_argument("--units", type=int, default=10_000, help="units in the cost run (default 10000)")
+    parser.add_argument("--part", choices=["detection", "clusters", "discovery", "all"], default="all")
+    parser.add_argument("--units", type=int, default=10_000, help="units in the cost run (default 10000; 0 keeps "
+                        "the cost already in the results file)")
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--cost-worker", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.cost_worker:
         print(json.dumps(cost_worker(args.cost_worker)))
         return 0
-    if args.part == "detection":
-        result = {**detection(), "cost": cost(args.units)}
-        text = summary(result)
-    elif args.part == "clusters":
-        result = {**clusters(), "measured_at": time.strftime("%Y-%m-%d")}
-        text = cluster_summary(result)
-    else:
-        result = {**discovery(), "measured_at": time.strftime("%Y-%m-%d")}
-        text = discovery_summary(result)
-    # read the file only now: a run of another part meanwhile keeps its numbers
-    results: dict[str, Any] = json.loads(args.out.read_text()) if args.out.exists() else {}
-    results["machine"] = {"python": platform.python_version(), "cpus": os.cpu_count(),
-                          "platform": platform.platform()}
-    results[args.part] = result
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(results, indent=1) + "\n", encoding="utf-8")
-    print(text)
+    parts = ["detection", "clusters", "discovery"] if args.part == "all" else [args.part]
+    for part in parts:
+        result, text = _run_part(part, args, parser)
+        # read the file only now: a run of another part meanwhile keeps its numbers
+        results: dict[str, Any] = json.loads(args.out.read_text()) if args.out.exists() else {}
+        results["machine"] = {"python": platform.python_version(), "cpus": os.cpu_count(),
+                              "platform": platform.platform()}
+        results[part] = result
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(results, indent=1) + "\n", encoding="utf-8")
+        print(text)
     print(f"wrote {args.out}")
     return 0
+
+
+def _run_part(part: str, args: argparse.Namespace, parser: argparse.ArgumentParser) -> tuple[dict[str, Any], str]:
+    if part == "clusters":
+        result = {**clusters(), "measured_at": time.strftime("%Y-%m-%d")}
+        return result, cluster_summary(result)
+    if part == "discovery":
+        result = {**discovery(), "measured_at": time.strftime("%Y-%m-%d")}
+        return result, discovery_summary(result)
+    before: dict[str, Any] = json.loads(args.out.read_text()) if args.out.exists() else {}
+    kept = before.get("detection", {}).get("cost")
+    if args.units == 0 and kept is None:
+        parser.error("--units 0 keeps the cost measured before, but the results file has none")
+    result = {**detection(), "cost": cost(args.units) if args.units else kept}
+    return result, summary(result)
 
 
 def cluster_summary(result: dict[str, Any]) -> str:
