@@ -11,8 +11,12 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from assay._cli._common import console, get_ctx, handle_errors
+from assay._cli._common import console, err_console, get_ctx, handle_errors
+from assay._cli.exit_codes import ExitCode
 from assay.annotations import add_criterion, export_labels, import_labels, list_criteria
+
+FIRST_REASONS = 5
+"""Reasons printed with the error when nothing was imported."""
 
 labels_app = typer.Typer(help="Import and export expert labels (JSONL or CSV).", no_args_is_help=True)
 criteria_app = typer.Typer(help="Rubric criteria: what 'good' means for a signature.", no_args_is_help=True)
@@ -25,11 +29,28 @@ def labels_import(
     file: Annotated[Path, typer.Argument(help="JSONL or CSV with unit, annotator, label (pass|fail), severity "
                                                "(1-4), rationale, criterion.")],
 ) -> None:
-    """Import labels; bad records are skipped with a reason, the rest are kept (append-only)."""
+    """Import labels; bad records are skipped with a reason, the rest are kept (append-only).
+
+    Exit code: 0 when at least one label was imported (skipped records are listed); 1 when nothing
+    was imported (every record rejected, or the file holds none), with the count and the first
+    reasons on stderr, so a CI step fails instead of passing silently (as `assay ingest` does);
+    2 for usage errors (a missing file); 3 a failure.
+    """
     result = import_labels(get_ctx(ctx).store, file)
     console.print(f"imported {result.imported} labels; skipped {len(result.skipped)}")
     for line, reason in result.skipped[:50]:
         console.print(f"  [yellow]skipped[/yellow] line {line}: {escape(reason)}")
+    if result.imported == 0:
+        err_console.print(f"[red]error:[/red] nothing imported: {escape(_nothing_imported(result.skipped))}")
+        raise typer.Exit(ExitCode.CHECK_FAILED)
+
+
+def _nothing_imported(skipped: list[tuple[int, str]]) -> str:
+    """Why an import wrote nothing: the count of rejected records and the first reasons."""
+    if not skipped:
+        return "the file holds no label record"
+    first = "; ".join(f"line {line}: {reason}" for line, reason in skipped[:FIRST_REASONS])
+    return f"all {len(skipped)} record(s) rejected; first reasons: {first}"
 
 
 @labels_app.command("export")
