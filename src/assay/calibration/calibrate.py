@@ -107,7 +107,9 @@ def calibrate(store: Store, defn: EvaluatorDef, judge: JudgeClient | None, judge
     run_id = new_run(store, "calibration", CalibrationParams(
         evaluator=defn.name, evaluator_version=version, dataset_version=ds.version, split_id=split.split_id,
         test_touched=True))
-    labels = {i.unit_id: i.label for i in ds.items}
+    if ds.scale_kind != "binary":
+        raise UsageError(f"criterion {ds.criterion!r} is {ds.scale_kind}: not calibrated yet")
+    labels = {i.unit_id: str(i.target) for i in ds.items}
     results = list(evaluate_many(defn, store.units(list(labels)), judge, judge_settings, progress=progress))
     write_results(store, lineage_for(defn, run_id, "calibration", ds.version, judge_model_of(results), judge,
                                      judge_settings), results)

@@ -15,6 +15,7 @@ from itertools import combinations
 from pydantic import BaseModel, ConfigDict, Field
 
 from assay._store import Store
+from assay.annotations.items import canonical
 from assay.annotations.store import get_criterion, list_annotations
 from assay.calibration.stats import CalibrationMetrics, metrics_with_ci
 
@@ -31,12 +32,14 @@ class HumanCeiling(BaseModel):
 
 
 def human_labels(store: Store, criterion: str) -> dict[str, dict[str, str]]:
-    """unit id -> {human annotator -> latest label} under the criterion's current version."""
+    """item key -> {human annotator -> latest value, as text} under the criterion's current version
+    (pairs in sorted order, :func:`~assay.annotations.items.canonical`)."""
     crit = get_criterion(store, criterion)
     out: dict[str, dict[str, str]] = defaultdict(dict)
     for a in list_annotations(store, crit.name):
         if a.annotator_kind == "human" and (a.criterion_version in (None, crit.version)):
-            out[a.unit_id][a.annotator] = a.label
+            a = canonical(a)
+            out[a.item][a.annotator] = str(a.value)
     return dict(out)
 
 
