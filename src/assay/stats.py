@@ -17,6 +17,10 @@ Agreement:
 - **Cohen's kappa** (Cohen 1960, *Educ Psychol Meas* 20:37-46) and **weighted kappa** (Cohen 1968,
   *Psychol Bull* 70:213-220; quadratic weights as in Fleiss & Cohen 1973) from a k x k table of two
   raters, :func:`cohen_kappa` / :func:`kappa_from_table` (vectorised over bootstrap tables).
+- **Spearman's rho** (Spearman 1904, midranks for ties) and **Kendall's tau-b** (Kendall 1945,
+  *Biometrika* 33:239-251) of two raters' ordered categories, from their k x k table
+  (:func:`spearman_from_table`, :func:`kendall_tau_b_from_table`; equal to ``scipy.stats.spearmanr``
+  and ``kendalltau`` on the items, vectorised over bootstrap tables).
 - **Fleiss' kappa** (Fleiss 1971, *Psychol Bull* 76:378-382) of many raters from per-item category
   counts, with items that have different numbers of raters allowed (:func:`fleiss_kappa`).
 - **Krippendorff's alpha** (Krippendorff 2011, "Computing Krippendorff's Alpha-Reliability",
@@ -207,6 +211,53 @@ def kappa_from_table(table: np.ndarray, weights: KappaWeights | None = None) -> 
         observed_d = (w * table).sum(axis=(-2, -1))
         expected_d = (w * expected).sum(axis=(-2, -1))
         return np.where(expected_d > 1e-12, 1.0 - observed_d / expected_d, np.nan)
+
+
+def spearman_from_table(table: np.ndarray) -> np.ndarray:
+    """Spearman's rho of a k x k table of ordered categories (last two axes; leading axes broadcast).
+
+    Each category's rank is its midrank among the n items (ties share the mean rank); rho is the
+    Pearson correlation of the two ranks over the items, weighted by the cells.
+
+    Returns:
+        rho per table; NaN where a rater used one category only (no variance).
+    """
+    n = table.sum(axis=(-2, -1))[..., None]
+    rows, cols = table.sum(axis=-1), table.sum(axis=-2)
+
+    def midranks(marginal: np.ndarray) -> np.ndarray:
+        return np.cumsum(marginal, axis=-1) - marginal + (marginal + 1) / 2.0
+
+    r = midranks(rows) - (n + 1) / 2.0
+    c = midranks(cols) - (n + 1) / 2.0
+    with np.errstate(divide="ignore", invalid="ignore"):
+        cov = (table * r[..., :, None] * c[..., None, :]).sum(axis=(-2, -1))
+        var = (rows * r ** 2).sum(axis=-1) * (cols * c ** 2).sum(axis=-1)
+        return np.where(var > 1e-12, cov / np.sqrt(var), np.nan)
+
+
+def kendall_tau_b_from_table(table: np.ndarray) -> np.ndarray:
+    """Kendall's tau-b of a k x k table of ordered categories (last two axes; leading axes broadcast).
+
+    ``tau_b = (C - D) / sqrt((n0 - T_a) (n0 - T_b))`` with C and D the concordant and discordant pairs
+    of items, ``n0 = n (n - 1) / 2`` and ``T_a``, ``T_b`` the pairs tied on each rater.
+
+    Returns:
+        tau-b per table; NaN where a rater used one category only.
+    """
+    # items strictly below and right of each cell (concordant partners), strictly below and left (discordant)
+    below = np.flip(np.cumsum(np.flip(table, axis=-2), axis=-2), axis=-2) - table
+    below_right = np.flip(np.cumsum(np.flip(below, axis=-1), axis=-1), axis=-1) - below
+    below_left = np.cumsum(below, axis=-1) - below
+    concordant = (table * below_right).sum(axis=(-2, -1))
+    discordant = (table * below_left).sum(axis=(-2, -1))
+    n = table.sum(axis=(-2, -1))
+    n0 = n * (n - 1) / 2.0
+    tied_a = (table.sum(axis=-1) * (table.sum(axis=-1) - 1) / 2.0).sum(axis=-1)
+    tied_b = (table.sum(axis=-2) * (table.sum(axis=-2) - 1) / 2.0).sum(axis=-1)
+    denom = (n0 - tied_a) * (n0 - tied_b)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(denom > 1e-12, (concordant - discordant) / np.sqrt(denom), np.nan)
 
 
 def fleiss_kappa(counts: np.ndarray) -> float | None:

@@ -9,7 +9,7 @@ kappa (1960) of the pooled pairs, with bootstrap CIs, are the ceiling.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from itertools import combinations
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -43,9 +43,16 @@ def human_labels(store: Store, criterion: str) -> dict[str, dict[str, str]]:
     return dict(out)
 
 
-def human_ceiling(store: Store, criterion: str, unit_ids: Collection[str], seed: int = 0) -> HumanCeiling | None:
-    """Human-human agreement on ``unit_ids``; None when no item has two human annotators."""
+def human_ceiling(store: Store, criterion: str, unit_ids: Collection[str], seed: int = 0,
+                  project: Callable[[str], str] | None = None) -> HumanCeiling | None:
+    """Human-human agreement on ``unit_ids`` (item keys); None when no item has two human annotators.
+
+    ``project`` turns a value (as text) into pass/fail, for a non-binary scale (None: the values are
+    pass/fail already).
+    """
     labels = human_labels(store, criterion)
+    if project is not None:
+        labels = {k: {who: project(v) for who, v in by.items()} for k, by in labels.items()}
     first: list[str] = []
     second: list[str] = []
     items = 0
