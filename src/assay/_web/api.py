@@ -40,10 +40,19 @@ from starlette.concurrency import run_in_threadpool
 from assay._store import Store
 from assay._store.spans import load_unit, resolve_unit_id
 from assay._store.tables import AnnotationRow, ApiKeyRow, EvaluatorRow, ScoreRow
-from assay.annotations import Annotation, add_annotations, get_criterion, list_annotations, list_criteria
+from assay.annotations import (
+    Annotation,
+    BinaryScale,
+    add_annotations,
+    fit_to_scale,
+    get_criterion,
+    list_annotations,
+    list_criteria,
+)
 from assay.annotations.agreement import HumanAgreement, human_agreement
 from assay.annotations.model import AnnotatorKind, Criterion, Label
-from assay.exceptions import NotFoundError
+from assay.annotations.scale import ScaleValue, ShownOrder
+from assay.exceptions import NotFoundError, UsageError
 from assay.settings import Settings
 from assay.signals import FailureSignal, FeedbackItem, FeedbackResult, assess, record_feedback, unit_signals
 from assay.signals.feedback import FeedbackRecord, list_feedback
@@ -79,12 +88,18 @@ class UnitOut(BaseModel):
 
 class AnnotationIn(BaseModel):
     """A new annotation. ``annotator`` defaults to the API key's owner; ``criterion_version``
-    defaults to the criterion's current version (give an older one only for labels made under it)."""
+    defaults to the criterion's current version (give an older one only for labels made under it).
+    The judgment is ``label`` (pass/fail) or ``value`` on the criterion's scale; a value that does not
+    fit the scale is a 422 naming the allowed values."""
 
     model_config = ConfigDict(extra="forbid")
 
     unit_id: str = Field(min_length=1)
-    label: Label
+    label: Label | None = Field(None, description="pass or fail (binary criteria and labels without a criterion)")
+    value: ScaleValue | None = Field(None, description="the judgment on the criterion's scale: pass/fail, a level, "
+                                                       "a class name, first/second/tie")
+    second_unit_id: str | None = Field(None, description="pairwise: the second output's unit")
+    shown_order: ShownOrder | None = Field(None, description="pairwise: the order the outputs were shown in")
     severity: int | None = Field(None, ge=1, le=4, description="1 (minor) .. 4 (critical)")
     rationale: str = Field("", max_length=20_000)
     criterion: str | None = Field(None, description="criterion name or id; null: the unit as a whole")
@@ -319,12 +334,22 @@ def api_router(settings: Settings, store: Store) -> APIRouter:
         extra = {**body.extra, "api_key": who.key_prefix}
         if current != body.unit_id:
             extra["unit_id_given"] = body.unit_id
-        record = Annotation(unit_id=current, annotator=body.annotator or who.owner,
-                            annotator_kind=body.annotator_kind, label=body.label, severity=body.severity,
-                            rationale=body.rationale, criterion=crit.name if crit else None,
-                            criterion_version=(body.criterion_version or crit.version) if crit else None,
-                            source=body.source, extra=extra)
-        add_annotations(store, [record])
+        second = resolve_unit_id(store, body.second_unit_id) if body.second_unit_id else None
+        if body.second_unit_id and second is None:
+            raise _bad(f"unit not found: {body.second_unit_id!r}")
+        try:
+            record = Annotation(unit_id=current, annotator=body.annotator or who.owner,
+                                annotator_kind=body.annotator_kind, label=body.label, value=body.value,
+                                second_unit_id=second, shown_order=body.shown_order, severity=body.severity,
+                                rationale=body.rationale, criterion=crit.name if crit else None,
+                                criterion_version=(body.criterion_version or crit.version) if crit else None,
+                                source=body.source, extra=extra)
+            add_annotations(store, [record])
+        except ValidationError as exc:
+            raise _bad("; ".join(e["msg"].removeprefix("Value error, ") for e in exc.errors())) from None
+        except UsageError as exc:
+            raise _bad(str(exc)) from None
+        record = fit_to_scale(record, crit.scale if crit else BinaryScale())
         with store.session() as s:
             row = s.scalar(select(AnnotationRow).where(AnnotationRow.unit_id == current,
                                                        AnnotationRow.annotator == record.annotator)
