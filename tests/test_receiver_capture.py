@@ -13,6 +13,7 @@ from opentelemetry.proto.trace.v1.trace_pb2 import Status
 
 from assay._store.store import unit_content_hash
 from assay._store.tables import UnitRow
+from assay._store.usage import unit_usages
 from assay.traces import render_timeline, step_timeline
 
 from .test_receiver import CHAT, PB, T0, Server, pb_body, pb_response, pb_span, sid, tid
@@ -45,8 +46,9 @@ def test_the_most_complete_copy_wins_in_any_order(tmp_path: Path, order: str, re
         messages = [pb_response(server.post("/v1/traces", pb_body(root, first, second), PB))
                     .partial_success.error_message]
     else:
-        messages = [pb_response(server.post("/v1/traces", pb_body(root, first), PB)).partial_success.error_message,
-                    pb_response(server.post("/v1/traces", pb_body(second), PB)).partial_success.error_message]
+        messages = [pb_response(server.post("/v1/traces", pb_body(root, first), PB)).partial_success.error_message]
+        unit_usages(server.store, [f"trace/{tid(30)}"])  # read (and stored) before the other copy arrives
+        messages.append(pb_response(server.post("/v1/traces", pb_body(second), PB)).partial_success.error_message)
     assert "1 span(s) arrived in differing copies and were merged" in messages[-1]
     span = server.span(30, 2)
     assert span.end_ns == T0 + 90 and span.status == "error" and span.status_message == "upstream 529: overloaded"
@@ -56,6 +58,8 @@ def test_the_most_complete_copy_wins_in_any_order(tmp_path: Path, order: str, re
     with server.store.session() as s:
         row = s.get(UnitRow, unit.unit_id)
         assert row is not None and row.has_error and row.content_hash == unit_content_hash(unit.spans)
+    usage = unit_usages(server.store, [unit.unit_id])[unit.unit_id]  # the merge made the stored usage stale
+    assert (usage.input_tokens, usage.output_tokens, usage.spans_with_usage) == (7, 3, 1)
     steps = step_timeline(unit)
     assert not any(st.in_progress for st in steps)
     assert "[IN PROGRESS]" not in render_timeline(steps)
@@ -94,6 +98,11 @@ def test_a_merge_within_an_ingested_file_and_across_files(tmp_path: Path) -> Non
     assert other.unit(f"trace/{tid(32)}").spans[0] == one
     assert one.end_ns == T0 + 5 and one.attributes["app.stage"] == "started" and "merged" in one.flags
     assert json.loads(one.attributes["gen_ai.output.messages"])[0]["role"] == "assistant"
+    third = Store(f"sqlite:///{tmp_path / 'c.db'}")  # the unit's usage follows the merged span
+    third.add_units(group_units([partial], "file"))
+    assert unit_usages(third, [f"trace/{tid(32)}"])[f"trace/{tid(32)}"].input_tokens is None
+    third.add_units(group_units([final], "file"))
+    assert unit_usages(third, [f"trace/{tid(32)}"])[f"trace/{tid(32)}"].input_tokens == 7
 
 
 # --- 3. every span that carries content becomes a step ----------------------------------------------

@@ -28,6 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field, JsonValue
 from sqlalchemy import select
 from sqlalchemy.orm import Session as OrmSession
 
+from assay._store.signal_rows import add_evaluator_fails
 from assay._store.store import Store
 from assay._store.tables import RunRow, ScoreRow, utcnow
 from assay.exceptions import NotFoundError
@@ -197,6 +198,9 @@ def add_scores(s: OrmSession, lineage: Lineage, scores: Sequence[NewScore]) -> d
     Rows whose (run id, unit id, evaluator version) is already stored are skipped:
     ``INSERT ... ON CONFLICT DO NOTHING ... RETURNING`` on SQLite and PostgreSQL, sent as multi-row
     INSERTs of up to :data:`INSERT_CHUNK` rows; other databases check first in the same transaction.
+    Every failed score written (verdict ``fail``) of an active evaluator in a gate, online or backfill
+    run also becomes a failure signal, in the same transaction
+    (:func:`assay._store.signal_rows.add_evaluator_fails`): the loop back from scores to signatures.
 
     Returns:
         ``{unit id: score id}`` of the rows inserted (empty when a previous attempt wrote them all).
@@ -209,6 +213,14 @@ def add_scores(s: OrmSession, lineage: Lineage, scores: Sequence[NewScore]) -> d
     rows = [_values(lineage, sc) for sc in scores]
     if not rows:
         return {}
+    inserted = _insert(s, lineage, rows)
+    fails = [(sc.unit_id, sc.reason) for sc in scores
+             if sc.status == "scored" and sc.verdict == "fail" and sc.unit_id in inserted]
+    add_evaluator_fails(s, lineage.evaluator, lineage.evaluator_version, lineage.run_id, lineage.run_kind, fails)
+    return inserted
+
+
+def _insert(s: OrmSession, lineage: Lineage, rows: list[dict[str, Any]]) -> dict[str, int]:
     dialect = s.get_bind().dialect.name
     if dialect not in ("postgresql", "sqlite"):
         return _add_checked(s, lineage, rows)

@@ -13,7 +13,8 @@ One transaction per call, so a batch is acknowledged only once committed. Rules:
   that would collide on a unique key with one the session unit already has (e.g. the same run scored
   both units) is dropped, the session unit's own row kept (rows pointing at a dropped row lose the
   pointer, or go too when it is required, e.g. an audit item of a dropped score), and per-unit
-  caches (embeddings, severe scans, queue claims) of the old id are dropped to be recomputed. The
+  caches (embeddings, severe scans, signal scans, queue claims) of the old id are dropped to be
+  recomputed; failure signals moved to the session unit get their content keys recomputed. The
   old id is kept in the session unit's ``attributes["merged_from"]``, and :func:`resolve_unit_id`
   maps it to the session unit (the review page and the REST API redirect). Annotations keep their
   ``created_at`` and provenance; only their ``unit_id`` changes. A trace stored under one session
@@ -51,6 +52,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Session as OrmSession
 
+from assay._store.signal_rows import rekey_unit
 from assay._store.tables import Base, EmbeddingRow, LogRecordRow, MediaRow, SignatureRow, SpanRow, UnitRow
 from assay.exceptions import NotFoundError
 from assay.traces.media import span_media
@@ -111,7 +113,7 @@ def _unit_ids(s: OrmSession, spans: list[Span]) -> tuple[dict[str, str], dict[st
     return known, moves
 
 
-_CACHE_TABLES = frozenset({"severe_scans", "queue_claims"})
+_CACHE_TABLES = frozenset({"severe_scans", "queue_claims", "signal_scans"})
 """Per-unit rows recomputed on demand: dropped for a moved unit instead of re-pointed."""
 
 
@@ -166,6 +168,7 @@ def _move_trace(s: OrmSession, trace_id: str, old: str, new: str) -> None:
     s.execute(update(SpanRow).where(SpanRow.trace_id == trace_id, SpanRow.unit_id == old).values(unit_id=new))
     for table, col in _unit_fk_columns():
         _repoint(s, table, col, old, new)
+    rekey_unit(s, new)  # failure signals' content keys name their unit
     s.execute(delete(EmbeddingRow).where(EmbeddingRow.unit_id == old))
     s.execute(update(SignatureRow).where(SignatureRow.representative_unit == old).values(representative_unit=new))
     row, target = s.get(UnitRow, old), s.get(UnitRow, new)
@@ -422,6 +425,7 @@ def _refresh_units(s: OrmSession, unit_ids: set[str], existed: set[str] | None =
         parts = sorted(json.dumps(d, sort_keys=True) for d in datas)
         row.content_hash = hashlib.sha256("\n".join(parts).encode()).hexdigest()
         row.has_error = any(d.get("status") == "error" for d in datas)
+        row.usage = None  # stale: recomputed when read (assay._store.usage.unit_usages)
 
 
 def add_log_records(store: Store, records: list[tuple[str, str, SpanEvent]]) -> tuple[int, int]:

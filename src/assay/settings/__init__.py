@@ -144,6 +144,16 @@ class DriftSettings(BaseModel):
         return [v.strip() for v in value.split(",") if v.strip()] if isinstance(value, str) else value
 
 
+class ModelPrice(BaseModel):
+    """What a model costs (``[prices."MODEL"]``): prices the tokens of spans whose source gave no cost
+    (see :mod:`assay.traces.usage`); a span with a cost from its source keeps that cost."""
+
+    model_config = {"extra": "forbid"}
+
+    input_per_mtok: float = Field(ge=0, description="USD per million input tokens")
+    output_per_mtok: float = Field(ge=0, description="USD per million output tokens")
+
+
 class Settings(BaseModel):
     """All workspace settings (see module docstring)."""
 
@@ -161,6 +171,10 @@ class Settings(BaseModel):
     gate_max_unscored: float = Field(default=0.1, ge=0, le=1, description="gate: tolerated share of unscored + "
                                      "error units per evaluator; above it the gate exits 3")
     min_cluster_size: int = 5
+    signature_text: Literal["failure", "key"] = Field(
+        default="failure", description="what signatures embed and label per failed unit: 'failure' (its failure "
+        "signals and the steps around the steps they point to) or 'key' (structural key, failing step and final "
+        "answer: the text before failure signals)")
     severe: SevereRules = Field(default_factory=lambda: SevereRules())
     session_secret: str | None = Field(default=None, description="signs the annotation app's session cookies "
                                          "(ASSAY_SESSION_SECRET); unset: random per process")
@@ -170,6 +184,9 @@ class Settings(BaseModel):
     drift: DriftSettings = Field(default_factory=lambda: DriftSettings())
     signals: SignalSettings = Field(default_factory=lambda: SignalSettings(),
                                     description="failure-signal detectors (docs/signals.md)")
+    prices: dict[str, ModelPrice] = Field(default_factory=dict, description="model name -> price, for token "
+                                          "usage without a cost from the source; a key also prices the models "
+                                          "whose name it starts (gpt-4o-mini: gpt-4o-mini-2024-07-18)")
 
     def resolved_store_url(self) -> str:
         """The store URL with a relative SQLite path made absolute against the workspace."""

@@ -39,6 +39,11 @@ record, per evaluator version, the evaluator name and version, the judge model a
 parameters, the ground-truth dataset version it was calibrated on and its sample rate. A share
 ``online.audit_share`` (default 2%) of scored units, deterministic by unit id (:func:`audited`),
 also goes to the judge-audit queue (:mod:`assay.suite.audit`).
+
+**Failure signals.** Each pass first runs the failure-signal detectors on complete units that need it
+(:func:`assay.signals.units_to_scan`: never scanned, grown, or scanned under other detectors), up to
+:data:`SCAN_BATCH` of them: the OTLP receiver records explicit feedback as it arrives but never waits
+for detectors. Every failed score the worker writes becomes a signal in the one score writer.
 """
 
 from __future__ import annotations
@@ -69,6 +74,8 @@ from assay.settings import JudgeSettings, OnlineSettings, Settings
 
 _CHUNK = 500
 """Unit ids per completion query."""
+SCAN_BATCH = 200
+"""Complete units whose failure signals a pass detects at most."""
 
 
 class StopFlag(Protocol):
@@ -246,6 +253,7 @@ class PassReport(BaseModel):
     run_id: str | None = Field(description="the online run the scores went to; None when nothing was scored")
     evaluators: tuple[EvaluatorPass, ...] = ()
     passes: int = 1
+    signals_scanned: int = Field(default=0, description="complete units whose failure signals were detected")
 
     @property
     def scored(self) -> int:
@@ -265,15 +273,16 @@ class PassReport(BaseModel):
 
     @property
     def did_work(self) -> bool:
-        return self.scored + self.failed > 0
+        return self.scored + self.failed + self.signals_scanned > 0
 
     def line(self) -> str:
         """One human-readable progress line."""
+        scanned = [f"signals of {self.signals_scanned} units"] if self.signals_scanned else []
         if not self.evaluators:
-            return "no active evaluator"
+            return "; ".join([*scanned, "no active evaluator"])
         parts = [f"{e.evaluator}@{e.evaluator_version}: {e.scored} scored, {e.failed} failed, {e.audited} to audit, "
                  f"{e.waiting} waiting" for e in self.evaluators]
-        return "; ".join(parts)
+        return "; ".join(scanned + parts)
 
 
 @dataclass
@@ -312,6 +321,7 @@ class OnlineWorker:
         self._times: dict[str, UnitTimes] = {}
         self._totals: dict[str, EvaluatorPass] = {}
         self._passes = 0
+        self._scanned = 0
 
     # -- public ----------------------------------------------------------------------------
     def run_pass(self, stop: StopFlag | None = None, now_ns: int | None = None) -> PassReport:
@@ -326,8 +336,9 @@ class OnlineWorker:
 
         suite = [_Active(d, content_version(d), ds) for d, ds in
                  active_evaluators(self.store, self.settings.evaluators_path())]
-        units = self._unit_ids()
         decided: dict[str, Completion] = {}
+        scanned = self._scan_signals(decided, now_ns)
+        units = self._unit_ids()
         out: list[EvaluatorPass] = []
         for ev in suite:
             if stop is not None and stop.is_set():
@@ -342,9 +353,24 @@ class OnlineWorker:
                 scored, failed, audit = scored + s, failed + f, audit + a
             out.append(EvaluatorPass(evaluator=ev.defn.name, evaluator_version=ev.version, scored=scored,
                                      failed=failed, audited=audit, waiting=waiting))
-        report = PassReport(run_id=self.run_id, evaluators=tuple(out))
+        report = PassReport(run_id=self.run_id, evaluators=tuple(out), signals_scanned=scanned)
         self._add(report)
         return report
+
+    def _scan_signals(self, decided: dict[str, Completion], now_ns: int | None) -> int:
+        """Detect the failure signals of up to ``SCAN_BATCH`` complete units that need it (never scanned,
+        grown, or scanned under other detectors), oldest first: off the request path, so ingestion never
+        waits for detectors. Returns the number of units scanned."""
+        from assay.signals import scan_units, units_to_scan
+
+        todo = units_to_scan(self.store, self.settings.signals)
+        unknown = [u for u in todo if u not in decided]
+        if unknown:
+            decided.update(self._completion(unknown, time.time_ns() if now_ns is None else now_ns))
+        ready = [u for u in todo if decided[u].complete][:SCAN_BATCH]
+        if ready:
+            scan_units(self.store, self.store.units(ready), self.settings.signals)
+        return len(ready)
 
     def run(self, stop: StopFlag, once: bool = False, poll_interval_s: float | None = None) -> PassReport:
         """Run passes until ``stop`` is set; with ``once``, until a pass finds nothing to score (drain).
@@ -380,7 +406,8 @@ class OnlineWorker:
 
     def totals(self) -> PassReport:
         """All passes so far, added up."""
-        return PassReport(run_id=self.run_id, evaluators=tuple(self._totals.values()), passes=self._passes)
+        return PassReport(run_id=self.run_id, evaluators=tuple(self._totals.values()), passes=self._passes,
+                          signals_scanned=self._scanned)
 
     def close(self) -> None:
         """Finish the online run (summary: counts per evaluator version), if one was started."""
@@ -534,6 +561,7 @@ class OnlineWorker:
 
     def _add(self, report: PassReport) -> None:
         self._passes += 1
+        self._scanned += report.signals_scanned
         for e in report.evaluators:
             key = f"{e.evaluator}@{e.evaluator_version}"
             old = self._totals.get(key)
@@ -555,7 +583,7 @@ def run_worker(settings: Settings, stop: StopFlag, once: bool = False, judge: Ju
     """
     if niceness and hasattr(os, "nice"):
         os.nice(niceness)
-    store = Store(settings.resolved_store_url())
+    store = Store(settings.resolved_store_url(), settings.signals)
     try:
         return OnlineWorker(store, settings, judge, log).run(stop, once=once)
     finally:

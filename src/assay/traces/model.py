@@ -11,7 +11,7 @@ import json
 import re
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SerializerFunctionWrapHandler, model_serializer, model_validator
 
 from assay.traces.media import MediaPart, extract_media
 
@@ -160,6 +160,9 @@ class Span(_Frozen):
     """``gen_ai.provider.name`` (older emitters: ``gen_ai.system``; OpenInference ``llm.provider``)."""
     usage_source: str | None = None
     """The attribute the token counts came from; None with None counts when usage is unknown."""
+    cost_usd: float | None = None
+    """What this span's model call cost in USD, as the source gave it (Langfuse ``costDetails``, a
+    mapping's ``usage.cost``); None when the source gave none (see :mod:`assay.traces.usage`)."""
     events: tuple[SpanEvent, ...] = ()
     """Span events and joined log records, in time order (content may come only from these)."""
     flags: tuple[SpanFlag, ...] = ()
@@ -169,6 +172,15 @@ class Span(_Frozen):
     def duration_ns(self) -> int:
         """End minus start in ns (0 when unknown)."""
         return max(0, self.end_ns - self.start_ns)
+
+    @model_serializer(mode="wrap")
+    def _without_unknown_cost(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        """An unknown ``cost_usd`` is left out of dumps, so spans stored before the field existed keep
+        their content hash."""
+        data: dict[str, Any] = handler(self)
+        if data.get("cost_usd", 0) is None:
+            del data["cost_usd"]
+        return data
 
 
 class Trace(_Frozen):

@@ -1,7 +1,7 @@
 """capture: how each score's verdict was read (scores.parse_status); inline message media by SHA-256 (media)
 
 Revision ID: 0005_capture
-Revises: 0003_online
+Revises: 0006_scales
 Create Date: 2026-12-05 10:00:00.000000
 """
 
@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = '0005_capture'
-down_revision = '0003_online'
+down_revision = '0006_scales'
 branch_labels = None
 depends_on = None
 
