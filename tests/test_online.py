@@ -294,8 +294,10 @@ def test_a_running_worker_reads_what_changed_not_the_tables(tmp_path: Path, stor
 
 def _incremental_passes(tmp_path: Path, settings: Settings, store: Store, defn: EvaluatorDef) -> None:
     """One worker over passes: units ingested after its first pass are scored, also a unit row committed with an
-    older ``ingested_at`` (a long ingest transaction); a raised sample rate adds the units now sampled; no pass
-    reads the ``units`` table whole (every query on it has a WHERE clause: the ingestion-order walk, ids)."""
+    older ``ingested_at`` (a long ingest transaction); a raised sample rate adds the units now sampled; choosing
+    what to score reads no ``units`` table whole (every such query has a WHERE clause: the ingestion-order walk,
+    ids). The failure-signal pass before it (:func:`assay.signals.units_to_scan`, units joined with their
+    ``signal_scans`` to find grown or never-scanned ones) still reads the units whole: it is left out here."""
     worker = OnlineWorker(store, settings)
     first = [f"a{i}" for i in range(10)]
     ingest(settings, store, [otlp_trace(k) for k in first])
@@ -318,7 +320,8 @@ def _incremental_passes(tmp_path: Path, settings: Settings, store: Store, defn: 
     finally:
         event.remove(store.engine, "before_cursor_execute", record)
     assert later.scored == sum(sampled(NAME, uid[k], 0.5) for k in ("b0", "b1", "late"))
-    on_units = [q for q in statements if q.startswith("SELECT") and re.search(r"FROM units\b", q)]
+    on_units = [q for q in statements if q.startswith("SELECT") and re.search(r"FROM units\b", q)
+                and "signal_scans" not in q]
     assert on_units and all(" WHERE " in q for q in on_units), on_units
     save_evaluator(defn.model_copy(update={"sample_rate": 1.0}), tmp_path / "evaluators" / f"{NAME}.yaml")
     assert worker.run_pass().scored == sum(not sampled(NAME, uid[k], 0.5) for k in uid)
@@ -506,3 +509,30 @@ def test_serve_with_worker_scores_in_a_separate_process_and_stops_with_it(tmp_pa
     with store.session() as s:
         run = s.scalars(select(RunRow).where(RunRow.kind == "online")).one()
         assert run.finished_at is not None and run.summary["scored"] == 1
+
+
+def test_an_orphan_whose_parent_never_arrives_is_complete_after_the_grace_window(tmp_path: Path) -> None:
+    from assay._web.auth import create_api_key
+
+    settings, store, _ = make_workspace(tmp_path, rate=1.0)
+    ingest(settings, store, [otlp_trace("lost-parent", root=False)])  # both spans' parent never arrives
+    unit_id = f"trace/{_hex('lost-parent', 32)}"
+    now = time.time_ns()
+    waiting = completion(store, [unit_id], settings.online, now)[unit_id]
+    assert not waiting.complete and "parent span is still expected" in waiting.reason
+    assert OnlineWorker(store, settings).run_pass().scored == 0  # default grace: 600 s; the spans are ~60 s old
+    graced = settings.model_copy(update={"online": settings.online.model_copy(update={"orphan_grace_s": 30})})
+    done = completion(store, [unit_id], graced.online, now)[unit_id]
+    assert done.complete and "2 orphan span(s) whose parent never arrived" in done.reason
+    assert OnlineWorker(store, graced).run_pass().scored == 1
+    assert [r.unit_id for r in online_scores(store)] == [unit_id]
+    assert sum("orphan" in s.flags for s in store.unit(unit_id).spans) == 2  # the flag is kept
+    key = create_api_key(store, owner="ci")
+
+    async def get() -> httpx.Response:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=create_app(settings, store)),
+                                     base_url="http://assay") as client:
+            return await client.get(f"/api/v1/units/{unit_id}", headers={"authorization": f"Bearer {key}"})
+
+    body = asyncio.run(get()).json()
+    assert body["orphan_spans"] == 2 and body["steps"]

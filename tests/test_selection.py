@@ -1,8 +1,10 @@
 """Unit selections: parsed into typed terms, compiled to one SQL query, the same answer on SQLite and PostgreSQL.
 
 The reference is the Python filter the store used before selections went to SQL (every unit row
-read, each term applied in Python): every term and intersection must select exactly the same ids,
-case-sensitively, with LIKE/GLOB wildcards in values taken literally.
+read, each term applied in Python; ``failed`` the ids of the one failure query,
+``Store.failed_unit_ids``, and ``passed`` every other unit): every term and intersection must select
+exactly the same ids, case-sensitively, with LIKE/GLOB wildcards in values taken literally. Some units
+carry failure signals and some were scanned, so ``failed`` differs from the recorded outcomes.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from assay._store import Store
 from assay._store.selection import TERMS, UnitSelection
 from assay.annotations import Annotation, add_annotations
 from assay.exceptions import UsageError
+from assay.signals import DetectorLineage, FailureSignal, SignalSettings, add_signals, scan_units
 from assay.traces import Span, Unit
 from tests.test_store_backends import _postgres
 
@@ -34,12 +37,25 @@ def _unit(uid: str, n: int) -> Unit:
 UNITS = [_unit(uid, n) for n, uid in enumerate(IDS)]
 
 
-def _reference(selection: str | None, labelled: set[str]) -> list[str]:
+def _signal(unit_id: str, strength: float, step: int = 1) -> FailureSignal:
+    return FailureSignal(unit_id=unit_id, source="cue", kind="user_frustration", strength=strength,
+                         evidence=f"user: no ({step})", step=step, time_ns=1,
+                         lineage=DetectorLineage(name="test", version="1"))
+
+
+SCANNED = ("tau/a_b", "tau/axb", "otel/1")
+"""Run through the detectors: their recorded outcome no longer stands in for signals."""
+SIGNALS = [_signal("Tau/upper", 0.4), _signal("x", 0.3), _signal("x", 0.4, step=2), _signal("tau/a*b", 1.0)]
+"""Tau/upper (outcome pass) stays below fail_at 0.5; x (outcome pass) reaches 1 - 0.7 * 0.6 = 0.58;
+tau/a*b (outcome pass) is certain."""
+
+
+def _reference(selection: str | None, labelled: set[str], failed: set[str]) -> list[str]:
     """The store's old selection: every unit in Python, terms intersected."""
     ids = {u.unit_id for u in UNITS}
     tests: dict[str, Callable[[Unit], bool]] = {
-        "failed": lambda u: u.outcome == "fail" or (u.outcome == "unknown" and u.has_error),
-        "passed": lambda u: u.outcome == "pass", "labelled": lambda u: u.unit_id in labelled}
+        "failed": lambda u: u.unit_id in failed, "passed": lambda u: u.unit_id not in failed,
+        "labelled": lambda u: u.unit_id in labelled}
     for term in (selection or "all").split(","):
         term = term.strip()
         if term.startswith("prefix:"):
@@ -64,6 +80,8 @@ def store(store_url: str) -> Iterator[Store]:
     store = Store(store_url)
     store.add_units(UNITS)
     add_annotations(store, [Annotation(unit_id=u, annotator="ann", label="fail") for u in ("tau/a%b", "otel/2")])
+    scan_units(store, store.units(list(SCANNED)), SignalSettings())
+    add_signals(store, SIGNALS)
     yield store
     store.close()
 
@@ -76,9 +94,26 @@ SELECTIONS = [None, "all", "failed", "passed", "labelled", "prefix:tau/", "prefi
 
 @pytest.mark.parametrize("selection", SELECTIONS)
 def test_sql_selection_matches_the_python_filter(store: Store, selection: str | None) -> None:
-    want = _reference(selection, {"tau/a%b", "otel/2"})
+    want = _reference(selection, {"tau/a%b", "otel/2"}, set(store.failed_unit_ids()))
     assert store.select_unit_ids(selection) == want
     assert [r.unit_id for r in store.unit_rows(selection)] == want
+
+
+def test_failed_is_the_failure_score_not_the_recorded_outcome(store: Store) -> None:
+    """Signals decide scanned units and add to unscanned ones; ``[signals] fail_at`` is the store's."""
+    failed = store.select_unit_ids("failed")
+    assert failed == store.failed_unit_ids()
+    assert {"x", "tau/a*b"} <= set(failed)  # outcome pass, failed by their signals
+    assert "Tau/upper" not in failed and "tau/axb" not in failed
+    assert {"tau/a%b", "otel/2"} <= set(failed)  # an expert labelled them fail (outcome pass; no outcome)
+    assert "tau/a?b" in failed and "tau/a[b]" in failed  # never scanned: outcome fail / no outcome and an error
+    assert store.select_unit_ids("passed") == sorted({u.unit_id for u in UNITS} - set(failed))
+    strict = Store(store.url, SignalSettings(fail_at=0.6, ambiguous_high=0.6))
+    try:
+        assert "x" not in strict.select_unit_ids("failed") and "x" in strict.select_unit_ids("passed")
+        assert strict.select_unit_ids("failed") == strict.failed_unit_ids()
+    finally:
+        strict.close()
 
 
 def test_wildcards_and_case_are_literal(store: Store) -> None:

@@ -13,8 +13,12 @@ from rich.table import Table
 from assay._cli._common import AppContext, console, err_console, get_ctx, handle_errors, progress_bar
 from assay._cli.exit_codes import ExitCode
 from assay._store.store import IngestCounts
+from assay.exceptions import UsageError
+from assay.signals import DetectingSink
 from assay.traces import Unit
-from assay.traces.ingest import IngestResult, ingest_paths
+from assay.traces.custom import load_reader
+from assay.traces.ingest import IngestResult, UnitSink, ingest_paths
+from assay.traces.mapping import mapping_reader
 from assay.traces.readers import FORMATS, SUFFIXES
 
 
@@ -27,7 +31,19 @@ def ingest(
              "with a reason.")],
     fmt: Annotated[str, typer.Option("--format", help=f"One of {', '.join(FORMATS)}; auto detects from content.",
                                      envvar="ASSAY_INGEST_FORMAT")] = "auto",
+    reader: Annotated[str | None, typer.Option(
+        "--reader", help="Read every file with your own Python function instead of a built-in format: "
+        "module:function or path/to/file.py:function, called with each file's path, returning a list of "
+        "assay.traces.Unit (or a ReadResult).", envvar="ASSAY_INGEST_READER")] = None,
+    mapping: Annotated[Path | None, typer.Option(
+        "--mapping", help="Read every file with a declarative mapping (a YAML file: where the records, ids, "
+        "messages, roles, tool calls, outcome, feedback, times and usage are, and regular expressions that turn "
+        "text actions into tool calls); see docs/mappings.md.", envvar="ASSAY_INGEST_MAPPING")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+    signals: Annotated[bool, typer.Option("--signals/--no-signals", envvar="ASSAY_INGEST_SIGNALS",
+                                          help="Detect the failure signals of the units read, while they are in "
+                                               "memory (default); --no-signals leaves them to `assay signals "
+                                               "update` or the worker.")] = True,
 ) -> None:
     """Ingest trace files: OTLP JSON (OTel GenAI / OpenInference), Langfuse exports, chat-log JSONL
     (OpenAI, Anthropic), tau-bench trajectories, Magentic-One logs.
@@ -36,19 +52,32 @@ def ingest(
 
     Malformed records are rejected with a reason; the rest of the file is kept.
 
+    The failure signals of the units read (their recorded outcome, error spans, conversation and
+    behaviour cues, the feedback they carry) are detected and stored as they are ingested.
+
     Files found in a folder whose content is in no known format are skipped, listed with the reason.
 
     Exit code: 0 when at least one unit was read (new or already stored); 1 when nothing could be
     ingested (every record rejected, or no ingestible file in the folders given), so a CI step
-    fails instead of passing silently; 2 for usage errors (unknown --format, missing path); 3 a failure.
+    fails instead of passing silently; 2 for usage errors (unknown --format, missing path, a --reader
+    that cannot be imported, an invalid --mapping file); 3 a failure.
     """
-    sink = _StoreOnFirstWrite(get_ctx(ctx))
+    if reader and mapping:
+        raise UsageError("give --reader or --mapping, not both")
+    file_reader = load_reader(reader) if reader else mapping_reader(mapping) if mapping else None
+    app = get_ctx(ctx)
+    sink: UnitSink = DetectingSink(lambda: app.store, app.settings.signals) if signals else _StoreOnFirstWrite(app)
     with progress_bar("ingesting", None) as advance:
-        result = ingest_paths(paths, sink, fmt, progress=lambda done, total: advance(int(done > 0), total))
+        result = ingest_paths(paths, sink, fmt, progress=lambda done, total: advance(int(done > 0), total),
+                              reader=file_reader)
+    found = sink.report if isinstance(sink, DetectingSink) else None
     if as_json:
         console.print_json(json.dumps(result.to_json()))
     else:
         _print_result(result)
+        if found is not None and found.units:
+            console.print(f"signals: {found.signals} new on {found.units} units scanned, {found.feedback} feedback "
+                          f"items, {found.attached} pending feedback attached (list them: assay signals)")
     why = result.nothing_ingested()
     if why:
         err_console.print(f"[red]error:[/red] nothing ingested: {escape(why)}")

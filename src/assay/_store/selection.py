@@ -5,8 +5,9 @@ commas, intersected (``failed,source:trial-1.json``):
 
 ============== ==================================================================================
 ``all``        every unit
-``failed``     outcome ``fail``; or, where the source recorded no outcome, a unit with an error span
-``passed``     outcome ``pass``
+``failed``     the unit's failure score (noisy-OR of its failure signals) is at least ``[signals] fail_at``;
+               a unit never run through the detectors: outcome ``fail``, or no outcome and an error span
+``passed``     every unit that is not ``failed``
 ``labelled``   units with at least one annotation
 ``prefix:TEXT`` unit id starts with TEXT (case-sensitive)
 ``source:TEXT`` the unit's source contains TEXT (case-sensitive)
@@ -16,14 +17,16 @@ commas, intersected (``failed,source:trial-1.json``):
 or raises :class:`~assay.exceptions.UsageError`; :meth:`UnitSelection.query` is one ``SELECT`` of
 unit ids with every term in its ``WHERE`` clause, served by the indexes of migration ``0004_select``
 (``units (outcome, has_error)``, the unit id's index for ``prefix:``, ``annotations (unit_id)``;
-``source:`` is a substring test no B-tree index serves, decided in SQL). No unit row is read into
-Python to decide a selection.
+``source:`` is a substring test no B-tree index serves, decided in SQL). ``failed`` and ``passed`` are
+the one definition of a failed unit, :func:`assay._store.signal_rows.failed_units_query`, as a
+subquery; it depends on the workspace's ``[signals]`` settings, which :meth:`SelectionTerm.where`
+receives. No unit row is read into Python to decide a selection.
 
 **Adding a term** is one class and one entry in :data:`Term`: a frozen model with a ``kind``
 literal (the word before the colon), a ``value`` field when the term takes one (its type parses
 and validates the text after the colon: a ``datetime`` for ``since:``, an ``int`` ...), and
-:meth:`SelectionTerm.where`, the SQL condition on :class:`~assay._store.tables.UnitRow` (a
-subquery for a term about another table, as ``labelled`` does)::
+:meth:`SelectionTerm.where`, the SQL condition on :class:`~assay._store.tables.UnitRow` given the
+``[signals]`` settings (a subquery for a term about another table, as ``labelled`` does)::
 
     class EnvTerm(SelectionTerm):
         \"\"\"``env:NAME``: units whose ``env`` attribute is NAME.\"\"\"
@@ -31,7 +34,7 @@ subquery for a term about another table, as ``labelled`` does)::
         placeholder = "NAME"
         value: str = Field(min_length=1)
 
-        def where(self) -> ColumnElement[bool]:
+        def where(self, signals: SignalSettings) -> ColumnElement[bool]:
             return UnitRow.attributes["env"].as_string() == self.value
 """
 
@@ -48,7 +51,6 @@ from sqlalchemy import (
     and_,
     func,
     literal,
-    or_,
     select,
     true,
 )
@@ -59,8 +61,10 @@ from sqlalchemy.sql.elements import Grouping
 from sqlalchemy.sql.operators import OperatorType
 from sqlalchemy.sql.visitors import InternalTraversal
 
+from assay._store.signal_rows import failed_units_query
 from assay._store.tables import AnnotationRow, UnitRow
 from assay.exceptions import UsageError
+from assay.settings.signals import SignalSettings
 
 
 # --- dialect-aware string tests -----------------------------------------------------------------
@@ -134,8 +138,9 @@ class SelectionTerm(BaseModel):
         value = getattr(self, "value", None)
         return self.kind if value is None else f"{self.kind}:{value}"
 
-    def where(self) -> ColumnElement[bool]:
-        """The SQL condition on ``units`` rows this term selects."""
+    def where(self, signals: SignalSettings) -> ColumnElement[bool]:
+        """The SQL condition on ``units`` rows this term selects, under the workspace's ``[signals]``
+        settings (``fail_at`` decides ``failed``)."""
         raise NotImplementedError
 
 
@@ -144,26 +149,28 @@ class AllTerm(SelectionTerm):
 
     kind: Literal["all"] = "all"
 
-    def where(self) -> ColumnElement[bool]:
+    def where(self, signals: SignalSettings) -> ColumnElement[bool]:
         return true()
 
 
 class FailedTerm(SelectionTerm):
-    """``failed``: outcome ``fail``, or no recorded outcome and an error span."""
+    """``failed``: the unit's failure score is at least ``[signals] fail_at`` (for a unit never run through
+    the detectors: outcome ``fail``, or no recorded outcome and an error span); see
+    :func:`~assay._store.signal_rows.failed_units_query`."""
 
     kind: Literal["failed"] = "failed"
 
-    def where(self) -> ColumnElement[bool]:
-        return or_(UnitRow.outcome == "fail", and_(UnitRow.outcome == "unknown", UnitRow.has_error))
+    def where(self, signals: SignalSettings) -> ColumnElement[bool]:
+        return UnitRow.unit_id.in_(failed_units_query(signals.fail_at))
 
 
 class PassedTerm(SelectionTerm):
-    """``passed``: outcome ``pass``."""
+    """``passed``: every unit that is not ``failed``."""
 
     kind: Literal["passed"] = "passed"
 
-    def where(self) -> ColumnElement[bool]:
-        return UnitRow.outcome == "pass"
+    def where(self, signals: SignalSettings) -> ColumnElement[bool]:
+        return UnitRow.unit_id.not_in(failed_units_query(signals.fail_at))
 
 
 class LabelledTerm(SelectionTerm):
@@ -171,7 +178,7 @@ class LabelledTerm(SelectionTerm):
 
     kind: Literal["labelled"] = "labelled"
 
-    def where(self) -> ColumnElement[bool]:
+    def where(self, signals: SignalSettings) -> ColumnElement[bool]:
         return UnitRow.unit_id.in_(select(AnnotationRow.unit_id))
 
 
@@ -182,7 +189,7 @@ class PrefixTerm(SelectionTerm):
     placeholder = "TEXT"
     value: str = Field(min_length=1)
 
-    def where(self) -> ColumnElement[bool]:
+    def where(self, signals: SignalSettings) -> ColumnElement[bool]:
         return starts_with(UnitRow.unit_id, self.value)
 
 
@@ -193,7 +200,7 @@ class SourceTerm(SelectionTerm):
     placeholder = "TEXT"
     value: str = Field(min_length=1)
 
-    def where(self) -> ColumnElement[bool]:
+    def where(self, signals: SignalSettings) -> ColumnElement[bool]:
         return contains(UnitRow.source, self.value)
 
 
@@ -257,10 +264,16 @@ class UnitSelection(BaseModel):
     def __str__(self) -> str:
         return ",".join(t.text() for t in self.terms) or "all"
 
-    def where(self) -> ColumnElement[bool]:
-        """The SQL condition on ``units`` rows: every term's, joined with AND."""
-        return and_(true(), *(t.where() for t in self.terms))
+    def where(self, signals: SignalSettings | None = None) -> ColumnElement[bool]:
+        """The SQL condition on ``units`` rows: every term's, joined with AND.
 
-    def query(self) -> Select[str]:
-        """``SELECT unit_id FROM units WHERE ... ORDER BY unit_id``."""
-        return select(UnitRow.unit_id).where(self.where()).order_by(UnitRow.unit_id)
+        Args:
+            signals: the workspace's ``[signals]`` settings (the store's ``Store.signals``); default:
+                the defaults. ``fail_at`` decides ``failed`` and ``passed``.
+        """
+        cfg = signals or SignalSettings()
+        return and_(true(), *(t.where(cfg) for t in self.terms))
+
+    def query(self, signals: SignalSettings | None = None) -> Select[str]:
+        """``SELECT unit_id FROM units WHERE ... ORDER BY unit_id`` (``signals`` as in :meth:`where`)."""
+        return select(UnitRow.unit_id).where(self.where(signals)).order_by(UnitRow.unit_id)

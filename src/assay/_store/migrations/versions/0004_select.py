@@ -1,10 +1,11 @@
 """indexes for unit selections and ordered span reads
 
 Revision ID: 0004_select
-Revises: 0003_online
+Revises: 0005_capture
 Create Date: 2026-12-01 00:00:00
 
-``units``: (outcome, has_error) for ``failed`` / ``passed``; (ingested_at, unit_id) for the online
+``units``: (outcome, has_error) for ``failed`` / ``passed`` (units not yet run through the
+failure-signal detectors count by outcome and error spans); (ingested_at, unit_id) for the online
 worker's walk in ingestion order (and time terms); unit_id with ``text_pattern_ops`` (PostgreSQL)
 for ``prefix:``. ``source:`` is a substring test, which no B-tree serves: it reads the units
 table's columns in SQL. ``spans``: (unit_id, start_ns) replaces the
@@ -16,7 +17,7 @@ from __future__ import annotations
 from alembic import op
 
 revision = '0004_select'
-down_revision = '0003_online'
+down_revision = '0005_capture'
 branch_labels = None
 depends_on = None
 
