@@ -188,3 +188,43 @@ def test_pairwise_items_are_one_item_in_either_order(store: Store) -> None:
 def test_consensus_is_the_majority_or_the_median_level(values: list[ScaleValue], scale: Scale,
                                                         expected: ScaleValue | None) -> None:
     assert consensus(values, scale) == expected
+
+
+def test_a_taken_criterion_name_is_refused_and_never_versions_another_criterion(store: Store) -> None:
+    from assay.annotations.criteria import create_criterion, edit_criterion
+    from assay.exceptions import NameTaken
+
+    first = create_criterion(store, "Tool calls are valid.", name="tool-calls-valid")
+    with pytest.raises(NameTaken, match="tool-calls-valid") as taken:
+        create_criterion(store, "Something else entirely.", name="tool-calls-valid")
+    assert taken.value.existing_id == first.id
+    assert get_criterion(store, "tool-calls-valid").version == 1  # the refused text made no new version
+    assert edit_criterion(store, str(first.id), "Tool calls are valid JSON.").version == 2
+    with pytest.raises(UsageError, match="name and a text"):
+        create_criterion(store, "text", name="  ")
+
+
+def _label(unit: str, who: str, value: str, severity: int | None = None, blind: bool | None = None) -> Annotation:
+    return Annotation(unit_id=unit, annotator=who, label=value, severity=severity, criterion="c",  # type: ignore[arg-type]
+                      criterion_version=1, blind=blind)
+
+
+def test_agreement_uses_the_one_overlapping_pair_counts_shared_items_and_marks_severity_only() -> None:
+    from assay.annotations import Criterion
+    from assay.annotations.agreement import human_agreement
+
+    crit = Criterion(id=1, name="c", text="t", version=2)
+    labels = [_label(f"u{i}", "alice", v, 2, blind=True) for i, v in enumerate(["pass", "fail", "pass", "fail"])]
+    labels += [_label(f"u{i}", "bob", v, 3 if i == 0 else 2, blind=i != 1)
+               for i, v in enumerate(["pass", "fail", "fail", "fail"])]
+    labels += [_label("u9", "imported", "pass")]  # a third annotator who overlaps with nobody
+    labels = [a.model_copy(update={"criterion_version": 2}) for a in labels]
+    labels += [_label("u0", "alice", "fail")]  # version 1: stale, left out
+    report = human_agreement(labels, crit, n_boot=50)
+    assert report.annotators == ["alice", "bob", "imported"]
+    assert report.kappa is not None and report.kappa == pytest.approx(0.5)
+    assert [(p.first, p.second, p.n) for p in report.pairs if p.n] == [("alice", "bob", 4)]
+    assert report.n_units == 4 and report.single_items == 1 and report.stale_labels == 1
+    assert sum(report.overlap_distribution.values()) == 8 and sum(report.distribution.values()) == 9
+    assert {d.unit_id: d.kind for d in report.disagreements} == {"u0": "severity", "u2": "verdict"}
+    assert report.not_blind_labels == 1
