@@ -142,11 +142,15 @@ async def test_criterion_edit_marks_older_labels_stale(app: FastAPI, store: Stor
         editor = await admin.get("/signatures/1/criterion")
         assert '<span id="criterion-version">2</span>' in editor.text
         assert '<span id="stale-count">1</span>' in editor.text
-        page = await admin.get("/review/unit-00?sig=1")
-        assert "badge-stale" in page.text and "fare plus fees" in page.text
-        # re-confirming adds a current record; the stale one stays
+        page = await admin.get("/review/unit-00?sig=1")  # blind: admin has not labelled unit-00
+        assert "fare plus fees" in page.text and 'id="blind-note"' in page.text and "badge-stale" not in page.text
+        mine = await ann.get("/review/unit-00?sig=1")  # the stale label shows only after the new one
+        assert 'id="stale-note"' in mine.text and "badge-stale" not in mine.text and " checked" not in mine.text
+        # re-confirming adds a current record; the stale one stays, shown beside it for comparison
         await ann.post("/review/unit-00?sig=1", data={"label": "fail", "csrf_token": ann_token})
         assert [a.criterion_version for a in list_annotations(store)] == [1, 2]
+        mine = await ann.get("/review/unit-00?sig=1")
+        assert "badge-stale" in mine.text and "your earlier label, for comparison" in mine.text
 
 
 async def test_xss_unit_renders_inert(client: httpx.AsyncClient) -> None:
