@@ -14,6 +14,7 @@ Routes (GET unless noted):
                                         label form, blind until the caller labelled (assay._web.review_labels);
                                         POST labels (append-only)
     /timeline/{unit_id}?start=N         the next steps of a long timeline (the review page loads them)
+    /media/{sha256}                     stored inline media bytes (thumbnails of the review page)
     /adjudicate/{name}/{unit_id}        POST (admin) records the final label with a reason
     /severe                             the rare-severe inbox
     /audit, /audit/{item_id}            the judge audit (see assay._web.audit_pages)
@@ -37,7 +38,7 @@ from pydantic import ValidationError
 
 from assay._store import Store
 from assay._store.audit import record_audit
-from assay._store.spans import load_unit, resolve_unit_id, unit_row
+from assay._store.spans import load_unit, media_bytes, orphan_count, resolve_unit_id, unit_row
 from assay._store.usage import unit_usages
 from assay._web.agreement_pages import agreement_router
 from assay._web.audit_pages import audit_router
@@ -46,6 +47,7 @@ from assay._web.criteria_pages import criteria_router
 from assay._web.errors import install_error_pages
 from assay._web.pages import (
     HERE,
+    SECURITY_HEADERS,
     UI,
     StepView,
     checked_form,
@@ -349,7 +351,8 @@ def review_page(request: Request, unit_id: str, sig: int | None = None, all: boo
                   labels=view.shown, prev=prev, next=nxt, mine=view.mine, second=second, sides=sides,
                   signals_at=_by_step(signals), unit_signals=[x for x in signals if x.step is None],
                   n_signals=len(signals), failure=failure, saved=_saved(store, user.name, saved, sig),
-                  failed=failure.failed if view.blind else unit.unit_id in store.failed_among([unit.unit_id]))
+                  failed=failure.failed if view.blind else unit.unit_id in store.failed_among([unit.unit_id]),
+                  orphans=orphan_count(store, unit.unit_id))
 
 
 @dataclass(frozen=True)
@@ -442,6 +445,26 @@ def _posted_annotation(form: dict[str, str], unit_id: str, annotator: str, crite
                             criterion=criterion.name if criterion else None,
                             criterion_version=criterion.version if criterion else None, source=source, extra=extra)
     return fit_to_scale(annotation, criterion.scale if criterion else BinaryScale())
+
+
+IMAGE_TYPES = frozenset({"image/png", "image/jpeg", "image/jpg", "image/gif", "image/webp", "image/bmp", "image/avif"})
+"""Media served as images; anything else (SVG, which can hold script, included) is sent as a download."""
+
+
+@router.get("/media/{sha256}")
+def media(request: Request, sha256: str) -> Response:
+    """Stored inline media bytes with their content type: raster images inline (the review page's thumbnails),
+    anything else as an ``application/octet-stream`` attachment. Only bytes the store holds, never a remote URL."""
+    current_user(request)
+    found = media_bytes(ui_state(request).store, sha256.lower()) if len(sha256) == 64 else None
+    if found is None:
+        raise HTTPException(status_code=404, detail="no such media")
+    data, mime = found
+    headers = {**SECURITY_HEADERS, "Cache-Control": "private, max-age=86400"}
+    if mime in IMAGE_TYPES:
+        return Response(data, media_type="image/jpeg" if mime == "image/jpg" else mime, headers=headers)
+    return Response(data, media_type="application/octet-stream",
+                    headers={**headers, "Content-Disposition": f'attachment; filename="{sha256[:16]}"'})
 
 
 @router.post("/review/{unit_id:path}")

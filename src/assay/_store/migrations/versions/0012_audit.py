@@ -1,7 +1,7 @@
 """audit log, blind review, criteria covering several signatures
 
 Revision ID: 0012_audit
-Revises: 0006_scales
+Revises: 0005_capture
 Create Date: 2026-12-06 00:30:36.926947
 
 ``audit_log``: who did what, when, from where (sign-ins and their failures, admin actions), append-only.
@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = '0012_audit'
-down_revision = '0006_scales'
+down_revision = '0005_capture'
 branch_labels = None
 depends_on = None
 
