@@ -228,3 +228,34 @@ def test_agreement_uses_the_one_overlapping_pair_counts_shared_items_and_marks_s
     assert sum(report.overlap_distribution.values()) == 8 and sum(report.distribution.values()) == 9
     assert {d.unit_id: d.kind for d in report.disagreements} == {"u0": "severity", "u2": "verdict"}
     assert report.not_blind_labels == 1
+
+
+def test_a_criterion_is_never_moved_to_another_signature_and_stale_labels_return_to_their_annotator(
+        tmp_path: Path) -> None:
+    from assay.annotations.criteria import cover_signature, stale_impact
+    from assay.annotations.queue import claim_next, queue_status, set_queue, signature_criterion
+    from assay.exceptions import NameTaken
+
+    from .ui_fixtures import seed, seed_scales
+
+    store = Store(f"sqlite:///{tmp_path / 'q.db'}")
+    seed(store)
+    seed_scales(store)
+    amounts = add_criterion(store, "The amount matches the fare.", name="amounts", signature_id=1)
+    with pytest.raises(NameTaken, match="signature 1"):  # the CLI's path: same name, another signature
+        add_criterion(store, "Unrelated text.", name="amounts", signature_id=3)
+    quality = signature_criterion(store, 3)
+    assert get_criterion(store, "amounts") == amounts and quality is not None and quality.name == "quality"
+    with pytest.raises(UsageError, match="has criterion 'quality'"):
+        cover_signature(store, "amounts", 3)
+
+    set_queue(store, 1, size=3, k=1)
+    first = queue_status(store, 1).items[0].unit_id
+    add_annotations(store, [Annotation(unit_id=first, annotator="ann", label="pass", criterion="amounts")])
+    assert queue_status(store, 1).items[0].annotators == ["ann"]
+    assert stale_impact(store, amounts).labels == {"ann": 1}
+    add_criterion(store, "The amount matches the fare plus fees.", name="amounts")  # version 2
+    item = queue_status(store, 1).items[0]
+    assert (item.annotators, item.stale) == ([], ["ann"])  # not done, theirs to label again
+    add_annotations(store, [Annotation(unit_id=first, annotator="admin", label="pass", criterion="amounts")])
+    assert claim_next(store, 1, "ann") == first  # K=1 reached by admin, still handed back to ann
