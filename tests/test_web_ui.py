@@ -249,3 +249,50 @@ async def test_login_redirects_only_to_same_site_paths(client: httpx.AsyncClient
         resp = await client.post("/login", data={"name": "ann", "password": PASSWORD, "next": target,
                                                  "csrf_token": csrf(page.text)})
         assert resp.headers["location"] == expected, target
+
+
+def _second_signature(store: Store) -> list[str]:
+    """Signature 2: two more failed units (smaller than signature 1, so ranked after it)."""
+    from datetime import UTC, datetime
+
+    from assay._store.tables import MemberRow, SignatureRow
+    from tests.ui_fixtures import make_unit
+
+    ids = ["other-00", "other-01"]
+    store.add_units([make_unit(u, user_text="Cancel my order.") for u in ids])
+    with store.session() as s:
+        s.add(SignatureRow(id=2, structural_key="tool=cancel", label="cancel failed", keywords=[], size=2,
+                           representative_unit=ids[0], status="new"))
+        s.flush()
+        for rank, uid in enumerate(ids):
+            s.add(MemberRow(unit_id=uid, signature_id=2, structural_key="tool=cancel", distance=rank / 10,
+                            seen_at=datetime.now(UTC), assignment="cluster"))
+    return ids
+
+
+async def test_review_across_signatures_meets_one_of_each_in_turn(client: httpx.AsyncClient, store: Store) -> None:
+    others = _second_signature(store)
+    token = await login(client, "ann")
+    home = await client.get("/")
+    assert 'href="/review-next"' in home.text
+    first = await client.get("/review-next")
+    assert first.headers["location"] == f"/review/{XSS_UNIT}?sig=1&across=1"
+    page = await client.get(first.headers["location"])
+    assert f'action="/review/{XSS_UNIT}?sig=1&amp;across=1"' in page.text
+    labelled = await client.post(first.headers["location"], data={"label": "fail", "csrf_token": token})
+    assert labelled.headers["location"] == f"/review-next?after={XSS_UNIT}"
+    second = await client.get(labelled.headers["location"])
+    assert second.headers["location"] == f"/review/{others[0]}?sig=2&across=1"  # the next signature's first
+    third = await client.get(f"/review-next?after={others[0]}")  # skipped: the first of signature 1's rest
+    assert third.headers["location"].startswith("/review/unit-") and "sig=1" in third.headers["location"]
+    assert [a.extra for a in list_annotations(store)] == [{"signature_id": 1}]
+
+
+async def test_signatures_page_shows_the_signal_mix(client: httpx.AsyncClient, store: Store) -> None:
+    from assay.signals import FailureSignal, FeedbackLineage, add_signals
+
+    add_signals(store, [FailureSignal(unit_id="unit-00", source="feedback", kind="thumbs_down", strength=0.7,
+                                      evidence="thumbs down", time_ns=0, lineage=FeedbackLineage(channel="api"))])
+    await login(client, "ann")
+    page = await client.get("/")
+    assert "7 recorded failures, 1 thumbs-down" in page.text  # never-scanned members count by their outcome

@@ -27,6 +27,7 @@ from assay.signatures import (
     severe_queue,
     update_signatures,
 )
+from assay.signatures.mix import mix_text
 
 signatures_app = typer.Typer(help="Failure signatures ranked by impact, the rare-severe inbox, and flags.",
                              no_args_is_help=False)
@@ -39,7 +40,7 @@ def _seen(first: datetime | None, last: datetime | None) -> str:
 
 def _table(signatures: list[Signature], with_key: bool) -> Table:
     columns = ["id", "impact", "units", "share", "cost (mean)", "first .. last seen", "status", "label",
-               "representative unit"]
+               "signal mix", "representative unit"]
     table = Table(*columns, *(["structural key"] if with_key else []), title="failure signatures by impact")
     for sig in signatures:
         units = f"{sig.size} (+{sig.assigned})" if sig.assigned else str(sig.size)
@@ -47,7 +48,8 @@ def _table(signatures: list[Signature], with_key: bool) -> Table:
         cost = "-" if u.cost_usd_sum is None else f"${u.cost_usd_sum:.4f} (${u.cost_usd_mean or 0:.4f})"
         table.add_row(str(sig.id), f"{sig.impact:.1f}", units, f"{sig.share:.1%}", cost,
                       _seen(sig.first_seen, sig.last_seen),
-                      sig.status, escape(sig.label), escape(sig.representative_unit or ""),
+                      sig.status, escape(sig.label), escape(mix_text(sig.signal_mix, limit=4)),
+                      escape(sig.representative_unit or ""),
                       *([escape(sig.structural_key)] if with_key else []))
     return table
 

@@ -6,7 +6,7 @@ Content-Security-Policy (no inline script or style: trace content renders inert)
 
 Routes (GET unless noted):
     /login, POST /login, POST /logout
-    /                                   signatures ranked by impact, progress, criterion status
+    /                                   signatures ranked by impact, signal mix, progress, criterion status
     /signatures/{sid}                   the queue: items, K, progress per annotator; POST (admin) sets size/K
     /signatures/{sid}/next              redirect to the caller's next item
     /review/{unit_id}?sig=SID           the step timeline (failure signals marked at their steps) and the
@@ -17,6 +17,7 @@ Routes (GET unless noted):
     /adjudicate/{name}/{unit_id}        POST (admin) records the final label with a reason
     /severe                             the rare-severe inbox
     /audit, /audit/{item_id}            the judge audit (see assay._web.audit_pages)
+    /review-next                        review across signatures (see assay._web.signature_pages)
 """
 
 from __future__ import annotations
@@ -49,6 +50,7 @@ from assay._web.pages import (
     step_views,
     ui_state,
 )
+from assay._web.signature_pages import signature_router
 from assay.annotations import Annotation, add_annotations, add_criterion, get_criterion, list_annotations, list_criteria
 from assay.annotations.agreement import ADJUDICATION_SOURCE, human_agreement, is_stale
 from assay.annotations.queue import claim_next, queue_status, set_queue, signature_criterion, unit_annotations
@@ -88,6 +90,7 @@ def install_ui(app: FastAPI, settings: Settings, store: Store) -> None:
     app.router.on_startup.append(freeze_startup_heap)
     app.include_router(router)
     app.include_router(audit_router)  # the judge-audit pages (assay.suite.audit)
+    app.include_router(signature_router)  # review across signatures, workflows
 
 
 # --- login ---------------------------------------------------------------------------------
@@ -142,15 +145,15 @@ async def logout(request: Request) -> Response:
 
 # --- signatures and queues -----------------------------------------------------------------
 @router.get("/", response_class=HTMLResponse)
-def signatures_page(request: Request) -> Response:
-    """Signatures ranked by impact with volume, share, review progress and criterion status."""
+def signatures_page(request: Request, message: str = "") -> Response:
+    """Signatures ranked by impact with volume, share, signal mix, review progress and criterion status."""
     user, session = current_user(request)
     store = ui_state(request).store
     rows = []
     for sig in list_signatures(store, prices=ui_state(request).settings.prices):
         queue = queue_status(store, sig.id)
         rows.append({"sig": sig, "queue": queue})
-    return render(request, "signatures.html", session, user=user, rows=rows)
+    return render(request, "signatures.html", session, user=user, rows=rows, message=message)
 
 
 @router.get("/signatures/{sid}", response_class=HTMLResponse)
@@ -209,10 +212,12 @@ def next_item(request: Request, sid: int, after: str | None = None) -> Response:
 
 # --- review ---------------------------------------------------------------------------------
 @router.get("/review/{unit_id:path}", response_class=HTMLResponse)
-def review_page(request: Request, unit_id: str, sig: int | None = None, all: bool = False) -> Response:  # noqa: A002
+def review_page(request: Request, unit_id: str, sig: int | None = None, all: bool = False,  # noqa: A002
+                across: bool = False) -> Response:
     """The unit's step timeline and the label form. The first ``INITIAL_STEPS`` steps come with the
-    page, the rest load right after it (``/timeline/...``); ``all=1`` renders every step at once. A
-    trace unit merged into a session by a late session id redirects to the session."""
+    page, the rest load right after it (``/timeline/...``); ``all=1`` renders every step at once;
+    ``across=1``: reached in review order across signatures (``/review-next``), where labelling leads
+    back. A trace unit merged into a session by a late session id redirects to the session."""
     user, session = current_user(request)
     store = ui_state(request).store
     unit = unit_row(store, unit_id)
@@ -227,7 +232,7 @@ def review_page(request: Request, unit_id: str, sig: int | None = None, all: boo
     labels = [(a, criterion is not None and a.criterion == criterion.name and is_stale(a, criterion))
               for a in unit_annotations(store, [unit_id])]
     prev = nxt = None
-    if sig is not None:
+    if sig is not None and not across:
         try:
             ids = [item.unit_id for item in queue_status(store, sig).items]
         except NotFoundError:
@@ -243,6 +248,7 @@ def review_page(request: Request, unit_id: str, sig: int | None = None, all: boo
                   usage=usage_summary(usage) if usage is not None else None,
                   next_start=len(shown) if len(shown) < len(steps) else None, unit_id=unit.unit_id, sig=sig,
                   criterion=criterion, labels=labels, prev=prev, next=nxt, mine=mine[-1] if mine else None,
+                  across=across,
                   signals_at=_by_step(signals), unit_signals=[x for x in signals if x.step is None],
                   n_signals=len(signals),
                   failure=assess(unit.unit_id, signals, store.signals),
@@ -282,8 +288,9 @@ def timeline_chunk(request: Request, unit_id: str, start: int = 0, sig: int | No
 
 
 @router.post("/review/{unit_id:path}")
-async def label(request: Request, unit_id: str, sig: int | None = None) -> Response:
-    """Append one label (a correction is a new record) and go to the caller's next item."""
+async def label(request: Request, unit_id: str, sig: int | None = None, across: bool = False) -> Response:
+    """Append one label (a correction is a new record) and go to the caller's next item (of the
+    signature's queue, or with ``across=1`` in review order across signatures)."""
     user, session = current_user(request)
     form = await checked_form(request, session)
     store = ui_state(request).store
@@ -300,6 +307,8 @@ async def label(request: Request, unit_id: str, sig: int | None = None) -> Respo
         raise HTTPException(status_code=400, detail=f"bad label: {str(exc).splitlines()[0]}") from None
     except NotFoundError as exc:
         raise HTTPException(status_code=404, detail=str(exc)) from None
+    if across:
+        return redirect(f"/review-next?after={quote(unit_id, safe='')}")
     if sig is None:
         return redirect(f"/review/{quote(unit_id, safe='')}")
     return redirect(f"/signatures/{sig}/next?after={quote(unit_id, safe='')}")
