@@ -66,7 +66,8 @@ async def login(client: httpx.AsyncClient, name: str) -> str:
 
 
 async def test_nothing_but_login_without_a_session(client: httpx.AsyncClient) -> None:
-    for path in ("/", "/signatures/1", f"/review/{XSS_UNIT}", "/agreement", "/severe", "/signatures/1/criterion"):
+    for path in ("/", "/signatures/1", f"/review/{XSS_UNIT}", "/agreement", "/severe", "/signatures/1/criterion",
+                 "/workflows", "/review-next"):
         resp = await client.get(path)
         assert resp.status_code == 303, path
         assert resp.headers["location"].startswith("/login?next="), path
@@ -296,3 +297,14 @@ async def test_signatures_page_shows_the_signal_mix(client: httpx.AsyncClient, s
     await login(client, "ann")
     page = await client.get("/")
     assert "7 recorded failures, 1 thumbs-down" in page.text  # never-scanned members count by their outcome
+
+
+async def test_workflows_page_groups_every_unit(client: httpx.AsyncClient, store: Store) -> None:
+    from tests.test_signal_store import chat_unit
+
+    store.add_units([chat_unit(f"chat-{i}", user="Where is my parcel?") for i in range(3)])
+    await login(client, "ann")
+    page = await client.get("/workflows")
+    assert page.status_code == 200
+    assert 'href="/workflows"' in page.text and "10 units, 7 failed" in page.text
+    assert "book reservation, asked about" in page.text and "no action taken" in page.text

@@ -28,6 +28,7 @@ from assay.signatures import (
     update_signatures,
 )
 from assay.signatures.mix import mix_text
+from assay.signatures.workflows import WorkflowReport, workflow_report
 
 signatures_app = typer.Typer(help="Failure signatures ranked by impact, the rare-severe inbox, and flags.",
                              no_args_is_help=False)
@@ -93,19 +94,49 @@ def _list(ctx: typer.Context, rebuild: bool, as_json: bool, limit: int, with_key
         console.print(f"[bold red]{inbox} units flagged severe[/bold red]: see `assay signatures severe`")
 
 
+def _workflow_table(report: WorkflowReport, limit: int) -> Table:
+    table = Table("workflow", "units", "failed", "95% interval", "vs overall", "most over-represented signal",
+                  title=f"where failures concentrate: {report.units} units, {report.failed} failed "
+                        f"({report.overall_rate:.1%} overall)")
+    for w in report.workflows[:limit]:
+        mark = {"higher": "⚑ higher", "lower": "lower", "same": ""}[w.failed.direction]
+        top = w.top_kind
+        table.add_row(escape(w.label), str(w.units), f"{w.failed.rate:.0%} ({w.failed.units})",
+                      f"{w.failed.low:.0%}-{w.failed.high:.0%}", mark,
+                      escape(f"{top.text} ({top.units} of {w.units})") if top else "")
+    return table
+
+
+def _by_workflow(app: AppContext, as_json: bool, limit: int) -> None:
+    report = workflow_report(app.store, app.settings.signals)
+    if as_json:
+        console.print_json(report.model_dump_json())
+        return
+    console.print(_workflow_table(report, limit))
+    flagged = len(report.flagged)
+    console.print(f"{len(report.workflows)} workflows; {flagged} fail more often than overall (95% Wilson interval "
+                  "above the overall rate, each on its own: about one comparison in twenty is flagged by chance)")
+    if report.unscanned:
+        console.print(f"{report.unscanned} units were never scanned: run `assay signals update`")
+
+
 RebuildOpt = Annotated[bool, typer.Option("--rebuild", help="Cluster everything again (ids of signatures that "
                                                             "still exist are kept).",
                                           envvar="ASSAY_SIGNATURES_REBUILD")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON.")]
 LimitOpt = Annotated[int, typer.Option("--limit", "-n", min=1, help="Show at most this many signatures.",
                                        envvar="ASSAY_SIGNATURES_LIMIT")]
+WorkflowOpt = Annotated[bool, typer.Option("--by-workflow", help="Every unit, failed or not, grouped by workflow "
+                                           "(what the user asked for, the first tool that changes something): "
+                                           "failure rate with its 95% interval against the overall rate.",
+                                           envvar="ASSAY_SIGNATURES_BY_WORKFLOW")]
 KeyOpt = Annotated[bool, typer.Option("--keys", help="Add the structural key column (tool, error, step, retrieval, "
                                                      "outcome).", envvar="ASSAY_SIGNATURES_KEYS")]
 
 
 @handle_errors
 def signatures_cmd(ctx: typer.Context, rebuild: RebuildOpt = False, as_json: JsonOpt = False,
-                   limit: LimitOpt = 20, with_key: KeyOpt = False) -> None:
+                   limit: LimitOpt = 20, with_key: KeyOpt = False, by_workflow: WorkflowOpt = False) -> None:
     """List failure signatures by impact (units x severity x recency), clustering first if needed.
 
     Failed units (outcome fail, or unknown with an error span) are keyed by failed tool,
@@ -114,20 +145,25 @@ def signatures_cmd(ctx: typer.Context, rebuild: RebuildOpt = False, as_json: Jso
     Failed units added since are assigned to the nearest signature when close enough, else
     marked new. Re-clustering keeps the id of every signature that still exists.
     """
+    if by_workflow:
+        _by_workflow(get_ctx(ctx), as_json, limit)
+        return
     _list(ctx, rebuild, as_json, limit, with_key)
 
 
 @signatures_app.callback(invoke_without_command=True)
 @handle_errors
 def signatures_main(ctx: typer.Context, rebuild: RebuildOpt = False, as_json: JsonOpt = False,
-                    limit: LimitOpt = 20, with_key: KeyOpt = False) -> None:
+                    limit: LimitOpt = 20, with_key: KeyOpt = False, by_workflow: WorkflowOpt = False) -> None:
     """List failure signatures by impact (units x severity x recency), clustering first if needed.
 
     Failed units added since the last build are assigned to the nearest signature when close
     enough, else marked new; `--rebuild` clusters everything again, keeping the id of every
-    signature that still exists.
+    signature that still exists. `--by-workflow` groups every unit, failed or not, by workflow instead.
     """
-    if ctx.invoked_subcommand is None:
+    if ctx.invoked_subcommand is None and by_workflow:
+        _by_workflow(get_ctx(ctx), as_json, limit)
+    elif ctx.invoked_subcommand is None:
         _list(ctx, rebuild, as_json, limit, with_key)
 
 

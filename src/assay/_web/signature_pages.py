@@ -4,6 +4,8 @@
                                 signatures by impact, one representative each in turn; the failed units
                                 in no signature take one turn per round): the first no person labelled
                                 yet, after ``after``. Labelling it (``/review/...?across=1``) comes back here.
+    /workflows                  where failures concentrate: every unit by workflow, failure rate and its
+                                95% interval against the overall rate (:mod:`assay.signatures.workflows`)
 
 Reviewing each signature's whole queue in turn meets fewer distinct failure modes in the first
 reviews than reading failed units at random (benchmarks/results/discovery.json, ``queue_by_signature``);
@@ -15,13 +17,14 @@ from __future__ import annotations
 from urllib.parse import quote
 
 from fastapi import APIRouter, Request
-from fastapi.responses import Response
+from fastapi.responses import HTMLResponse, Response
 from sqlalchemy import select
 
 from assay._store import Store
 from assay._store.tables import AnnotationRow, MemberRow
-from assay._web.pages import current_user, redirect, ui_state
+from assay._web.pages import current_user, redirect, render, ui_state
 from assay.signatures import review_order
+from assay.signatures.workflows import workflow_report
 
 signature_router = APIRouter()
 
@@ -56,3 +59,11 @@ def review_next(request: Request, after: str | None = None) -> Response:
     unit_id, sid = found
     sig = f"sig={sid}&" if sid is not None else ""
     return redirect(f"/review/{quote(unit_id, safe='')}?{sig}across=1")
+
+
+@signature_router.get("/workflows", response_class=HTMLResponse)
+def workflows_page(request: Request) -> Response:
+    """Every unit, failed or not, grouped by workflow, flagged where failures concentrate."""
+    user, session = current_user(request)
+    ui = ui_state(request)
+    return render(request, "workflows.html", session, user=user, report=workflow_report(ui.store, ui.settings.signals))

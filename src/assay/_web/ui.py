@@ -17,7 +17,8 @@ Routes (GET unless noted):
     /adjudicate/{name}/{unit_id}        POST (admin) records the final label with a reason
     /severe                             the rare-severe inbox
     /audit, /audit/{item_id}            the judge audit (see assay._web.audit_pages)
-    /review-next                        review across signatures (see assay._web.signature_pages)
+    /review-next, /workflows            review across signatures; where failures concentrate
+                                        (see assay._web.signature_pages)
 """
 
 from __future__ import annotations

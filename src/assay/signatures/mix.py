@@ -67,26 +67,31 @@ def ordered(counts: Mapping[str, int]) -> dict[str, int]:
     return dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
 
 
-def signal_mixes(store: Store) -> dict[int, dict[str, int]]:
-    """``{signature id: {signal kind: member units with it}}`` of every signature with members,
-    each mix most frequent first (see module docstring)."""
+def unit_kinds(store: Store) -> dict[str, set[str]]:
+    """``{unit id: kinds of its (not retracted) signals}`` of every unit with one; a unit the detectors
+    never ran on counts what its source recorded (see module docstring)."""
     kinds: dict[str, set[str]] = defaultdict(set)
     with store.session() as s:
-        members = {u: sid for u, sid in s.execute(select(MemberRow.unit_id, MemberRow.signature_id)
-                                                  .where(MemberRow.signature_id.is_not(None))) if sid is not None}
-        q = (select(SignalRow.unit_id, SignalRow.kind).join(MemberRow, MemberRow.unit_id == SignalRow.unit_id)
-             .where(MemberRow.signature_id.is_not(None), SignalRow.retracted_at.is_(None)).distinct())
+        q = select(SignalRow.unit_id, SignalRow.kind).where(SignalRow.retracted_at.is_(None)).distinct()
         for unit_id, kind in s.execute(q):
             kinds[unit_id].add(kind)
         scanned = select(SignalScanRow.unit_id).where(SignalScanRow.unit_id == UnitRow.unit_id).exists()
-        q2 = (select(UnitRow.unit_id, UnitRow.outcome, UnitRow.has_error)
-              .join(MemberRow, MemberRow.unit_id == UnitRow.unit_id)
-              .where(MemberRow.signature_id.is_not(None), ~scanned))
+        q2 = select(UnitRow.unit_id, UnitRow.outcome, UnitRow.has_error).where(~scanned)
         for unit_id, outcome, has_error in s.execute(q2):
             if outcome == "fail":
                 kinds[unit_id].add("outcome_fail")
             elif outcome == "unknown" and has_error:
                 kinds[unit_id].add("error_span")
+    return dict(kinds)
+
+
+def signal_mixes(store: Store) -> dict[int, dict[str, int]]:
+    """``{signature id: {signal kind: member units with it}}`` of every signature with members,
+    each mix most frequent first (see module docstring)."""
+    with store.session() as s:
+        members = {u: sid for u, sid in s.execute(select(MemberRow.unit_id, MemberRow.signature_id)
+                                                  .where(MemberRow.signature_id.is_not(None))) if sid is not None}
+    kinds = unit_kinds(store)
     counts: dict[int, dict[str, int]] = defaultdict(lambda: defaultdict(int))
     for unit_id, sid in members.items():
         for kind in kinds.get(unit_id, ()):
