@@ -308,3 +308,14 @@ async def test_workflows_page_groups_every_unit(client: httpx.AsyncClient, store
     assert page.status_code == 200
     assert 'href="/workflows"' in page.text and "10 units, 7 failed" in page.text
     assert "book reservation, asked about" in page.text and "no action taken" in page.text
+
+
+async def test_lifecycle_is_shown_with_its_history(client: httpx.AsyncClient, store: Store, tmp_path: Path) -> None:
+    from assay.signatures import update_lifecycle
+
+    await login(client, "ann")
+    assert [c.to_state for c in update_lifecycle(store, settings_for(tmp_path))] == ["new"]
+    home = await client.get("/")
+    assert 'class="life life-new"' in home.text
+    queue = await client.get("/signatures/1")
+    assert 'id="lifecycle"' in queue.text and "no criterion yet" in queue.text

@@ -19,12 +19,14 @@ from assay.signatures import (
     build_signatures,
     failed_unit_ids,
     flag_unit,
+    lifecycle_history,
     list_signatures,
     map_points,
     new_units,
     sample_queue,
     scan_severe,
     severe_queue,
+    update_lifecycle,
     update_signatures,
 )
 from assay.signatures.mix import mix_text
@@ -40,8 +42,8 @@ def _seen(first: datetime | None, last: datetime | None) -> str:
 
 
 def _table(signatures: list[Signature], with_key: bool) -> Table:
-    columns = ["id", "impact", "units", "share", "cost (mean)", "first .. last seen", "status", "label",
-               "signal mix", "representative unit"]
+    columns = ["id", "impact", "units", "share", "cost (mean)", "first .. last seen", "status", "lifecycle",
+               "label", "signal mix", "representative unit"]
     table = Table(*columns, *(["structural key"] if with_key else []), title="failure signatures by impact")
     for sig in signatures:
         units = f"{sig.size} (+{sig.assigned})" if sig.assigned else str(sig.size)
@@ -49,7 +51,8 @@ def _table(signatures: list[Signature], with_key: bool) -> Table:
         cost = "-" if u.cost_usd_sum is None else f"${u.cost_usd_sum:.4f} (${u.cost_usd_mean or 0:.4f})"
         table.add_row(str(sig.id), f"{sig.impact:.1f}", units, f"{sig.share:.1%}", cost,
                       _seen(sig.first_seen, sig.last_seen),
-                      sig.status, escape(sig.label), escape(mix_text(sig.signal_mix, limit=4)),
+                      sig.status, sig.lifecycle.replace("_", " "), escape(sig.label),
+                      escape(mix_text(sig.signal_mix, limit=4)),
                       escape(sig.representative_unit or ""),
                       *([escape(sig.structural_key)] if with_key else []))
     return table
@@ -74,6 +77,14 @@ def _refresh(app: AppContext, rebuild: bool, quiet: bool) -> list[Signature]:
                               f"{len(result.new_signatures)} new signatures, {len(result.new_units)} units marked new")
     if not quiet and (stats.computed or stats.cached):
         console.print(f"embedded {stats.computed} units ({stats.cached} from cache)")
+    changes = update_lifecycle(app.store, app.settings)
+    if changes:
+        signatures = list_signatures(app.store, prices=app.settings.prices)
+    if not quiet:
+        for change in changes:
+            if change.from_state is not None:
+                console.print(f"signature {change.signature_id}: {change.from_state} -> {change.to_state} "
+                              f"({escape(change.reason)})")
     return signatures
 
 
@@ -188,12 +199,38 @@ def update_cmd(ctx: typer.Context, as_json: JsonOpt = False, executor: ExecutorO
     stats = EmbeddingStats()
     with progress_bar("embedding new failed units", None) as advance, remote_encoding(encoder):
         result = update_signatures(app.store, app.settings, progress=advance, stats=stats)
+    changes = update_lifecycle(app.store, app.settings)
     if as_json:
         console.print_json(result.model_dump_json())
         return
     ids = ", ".join(map(str, result.new_signatures)) or "none"
     console.print(f"{len(result.assigned)} units assigned, {len(result.new_signatures)} new signatures ({ids}), "
                   f"{len(result.new_units)} units marked new; embedded {stats.computed} ({stats.cached} from cache)")
+    for change in changes:
+        console.print(f"signature {change.signature_id}: {change.from_state or 'first seen'} -> {change.to_state} "
+                      f"({escape(change.reason)})")
+
+
+@signatures_app.command("history")
+@handle_errors
+def history_cmd(
+    ctx: typer.Context,
+    signature: Annotated[int | None, typer.Argument(help="Signature id (default: every signature).")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """The lifecycle changes of the signatures, oldest first: new, escalating, criterion written,
+    monitored (an active evaluator covers its criterion), resolved (that evaluator's production fail rate
+    under [lifecycle] resolve_fail_rate), regressed (above it again). `assay signatures` and `assay
+    signatures update` (and the worker) evaluate the lifecycle; this only reads what they recorded."""
+    changes = lifecycle_history(get_ctx(ctx).store, signature)
+    if as_json:
+        console.print_json(json.dumps([c.model_dump(mode="json") for c in changes]))
+        return
+    table = Table("when (UTC)", "signature", "from", "to", "why", title="signature lifecycle")
+    for c in changes:
+        table.add_row(c.at.strftime("%Y-%m-%d %H:%M"), f"{c.signature_id} {escape(c.label[:60])}",
+                      (c.from_state or "-").replace("_", " "), c.to_state.replace("_", " "), escape(c.reason))
+    console.print(table)
 
 
 @signatures_app.command("severe")

@@ -58,7 +58,7 @@ from assay.annotations.queue import claim_next, queue_status, set_queue, signatu
 from assay.exceptions import NotFoundError, UsageError
 from assay.settings import Settings
 from assay.signals import FailureSignal, assess, unit_signals
-from assay.signatures import Signature, list_signatures, severe_queue
+from assay.signatures import Signature, lifecycle_history, list_signatures, severe_queue
 from assay.traces import Step, step_timeline
 from assay.traces.usage import usage_summary
 
@@ -164,7 +164,7 @@ def queue_page(request: Request, sid: int, message: str = "") -> Response:
     store = ui_state(request).store
     sig = _signature(store, sid)
     return render(request, "queue.html", session, user=user, sig=sig, queue=queue_status(store, sid),
-                  message=message)
+                  message=message, history=lifecycle_history(store, sid))
 
 
 @router.get("/signatures/{sid}/progress", response_class=HTMLResponse)

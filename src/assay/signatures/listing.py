@@ -101,7 +101,7 @@ def list_signatures(store: Store, include_retired: bool = False,
             id=r.id, structural_key=r.structural_key, label=r.label, keywords=list(r.keywords or []), size=size,
             share=size / total if total else 0.0, impact=round(t.impact, 4), severity=t.weight / size if size else 0.0,
             assigned=t.assigned, first_seen=min(t.seen, default=None), last_seen=max(t.seen, default=None),
-            representative_unit=r.representative_unit, status=r.status,
+            representative_unit=r.representative_unit, status=r.status, lifecycle=r.lifecycle or "new",
             unit_ids=t.unit_ids, usage=signature_usage([usages[u] for u in t.unit_ids if u in usages]),
             signal_mix=mixes.get(r.id, {})))
     return sorted(out, key=lambda sig: (-sig.impact, -sig.size, sig.id))
