@@ -319,3 +319,16 @@ async def test_lifecycle_is_shown_with_its_history(client: httpx.AsyncClient, st
     assert 'class="life life-new"' in home.text
     queue = await client.get("/signatures/1")
     assert 'id="lifecycle"' in queue.text and "no criterion yet" in queue.text
+
+
+async def test_signatures_page_says_when_to_stop_reviewing(client: httpx.AsyncClient, store: Store) -> None:
+    from assay.annotations import Annotation, add_annotations, add_criterion
+
+    await login(client, "ann")
+    assert "is unknown" in (await client.get("/")).text
+    add_criterion(store, "The amount adds up.", name="amounts", signature_id=1)
+    add_annotations(store, [Annotation(unit_id=u, annotator="ann", label="fail", criterion=c)
+                            for u, c in (("unit-00", "amounts"), ("unit-01", "amounts"), ("unit-02", None))])
+    page = await client.get("/")
+    assert 'id="unseen-modes"' in page.text and "<strong>33%</strong>" in page.text  # 1 of 3 seen once
+    assert "1 failure labelled without a criterion" in page.text

@@ -30,6 +30,7 @@ from assay.signatures import (
     update_signatures,
 )
 from assay.signatures.mix import mix_text
+from assay.signatures.unseen import unseen_modes
 from assay.signatures.workflows import WorkflowReport, workflow_report
 
 signatures_app = typer.Typer(help="Failure signatures ranked by impact, the rare-severe inbox, and flags.",
@@ -100,6 +101,8 @@ def _list(ctx: typer.Context, rebuild: bool, as_json: bool, limit: int, with_key
     pending = len(new_units(app.store))
     console.print(f"{len(signatures)} signatures cover {clustered} of {total} failed units; "
                   f"{total - clustered - pending} are noise (in no signature), {pending} are new (near no signature)")
+    unseen = unseen_modes(app.store).text
+    console.print(unseen[:1].upper() + unseen[1:] + " (`assay signatures unseen`)")
     inbox = len(severe_queue(app.store))
     if inbox:
         console.print(f"[bold red]{inbox} units flagged severe[/bold red]: see `assay signatures severe`")
@@ -231,6 +234,27 @@ def history_cmd(
         table.add_row(c.at.strftime("%Y-%m-%d %H:%M"), f"{c.signature_id} {escape(c.label[:60])}",
                       (c.from_state or "-").replace("_", " "), c.to_state.replace("_", " "), escape(c.reason))
     console.print(table)
+
+
+@signatures_app.command("unseen")
+@handle_errors
+def unseen_cmd(ctx: typer.Context, as_json: JsonOpt = False) -> None:
+    """When to stop reviewing: the chance that the next reviewed failure shows a failure mode no criterion
+    covers yet, the Good-Turing estimate N1/N over the failures people labelled (N1: criteria exactly one
+    of them fails; a failure labelled without a criterion is a mode of its own), with Esty's 95% interval.
+    It leans high when reviewing across signatures (new modes come early) and knows nothing of failures
+    no signal marks."""
+    unseen = unseen_modes(get_ctx(ctx).store)
+    if as_json:
+        console.print_json(unseen.model_dump_json())
+        return
+    table = Table("criterion", "labelled failures", title="human fail labels per criterion")
+    for name, count in unseen.per_criterion.items():
+        table.add_row(escape(name), str(count))
+    if unseen.uncovered:
+        table.add_row("(no criterion: each a mode of its own)", str(unseen.uncovered))
+    console.print(table)
+    console.print(unseen.text[:1].upper() + unseen.text[1:])
 
 
 @signatures_app.command("severe")

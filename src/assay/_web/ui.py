@@ -59,6 +59,7 @@ from assay.exceptions import NotFoundError, UsageError
 from assay.settings import Settings
 from assay.signals import FailureSignal, assess, unit_signals
 from assay.signatures import Signature, lifecycle_history, list_signatures, severe_queue
+from assay.signatures.unseen import unseen_modes
 from assay.traces import Step, step_timeline
 from assay.traces.usage import usage_summary
 
@@ -154,7 +155,8 @@ def signatures_page(request: Request, message: str = "") -> Response:
     for sig in list_signatures(store, prices=ui_state(request).settings.prices):
         queue = queue_status(store, sig.id)
         rows.append({"sig": sig, "queue": queue})
-    return render(request, "signatures.html", session, user=user, rows=rows, message=message)
+    return render(request, "signatures.html", session, user=user, rows=rows, message=message,
+                  unseen=unseen_modes(store))
 
 
 @router.get("/signatures/{sid}", response_class=HTMLResponse)

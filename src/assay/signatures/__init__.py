@@ -16,6 +16,8 @@ unit flagged severe in a queue of its own.
     order = review_order(store)                       # across signatures: one of each in turn
     inbox = severe_queue(store)
     changes = update_lifecycle(store, settings)       # new -> escalating -> ... -> resolved -> regressed
+    flows = workflow_report(store)                    # where failures concentrate, every unit by workflow
+    stop = unseen_modes(store)                        # chance the next failure shows a mode no criterion covers
 """
 
 from assay.signatures.build import build_signatures, failed_unit_ids, update_signatures
@@ -37,13 +39,14 @@ from assay.signatures.model import (
 )
 from assay.signatures.sample import review_order, sample_queue
 from assay.signatures.severe import flag_unit, scan_severe, severe_queue
+from assay.signatures.unseen import UnseenModes, unseen_modes
+from assay.signatures.workflows import WorkflowReport, workflow_report
 
 __all__ = [
     "MATCH_THRESHOLD", "EmbeddingStats", "Lifecycle", "LifecycleChange", "SevereFlag", "SevereItem", "Signature",
-    "SignatureStatus",
-    "StructuralKey", "UpdateResult", "build_signatures", "class_tfidf", "embed_texts", "embed_units", "error_type",
-    "failed_unit_ids", "failure_text", "flag_unit", "key_text", "lifecycle_history", "list_signatures",
-    "load_encoder", "map_points",
-    "new_units", "normalize_error", "review_order", "sample_queue", "scan_severe", "severe_queue", "signature_members",
-    "structural_key", "update_lifecycle", "update_signatures",
+    "SignatureStatus", "StructuralKey", "UnseenModes", "UpdateResult", "WorkflowReport", "build_signatures",
+    "class_tfidf", "embed_texts", "embed_units", "error_type", "failed_unit_ids", "failure_text", "flag_unit",
+    "key_text", "lifecycle_history", "list_signatures", "load_encoder", "map_points", "new_units", "normalize_error",
+    "review_order", "sample_queue", "scan_severe", "severe_queue", "signature_members", "structural_key",
+    "unseen_modes", "update_lifecycle", "update_signatures", "workflow_report",
 ]

@@ -6,7 +6,7 @@ and the rate of each failure-signal kind against the overall rate.
 changes something (a tool whose name does not start with a read-only verb such as ``get`` or
 ``search``; ``(no action)`` when none does), the key the ``long_session`` detector compares
 lengths within. The detectors keep it per scanned unit (``signal_scans.workflow``); a unit never
-scanned is read once to compute it. Each group gets a short **label**: the action in words, then
+scanned is loaded to compute it (each time). Each group gets a short **label**: the action in words, then
 what the users asked for, the two or three words of their first turns (variables masked) that set
 the group apart from the others by class-based TF-IDF (:func:`~assay.signatures.labels.class_tfidf`,
 over at most :data:`LABEL_SAMPLE` units per group), e.g. ``return delivered order items, asked about
