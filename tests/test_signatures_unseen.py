@@ -14,6 +14,7 @@ import pytest
 
 from assay._store import Store
 from assay.annotations import Annotation, add_annotations, add_criterion
+from assay.annotations.scale import OrdinalLevel, OrdinalScale
 from assay.signatures.unseen import good_turing, unseen_modes
 from tests.ui_fixtures import make_unit
 
@@ -80,4 +81,10 @@ def test_human_fail_labels_by_criterion(tmp_path: Path) -> None:
     assert got.estimate == pytest.approx(1 / 7)
     add_annotations(store, [Annotation(unit_id="u7", annotator="li", label="fail")])
     assert unseen_modes(store).uncovered == 1 and unseen_modes(store).singletons == 2
+    # a level on an ordinal criterion is no pass or fail: the tone criterion turned ordinal, u5 relabelled 2
+    add_criterion(store, "How well does the agent keep its tone?", name="tone",
+                  scale=OrdinalScale(levels=(OrdinalLevel(value=1, anchor="rude"), OrdinalLevel(value=2, anchor="ok"))))
+    add_annotations(store, [Annotation(unit_id="u5", annotator="li", value=2, criterion="tone")])
+    after = unseen_modes(store)
+    assert "tone" not in after.per_criterion and (after.labelled_failures, after.singletons) == (7, 1)
     store.close()

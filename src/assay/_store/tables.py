@@ -143,10 +143,18 @@ class CriterionRow(Base):
     text: Mapped[str] = mapped_column(Text)
     version: Mapped[int] = mapped_column(Integer, default=1)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    scale: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    """The criterion's scale (``assay.annotations.scale``) as JSON; NULL is binary (pass/fail)."""
 
 
 class AnnotationRow(Base):
-    """Append-only: corrections add a row, never overwrite."""
+    """Append-only: corrections add a row, never overwrite.
+
+    ``value`` is the judgment on the criterion's scale (JSON: a string or a level); NULL on rows made
+    before scales existed, whose ``label`` (pass/fail) is the value. ``label`` is NULL on non-binary
+    scales. A pairwise judgment names its second output's unit (``second_unit_id``) and the order the
+    annotator saw them in (``shown_order``).
+    """
 
     __tablename__ = "annotations"
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -155,7 +163,10 @@ class AnnotationRow(Base):
     criterion_version: Mapped[int | None] = mapped_column(Integer, nullable=True)
     annotator: Mapped[str] = mapped_column(String(200))
     annotator_kind: Mapped[str] = mapped_column(String(10))
-    label: Mapped[str] = mapped_column(String(10))
+    label: Mapped[str | None] = mapped_column(String(10), nullable=True)
+    value: Mapped[Any] = mapped_column(JSON, nullable=True)
+    second_unit_id: Mapped[str | None] = mapped_column(ForeignKey("units.unit_id"), nullable=True)
+    shown_order: Mapped[str | None] = mapped_column(String(20), nullable=True)
     severity: Mapped[int | None] = mapped_column(Integer, nullable=True)
     rationale: Mapped[str] = mapped_column(Text, default="")
     source: Mapped[str] = mapped_column(String(300), default="")
@@ -210,6 +221,19 @@ class ScoreRow(Base):
     verdict: Mapped[str | None] = mapped_column(String(20), nullable=True)
     reason: Mapped[str] = mapped_column(Text, default="")
     raw: Mapped[str | None] = mapped_column(Text, nullable=True)
+    parse_status: Mapped[str | None] = mapped_column(String(10), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class MediaRow(Base):
+    """Inline bytes of message media (images, audio, files), once per content: the key is their SHA-256
+    (:class:`assay.traces.media.MediaPart` ``sha256``); the review page serves thumbnails from here."""
+
+    __tablename__ = "media"
+    sha256: Mapped[str] = mapped_column(String(64), primary_key=True)
+    mime_type: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    size_bytes: Mapped[int] = mapped_column(Integer)
+    data: Mapped[bytes] = mapped_column(LargeBinary)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 

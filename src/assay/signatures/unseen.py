@@ -4,7 +4,9 @@ covers yet, by the Good-Turing estimate of the missing mass.
 **Observations.** Every unit a person labelled ``fail`` (its latest human label on some criterion, or on
 none, is ``fail``) is one reviewed failure; its **mode** is the criterion of its latest such ``fail`` label
 that names one. A unit whose ``fail`` labels name no criterion is a failure no criterion covers: it counts
-as a mode of its own, seen once.
+as a mode of its own, seen once. Only ``fail`` on a binary criterion (or on none) counts: a level, a class or
+a pairwise preference on another scale (:mod:`assay.annotations.scale`) says no pass or fail, and when it is
+the latest label of a unit on its criterion, an earlier ``fail`` there no longer counts.
 
 **Estimate** (Good 1953, "The population frequencies of species and the estimation of population
 parameters", *Biometrika* 40:237-264, crediting Turing): with ``N`` reviewed failures, ``N1`` modes seen
@@ -90,7 +92,7 @@ def unseen_modes(store: Store) -> UnseenModes:
     q = (select(AnnotationRow.unit_id, CriterionRow.name, AnnotationRow.label)
          .outerjoin(CriterionRow, CriterionRow.id == AnnotationRow.criterion_id)
          .where(AnnotationRow.annotator_kind == "human").order_by(AnnotationRow.created_at, AnnotationRow.id))
-    latest: dict[tuple[str, str], tuple[str, int]] = {}
+    latest: dict[tuple[str, str], tuple[str | None, int]] = {}
     with store.session() as s:
         for n, (unit_id, criterion, label) in enumerate(s.execute(q)):
             latest[(unit_id, criterion or UNCOVERED)] = (label, n)

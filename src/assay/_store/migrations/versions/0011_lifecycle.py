@@ -1,7 +1,7 @@
 """failure signature lifecycle: state on signatures, transition history
 
 Revision ID: 0011_lifecycle
-Revises: 0007_signals
+Revises: 0005_capture
 Create Date: 2026-12-07 10:00:00.000000
 """
 
@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = '0011_lifecycle'
-down_revision = '0007_signals'
+down_revision = '0005_capture'
 branch_labels = None
 depends_on = None
 
