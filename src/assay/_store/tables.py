@@ -82,6 +82,25 @@ class SignatureRow(Base):
     status: Mapped[str] = mapped_column(String(20), default="new")
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+    lifecycle: Mapped[str] = mapped_column(String(20), default="new")
+    """Where the signature stands in the loop (``assay.signatures.lifecycle``): new, escalating,
+    criterion_written, monitored, resolved or regressed."""
+    lifecycle_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    """When ``lifecycle`` last changed (None: never evaluated)."""
+
+
+class LifecycleRow(Base):
+    """One change of a signature's lifecycle, append-only: from (None at the first evaluation), to, why,
+    the facts that decided it (``details``) and when."""
+
+    __tablename__ = "signature_lifecycle"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    signature_id: Mapped[int] = mapped_column(ForeignKey("signatures.id"), index=True)
+    from_state: Mapped[str | None] = mapped_column(String(20), nullable=True)
+    to_state: Mapped[str] = mapped_column(String(20))
+    reason: Mapped[str] = mapped_column(Text, default="")
+    details: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
 
 
 class MemberRow(Base):

@@ -6,7 +6,7 @@ Content-Security-Policy (no inline script or style: trace content renders inert)
 
 Routes (GET unless noted):
     /login, POST /login, POST /logout   sign-in, throttled after repeated failures (see assay._web.signin)
-    /                                   signatures ranked by impact, progress, criterion status
+    /                                   signatures ranked by impact, signal mix, progress, criterion status
     /signatures/{sid}                   the queue: items, K, progress per annotator, stale labels to redo;
                                         POST (admin) sets size, K and blind review
     /signatures/{sid}/next              redirect to the caller's next item (their stale ones too)
@@ -18,6 +18,8 @@ Routes (GET unless noted):
     /adjudicate/{name}/{unit_id}        POST (admin) records the final label with a reason
     /severe                             the rare-severe inbox
     /audit, /audit/{item_id}            the judge audit (see assay._web.audit_pages)
+    /review-next, /workflows            review across signatures; where failures concentrate
+                                        (see assay._web.signature_pages)
 
 Criteria (/criteria, /signatures/{sid}/criterion) are in :mod:`assay._web.criteria_pages`, agreement
 (/agreement) in :mod:`assay._web.agreement_pages`, error pages in :mod:`assay._web.errors`.
@@ -64,6 +66,7 @@ from assay._web.pages import (
     ui_state,
 )
 from assay._web.review_labels import label_view, made_blind
+from assay._web.signature_pages import signature_router
 from assay._web.signin import FAILED, OK, THROTTLED, wait_message
 from assay.annotations import (
     Annotation,
@@ -87,7 +90,8 @@ from assay.annotations.scale import ShownOrder, flip
 from assay.exceptions import NotFoundError, UsageError
 from assay.settings import Settings
 from assay.signals import FailureSignal, assess, unit_signals
-from assay.signatures import list_signatures, severe_queue
+from assay.signatures import lifecycle_history, list_signatures, severe_queue
+from assay.signatures.unseen import unseen_modes
 from assay.traces import Step, step_timeline
 from assay.traces.usage import usage_summary
 
@@ -122,6 +126,7 @@ def install_ui(app: FastAPI, settings: Settings, store: Store) -> None:
     app.include_router(criteria_router)  # criteria: ids, unique names, signatures covered, edits (criteria_pages)
     app.include_router(agreement_router)  # human-human agreement per criterion (agreement_pages)
     app.include_router(audit_router)  # the judge-audit pages (assay.suite.audit)
+    app.include_router(signature_router)  # review across signatures, workflows
     install_error_pages(app)  # 404/400/403/500 as pages for the browser; JSON stays JSON (errors)
 
 
@@ -189,15 +194,16 @@ async def logout(request: Request) -> Response:
 
 # --- signatures and queues -----------------------------------------------------------------
 @router.get("/", response_class=HTMLResponse)
-def signatures_page(request: Request) -> Response:
-    """Signatures ranked by impact with volume, share, review progress and criterion status."""
+def signatures_page(request: Request, message: str = "") -> Response:
+    """Signatures ranked by impact with volume, share, signal mix, review progress and criterion status."""
     user, session = current_user(request)
     store = ui_state(request).store
     rows = []
     for sig in list_signatures(store, prices=ui_state(request).settings.prices):
         queue = queue_status(store, sig.id)
         rows.append({"sig": sig, "queue": queue})
-    return render(request, "signatures.html", session, user=user, rows=rows)
+    return render(request, "signatures.html", session, user=user, rows=rows, message=message,
+                  unseen=unseen_modes(store))
 
 
 @router.get("/signatures/{sid}", response_class=HTMLResponse)
@@ -207,7 +213,7 @@ def queue_page(request: Request, sid: int, message: str = "", saved: str | None 
     store = ui_state(request).store
     sig = signature_or_404(store, sid)
     return render(request, "queue.html", session, user=user, sig=sig, queue=queue_status(store, sid),
-                  message=message, saved=_saved(store, user.name, saved, sid))
+                  message=message, saved=_saved(store, user.name, saved, sid), history=lifecycle_history(store, sid))
 
 
 @router.get("/signatures/{sid}/progress", response_class=HTMLResponse)
@@ -314,11 +320,12 @@ def _queue_neighbours(store: Store, sig: int | None, unit_id: str) -> tuple[Queu
 
 @router.get("/review/{unit_id:path}", response_class=HTMLResponse)
 def review_page(request: Request, unit_id: str, sig: int | None = None, all: bool = False,  # noqa: A002
-                second: str | None = None, saved: str | None = None) -> Response:
+                second: str | None = None, saved: str | None = None, across: bool = False) -> Response:
     """The unit's step timeline and the label form, which follows the criterion's scale (levels with
     their anchors, classes, or, on a pairwise criterion, both units side by side in an order random
     per annotator). The first ``INITIAL_STEPS`` steps come with the page, the rest load right after it
-    (``/timeline/...``); ``all=1`` renders every step at once. A trace unit merged into a session by a
+    (``/timeline/...``); ``all=1`` renders every step at once; ``across=1``: reached in review order
+    across signatures (``/review-next``), where labelling leads back. A trace unit merged into a session by a
     late session id redirects to the session. Blind review: other labels show only once the caller saved
     a current one (:mod:`assay._web.review_labels`). ``saved``: the item the caller just labelled,
     announced (``aria-live``) with a link to it."""
@@ -335,7 +342,7 @@ def review_page(request: Request, unit_id: str, sig: int | None = None, all: boo
     steps = _steps(request, unit.unit_id, unit.content_hash)
     shown = step_views(steps if all else steps[:INITIAL_STEPS], first_time(steps))
     view = label_view(_item_labels(store, unit.unit_id, second), user.name, criterion, queue_blind(store, sig))
-    prev, nxt = _queue_neighbours(store, sig, unit_id)
+    prev, nxt = _queue_neighbours(store, None if across else sig, unit_id)
     sides: list[Side] = []
     if second is not None:
         order = shown_order(user.name, unit.unit_id, second)
@@ -349,6 +356,7 @@ def review_page(request: Request, unit_id: str, sig: int | None = None, all: boo
                   next_start=len(shown) if len(shown) < len(steps) else None, unit_id=unit.unit_id, sig=sig,
                   criterion=criterion, scale=criterion.scale if criterion else BinaryScale(), view=view,
                   labels=view.shown, prev=prev, next=nxt, mine=view.mine, second=second, sides=sides,
+                  across=across,
                   signals_at=_by_step(signals), unit_signals=[x for x in signals if x.step is None],
                   n_signals=len(signals), failure=failure, saved=_saved(store, user.name, saved, sig),
                   failed=failure.failed if view.blind else unit.unit_id in store.failed_among([unit.unit_id]),
@@ -468,9 +476,11 @@ def media(request: Request, sha256: str) -> Response:
 
 
 @router.post("/review/{unit_id:path}")
-async def label(request: Request, unit_id: str, sig: int | None = None, second: str | None = None) -> Response:
+async def label(request: Request, unit_id: str, sig: int | None = None, second: str | None = None,
+                across: bool = False) -> Response:
     """Append one label (a correction is a new record; ``blind`` records whether the caller could see another
-    label on the item) and go to the caller's next item."""
+    label on the item) and go to the caller's next item (of the signature's queue, or with ``across=1`` in
+    review order across signatures)."""
     user, session = current_user(request)
     form = await checked_form(request, session)
     store = ui_state(request).store
@@ -486,6 +496,8 @@ async def label(request: Request, unit_id: str, sig: int | None = None, second: 
             raise HTTPException(status_code=404, detail=str(exc)) from None
         raise HTTPException(status_code=400, detail=f"bad label: {str(exc).splitlines()[0]}") from None
     done = quote(unit_id, safe="")
+    if across:
+        return redirect(f"/review-next?after={done}")
     if sig is None:
         return redirect(f"/review/{done}?saved={done}" + (f"&second={quote(second, safe='')}" if second else ""))
     return redirect(f"/signatures/{sig}/next?after={done}&saved={done}")
