@@ -14,6 +14,7 @@ from rich.table import Column, Table
 from assay._cli._common import AppContext, console, err_console, get_ctx, handle_errors, progress_bar
 from assay._cli.score import ExecutorOpt, RayAddressOpt, executor_choice
 from assay.calibration import CalibrationReport, Estimate, calibrate
+from assay.calibration.certify import CalibrationPlan, Certification
 from assay.evaluators import EvaluatorDef, content_version, evaluator_json_schema, load_evaluators
 from assay.exceptions import NotFoundError, UsageError
 from assay.models import JudgeClient, make_judge
@@ -208,16 +209,53 @@ def print_calibration(r: CalibrationReport) -> None:
     console.print(table)
     for w in r.warnings:
         console.print(f"[yellow]warning[/yellow]: {w}")
-    if r.meets_threshold:
+    cert = r.certification
+    if r.meets_threshold and cert is not None and cert.policy == "lower_bound":
+        lows = ", ".join(f"{b.name} {b.low:.3f}" for b in cert.bounds if b.low is not None)
+        console.print(f"{r.evaluator}: [green]certified[/green]: the {_interval(cert)} lower bounds ({lows}) reach "
+                      f"the threshold {r.threshold:.2f} -> status [bold]{r.status}[/bold]")
+    elif r.meets_threshold:
         acc = r.test.agreement.value if r.test else a.accuracy
         kappa = r.test.kappa.value if r.test else a.kappa
         console.print(f"{r.evaluator}: test agreement {f(acc)} [green]meets[/green] the threshold "
-                      f"{r.threshold:.2f} (kappa {f(kappa)}) -> status [bold]{r.status}[/bold]")
+                      f"{r.threshold:.2f} (kappa {f(kappa)}; policy point, weaker than lower_bound) -> status "
+                      f"[bold]{r.status}[/bold]")
     else:
-        console.print(f"{r.evaluator}: [red]does NOT meet[/red] its threshold: " + "; ".join(r.notes)
+        console.print(f"{r.evaluator}: [red]does NOT meet[/red] its threshold: " + escape("; ".join(r.notes))
                       + f" -> status [bold]{r.status}[/bold]")
     if r.override_reason:
         console.print(f"[yellow]activated by override[/yellow], reason recorded: {r.override_reason}")
+    if r.plan is not None:
+        print_plan(r.plan, r.evaluator, brief=True)
+
+
+def _interval(cert: Certification | CalibrationPlan) -> str:
+    return f"{cert.confidence:.0%} {'Wilson' if cert.interval == 'wilson' else 'Clopper-Pearson'}"
+
+
+def print_plan(plan: CalibrationPlan, name: str, brief: bool = False) -> None:
+    """The labels each class still needs for the bounds to clear (``brief``: one line per class)."""
+    if brief:
+        parts = [f"{r.of}: " + ("none" if r.more == 0 else "out of reach" if r.more is None else
+                                f"{r.more} more" + (" (first step)" if r.provisional else "")) for r in plan.rates]
+        console.print("to certify: " + "; ".join(parts) + f"  (assay calibrate {escape(name)} --plan explains)")
+        return
+    table = Table("rate", "class", "rate now", "planned at", "labelled", "test now", "test needed", "labels needed",
+                  "more", title=f"plan: labels for the {_interval(plan)} lower bounds of {escape(name)} to reach "
+                                f"{plan.threshold:.2f}")
+    for r in plan.rates:
+        table.add_row(r.name, r.of, "-" if r.rate is None else f"{r.rate:.3f}",
+                      "-" if r.planned_rate is None else f"{r.planned_rate:.3f}", str(r.labelled), str(r.test_now),
+                      "-" if r.test_needed is None else str(r.test_needed),
+                      "-" if r.labels_needed is None else str(r.labels_needed),
+                      "out of reach" if r.more is None else str(r.more) + (" (first step)" if r.provisional else ""))
+    console.print(table)
+    console.print(f"Planned so that every bound clears with about {plan.power:.0%} chance, each rate taken at the "
+                  f"value it beats with 70% probability given the labels so far; "
+                  f"{plan.test_fraction:.0%} of each class's labels go to the test split.")
+    for r in plan.rates:
+        if r.note:
+            console.print(f"  {r.name} ({r.of}): {escape(r.note)}")
 
 
 def _ci(e: Estimate) -> str:
@@ -242,6 +280,10 @@ def _test_rows(r: CalibrationReport) -> list[tuple[str, str]]:
     h = r.human_ceiling
     rows.append(("human-human ceiling (test items)", "no item has 2+ human labels" if h is None else
                  f"agreement {_ci(h.metrics.agreement)}, kappa {_ci(h.metrics.kappa)} on {h.n_items} items"))
+    cert = r.certification
+    if cert is not None:
+        rows += [(f"test: {b.name} {_interval(cert)} lower bound", "undefined" if b.low is None else
+                  f"{b.low:.3f} ({b.k}/{b.n}) {'>=' if b.clears else '<'} {b.threshold:.2f}") for b in cert.bounds]
     return rows
 
 
@@ -261,12 +303,19 @@ def calibrate_cmd(
         help="With --tune: comma-separated instruction variants of the prompt to try besides the prompt as "
              "written (verdict-first, strict, lenient, restated); 'none' tries the prompt as written only.",
         envvar="ASSAY_CALIBRATE_VARIANTS")] = "verdict-first,strict,lenient,restated",
+    plan: Annotated[bool, typer.Option(
+        "--plan", help="Print how many more labels of each class the lower bounds need to clear the threshold, "
+        "from this version's stored calibration and the labels there are now (no judge call; the test split is "
+        "not looked at again).", envvar="ASSAY_CALIBRATE_PLAN")] = False,
 ) -> None:
     """Run an evaluator on the labelled units of its criterion and measure agreement with the labels.
 
     Prints n, agreement, Cohen's kappa, TPR, TNR, balanced accuracy, precision/recall on fail
-    and the confusion matrix, with bootstrap 95% CIs on the held-out test split; the evaluator
-    becomes active only when test agreement meets its threshold (default 0.80).
+    and the confusion matrix, with bootstrap 95% CIs on the held-out test split. The evaluator
+    becomes active only when it is certified: by default (\\[calibration] policy = "lower_bound")
+    when the 95% Wilson lower bounds of TPR and TNR on the test split both reach its threshold
+    (default 0.80); policy "point" is the older, weaker rule (test agreement at the threshold and
+    kappa above min_kappa). --plan says how many more labels of each class that takes.
 
     Every run re-decides the status: a version activated earlier with --force goes back to
     draft when it is calibrated again without --force and still misses its threshold; a loud
@@ -279,6 +328,9 @@ def calibrate_cmd(
     app = get_ctx(ctx)
     defn = find_evaluator(app, name)
     before = evaluator_record(app.store, defn)
+    if plan:
+        _plan(app, defn, before, as_json)
+        return
     prev_status, prev_override = (before.status, before.override_reason) if before else (None, None)
     if tune:
         names = () if variants.strip() == "none" else tuple(v.strip() for v in variants.split(",") if v.strip())
@@ -290,12 +342,29 @@ def calibrate_cmd(
     with progress_bar(f"calibrating {name}", len(ds.items)) as advance:
         report = calibrate(app.store, defn, judge_for(app, defn), app.settings.judge, advance, dataset=ds,
                            force_reason=force, min_kappa=app.settings.min_kappa, fractions=parse_fractions(split),
-                           seed=seed)
+                           seed=seed, certification=app.settings.calibration)
     if as_json:
         console.print_json(report.model_dump_json())
     else:
         print_calibration(report)
     _warn_status_change(name, prev_status, prev_override, report.status)
+
+
+def _plan(app: AppContext, defn: EvaluatorDef, record: Any, as_json: bool) -> None:
+    """``assay calibrate NAME --plan``: the plan of this version's stored calibration, with today's labels."""
+    from assay.calibration import build_dataset
+    from assay.calibration.calibrate import report_plan
+
+    report = record.calibration if record is not None else None
+    if report is None:
+        raise UsageError(f"{defn.name}@{content_version(defn)} has no stored calibration: run "
+                         f"`assay calibrate {defn.name}` first (its report plans too)")
+    labelled = build_dataset(app.store, defn.criterion.name).balance
+    plan = report_plan(report, app.settings.calibration, labelled)
+    if as_json:
+        console.print_json(plan.model_dump_json())
+        return
+    print_plan(plan, defn.name)
 
 
 def _warn_status_change(name: str, before: str | None, override: str | None, after: str) -> None:
@@ -330,7 +399,7 @@ def _tune(app: AppContext, defn: EvaluatorDef, fractions: tuple[float, float, fl
 
     with progress_bar(f"tuning {defn.name}", None) as advance:
         best, report = tune(app.store, defn, judge_for(app, defn), app.settings.judge, fractions=fractions, seed=seed,
-                            progress=advance, instructions=variants)
+                            progress=advance, instructions=variants, certification=app.settings.calibration)
     folder = app.settings.evaluators_path()
     path = next(p for p in sorted([*folder.glob("*.yaml"), *folder.glob("*.yml")])
                 if load_evaluator(p).name == defn.name)

@@ -11,6 +11,7 @@ from assay._store import Store
 from assay._store.scores import finish_run, new_run
 from assay._store.tables import EvaluatorRow
 from assay.calibration.ceiling import HumanCeiling, human_ceiling
+from assay.calibration.certify import CalibrationPlan, Certification, binary_rates, certify_binary, plan_rates
 from assay.calibration.dataset import GroundTruthDataset, build_dataset
 from assay.calibration.metrics import Agreement, agreement
 from assay.calibration.splits import (
@@ -26,7 +27,7 @@ from assay.evaluators import EvaluationResult, EvaluatorDef, content_version, ev
 from assay.evaluators.lineage import judge_model_of, lineage_for, write_results
 from assay.exceptions import UsageError
 from assay.models import JudgeClient
-from assay.settings import JudgeSettings
+from assay.settings import CalibrationSettings, JudgeSettings
 
 
 class CalibrationReport(BaseModel):
@@ -36,12 +37,14 @@ class CalibrationReport(BaseModel):
     verdict) and errors are counted beside it, never counted as pass or fail.
 
     The decision is taken on the held-out *test* split of a stratified, seeded split of the
-    dataset (``split``; persisted with the dataset version): ``meets_threshold`` is
-    ``test.agreement >= threshold`` *and* test Cohen's kappa above ``min_kappa`` (default 0:
-    better than chance). High accuracy on imbalanced labels with a kappa at chance level
-    (e.g. a judge that always says "pass") is not agreement. ``agreement`` (no CIs) covers
-    all scored labelled items, for reference. ``notes`` says in words why a threshold was
-    not met; ``warnings`` flags small classes (fewer than ``min_per_class`` labels).
+    dataset (``split``; persisted with the dataset version): ``certification`` holds it
+    (:mod:`assay.calibration.certify`). Under the default policy ``lower_bound``, ``meets_threshold``
+    is True when the lower 95% bound of each required rate (TPR and TNR) reaches ``threshold``;
+    under ``point`` (the older, weaker rule) when test agreement reaches it and Cohen's kappa is
+    above ``min_kappa``. ``agreement`` (no CIs) covers all scored labelled items, for reference.
+    ``notes`` says in words why a threshold was not met; ``warnings`` flags small classes (fewer
+    than ``min_per_class`` labels); ``plan`` says how many more labels of each class the bounds
+    need (None when certified).
 
     Stored with the evaluator version it decided (``evaluators.calibration``, JSON) and read back
     with :func:`read_calibration`.
@@ -77,22 +80,29 @@ class CalibrationReport(BaseModel):
     warnings: tuple[str, ...] = ()
     n_not_applicable: int = Field(default=0, description="units the judge found the criterion not to apply to")
     decided_on: str = Field(default="test", description="the split activation was decided on")
+    certification: Certification | None = Field(
+        default=None, description="the decision: policy, each required rate's bound (None: stored before bounds)")
+    plan: CalibrationPlan | None = Field(default=None, description="more labels per class for the bounds to clear "
+                                                                   "(None when certified)")
+    split_fractions: tuple[float, float, float] | None = Field(default=None, description="train, dev, test shares")
 
 
 def calibrate(store: Store, defn: EvaluatorDef, judge: JudgeClient | None, judge_settings: JudgeSettings,
               progress: Callable[[int], None] | None = None, dataset: GroundTruthDataset | None = None,
               force_reason: str | None = None, min_kappa: float = 0.0,
               fractions: tuple[float, float, float] = DEFAULT_FRACTIONS, seed: int = 0, n_boot: int = N_BOOT,
-              min_per_class: int = MIN_PER_CLASS) -> CalibrationReport:
+              min_per_class: int = MIN_PER_CLASS,
+              certification: CalibrationSettings | None = None) -> CalibrationReport:
     """Calibrate an evaluator against the human labels of its criterion and set its status.
 
     The dataset is split (stratified by label, seeded: ``fractions`` = train/dev/test
     shares, ``seed``) and the split stored. Every labelled unit is scored; the evaluator
-    becomes ``active`` when its *test-split* agreement meets its threshold (and kappa is
-    above ``min_kappa``), else it stays ``draft`` — unless ``force_reason`` is given, which
-    activates it and records the reason. The run records that it looked at the test split.
-    Small sets still report: below ``min_per_class`` labels of a class a warning says so.
-    Intervals are percentile bootstraps with ``n_boot`` resamples (Efron 1979).
+    becomes ``active`` when it is certified on the *test split* (``certification``: by default the
+    lower 95% Wilson bounds of TPR and TNR reach its threshold; see :mod:`assay.calibration.certify`),
+    else it stays ``draft`` — unless ``force_reason`` is given, which activates it and records the
+    reason. The run records that it looked at the test split. Small sets still report: below
+    ``min_per_class`` labels of a class a warning says so. Intervals of the reported metrics are
+    percentile bootstraps with ``n_boot`` resamples (Efron 1979).
 
     Raises:
         UsageError: the criterion has no labelled units.
@@ -102,6 +112,7 @@ def calibrate(store: Store, defn: EvaluatorDef, judge: JudgeClient | None, judge
     if not ds.items:
         raise UsageError(f"criterion {defn.criterion.name!r} has no labelled units to calibrate on; "
                          "import labels first (assay labels import)")
+    cs = certification or CalibrationSettings()
     version = content_version(defn)
     split = persist_split(store, split_dataset(ds, fractions, seed))
     run_id = new_run(store, "calibration", CalibrationParams(
@@ -112,19 +123,12 @@ def calibrate(store: Store, defn: EvaluatorDef, judge: JudgeClient | None, judge
     write_results(store, lineage_for(defn, run_id, "calibration", ds.version, judge_model_of(results), judge,
                                      judge_settings), results)
     scored = [r for r in results if isinstance(r, EvaluationResult)]
-    agree = agreement([labels[r.unit_id] for r in scored], [r.verdict for r in scored])
     test, overall = _split_metrics(scored, labels, split, n_boot, seed, min_per_class)
-    notes = _shortfalls(test, defn.threshold, min_kappa)
-    meets = not notes
-    ceiling = human_ceiling(store, defn.criterion.name, split.units("test"), seed)
+    decision = certify_binary(test.confusion, defn.threshold, cs, min_kappa)
+    notes, meets = list(decision.notes), decision.certified
     uses = count_test_uses(store, split.split_id)
-    warnings = [f"test split: {w}" for w in test.warnings]
-    if uses > 1:
-        warnings.append(f"this test split has now been reported on {uses} times: choices made between those "
-                        "reports were made on the test data; re-split or label fresh items for an unbiased result")
     test_units = set(split.units("test"))
-    forceable = any(r.unit_id in test_units for r in scored)
-    if force_reason and not meets and not forceable:
+    if force_reason and not meets and not any(r.unit_id in test_units for r in scored):
         # An override accepts a measured shortfall; it cannot stand in for no measurement at all.
         notes.append("not activated despite --force: it scored no labelled unit of the test split "
                      "(fix the errors above first)")
@@ -135,13 +139,42 @@ def calibrate(store: Store, defn: EvaluatorDef, judge: JudgeClient | None, judge
         evaluator=defn.name, evaluator_version=version, judge_model=judge.model_name if judge else None,
         dataset_version=ds.version, dataset_balance=ds.balance, n_labelled=len(labels),
         n_unscored=sum(f.status == "unscored" for f in failures), n_errors=sum(f.status == "error" for f in failures),
-        agreement=agree, threshold=defn.threshold, min_kappa=min_kappa, meets_threshold=meets, notes=tuple(notes),
+        agreement=agreement([labels[r.unit_id] for r in scored], [r.verdict for r in scored]),
+        threshold=defn.threshold, min_kappa=min_kappa, meets_threshold=meets, notes=tuple(notes),
         status=status, run_id=run_id, override_reason=None if meets else force_reason, split_id=split.split_id,
-        split_sizes=split.sizes(), test=test, overall=overall, human_ceiling=ceiling, test_uses=uses,
-        warnings=tuple(warnings), n_not_applicable=sum(f.status == "not_applicable" for f in failures))
+        split_sizes=split.sizes(), test=test, overall=overall,
+        human_ceiling=human_ceiling(store, defn.criterion.name, split.units("test"), seed), test_uses=uses,
+        warnings=_warnings(test, uses), n_not_applicable=sum(f.status == "not_applicable" for f in failures),
+        certification=decision, split_fractions=fractions,
+        plan=None if meets else plan_rates(binary_rates(test.confusion), binary_rates(overall.confusion),
+                                           ds.balance, defn.threshold, cs, fractions))
     save_evaluator_record(store, defn, status, report, override_reason=None if meets else force_reason)
     finish_run(store, run_id, report.model_dump(mode="json"))
     return report
+
+
+def _warnings(test: CalibrationMetrics, uses: int) -> tuple[str, ...]:
+    warnings = [f"test split: {w}" for w in test.warnings]
+    if uses > 1:
+        warnings.append(f"this test split has now been reported on {uses} times: choices made between those "
+                        "reports were made on the test data; re-split or label fresh items for an unbiased result")
+    return tuple(warnings)
+
+
+def report_plan(report: CalibrationReport, settings: CalibrationSettings,
+                labelled: Mapping[str, int] | None = None) -> CalibrationPlan:
+    """The plan of a stored calibration (``assay calibrate NAME --plan``): more labels per class for every bound
+    to clear at the rates it measured, counting ``labelled`` (labels per class now; default: the report's
+    dataset) as already there. No judge is asked and the test split is not looked at again.
+
+    Raises:
+        UsageError: the report was stored before calibrations kept test-split metrics.
+    """
+    if report.test is None or report.overall is None:
+        raise UsageError(f"the stored calibration of {report.evaluator} has no test-split metrics; calibrate again")
+    return plan_rates(binary_rates(report.test.confusion), binary_rates(report.overall.confusion),
+                      dict(labelled if labelled is not None else report.dataset_balance), report.threshold, settings,
+                      report.split_fractions or DEFAULT_FRACTIONS)
 
 
 class EvaluatorRecord(BaseModel):
@@ -211,18 +244,3 @@ def _split_metrics(scored: list[EvaluationResult], labels: Mapping[str, str], sp
     overall = metrics_with_ci([labels[r.unit_id] for r in scored], [r.verdict for r in scored], n_boot, seed,
                               min_per_class)
     return test, overall
-
-
-def _shortfalls(m: CalibrationMetrics, threshold: float, min_kappa: float) -> list[str]:
-    notes = []
-    acc, kappa = m.agreement.value, m.kappa.value
-    if acc is None:
-        notes.append("no labelled unit of the test split could be scored")
-        return notes
-    if acc < threshold:
-        notes.append(f"test agreement {acc:.3f} is below the threshold {threshold:.2f}")
-    if kappa is None:
-        notes.append("Cohen's kappa is undefined (one class only): agreement cannot be told from chance")
-    elif kappa <= min_kappa:
-        notes.append(f"Cohen's kappa {kappa:.3f} is at or below {min_kappa:.2f}: no better than chance")
-    return notes

@@ -138,6 +138,25 @@ class DriftSettings(BaseModel):
         return [v.strip() for v in value.split(",") if v.strip()] if isinstance(value, str) else value
 
 
+class CalibrationSettings(BaseModel):
+    """How calibration certifies (activates) an evaluator (``[calibration]``; env ``ASSAY_CALIBRATION__POLICY`` ...).
+
+    See :mod:`assay.calibration.certify`.
+    """
+
+    policy: Literal["lower_bound", "point"] = Field(
+        default="lower_bound", description="lower_bound: the lower confidence bound of each required rate on the "
+        "test split (binary: TPR and TNR) must reach the evaluator's threshold; point: the older, weaker rule "
+        "(test agreement at the threshold and Cohen's kappa above min_kappa)")
+    interval: Literal["wilson", "exact"] = Field(
+        default="wilson", description="the interval whose lower bound is used: wilson (Wilson 1927 score interval) "
+        "or exact (Clopper-Pearson 1934; never below its nominal coverage, needs more labels)")
+    confidence: float = Field(default=0.95, gt=0.5, lt=1, description="two-sided confidence of the interval; its "
+                              "lower bound is a one-sided (1 + confidence) / 2 bound (0.975 at 0.95)")
+    plan_power: float = Field(default=0.90, gt=0, lt=1, description="--plan: the chance that every required bound "
+                              "clears once the planned labels are in, at the planned rates")
+
+
 class Settings(BaseModel):
     """All workspace settings (see module docstring)."""
 
@@ -149,6 +168,8 @@ class Settings(BaseModel):
     judge: JudgeSettings = Field(default_factory=lambda: JudgeSettings())
     embedding_model: str = "all-MiniLM-L6-v2"
     min_kappa: float = Field(default=0.0, ge=-1, le=1, description="calibration also needs Cohen's kappa above this")
+    calibration: CalibrationSettings = Field(default_factory=lambda: CalibrationSettings(),
+                                             description="how calibration certifies an evaluator")
     gate_margin: float = Field(default=0.05, ge=0, le=1, description="allowed drop in pass rate vs baseline")
     gate_alpha: float = Field(default=0.05, gt=0, lt=1, description="gate: significance level of a regression "
                               "(McNemar exact when paired, else Fisher exact)")
