@@ -11,7 +11,16 @@ from rich import box
 from rich.markup import escape
 from rich.table import Column, Table
 
-from assay._cli._common import AppContext, console, err_console, get_ctx, handle_errors, progress_bar
+from assay._cli._common import (
+    AllowJudgeChangeOpt,
+    AppContext,
+    RefreshOpt,
+    console,
+    err_console,
+    get_ctx,
+    handle_errors,
+    progress_bar,
+)
 from assay._cli.score import ExecutorOpt, RayAddressOpt, executor_choice
 from assay.calibration import CalibrationReport, Estimate, calibrate
 from assay.calibration.certify import CalibrationPlan, Certification
@@ -36,11 +45,15 @@ def find_evaluator(app: AppContext, name: str) -> EvaluatorDef:
     raise NotFoundError("evaluator", name)
 
 
-def judge_for(app: AppContext, defn: EvaluatorDef | None = None) -> JudgeClient | None:
-    """The judge client an evaluator needs (None for code evaluators)."""
+def judge_for(app: AppContext, defn: EvaluatorDef | None = None, refresh: bool = False) -> JudgeClient | None:
+    """The judge client an evaluator needs (None for kinds without one), with the evaluator file's model
+    override, through the store's judge cache (``refresh``: asked again, replies replaced)."""
+    from assay.evaluators.runner import judge_settings_for
+
     if defn is not None and not defn.uses_judge:
         return None
-    return make_judge(app.settings.judge, app.store)
+    settings = judge_settings_for(defn, app.settings.judge) if defn is not None else app.settings.judge
+    return make_judge(settings, app.store, refresh=refresh)
 
 
 @evaluators_app.command("list")
@@ -307,6 +320,7 @@ def calibrate_cmd(
         "--plan", help="Print how many more labels of each class the lower bounds need to clear the threshold, "
         "from this version's stored calibration and the labels there are now (no judge call; the test split is "
         "not looked at again).", envvar="ASSAY_CALIBRATE_PLAN")] = False,
+    refresh: RefreshOpt = False,
 ) -> None:
     """Run an evaluator on the labelled units of its criterion and measure agreement with the labels.
 
@@ -340,7 +354,7 @@ def calibrate_cmd(
 
     ds = build_dataset(app.store, defn.criterion.name)
     with progress_bar(f"calibrating {name}", len(ds.items)) as advance:
-        report = calibrate(app.store, defn, judge_for(app, defn), app.settings.judge, advance, dataset=ds,
+        report = calibrate(app.store, defn, judge_for(app, defn, refresh), app.settings.judge, advance, dataset=ds,
                            force_reason=force, min_kappa=app.settings.min_kappa, fractions=parse_fractions(split),
                            seed=seed, certification=app.settings.calibration)
     if as_json:
@@ -503,6 +517,8 @@ def gate_cmd(
     = False,
     executor: ExecutorOpt = None,
     ray_address: RayAddressOpt = None,
+    allow_judge_change: AllowJudgeChangeOpt = False,
+    refresh: RefreshOpt = False,
 ) -> None:
     """Run the active evaluators on the candidate's units and gate the change.
 
@@ -510,6 +526,10 @@ def gate_cmd(
     regression against the baseline: p < alpha and a drop beyond gate_margin, by McNemar's exact
     test when both sides scored the same inputs (paired), else Fisher's exact test; reported with
     the difference in pass rate and its 95% CI.
+
+    An evaluator whose judge (provider, model, base URL, sampling parameters, from its file, assay.toml or
+    the environment) is not the one its calibration certified is refused with exit 2, naming both judges,
+    unless --allow-judge-change (recorded in the run and the scores' lineage).
 
     Exit codes: exit 0 pass; exit 1 regression or threshold miss (the only exit 1); exit 2 usage or
     configuration error; exit 3 too many evaluator errors (unscored + errors above --max-unscored) or
@@ -521,9 +541,10 @@ def gate_cmd(
     app = get_ctx(ctx)
     kind, address = executor_choice(app, executor, ray_address)
     with progress_bar("gate", None) as advance:
-        report = run_gate(app.store, app.settings, judge_for(app), candidate, baseline, advance, repeat=repeat,
-                          alpha=alpha, max_unscored=max_unscored, pair_by=pair_by,  # type: ignore[arg-type]
-                          executor=kind, ray_address=address)
+        report = run_gate(app.store, app.settings, judge_for(app, refresh=refresh), candidate, baseline, advance,
+                          repeat=repeat, alpha=alpha, max_unscored=max_unscored,
+                          pair_by=pair_by,  # type: ignore[arg-type]
+                          executor=kind, ray_address=address, allow_judge_change=allow_judge_change)
     if junit:
         _write_output(junit, to_junit(report))
     if markdown:

@@ -15,7 +15,7 @@ from typing import Annotated, Any
 import typer
 from rich.markup import escape
 
-from assay._cli._common import console, err_console, get_ctx, handle_errors
+from assay._cli._common import AllowJudgeChangeOpt, console, err_console, get_ctx, handle_errors
 from assay.exceptions import UsageError
 
 scores_app = typer.Typer(help="Scores with their lineage: export them.", no_args_is_help=True)
@@ -75,6 +75,7 @@ def worker(
         help="Lower this process's CPU priority by N (POSIX nice), so ingestion on the same machine wins "
              "the cores; `assay serve --worker` uses \\[online] niceness (default 19).")] = 0,
     as_json: Annotated[bool, typer.Option("--json", help="Print the final summary as JSON.")] = False,
+    allow_judge_change: AllowJudgeChangeOpt = False,
 ) -> None:
     """Score production online: each active evaluator scores its sample (sample_rate in its YAML,
     default 10%, deterministic by unit id) of completed units, once per evaluator version.
@@ -100,7 +101,7 @@ def worker(
     parent = os.environ.get("ASSAY_WORKER_PARENT_PID", "")
     if parent.isdigit():  # started by `assay serve --worker`: stop when that server is gone
         threading.Thread(target=_watch_parent, args=(int(parent), stop), daemon=True, name="assay-parent").start()
-    worker_ = OnlineWorker(app.store, settings, log=log_line)
+    worker_ = OnlineWorker(app.store, settings, log=log_line, allow_judge_change=allow_judge_change)
     with _GracefulStop(stop):
         totals = worker_.run(stop, once=once)
     summary = {"run_id": totals.run_id, "passes": totals.passes, "scored": totals.scored, "failed": totals.failed,

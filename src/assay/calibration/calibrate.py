@@ -24,9 +24,10 @@ from assay.calibration.splits import (
 )
 from assay.calibration.stats import MIN_PER_CLASS, N_BOOT, CalibrationMetrics, metrics_with_ci
 from assay.evaluators import EvaluationResult, EvaluatorDef, content_version, evaluate_many
-from assay.evaluators.lineage import judge_model_of, lineage_for, write_results
+from assay.evaluators.lineage import effective_judge, judge_model_of, lineage_for, write_results
+from assay.evaluators.runner import judge_settings_for
 from assay.exceptions import UsageError
-from assay.models import JudgeClient
+from assay.models import JudgeClient, JudgeIdentity, judge_identity
 from assay.settings import CalibrationSettings, JudgeSettings
 
 
@@ -85,6 +86,8 @@ class CalibrationReport(BaseModel):
     plan: CalibrationPlan | None = Field(default=None, description="more labels per class for the bounds to clear "
                                                                    "(None when certified)")
     split_fractions: tuple[float, float, float] | None = Field(default=None, description="train, dev, test shares")
+    judge: JudgeIdentity | None = Field(default=None, description="the judge the certificate covers: provider, "
+                                        "model, base URL, sampling parameters (None: no judge, or stored before)")
 
 
 def calibrate(store: Store, defn: EvaluatorDef, judge: JudgeClient | None, judge_settings: JudgeSettings,
@@ -119,6 +122,8 @@ def calibrate(store: Store, defn: EvaluatorDef, judge: JudgeClient | None, judge
         evaluator=defn.name, evaluator_version=version, dataset_version=ds.version, split_id=split.split_id,
         test_touched=True))
     labels = {i.unit_id: i.label for i in ds.items}
+    judge = effective_judge(defn, judge, judge_settings)
+    identity = None if judge is None else judge_identity(judge, judge_settings_for(defn, judge_settings))
     results = list(evaluate_many(defn, store.units(list(labels)), judge, judge_settings, progress=progress))
     write_results(store, lineage_for(defn, run_id, "calibration", ds.version, judge_model_of(results), judge,
                                      judge_settings), results)
@@ -145,7 +150,7 @@ def calibrate(store: Store, defn: EvaluatorDef, judge: JudgeClient | None, judge
         split_sizes=split.sizes(), test=test, overall=overall,
         human_ceiling=human_ceiling(store, defn.criterion.name, split.units("test"), seed), test_uses=uses,
         warnings=_warnings(test, uses), n_not_applicable=sum(f.status == "not_applicable" for f in failures),
-        certification=decision, split_fractions=fractions,
+        certification=decision, split_fractions=fractions, judge=identity,
         plan=None if meets else plan_rates(binary_rates(test.confusion), binary_rates(overall.confusion),
                                            ds.balance, defn.threshold, cs, fractions))
     save_evaluator_record(store, defn, status, report, override_reason=None if meets else force_reason)

@@ -40,6 +40,8 @@ class JudgeSettings(BaseModel):
     api_key: str | None = None
     temperature: float = 0.0
     max_tokens: int = 160
+    seed: int | None = Field(default=None, description="sampling seed: sent as `seed` to an OpenAI-compatible judge "
+                             "when set; the local judge's llama.cpp seed (None: 1234)")
     timeout_s: float = Field(default=60.0, description="per-call timeout in seconds")
     max_retries: int = 3
     n_ctx: int = Field(default=4096, description="local model context window in tokens")
