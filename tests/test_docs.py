@@ -381,8 +381,9 @@ def test_evaluator_yaml_blocks_load(block: Block, tmp_path: Path) -> None:
     path = tmp_path / "evaluator.yaml"
     path.write_text(block.text, encoding="utf-8")
     defn = load_evaluator(path)
-    if defn.code is not None:
-        module, _, name = defn.code.callable.partition(":")
+    code = defn.code_spec()  # kinds without a code part (llm_judge, external) have none
+    if code is not None:
+        module, _, name = code.callable.partition(":")
         assert callable(getattr(importlib.import_module(module), name))
 
 

@@ -10,7 +10,7 @@ import threading
 import time
 from pathlib import Path
 from types import FrameType
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.markup import escape
@@ -18,7 +18,11 @@ from rich.markup import escape
 from assay._cli._common import AllowJudgeChangeOpt, console, err_console, get_ctx, handle_errors
 from assay.exceptions import UsageError
 
-scores_app = typer.Typer(help="Scores with their lineage: export them.", no_args_is_help=True)
+if TYPE_CHECKING:
+    from assay.evaluators.imports import ImportResult
+
+scores_app = typer.Typer(help="Scores with their lineage: export them, import a judge's verdicts.",
+                         no_args_is_help=True)
 
 
 def log_line(text: str) -> None:
@@ -149,3 +153,54 @@ def export(
             write(records, fh)
         err_console.print(f"wrote {len(records)} score(s) to {escape(str(output))}", highlight=False)
 
+
+
+@scores_app.command("import")
+@handle_errors
+def import_cmd(
+    ctx: typer.Context,
+    path: Annotated[Path, typer.Argument(help="JSON Lines or CSV: unit (or trace), evaluator, value, label, reason, "
+                                              "model, version, time.")],
+    fmt: Annotated[str, typer.Option("--format", help="auto (by suffix: .csv is CSV, else JSON Lines), jsonl or csv.",
+                                     envvar="ASSAY_SCORES_IMPORT_FORMAT")] = "auto",
+    as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+) -> None:
+    """Import the verdicts of a judge the team runs elsewhere as scores of `external` evaluators.
+
+    Each row names the evaluator as the source calls it; an evaluator file with `kind: external` (its
+    `external.name`, else its own name) says how to read the values. A value that does not fit (a label it
+    does not know, a number outside its scale, text) is stored unscored with the reason and the raw value,
+    never as pass or fail. Rows naming no or an unknown unit or trace, or no external evaluator, are
+    rejected with the reason. Then `assay calibrate NAME` measures the external judge like any other.
+    Exit 0 when something was imported, 1 when nothing was (the first reasons are printed), 2 on a usage
+    error.
+    """
+    from assay.evaluators import load_evaluators
+    from assay.evaluators.imports import import_file
+
+    app = get_ctx(ctx)
+    result = import_file(app.store, path, load_evaluators(app.settings.evaluators_path()), fmt)
+    if as_json:
+        typer.echo(json.dumps({**result.model_dump(mode="json"), "imported": result.imported}, indent=2))
+    else:
+        _print_import(result)
+    if not result.imported:
+        raise typer.Exit(1)
+
+
+def _print_import(result: ImportResult) -> None:
+    if result.imported:
+        per = ", ".join(f"{n}: {result.scored.get(n, 0)} scored, {result.unscored.get(n, 0)} unscored"
+                        for n in sorted({*result.scored, *result.unscored}))
+        console.print(f"imported {result.imported} verdicts into run {escape(str(result.run_id))} ({escape(per)}); "
+                      f"rejected {len(result.rejected)}", highlight=False)
+    else:
+        err_console.print(f"[red]nothing imported[/red] from {escape(result.source)}: "
+                          f"{len(result.rejected)} row(s) rejected", highlight=False)
+    for reason in result.unscored_reasons[:5]:
+        console.print(f"  [yellow]unscored[/yellow] {escape(reason)}", highlight=False)
+    for where, why in result.rejected[:5]:
+        (console if result.imported else err_console).print(f"  rejected {escape(where)}: {escape(why)}",
+                                                            highlight=False)
+    if len(result.rejected) > 5:
+        console.print(f"  ... and {len(result.rejected) - 5} more rejected (--json lists all)")

@@ -124,7 +124,8 @@ def calibrate(store: Store, defn: EvaluatorDef, judge: JudgeClient | None, judge
     labels = {i.unit_id: i.label for i in ds.items}
     judge = effective_judge(defn, judge, judge_settings)
     identity = None if judge is None else judge_identity(judge, judge_settings_for(defn, judge_settings))
-    results = list(evaluate_many(defn, store.units(list(labels)), judge, judge_settings, progress=progress))
+    results = list(evaluate_many(defn, store.units(list(labels)), judge, judge_settings, progress=progress,
+                                 store=store))
     write_results(store, lineage_for(defn, run_id, "calibration", ds.version, judge_model_of(results), judge,
                                      judge_settings), results)
     scored = [r for r in results if isinstance(r, EvaluationResult)]

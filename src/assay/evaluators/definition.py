@@ -127,7 +127,7 @@ class EvaluatorDef(_Model):
 
     version: Literal[1] = Field(default=1, description="file-format version")
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", description="unique evaluator name")
-    kind: str = Field(description="code, llm_judge, hybrid, or a kind an extension registers")
+    kind: str = Field(description="code, llm_judge, hybrid, external, or a kind an extension registers")
     dimension: str = Field(min_length=1, description="what is scored, e.g. tool_use, policy, tone")
     description: str = Field(default="", description="free text for readers; not part of the content version")
     criterion: CriterionRef

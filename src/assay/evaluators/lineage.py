@@ -87,8 +87,10 @@ def lineage_for(defn: EvaluatorDef, run_id: str, run_kind: str, dataset_version:
         sample_rate: the online sample rate (online runs only).
         judge_change: how the judge differs from the certified one, when the run was allowed to use it anyway.
     """
-    params = (judge_parameters(judge, judge_settings_for(defn, settings), judge_change)
-              if judge_model is not None else {})
+    params: dict[str, JsonValue] = {}
+    if judge_model is not None:
+        params = (judge_parameters(judge, judge_settings_for(defn, settings), judge_change) if defn.uses_judge
+                  else {"provider": defn.kind})  # an external evaluator: its judge ran elsewhere
     return Lineage(evaluator=defn.name, evaluator_version=content_version(defn), judge_model=judge_model,
                    judge_parameters=params, dataset_version=dataset_version, run_id=run_id, run_kind=run_kind,
                    sample_rate=sample_rate)

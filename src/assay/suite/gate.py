@@ -300,7 +300,7 @@ def _score_repeated(store: Store, settings: Settings, defn: EvaluatorDef, unit_i
     if kind == "local":
         runs = [list(evaluate_many(defn, store.units(unit_ids),
                                    judge_for_repeat(judge, r) if defn.uses_judge else None, settings.judge,
-                                   progress=progress)) for r in range(repeat)]
+                                   progress=progress, store=store)) for r in range(repeat)]
         return combine_repeats(runs)
     from assay.suite.executor import score_with_executor
 

@@ -522,7 +522,7 @@ class OnlineWorker:
         lineage = lineage_for(ev.defn, run_id, "online", ev.dataset_version,
                               judge.model_name if judge is not None else None, judge, self.settings.judge,
                               sample_rate=ev.defn.sample_rate, judge_change=self._change(ev))
-        results = evaluate_many(ev.defn, self.store.units(claimed), judge, self.settings.judge)
+        results = evaluate_many(ev.defn, self.store.units(claimed), judge, self.settings.judge, store=self.store)
         return self._record(ev, lineage, results)
 
     def _record(self, ev: _Active, lineage: Lineage, results: Sequence[Evaluation]) -> tuple[int, int, int]:
