@@ -12,8 +12,13 @@ from rich.table import Table
 
 from assay._cli._common import AppContext, console, err_console, get_ctx, handle_errors, progress_bar
 from assay._cli.exit_codes import ExitCode
+from assay._cli.online import print_carried
 from assay._store.store import IngestCounts
+from assay.evaluators import load_evaluators
+from assay.evaluators.carried import CarriedImport, carried_in, import_carried
+from assay.exceptions import ConfigError
 from assay.traces import Unit
+from assay.traces.evaluations import CarriedEvaluation
 from assay.traces.ingest import IngestResult, ingest_paths
 from assay.traces.readers import FORMATS, SUFFIXES
 
@@ -38,6 +43,10 @@ def ingest(
 
     Files found in a folder whose content is in no known format are skipped, listed with the reason.
 
+    Evaluation results carried in the traces (OTel gen_ai.evaluation.result events, OpenInference
+    annotations, Langfuse scores) are imported as scores of the `external` evaluators that name them
+    (see `assay scores import`); the others are counted, with what to add to import them.
+
     Exit code: 0 when at least one unit was read (new or already stored); 1 when nothing could be
     ingested (every record rejected, or no ingestible file in the folders given), so a CI step
     fails instead of passing silently; 2 for usage errors (unknown --format, missing path); 3 a failure.
@@ -45,10 +54,14 @@ def ingest(
     sink = _StoreOnFirstWrite(get_ctx(ctx))
     with progress_bar("ingesting", None) as advance:
         result = ingest_paths(paths, sink, fmt, progress=lambda done, total: advance(int(done > 0), total))
+    carried = _import_carried(sink, [str(p) for p in paths])
     if as_json:
-        console.print_json(json.dumps(result.to_json()))
+        console.print_json(json.dumps({**result.to_json(), **({"evaluations": carried.model_dump(mode="json")}
+                                                              if carried is not None else {})}))
     else:
         _print_result(result)
+        if carried is not None:
+            print_carried(carried)
     why = result.nothing_ingested()
     if why:
         err_console.print(f"[red]error:[/red] nothing ingested: {escape(why)}")
@@ -57,13 +70,32 @@ def ingest(
 
 class _StoreOnFirstWrite:
     """The workspace's store, opened (and created) only when there is a unit to write: a missing path or
-    a folder with nothing ingestible leaves no empty store behind."""
+    a folder with nothing ingestible leaves no empty store behind. Keeps the evaluation results the units
+    carry."""
 
     def __init__(self, app: AppContext) -> None:
         self.app = app
+        self.carried: list[tuple[str, CarriedEvaluation]] = []
 
     def add_units(self, units: list[Unit]) -> IngestCounts:
-        return self.app.store.add_units(units)
+        counts = self.app.store.add_units(units)
+        self.carried.extend(carried_in(units))
+        return counts
+
+
+def _import_carried(sink: _StoreOnFirstWrite, paths: list[str]) -> CarriedImport | None:
+    """Import the carried evaluation results for the workspace's external evaluators (None: none carried).
+    An invalid evaluator file does not fail the ingest: the results wait for ``assay scores import
+    --from-traces``."""
+    if not sink.carried:
+        return None
+    try:
+        evaluators = load_evaluators(sink.app.settings.evaluators_path())
+    except ConfigError as exc:
+        err_console.print("[yellow]warning[/yellow]: evaluation results in the traces not imported: "
+                          + escape(str(exc)))
+        evaluators = []
+    return import_carried(sink.app.store, sink.carried, evaluators, "ingest: " + ", ".join(paths))
 
 
 def _print_result(result: IngestResult) -> None:

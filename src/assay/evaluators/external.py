@@ -14,6 +14,7 @@ any other evaluator. Its file says how to read the imported values::
       name: correctness                           # the evaluator's name in the source (default: this name)
       labels: {pass: 1.0, fail: 0.0, correct: 1.0, incorrect: 0.0}
       scale: [0, 1]                               # a numeric value's range, normalised to [0, 1]
+      invert: false                               # true when a high number is bad (a hallucination score)
 
 A value that does not fit (a label not in ``labels``, a number outside ``scale``, text that is no number)
 is *unscored*, its reason and raw value kept, never a pass or a fail (:func:`read_value`).
@@ -47,6 +48,8 @@ class ExternalSpec(BaseModel):
                                      description="label -> score in [0, 1] (matched case-insensitively)")
     scale: tuple[float, float] = Field(default=(0.0, 1.0), description="[low, high] of a numeric value; "
                                        "normalised to [0, 1]; a value outside it is unscored")
+    invert: bool = Field(default=False, description="the source's numbers run the other way (high is bad, e.g. a "
+                                                    "hallucination score): the normalised value is 1 minus it")
 
     @field_validator("labels")
     @classmethod
@@ -108,7 +111,8 @@ def read_value(defn: ExternalEvaluatorDef, value: ExternalValue) -> Read | str:
 
     A known label wins (``labels``, case-insensitive); else the value must be a finite number (or numeric
     text, or a boolean: 1 / 0 of the scale) within ``scale``, normalised to [0, 1]. The verdict is pass when
-    the score reaches the evaluator's ``pass_score``.
+    the score reaches the evaluator's ``pass_score``. With ``invert`` a number counts the other way round
+    (labels never do: they map to their scores as written).
     """
     spec = defn.external
     label = value.label.strip().lower() if isinstance(value.label, str) and value.label.strip() else None
@@ -125,7 +129,8 @@ def read_value(defn: ExternalEvaluatorDef, value: ExternalValue) -> Read | str:
     low, high = spec.scale
     if not low <= number <= high:
         return f"value {value.value!r} is outside the scale [{low:g}, {high:g}]"
-    return _read((number - low) / (high - low), defn.pass_score)
+    normalised = (number - low) / (high - low)
+    return _read(1.0 - normalised if spec.invert else normalised, defn.pass_score)
 
 
 def _read(score: float, pass_score: float) -> Read:

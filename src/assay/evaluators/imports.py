@@ -22,6 +22,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -36,6 +37,7 @@ from assay._store.tables import SpanRow, UnitRow
 from assay.evaluators.definition import EvaluatorDef, content_version
 from assay.evaluators.external import IMPORT_RUN_KIND, ExternalEvaluatorDef, ExternalValue, read_value
 from assay.exceptions import UsageError
+from assay.traces.evaluations import EVALUATION_EVENT, CarriedEvaluation, evaluation_event
 
 _CHUNK = 500
 
@@ -106,20 +108,25 @@ class ImportResult(BaseModel):
 
 
 def read_rows(path: Path, fmt: str = "auto") -> tuple[list[Verdict], list[tuple[str, str]]]:
-    """The verdicts of a JSONL or CSV file (``fmt``: auto by suffix, ``jsonl`` or ``csv``), and the rows that
+    """The verdicts of a file (``fmt``: ``jsonl``, ``csv``, ``otel``: OTLP JSON Lines of
+    ``gen_ai.evaluation.result`` log records as ``assay scores export --otel`` writes them; ``auto``: CSV by
+    the ``.csv`` suffix, OTel when the first line holds ``resourceLogs``, else JSON Lines), and the rows that
     could not be read, as ``(file:line, why)``.
 
     Raises:
         UsageError: an unknown format, or a file that cannot be read.
     """
-    if fmt == "auto":
-        fmt = "csv" if path.suffix.lower() == ".csv" else "jsonl"
-    if fmt not in ("jsonl", "csv"):
-        raise UsageError(f"--format takes auto, jsonl or csv; got {fmt!r}")
     try:
         text = path.read_text(encoding="utf-8-sig")
     except (OSError, UnicodeDecodeError) as exc:
         raise UsageError(f"cannot read {path}: {exc}") from exc
+    if fmt == "auto":
+        first = next((line for line in text.splitlines() if line.strip()), "")
+        fmt = "csv" if path.suffix.lower() == ".csv" else "otel" if '"resourceLogs"' in first else "jsonl"
+    if fmt not in ("jsonl", "csv", "otel"):
+        raise UsageError(f"--format takes auto, jsonl, csv or otel; got {fmt!r}")
+    if fmt == "otel":
+        return _otel_rows(text, path.name)
     raw = _csv_rows(text) if fmt == "csv" else _jsonl_rows(text)
     verdicts: list[Verdict] = []
     rejected: list[tuple[str, str]] = []
@@ -162,6 +169,50 @@ def _csv_rows(text: str) -> Iterable[tuple[int, dict[str, Any] | str]]:
         yield reader.line_num, {k.strip(): v for k, v in row.items() if k}
 
 
+def verdict_of(unit_id: str, ev: CarriedEvaluation) -> Verdict:
+    """An evaluation result carried in a trace (or an OTel event) as a verdict about ``unit_id`` (an evaluation
+    that failed at its source becomes a verdict without a value, so it is stored unscored with the reason)."""
+    reason = ev.explanation or (f"the source reported an error: {ev.error}" if ev.error else "")
+    return Verdict(f"{unit_id} {ev.where}", unit_id, None, ev.name, ExternalValue(
+        value=ev.value, label=ev.label, reason=reason, model=ev.model, version=ev.version, time=ev.time,
+        source=f"{ev.origin}: {ev.where}"))
+
+
+def _otel_rows(text: str, name: str) -> tuple[list[Verdict], list[tuple[str, str]]]:
+    """Verdicts of ``gen_ai.evaluation.result`` log records: about ``assay.unit.id`` when the record names one,
+    else about the unit holding its trace."""
+    from assay.traces.otlp.from_json import read_log_records
+
+    verdicts: list[Verdict] = []
+    rejected: list[tuple[str, str]] = []
+    for line, data in _jsonl_rows(text):
+        where = f"{name}:{line}"
+        if isinstance(data, str):
+            rejected.append((where, data))
+            continue
+        try:
+            records = list(read_log_records(data))
+        except ValueError as exc:
+            rejected.append((where, str(exc)))
+            continue
+        for n, (item, error) in enumerate(records):
+            if item is None:
+                rejected.append((where, error or "unreadable log record"))
+                continue
+            trace_id, _, event = item
+            if (event.name or event.attributes.get("event.name")) != EVALUATION_EVENT:
+                continue
+            ev = evaluation_event(event.attributes, event.time_ns, f"record {n}")
+            if ev is None:
+                rejected.append((where, f"record {n}: no gen_ai.evaluation.name"))
+                continue
+            unit = event.attributes.get("assay.unit.id")
+            v = verdict_of(str(unit or ""), ev)
+            verdicts.append(v._replace(where=f"{where} record {n}", unit=str(unit) if unit else None,
+                                       trace=None if unit else trace_id or None))
+    return verdicts, rejected
+
+
 def import_verdicts(store: Store, verdicts: Sequence[Verdict], evaluators: Sequence[EvaluatorDef], source: str,
                     rejected: Sequence[tuple[str, str]] = ()) -> ImportResult:
     """Store verdicts as scores of the external evaluators they name, in one run of kind ``import``.
@@ -194,10 +245,14 @@ def import_verdicts(store: Store, verdicts: Sequence[Verdict], evaluators: Seque
         models[defn.name].add(v.value.model)
     run_id = _write(store, rows, models, {d.name: d for d in by_source.values()}, source)
     bad.sort(key=lambda r: _line(r[0]))  # in file order
-    return ImportResult(source=source, run_id=run_id,
-                        scored={n: sum(r.status == "scored" for r in rs) for n, rs in rows.items()},
-                        unscored={n: sum(r.status == "unscored" for r in rs) for n, rs in rows.items()},
+    return ImportResult(source=source, run_id=run_id, scored=_count(rows, "scored"), unscored=_count(rows, "unscored"),
                         unscored_reasons=tuple(unscored_reasons), rejected=tuple(bad))
+
+
+def _count(rows: dict[str, list[NewScore]], status: str) -> dict[str, int]:
+    """``{evaluator: rows of this status}``, evaluators without any left out."""
+    counts = {n: sum(r.status == status for r in rs) for n, rs in rows.items()}
+    return {n: k for n, k in counts.items() if k}
 
 
 def import_file(store: Store, path: Path | str, evaluators: Sequence[EvaluatorDef], fmt: str = "auto") -> ImportResult:
@@ -212,8 +267,8 @@ def import_file(store: Store, path: Path | str, evaluators: Sequence[EvaluatorDe
 
 
 def _line(where: str) -> int:
-    tail = where.rsplit(":", 1)[-1]
-    return int(tail) if tail.isdigit() else 0
+    m = re.search(r":(\d+)", where)
+    return int(m.group(1)) if m else 0
 
 
 def _external_by_source(evaluators: Sequence[EvaluatorDef]) -> dict[str, ExternalEvaluatorDef]:
@@ -286,7 +341,6 @@ def _write(store: Store, rows: dict[str, list[NewScore]], models: dict[str, set[
                           judge_parameters={"provider": "external", "source": source}, dataset_version=None,
                           run_id=run_id, run_kind=IMPORT_RUN_KIND)
         write_scores(store, lineage, scores)
-    finish_run(store, run_id, {"source": source, "scored": {n: sum(r.status == "scored" for r in rs)
-                                                              for n, rs in rows.items()},
-                               "unscored": {n: sum(r.status == "unscored" for r in rs) for n, rs in rows.items()}})
+    finish_run(store, run_id, {"source": source, "scored": _count(rows, "scored"),
+                               "unscored": _count(rows, "unscored")})
     return run_id
