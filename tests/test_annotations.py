@@ -2,12 +2,31 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
 from assay._store import Store
-from assay.annotations import add_criterion, export_labels, import_labels, list_annotations
+from assay.annotations import (
+    Annotation,
+    BinaryScale,
+    CategoricalClass,
+    CategoricalScale,
+    OrdinalLevel,
+    OrdinalScale,
+    PairwiseScale,
+    Scale,
+    ScaleValue,
+    add_annotations,
+    add_criterion,
+    export_labels,
+    get_criterion,
+    import_labels,
+    list_annotations,
+)
+from assay.annotations.items import canonical, consensus
 from assay.calibration import build_dataset
 from assay.exceptions import UsageError
 from assay.traces import read_file
@@ -67,3 +86,105 @@ def test_editing_a_criterion_makes_old_labels_stale(store: Store, tmp_path: Path
     assert edited.version == crit.version + 1
     ds = build_dataset(store, "polite")
     assert ds.items == () and ds.stale == 1
+
+
+FIVE_LEVELS = OrdinalScale(levels=tuple(OrdinalLevel(value=v, anchor=a) for v, a in enumerate(
+    ("unusable", "mostly wrong", "half right", "minor slips", "ready to ship"), 1)))
+CATEGORIES = CategoricalScale(classes=(CategoricalClass(name="ok", description="no failure", score=1.0),
+                                       CategoricalClass(name="Wrong tool"), CategoricalClass(name="Policy breach")))
+
+
+def test_a_criterion_s_scale_is_versioned_with_it(store: Store) -> None:
+    binary = add_criterion(store, "Helpful.", name="helpful")
+    assert binary.scale == BinaryScale() and binary.version == 1
+    ordinal = add_criterion(store, "Helpful.", name="helpful", scale=FIVE_LEVELS)
+    assert ordinal.version == 2 and ordinal.scale == FIVE_LEVELS
+    assert add_criterion(store, "Helpful.", name="helpful").version == 2  # no scale given: kept
+    assert add_criterion(store, "Helpful.", name="helpful", scale=FIVE_LEVELS).version == 2
+    assert get_criterion(store, "helpful").scale.kind == "ordinal"
+    with pytest.raises(ValidationError, match="increasing"):
+        OrdinalScale(levels=(OrdinalLevel(value=2, anchor="b"), OrdinalLevel(value=1, anchor="a")))
+    with pytest.raises(ValidationError, match="named twice"):
+        CategoricalScale(classes=(CategoricalClass(name="A"), CategoricalClass(name="a")))
+
+
+def test_import_follows_each_scale_and_says_why_a_value_does_not_fit(store: Store, tmp_path: Path) -> None:
+    ids = store.select_unit_ids()
+    add_criterion(store, "Helpful.", name="helpful", scale=FIVE_LEVELS)
+    add_criterion(store, "Which failure?", name="category", scale=CATEGORIES)
+    add_criterion(store, "Which answer is better?", name="better", scale=PairwiseScale())
+    rows = [
+        {"unit": ids[0], "annotator": "a", "criterion": "helpful", "value": 4},
+        {"unit": ids[1], "annotator": "a", "criterion": "helpful", "label": "2"},  # the label column holds levels
+        {"unit": ids[2], "annotator": "a", "criterion": "helpful", "value": 7},
+        {"unit": ids[2], "annotator": "a", "criterion": "helpful", "value": "pass"},
+        {"unit": ids[0], "annotator": "a", "criterion": "category", "value": "wrong TOOL"},
+        {"unit": ids[1], "annotator": "a", "criterion": "category", "value": "timeout"},
+        {"unit": ids[0], "annotator": "a", "criterion": "better", "value": "tie", "second_unit": ids[1]},
+        {"unit": ids[0], "annotator": "b", "criterion": "better", "label": "2", "second_unit": ids[1],
+         "shown_order": "second-first"},
+        {"unit": ids[0], "annotator": "c", "criterion": "better", "value": "first"},
+        {"unit": ids[0], "annotator": "c", "criterion": "better", "value": "first", "second_unit": "nope"},
+        {"unit": ids[0], "annotator": "c", "criterion": "helpful", "value": 3, "second_unit": ids[1]},
+        {"unit": ids[0], "annotator": "c", "label": "first"},
+    ]
+    (tmp_path / "l.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    result = import_labels(store, tmp_path / "l.jsonl")
+    assert result.imported == 5
+    reasons = dict(result.skipped)
+    assert reasons[3] == "value: 7 is not a value of this ordinal scale (levels 1..5)"
+    assert reasons[4] == "value: 'pass' is not a value of this ordinal scale (levels 1..5)"
+    assert reasons[6] == "value: 'timeout' is not a value of this categorical scale (ok, Wrong tool, Policy breach)"
+    assert "second_unit (the second output's unit)" in reasons[9]
+    assert reasons[10] == "unknown unit 'nope'"
+    assert "belong to pairwise labels; this criterion is ordinal" in reasons[11]
+    assert reasons[12] == "label: 'first' is not a value of this binary scale (pass, fail)"
+    got = [(a.criterion, a.value, a.label, a.second_unit_id, a.shown_order) for a in list_annotations(store)]
+    assert got == [("helpful", 4, None, None, None), ("helpful", 2, None, None, None),
+                   ("category", "Wrong tool", None, None, None), ("better", "tie", None, ids[1], None),
+                   ("better", "second", None, ids[1], "second-first")]
+    exported = [json.loads(line) for line in export_labels(store, "jsonl", "better").splitlines()]
+    assert [(r["value"], r["second_unit"], r["shown_order"]) for r in exported] == [
+        ("tie", ids[1], None), ("second", ids[1], "second-first")]
+    csv_path = tmp_path / "again.csv"
+    csv_path.write_text(export_labels(store, "csv"))
+    assert import_labels(store, csv_path).imported == 5  # CSV round trip: the values fit again
+    assert [a.value for a in list_annotations(store)][5:] == [4, 2, "Wrong tool", "tie", "second"]
+
+
+def test_add_annotations_checks_the_scale(store: Store) -> None:
+    ids = store.select_unit_ids()
+    add_criterion(store, "Helpful.", name="helpful", scale=FIVE_LEVELS)
+    with pytest.raises(UsageError, match="not a value of this ordinal scale"):
+        add_annotations(store, [Annotation(unit_id=ids[0], annotator="a", value=6, criterion="helpful")])
+    with pytest.raises(UsageError, match="binary scale"):
+        add_annotations(store, [Annotation(unit_id=ids[0], annotator="a", value=3)])
+    with pytest.raises(ValidationError, match="needs a label"):
+        Annotation(unit_id=ids[0], annotator="a")
+    assert list_annotations(store) == []
+
+
+def test_pairwise_items_are_one_item_in_either_order(store: Store) -> None:
+    a, b = sorted(store.select_unit_ids()[:2])
+    add_criterion(store, "Better?", name="better", scale=PairwiseScale())
+    add_annotations(store, [
+        Annotation(unit_id=a, second_unit_id=b, annotator="x", value="first", criterion="better"),
+        Annotation(unit_id=b, second_unit_id=a, annotator="y", value="second", criterion="better",
+                   shown_order="first-second"),
+        Annotation(unit_id=b, second_unit_id=a, annotator="z", value="first", criterion="better")])
+    flipped = canonical(list_annotations(store)[1])
+    assert (flipped.unit_id, flipped.value, flipped.shown_order) == (a, "first", "second-first")
+    ds = build_dataset(store, "better")
+    assert [(i.key, i.value, i.annotators) for i in ds.items] == [(f"{a} vs {b}", "first", ("x", "y", "z"))]
+    assert ds.scale_kind == "pairwise" and ds.balance == {"first": 1}
+
+
+@pytest.mark.parametrize(("values", "scale", "expected"), [
+    ([3, 4, 5], FIVE_LEVELS, 4), ([3, 4], FIVE_LEVELS, None), ([4, 4, 1, 2], FIVE_LEVELS, None),
+    ([2, 2, 5, 5, 5], FIVE_LEVELS, 5), (["pass", "fail", "fail"], BinaryScale(), "fail"),
+    (["pass", "fail"], BinaryScale(), None), (["first", "tie", "first"], PairwiseScale(), "first"),
+    ([], BinaryScale(), None),
+])
+def test_consensus_is_the_majority_or_the_median_level(values: list[ScaleValue], scale: Scale,
+                                                        expected: ScaleValue | None) -> None:
+    assert consensus(values, scale) == expected

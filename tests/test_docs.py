@@ -11,7 +11,9 @@
   every ``ASSAY_*`` variable name a setting or a CLI option's variable.
 * Python blocks compile and their ``assay`` imports exist (not run: a doc's own test may run them).
 * Evaluator YAML blocks load as evaluator files (``assay.evaluators.load_evaluator``) and their code
-  check imports; the workflow YAML parses and its ``run:`` steps pass the command check.
+  check imports; YAML blocks that are trace mappings, and the ``docs/mappings/*.yaml`` files (each one the
+  docs name must exist), follow the shipped mapping JSON Schema and load (``assay.traces.mapping``); the
+  workflow YAML parses and its ``run:`` steps pass the command check.
 * HTTP paths in the docs (``/v1/traces``, ``/api/v1/...``, ``/audit`` ...) are routes of the app, and
   Python names (``assay.traces.ingest_paths``, ``assay.suite.audit.audit_pairs`` ...) import.
 
@@ -31,6 +33,7 @@ import tomllib
 import typing
 from collections.abc import Iterator
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +60,8 @@ SKIP_BLOCKS: dict[tuple[str, str], str] = {
     ("README.md", 'curl -H "Authorization: Bearer $KEY"'): "needs a running server and an API key "
                                                            "(tests/test_web_api.py; its paths are checked here)",
     ("README.md", "assay.toml          settings (below)"): "not code: the files of a workspace",
+    ("README.md", '{"unit": "tau-airline/task-3/trial-0", "annotator": "ann", "criterion": "grade"'):
+        "label records of each scale; tests/test_annotations.py imports records like them",
     ("README.md", "# .github/workflows/assay-gate.yml"): "a GitHub Actions workflow: parsed, its commands "
                                                          "checked, not run",
     ("docs/deploy.md", "OTLP/HTTP + annotation app + REST API"): "not code: a deployment diagram",
@@ -374,17 +379,61 @@ def test_python_blocks_parse_and_import_what_exists() -> None:
         "assay.traces.ingest_pathz", "assay.nope"]
 
 
-# --- evaluator files and the workflow ----------------------------------------------------------
-@pytest.mark.parametrize("block", [b for b in BLOCKS if b.lang == "yaml" and "jobs:" not in b.text],
-                         ids=lambda b: f"{b.doc}:{b.line}")
+# --- evaluator files, trace mappings and the workflow ------------------------------------------
+def is_mapping(text: str) -> bool:
+    """A YAML block that is a trace mapping (``assay ingest --mapping``): it has ``messages`` and no
+    evaluator ``criterion``."""
+    data = yaml.safe_load(text)
+    return isinstance(data, dict) and "messages" in data and "criterion" not in data
+
+
+@pytest.mark.parametrize("block", [b for b in BLOCKS if b.lang == "yaml" and "jobs:" not in b.text
+                                   and not is_mapping(b.text)], ids=lambda b: f"{b.doc}:{b.line}")
 def test_evaluator_yaml_blocks_load(block: Block, tmp_path: Path) -> None:
     path = tmp_path / "evaluator.yaml"
     path.write_text(block.text, encoding="utf-8")
     defn = load_evaluator(path)
-    code = defn.code_spec()  # kinds without a code part (llm_judge, external) have none
-    if code is not None:
+    if (code := defn.code_spec()) is not None:  # kinds without a code part (llm_judge, external) have none
         module, _, name = code.callable.partition(":")
         assert callable(getattr(importlib.import_module(module), name))
+
+
+def mapping_problems(data: object) -> list[str]:
+    """Why a mapping does not follow the shipped JSON Schema or does not load (empty when it does)."""
+    import jsonschema
+
+    from assay.exceptions import ConfigError
+    from assay.traces.mapping import parse_mapping
+
+    schema = json.loads(resources.files("assay.traces.mapping").joinpath("mapping.schema.json").read_text())
+    problems = [f"schema: {e.message}" for e in jsonschema.Draft202012Validator(schema).iter_errors(data)]
+    try:
+        parse_mapping(data)
+    except ConfigError as exc:
+        problems.append(str(exc))
+    return problems
+
+
+def _mapping_files() -> list[Path]:
+    """Every ``docs/mappings/*.yaml`` file, and every such path the docs name (which must exist)."""
+    named = {ROOT / m for path in DOCS for m in re.findall(r"docs/mappings/[\w.-]+\.yaml", path.read_text())}
+    named |= {ROOT / "docs" / m for m in re.findall(r"\]\((mappings/[\w.-]+\.yaml)\)",
+                                                     (ROOT / "docs" / "mappings.md").read_text())}
+    return sorted(named | set((ROOT / "docs" / "mappings").glob("*.yaml")))
+
+
+@pytest.mark.parametrize("block", [b for b in BLOCKS if b.lang == "yaml" and is_mapping(b.text)],
+                         ids=lambda b: f"{b.doc}:{b.line}")
+def test_mapping_yaml_blocks_follow_the_schema(block: Block) -> None:
+    assert mapping_problems(yaml.safe_load(block.text)) == []
+
+
+def test_mapping_files_exist_and_follow_the_schema() -> None:
+    files = _mapping_files()
+    assert len(files) >= 2 and any(b.lang == "yaml" and is_mapping(b.text) for b in BLOCKS)  # checks see them
+    assert [str(f) for f in files if not f.is_file()] == []
+    assert {f.name: mapping_problems(yaml.safe_load(f.read_text())) for f in files} == {f.name: [] for f in files}
+    assert mapping_problems({"name": "x", "messages": [{"role": "narrator"}]})  # the check can fail
 
 
 def test_the_workflow_parses_and_gates() -> None:

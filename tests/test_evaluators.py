@@ -141,8 +141,9 @@ def test_public_api_is_pinned() -> None:
         "EvaluationResult", "EvaluatorDef", "EvaluatorFailure", "ExternalEvaluatorDef", "ExternalSpec",
         "HybridEvaluatorDef", "JudgeSpec", "KindRunner",
         "LlmJudgeEvaluatorDef", "NotApplicable", "ParsedVerdict", "Progress", "Unparsed", "check_output",
-        "content_version", "default_prompt", "evaluate", "evaluate_many", "evaluator_json_schema", "evaluator_kind",
-        "load_evaluator", "load_evaluators", "parse_verdict", "render_prompt", "resolve_callable",
+        "check_value", "content_version", "default_prompt", "evaluate", "evaluate_many", "evaluate_pairs",
+        "evaluator_json_schema", "evaluator_kind", "load_evaluator", "load_evaluators", "parse_verdict",
+        "render_prompt", "resolve_callable",
         "save_evaluator", "verdict_schema",
     ]
     for name in evaluators.__all__:

@@ -32,6 +32,10 @@ from .conftest import AIRLINE
 
 runner = CliRunner()
 CRITERION: dict[str, Any] = {"name": "tool-ok", "version": 1, "text": "Every tool call succeeds."}
+REWARD_SPLIT = "[signals]\nfail_at = 1.0\nambiguous_high = 1.0\n"
+"""These tests pin the gate's statistics on the benchmark's own split: with fail_at 1.0 only a signal of
+strength 1, the recorded outcome, fails a unit, so ``failed`` / ``passed`` are reward 0 / reward 1 (the
+labels and evaluator fails the tests write are signals too, weaker than 1)."""
 
 
 def _run(ws: Path, *args: str, env: dict[str, str] | None = None) -> tuple[int, str]:
@@ -85,6 +89,7 @@ def raw_runs() -> list[dict[str, Any]]:
 def ws(tmp_path_factory: pytest.TempPathFactory, raw_runs: list[dict[str, Any]]) -> Iterator[Path]:
     """Four trial files ingested, labels, and a calibrated (active) code evaluator."""
     ws = tmp_path_factory.mktemp("gate")
+    (ws / "assay.toml").write_text(REWARD_SPLIT)
     for trial in range(4):
         (ws / f"trial-{trial}.json").write_text(json.dumps([r for r in raw_runs if r["trial"] == trial]))
     code, out = _run(ws, "ingest", *(str(ws / f"trial-{t}.json") for t in range(4)))
@@ -183,12 +188,12 @@ def test_significant_unpaired_regression_exits_1(ws: Path, raw_runs: list[dict[s
     code, out = _run(ws, "gate", "--candidate", "failed", "--baseline", "passed", "--alpha", "0.01", "--json")
     assert code == 0, out
     assert "not a regression" in json.loads(out)["items"][0]["notes"][0]
-    (ws / "assay.toml").write_text("gate_alpha = 0.01\n")
+    (ws / "assay.toml").write_text("gate_alpha = 0.01\n" + REWARD_SPLIT)
     try:
         code, out = _run(ws, "gate", "--candidate", "failed", "--baseline", "passed", "--json")
         assert code == 0 and json.loads(out)["alpha"] == 0.01, out
     finally:
-        (ws / "assay.toml").unlink()
+        (ws / "assay.toml").write_text(REWARD_SPLIT)
 
     code, out = _run(ws, "gate", "--candidate", "failed", "--baseline", "passed")
     assert code == 1 and "gate: FAIL" in out and "regression" in out
@@ -363,3 +368,76 @@ def test_real_judge_truncated_replies_are_unscored_and_exit_3(judge_ws: Path) ->
     item = json.loads(out)["items"][0]
     assert item["n"] == 0 and item["n_unscored"] + item["n_errors"] == 3 and item["pass_rate"] is None
     assert item["failures"] == ["errors"]
+
+
+# --- the optional cost and latency check ---------------------------------------------------------------
+COST_MAPPING = """
+name: agent-runs
+id: run
+attributes: {task_id: task}
+events: "steps[*]"
+event_duration: seconds
+messages:
+  - {role: user, content: ask}
+  - {role: assistant, content: say}
+usage: {input_tokens: tokens, cost: cost, model: model}
+"""
+
+
+def _cost_runs(path: Path, side: str, cost: float | None, seconds: float, n: int = 30) -> Path:
+    noise = random.Random(side)
+    runs = [{"run": f"{side}-{t}", "task": t, "steps": [
+        {"ask": f"task {t}", "seconds": 0.1},
+        {"say": "done", "seconds": seconds * noise.uniform(0.9, 1.1), "tokens": 100, "model": "m-1",
+         **({"cost": cost * noise.uniform(0.8, 1.2)} if cost is not None else {})}]} for t in range(n)]
+    path.write_text("".join(json.dumps(r) + "\n" for r in runs))
+    return path
+
+
+@pytest.fixture(scope="module")
+def cost_ws(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Baseline runs at ~$0.010 and ~2 s each; candidate runs of the same 30 tasks at ~$0.020 and ~2 s;
+    a third side whose cost is not recorded; one active code evaluator."""
+    ws = tmp_path_factory.mktemp("gate-cost")
+    (ws / "mapping.yaml").write_text(COST_MAPPING)
+    files = [_cost_runs(ws / "baseline.jsonl", "b", 0.010, 2.0), _cost_runs(ws / "candidate.jsonl", "c", 0.020, 2.0),
+             _cost_runs(ws / "nocost.jsonl", "n", None, 2.0)]
+    code, out = _run(ws, "ingest", "--mapping", str(ws / "mapping.yaml"), *map(str, files))
+    assert code == 0 and "90 new" in out, out
+    _activate(ws, _code_evaluator("no-tool-errors", "assay.evaluators.checks:no_tool_errors"))
+    return ws
+
+
+def test_a_cost_regression_fails_the_gate_with_its_ci(cost_ws: Path) -> None:
+    code, out = _run(cost_ws, "gate", "--candidate", "source:candidate.jsonl", "--baseline", "source:baseline.jsonl",
+                     "--max-cost-increase", "0.2", "--max-latency-increase", "0.2", "--json",
+                     "--junit", str(cost_ws / "gate.xml"), "--markdown", str(cost_ws / "gate.md"))
+    assert code == 1, out
+    report = json.loads(out)
+    assert all(item["passed"] for item in report["items"])  # the evaluators pass: only the cost regressed
+    cost, latency = report["usage_checks"]
+    assert (cost["metric"], cost["failure"], cost["paired"], cost["n_candidate"]) == ("cost", "regression", True, 30)
+    assert 0.8 < cost["increase"] < 1.2 and 0.2 < cost["ci_low"] < cost["increase"] < cost["ci_high"]
+    assert latency["failure"] is None and latency["ci_low"] < 0.2 and abs(latency["increase"]) < 0.1
+    case = ET.parse(cost_ws / "gate.xml").getroot().find(".//testcase[@name='cost']")
+    assert case is not None and case.find("failure") is not None
+    assert "cost regression" in case.find("failure").get("message", "")  # type: ignore[union-attr]
+    markdown = (cost_ws / "gate.md").read_text()
+    assert "### Cost and latency per unit" in markdown and "❌ regression" in markdown and "30/30 vs 30/30" in markdown
+
+
+def test_the_cost_check_is_off_by_default_and_needs_a_baseline(cost_ws: Path) -> None:
+    code, out = _run(cost_ws, "gate", "--candidate", "source:candidate.jsonl", "--baseline", "source:baseline.jsonl",
+                     "--json")
+    assert code == 0 and json.loads(out)["usage_checks"] == []
+    code, out = _run(cost_ws, "gate", "--candidate", "source:candidate.jsonl", "--max-cost-increase", "0.2")
+    assert code == 2 and "give --baseline" in out
+
+
+def test_an_unknown_cost_is_not_a_pass(cost_ws: Path) -> None:
+    code, out = _run(cost_ws, "gate", "--candidate", "source:nocost.jsonl", "--baseline", "source:baseline.jsonl",
+                     "--max-cost-increase", "0.2", "--max-latency-increase", "0.5", "--json")
+    assert code == 3, out
+    cost, latency = json.loads(out)["usage_checks"]
+    assert cost["failure"] == "unknown" and "known for 0 candidate" in cost["reason"]
+    assert latency["failure"] is None  # the latency is known on both sides

@@ -37,6 +37,9 @@ def raw_runs() -> list[dict[str, object]]:
 def ws(tmp_path_factory: pytest.TempPathFactory, raw_runs: list[dict[str, object]]) -> Path:
     """A workspace with the airline runs, a criterion, independent labels and a code evaluator."""
     ws = tmp_path_factory.mktemp("ws")
+    # failed / passed as the benchmark's reward splits them: only the recorded outcome (strength 1) fails a
+    # unit at fail_at 1.0; the tool-error labels and evaluator fails written below are weaker signals
+    (ws / "assay.toml").write_text("[signals]\nfail_at = 1.0\nambiguous_high = 1.0\n")
     code, out = _run(ws, "ingest", str(AIRLINE))
     assert code == 0, out
     assert "200 new" in out

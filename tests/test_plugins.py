@@ -153,3 +153,91 @@ def test_a_fresh_assay_process_ingests_the_new_format(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr[-2000:]
     summary = json.loads(proc.stdout)
     assert [f["format"] for f in summary["files"]] == ["tau-wrapped"] and summary["units_new"] == 3
+
+
+# --- assay ingest --reader module:function: a converter without a package --------------------------
+TICKET_READER = """
+    import hashlib
+    import json
+
+    from assay.traces import Message, Span, Unit
+
+
+    def read(path):
+        '''A support-desk export: {"ticket": id, "turns": [{"from": "customer"|"agent", "text": ...}]}.'''
+        data = json.loads(path.read_text())
+        trace = hashlib.sha256(str(data["ticket"]).encode()).hexdigest()[:32]
+        msgs = [Message(role="user" if t["from"] == "customer" else "assistant", content=t["text"])
+                for t in data["turns"]]
+        span = Span(trace_id=trace, span_id=trace[:16], name="ticket", kind="llm", start_ns=1, end_ns=2,
+                    input_messages=tuple(m for m in msgs if m.role == "user"),
+                    output_messages=tuple(m for m in msgs if m.role == "assistant"))
+        return [Unit(unit_id=f"ticket/{data['ticket']}", kind="trace", source=f"tickets:{path.name}",
+                     spans=(span,))]
+
+
+    def wrong_shape(path):
+        return {"ticket": 1}
+
+
+    def not_my_format(path):
+        raise ValueError("no 'turns' in this file")
+"""
+
+
+def _ticket_files(folder: Path) -> Path:
+    folder.mkdir()
+    for n in (1, 2):
+        (folder / f"t{n}.json").write_text(json.dumps({"ticket": n, "turns": [
+            {"from": "customer", "text": f"Where is order {n}?"}, {"from": "agent", "text": "On its way."}]}))
+    return folder
+
+
+def _cli(ws: Path, *args: str) -> tuple[int, str]:
+    """Exit code and stdout (all output without ``--json``)."""
+    from typer.testing import CliRunner
+
+    from assay._cli.main import app
+
+    result = CliRunner().invoke(app, ["--workspace", str(ws), "ingest", *args])
+    return result.exit_code, result.stdout if "--json" in args else result.output
+
+
+def test_a_reader_function_ingests_by_module_name_or_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "ticket_reader.py").write_text(__import__("textwrap").dedent(TICKET_READER))
+    tickets = _ticket_files(tmp_path / "tickets")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    code, out = _cli(tmp_path / "ws", str(tickets), "--reader", "ticket_reader:read", "--json")
+    assert code == 0, out
+    summary = json.loads(out)
+    assert summary["units_new"] == 2 and [f["format"] for f in summary["files"]] == ["ticket_reader:read"] * 2
+    store = Store(f"sqlite:///{tmp_path / 'ws' / '.assay' / 'assay.db'}")
+    assert store.select_unit_ids() == ["ticket/1", "ticket/2"]
+    assert store.unit("ticket/1").spans[0].input_messages[0].content == "Where is order 1?"
+    store.close()
+    by_file = f"{tmp_path / 'ticket_reader.py'}:read"  # the file itself, no PYTHONPATH needed
+    code, out = _cli(tmp_path / "ws2", str(tickets / "t1.json"), "--reader", by_file, "--json")
+    assert code == 0 and json.loads(out)["units_new"] == 1, out
+
+
+def test_a_reader_function_that_fails_says_why(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "ticket_reader.py").write_text(__import__("textwrap").dedent(TICKET_READER))
+    tickets = _ticket_files(tmp_path / "tickets")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    code, out = _cli(tmp_path / "ws", str(tickets), "--reader", "ticket_reader:wrong_shape", "--json")
+    assert code == 1
+    reasons = {r["reason"] for r in json.loads(out)["rejected"]}
+    assert reasons == {"reader ticket_reader:wrong_shape returned a dict; expected a ReadResult, a Unit or a "
+                       "list of Unit"}
+    code, out = _cli(tmp_path / "ws", str(tickets), "--reader", "ticket_reader:not_my_format", "--json")
+    assert code == 1 and "no 'turns' in this file" in out
+    for spec, reason in [("no_such_module:read", "cannot import 'no_such_module'"),
+                         ("ticket_reader:nope", "has no attribute 'nope'"),
+                         ("ticket_reader", "expected module:function"),
+                         (f"{tmp_path / 'missing.py'}:read", "no such file"),
+                         ("ticket_reader:json", "not a function")]:
+        code, out = _cli(tmp_path / "ws3", str(tickets), "--reader", spec)
+        assert code == 2 and reason in " ".join(out.split()), (spec, out)
+    assert not (tmp_path / "ws3" / ".assay").exists()  # nothing read, no store left behind
+    code, out = _cli(tmp_path / "ws3", str(tickets), "--reader", "ticket_reader:read", "--format", "tau-bench")
+    assert code == 2 and "drop --format" in out

@@ -101,7 +101,8 @@ def test_new_units_go_to_the_nearest_signature_or_are_marked_new(store: Store, b
     assert result.new_units == [far.unit_id] and result.new_signatures == []
     after = {s.id: s for s in list_signatures(store)}
     assert set(after) == set(built)  # nothing renumbered, nothing added
-    assert after[sid].unit_ids == [members[0], "retail-copy/1", *members[1:]]  # same distance as its twin
+    # the twin has its original's text: the same distance up to float noise of the encoder's batch
+    assert set(after[sid].unit_ids[:2]) == {members[0], "retail-copy/1"} and after[sid].unit_ids[2:] == members[1:]
     assert after[sid].assigned == 1 and after[sid].size == len(members) + 1
     assert all(after[k].unit_ids == v for k, v in built.items() if k != sid)
     assert new_units(store) == [far.unit_id]
@@ -181,7 +182,7 @@ def _calls(unit: Unit, tool: str) -> bool:
 def test_the_build_flagged_failed_units_by_the_settings_rules(store: Store, built: dict[int, list[str]]) -> None:
     failed = [u for u in read_file(RETAIL).units if u.outcome == "fail"]
     expected = {u.unit_id for u in failed if _calls(u, "exchange_delivered_order_items")}
-    queue = severe_queue(store)
+    queue = severe_queue(store, include_reviewed=True)  # the impact test annotated some of them
     assert expected and {i.unit_id for i in queue} == expected
     assert all(f.reason == "tool 'exchange_delivered_order_items' called" for i in queue for f in i.flags)
     assert all(i.signature_id is None or i.signature_size > 0 for i in queue)

@@ -30,8 +30,10 @@ def test_every_log_reads_and_is_detected() -> None:
         assert (result.format, len(result.units), result.rejected) == ("magentic-one", 1, [])
         assert result.units[0].unit_id == f"magentic-one/{path.stem}"
     assert not looks_like_magentic(json.loads((MAGENTIC / "steps_by_id.json").read_text()))
+    # a plain list of chat messages is not Magentic-One: it is one OpenAI chat conversation
+    assert detect_format([{"role": "user", "content": "hi"}]) == "openai-chat"
     with pytest.raises(IngestError, match="unknown format"):
-        detect_format([{"role": "user", "content": "hi"}])  # a plain chat log is not Magentic-One
+        detect_format([{"role": "narrator", "content": "hi"}])
 
 
 def test_requests_and_replies_become_tool_spans() -> None:

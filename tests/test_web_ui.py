@@ -249,3 +249,28 @@ async def test_login_redirects_only_to_same_site_paths(client: httpx.AsyncClient
         resp = await client.post("/login", data={"name": "ann", "password": PASSWORD, "next": target,
                                                  "csrf_token": csrf(page.text)})
         assert resp.headers["location"] == expected, target
+
+
+async def test_the_criterion_editor_sets_the_scale_and_labels_follow_it(app: FastAPI, store: Store) -> None:
+    async with _client(app) as admin:
+        token = await login(admin, "admin")
+        made = await admin.post("/signatures/1/criterion", data={
+            "text": "How good is the booking?", "name": "quality", "scale": "ordinal",
+            "scale_items": "1 = wrong\n2 = right but clumsy\n3 = right and clear\n", "csrf_token": token})
+        assert made.status_code == 303
+        page = await admin.get("/signatures/1/criterion")
+        assert 'id="criterion-scale">ordinal' in page.text and "right but clumsy" in page.text
+        bad = await admin.post("/signatures/1/criterion", data={
+            "text": "How good is the booking?", "scale": "ordinal", "scale_items": "high = good", "csrf_token": token})
+        assert bad.status_code == 400 and "integer" in bad.text
+        review = await admin.get("/review/unit-00?sig=1")
+        assert 'id="anchors"' in review.text and 'data-key="3"' in review.text and "right and clear" in review.text
+        for posted, status in (({"value": "4"}, 400), ({"label": "pass"}, 400), ({"value": "2"}, 303)):
+            sent = await admin.post("/review/unit-00?sig=1", data=posted | {"csrf_token": token})
+            assert sent.status_code == status, (posted, sent.text)
+        assert [(a.value, a.label) for a in list_annotations(store, "quality")] == [(2, None)]
+        again = await admin.post("/signatures/1/criterion", data={
+            "text": "How good is the booking?", "scale": "binary", "scale_items": "", "csrf_token": token})
+        assert again.status_code == 303
+        page = await admin.get("/signatures/1/criterion")
+        assert 'id="criterion-version">2' in page.text and 'id="stale-count">1' in page.text

@@ -24,6 +24,7 @@ from assay._cli._common import (
 from assay._cli.score import ExecutorOpt, RayAddressOpt, executor_choice
 from assay.calibration import CalibrationReport, Estimate, calibrate
 from assay.calibration.certify import CalibrationPlan, Certification
+from assay.calibration.scales import ScaleMetrics, ScaleReport
 from assay.evaluators import EvaluatorDef, content_version, evaluator_json_schema, load_evaluators
 from assay.exceptions import NotFoundError, UsageError
 from assay.models import JudgeClient, make_judge
@@ -220,6 +221,15 @@ def print_calibration(r: CalibrationReport) -> None:
                  ("confusion: human fail -> judge pass / fail", f"{c.fp} / {c.tn}")]:
         table.add_row(k, v)
     console.print(table)
+    if r.scale_metrics is not None:
+        print_scale_metrics(r.scale_metrics)
+    if r.threshold_choice is not None:
+        t = r.threshold_choice
+        console.print(f"pass_score chosen on train + dev ({t.n_fit} items, {t.objective} {t.fit_value:.3f}): "
+                      f"{t.threshold:.4g} (now {t.current_pass_score:g}); on test at it: agreement "
+                      f"{_ci(t.test.agreement)}, kappa {_ci(t.test.kappa)}, TPR {_ci(t.test.tpr)}, "
+                      f"TNR {_ci(t.test.tnr)}. Set pass_score in the evaluator file to use it (a new version, "
+                      "calibrated again).")
     for w in r.warnings:
         console.print(f"[yellow]warning[/yellow]: {w}")
     cert = r.certification
@@ -269,6 +279,64 @@ def print_plan(plan: CalibrationPlan, name: str, brief: bool = False) -> None:
     for r in plan.rates:
         if r.note:
             console.print(f"  {r.name} ({r.of}): {escape(r.note)}")
+
+
+def print_scale_metrics(s: ScaleReport) -> None:
+    """Print agreement on a non-binary scale: test, all items and the human ceiling side by side; position bias."""
+    cols = [("test", s.test), ("all items", s.overall)]
+    if s.human_ceiling is not None:
+        cols.append((f"human-human (test, {s.human_ceiling.n_pairs} pairs)", s.human_ceiling.metrics))
+    table = Table("metric", *(name for name, _ in cols), title=f"on the {s.kind} scale")
+    table.add_row("n", *(str(m.n) for _, m in cols))
+    for label, pick in _SCALE_ROWS[s.kind]:
+        table.add_row(label, *(_ci(pick(m)) for _, m in cols))
+    console.print(table)
+    _print_confusion(s.test)
+    if s.human_ceiling is None:
+        console.print("human-human ceiling: no test item has labels from two humans")
+    for where, bias in (("test", s.position_bias), ("all items", s.position_bias_overall)):
+        if bias is not None:
+            console.print(f"position bias ({where}): the verdict flips in {bias.flips} of {bias.n_scored} pairs asked "
+                          f"in both orders, {_ci(bias.flip_rate)}; of the flips, {bias.first_shown} favour the "
+                          f"output shown first and {bias.second_shown} the one shown second")
+    console.print(s.decision, markup=False, highlight=False)
+
+
+def _print_confusion(m: ScaleMetrics) -> None:
+    """The test confusion matrix (rows human, columns judge) and, categorical, each class's precision and recall."""
+    names = list(m.human)
+    block = _block(m)
+    confusion = getattr(block, "confusion", None)
+    if confusion is not None:
+        table = Table("human / judge", *names, title="test confusion")
+        for name, row in zip(names, confusion, strict=True):
+            table.add_row(name, *(str(x) for x in row))
+        console.print(table)
+    if m.categorical is not None:
+        table = Table("class", "human", "judge", "precision", "recall", "F1", title="test, per class")
+        for c in m.categorical.per_class:
+            table.add_row(escape(c.name), str(c.human), str(c.judge),
+                          *("-" if x is None else f"{x:.3f}" for x in (c.precision, c.recall, c.f1)))
+        console.print(table)
+    if m.pairwise is not None:
+        console.print(f"ties on test: humans {m.pairwise.human_ties}, judge {m.pairwise.judge_ties}")
+
+
+def _block(m: ScaleMetrics) -> Any:
+    return m.ordinal or m.categorical or m.pairwise
+
+
+_SCALE_ROWS: dict[str, list[tuple[str, Any]]] = {
+    "ordinal": [("Spearman's rho", lambda m: _block(m).spearman), ("Kendall's tau-b", lambda m: _block(m).kendall),
+                ("mean absolute error (levels)", lambda m: _block(m).mae),
+                ("weighted kappa (quadratic)", lambda m: _block(m).weighted_kappa),
+                ("exact agreement", lambda m: _block(m).exact), ("within one level", lambda m: _block(m).within_one)],
+    "categorical": [("accuracy", lambda m: _block(m).accuracy), ("Cohen's kappa", lambda m: _block(m).kappa),
+                    ("macro-F1", lambda m: _block(m).macro_f1)],
+    "pairwise": [("agreement (a tie agrees with a tie)", lambda m: _block(m).agreement),
+                 ("agreement where both chose a side", lambda m: _block(m).agreement_without_ties),
+                 ("Cohen's kappa", lambda m: _block(m).kappa)],
+}
 
 
 def _ci(e: Estimate) -> str:
@@ -353,7 +421,8 @@ def calibrate_cmd(
     from assay.calibration import build_dataset
 
     ds = build_dataset(app.store, defn.criterion.name)
-    with progress_bar(f"calibrating {name}", len(ds.items)) as advance:
+    calls = len(ds.items) * (2 if defn.scale.kind == "pairwise" else 1)  # pairs are asked in both orders
+    with progress_bar(f"calibrating {name}", calls) as advance:
         report = calibrate(app.store, defn, judge_for(app, defn, refresh), app.settings.judge, advance, dataset=ds,
                            force_reason=force, min_kappa=app.settings.min_kappa, fractions=parse_fractions(split),
                            seed=seed, certification=app.settings.calibration)
@@ -367,13 +436,13 @@ def calibrate_cmd(
 def _plan(app: AppContext, defn: EvaluatorDef, record: Any, as_json: bool) -> None:
     """``assay calibrate NAME --plan``: the plan of this version's stored calibration, with today's labels."""
     from assay.calibration import build_dataset
-    from assay.calibration.calibrate import report_plan
+    from assay.calibration.calibrate import pass_fail_balance, report_plan
 
     report = record.calibration if record is not None else None
     if report is None:
         raise UsageError(f"{defn.name}@{content_version(defn)} has no stored calibration: run "
                          f"`assay calibrate {defn.name}` first (its report plans too)")
-    labelled = build_dataset(app.store, defn.criterion.name).balance
+    labelled = pass_fail_balance(defn, build_dataset(app.store, defn.criterion.name))
     plan = report_plan(report, app.settings.calibration, labelled)
     if as_json:
         console.print_json(plan.model_dump_json())
@@ -468,6 +537,9 @@ def print_gate(report: GateReport) -> None:
     for p in report.redundant:
         console.print(f"  [yellow]redundant?[/yellow] {escape(p.evaluator_a)} and {escape(p.evaluator_b)}: "
                       f"r = {p.r:.3f} on {p.n_units} units (probably one dimension)")
+    for check in report.usage_checks:
+        state = "[green]pass[/green]" if check.passed else f"[red]FAIL[/red] {check.failure}"
+        console.print(f"  {check.metric}: {state}: {escape(check.reason)}")
     verdict = "[green]PASS[/green]" if report.passed else "[red]FAIL[/red]"
     console.print(f"gate: {verdict} (exit {report.exit_code}: {EXIT_CODES[report.exit_code]})")
 
@@ -517,6 +589,13 @@ def gate_cmd(
     = False,
     executor: ExecutorOpt = None,
     ray_address: RayAddressOpt = None,
+    max_cost_increase: Annotated[float | None, typer.Option(
+        help="Also fail (exit 1) when the candidate's mean cost per unit is significantly more than this share "
+        "above the baseline's (0.2: 20%); exit 3 when cost is unknown on too many units. Off by default.",
+        envvar="ASSAY_GATE_MAX_COST_INCREASE")] = None,
+    max_latency_increase: Annotated[float | None, typer.Option(
+        help="The same for the mean latency per unit (wall time of its traces).",
+        envvar="ASSAY_GATE_MAX_LATENCY_INCREASE")] = None,
     allow_judge_change: AllowJudgeChangeOpt = False,
     refresh: RefreshOpt = False,
 ) -> None:
@@ -525,7 +604,8 @@ def gate_cmd(
     Per evaluator it fails on a threshold miss (pass rate below min_pass_rate) or a significant
     regression against the baseline: p < alpha and a drop beyond gate_margin, by McNemar's exact
     test when both sides scored the same inputs (paired), else Fisher's exact test; reported with
-    the difference in pass rate and its 95% CI.
+    the difference in pass rate and its 95% CI. With --max-cost-increase / --max-latency-increase it
+    also fails on a significant rise of the mean cost or latency per unit over the baseline's.
 
     An evaluator whose judge (provider, model, base URL, sampling parameters, from its file, assay.toml or
     the environment) is not the one its calibration certified is refused with exit 2, naming both judges,
@@ -544,7 +624,8 @@ def gate_cmd(
         report = run_gate(app.store, app.settings, judge_for(app, refresh=refresh), candidate, baseline, advance,
                           repeat=repeat, alpha=alpha, max_unscored=max_unscored,
                           pair_by=pair_by,  # type: ignore[arg-type]
-                          executor=kind, ray_address=address, allow_judge_change=allow_judge_change)
+                          executor=kind, ray_address=address, max_cost_increase=max_cost_increase,
+                          max_latency_increase=max_latency_increase, allow_judge_change=allow_judge_change)
     if junit:
         _write_output(junit, to_junit(report))
     if markdown:

@@ -10,6 +10,7 @@ from typing import Annotated
 import typer
 from rich.markup import escape
 
+from assay._cli import agreement as agreement_cmd
 from assay._cli import demo as demo_cmd
 from assay._cli import doctor as doctor_cmd
 from assay._cli import drift as drift_cmd
@@ -18,6 +19,7 @@ from assay._cli import ingest as ingest_cmd
 from assay._cli import online as online_cmd
 from assay._cli import score as score_cmd
 from assay._cli import serve as serve_cmd
+from assay._cli import signals as signals_cmd
 from assay._cli import signatures as signatures_cmd
 from assay._cli import users as users_cmd
 from assay._cli._common import CREATES_WORKSPACE, AppContext, console, err_console, get_ctx, handle_errors
@@ -57,10 +59,12 @@ app.command("ingest")(ingest_cmd.ingest)
 app.command("serve")(serve_cmd.serve)
 app.command("worker")(online_cmd.worker)
 app.add_typer(online_cmd.scores_app, name="scores")
+app.add_typer(signals_cmd.signals_app, name="signals")
 app.add_typer(signatures_cmd.signatures_app, name="signatures")
 app.command("queue")(signatures_cmd.queue_cmd)
 app.add_typer(labels.labels_app, name="labels")
 app.add_typer(labels.criteria_app, name="criteria")
+app.command("agreement")(agreement_cmd.agreement_cmd)
 app.add_typer(evaluate.evaluators_app, name="evaluators")
 app.command("calibrate")(evaluate.calibrate_cmd)
 app.command("gate")(evaluate.gate_cmd)

@@ -93,6 +93,9 @@ def worker(
     queue (/audit in the app). Runs until Ctrl-C (finishes the units in hand; twice aborts), or
     with --once until nothing complete is left. `assay serve --worker` runs the same loop beside
     the receiver.
+
+    Each pass also detects the failure signals of complete units not scanned yet (see `assay signals`);
+    every failed score is a failure signal.
     """
     from assay.suite.online import OnlineWorker
 
@@ -112,10 +115,13 @@ def worker(
     with _GracefulStop(stop):
         totals = worker_.run(stop, once=once)
     summary = {"run_id": totals.run_id, "passes": totals.passes, "scored": totals.scored, "failed": totals.failed,
-               "audited": totals.audited, "evaluators": [e.model_dump() for e in totals.evaluators]}
+               "audited": totals.audited, "signals_scanned": totals.signals_scanned,
+               "evaluators": [e.model_dump() for e in totals.evaluators]}
     if as_json:
         console.print_json(json.dumps(summary))
         return
+    if totals.signals_scanned:
+        console.print(f"failure signals detected on {totals.signals_scanned} complete units", highlight=False)
     if totals.run_id is None:
         console.print("nothing to score (no complete, sampled unit waiting for an active evaluator)", highlight=False)
         return

@@ -39,11 +39,15 @@ def _seen(first: datetime | None, last: datetime | None) -> str:
 
 
 def _table(signatures: list[Signature], with_key: bool) -> Table:
-    columns = ["id", "impact", "units", "share", "first .. last seen", "status", "label", "representative unit"]
+    columns = ["id", "impact", "units", "share", "cost (mean)", "first .. last seen", "status", "label",
+               "representative unit"]
     table = Table(*columns, *(["structural key"] if with_key else []), title="failure signatures by impact")
     for sig in signatures:
         units = f"{sig.size} (+{sig.assigned})" if sig.assigned else str(sig.size)
-        table.add_row(str(sig.id), f"{sig.impact:.1f}", units, f"{sig.share:.1%}", _seen(sig.first_seen, sig.last_seen),
+        u = sig.usage
+        cost = "-" if u.cost_usd_sum is None else f"${u.cost_usd_sum:.4f} (${u.cost_usd_mean or 0:.4f})"
+        table.add_row(str(sig.id), f"{sig.impact:.1f}", units, f"{sig.share:.1%}", cost,
+                      _seen(sig.first_seen, sig.last_seen),
                       sig.status, escape(sig.label), escape(sig.representative_unit or ""),
                       *([escape(sig.structural_key)] if with_key else []))
     return table
@@ -51,7 +55,7 @@ def _table(signatures: list[Signature], with_key: bool) -> Table:
 
 def _refresh(app: AppContext, rebuild: bool, quiet: bool) -> list[Signature]:
     """Build when asked or when nothing is built yet; else assign unseen failed units."""
-    signatures = [] if rebuild else list_signatures(app.store)
+    signatures = [] if rebuild else list_signatures(app.store, prices=app.settings.prices)
     stats = EmbeddingStats()
     if not signatures:
         with progress_bar("embedding failed units", len(failed_unit_ids(app.store))) as advance:
@@ -62,7 +66,7 @@ def _refresh(app: AppContext, rebuild: bool, quiet: bool) -> list[Signature]:
         if unseen:
             with progress_bar("embedding new failed units", len(unseen)) as advance:
                 result = update_signatures(app.store, app.settings, progress=advance, stats=stats)
-            signatures = list_signatures(app.store)
+            signatures = list_signatures(app.store, prices=app.settings.prices)
             if not quiet:
                 console.print(f"{len(result.assigned)} new units assigned to signatures, "
                               f"{len(result.new_signatures)} new signatures, {len(result.new_units)} units marked new")

@@ -28,13 +28,18 @@ from pydantic import BaseModel, ConfigDict, Field, JsonValue
 from sqlalchemy import select
 from sqlalchemy.orm import Session as OrmSession
 
+from assay._store.signal_rows import add_evaluator_fails
 from assay._store.store import Store
 from assay._store.tables import RunRow, ScoreRow, utcnow
 from assay.exceptions import NotFoundError
 
 ScoreStatus = Literal["scored", "unscored", "error", "not_applicable"]
+ParseStatus = Literal["ok", "repaired", "failed"]
+"""How the verdict was read: ``ok`` as given (a judge reply that is valid JSON, a code check's value),
+``repaired`` (a judge reply that needed repair: a code fence, comments, raw newlines, trailing text; see
+:mod:`assay.evaluators.verdict`), ``failed`` (no verdict could be read: no reply, or none in it)."""
 INSERT_CHUNK = 1000
-"""Score rows per multi-row INSERT statement (11 bound values each: within SQLite's and PostgreSQL's limits)."""
+"""Score rows per multi-row INSERT statement (12 bound values each: within SQLite's and PostgreSQL's limits)."""
 
 
 class Lineage(BaseModel):
@@ -87,7 +92,8 @@ class NewScore(NamedTuple):
     """One score row to write (its run, dataset version and judge parameters come from the batch's lineage).
 
     ``status`` is ``scored`` (``score`` in [0, 1] and ``verdict`` set) or the failure's status
-    (``score`` and ``verdict`` None); ``reason`` is the judge's reason, the check's message or the error.
+    (``score`` and ``verdict`` None); ``reason`` is the judge's reason, the check's message or the error;
+    ``parse_status`` how the verdict was read (:data:`ParseStatus`).
     """
 
     unit_id: str
@@ -99,6 +105,7 @@ class NewScore(NamedTuple):
     verdict: str | None
     reason: str
     raw: str | None
+    parse_status: ParseStatus = "ok"
 
 
 # --- runs ---------------------------------------------------------------------------------------
@@ -182,7 +189,7 @@ def _values(lineage: Lineage, sc: NewScore) -> dict[str, Any]:
     return {"run_id": lineage.run_id, "unit_id": sc.unit_id, "evaluator_name": sc.evaluator,
             "evaluator_version": sc.evaluator_version, "judge_model": sc.judge_model,
             "dataset_version": lineage.dataset_version, "status": sc.status, "score": sc.score,
-            "verdict": sc.verdict, "reason": sc.reason, "raw": sc.raw}
+            "verdict": sc.verdict, "reason": sc.reason, "raw": sc.raw, "parse_status": sc.parse_status}
 
 
 def add_scores(s: OrmSession, lineage: Lineage, scores: Sequence[NewScore]) -> dict[str, int]:
@@ -191,6 +198,9 @@ def add_scores(s: OrmSession, lineage: Lineage, scores: Sequence[NewScore]) -> d
     Rows whose (run id, unit id, evaluator version) is already stored are skipped:
     ``INSERT ... ON CONFLICT DO NOTHING ... RETURNING`` on SQLite and PostgreSQL, sent as multi-row
     INSERTs of up to :data:`INSERT_CHUNK` rows; other databases check first in the same transaction.
+    Every failed score written (verdict ``fail``) of an active evaluator in a gate, online or backfill
+    run also becomes a failure signal, in the same transaction
+    (:func:`assay._store.signal_rows.add_evaluator_fails`): the loop back from scores to signatures.
 
     Returns:
         ``{unit id: score id}`` of the rows inserted (empty when a previous attempt wrote them all).
@@ -203,6 +213,14 @@ def add_scores(s: OrmSession, lineage: Lineage, scores: Sequence[NewScore]) -> d
     rows = [_values(lineage, sc) for sc in scores]
     if not rows:
         return {}
+    inserted = _insert(s, lineage, rows)
+    fails = [(sc.unit_id, sc.reason) for sc in scores
+             if sc.status == "scored" and sc.verdict == "fail" and sc.unit_id in inserted]
+    add_evaluator_fails(s, lineage.evaluator, lineage.evaluator_version, lineage.run_id, lineage.run_kind, fails)
+    return inserted
+
+
+def _insert(s: OrmSession, lineage: Lineage, rows: list[dict[str, Any]]) -> dict[str, int]:
     dialect = s.get_bind().dialect.name
     if dialect not in ("postgresql", "sqlite"):
         return _add_checked(s, lineage, rows)

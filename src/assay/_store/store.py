@@ -18,9 +18,13 @@ from sqlalchemy.orm import Session as OrmSession
 from sqlalchemy.orm import sessionmaker
 
 from assay._store.migrate import upgrade as upgrade_schema
+from assay._store.signal_rows import SETTINGS_KEY, failed_units_query
 from assay._store.tables import SpanRow, UnitRow
 from assay.exceptions import NotFoundError
+from assay.settings.signals import SignalSettings
+from assay.traces.merge import merge_copies
 from assay.traces.model import Span, SpanEvent, Unit
+from assay.traces.usage import unit_usage
 
 if TYPE_CHECKING:
     from assay._store.spans import SpanWrite
@@ -34,6 +38,8 @@ class IngestCounts:
     units_updated: int = 0
     spans_new: int = 0
     spans_duplicate: int = 0
+    spans_merged: int = 0
+    """Spans whose copies differed and were merged (see :meth:`Store.add_units`)."""
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
@@ -58,17 +64,21 @@ class Store:
         url: SQLAlchemy URL, e.g. ``sqlite:///.assay/assay.db`` or ``postgresql+psycopg://...``.
             For SQLite the parent folder is created. The schema is migrated to the newest
             revision on open (Alembic, see :mod:`assay._store.migrate`).
+        signals: the ``[signals]`` settings (``settings.signals``): ``fail_at`` decides which units are
+            *failed*, and the store writes failed evaluator scores as signals with their strength.
+            Default: the defaults.
     """
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, signals: SignalSettings | None = None) -> None:
         self.url = url
+        self.signals = signals or SignalSettings()
         if url.startswith("sqlite:///") and not url.startswith("sqlite:///:memory:"):
             Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
         self.engine: Engine = create_engine(url)
         if self.engine.dialect.name == "sqlite":
             event.listen(self.engine, "connect", _sqlite_pragmas)
         upgrade_schema(self.engine)
-        self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+        self._sessions = sessionmaker(self.engine, expire_on_commit=False, info={SETTINGS_KEY: self.signals})
 
     @contextmanager
     def session(self) -> Iterator[OrmSession]:
@@ -82,7 +92,9 @@ class Store:
 
     # --- units -------------------------------------------------------------------------
     def add_units(self, units: list[Unit]) -> IngestCounts:
-        """Store units and their spans; a span already stored (same trace id + span id) is skipped.
+        """Store units and their spans. A span already stored (same trace id + span id), or given twice,
+        is merged with its other copies (:func:`assay.traces.merge.merge_copies`: the most complete copy
+        wins field by field); identical copies count as duplicates.
 
         A unit seen before gets the new spans added; its outcome is updated when the new
         data knows it.
@@ -90,34 +102,57 @@ class Store:
         counts = IngestCounts()
         with self.session() as s:
             for unit in units:
-                keys = {(sp.trace_id, sp.span_id) for sp in unit.spans}
-                trace_ids = {k[0] for k in keys}
-                existing = set(s.execute(select(SpanRow.trace_id, SpanRow.span_id)
-                                         .where(SpanRow.trace_id.in_(trace_ids))))
-                row = s.get(UnitRow, unit.unit_id)
-                new_spans = [sp for sp in unit.spans if (sp.trace_id, sp.span_id) not in existing]
-                counts.spans_new += len(new_spans)
-                counts.spans_duplicate += len(unit.spans) - len(new_spans)
-                if row is None:
-                    row = UnitRow(unit_id=unit.unit_id, kind=unit.kind, source=unit.source,
-                                  outcome=unit.outcome, reward=unit.reward, attributes=unit.attributes)
-                    s.add(row)
-                    s.flush()
-                    counts.units_new += 1
-                elif new_spans or (unit.outcome != "unknown" and row.outcome != unit.outcome):
-                    counts.units_updated += 1
-                if unit.outcome != "unknown":
-                    row.outcome, row.reward = unit.outcome, unit.reward
-                for sp in new_spans:
-                    s.add(SpanRow(trace_id=sp.trace_id, span_id=sp.span_id, unit_id=unit.unit_id,
-                                  start_ns=sp.start_ns, parent_span_id=sp.parent_span_id,
-                                  data=sp.model_dump(mode="json")))
-                if new_spans:
-                    s.flush()
-                    all_spans = self._spans(s, unit.unit_id)
-                    row.content_hash = unit_content_hash(all_spans)
-                    row.has_error = any(sp.status == "error" for sp in all_spans)
+                self._add_unit(s, unit, counts)
         return counts
+
+    def _add_unit(self, s: OrmSession, unit: Unit, counts: IngestCounts) -> None:
+        from assay._store.spans import merge_batch, store_media, stored_rows
+
+        spans, duplicates, merged = merge_batch(list(unit.spans))
+        counts.spans_duplicate += duplicates
+        stored = stored_rows(s, [(sp.trace_id, sp.span_id) for sp in spans])
+        new_spans: list[Span] = []
+        changed = 0
+        for sp in spans:
+            old = stored.get((sp.trace_id, sp.span_id))
+            if old is None:
+                new_spans.append(sp)
+                continue
+            both, differed = merge_copies([Span.model_validate(old.data), sp])
+            if not differed:
+                counts.spans_duplicate += 1
+                continue
+            merged.add((sp.trace_id, sp.span_id))
+            old.data, old.start_ns = both.model_dump(mode="json"), both.start_ns
+            old.parent_span_id = both.parent_span_id
+            changed += 1
+        counts.spans_new += len(new_spans)
+        counts.spans_merged += len(merged)
+        row = s.get(UnitRow, unit.unit_id)
+        if row is None:
+            row = UnitRow(unit_id=unit.unit_id, kind=unit.kind, source=unit.source,
+                          outcome=unit.outcome, reward=unit.reward, attributes=unit.attributes)
+            s.add(row)
+            s.flush()
+            counts.units_new += 1
+        elif new_spans or changed or (unit.outcome != "unknown" and row.outcome != unit.outcome):
+            counts.units_updated += 1
+        if unit.outcome != "unknown":
+            row.outcome, row.reward = unit.outcome, unit.reward
+        for sp in new_spans:
+            s.add(SpanRow(trace_id=sp.trace_id, span_id=sp.span_id, unit_id=unit.unit_id,
+                          start_ns=sp.start_ns, parent_span_id=sp.parent_span_id,
+                          data=sp.model_dump(mode="json")))
+        store_media(s, spans)
+        if new_spans or changed:
+            s.flush()
+            for uid in {unit.unit_id} | {stored[k].unit_id for k in merged if k in stored}:
+                all_spans = self._spans(s, uid)
+                target = s.get(UnitRow, uid)
+                if target is not None:
+                    target.content_hash = unit_content_hash(all_spans)
+                    target.has_error = any(sp.status == "error" for sp in all_spans)
+                    target.usage = unit_usage(all_spans).model_dump(mode="json")
 
     def add_spans(self, spans: list[Span], source: str = "otlp-http") -> SpanWrite:
         """Store spans arriving in batches (live ingestion): orphan/clock-skew flags, late parents
@@ -179,8 +214,9 @@ class Store:
     def select_unit_ids(self, selection: str | None = None) -> list[str]:
         """Unit ids matching a selection, sorted.
 
-        A selection is ``None``/``"all"`` (every unit), ``"failed"`` (outcome fail; or, where the
-        source recorded no outcome, an error span), ``"passed"``, ``"prefix:TEXT"`` (unit id starts with TEXT),
+        A selection is ``None``/``"all"`` (every unit), ``"failed"`` (the unit's failure score, the
+        noisy-OR of its failure signals, is at least ``[signals] fail_at``; see :meth:`failed_unit_ids`),
+        ``"passed"`` (every other unit), ``"prefix:TEXT"`` (unit id starts with TEXT),
         ``"source:TEXT"`` (source contains TEXT), or ``"labelled"`` (units with annotations).
         Comma-separated terms are intersected. ``None`` means every unit; an explicitly empty
         selection (``""``, ``"prefix:"``, ``"source:"``, an empty comma term) is refused, so an unset
@@ -198,26 +234,43 @@ class Store:
                 raise UsageError(f"empty selection {selection!r}: give all, failed, passed, labelled, "
                                  "prefix:TEXT or source:TEXT (omit the option for all units)")
 
+        asked = {t.strip() for t in (selection or "all").split(",")}
         with self.session() as s:
-            rows = list(s.execute(select(UnitRow.unit_id, UnitRow.outcome, UnitRow.has_error,
-                                         UnitRow.source)))
+            rows = list(s.execute(select(UnitRow.unit_id, UnitRow.source)))
             labelled = set(s.scalars(select(AnnotationRow.unit_id).distinct()))
+            failed = set(s.scalars(failed_units_query(self.signals.fail_at))) if asked & {"failed", "passed"} \
+                else set()
         ids = {r[0] for r in rows}
         for term in (selection or "all").split(","):
             term = term.strip()
             if term in ("", "all"):
                 continue
             if term == "failed":
-                ids &= {r[0] for r in rows if r[1] == "fail" or (r[1] == "unknown" and r[2])}
+                ids &= failed
             elif term == "passed":
-                ids &= {r[0] for r in rows if r[1] == "pass"}
+                ids -= failed
             elif term == "labelled":
                 ids &= labelled
             elif term.startswith("prefix:"):
                 ids &= {r[0] for r in rows if r[0].startswith(term[7:])}
             elif term.startswith("source:"):
-                ids &= {r[0] for r in rows if term[7:] in r[3]}
+                ids &= {r[0] for r in rows if term[7:] in r[1]}
             else:
                 raise UsageError(f"unknown unit selection {term!r}: use all, failed, passed, labelled, "
                                  "prefix:TEXT or source:TEXT")
         return sorted(ids)
+
+    def failed_unit_ids(self) -> list[str]:
+        """Ids of the *failed* units, sorted: a unit's failure score (noisy-OR of its failure signals'
+        strengths) is at least ``[signals] fail_at``; a unit not yet run through the detectors counts by
+        what its source recorded (outcome fail or an error span). One SQL query
+        (:func:`assay._store.signal_rows.failed_units_query`, usable as a subquery)."""
+        with self.session() as s:
+            return sorted(s.scalars(failed_units_query(self.signals.fail_at)))
+
+    def failed_among(self, unit_ids: list[str]) -> set[str]:
+        """Which of ``unit_ids`` are *failed* (see :meth:`failed_unit_ids`)."""
+        failed = failed_units_query(self.signals.fail_at).subquery()
+        with self.session() as s:
+            return {u for i in range(0, len(unit_ids), 500)
+                    for u in s.scalars(select(failed.c[0]).where(failed.c[0].in_(unit_ids[i:i + 500])))}

@@ -29,6 +29,9 @@ class UnitRow(Base):
     content_hash: Mapped[str] = mapped_column(String(64), default="")
     has_error: Mapped[bool] = mapped_column(default=False)
     ingested_at: Mapped[datetime] = mapped_column(default=utcnow)
+    usage: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    """The unit's :class:`assay.traces.usage.UnitUsage` (without configured prices), recomputed when its
+    spans change; None for a unit stored before it existed (computed when first read)."""
 
 
 class SpanRow(Base):
@@ -121,10 +124,18 @@ class CriterionRow(Base):
     text: Mapped[str] = mapped_column(Text)
     version: Mapped[int] = mapped_column(Integer, default=1)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    scale: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    """The criterion's scale (``assay.annotations.scale``) as JSON; NULL is binary (pass/fail)."""
 
 
 class AnnotationRow(Base):
-    """Append-only: corrections add a row, never overwrite."""
+    """Append-only: corrections add a row, never overwrite.
+
+    ``value`` is the judgment on the criterion's scale (JSON: a string or a level); NULL on rows made
+    before scales existed, whose ``label`` (pass/fail) is the value. ``label`` is NULL on non-binary
+    scales. A pairwise judgment names its second output's unit (``second_unit_id``) and the order the
+    annotator saw them in (``shown_order``).
+    """
 
     __tablename__ = "annotations"
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -133,7 +144,10 @@ class AnnotationRow(Base):
     criterion_version: Mapped[int | None] = mapped_column(Integer, nullable=True)
     annotator: Mapped[str] = mapped_column(String(200))
     annotator_kind: Mapped[str] = mapped_column(String(10))
-    label: Mapped[str] = mapped_column(String(10))
+    label: Mapped[str | None] = mapped_column(String(10), nullable=True)
+    value: Mapped[Any] = mapped_column(JSON, nullable=True)
+    second_unit_id: Mapped[str | None] = mapped_column(ForeignKey("units.unit_id"), nullable=True)
+    shown_order: Mapped[str | None] = mapped_column(String(20), nullable=True)
     severity: Mapped[int | None] = mapped_column(Integer, nullable=True)
     rationale: Mapped[str] = mapped_column(Text, default="")
     source: Mapped[str] = mapped_column(String(300), default="")
@@ -188,6 +202,19 @@ class ScoreRow(Base):
     verdict: Mapped[str | None] = mapped_column(String(20), nullable=True)
     reason: Mapped[str] = mapped_column(Text, default="")
     raw: Mapped[str | None] = mapped_column(Text, nullable=True)
+    parse_status: Mapped[str | None] = mapped_column(String(10), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class MediaRow(Base):
+    """Inline bytes of message media (images, audio, files), once per content: the key is their SHA-256
+    (:class:`assay.traces.media.MediaPart` ``sha256``); the review page serves thumbnails from here."""
+
+    __tablename__ = "media"
+    sha256: Mapped[str] = mapped_column(String(64), primary_key=True)
+    mime_type: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    size_bytes: Mapped[int] = mapped_column(Integer)
+    data: Mapped[bytes] = mapped_column(LargeBinary)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
@@ -276,4 +303,98 @@ class AuditItemRow(Base):
     criterion_name: Mapped[str] = mapped_column(String(200))
     criterion_version: Mapped[int] = mapped_column(Integer, default=1)
     score_id: Mapped[int] = mapped_column(ForeignKey("scores.id"))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class SignalRow(Base):
+    """A failure signal (``assay.signals.FailureSignal``), append-only: a row is never edited or deleted.
+
+    ``key`` is the signal's content id (writes are idempotent on it); ``weight`` is -ln(1 - strength)
+    (capped), what the ``failed`` selection sums (noisy-OR in log space); ``producer_*`` repeat the
+    lineage's type, name and version for queries. ``retracted_at`` is set on a detector's signal that a
+    re-detection of the unit (new content, detector version or thresholds) no longer finds; a retracted
+    signal no longer counts.
+    """
+
+    __tablename__ = "failure_signals"
+    __table_args__ = (Index("ix_failure_signals_producer", "producer_type", "producer", "producer_version"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    key: Mapped[str] = mapped_column(String(32), unique=True)
+    unit_id: Mapped[str] = mapped_column(ForeignKey("units.unit_id"), index=True)
+    source: Mapped[str] = mapped_column(String(20))
+    kind: Mapped[str] = mapped_column(String(40), index=True)
+    strength: Mapped[float] = mapped_column(Float)
+    weight: Mapped[float] = mapped_column(Float)
+    evidence: Mapped[str] = mapped_column(Text, default="")
+    step: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    time_ns: Mapped[int] = mapped_column(BigInteger, default=0)
+    lineage: Mapped[dict[str, Any]] = mapped_column(JSON)
+    producer_type: Mapped[str] = mapped_column(String(20))
+    producer: Mapped[str] = mapped_column(String(200))
+    producer_version: Mapped[str] = mapped_column(String(200), default="")
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    retracted_at: Mapped[datetime | None] = mapped_column(nullable=True)
+
+
+class SignalScanRow(Base):
+    """Which unit content was last run through the detectors, under which detectors and settings
+    (``detectors_hash``), with what the population detectors need of it: its workflow key and size."""
+
+    __tablename__ = "signal_scans"
+    unit_id: Mapped[str] = mapped_column(ForeignKey("units.unit_id"), primary_key=True)
+    content_hash: Mapped[str] = mapped_column(String(64))
+    detectors_hash: Mapped[str] = mapped_column(String(64))
+    workflow: Mapped[str] = mapped_column(String(600), default="")
+    steps: Mapped[int] = mapped_column(Integer, default=0)
+    population: Mapped[bool] = mapped_column(default=False)
+    scanned_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class FeedbackRow(Base):
+    """Explicit user feedback as received (thumbs or a score, optional comment), attached to its unit or
+    pending until its trace arrives (``status``, ``reason``). Idempotent on ``key``, its content id."""
+
+    __tablename__ = "feedback"
+    __table_args__ = (Index("ix_feedback_pending", "status", "trace_id"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    key: Mapped[str] = mapped_column(String(32), unique=True)
+    channel: Mapped[str] = mapped_column(String(20))
+    sender: Mapped[str] = mapped_column(String(200), default="")
+    trace_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    session_id: Mapped[str | None] = mapped_column(String(300), nullable=True)
+    target_unit: Mapped[str | None] = mapped_column(String(300), nullable=True)
+    span_id: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    thumbs: Mapped[str | None] = mapped_column(String(4), nullable=True)
+    score: Mapped[float | None] = mapped_column(Float, nullable=True)
+    comment: Mapped[str] = mapped_column(Text, default="")
+    origin: Mapped[str] = mapped_column(String(300), default="")
+    time_ns: Mapped[int] = mapped_column(BigInteger, default=0)
+    status: Mapped[str] = mapped_column(String(10))
+    reason: Mapped[str] = mapped_column(Text, default="")
+    unit_id: Mapped[str | None] = mapped_column(ForeignKey("units.unit_id"), nullable=True, index=True)
+    signal_key: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    received_at: Mapped[datetime] = mapped_column(default=utcnow)
+    attached_at: Mapped[datetime | None] = mapped_column(nullable=True)
+
+
+class OpenCodingRow(Base):
+    """One open-coding call (or cache hit) of a judge model on one unit's content: its note, the step it
+    names, tokens and cost; the ledger the daily budget (UTC ``day``) is counted from."""
+
+    __tablename__ = "open_coding"
+    __table_args__ = (Index("ix_open_coding_day", "day"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    unit_id: Mapped[str] = mapped_column(ForeignKey("units.unit_id"), index=True)
+    content_hash: Mapped[str] = mapped_column(String(64))
+    model: Mapped[str] = mapped_column(String(200))
+    prompt_version: Mapped[str] = mapped_column(String(32))
+    day: Mapped[str] = mapped_column(String(10))
+    status: Mapped[str] = mapped_column(String(10))
+    cached: Mapped[bool] = mapped_column(default=False)
+    input_tokens: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    output_tokens: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    cost_usd: Mapped[float | None] = mapped_column(Float, nullable=True)
+    went_wrong: Mapped[bool | None] = mapped_column(nullable=True)
+    note: Mapped[str] = mapped_column(Text, default="")
+    step: Mapped[int | None] = mapped_column(Integer, nullable=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)

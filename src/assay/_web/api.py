@@ -17,29 +17,49 @@ Endpoints:
     GET  /criteria/{name}/agreement   human-human agreement on one criterion
     GET  /evaluators                  evaluator versions with status, calibration and latest run
     GET  /evaluators/{name}/scores    the latest score per unit of an evaluator
+    POST /feedback                    user feedback on a trace, session or unit (thumbs or a score, a
+                                      comment): 201 attached, 202 kept pending until the trace arrives, 200
+                                      the same feedback again; a malformed body is 400 with the reason
+    GET  /feedback                    feedback received (filter: status=pending|attached)
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import secrets
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request
-from pydantic import BaseModel, ConfigDict, Field
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from sqlalchemy import func, select
+from starlette.concurrency import run_in_threadpool
 
 from assay._store import Store
 from assay._store.spans import load_unit, resolve_unit_id
 from assay._store.tables import AnnotationRow, ApiKeyRow, EvaluatorRow, ScoreRow
-from assay.annotations import Annotation, add_annotations, get_criterion, list_annotations, list_criteria
+from assay.annotations import (
+    Annotation,
+    BinaryScale,
+    add_annotations,
+    fit_to_scale,
+    get_criterion,
+    list_annotations,
+    list_criteria,
+)
 from assay.annotations.agreement import HumanAgreement, human_agreement
 from assay.annotations.model import AnnotatorKind, Criterion, Label
-from assay.exceptions import NotFoundError
+from assay.annotations.scale import ScaleValue, ShownOrder
+from assay.exceptions import NotFoundError, UsageError
 from assay.settings import Settings
+from assay.signals import FailureSignal, FeedbackItem, FeedbackResult, assess, record_feedback, unit_signals
+from assay.signals.feedback import FeedbackRecord, list_feedback
 from assay.signatures import Signature, list_signatures
 from assay.traces import Step, step_timeline
+from assay.traces.model import timestamp_ns
+from assay.traces.usage import UnitUsage, unit_usage
 
 MAX_LIMIT = 10_000
 
@@ -56,18 +76,33 @@ class UnitOut(BaseModel):
     trace_ids: list[str]
     span_count: int
     has_error: bool
+    open_spans: int = Field(description="spans stored without an end time (in progress): the unit may still grow")
+    orphan_spans: int = Field(description="spans whose parent has not arrived (flagged 'orphan'); after "
+                              "[online] orphan_grace_s the parent counts as lost")
     content_missing_reason: str | None = Field(description="why a judge should skip the unit, or null")
     steps: list[Step] = Field(description="the step timeline in time order, indices 1-based, times in ns (UTC)")
+    usage: UnitUsage = Field(description="token usage, cost (USD; the source's, else configured prices) and "
+                             "latency, summed once per trace; unknown values are null, with coverage counts")
+    failed: bool = Field(description="the unit counts as failed: its failure score is at least [signals] fail_at "
+                                     "(before its first scan: the source recorded a failure)")
+    failure_score: float = Field(description="noisy-OR of its failure signals' strengths, 0..1")
+    signals: list[FailureSignal] = Field(description="its failure signals; ``step`` points into ``steps``")
 
 
 class AnnotationIn(BaseModel):
     """A new annotation. ``annotator`` defaults to the API key's owner; ``criterion_version``
-    defaults to the criterion's current version (give an older one only for labels made under it)."""
+    defaults to the criterion's current version (give an older one only for labels made under it).
+    The judgment is ``label`` (pass/fail) or ``value`` on the criterion's scale; a value that does not
+    fit the scale is a 422 naming the allowed values."""
 
     model_config = ConfigDict(extra="forbid")
 
     unit_id: str = Field(min_length=1)
-    label: Label
+    label: Label | None = Field(None, description="pass or fail (binary criteria and labels without a criterion)")
+    value: ScaleValue | None = Field(None, description="the judgment on the criterion's scale: pass/fail, a level, "
+                                                       "a class name, first/second/tie")
+    second_unit_id: str | None = Field(None, description="pairwise: the second output's unit")
+    shown_order: ShownOrder | None = Field(None, description="pairwise: the order the outputs were shown in")
     severity: int | None = Field(None, ge=1, le=4, description="1 (minor) .. 4 (critical)")
     rationale: str = Field("", max_length=20_000)
     criterion: str | None = Field(None, description="criterion name or id; null: the unit as a whole")
@@ -76,6 +111,72 @@ class AnnotationIn(BaseModel):
     annotator_kind: AnnotatorKind = "human"
     source: str = Field("api", max_length=300)
     extra: dict[str, Any] = Field(default_factory=dict)
+
+
+class FeedbackIn(BaseModel):
+    """User feedback (``POST /feedback``): exactly one of ``trace_id``, ``session_id``, ``unit_id``, and
+    exactly one of ``thumbs`` and ``score``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    trace_id: str | None = Field(None, pattern=r"^[0-9a-fA-F]{32}$", description="OTel trace id (32 hex)")
+    session_id: str | None = Field(None, min_length=1, max_length=280,
+                                   description="gen_ai.conversation.id / session.id of a session")
+    unit_id: str | None = Field(None, min_length=1, max_length=300, description="an assay unit id")
+    span_id: str | None = Field(None, pattern=r"^[0-9a-fA-F]{16}$", description="the span it is about (16 hex)")
+    thumbs: Literal["up", "down"] | None = None
+    score: float | None = Field(None, ge=0, le=1, allow_inf_nan=False, description="0 (bad) .. 1 (good)")
+    comment: str = Field("", max_length=20_000)
+    time: str | int | None = Field(None, description="when it was given: ISO 8601 or epoch (s, ms, us or ns); "
+                                   "default: when it arrives")
+
+    @model_validator(mode="after")
+    def _one_each(self) -> FeedbackIn:
+        targets = [n for n in ("trace_id", "session_id", "unit_id") if getattr(self, n) is not None]
+        if len(targets) != 1:
+            raise ValueError(f"give exactly one of trace_id, session_id, unit_id (got {', '.join(targets) or 'none'})")
+        if (self.thumbs is None) == (self.score is None):
+            raise ValueError("give exactly one of thumbs ('up' or 'down') and score (a number in [0, 1])")
+        return self
+
+
+MAX_FEEDBACK_BYTES = 64 * 1024
+
+
+def _reasons(exc: ValidationError) -> str:
+    parts = []
+    for err in exc.errors(include_url=False):
+        where = ".".join(str(p) for p in err["loc"])
+        parts.append(f"{where}: {err['msg']}" if where else str(err["msg"]).removeprefix("Value error, "))
+    return "; ".join(parts)
+
+
+def feedback_item(body: bytes, sender: str) -> FeedbackItem:
+    """A ``POST /feedback`` body as a :class:`~assay.signals.FeedbackItem` (channel ``api``).
+
+    Raises:
+        HTTPException: 400 with the reason: not JSON, not an object, unknown or invalid fields, no or several
+            targets, neither or both of thumbs and score, a bad time; 413 over 64 KiB.
+    """
+    if len(body) > MAX_FEEDBACK_BYTES:
+        raise HTTPException(status_code=413, detail=f"feedback body over {MAX_FEEDBACK_BYTES} bytes")
+    try:
+        data = json.loads(body)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise HTTPException(status_code=400, detail=f"body is not valid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise HTTPException(status_code=400, detail="body must be a JSON object")
+    try:
+        given = FeedbackIn.model_validate(data)
+        when = timestamp_ns(given.time) if given.time is not None else 0
+    except ValidationError as exc:
+        raise HTTPException(status_code=400, detail=_reasons(exc)) from None
+    except ValueError as exc:
+        raise HTTPException(status_code=400, detail=f"time: {exc}") from None
+    return FeedbackItem(channel="api", sender=sender, trace_id=given.trace_id.lower() if given.trace_id else None,
+                        session_id=given.session_id, unit_id=given.unit_id,
+                        span_id=given.span_id.lower() if given.span_id else None, thumbs=given.thumbs,
+                        score=given.score, comment=given.comment, origin="POST /api/v1/feedback", time_ns=when)
 
 
 class LatestRun(BaseModel):
@@ -116,6 +217,8 @@ class ScoreOut(BaseModel):
     score: float | None = Field(description="0..1; null when the evaluator failed")
     verdict: str | None
     reason: str
+    parse_status: str | None = Field(None, description="how the verdict was read: ok, repaired or failed "
+                                     "(null: stored before this was recorded)")
     created_at: datetime
 
 
@@ -167,7 +270,7 @@ def api_router(settings: Settings, store: Store) -> APIRouter:
 
     @router.get("/signatures", response_model=list[Signature], summary="Failure signatures ranked by impact")
     def signatures(include_retired: bool = False) -> list[Signature]:
-        return list_signatures(store, include_retired=include_retired)
+        return list_signatures(store, include_retired=include_retired, prices=settings.prices)
 
     @router.get("/units/{unit_id:path}", response_model=UnitOut, summary="One unit and its step timeline")
     def unit(unit_id: str) -> UnitOut:
@@ -175,10 +278,35 @@ def api_router(settings: Settings, store: Store) -> APIRouter:
         if current is None:
             raise HTTPException(status_code=404, detail=f"unit not found: {unit_id!r}")
         u = load_unit(store, current)
+        signals = unit_signals(store, [current])[current]
         return UnitOut(unit_id=u.unit_id, resolved_from=unit_id if current != unit_id else None, kind=u.kind,
                        source=u.source, outcome=u.outcome, reward=u.reward, trace_ids=u.trace_ids,
                        span_count=len(u.spans), has_error=u.has_error,
-                       content_missing_reason=u.content_missing_reason, steps=step_timeline(u))
+                       open_spans=sum(s.end_ns <= 0 and not s.synthetic_time for s in u.spans),
+                       orphan_spans=sum("orphan" in s.flags for s in u.spans),
+                       content_missing_reason=u.content_missing_reason, steps=step_timeline(u),
+                       usage=unit_usage(u).priced(settings.prices),
+                       failed=current in store.failed_among([current]),
+                       failure_score=assess(current, signals, store.signals).score, signals=signals)
+
+    @router.post("/feedback", response_model=FeedbackResult, status_code=201,
+                 summary="User feedback on a trace, session or unit (thumbs or a score in [0, 1])",
+                 responses={200: {"description": "the same feedback was received before (stored once)"},
+                            202: {"description": "kept pending: its trace, session or unit is not stored yet"},
+                            400: {"description": "malformed body, with the reason"}},
+                 openapi_extra={"requestBody": {"required": True, "content": {
+                     "application/json": {"schema": FeedbackIn.model_json_schema()}}}})
+    async def post_feedback(request: Request, who: Caller = Depends(caller)) -> JSONResponse:  # noqa: B008
+        item = feedback_item(await request.body(), who.owner)
+        result = (await run_in_threadpool(record_feedback, store, [item], store.signals))[0]
+        status = 200 if result.duplicate else 201 if result.status == "attached" else 202
+        return JSONResponse(result.model_dump(mode="json"), status_code=status)
+
+    @router.get("/feedback", response_model=list[FeedbackRecord], summary="Feedback received, oldest first")
+    def get_feedback(status: Literal["pending", "attached"] | None = None,
+                     limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = 1000,
+                     offset: Annotated[int, Query(ge=0)] = 0) -> list[FeedbackRecord]:
+        return list_feedback(store, status, limit, offset)
 
     @router.get("/annotations", response_model=list[Annotation], summary="Annotations, oldest first")
     def annotations(unit_id: str | None = None, criterion: str | None = None,
@@ -213,12 +341,22 @@ def api_router(settings: Settings, store: Store) -> APIRouter:
         extra = {**body.extra, "api_key": who.key_prefix}
         if current != body.unit_id:
             extra["unit_id_given"] = body.unit_id
-        record = Annotation(unit_id=current, annotator=body.annotator or who.owner,
-                            annotator_kind=body.annotator_kind, label=body.label, severity=body.severity,
-                            rationale=body.rationale, criterion=crit.name if crit else None,
-                            criterion_version=(body.criterion_version or crit.version) if crit else None,
-                            source=body.source, extra=extra)
-        add_annotations(store, [record])
+        second = resolve_unit_id(store, body.second_unit_id) if body.second_unit_id else None
+        if body.second_unit_id and second is None:
+            raise _bad(f"unit not found: {body.second_unit_id!r}")
+        try:
+            record = Annotation(unit_id=current, annotator=body.annotator or who.owner,
+                                annotator_kind=body.annotator_kind, label=body.label, value=body.value,
+                                second_unit_id=second, shown_order=body.shown_order, severity=body.severity,
+                                rationale=body.rationale, criterion=crit.name if crit else None,
+                                criterion_version=(body.criterion_version or crit.version) if crit else None,
+                                source=body.source, extra=extra)
+            add_annotations(store, [record])
+        except ValidationError as exc:
+            raise _bad("; ".join(e["msg"].removeprefix("Value error, ") for e in exc.errors())) from None
+        except UsageError as exc:
+            raise _bad(str(exc)) from None
+        record = fit_to_scale(record, crit.scale if crit else BinaryScale())
         with store.session() as s:
             row = s.scalar(select(AnnotationRow).where(AnnotationRow.unit_id == current,
                                                        AnnotationRow.annotator == record.annotator)

@@ -10,6 +10,11 @@ count and a message in ``partialSuccess``; a response is sent only after the sto
 Failures answer a ``google.rpc.Status`` (``{code, message}`` in JSON): 400 undecodable body, 401
 missing/wrong API key, 413 body over ``max_body_bytes`` (compressed or not), 415 other content types,
 503 store unavailable (retryable).
+
+User feedback in spans (attributes, events) and log records is recorded as it arrives
+(:mod:`assay.signals.feedback`): attached to its unit, or kept pending until its trace arrives. The
+detectors run later, off the request path, once a unit is complete (the online worker, or
+``assay signals update``), so ingestion does not wait for them.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from starlette.concurrency import run_in_threadpool
 from assay._store import Store
 from assay.exceptions import OtlpError
 from assay.settings import ServerSettings
+from assay.signals import feedback
 from assay.traces import otlp
 from assay.traces.model import Span
 from assay.traces.otlp import Encoding, LogItem, Signal
@@ -85,14 +91,26 @@ class Receiver:
     lock: threading.Lock
 
     def write_spans(self, spans: list[Span]) -> list[str]:
-        """Store spans (committed on return); the clock-skew warnings."""
+        """Store spans (committed on return), then the feedback they carry and pending feedback naming their
+        traces or sessions (:mod:`assay.signals.feedback`); the clock-skew warnings."""
+        cfg = self.store.signals
         with self.lock:
-            return self.store.add_spans(spans, "otlp-http").warnings
+            warnings = self.store.add_spans(spans, "otlp-http").warnings
+            items = [item for sp in spans for item in feedback.from_span(sp, cfg)]
+            if items:
+                feedback.record_feedback(self.store, items, cfg)
+            feedback.attach_pending(self.store, cfg, trace_ids={sp.trace_id for sp in spans},
+                                    session_ids={sp.session_id for sp in spans if sp.session_id})
+            return warnings
 
     def write_logs(self, items: list[LogItem]) -> None:
-        """Store log records (committed on return)."""
+        """Store log records (committed on return) and the feedback they carry (pending when their trace is
+        not stored yet)."""
         with self.lock:
             self.store.add_log_records(items)
+            found = feedback.from_log_records(items, self.store.signals)
+            if found:
+                feedback.record_feedback(self.store, found, self.store.signals)
 
 
 async def _handle(request: Request, receiver: Receiver, signal: Signal) -> Response:

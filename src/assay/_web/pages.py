@@ -25,6 +25,7 @@ from assay._web.auth import SESSION_COOKIE, Account, SessionCodec, csrf_ok, get_
 from assay.exceptions import NotFoundError
 from assay.settings import Settings
 from assay.traces import Step
+from assay.traces.media import MediaPart
 
 HERE = Path(__file__).parent
 CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; object-src 'none'; "
@@ -63,11 +64,30 @@ class StepView:
     is_args: bool
     open: bool
     offset: str
+    in_progress: bool = False
+    span_name: str | None = None
+    agent: str | None = None
+    error: str | None = None
+    stacktrace: str | None = None
+    media: tuple[MediaPart, ...] = ()
 
 
 def first_time(steps: list[Step]) -> int:
     """The earliest non-zero step time (ns), 0 when none: what step offsets count from."""
     return min((s.time_ns for s in steps if s.time_ns), default=0)
+
+
+def _json_body(text: str, mime_type: str | None) -> str | None:
+    """``text`` pretty-printed when it is JSON: its mime type says so (``application/json``), or none is given
+    and it parses as an object or array; None to show it as text (``text/plain`` always is)."""
+    if mime_type and "json" not in mime_type:
+        return None
+    if not mime_type and not text.lstrip().startswith(("{", "[")):
+        return None
+    try:
+        return pretty(json.loads(text))
+    except json.JSONDecodeError:
+        return None
 
 
 def step_views(steps: list[Step], t0: int | None = None) -> list[StepView]:
@@ -78,10 +98,16 @@ def step_views(steps: list[Step], t0: int | None = None) -> list[StepView]:
     for s in steps:
         is_args = s.kind == "tool_call" and s.arguments is not None
         body = pretty(s.arguments) if is_args else s.text
+        if s.kind in ("input", "output"):
+            shown = _json_body(s.text, s.mime_type)
+            is_args, body = shown is not None, shown if shown is not None else body
         opened = s.is_error or s.kind in ("user", "assistant") or len(body) < OPEN_CHARS
         out.append(StepView(index=s.index, kind=s.kind, tool_name=s.tool_name, is_error=s.is_error, body=body,
                             is_args=is_args, open=opened,
-                            offset=f"+{(s.time_ns - t0) / 1e9:.3f} s" if t0 and s.time_ns else ""))
+                            offset=f"+{(s.time_ns - t0) / 1e9:.3f} s" if t0 and s.time_ns else "",
+                            in_progress=s.in_progress, span_name=s.span_name, agent=s.agent,
+                            error=s.error if s.error and s.error not in body else None, stacktrace=s.stacktrace,
+                            media=s.media))
     return out
 
 

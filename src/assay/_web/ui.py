@@ -9,8 +9,10 @@ Routes (GET unless noted):
     /                                   signatures ranked by impact, progress, criterion status
     /signatures/{sid}                   the queue: items, K, progress per annotator; POST (admin) sets size/K
     /signatures/{sid}/next              redirect to the caller's next item
-    /review/{unit_id}?sig=SID           the step timeline and the label form; POST labels (append-only)
+    /review/{unit_id}?sig=SID           the step timeline (failure signals marked at their steps) and the
+                                        label form; POST labels (append-only)
     /timeline/{unit_id}?start=N         the next steps of a long timeline (the review page loads them)
+    /media/{sha256}                     stored inline media bytes (thumbnails of the review page)
     /signatures/{sid}/criterion         criterion editor; POST (admin) writes a new version
     /agreement, /agreement/{name}       human-human agreement per criterion; disagreements
     /adjudicate/{name}/{unit_id}        POST (admin) records the final label with a reason
@@ -21,6 +23,9 @@ Routes (GET unless noted):
 from __future__ import annotations
 
 import gc
+import hashlib
+from collections import defaultdict
+from dataclasses import dataclass
 from urllib.parse import quote
 
 from fastapi import APIRouter, FastAPI, HTTPException, Request
@@ -29,12 +34,15 @@ from fastapi.staticfiles import StaticFiles
 from pydantic import ValidationError
 
 from assay._store import Store
-from assay._store.spans import load_unit, resolve_unit_id, unit_row
+from assay._store.spans import load_unit, media_bytes, orphan_count, resolve_unit_id, unit_row
+from assay._store.usage import unit_usages
 from assay._web.audit_pages import audit_router
 from assay._web.auth import SESSION_COOKIE, SESSION_MAX_AGE_S, SessionCodec, authenticate
 from assay._web.pages import (
     HERE,
+    SECURITY_HEADERS,
     UI,
+    StepView,
     checked_form,
     current_user,
     first_time,
@@ -46,13 +54,33 @@ from assay._web.pages import (
     step_views,
     ui_state,
 )
-from assay.annotations import Annotation, add_annotations, add_criterion, get_criterion, list_annotations, list_criteria
+from assay.annotations import (
+    Annotation,
+    BinaryScale,
+    Criterion,
+    add_annotations,
+    add_criterion,
+    fit_to_scale,
+    get_criterion,
+    list_annotations,
+    list_criteria,
+)
 from assay.annotations.agreement import ADJUDICATION_SOURCE, human_agreement, is_stale
-from assay.annotations.queue import claim_next, queue_status, set_queue, signature_criterion, unit_annotations
+from assay.annotations.queue import (
+    QueueItem,
+    claim_next,
+    queue_status,
+    set_queue,
+    signature_criterion,
+    unit_annotations,
+)
+from assay.annotations.scale import ShownOrder, flip, parse_scale_items
 from assay.exceptions import NotFoundError, UsageError
 from assay.settings import Settings
+from assay.signals import FailureSignal, assess, unit_signals
 from assay.signatures import Signature, list_signatures, severe_queue
 from assay.traces import Step, step_timeline
+from assay.traces.usage import usage_summary
 
 router = APIRouter()
 
@@ -142,7 +170,7 @@ def signatures_page(request: Request) -> Response:
     user, session = current_user(request)
     store = ui_state(request).store
     rows = []
-    for sig in list_signatures(store):
+    for sig in list_signatures(store, prices=ui_state(request).settings.prices):
         queue = queue_status(store, sig.id)
         rows.append({"sig": sig, "queue": queue})
     return render(request, "signatures.html", session, user=user, rows=rows)
@@ -199,15 +227,77 @@ def next_item(request: Request, sid: int, after: str | None = None) -> Response:
         raise HTTPException(status_code=404, detail=f"no signature {sid}") from None
     if unit_id is None:
         return redirect(f"/signatures/{sid}?message=" + quote("Nothing left for you in this queue."))
-    return redirect(f"/review/{quote(unit_id, safe='')}?sig={sid}")
+    second = next((i.second_unit_id for i in queue_status(ui_state(request).store, sid).items
+                   if i.unit_id == unit_id), None)
+    return redirect(f"/review/{quote(unit_id, safe='')}?sig={sid}" + (f"&second={quote(second, safe='')}"
+                                                                        if second else ""))
 
 
 # --- review ---------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Side:
+    """One output of a pairwise item as the review page shows it (left or right)."""
+
+    unit_id: str
+    value: str
+    steps: list[StepView]
+    total: int
+    next_start: int | None
+
+
+def shown_order(annotator: str, first: str, second: str) -> ShownOrder:
+    """The order one annotator sees a pair in: random per annotator and pair, the same every time they
+    open it (a hash of the three), so position does not favour either output across annotators."""
+    digest = hashlib.sha256(f"{annotator}\x00{first}\x00{second}".encode()).digest()
+    return "first-second" if digest[0] % 2 == 0 else "second-first"
+
+
+def _pair_second(store: Store, sig: int | None, unit_id: str, second: str | None, criterion: Criterion | None
+                 ) -> str | None:
+    """The second unit of a pairwise review: the one asked for, else the queue item's; None off pairwise."""
+    if criterion is None or criterion.scale.kind != "pairwise":
+        return None
+    if second is None and sig is not None:
+        second = next((i.second_unit_id for i in queue_status(store, sig).items if i.unit_id == unit_id), None)
+    if second is None or unit_row(store, second) is None:
+        raise HTTPException(status_code=400, detail="a pairwise criterion compares two units: open the item from its "
+                                                    "queue (or give ?second=UNIT)")
+    return second
+
+
+def _side(request: Request, unit_id: str, value: str, show_all: bool) -> Side:
+    row = unit_row(ui_state(request).store, unit_id)
+    if row is None:
+        raise HTTPException(status_code=404, detail="no such unit")
+    steps = _steps(request, unit_id, row.content_hash)
+    shown = step_views(steps if show_all else steps[:INITIAL_STEPS], first_time(steps))
+    return Side(unit_id=unit_id, value=value, steps=shown, total=len(steps),
+                next_start=len(shown) if len(shown) < len(steps) else None)
+
+
+def _queue_neighbours(store: Store, sig: int | None, unit_id: str) -> tuple[QueueItem | None, QueueItem | None]:
+    """The queue items before and after ``unit_id`` (404 for an unknown signature)."""
+    if sig is None:
+        return None, None
+    try:
+        items = queue_status(store, sig).items
+    except NotFoundError:
+        raise HTTPException(status_code=404, detail=f"no signature {sig}") from None
+    ids = [item.unit_id for item in items]
+    if unit_id not in ids:
+        return None, None
+    i = ids.index(unit_id)
+    return (items[i - 1] if i > 0 else None), (items[i + 1] if i + 1 < len(items) else None)
+
+
 @router.get("/review/{unit_id:path}", response_class=HTMLResponse)
-def review_page(request: Request, unit_id: str, sig: int | None = None, all: bool = False) -> Response:  # noqa: A002
-    """The unit's step timeline and the label form. The first ``INITIAL_STEPS`` steps come with the
-    page, the rest load right after it (``/timeline/...``); ``all=1`` renders every step at once. A
-    trace unit merged into a session by a late session id redirects to the session."""
+def review_page(request: Request, unit_id: str, sig: int | None = None, all: bool = False,  # noqa: A002
+                second: str | None = None) -> Response:
+    """The unit's step timeline and the label form, which follows the criterion's scale (levels with
+    their anchors, classes, or, on a pairwise criterion, both units side by side in an order random
+    per annotator). The first ``INITIAL_STEPS`` steps come with the page, the rest load right after it
+    (``/timeline/...``); ``all=1`` renders every step at once. A trace unit merged into a session by a
+    late session id redirects to the session."""
     user, session = current_user(request)
     store = ui_state(request).store
     unit = unit_row(store, unit_id)
@@ -216,25 +306,55 @@ def review_page(request: Request, unit_id: str, sig: int | None = None, all: boo
         if moved is None:
             raise HTTPException(status_code=404, detail="no such unit")
         return redirect(f"/review/{quote(moved, safe='')}" + (f"?sig={sig}" if sig is not None else ""))
+    criterion = signature_criterion(store, sig) if sig is not None else None
+    second = _pair_second(store, sig, unit.unit_id, second, criterion)
     steps = _steps(request, unit.unit_id, unit.content_hash)
     shown = step_views(steps if all else steps[:INITIAL_STEPS], first_time(steps))
-    criterion = signature_criterion(store, sig) if sig is not None else None
     labels = [(a, criterion is not None and a.criterion == criterion.name and is_stale(a, criterion))
-              for a in unit_annotations(store, [unit_id])]
-    prev = nxt = None
-    if sig is not None:
-        try:
-            ids = [item.unit_id for item in queue_status(store, sig).items]
-        except NotFoundError:
-            raise HTTPException(status_code=404, detail=f"no signature {sig}") from None
-        if unit_id in ids:
-            i = ids.index(unit_id)
-            prev = ids[i - 1] if i > 0 else None
-            nxt = ids[i + 1] if i + 1 < len(ids) else None
-    mine = [a for a, _ in labels if a.annotator == user.name]
+              for a in _item_labels(store, unit.unit_id, second)]
+    prev, nxt = _queue_neighbours(store, sig, unit_id)
+    mine = [canonical_to(a, unit.unit_id) for a, _ in labels if a.annotator == user.name]
+    sides: list[Side] = []
+    if second is not None:
+        order = shown_order(user.name, unit.unit_id, second)
+        pair = [_side(request, unit.unit_id, "first", all), _side(request, second, "second", all)]
+        sides = pair if order == "first-second" else pair[::-1]
+    usage = unit_usages(store, [unit.unit_id], ui_state(request).settings.prices).get(unit.unit_id)
+    signals = unit_signals(store, [unit.unit_id])[unit.unit_id]
     return render(request, "review.html", session, user=user, unit=unit, steps=shown, total=len(steps),
+                  usage=usage_summary(usage) if usage is not None else None,
                   next_start=len(shown) if len(shown) < len(steps) else None, unit_id=unit.unit_id, sig=sig,
-                  criterion=criterion, labels=labels, prev=prev, next=nxt, mine=mine[-1] if mine else None)
+                  criterion=criterion, scale=criterion.scale if criterion else BinaryScale(), labels=labels,
+                  prev=prev, next=nxt, mine=mine[-1] if mine else None, second=second, sides=sides,
+                  signals_at=_by_step(signals), unit_signals=[x for x in signals if x.step is None],
+                  n_signals=len(signals), failure=assess(unit.unit_id, signals, store.signals),
+                  failed=unit.unit_id in store.failed_among([unit.unit_id]),
+                  orphans=orphan_count(store, unit.unit_id))
+
+
+def _item_labels(store: Store, unit_id: str, second: str | None) -> list[Annotation]:
+    """The labels of one item: a unit's (any criterion), or a pair's in either order, turned to ``unit_id`` first."""
+    if second is None:
+        return unit_annotations(store, [unit_id])
+    return [canonical_to(a, unit_id) for a in unit_annotations(store, [unit_id, second])
+            if {a.unit_id, a.second_unit_id} == {unit_id, second}]
+
+
+def canonical_to(annotation: Annotation, first: str) -> Annotation:
+    """A pairwise annotation turned so that ``first`` is its first unit (others unchanged)."""
+    if annotation.second_unit_id is None or annotation.unit_id == first:
+        return annotation
+    return annotation.model_copy(update={"unit_id": first, "second_unit_id": annotation.unit_id,
+                                         "value": flip(annotation.value) if annotation.value is not None else None})
+
+
+def _by_step(signals: list[FailureSignal]) -> dict[int, list[FailureSignal]]:
+    """Signals that point to a step, by its index (the review page marks them on the timeline)."""
+    out: dict[int, list[FailureSignal]] = defaultdict(list)
+    for x in signals:
+        if x.step is not None:
+            out[x.step].append(x)
+    return dict(out)
 
 
 def _steps(request: Request, unit_id: str, content_hash: str) -> list[Step]:
@@ -244,9 +364,10 @@ def _steps(request: Request, unit_id: str, content_hash: str) -> list[Step]:
 
 
 @router.get("/timeline/{unit_id:path}", response_class=HTMLResponse)
-def timeline_chunk(request: Request, unit_id: str, start: int = 0, sig: int | None = None) -> Response:
+def timeline_chunk(request: Request, unit_id: str, start: int = 0, sig: int | None = None,
+                   side: str = "") -> Response:
     """``CHUNK_STEPS`` steps of a unit's timeline from ``start`` (0-based), then the loader of the next
-    chunk; what the review page fetches after it loaded (htmx)."""
+    chunk; what the review page fetches after it loaded (htmx). ``side`` prefixes the step ids (pairwise)."""
     _, session = current_user(request)
     unit = unit_row(ui_state(request).store, unit_id)
     if unit is None:
@@ -255,31 +376,67 @@ def timeline_chunk(request: Request, unit_id: str, start: int = 0, sig: int | No
     start = max(0, start)
     shown = step_views(steps[start:start + CHUNK_STEPS], first_time(steps))
     end = start + len(shown)
+    signals = unit_signals(ui_state(request).store, [unit.unit_id])[unit.unit_id]
     return render(request, "_steps.html", session, steps=shown, total=len(steps), unit_id=unit.unit_id, sig=sig,
-                  next_start=end if end < len(steps) else None)
+                  next_start=end if end < len(steps) else None, side=side if side in ("left-", "right-") else "",
+                  signals_at=_by_step(signals))
+
+
+def _posted_annotation(form: dict[str, str], unit_id: str, annotator: str, criterion: Criterion | None,
+                       second: str | None, source: str, extra: dict[str, object]) -> Annotation:
+    """The annotation a review or adjudication form posted (``value`` on non-binary scales, else ``label``).
+
+    Raises:
+        ValidationError, ValueError: a field that does not fit (the caller answers 400).
+    """
+    severity = int(form["severity"]) if form.get("severity") else None
+    value = form.get("value") or form.get("label") or None
+    annotation = Annotation(unit_id=unit_id, annotator=annotator, value=value, second_unit_id=second,
+                            shown_order=shown_order(annotator, unit_id, second) if second else None,
+                            severity=severity, rationale=form.get("rationale", "").strip(),
+                            criterion=criterion.name if criterion else None,
+                            criterion_version=criterion.version if criterion else None, source=source, extra=extra)
+    return fit_to_scale(annotation, criterion.scale if criterion else BinaryScale())
+
+
+IMAGE_TYPES = frozenset({"image/png", "image/jpeg", "image/jpg", "image/gif", "image/webp", "image/bmp", "image/avif"})
+"""Media served as images; anything else (SVG, which can hold script, included) is sent as a download."""
+
+
+@router.get("/media/{sha256}")
+def media(request: Request, sha256: str) -> Response:
+    """Stored inline media bytes with their content type: raster images inline (the review page's thumbnails),
+    anything else as an ``application/octet-stream`` attachment. Only bytes the store holds, never a remote URL."""
+    current_user(request)
+    found = media_bytes(ui_state(request).store, sha256.lower()) if len(sha256) == 64 else None
+    if found is None:
+        raise HTTPException(status_code=404, detail="no such media")
+    data, mime = found
+    headers = {**SECURITY_HEADERS, "Cache-Control": "private, max-age=86400"}
+    if mime in IMAGE_TYPES:
+        return Response(data, media_type="image/jpeg" if mime == "image/jpg" else mime, headers=headers)
+    return Response(data, media_type="application/octet-stream",
+                    headers={**headers, "Content-Disposition": f'attachment; filename="{sha256[:16]}"'})
 
 
 @router.post("/review/{unit_id:path}")
-async def label(request: Request, unit_id: str, sig: int | None = None) -> Response:
+async def label(request: Request, unit_id: str, sig: int | None = None, second: str | None = None) -> Response:
     """Append one label (a correction is a new record) and go to the caller's next item."""
     user, session = current_user(request)
     form = await checked_form(request, session)
     store = ui_state(request).store
     criterion = signature_criterion(store, sig) if sig is not None else None
+    second = _pair_second(store, sig, unit_id, second, criterion)
     try:
-        severity = int(form["severity"]) if form.get("severity") else None
-        annotation = Annotation(unit_id=unit_id, annotator=user.name, label=form.get("label", ""),
-                                severity=severity, rationale=form.get("rationale", "").strip(),
-                                criterion=criterion.name if criterion else None,
-                                criterion_version=criterion.version if criterion else None,
-                                source="ui", extra={"signature_id": sig} if sig is not None else {})
+        annotation = _posted_annotation(form, unit_id, user.name, criterion, second, "ui",
+                                        {"signature_id": sig} if sig is not None else {})
         add_annotations(store, [annotation])
-    except (ValidationError, ValueError) as exc:
+    except (ValidationError, ValueError, UsageError) as exc:
+        if isinstance(exc, NotFoundError):
+            raise HTTPException(status_code=404, detail=str(exc)) from None
         raise HTTPException(status_code=400, detail=f"bad label: {str(exc).splitlines()[0]}") from None
-    except NotFoundError as exc:
-        raise HTTPException(status_code=404, detail=str(exc)) from None
     if sig is None:
-        return redirect(f"/review/{quote(unit_id, safe='')}")
+        return redirect(f"/review/{quote(unit_id, safe='')}" + (f"?second={quote(second, safe='')}" if second else ""))
     return redirect(f"/signatures/{sig}/next?after={quote(unit_id, safe='')}")
 
 
@@ -302,7 +459,9 @@ def criterion_page(request: Request, sid: int) -> Response:
 
 @router.post("/signatures/{sid}/criterion")
 async def save_criterion(request: Request, sid: int) -> Response:
-    """Admin: write the criterion (a new version when the text changed)."""
+    """Admin: write the criterion and its scale (a new version when the text or the scale changed). The scale
+    is ``scale`` (binary, ordinal, categorical, pairwise) with ``scale_items``, one level or class per line
+    (``VALUE = ANCHOR``, ``NAME = DESCRIPTION``)."""
     user, session = current_user(request)
     form = await checked_form(request, session)
     require_admin(user)
@@ -311,8 +470,11 @@ async def save_criterion(request: Request, sid: int) -> Response:
     existing = signature_criterion(store, sid)
     name = existing.name if existing else (form.get("name", "").strip() or f"signature-{sid}")
     try:
-        add_criterion(store, form.get("text", ""), name=name, signature_id=sid)
-    except UsageError as exc:
+        scale = parse_scale_items(form.get("scale", "binary"), form.get("scale_items", ""))
+        add_criterion(store, form.get("text", ""), name=name, signature_id=sid, scale=scale)
+    except ValidationError as exc:
+        raise HTTPException(status_code=400, detail="scale: " + "; ".join(e["msg"] for e in exc.errors())) from None
+    except (UsageError, ValueError) as exc:
         raise HTTPException(status_code=400, detail=str(exc)) from None
     return redirect(f"/signatures/{sid}/criterion")
 
@@ -342,21 +504,22 @@ def agreement_detail(request: Request, name: str) -> Response:
 
 
 @router.get("/adjudicate/{name}/{unit_id:path}", response_class=HTMLResponse)
-def adjudicate_page(request: Request, name: str, unit_id: str) -> Response:
-    """The disagreeing labels of one unit and, for admins, the final-label form."""
+def adjudicate_page(request: Request, name: str, unit_id: str, second: str | None = None) -> Response:
+    """The disagreeing labels of one item (a unit, or with ``second`` a pair) and, for admins, the
+    final-label form on the criterion's scale."""
     user, session = current_user(request)
     store = ui_state(request).store
     try:
         criterion = get_criterion(store, name)
     except NotFoundError:
         raise HTTPException(status_code=404, detail="no such criterion") from None
-    labels = [a for a in unit_annotations(store, [unit_id]) if a.criterion == criterion.name]
+    labels = [a for a in _item_labels(store, unit_id, second) if a.criterion == criterion.name]
     return render(request, "adjudicate.html", session, user=user, criterion=criterion, unit_id=unit_id,
-                  labels=[(a, is_stale(a, criterion)) for a in labels])
+                  second=second, scale=criterion.scale, labels=[(a, is_stale(a, criterion)) for a in labels])
 
 
 @router.post("/adjudicate/{name}/{unit_id:path}")
-async def adjudicate(request: Request, name: str, unit_id: str) -> Response:
+async def adjudicate(request: Request, name: str, unit_id: str, second: str | None = None) -> Response:
     """Admin: record the final label with a reason (an append-only record, source ``adjudication``)."""
     user, session = current_user(request)
     form = await checked_form(request, session)
@@ -366,15 +529,12 @@ async def adjudicate(request: Request, name: str, unit_id: str) -> Response:
         criterion = get_criterion(store, name)
         if not form.get("rationale", "").strip():
             raise ValueError("a reason is required")
-        severity = int(form["severity"]) if form.get("severity") else None
-        add_annotations(store, [Annotation(
-            unit_id=unit_id, annotator=user.name, label=form.get("label", ""),
-            severity=severity, rationale=form["rationale"].strip(), criterion=criterion.name,
-            criterion_version=criterion.version, source=ADJUDICATION_SOURCE)])
-    except (ValidationError, ValueError) as exc:
-        raise HTTPException(status_code=400, detail=f"bad adjudication: {str(exc).splitlines()[0]}") from None
+        annotation = _posted_annotation(form, unit_id, user.name, criterion, second, ADJUDICATION_SOURCE, {})
+        add_annotations(store, [annotation.model_copy(update={"shown_order": None})])
     except NotFoundError as exc:
         raise HTTPException(status_code=404, detail=str(exc)) from None
+    except (ValidationError, ValueError, UsageError) as exc:
+        raise HTTPException(status_code=400, detail=f"bad adjudication: {str(exc).splitlines()[0]}") from None
     return redirect(f"/agreement/{quote(name, safe='')}")
 
 

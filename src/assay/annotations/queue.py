@@ -3,6 +3,11 @@
 An item is *done* when K different human annotators have labelled it (against the
 signature's criterion, or before one existed); an annotator is never handed an item they
 labelled already. Adjudications do not count toward K.
+
+On a pairwise criterion an item is a pair of units that answer the same input: each unit of the
+sample is paired with the nearest other member of the signature that has the same dataset item
+(the first of the unit attributes :data:`ITEM_ATTRIBUTES`, as the gate pairs runs); a unit without
+a partner is left out. The item is named by its first unit (claims, ``after``, links).
 """
 
 from __future__ import annotations
@@ -15,24 +20,28 @@ from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import delete, select
 
 from assay._store import Store
-from assay._store.tables import AnnotationRow, CriterionRow, QueueClaimRow, ReviewQueueRow, SignatureRow
+from assay._store.tables import AnnotationRow, CriterionRow, QueueClaimRow, ReviewQueueRow, SignatureRow, UnitRow
 from assay.annotations.agreement import ADJUDICATION_SOURCE
 from assay.annotations.model import Annotation, Criterion
+from assay.annotations.store import annotation_of, criterion_of
 from assay.exceptions import NotFoundError, UsageError
-from assay.signatures import sample_queue
+from assay.signatures import sample_queue, signature_members
 
 DEFAULT_SIZE = 10
 DEFAULT_K = 2
 CLAIM_LEASE = timedelta(minutes=30)
 """How long an item handed out stays reserved for its annotator without a label."""
+ITEM_ATTRIBUTES = ("dataset_item_id", "item_id", "task_id")
+"""Unit attributes naming the input a unit answered (pairwise items pair units with the same one)."""
 
 
 class QueueItem(BaseModel):
-    """One unit of a review queue and who labelled it so far."""
+    """One unit (or, on a pairwise criterion, one pair of units) of a review queue and who labelled it so far."""
 
     model_config = ConfigDict(frozen=True)
 
     unit_id: str
+    second_unit_id: str | None = Field(None, description="pairwise: the unit the first is compared with")
     annotators: list[str] = Field(description="distinct human annotators with a label, first label first")
 
     def done(self, k: int) -> bool:
@@ -70,9 +79,7 @@ def signature_criterion(store: Store, signature_id: int) -> Criterion | None:
     with store.session() as s:
         row = s.scalar(select(CriterionRow).where(CriterionRow.signature_id == signature_id)
                        .order_by(CriterionRow.id.desc()).limit(1))
-        if row is None:
-            return None
-        return Criterion(id=row.id, name=row.name, text=row.text, version=row.version, signature_id=row.signature_id)
+        return None if row is None else criterion_of(row)
 
 
 def set_queue(store: Store, signature_id: int, size: int = DEFAULT_SIZE, k: int = DEFAULT_K) -> None:
@@ -91,15 +98,44 @@ def set_queue(store: Store, signature_id: int, size: int = DEFAULT_SIZE, k: int 
             row.size, row.k = size, k
 
 
-def _labellers(annotations: Sequence[Annotation], criterion: Criterion | None) -> dict[str, list[str]]:
+def _labellers(annotations: Sequence[Annotation], criterion: Criterion | None,
+               pairs: dict[frozenset[str], str] | None = None) -> dict[str, list[str]]:
+    """``{item's first unit: annotators}``; ``pairs`` (pairwise): ``{the pair's two units: its first unit}``."""
     out: dict[str, list[str]] = defaultdict(list)
     name = criterion.name if criterion else None
     for a in annotations:
         if a.annotator_kind != "human" or a.source == ADJUDICATION_SOURCE or a.criterion not in (None, name):
             continue
-        if a.annotator not in out[a.unit_id]:
-            out[a.unit_id].append(a.annotator)
+        item = a.unit_id if pairs is None else pairs.get(frozenset((a.unit_id, a.second_unit_id or "")))
+        if item is not None and a.annotator not in out[item]:
+            out[item].append(a.annotator)
     return out
+
+
+def _item_keys(store: Store, unit_ids: Sequence[str]) -> dict[str, str]:
+    """``{unit id: its dataset item}`` for the units that name one (:data:`ITEM_ATTRIBUTES`)."""
+    with store.session() as s:
+        rows = s.execute(select(UnitRow.unit_id, UnitRow.attributes).where(UnitRow.unit_id.in_(list(unit_ids))))
+        keys = {uid: next((str(attrs[a]) for a in ITEM_ATTRIBUTES if (attrs or {}).get(a) is not None), None)
+                for uid, attrs in rows}
+    return {uid: key for uid, key in keys.items() if key is not None}
+
+
+def pair_sample(store: Store, signature_id: int, sample: Sequence[str]) -> list[tuple[str, str]]:
+    """Pairs for a pairwise queue: each sampled unit with the nearest other member of the signature that
+    answered the same dataset item (see the module docstring); each unit in one pair at most."""
+    members = signature_members(store, signature_id)
+    keys = _item_keys(store, members)
+    used: set[str] = set()
+    pairs = []
+    for unit in sample:
+        if unit in used or unit not in keys:
+            continue
+        partner = next((m for m in members if m != unit and m not in used and keys.get(m) == keys[unit]), None)
+        if partner is not None:
+            pairs.append((unit, partner))
+            used.update((unit, partner))
+    return pairs
 
 
 def unit_annotations(store: Store, unit_ids: Sequence[str]) -> list[Annotation]:
@@ -108,11 +144,7 @@ def unit_annotations(store: Store, unit_ids: Sequence[str]) -> list[Annotation]:
         q = (select(AnnotationRow, CriterionRow.name)
              .outerjoin(CriterionRow, AnnotationRow.criterion_id == CriterionRow.id)
              .where(AnnotationRow.unit_id.in_(list(unit_ids))).order_by(AnnotationRow.id))
-        return [Annotation(unit_id=r.unit_id, annotator=r.annotator, annotator_kind=r.annotator_kind,
-                           label=r.label, severity=r.severity, rationale=r.rationale,
-                           criterion=name, criterion_version=r.criterion_version, source=r.source,
-                           extra=r.extra or {}, created_at=r.created_at)
-                for r, name in s.execute(q)]
+        return [annotation_of(r, name) for r, name in s.execute(q)]
 
 
 def queue_status(store: Store, signature_id: int) -> QueueStatus:
@@ -126,8 +158,14 @@ def queue_status(store: Store, signature_id: int) -> QueueStatus:
         size, k = (row.size, row.k) if row is not None else (DEFAULT_SIZE, DEFAULT_K)
     unit_ids = sample_queue(store, signature_id, size)
     criterion = signature_criterion(store, signature_id)
-    labellers = _labellers(unit_annotations(store, unit_ids), criterion)
-    items = [QueueItem(unit_id=u, annotators=labellers.get(u, [])) for u in unit_ids]
+    if criterion is not None and criterion.scale.kind == "pairwise":
+        pairs = pair_sample(store, signature_id, unit_ids)
+        labellers = _labellers(unit_annotations(store, [u for pair in pairs for u in pair]), criterion,
+                               {frozenset(pair): pair[0] for pair in pairs})
+        items = [QueueItem(unit_id=a, second_unit_id=b, annotators=labellers.get(a, [])) for a, b in pairs]
+    else:
+        labellers = _labellers(unit_annotations(store, unit_ids), criterion)
+        items = [QueueItem(unit_id=u, annotators=labellers.get(u, [])) for u in unit_ids]
     return QueueStatus(signature_id=signature_id, size=size, k=k, criterion=criterion, items=items)
 
 

@@ -27,10 +27,16 @@ error that matters here, certifying a judge whose true rate is below the thresho
 ``min_kappa``. Weaker: it looks at point estimates only, so a test split with one human fail, judged
 right, passes it (agreement 1.0, kappa 1.0) although nothing is known about the judge's TNR.
 
-**Other scales.** The decision reads a list of :class:`RequiredRate` (successes ``k`` of ``n`` on
-the test split): :func:`binary_rates` gives TPR and TNR; a scale plugs in by giving its own (for
-example each class's recall for a categorical criterion, exact or within-one agreement for an
-ordinal one), and :func:`certify` and :func:`plan_rate` work on them unchanged.
+**Other scales** (ordinal, categorical, pairwise). Calibration certifies them on the *binarised*
+pass/fail: a human value and the evaluator's value each pass when their score on the scale reaches the
+evaluator's ``pass_score``, and TPR and TNR of that table are bounded as above. That is what the gate
+and the failure signals count, and it asks labels of two classes only; per-class bounds (each class's
+recall) would need enough labels of every class, rare ones included, before any judge could be
+certified. The scale's own agreement is reported beside the decision
+(:mod:`assay.calibration.scales`). The decision reads a list of :class:`RequiredRate` (successes ``k``
+of ``n`` on the test split), so a stricter rule for a scale plugs in by giving its own rates (for
+example each class's recall, or within-one agreement), and :func:`certify` and :func:`plan_rate` work
+on them unchanged.
 
 **The plan** (:func:`plan_rate`, ``assay calibrate NAME --plan``) says how many more labels of each
 class make every bound clear, at the current rates. See :func:`plan_rate` for the computation.

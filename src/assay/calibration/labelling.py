@@ -28,7 +28,7 @@ from sqlalchemy import select
 
 from assay._store import Store
 from assay._store.tables import ScoreRow, UnitRow
-from assay.calibration.calibrate import CalibrationReport, evaluator_record
+from assay.calibration.calibrate import CalibrationReport, evaluator_record, pass_fail_balance
 from assay.calibration.dataset import build_dataset
 from assay.evaluators import EvaluatorDef
 
@@ -79,7 +79,7 @@ def calibration_queue(store: Store, defn: EvaluatorDef, size: int = 20, peers: S
         NotFoundError: the evaluator's criterion does not exist.
     """
     ds = build_dataset(store, defn.criterion.name)
-    balance = {"pass": 0, "fail": 0, **ds.balance}
+    balance = pass_fail_balance(defn, ds)
     record = evaluator_record(store, defn)
     short = short_class(balance, record.calibration if record is not None else None)
     labelled = {i.unit_id for i in ds.items}

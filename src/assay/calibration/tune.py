@@ -124,11 +124,14 @@ def tune(store: Store, defn: EvaluatorDef, judge: JudgeClient | None, settings: 
     if not defn.uses_judge:
         raise UsageError(f"{defn.name} is a {defn.kind} evaluator: only llm_judge and hybrid evaluators are tuned")
     ds = build_dataset(store, defn.criterion.name)
+    if ds.scale_kind != "binary":
+        raise UsageError(f"criterion {ds.criterion!r} is {ds.scale_kind}: --tune searches prompts of binary "
+                         "(pass/fail) criteria only; calibrate without --tune")
     split = persist_split(store, split_dataset(ds, fractions, seed))
     dev_ids = split.units("dev")
     if not dev_ids:
         raise UsageError("the dev split is empty: label more units or give dev a share (--split)")
-    labels = {i.unit_id: i.label for i in ds.items}
+    labels = {i.unit_id: str(i.target) for i in ds.items}
     rationale = {a.unit_id: a.rationale for a in list_annotations(store, defn.criterion.name) if a.rationale}
     dev_units = store.units(dev_ids)
     variants = prompt_variants(defn, instructions)

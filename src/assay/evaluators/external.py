@@ -17,7 +17,13 @@ any other evaluator. Its file says how to read the imported values::
       invert: false                               # true when a high number is bad (a hallucination score)
 
 A value that does not fit (a label not in ``labels``, a number outside ``scale``, text that is no number)
-is *unscored*, its reason and raw value kept, never a pass or a fail (:func:`read_value`).
+is *unscored*, its reason and raw value kept, never a pass or a fail (:func:`read_value`); its score row's
+``parse_status`` is ``failed``, as for a judge reply no verdict could be read from.
+
+On a criterion whose scale is not binary (ordinal, categorical), the label (else the value) must be a value
+of that scale (a level, a class name; case-insensitive), and the score is the scale's score of it;
+``external.labels``, ``scale`` and ``invert`` are for binary criteria. A pairwise criterion compares two
+units, which an import row does not name: an external evaluator on it is refused.
 """
 
 from __future__ import annotations
@@ -26,11 +32,12 @@ import json
 import math
 from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, JsonValue, field_validator
+from pydantic import BaseModel, ConfigDict, Field, JsonValue, field_validator, model_validator
 from sqlalchemy import select
 
 from assay._store.store import Store
 from assay._store.tables import RunRow, ScoreRow
+from assay.annotations.scale import ScaleValue
 from assay.evaluators.definition import EvaluatorDef
 
 IMPORT_RUN_KIND = "import"
@@ -74,6 +81,12 @@ class ExternalEvaluatorDef(EvaluatorDef):
     kind: Literal["external"]
     external: ExternalSpec = Field(default_factory=ExternalSpec, description="how imported values are read")
 
+    @model_validator(mode="after")
+    def _not_pairwise(self) -> ExternalEvaluatorDef:
+        if self.scale.kind == "pairwise":
+            raise ValueError("an external evaluator reads one verdict per unit: a pairwise criterion compares two")
+        return self
+
     def source_name(self) -> str:
         """The name the imported records give this evaluator."""
         return self.external.name or self.name
@@ -98,12 +111,13 @@ class ExternalValue(BaseModel):
 
 
 class Read(BaseModel):
-    """A value that fits: score in [0, 1] and its verdict."""
+    """A value that fits: score in [0, 1], its verdict and its value on the criterion's scale."""
 
     model_config = ConfigDict(frozen=True)
 
     score: float
     verdict: Literal["pass", "fail"]
+    value: ScaleValue
 
 
 def read_value(defn: ExternalEvaluatorDef, value: ExternalValue) -> Read | str:
@@ -112,8 +126,11 @@ def read_value(defn: ExternalEvaluatorDef, value: ExternalValue) -> Read | str:
     A known label wins (``labels``, case-insensitive); else the value must be a finite number (or numeric
     text, or a boolean: 1 / 0 of the scale) within ``scale``, normalised to [0, 1]. The verdict is pass when
     the score reaches the evaluator's ``pass_score``. With ``invert`` a number counts the other way round
-    (labels never do: they map to their scores as written).
+    (labels never do: they map to their scores as written). On an ordinal or categorical criterion the label,
+    else the value, must be one of the scale's values (:func:`_read_on_scale`).
     """
+    if defn.scale.kind != "binary":
+        return _read_on_scale(defn, value)
     spec = defn.external
     label = value.label.strip().lower() if isinstance(value.label, str) and value.label.strip() else None
     if label is not None and label in spec.labels:
@@ -133,8 +150,22 @@ def read_value(defn: ExternalEvaluatorDef, value: ExternalValue) -> Read | str:
     return _read(1.0 - normalised if spec.invert else normalised, defn.pass_score)
 
 
+def _read_on_scale(defn: ExternalEvaluatorDef, value: ExternalValue) -> Read | str:
+    """The imported label (else value) as a value of the criterion's (ordinal or categorical) scale, or why not."""
+    given = value.label if isinstance(value.label, str) and value.label.strip() else value.value
+    if given is None or (isinstance(given, str) and not given.strip()):
+        return "no value and no label"
+    try:
+        level = defn.scale.parse(given)
+    except ValueError as exc:
+        return str(exc)
+    score = defn.scale.score(level)
+    return Read(score=score, verdict="pass" if score >= defn.pass_score else "fail", value=level)
+
+
 def _read(score: float, pass_score: float) -> Read:
-    return Read(score=score, verdict="pass" if score >= pass_score else "fail")
+    verdict: Literal["pass", "fail"] = "pass" if score >= pass_score else "fail"
+    return Read(score=score, verdict=verdict, value=verdict)
 
 
 def _number(value: JsonValue, scale: tuple[float, float]) -> float | None:

@@ -323,7 +323,8 @@ def _new_score(defn: ExternalEvaluatorDef, unit: str, value: ExternalValue) -> N
     if isinstance(read, str):
         said = f" (its reason: {value.reason})" if value.reason else ""
         return NewScore(unit_id=unit, evaluator=defn.name, evaluator_version=version, judge_model=value.model,
-                        status="unscored", score=None, verdict=None, reason=read + said, raw=raw)
+                        status="unscored", score=None, verdict=None, reason=read + said, raw=raw,
+                        parse_status="failed")
     return NewScore(unit_id=unit, evaluator=defn.name, evaluator_version=version, judge_model=value.model,
                     status="scored", score=read.score, verdict=read.verdict, reason=value.reason, raw=raw)
 

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 from pydantic import JsonValue
 
-from assay._store.scores import Lineage, NewScore, write_scores
+from assay._store.scores import Lineage, NewScore, ParseStatus, write_scores
 from assay._store.store import Store
 from assay.evaluators.definition import EvaluatorDef, content_version
 from assay.evaluators.results import Evaluation, EvaluationResult
@@ -27,11 +27,12 @@ from assay.settings import JudgeSettings
 def judge_parameters(judge: JudgeClient | None, settings: JudgeSettings,
                      judge_change: str | None = None) -> dict[str, JsonValue]:
     """What shaped a judge's replies besides model name and prompt: ``provider``, the judge's own generation
-    parameters (when it reports them, :class:`~assay.models.HasParameters`), ``max_prompt_chars``, the judge's
-    ``fingerprint`` (:class:`~assay.models.JudgeIdentity`) and, when a run was allowed to use a judge other
-    than the certified one, ``judge_change`` (what differs)."""
+    parameters (when it reports them, :class:`~assay.models.HasParameters`), ``max_prompt_chars``,
+    ``max_system_chars``, the judge's ``fingerprint`` (:class:`~assay.models.JudgeIdentity`) and, when a run
+    was allowed to use a judge other than the certified one, ``judge_change`` (what differs)."""
     own: dict[str, JsonValue] = dict(judge.parameters) if isinstance(judge, HasParameters) else {}
-    out: dict[str, JsonValue] = {"provider": settings.provider, **own, "max_prompt_chars": settings.max_prompt_chars}
+    out: dict[str, JsonValue] = {"provider": settings.provider, **own, "max_prompt_chars": settings.max_prompt_chars,
+                                 "max_system_chars": settings.max_system_chars}
     if judge is not None:
         out["fingerprint"] = judge_identity(judge, settings).fingerprint
     if judge_change:
@@ -96,14 +97,24 @@ def lineage_for(defn: EvaluatorDef, run_id: str, run_kind: str, dataset_version:
                    sample_rate=sample_rate)
 
 
+def parse_status(r: Evaluation) -> ParseStatus:
+    """How the result's verdict was read: ``repaired`` when the judge reply needed repair, ``ok`` for a score
+    (or a not-applicable finding) read as given, ``failed`` when no verdict could be read (an unscored reply,
+    an error)."""
+    if isinstance(r, EvaluationResult):
+        return "repaired" if r.repaired else "ok"
+    return "ok" if r.status == "not_applicable" else "failed"
+
+
 def new_score(r: Evaluation) -> NewScore:
     """The score row of one result: a failure keeps its status and its error as the reason, and no score."""
     if isinstance(r, EvaluationResult):
         return NewScore(unit_id=r.unit_id, evaluator=r.evaluator, evaluator_version=r.evaluator_version,
                         judge_model=r.judge_model, status="scored", score=r.score, verdict=r.verdict,
-                        reason=r.reason, raw=r.raw)
+                        reason=r.reason, raw=r.raw, parse_status=parse_status(r))
     return NewScore(unit_id=r.unit_id, evaluator=r.evaluator, evaluator_version=r.evaluator_version,
-                    judge_model=r.judge_model, status=r.status, score=None, verdict=None, reason=r.error, raw=r.raw)
+                    judge_model=r.judge_model, status=r.status, score=None, verdict=None, reason=r.error, raw=r.raw,
+                    parse_status=parse_status(r))
 
 
 def write_results(store: Store, lineage: Lineage, results: Sequence[Evaluation]) -> int:

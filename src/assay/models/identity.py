@@ -9,9 +9,9 @@ sampling parameters), so calibration records a :class:`JudgeIdentity` of it, and
 
 The identity is what the judge client reports about itself (``parameters`` of
 :class:`~assay.models.HasParameters`: the same fields the judge cache keys on), plus provider, model and
-base URL from the settings, plus ``max_prompt_chars`` (it cuts the prompt). A client that reports no
-parameters (an extension's provider) is described by the settings' ``temperature``, ``max_tokens`` and
-``seed``. Retries, rate limits, timeouts and concurrency change no reply and are left out.
+base URL from the settings, plus ``max_prompt_chars`` and ``max_system_chars`` (they cut the prompt). A
+client that reports no parameters (an extension's provider) is described by the settings' ``temperature``,
+``max_tokens`` and ``seed``. Retries, rate limits, timeouts and concurrency change no reply and are left out.
 """
 
 from __future__ import annotations
@@ -39,7 +39,8 @@ class JudgeIdentity(BaseModel):
     model: str = Field(description="the model name sent to the provider")
     base_url: str | None = Field(default=None, description="the endpoint (None: the provider's default)")
     parameters: dict[str, JsonValue] = Field(default_factory=dict, description="sampling and prompt parameters: "
-                                             "temperature, max_tokens, seed, n_ctx, the GGUF file, max_prompt_chars")
+                                             "temperature, max_tokens, seed, n_ctx, the GGUF file, max_prompt_chars, "
+                                             "max_system_chars")
 
     @property
     def fingerprint(self) -> str:
@@ -80,6 +81,7 @@ def judge_identity(judge: JudgeClient, settings: JudgeSettings) -> JudgeIdentity
     own: Mapping[str, Any] = judge.parameters if isinstance(judge, HasParameters) else settings_parameters(settings)
     params = {k: v for k, v in own.items() if k not in _SEPARATE and not k.startswith("assay.")}
     params["max_prompt_chars"] = settings.max_prompt_chars
+    params["max_system_chars"] = settings.max_system_chars
     return JudgeIdentity(provider=settings.provider, model=judge.model_name,
                          base_url=_url(own.get("base_url", settings.base_url)), parameters=params)
 

@@ -48,6 +48,9 @@ class JudgeSettings(BaseModel):
     n_threads: int | None = Field(default=None, ge=1, description="local model CPU threads (default: all cores but "
                                   "one, at least 1; spin-waiting threads collapse when cores are shared)")
     max_prompt_chars: int = Field(default=6000, description="timeline text kept in a judge prompt (newest steps)")
+    max_system_chars: int = Field(default=8000, ge=0, description="system prompt / instructions text kept in a judge "
+                                  "prompt's system_prompt variable (its own budget: a long policy never pushes the "
+                                  "conversation out of max_prompt_chars)")
     concurrency: int = Field(default=1, ge=1, description="judge calls in flight at once (API judges)")
     rpm: int | None = Field(default=None, ge=1, description="requests per minute limit (None: unlimited)")
     tpm: int | None = Field(default=None, ge=1, description="tokens per minute limit, input + output (None: unlimited)")
@@ -109,6 +112,9 @@ class OnlineSettings(BaseModel):
                                   "span ended (or started) this many seconds ago")
     settle_s: float = Field(default=5.0, ge=0, description="a trace unit is complete this many seconds after its "
                             "root span ended (late children of an exporter's last batch)")
+    orphan_grace_s: float = Field(default=600.0, ge=0, description="a unit with an orphan span (its parent never "
+                                  "arrived) counts as complete once its newest span ended (or started) this many "
+                                  "seconds ago; keep it above the longest time your agent runs without a span ending")
     poll_interval_s: float = Field(default=5.0, gt=0, description="worker: seconds between passes when idle")
     batch_size: int = Field(default=32, ge=1, description="worker: units per evaluator per pass")
     audit_share: float = Field(default=0.02, ge=0, le=1, description="share of online-scored units sent to the "
@@ -159,6 +165,16 @@ class CalibrationSettings(BaseModel):
                               "clears once the planned labels are in, at the planned rates")
 
 
+class ModelPrice(BaseModel):
+    """What a model costs (``[prices."MODEL"]``): prices the tokens of spans whose source gave no cost
+    (see :mod:`assay.traces.usage`); a span with a cost from its source keeps that cost."""
+
+    model_config = {"extra": "forbid"}
+
+    input_per_mtok: float = Field(ge=0, description="USD per million input tokens")
+    output_per_mtok: float = Field(ge=0, description="USD per million output tokens")
+
+
 class Settings(BaseModel):
     """All workspace settings (see module docstring)."""
 
@@ -178,6 +194,10 @@ class Settings(BaseModel):
     gate_max_unscored: float = Field(default=0.1, ge=0, le=1, description="gate: tolerated share of unscored + "
                                      "error units per evaluator; above it the gate exits 3")
     min_cluster_size: int = 5
+    signature_text: Literal["failure", "key"] = Field(
+        default="failure", description="what signatures embed and label per failed unit: 'failure' (its failure "
+        "signals and the steps around the steps they point to) or 'key' (structural key, failing step and final "
+        "answer: the text before failure signals)")
     severe: SevereRules = Field(default_factory=lambda: SevereRules())
     session_secret: str | None = Field(default=None, description="signs the annotation app's session cookies "
                                          "(ASSAY_SESSION_SECRET); unset: random per process")
@@ -187,6 +207,9 @@ class Settings(BaseModel):
     drift: DriftSettings = Field(default_factory=lambda: DriftSettings())
     signals: SignalSettings = Field(default_factory=lambda: SignalSettings(),
                                     description="failure-signal detectors (docs/signals.md)")
+    prices: dict[str, ModelPrice] = Field(default_factory=dict, description="model name -> price, for token "
+                                          "usage without a cost from the source; a key also prices the models "
+                                          "whose name it starts (gpt-4o-mini: gpt-4o-mini-2024-07-18)")
 
     def resolved_store_url(self) -> str:
         """The store URL with a relative SQLite path made absolute against the workspace."""

@@ -9,11 +9,11 @@ edit. It names its **source** (where the evidence came from), its **kind** (what
 
 from __future__ import annotations
 
-import hashlib
-import json
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from assay._util.content import signal_key
 
 SignalSource = Literal["outcome", "error", "feedback", "cue", "evaluator", "label", "flag", "open_coding"]
 """Where a signal comes from: ``outcome`` (the source recorded an outcome, e.g. a benchmark reward),
@@ -28,7 +28,8 @@ SignalKind = Literal[
     "thumbs_down", "low_feedback_score",
     "user_frustration", "user_correction", "user_repeat", "escalation", "refusal_loop", "empty_answer",
     "cut_off_answer", "tool_loop", "retry_after_error", "unanswered_complaint", "long_session",
-    "ungrounded_number",
+    "ungrounded_number", "unconfirmed_action", "action_after_objection", "ungrounded_argument", "action_retry",
+    "many_actions",
     "evaluator_fail",
     "human_fail",
     "flag",
@@ -42,13 +43,21 @@ KIND_SOURCE: dict[str, SignalSource] = {
     "thumbs_down": "feedback", "low_feedback_score": "feedback",
     **{k: "cue" for k in ("user_frustration", "user_correction", "user_repeat", "escalation", "refusal_loop",
                           "empty_answer", "cut_off_answer", "tool_loop", "retry_after_error",
-                          "unanswered_complaint", "long_session", "ungrounded_number")},
+                          "unanswered_complaint", "long_session", "ungrounded_number",
+                          "unconfirmed_action", "action_after_objection", "ungrounded_argument", "action_retry",
+                          "many_actions")},
     "evaluator_fail": "evaluator",
     "human_fail": "label",
     "flag": "flag",
     "open_coding_note": "open_coding",
 }
 """The source each :data:`SignalKind` belongs to."""
+
+
+FeedbackChannel = Literal["otel_attribute", "otel_event", "openinference", "langfuse", "record", "api"]
+"""How explicit feedback arrived: an OTel span attribute, a span event or OTLP log record, an OpenInference
+annotation, a Langfuse score in an export, a field of a file's record (a chat log's ``feedback``), or
+``POST /api/v1/feedback``."""
 
 
 class _Record(BaseModel):
@@ -83,8 +92,7 @@ class FeedbackLineage(_Record):
     """Explicit user feedback, as the app sent it."""
 
     type: Literal["feedback"] = "feedback"
-    channel: Literal["otel_attribute", "otel_event", "openinference", "langfuse", "api"] = Field(
-        description="how the feedback arrived")
+    channel: FeedbackChannel = Field(description="how the feedback arrived")
     sender: str | None = Field(default=None, description="API key name or app that sent it, when known")
 
 
@@ -140,6 +148,4 @@ class FailureSignal(_Record):
     def key(self) -> str:
         """Content id (sha256 hex, 32 chars) of unit, kind, step, evidence and lineage: the same
         observation made twice has the same key, so a store can write signals idempotently."""
-        body = json.dumps([self.unit_id, self.kind, self.step, self.evidence, self.lineage.model_dump()],
-                          sort_keys=True, ensure_ascii=False)
-        return hashlib.sha256(body.encode()).hexdigest()[:32]
+        return signal_key(self.unit_id, self.kind, self.step, self.evidence, self.lineage.model_dump())

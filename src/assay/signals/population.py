@@ -101,15 +101,21 @@ def fit_norms(views: Sequence[UnitView], cfg: LongSessionSettings) -> SessionNor
     Returns:
         a :class:`SessionNorms`; groups with fewer than ``min_group`` units get no norm of their own.
     """
+    return fit_profiles([(v.source, workflow_key(v, cfg.read_only_prefixes), v.size) for v in views], cfg)
+
+
+def fit_profiles(profiles: Sequence[tuple[str, str, int]], cfg: LongSessionSettings) -> SessionNorms:
+    """:func:`fit_norms` from each unit's ``(source, workflow key, size)`` alone, so a store can refit the
+    norms from what it kept of units it scanned before, without loading them again."""
     groups: dict[str, dict[str, list[int]]] = {"workflows": defaultdict(list), "sources": defaultdict(list),
                                                "families": defaultdict(list)}
-    for view in views:
-        groups["workflows"][workflow_key(view, cfg.read_only_prefixes)].append(view.size)
-        groups["sources"][view.source].append(view.size)
-        groups["families"][source_family(view.source)].append(view.size)
+    for source, workflow, size in profiles:
+        groups["workflows"][workflow].append(size)
+        groups["sources"][source].append(size)
+        groups["families"][source_family(source)].append(size)
     fitted = {level: {k: _norm(v) for k, v in by_key.items() if len(v) >= cfg.min_group}
               for level, by_key in groups.items()}
-    overall = _norm([v.size for v in views]) if len(views) >= cfg.min_group else None
+    overall = _norm([p[2] for p in profiles]) if len(profiles) >= cfg.min_group else None
     return SessionNorms(overall=overall, **fitted)
 
 

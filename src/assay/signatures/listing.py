@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -10,9 +11,11 @@ from sqlalchemy import select
 
 from assay._store import Store
 from assay._store.tables import MemberRow, SignatureRow
+from assay._store.usage import unit_usages
 from assay.exceptions import NotFoundError
 from assay.signatures.impact import RECENCY_HALF_LIFE_DAYS, SEVERITY_WEIGHT, annotated_severity, aware, unit_weight
-from assay.signatures.model import Signature
+from assay.signatures.model import Signature, SignatureUsage
+from assay.traces.usage import Price, UnitUsage
 
 
 @dataclass
@@ -49,8 +52,23 @@ def _tallies(store: Store, half_life_days: float) -> tuple[dict[int, _Tally], in
     return out, len(rows)
 
 
+def signature_usage(usages: Sequence[UnitUsage]) -> SignatureUsage:
+    """Sums and means of the members' usage, each over the members that know it."""
+    costs = [u.cost_usd for u in usages if u.cost_usd is not None]
+    tokens = [(u.input_tokens or 0) + (u.output_tokens or 0) for u in usages
+              if u.input_tokens is not None or u.output_tokens is not None]
+    latencies = [u.latency_s for u in usages if u.latency_s is not None]
+    return SignatureUsage(units_with_cost=len(costs), cost_usd_sum=sum(costs) if costs else None,
+                          cost_usd_mean=sum(costs) / len(costs) if costs else None,
+                          units_with_tokens=len(tokens), tokens_sum=sum(tokens) if tokens else None,
+                          tokens_mean=sum(tokens) / len(tokens) if tokens else None,
+                          units_with_latency=len(latencies),
+                          latency_s_mean=sum(latencies) / len(latencies) if latencies else None)
+
+
 def list_signatures(store: Store, include_retired: bool = False,
-                    half_life_days: float = RECENCY_HALF_LIFE_DAYS) -> list[Signature]:
+                    half_life_days: float = RECENCY_HALF_LIFE_DAYS,
+                    prices: Mapping[str, Price] | None = None) -> list[Signature]:
     """Stored signatures ranked by impact (units x severity weight x recency, see
     :mod:`assay.signatures.impact`), highest first, then size, then id.
 
@@ -58,6 +76,8 @@ def list_signatures(store: Store, include_retired: bool = False,
         store: the store.
         include_retired: also list signatures the latest build no longer found (size 0).
         half_life_days: recency half-life, in days before the newest failed unit.
+        prices: model -> price for tokens whose source gave no cost (``Settings.prices``); the
+            members' usage is summed per signature (:class:`~assay.signatures.model.SignatureUsage`).
 
     Returns:
         signatures with their members (nearest the centroid first, incrementally assigned
@@ -69,6 +89,7 @@ def list_signatures(store: Store, include_retired: bool = False,
         if not include_retired:
             query = query.where(SignatureRow.status != "retired")
         rows = list(s.scalars(query))
+    usages = unit_usages(store, [u for t in tallies.values() for u in t.unit_ids], prices)
     out = []
     for r in rows:
         t = tallies.get(r.id, _Tally())
@@ -78,7 +99,7 @@ def list_signatures(store: Store, include_retired: bool = False,
             share=size / total if total else 0.0, impact=round(t.impact, 4), severity=t.weight / size if size else 0.0,
             assigned=t.assigned, first_seen=min(t.seen, default=None), last_seen=max(t.seen, default=None),
             representative_unit=r.representative_unit, status=r.status,
-            unit_ids=t.unit_ids))
+            unit_ids=t.unit_ids, usage=signature_usage([usages[u] for u in t.unit_ids if u in usages])))
     return sorted(out, key=lambda sig: (-sig.impact, -sig.size, sig.id))
 
 

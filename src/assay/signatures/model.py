@@ -15,6 +15,23 @@ to an existing signature since (incremental), or *new*: seen since and near no s
 FlagSource = Literal["rule", "feedback", "person"]
 
 
+class SignatureUsage(BaseModel):
+    """Token usage, cost and latency of a signature's members (:mod:`assay.traces.usage`); each sum or
+    mean is over the members that know it (``units_with_*``), None when none does. Not part of impact:
+    what a failure costs to run says nothing of how bad it is for the user, so it is shown beside."""
+
+    model_config = ConfigDict(frozen=True)
+
+    units_with_cost: int = Field(0, description="members whose cost is known")
+    cost_usd_sum: float | None = Field(None, description="summed cost of the members, USD")
+    cost_usd_mean: float | None = Field(None, description="mean cost per member, USD")
+    units_with_tokens: int = Field(0, description="members whose token usage is known")
+    tokens_sum: int | None = Field(None, description="input + output tokens of the members")
+    tokens_mean: float | None = Field(None, description="mean input + output tokens per member")
+    units_with_latency: int = Field(0, description="members whose latency is known")
+    latency_s_mean: float | None = Field(None, description="mean latency per member, seconds")
+
+
 class Signature(BaseModel):
     """A failure signature: a cluster of failed units that fail the same way.
 
@@ -28,7 +45,10 @@ class Signature(BaseModel):
     structural_key: str = Field(description="the members' common key, field by field ('*': no majority), e.g. "
                                             "'tool=book_reservation | error=payment amount does not add up | "
                                             "step=9-16 | retrieval=none | outcome=fail'")
-    label: str = Field(description="the key in words and the top c-TF-IDF keywords")
+    label: str = Field(description="what went wrong, in words: the members' leading failure signal, the key "
+                                   "in words and two c-TF-IDF keywords, e.g. 'tool error: book_reservation failed: "
+                                   "payment amount does not add up, about total, paid'; no other live signature has "
+                                   "the same key and label")
     keywords: list[str] = Field(description="top keywords by class-based TF-IDF, best first")
     size: int = Field(description="number of member units (clustered plus assigned since)")
     share: float = Field(description="size / number of failed units known to the signatures (0..1), "
@@ -42,6 +62,8 @@ class Signature(BaseModel):
     status: SignatureStatus = Field(description="'new' (first seen in the latest build), 'existing' (matched "
                                                 "a stored signature) or 'retired' (no longer found)")
     unit_ids: list[str] = Field(default_factory=list, description="members, nearest the centroid first")
+    usage: SignatureUsage = Field(default_factory=SignatureUsage, description="the members' token usage, cost "
+                                  "and latency (sum and mean over the members that know it)")
 
 
 @dataclass

@@ -38,6 +38,8 @@ from assay._store.tables import (
 )
 from assay.exceptions import NotFoundError, UsageError
 from assay.settings import SevereRules
+from assay.signals.people import flag_signal
+from assay.signals.store import write_signals
 from assay.signatures.impact import aware
 from assay.signatures.keys import error_type
 from assay.signatures.model import FlagSource, SevereFlag, SevereItem
@@ -171,7 +173,8 @@ def scan_severe(store: Store, rules: SevereRules, unit_ids: Sequence[str] | None
 
 
 def flag_unit(store: Store, unit_id: str, reason: str, flagged_by: str = "") -> SevereFlag:
-    """A person flags a unit severe: it joins the rare-severe queue (idempotent per reason).
+    """A person flags a unit severe: it joins the rare-severe queue (idempotent per reason), and the flag
+    is a failure signal (kind ``flag``, :func:`assay.signals.people.flag_signal`).
 
     Raises:
         NotFoundError: no such unit.
@@ -188,6 +191,8 @@ def flag_unit(store: Store, unit_id: str, reason: str, flagged_by: str = "") -> 
             row = SevereFlagRow(unit_id=unit_id, source="person", reason=reason.strip()[:500], flagged_by=flagged_by)
             s.add(row)
             s.flush()
+            signal = flag_signal(unit_id, flagged_by, row.reason, store.signals)
+            write_signals(s, [signal] if signal is not None else [])
         return SevereFlag(source="person", reason=row.reason, flagged_by=row.flagged_by,
                           created_at=aware(row.created_at))
 

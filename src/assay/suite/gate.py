@@ -10,6 +10,9 @@ Per evaluator the gate fails for one of three reasons (:attr:`GateItem.failures`
 - ``"errors"``: the share of units the evaluator could not score (unscored + errors, out of
   all candidate units) is above ``max_unscored`` (default 0.1): the gate cannot tell.
 
+Beside the evaluators, optional checks fail the gate on a cost or latency regression against the
+baseline (``max_cost_increase``, ``max_latency_increase``; :mod:`assay.suite.gate_cost`).
+
 Exit codes (:data:`EXIT_CODES`): 0 pass; 1 a regression or threshold miss; 2 usage or
 configuration error (raised as :class:`~assay.exceptions.UsageError`); 3 too many evaluator
 errors (takes precedence over 1: the measurement itself is not trustworthy).
@@ -66,9 +69,11 @@ from assay.suite.compare import (
     compare_paired_verdicts,
     correlations,
 )
+from assay.suite.gate_cost import Metric, UsageCheck, check_limits, check_usage
 
 EXIT_CODES = {0: "pass", 1: "regression or threshold miss", 2: "usage or configuration error",
-              3: "too many evaluator errors (unscored + errors above the tolerance)"}
+              3: "too many evaluator errors (unscored + errors above the tolerance), or a cost or latency check "
+                 "that cannot tell"}
 ITEM_ATTRIBUTES = ("dataset_item_id", "item_id", "task_id")
 """Unit attributes naming the dataset item a unit ran (first found wins), for pairing replays."""
 REDUNDANCY_THRESHOLD = 0.8
@@ -189,14 +194,16 @@ class GateReport(BaseModel):
     correlations: tuple[RedundantPair, ...] = ()
     redundant: tuple[RedundantPair, ...] = ()
     redundancy_note: str | None = None
+    usage_checks: tuple[UsageCheck, ...] = ()
+    """The optional cost and latency checks (:mod:`assay.suite.gate_cost`)."""
 
     @property
     def passed(self) -> bool:
-        return all(i.passed for i in self.items)
+        return all(i.passed for i in self.items) and all(c.passed for c in self.usage_checks)
 
     @property
     def exit_code(self) -> int:
-        if any("errors" in i.failures for i in self.items):
+        if any("errors" in i.failures for i in self.items) or any(c.failure == "unknown" for c in self.usage_checks):
             return 3
         return 0 if self.passed else 1
 
@@ -584,7 +591,8 @@ def run_gate(store: Store, settings: Settings, judge: JudgeClient | None, candid
              baseline: str | None = None, progress: Callable[[int], None] | None = None, *,
              units: str | None = None, repeat: int = 1, alpha: float | None = None,
              max_unscored: float | None = None, pair_by: PairBy = "auto", executor: str = "local",
-             ray_address: str | None = None, allow_judge_change: bool = False) -> GateReport:
+             ray_address: str | None = None, max_cost_increase: float | None = None,
+             max_latency_increase: float | None = None, allow_judge_change: bool = False) -> GateReport:
     """Run the active evaluators on the candidate's units and gate them (see the module docstring).
 
     Args:
@@ -600,17 +608,23 @@ def run_gate(store: Store, settings: Settings, judge: JudgeClient | None, candid
         executor: ``local`` (this process) or ``ray`` (a Ray cluster, see :mod:`assay.suite.executor`);
             results are identical either way.
         ray_address: the Ray cluster to join when ``executor`` is ``ray``.
+        max_cost_increase, max_latency_increase: also fail when the candidate's mean cost / latency per
+            unit is significantly more than this share above the baseline's (0.2: 20%); None: not checked
+            (see :mod:`assay.suite.gate_cost`; needs a baseline).
         allow_judge_change: score even with a judge other than the one an evaluator was certified with
             (recorded in the run's parameters and the scores' lineage).
 
     Raises:
-        UsageError: no units selected, no active evaluator, an unknown baseline, options out of range.
+        UsageError: no units selected, no active evaluator, an unknown baseline, options out of range, a
+            cost or latency limit without a baseline.
         JudgeChanged: an evaluator's judge is not the certified one (without ``allow_judge_change``).
     """
     candidate = candidate if candidate is not None else units
     policy = _Policy(settings.gate_alpha if alpha is None else alpha, settings.gate_margin,
                      settings.gate_max_unscored if max_unscored is None else max_unscored)
     _check_options(repeat, policy.alpha, policy.max_unscored, pair_by)
+    limits: dict[Metric, float | None] = {"cost": max_cost_increase, "latency": max_latency_increase}
+    check_limits(limits, baseline)
     unit_ids = store.select_unit_ids(candidate)
     if not unit_ids:
         raise UsageError(f"no units match selection {candidate or 'all'!r}")
@@ -632,7 +646,10 @@ def run_gate(store: Store, settings: Settings, judge: JudgeClient | None, candid
     items = tuple(_judge_item(defn, side.lineage[defn.name], side.outcomes[defn.name], base_side, pairing, policy,
                               flaky[defn.name], judges.changes.get(defn.name)) for defn, _ in suite)
     corr, redundant, note = _redundancy(side)
-    report = GateReport(run_id=run_id, units=len(unit_ids), baseline_run=base_run, items=items,
+    usage = () if base_side is None else check_usage(
+        store, unit_ids, base_side.unit_ids, pairing.pairs if pairing and pairing.key != "none" else None, limits,
+        policy.alpha, settings.prices)
+    report = GateReport(run_id=run_id, units=len(unit_ids), baseline_run=base_run, items=items, usage_checks=usage,
                         candidate=candidate or "all", baseline=baseline, baseline_kind=base_kind, pairing=pairing,
                         repeat=repeat, alpha=policy.alpha, margin=policy.margin, max_unscored=policy.max_unscored,
                         correlations=corr, redundant=redundant, redundancy_note=note)

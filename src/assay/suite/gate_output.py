@@ -59,9 +59,12 @@ def item_details(item: GateItem) -> list[str]:
 def to_junit(report: GateReport) -> str:
     """JUnit XML: one ``<testcase>`` per evaluator; a threshold miss or regression is a ``<failure>``,
     too many evaluator errors an ``<error>``, with the reasons as message and the details as text."""
-    n_err = sum("errors" in i.failures for i in report.items)
-    n_fail = sum(bool(i.failures) and "errors" not in i.failures for i in report.items)
-    counts = {"tests": str(len(report.items)), "failures": str(n_fail), "errors": str(n_err)}
+    n_err = sum("errors" in i.failures for i in report.items) + sum(c.failure == "unknown"
+                                                                     for c in report.usage_checks)
+    n_fail = sum(bool(i.failures) and "errors" not in i.failures for i in report.items) + sum(
+        c.failure == "regression" for c in report.usage_checks)
+    counts = {"tests": str(len(report.items) + len(report.usage_checks)), "failures": str(n_fail),
+              "errors": str(n_err)}
     root = ET.Element("testsuites", {"name": "assay gate", **counts})
     suite = ET.SubElement(root, "testsuite", {"name": "assay gate", "skipped": "0", **counts})
     props = ET.SubElement(suite, "properties")
@@ -71,6 +74,12 @@ def to_junit(report: GateReport) -> str:
                         ("repeat", str(report.repeat)), ("alpha", str(report.alpha)),
                         ("max_unscored", str(report.max_unscored)), ("exit_code", str(report.exit_code))]:
         ET.SubElement(props, "property", name=name, value=value)
+    for check in report.usage_checks:
+        case = ET.SubElement(suite, "testcase", classname="assay.gate.usage", name=check.metric, time="0")
+        if check.failure is not None:
+            tag = "error" if check.failure == "unknown" else "failure"
+            ET.SubElement(case, tag, type=check.failure, message=check.reason).text = check.reason
+        ET.SubElement(case, "system-out").text = check.reason
     for item in report.items:
         case = ET.SubElement(suite, "testcase", classname="assay.gate", name=item.evaluator, time="0")
         if item.failures:
@@ -93,6 +102,26 @@ def _result(item: GateItem) -> str:
                               "regression": "regression"}[f] for f in item.failures)
 
 
+def _usage_markdown(report: GateReport) -> list[str]:
+    """The cost and latency checks as a table (nothing when none was asked for)."""
+    if not report.usage_checks:
+        return []
+    out = ["", "### Cost and latency per unit", "",
+           "| metric | candidate | baseline | increase (CI) | allowed | known on | result |",
+           "|---|---|---|---|---|---|---|"]
+    for c in report.usage_checks:
+        def fmt(v: float | None, metric: str = c.metric) -> str:
+            return "-" if v is None else f"${v:.4f}" if metric == "cost" else f"{v:.2f} s"
+
+        inc = "-" if c.increase is None else f"{c.increase:+.1%} ({c.ci_low or 0:+.1%} to {c.ci_high or 0:+.1%})"
+        result = "✅ pass" if c.passed else ("❌ regression" if c.failure == "regression" else "❌ unknown")
+        out.append(f"| {c.metric} | {fmt(c.candidate_mean)} | {fmt(c.baseline_mean)} | {inc} | "
+                   f"{c.max_increase:+.0%} | {c.n_candidate}/{c.candidate_units} vs {c.n_baseline}/{c.baseline_units} "
+                   f"| {result} |")
+    failing = [f"- **{c.metric}**: {_cell(c.reason)}" for c in report.usage_checks if not c.passed]
+    return out + ([""] + failing if failing else [])
+
+
 def to_markdown(report: GateReport) -> str:
     """A pull-request comment: verdict, one table row per evaluator, reasons, flaky units,
     redundant evaluators and lineage. Starts with :data:`MARKDOWN_MARKER`."""
@@ -111,6 +140,7 @@ def to_markdown(report: GateReport) -> str:
         out.append(f"| `{_cell(i.evaluator)}` | {_pct(i.pass_rate)} ({i.n}) | {i.min_pass_rate:.3f} | "
                    f"{_pct(i.baseline_pass_rate)} | {diff} | {p} | {i.n_unscored + i.n_errors} "
                    f"({i.error_share:.0%}) | {_result(i)} |")
+    out += _usage_markdown(report)
     failing = [i for i in report.items if i.reasons]
     if failing:
         out += ["", "### Why it failed", *[f"- **{_cell(i.evaluator)}**: {r}" for i in failing for r in i.reasons]]

@@ -13,8 +13,11 @@ and two evaluators sample independently of each other.
 **Completion** (:func:`completion`), decided on the stored spans alone (``start_ns``, the span's
 ``end_ns``, ``parent_span_id``), times being the producer's clock in ns since the epoch:
 
-* a unit with an *open* span (``end_ns`` 0) or an *orphan* (a span whose parent is not stored,
-  so the parent, a span that has not ended yet, is still expected) is never complete;
+* a unit with an *open* span (``end_ns`` 0) is never complete;
+* a unit with an *orphan* (a span whose parent is not stored, so the parent, a span that has not ended
+  yet, is still expected) waits ``online.orphan_grace_s`` (default 600 s) after its newest span start
+  or end; then the parent counts as lost: the orphans count as roots (they keep their ``orphan`` flag,
+  shown by the API and the review page) and the rules below apply;
 * a **trace** unit is complete when it has a root span (no parent) that has ended, and
   ``online.settle_s`` (default 5 s) have passed since the root's end (OTel SDKs export a span
   when it ends; the settle time lets the exporter's last batch of late children arrive);
@@ -36,6 +39,11 @@ record, per evaluator version, the evaluator name and version, the judge model a
 parameters, the ground-truth dataset version it was calibrated on and its sample rate. A share
 ``online.audit_share`` (default 2%) of scored units, deterministic by unit id (:func:`audited`),
 also goes to the judge-audit queue (:mod:`assay.suite.audit`).
+
+**Failure signals.** Each pass first runs the failure-signal detectors on complete units that need it
+(:func:`assay.signals.units_to_scan`: never scanned, grown, or scanned under other detectors), up to
+:data:`SCAN_BATCH` of them: the OTLP receiver records explicit feedback as it arrives but never waits
+for detectors. Every failed score the worker writes becomes a signal in the one score writer.
 """
 
 from __future__ import annotations
@@ -67,6 +75,8 @@ from assay.settings import JudgeSettings, OnlineSettings, Settings
 
 _CHUNK = 500
 """Unit ids per completion query."""
+SCAN_BATCH = 200
+"""Complete units whose failure signals a pass detects at most."""
 
 
 class StopFlag(Protocol):
@@ -121,17 +131,19 @@ class UnitTimes:
     root_end_ns: int | None
     last_activity_ns: int
     content_hash: str = ""
+    orphan_end_ns: int | None = None
+    """The latest end of an orphan span (None without orphans): a root once the parent counts as lost."""
 
 
 def _times(kind: str, rows: list[tuple[str, str, str | None, int, int]], content_hash: str = "") -> UnitTimes:
     """``rows``: (trace id, span id, parent span id, start ns, end ns) of one unit."""
     ids = {(t, sid) for t, sid, _, _, _ in rows}
     roots = [end for _, _, parent, _, end in rows if not parent]
+    orphans = [end for t, _, parent, _, end in rows if parent and (t, parent) not in ids]
     return UnitTimes(kind=kind, spans=len(rows), open_spans=sum(end <= 0 for *_, end in rows),
-                     orphans=sum(bool(parent) and (t, parent) not in ids for t, _, parent, _, _ in rows),
-                     root_end_ns=max(roots) if roots else None,
+                     orphans=len(orphans), root_end_ns=max(roots) if roots else None,
                      last_activity_ns=max((max(st, end) for *_, st, end in rows), default=0),
-                     content_hash=content_hash)
+                     content_hash=content_hash, orphan_end_ns=max(orphans) if orphans else None)
 
 
 def decide(unit_id: str, times: UnitTimes, now_ns: int, cfg: OnlineSettings) -> Completion:
@@ -140,20 +152,26 @@ def decide(unit_id: str, times: UnitTimes, now_ns: int, cfg: OnlineSettings) -> 
         return Completion(unit_id, False, "no spans")
     if times.open_spans:
         return Completion(unit_id, False, "a span is still open (no end time)")
+    lost = ""
     if times.orphans:
-        return Completion(unit_id, False, "a parent span is still expected (orphan span)")
+        waited_s = (now_ns - times.last_activity_ns) / 1e9
+        if waited_s < cfg.orphan_grace_s:
+            return Completion(unit_id, False, f"a parent span is still expected (orphan span; counted lost "
+                                              f"{cfg.orphan_grace_s:g} s after the newest span, {waited_s:.0f} s now)")
+        lost = f"; {times.orphans} orphan span(s) whose parent never arrived (grace {cfg.orphan_grace_s:g} s)"
     if times.kind == "session":
         idle_s = (now_ns - times.last_activity_ns) / 1e9
         if idle_s < cfg.idle_timeout_s:
             return Completion(unit_id, False, f"session active {idle_s:.0f} s ago "
                                               f"(idle timeout {cfg.idle_timeout_s:g} s)")
-        return Completion(unit_id, True, f"session idle for {idle_s:.0f} s")
-    if times.root_end_ns is None:
+        return Completion(unit_id, True, f"session idle for {idle_s:.0f} s{lost}")
+    ends = [e for e in (times.root_end_ns, times.orphan_end_ns if lost else None) if e is not None]
+    if not ends:
         return Completion(unit_id, False, "root span not received yet")
-    since_s = (now_ns - times.root_end_ns) / 1e9
+    since_s = (now_ns - max(ends)) / 1e9
     if since_s < cfg.settle_s:
         return Completion(unit_id, False, f"root span ended {since_s:.1f} s ago (settle {cfg.settle_s:g} s)")
-    return Completion(unit_id, True, "root span ended")
+    return Completion(unit_id, True, f"root span ended{lost}")
 
 
 def unit_times(store: Store, unit_ids: Sequence[str]) -> dict[str, UnitTimes]:
@@ -236,6 +254,7 @@ class PassReport(BaseModel):
     run_id: str | None = Field(description="the online run the scores went to; None when nothing was scored")
     evaluators: tuple[EvaluatorPass, ...] = ()
     passes: int = 1
+    signals_scanned: int = Field(default=0, description="complete units whose failure signals were detected")
 
     @property
     def scored(self) -> int:
@@ -255,15 +274,16 @@ class PassReport(BaseModel):
 
     @property
     def did_work(self) -> bool:
-        return self.scored + self.failed > 0
+        return self.scored + self.failed + self.signals_scanned > 0
 
     def line(self) -> str:
         """One human-readable progress line."""
+        scanned = [f"signals of {self.signals_scanned} units"] if self.signals_scanned else []
         if not self.evaluators:
-            return "no active evaluator"
+            return "; ".join([*scanned, "no active evaluator"])
         parts = [f"{e.evaluator}@{e.evaluator_version}: {e.scored} scored, {e.failed} failed, {e.audited} to audit, "
                  f"{e.waiting} waiting" for e in self.evaluators]
-        return "; ".join(parts)
+        return "; ".join(scanned + parts)
 
 
 @dataclass
@@ -308,6 +328,7 @@ class OnlineWorker:
         self._times: dict[str, UnitTimes] = {}
         self._totals: dict[str, EvaluatorPass] = {}
         self._passes = 0
+        self._scanned = 0
 
     # -- public ----------------------------------------------------------------------------
     def run_pass(self, stop: StopFlag | None = None, now_ns: int | None = None) -> PassReport:
@@ -322,8 +343,9 @@ class OnlineWorker:
 
         suite = [_Active(d, content_version(d), ds) for d, ds in
                  active_evaluators(self.store, self.settings.evaluators_path())]
-        units = self._unit_ids()
         decided: dict[str, Completion] = {}
+        scanned = self._scan_signals(decided, now_ns)
+        units = self._unit_ids()
         out: list[EvaluatorPass] = []
         for ev in suite:
             if stop is not None and stop.is_set():
@@ -340,9 +362,24 @@ class OnlineWorker:
                 scored, failed, audit = scored + s, failed + f, audit + a
             out.append(EvaluatorPass(evaluator=ev.defn.name, evaluator_version=ev.version, scored=scored,
                                      failed=failed, audited=audit, waiting=waiting))
-        report = PassReport(run_id=self.run_id, evaluators=tuple(out))
+        report = PassReport(run_id=self.run_id, evaluators=tuple(out), signals_scanned=scanned)
         self._add(report)
         return report
+
+    def _scan_signals(self, decided: dict[str, Completion], now_ns: int | None) -> int:
+        """Detect the failure signals of up to ``SCAN_BATCH`` complete units that need it (never scanned,
+        grown, or scanned under other detectors), oldest first: off the request path, so ingestion never
+        waits for detectors. Returns the number of units scanned."""
+        from assay.signals import scan_units, units_to_scan
+
+        todo = units_to_scan(self.store, self.settings.signals)
+        unknown = [u for u in todo if u not in decided]
+        if unknown:
+            decided.update(self._completion(unknown, time.time_ns() if now_ns is None else now_ns))
+        ready = [u for u in todo if decided[u].complete][:SCAN_BATCH]
+        if ready:
+            scan_units(self.store, self.store.units(ready), self.settings.signals)
+        return len(ready)
 
     def run(self, stop: StopFlag, once: bool = False, poll_interval_s: float | None = None) -> PassReport:
         """Run passes until ``stop`` is set; with ``once``, until a pass finds nothing to score (drain).
@@ -408,7 +445,8 @@ class OnlineWorker:
 
     def totals(self) -> PassReport:
         """All passes so far, added up."""
-        return PassReport(run_id=self.run_id, evaluators=tuple(self._totals.values()), passes=self._passes)
+        return PassReport(run_id=self.run_id, evaluators=tuple(self._totals.values()), passes=self._passes,
+                          signals_scanned=self._scanned)
 
     def close(self) -> None:
         """Finish the online run (summary: counts per evaluator version), if one was started."""
@@ -562,6 +600,7 @@ class OnlineWorker:
 
     def _add(self, report: PassReport) -> None:
         self._passes += 1
+        self._scanned += report.signals_scanned
         for e in report.evaluators:
             key = f"{e.evaluator}@{e.evaluator_version}"
             old = self._totals.get(key)
@@ -585,7 +624,7 @@ def run_worker(settings: Settings, stop: StopFlag, once: bool = False, judge: Ju
     """
     if niceness and hasattr(os, "nice"):
         os.nice(niceness)
-    store = Store(settings.resolved_store_url())
+    store = Store(settings.resolved_store_url(), settings.signals)
     try:
         return OnlineWorker(store, settings, judge, log, allow_judge_change).run(stop, once=once)
     finally:

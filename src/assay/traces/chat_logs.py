@@ -6,11 +6,18 @@
 * ``anthropic-messages``: ``{"system": ..., "messages": [...]}`` with content blocks
   (``text``, ``tool_use {id, name, input}``, ``tool_result {tool_use_id, content, is_error}``).
 
-Each conversation becomes one unit (one trace): an LLM span per assistant turn, a tool span per
-tool call with its result (``is_error`` → error status). Ids: the line's ``id`` /
+Each conversation becomes one unit (one trace), one span per turn, never merged: an LLM span per
+assistant turn, a tool span per tool call with its result (``is_error`` → error status), and a span per
+other turn (system, user, a tool result no call asked for) holding that message. A message's ``name``
+(the speaker of a group chat, on any role) is kept on the message and on its spans as
+``gen_ai.agent.name``, so each step records who spoke. A logged ``usage`` (OpenAI ``prompt_tokens`` /
+``completion_tokens``, Anthropic ``input_tokens`` / ``output_tokens``; top level or under ``response``)
+and ``model`` go on the span of the last assistant turn, the response they describe. Ids: the line's ``id`` /
 ``conversation_id`` / ``session_id`` when given, else a hash of the line. Time: ``created_at`` /
 ``timestamp`` / ``created`` by :func:`assay.traces.model.timestamp_ns` (no offset → UTC); without
-one, spans are numbered 1 ms apart and marked ``synthetic_time``.
+one, spans are numbered 1 ms apart and marked ``synthetic_time``. Optional per record: ``outcome``
+(``pass`` / ``fail``, a boolean or a reward 1 / 0) and ``feedback`` (the user's thumbs or score, with a
+comment: :mod:`assay.traces.record_fields`); an unreadable one rejects the record with the reason.
 """
 
 from __future__ import annotations
@@ -22,6 +29,7 @@ from typing import Any, Literal
 
 from assay.traces.chat_formats import chat_messages
 from assay.traces.model import Message, Span, Unit, timestamp_ns
+from assay.traces.record_fields import record_feedback_attributes, record_outcome
 from assay.traces.shapes import describe_error
 from assay.traces.timeline import looks_like_error
 
@@ -59,6 +67,11 @@ def _record_messages(record: dict[str, Any], fmt: ChatFormat) -> list[Message]:
     return msgs
 
 
+def _speaker(msg: Message) -> dict[str, Any]:
+    """The span attributes naming who spoke (``gen_ai.agent.name``), when the log names one."""
+    return {"gen_ai.agent.name": msg.name} if msg.name else {}
+
+
 def conversation_unit(record: dict[str, Any], fmt: ChatFormat, line_key: str, source: str) -> Unit:
     """One JSONL record as a unit.
 
@@ -75,30 +88,68 @@ def conversation_unit(record: dict[str, Any], fmt: ChatFormat, line_key: str, so
     messages = _record_messages(record, fmt)
     results: dict[str | None, tuple[int, Message | None]] = {
         m.tool_call_id: (i, m) for i, m in enumerate(messages) if m.role == "tool" and m.tool_call_id}
+    called = {c.id for m in messages if m.role == "assistant" for c in m.tool_calls}
     spans: list[Span] = []
-    pending: list[Message] = []
     common: dict[str, Any] = {"trace_id": trace_id, "parent_span_id": root_id, "synthetic_time": stamp is None}
     for i, msg in enumerate(messages):
-        if msg.role != "assistant":
-            pending.append(msg)
-            continue
         t = base + (i + 1) * _MS
+        if msg.role == "tool" and msg.tool_call_id in called:
+            continue  # the result of a call: on its tool span
+        if msg.role != "assistant":
+            spans.append(Span(span_id=_hex(f"{unit_id}#{i}", 16), name=msg.name or msg.role,
+                              kind="agent" if msg.name else "other", start_ns=t - _MS // 2, end_ns=t,
+                              output_messages=(msg,), attributes=_speaker(msg), **common))
+            continue
         spans.append(Span(span_id=_hex(f"{unit_id}#{i}", 16), name="chat", kind="llm", start_ns=t - _MS // 2,
-                          end_ns=t, input_messages=tuple(pending), output_messages=(msg,), **common))
-        pending = []
+                          end_ns=t, output_messages=(msg,), attributes=_speaker(msg), **common))
         for k, call in enumerate(msg.tool_calls):
             j, result = results.get(call.id, (i, None))
             failed = result is not None and (result.is_error or looks_like_error(result.content))
             spans.append(Span(span_id=_hex(f"{unit_id}#{i}#{k}", 16), name=f"execute_tool {call.name}", kind="tool",
                               start_ns=t + 1, end_ns=base + (j + 1) * _MS, tool_call=call,
                               tool_result=result.content if result else None, status="error" if failed else "ok",
-                              status_message=(result.content or "")[:200] if failed and result else None, **common))
+                              status_message=(result.content or "")[:200] if failed and result else None,
+                              attributes=_speaker(msg), **common))
     root = Span(trace_id=trace_id, span_id=root_id, name="conversation", kind="agent", start_ns=base,
-                end_ns=base + (len(messages) + 1) * _MS, synthetic_time=stamp is None,
-                output_messages=tuple(m for m in pending if m.role != "tool"))
+                end_ns=base + (len(messages) + 1) * _MS, synthetic_time=stamp is None)
     meta = record.get("metadata") if isinstance(record.get("metadata"), dict) else {}
-    return Unit(unit_id=unit_id, kind="trace", source=source, spans=(root, *spans),
-                attributes={"format": fmt, **({"metadata": meta} if meta else {})})
+    outcome, reward = record_outcome(record.get("outcome"))
+    return Unit(unit_id=unit_id, kind="trace", source=source, spans=(root, *spans), outcome=outcome, reward=reward,
+                attributes={"format": fmt, **({"metadata": meta} if meta else {}),
+                            **record_feedback_attributes(record.get("feedback"))})
+
+
+def _record_usage(record: dict[str, Any]) -> tuple[int | None, int | None, str | None]:
+    """The ``usage`` of a logged response (OpenAI ``prompt_tokens`` / ``completion_tokens``, Anthropic
+    ``input_tokens`` / ``output_tokens``), at the top or under ``response``, and the model."""
+    response: dict[str, Any] = record["response"] if isinstance(record.get("response"), dict) else {}
+    usage = record.get("usage") if isinstance(record.get("usage"), dict) else response.get("usage")
+    model = record.get("model") or response.get("model")
+    if not isinstance(usage, dict):
+        return None, None, None if model is None else str(model)
+
+    def count(*keys: str) -> int | None:
+        value = next((usage[k] for k in keys if isinstance(usage.get(k), int | float)), None)
+        return None if value is None or isinstance(value, bool) else int(value)
+
+    return count("prompt_tokens", "input_tokens"), count("completion_tokens", "output_tokens"), \
+        None if model is None else str(model)
+
+
+def with_usage(unit: Unit, record: dict[str, Any]) -> Unit:
+    """The unit with the record's ``usage`` and model on its last LLM span (the logged response); unknown
+    usage stays None."""
+    i, o, model = _record_usage(record)
+    llm = [n for n, s in enumerate(unit.spans) if s.kind == "llm"]
+    if not llm or (i is None and o is None and model is None):
+        return unit
+    last = unit.spans[llm[-1]]
+    update: dict[str, Any] = {"model": last.model or model}
+    if i is not None or o is not None:
+        update |= {"input_tokens": i, "output_tokens": o, "usage_source": "usage"}
+    spans = list(unit.spans)
+    spans[llm[-1]] = last.model_copy(update=update)
+    return unit.model_copy(update={"spans": tuple(spans)})
 
 
 def read_jsonl(text: str, fmt: ChatFormat | None, source: str) -> Iterator[tuple[Unit | None, str | None]]:
@@ -116,6 +167,63 @@ def read_jsonl(text: str, fmt: ChatFormat | None, source: str) -> Iterator[tuple
             used = fmt or detect_chat_format(record)
             if used is None:
                 raise ValueError("not a chat-log record (expected an object with a 'messages' list)")
-            yield conversation_unit(record, used, f"{source}:{n}:{line}", source), None
+            yield with_usage(conversation_unit(record, used, f"{source}:{n}:{line}", source), record), None
         except Exception as exc:  # noqa: BLE001 - one bad line must not cost the file
             yield None, f"line {n}: {describe_error(exc)}"
+
+
+_MESSAGE_ROLES = {"system", "developer", "user", "assistant", "tool", "function"}
+
+
+def _is_message_list(data: list[Any]) -> bool:
+    """A bare list of chat messages (one conversation without its ``{"messages": ...}`` wrapper)."""
+    return bool(data) and all(isinstance(m, dict) and str(m.get("role", "")).lower() in _MESSAGE_ROLES for m in data)
+
+
+def detect_chat_document(data: object) -> ChatFormat | None:
+    """The chat format of a parsed JSON document: one conversation (``{messages}``), a list of objects of
+    which at least one is a conversation (the others are rejected when read), or a bare list of messages
+    (each ``{role, content}`` with a chat role); None when it is none of these."""
+    if isinstance(data, dict):
+        return detect_chat_format(data)
+    if not isinstance(data, list) or not data:
+        return None
+    if _is_message_list(data):
+        return detect_chat_format({"messages": data})
+    found = {detect_chat_format(r) for r in data}
+    if not all(isinstance(r, dict) for r in data) or found == {None}:
+        return None
+    return "anthropic-messages" if "anthropic-messages" in found else "openai-chat"
+
+
+def read_document(data: object, fmt: ChatFormat | None, source: str) -> Iterator[tuple[Unit | None, str | None]]:
+    """Yield a unit per conversation of a JSON document (see :func:`detect_chat_document`) and
+    ``(None, "record N: reason")`` per list item that cannot be read.
+
+    Args:
+        fmt: force a format, or None to detect per conversation.
+
+    Raises:
+        ValueError: the document is neither a conversation nor a list of them.
+    """
+    if isinstance(data, list) and _is_message_list(data):
+        data = {"messages": data}
+    if isinstance(data, dict):
+        used = fmt or detect_chat_format(data)
+        if used is None:
+            raise ValueError("not a chat log: expected an object with a 'messages' list, a list of such "
+                             "objects, or a list of {role, content} messages")
+        yield with_usage(conversation_unit(data, used, f"{source}:{json.dumps(data, sort_keys=True)}", source),
+                         data), None
+        return
+    if not isinstance(data, list):
+        raise ValueError("not a chat log: expected an object with a 'messages' list or a list of them")
+    for n, record in enumerate(data):
+        try:
+            used = fmt or (detect_chat_format(record) if isinstance(record, dict) else None)
+            if used is None or not isinstance(record, dict):
+                raise ValueError("not a chat-log record (expected an object with a 'messages' list)")
+            unit = conversation_unit(record, used, f"{source}:{n}:{json.dumps(record, sort_keys=True)}", source)
+            yield with_usage(unit, record), None
+        except Exception as exc:  # noqa: BLE001 - one bad record must not cost the file
+            yield None, f"record {n}: {describe_error(exc)}"

@@ -7,6 +7,7 @@ Langfuse, then the chat logs.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from pathlib import Path
 from typing import ClassVar
 
@@ -15,7 +16,7 @@ from assay.traces import chat_logs, langfuse, magentic, tau_bench
 from assay.traces import otlp as otlp_json
 from assay.traces.chat_logs import ChatFormat
 from assay.traces.model import Span
-from assay.traces.readers import Layout, ReadResult, Rejection, TraceReader, trace_reader
+from assay.traces.readers import Layout, Read, ReadResult, Rejection, TraceReader, json_document, trace_reader
 from assay.traces.shapes import describe_error
 
 
@@ -90,21 +91,30 @@ class MagenticReader(TraceReader):
 
 @trace_reader("langfuse")
 class LangfuseReader(TraceReader):
-    """A Langfuse export: an object with ``trace`` and a list of ``observations``."""
+    """A Langfuse export: an object with ``trace`` and a list of ``observations``, or a list of such exports."""
 
     def detect(self, data: object) -> bool:
+        if isinstance(data, list):
+            return bool(data) and all(langfuse.looks_like_langfuse(x) for x in data)
         return langfuse.looks_like_langfuse(data)
 
     def read(self, data: object, path: Path, name: str) -> ReadResult:
-        if not isinstance(data, dict) or not langfuse.looks_like_langfuse(data):
-            raise IngestError(str(path), "Langfuse export must hold an object with trace and observations")
-        return ReadResult(path=str(path), format=name).add(langfuse.read_export(data, f"{name}:{path.name}"))
+        exports = [x for x in (data if isinstance(data, list) else [data]) if isinstance(x, dict)]
+        if not exports or not all(langfuse.looks_like_langfuse(x) for x in exports) \
+                or len(exports) != (len(data) if isinstance(data, list) else 1):
+            raise IngestError(str(path), "Langfuse export must hold an object with trace and observations "
+                                         "(or a list of them)")
+        result = ReadResult(path=str(path), format=name)
+        for export in exports:
+            result.add(langfuse.read_export(export, f"{name}:{path.name}"))
+        return result
 
 
 class ChatLogReader(TraceReader):
-    """Chat-log JSON Lines, one conversation per line (see :mod:`assay.traces.chat_logs`).
+    """Chat logs (see :mod:`assay.traces.chat_logs`): JSON Lines, one conversation per line, or a JSON
+    document holding one conversation (pretty-printed too), a list of them, or a bare list of messages.
 
-    Named explicitly, every line is read as ``fmt``; detected (``auto``), each line is detected on
+    Named explicitly, every conversation is read as ``fmt``; detected (``auto``), each one is detected on
     its own, so OpenAI and Anthropic records may mix (format ``chat-jsonl`` when they do).
     """
 
@@ -112,23 +122,34 @@ class ChatLogReader(TraceReader):
     fmt: ClassVar[ChatFormat]
 
     def detect(self, data: object) -> bool:
-        return chat_logs.detect_chat_format(data) == self.fmt
+        return chat_logs.detect_chat_document(data) == self.fmt
 
     def read(self, data: object, path: Path, name: str) -> ReadResult:
-        return self.read_lines(json.dumps(data), path, name, auto=False)
+        if isinstance(data, dict):
+            return self.read_lines(json.dumps(data), path, name, auto=False)
+        try:
+            return self._collect(chat_logs.read_document(data, self.fmt, f"{self.fmt}:{path.name}"), path, self.fmt)
+        except ValueError as exc:
+            raise IngestError(str(path), str(exc)) from exc
 
     def read_lines(self, text: str, path: Path, name: str, auto: bool) -> ReadResult:
+        """JSON Lines; a file that is one JSON document over several lines (or one list) is read whole."""
         forced = None if auto else self.fmt
-        result = ReadResult(path=str(path), format=forced or "chat-jsonl")
-        formats: set[str] = set()
-        for unit, reason in chat_logs.read_jsonl(text, forced, f"{forced or 'chat'}:{path.name}"):
-            if unit is not None:
-                result.units.append(unit)
-                formats.add(str(unit.attributes.get("format")))
-            else:
-                result.rejected.append(Rejection(str(path), str(reason)))
+        document = json_document(text)
+        if document is not None:
+            try:
+                reads = list(chat_logs.read_document(document, forced, f"{forced or 'chat'}:{path.name}"))
+            except ValueError as exc:
+                raise IngestError(str(path), str(exc)) from exc
+            return self._collect(reads, path, forced)
+        return self._collect(chat_logs.read_jsonl(text, forced, f"{forced or 'chat'}:{path.name}"), path, forced)
+
+    @staticmethod
+    def _collect(reads: Iterable[Read], path: Path, forced: str | None) -> ReadResult:
+        result = ReadResult(path=str(path), format=forced or "chat-jsonl").add(reads)
         if not result.units and not result.rejected:
-            raise IngestError(str(path), "empty JSONL file")
+            raise IngestError(str(path), "no conversation in the file")
+        formats = {str(u.attributes.get("format")) for u in result.units}
         if len(formats) == 1:
             result.format = formats.pop()
         return result

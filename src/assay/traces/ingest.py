@@ -104,7 +104,8 @@ class IngestResult:
 
 
 def ingest_paths(paths: Sequence[Path | str], sink: UnitSink, fmt: str = "auto",
-                 progress: Callable[[int, int], None] | None = None) -> IngestResult:
+                 progress: Callable[[int, int], None] | None = None,
+                 reader: Callable[[Path], ReadResult] | None = None) -> IngestResult:
     """Read trace files and folders and write their units to ``sink``, one file at a time.
 
     Folders are searched recursively (see :func:`~assay.traces.readers.collect_files`: ``.json``,
@@ -117,13 +118,18 @@ def ingest_paths(paths: Sequence[Path | str], sink: UnitSink, fmt: str = "auto",
         sink: where units go, e.g. the store.
         fmt: ``auto`` (detected per file) or a format registered in :data:`~assay.traces.readers.READERS`.
         progress: called with ``(files done, files in all)``: once before the first file, then after each.
+        reader: read every file with this function instead of a registered format (``fmt`` must be
+            ``auto``), e.g. a reader function (:func:`assay.traces.custom.load_reader`).
 
     Returns:
         :class:`IngestResult`; :meth:`IngestResult.nothing_ingested` says why, when no unit was read.
 
     Raises:
-        UsageError: a path does not exist, or ``fmt`` is unknown.
+        UsageError: a path does not exist, ``fmt`` is unknown, or both ``fmt`` and ``reader`` are given.
     """
+    if reader is not None and fmt != "auto":
+        raise UsageError(f"a reader function or mapping reads every file: drop --format {fmt}")
+    read = reader or (lambda path: read_file(path, fmt))
     given = [Path(p) for p in paths]
     files, skipped = collect_files(given)
     explicit = {p for p in given if not p.is_dir()}
@@ -131,15 +137,16 @@ def ingest_paths(paths: Sequence[Path | str], sink: UnitSink, fmt: str = "auto",
     if progress:
         progress(0, len(files))
     for n, path in enumerate(files, start=1):
-        _ingest_file(path, fmt, sink, result, named=path in explicit)
+        _ingest_file(path, read, sink, result, named=path in explicit)
         if progress:
             progress(n, len(files))
     return result
 
 
-def _ingest_file(path: Path, fmt: str, sink: UnitSink, result: IngestResult, named: bool) -> None:
+def _ingest_file(path: Path, reader: Callable[[Path], ReadResult], sink: UnitSink, result: IngestResult,
+                 named: bool) -> None:
     try:
-        read = read_file(path, fmt)
+        read = reader(path)
     except UnrecognisedFile as exc:
         (result.rejected if named else result.skipped).append(Rejection(str(path), exc.reason))
         return

@@ -5,9 +5,9 @@ Each observation (SPAN, GENERATION, TOOL, AGENT, CHAIN, ...) becomes a :class:`S
 in :mod:`assay.traces.otlp.mapping`; Langfuse's own ``input`` / ``output`` fields, in whatever shape
 the framework logged them, are normalized by :func:`assay.traces.chat_formats.chat_messages` and
 win over the attributes (they are what Langfuse shows). Times follow
-:func:`assay.traces.model.timestamp_ns` (no offset → UTC). Usage details that are absent or empty
-stay None (Langfuse's ``inputUsage: 0`` default is not a count). Trace scores are kept on the unit
-as ``attributes["langfuse_scores"]``.
+:func:`assay.traces.model.timestamp_ns` (no offset → UTC). Usage and cost details that are absent or
+empty stay None (Langfuse's ``inputUsage: 0`` and ``totalCost: 0`` defaults are not counts). Trace
+scores are kept on the unit as ``attributes["langfuse_scores"]``.
 """
 
 from __future__ import annotations
@@ -56,6 +56,19 @@ def _tokens(usage: Any) -> tuple[int | None, int | None]:
     return (int(i) if isinstance(i, int | float) else None, int(o) if isinstance(o, int | float) else None)
 
 
+def _cost(details: Any) -> float | None:
+    """``costDetails.total`` (else the sum of its parts) in USD; None when empty (Langfuse's ``totalCost: 0``
+    default is not a cost)."""
+    details = _maybe_json(details)
+    if not isinstance(details, dict) or not details:
+        return None
+    total = details.get("total")
+    if isinstance(total, int | float):
+        return float(total)
+    parts = [v for v in details.values() if isinstance(v, int | float)]
+    return float(sum(parts)) if parts else None
+
+
 def observation_span(obs: dict[str, Any], trace: dict[str, Any]) -> Span:
     """One Langfuse observation as a :class:`Span`.
 
@@ -92,6 +105,7 @@ def observation_span(obs: dict[str, Any], trace: dict[str, Any]) -> Span:
     in_tok, out_tok = _tokens(obs.get("usageDetails"))
     if in_tok is not None or out_tok is not None:
         update.update(input_tokens=in_tok, output_tokens=out_tok, usage_source="langfuse.usageDetails")
+    update["cost_usd"] = _cost(obs.get("costDetails"))
     update["model"] = base.model or obs.get("model")
     return base.model_copy(update=update)
 

@@ -152,7 +152,8 @@ def detect_format(data: object) -> str:
     raise IngestError("<data>", "unknown format: expected an OTLP JSON export (resourceSpans) "
                       "or tau-bench trajectories (a list of runs with task_id and traj) "
                       "or a Magentic-One log (a list of {role, content} with Orchestrator roles) "
-                      "or a Langfuse export ({trace, observations}) or chat-log JSONL (one {messages} per line)"
+                      "or a Langfuse export ({trace, observations}) or a chat log (one {messages} conversation "
+                      "per line, or a JSON document holding one conversation or a list of them)"
                       + _extensions_named())
 
 
@@ -168,9 +169,11 @@ def read_file(path: Path | str, fmt: str = "auto") -> ReadResult:
         path: a JSON or JSON Lines file (``.gz`` compressed too).
         fmt: ``auto`` (detect from content), ``tau-bench``, ``otlp-json``, ``magentic-one``
             (one run per file; the run id is the file name without ``.json``), ``langfuse`` (a Langfuse
-            export), ``openai-chat`` or ``anthropic-messages`` (JSONL, one conversation per line; a
-            ``.jsonl`` file or several JSON objects on lines is read as JSONL under ``auto``), or a
-            format a package registers (entry-point group ``assay.readers``).
+            export, or a list of them), ``openai-chat`` or ``anthropic-messages`` (JSONL, one conversation
+            per line, or a JSON document holding one conversation, a list of them, or a bare list of
+            messages; a ``.jsonl`` file or several JSON objects on lines is read as JSONL under ``auto``,
+            unless it is one JSON document over several lines), or a format a package registers
+            (entry-point group ``assay.readers``).
 
     Returns:
         :class:`ReadResult`; malformed records are in ``rejected``, the rest in ``units``.
@@ -205,8 +208,44 @@ def read_file(path: Path | str, fmt: str = "auto") -> ReadResult:
         raise UnrecognisedFile(str(p), exc.reason) from exc
     reader = READERS.get(used)
     if reader.layout == "lines":
-        return reader.read_lines(text, p, used, auto=False)
+        return reader.read_lines(text, p, used, auto=fmt == "auto")
     return reader.read(data, p, used)
+
+
+def json_documents(path: Path | str) -> tuple[list[tuple[str, object]], list[Rejection]]:
+    """The JSON documents of a file, for readers that take any JSON shape (a mapping, your own function).
+
+    Returns:
+        ``([("", value)], [])`` for a JSON file (gzipped too), or ``([("line N", value), ...], rejected)``
+        for JSON Lines (see :func:`read_file` for how they are told apart), a line that is not JSON
+        rejected as ``line N: reason``.
+
+    Raises:
+        IngestError: the file cannot be read, is empty, or is not JSON (UnrecognisedFile for a .log or
+            .txt file, which a folder search then skips).
+    """
+    p = Path(path)
+    text = _read_text(p)
+    if not text.strip():
+        raise IngestError(str(p), "empty file")
+    if _is_jsonl(_inner_suffix(p), text):
+        docs: list[tuple[str, object]] = []
+        rejected: list[Rejection] = []
+        for n, line in enumerate(text.splitlines(), start=1):
+            if line.strip():
+                try:
+                    docs.append((f"line {n}", json.loads(line)))
+                except (json.JSONDecodeError, RecursionError) as exc:
+                    rejected.append(Rejection(str(p), f"line {n}: not JSON: {describe_error(exc)}"))
+        return docs, rejected
+    try:
+        return [("", json.loads(text))], []
+    except json.JSONDecodeError as exc:
+        if _inner_suffix(p) in (".log", ".txt"):
+            raise UnrecognisedFile(str(p), f"not JSON or JSON Lines ({exc})") from exc
+        raise IngestError(str(p), f"not valid JSON: {exc}") from exc
+    except RecursionError:
+        raise IngestError(str(p), "JSON nested too deeply to read") from None
 
 
 def _read_text(p: Path) -> str:
@@ -236,9 +275,10 @@ def _inner_suffix(p: Path) -> str:
 
 
 def _is_jsonl(suffix: str, text: str) -> bool:
-    """JSON Lines: a ``.jsonl`` / ``.ndjson`` file, or several JSON objects on separate lines."""
+    """JSON Lines: a ``.jsonl`` / ``.ndjson`` file (unless it is one JSON document over several lines),
+    or several JSON objects on separate lines."""
     if suffix in _LINES_SUFFIXES:
-        return True
+        return json_document(text) is None
     lines = [ln for ln in text.splitlines()[:3] if ln.strip()]
     if len(lines) < 2:
         return False
@@ -246,6 +286,26 @@ def _is_jsonl(suffix: str, text: str) -> bool:
         return all(isinstance(json.loads(ln), dict) for ln in lines)
     except (json.JSONDecodeError, RecursionError):
         return False
+
+
+def json_document(text: str) -> object | None:
+    """The parsed value when ``text`` is one JSON document rather than JSON Lines: a value spread over
+    several lines (pretty-printed: its first line is no JSON value of its own), or a single line holding
+    a list; None otherwise (JSON Lines, a single-line object, or not JSON at all)."""
+    lines = [ln for ln in text.splitlines() if ln.strip()]
+    if not lines:
+        return None
+    try:
+        first = json.loads(lines[0])
+        return first if len(lines) == 1 and isinstance(first, list) else None
+    except (json.JSONDecodeError, RecursionError):
+        pass
+    if len(lines) == 1:
+        return None
+    try:
+        return json.loads(text)
+    except (json.JSONDecodeError, RecursionError):
+        return None
 
 
 def _read_jsonl(p: Path, text: str) -> ReadResult:

@@ -1,14 +1,17 @@
 // assay annotation app: keyboard shortcuts of the review page (no inline script: CSP script-src 'self').
-// j/k next/previous item, p/f pass/fail, 1-4 severity, / focus rationale, Enter save (Shift+Enter: new line).
+// j/k next/previous item, / focus rationale, Enter save (Shift+Enter: new line). A letter or digit picks the
+// input of the label form whose data-key it is: p/f pass/fail and 1-4 severity on a binary criterion; on the
+// other scales digits pick the level, the class, or left (1) / right (2) / tie (3) of a pairwise item.
 (function () {
   "use strict";
   function typing(el) {
     return el && (el.tagName === "TEXTAREA" || el.tagName === "SELECT" ||
       (el.tagName === "INPUT" && el.type !== "radio" && el.type !== "checkbox"));
   }
-  function check(form, name, value) {
-    var input = form.querySelector('input[name="' + name + '"][value="' + value + '"]');
+  function pick(form, key) {
+    var input = form.querySelector('input[data-key="' + key + '"]');
     if (input) { input.checked = true; input.focus(); }
+    return input !== null;
   }
   function follow(id) {
     var link = document.getElementById(id);
@@ -28,14 +31,9 @@
       if (ev.key === "Escape") { active.blur(); }
       return;
     }
-    switch (ev.key) {
-      case "j": follow("next-link"); break;
-      case "k": follow("prev-link"); break;
-      case "p": check(form, "label", "pass"); break;
-      case "f": check(form, "label", "fail"); break;
-      case "1": case "2": case "3": case "4": check(form, "severity", ev.key); break;
-      case "/": ev.preventDefault(); document.getElementById("rationale").focus(); return;
-      default: return;
-    }
+    if (ev.key === "j") { follow("next-link"); return; }
+    if (ev.key === "k") { follow("prev-link"); return; }
+    if (ev.key === "/") { ev.preventDefault(); document.getElementById("rationale").focus(); return; }
+    if (ev.key.length === 1) { pick(form, ev.key); }
   });
 }());
