@@ -19,6 +19,7 @@ from assay.evaluators import EvaluatorDef, ExternalEvaluatorDef, evaluate, save_
 from assay.evaluators.external import ExternalValue, read_value
 from assay.exceptions import ConfigError
 from assay.settings import load_settings
+from assay.signals import list_signals
 from assay.traces import read_file
 
 from .conftest import AIRLINE
@@ -105,6 +106,8 @@ def test_import_stores_fitting_values_and_keeps_garbage_unscored(ws: Path) -> No
     store.close()
     unscored = [r for r in rows if r.status == "unscored"]
     assert len(unscored) == 25 and all(r.verdict is None and r.score is None and r.raw for r in unscored)
+    assert {r.parse_status for r in unscored} == {"failed"}  # as a judge reply no verdict could be read from
+    assert {r.parse_status for r in rows if r.status == "scored"} == {"ok"}
     assert {json.dumps(json.loads(r.raw or "{}").get("value")) for r in unscored} >= {'"N/A"', '"NaN"', "11", "-3"}
     assert any("outside the scale [0, 10]" in r.reason for r in unscored)
     assert any("is not a number" in r.reason for r in unscored)
@@ -130,6 +133,25 @@ def test_calibrate_and_gate_treat_the_external_judge_like_any_other(ws: Path) ->
     assert item["judge_model"] == "gpt-4o-2024-08-06"
     code, out = _run(ws, "gate", "--json")  # 12.5% unscored is above the default tolerance of 10%
     assert code == 3, out
+
+
+def test_an_active_external_evaluators_failed_imports_become_failure_signals(ws: Path, tmp_path: Path) -> None:
+    _run(ws, "scores", "import", str(ws / "verdicts.jsonl"))
+    assert _run(ws, "calibrate", "team-tool-judge", "--split", "0.2,0.2,0.6")[0] == 0  # active (test above)
+    failing = [u for u in read_file(AIRLINE).units if not u.has_error][1:4]  # passed until now: no signal yet
+    path = tmp_path / "later.jsonl"
+    path.write_text("".join(json.dumps({"unit": u.unit_id, "evaluator": "tool_success", "value": 0,
+                                        "reason": "a tool error seen later"}) + "\n" for u in failing))
+    assert _run(ws, "scores", "import", str(path))[0] == 0
+    store = Store(load_settings(ws).resolved_store_url())
+    try:
+        found = {u.unit_id: list_signals(store, unit_id=u.unit_id, kind="evaluator_fail") for u in failing}
+    finally:
+        store.close()
+    for unit_id, signals in found.items():
+        mine = [sg for sg in signals if sg.lineage.name == "team-tool-judge"]
+        assert len(mine) == 1, (unit_id, signals)
+        assert "a tool error seen later" in mine[0].evidence and mine[0].lineage.run_id.startswith("import-")
 
 
 def test_a_csv_file_and_a_file_with_nothing_to_import(ws: Path, tmp_path: Path) -> None:
@@ -162,3 +184,26 @@ def test_reading_values_and_the_store_it_needs() -> None:
                                                              "there is no value"
     with pytest.raises(ConfigError, match="reads its imported scores from the store"):
         evaluate(defn, read_file(AIRLINE).units[0])
+
+
+def test_an_external_judge_on_an_ordinal_or_categorical_criterion_reads_the_scale() -> None:
+    ordinal = {**CRITERION, "scale": {"kind": "ordinal", "levels": [{"value": v, "anchor": f"level {v}"}
+                                                                  for v in range(1, 6)]}}
+    defn = EvaluatorDef(name="graded", kind="external", dimension="d", criterion=ordinal, pass_score=0.75)
+    assert isinstance(defn, ExternalEvaluatorDef)
+    four = read_value(defn, ExternalValue(value=4))
+    assert not isinstance(four, str) and (four.value, four.score, four.verdict) == (4, 0.75, "pass")
+    three = read_value(defn, ExternalValue(value="2", label="3"))  # the label wins
+    assert not isinstance(three, str) and (three.value, three.verdict) == (3, "fail")
+    assert "is not a value of this ordinal scale" in str(read_value(defn, ExternalValue(value=7)))
+    assert read_value(defn, ExternalValue()) == "no value and no label"
+    kinds = {**CRITERION, "scale": {"kind": "categorical", "classes": [{"name": "ok", "score": 1.0},
+                                                                       {"name": "wrong-tool"}, {"name": "bad-args"}]}}
+    cat = EvaluatorDef(name="category", kind="external", dimension="d", criterion=kinds)
+    assert isinstance(cat, ExternalEvaluatorDef)
+    read = read_value(cat, ExternalValue(label="Wrong-Tool"))
+    assert not isinstance(read, str) and (read.value, read.verdict) == ("wrong-tool", "fail")
+    assert "is not a value of this categorical scale" in str(read_value(cat, ExternalValue(label="slow")))
+    with pytest.raises(ValueError, match="a pairwise criterion compares two"):
+        EvaluatorDef(name="pref", kind="external", dimension="d",
+                     criterion={**CRITERION, "scale": {"kind": "pairwise"}})
