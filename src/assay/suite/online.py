@@ -52,6 +52,14 @@ also goes to the judge-audit queue (:mod:`assay.suite.audit`).
 (:func:`assay.signals.units_to_scan`: never scanned, grown, or scanned under other detectors), up to
 :data:`SCAN_BATCH` of them: the OTLP receiver records explicit feedback as it arrives but never waits
 for detectors. Every failed score the worker writes becomes a signal in the one score writer.
+
+**Failure signatures.** At the end of a pass, at most once per ``online.signatures_interval_s``
+(default 300 s; 0: every pass; None: never), the worker brings the failure signatures up to date with
+the signals that arrived: failed units the signatures have not seen join the nearest signature or are
+marked new, and pending new units that group form a new signature
+(:func:`assay.signatures.update_signatures`; a full build when nothing is built yet); then it
+evaluates every signature's lifecycle (:func:`assay.signatures.update_lifecycle`). A failed online
+score thus reaches a signature on the pass that wrote it, or the first pass after the interval.
 """
 
 from __future__ import annotations
@@ -62,7 +70,7 @@ import socket
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -73,6 +81,7 @@ from sqlalchemy.orm import Session as OrmSession
 from assay._store import Store
 from assay._store.scores import Lineage, RunParams, add_scores, finish_run, new_run
 from assay._store.tables import AuditItemRow, OnlineScoreRow, SpanRow, UnitRow, utcnow
+from assay.calibration.certified import judge_change_of, refuse_judge_changes
 from assay.evaluators import EvaluationResult, EvaluatorDef, content_version, evaluate_many
 from assay.evaluators.lineage import lineage_for, new_score
 from assay.evaluators.results import Evaluation
@@ -264,6 +273,9 @@ class PassReport(BaseModel):
     evaluators: tuple[EvaluatorPass, ...] = ()
     passes: int = 1
     signals_scanned: int = Field(default=0, description="complete units whose failure signals were detected")
+    signatures_assigned: int = Field(default=0, description="failed units put in an existing signature")
+    signatures_created: int = Field(default=0, description="failure signatures formed (or built)")
+    lifecycle_changes: int = Field(default=0, description="signature lifecycle changes recorded")
 
     @property
     def scored(self) -> int:
@@ -283,11 +295,15 @@ class PassReport(BaseModel):
 
     @property
     def did_work(self) -> bool:
-        return self.scored + self.failed + self.signals_scanned > 0
+        return self.scored + self.failed + self.signals_scanned + self.signatures_assigned + \
+            self.signatures_created + self.lifecycle_changes > 0
 
     def line(self) -> str:
         """One human-readable progress line."""
         scanned = [f"signals of {self.signals_scanned} units"] if self.signals_scanned else []
+        if self.signatures_assigned + self.signatures_created + self.lifecycle_changes:
+            scanned.append(f"signatures: {self.signatures_assigned} units assigned, {self.signatures_created} "
+                           f"new, {self.lifecycle_changes} lifecycle changes")
         if not self.evaluators:
             return "; ".join([*scanned, "no active evaluator"])
         parts = [f"{e.evaluator}@{e.evaluator_version}: {e.scored} scored, {e.failed} failed, {e.audited} to audit, "
@@ -316,11 +332,17 @@ class OnlineWorker:
         judge: the judge for every ``llm_judge`` evaluator; None builds one per judge model
             from the settings (cached in the store's judge cache), loaded once and kept.
         log: called with one line per pass that did something (and on errors).
+        allow_judge_change: score with a judge other than the one an evaluator was certified with (recorded
+            in the scores' lineage); otherwise :meth:`run` refuses at the start (:meth:`check_judges`) and a
+            pass skips such an evaluator with a log line.
     """
 
     def __init__(self, store: Store, settings: Settings, judge: JudgeClient | None = None,
-                 log: Callable[[str], None] | None = None) -> None:
+                 log: Callable[[str], None] | None = None, allow_judge_change: bool = False) -> None:
         self.store = store
+        self.allow_judge_change = allow_judge_change
+        self._judge_changes: dict[str, str | None] = {}
+        self._refusals: set[str] = set()
         self.settings = settings
         self.cfg = settings.online
         self.judge = judge
@@ -334,6 +356,8 @@ class OnlineWorker:
         self._totals: dict[str, EvaluatorPass] = {}
         self._passes = 0
         self._scanned = 0
+        self._signatures_at: float | None = None
+        self._signature_totals = [0, 0, 0]
 
     # -- public ----------------------------------------------------------------------------
     def run_pass(self, stop: StopFlag | None = None, now_ns: int | None = None) -> PassReport:
@@ -355,6 +379,8 @@ class OnlineWorker:
         for ev in suite:
             if stop is not None and stop.is_set():
                 break
+            if self._refused(ev):
+                continue
             todo, waiting = self._todo(ev, units, decided, now_ns)
             scored = failed = audit = 0
             step = max(1, self.settings.judge.concurrency) if ev.defn.uses_judge else 16
@@ -365,9 +391,37 @@ class OnlineWorker:
                 scored, failed, audit = scored + s, failed + f, audit + a
             out.append(EvaluatorPass(evaluator=ev.defn.name, evaluator_version=ev.version, scored=scored,
                                      failed=failed, audited=audit, waiting=waiting))
-        report = PassReport(run_id=self.run_id, evaluators=tuple(out), signals_scanned=scanned)
+        assigned, created, changes = self._update_signatures(now_ns)
+        report = PassReport(run_id=self.run_id, evaluators=tuple(out), signals_scanned=scanned,
+                            signatures_assigned=assigned, signatures_created=created, lifecycle_changes=changes)
         self._add(report)
         return report
+
+    def _update_signatures(self, now_ns: int | None) -> tuple[int, int, int]:
+        """Bring the signatures and their lifecycle up to date, at most once per ``signatures_interval_s``
+        (module docstring). Returns ``(units assigned, signatures created, lifecycle changes)``; a failure
+        (say the embedding model cannot load) is logged and retried after the interval, scoring goes on."""
+        from assay.signatures import build_signatures, failed_unit_ids, map_points, update_lifecycle, update_signatures
+
+        interval = self.cfg.signatures_interval_s
+        if interval is None or (self._signatures_at is not None and time.monotonic() - self._signatures_at < interval):
+            return 0, 0, 0
+        self._signatures_at = time.monotonic()
+        now = datetime.fromtimestamp(now_ns / 1e9, tz=UTC) if now_ns is not None else None
+        assigned = created = 0
+        try:
+            known = {p[0] for p in map_points(self.store)}
+            if any(u not in known for u in failed_unit_ids(self.store)):
+                if known:
+                    result = update_signatures(self.store, self.settings)
+                    assigned, created = len(result.assigned), len(result.new_signatures)
+                else:
+                    created = len(build_signatures(self.store, self.settings))
+            changes = len(update_lifecycle(self.store, self.settings, now))
+        except Exception as exc:  # a worker outlives a missing embedding model; the scores are kept
+            self.log(f"signatures update failed: {type(exc).__name__}: {exc}")
+            return assigned, created, 0
+        return assigned, created, changes
 
     def _scan_signals(self, decided: dict[str, Completion], now_ns: int | None) -> int:
         """Detect the failure signals of up to ``SCAN_BATCH`` complete units that need it (never scanned,
@@ -394,8 +448,12 @@ class OnlineWorker:
 
         Returns:
             all passes added up.
+
+        Raises:
+            JudgeChanged: see :meth:`check_judges`.
         """
         interval = self.cfg.poll_interval_s if poll_interval_s is None else poll_interval_s
+        self.check_judges()
         try:
             while not stop.is_set():
                 try:
@@ -416,10 +474,38 @@ class OnlineWorker:
             self.close()
         return self.totals()
 
+    def check_judges(self) -> None:
+        """Refuse to start when an active evaluator's judge is not the one it was certified with.
+
+        Raises:
+            JudgeChanged: such an evaluator, and the worker was not told to allow it (names both judges).
+        """
+        from assay.suite.gate import active_evaluators
+
+        suite = [_Active(d, content_version(d), ds) for d, ds in
+                 active_evaluators(self.store, self.settings.evaluators_path())]
+        refuse_judge_changes({ev.defn.name: c for ev in suite if (c := self._change(ev))}, self.allow_judge_change)
+
+    def _change(self, ev: _Active) -> str | None:
+        if ev.key not in self._judge_changes:
+            judge, _ = self._judge_for(ev.defn)
+            self._judge_changes[ev.key] = judge_change_of(self.store, ev.defn, judge, self.settings.judge)
+        return self._judge_changes[ev.key]
+
+    def _refused(self, ev: _Active) -> bool:
+        """True (logged once) when ``ev``'s judge is not its certified one and that is not allowed."""
+        refused = bool(self._change(ev)) and not self.allow_judge_change
+        if refused and ev.key not in self._refusals:
+            self._refusals.add(ev.key)
+            self.log(f"not scoring {ev.key}: {self._change(ev)} (calibrate it again, or --allow-judge-change)")
+        return refused
+
     def totals(self) -> PassReport:
         """All passes so far, added up."""
+        assigned, created, changes = self._signature_totals
         return PassReport(run_id=self.run_id, evaluators=tuple(self._totals.values()), passes=self._passes,
-                          signals_scanned=self._scanned)
+                          signals_scanned=self._scanned, signatures_assigned=assigned, signatures_created=created,
+                          lifecycle_changes=changes)
 
     def close(self) -> None:
         """Finish the online run (summary: counts per evaluator version), if one was started."""
@@ -575,8 +661,8 @@ class OnlineWorker:
             return 0, 0, 0
         lineage = lineage_for(ev.defn, run_id, "online", ev.dataset_version,
                               judge.model_name if judge is not None else None, judge, self.settings.judge,
-                              sample_rate=ev.defn.sample_rate)
-        results = evaluate_many(ev.defn, self.store.units(claimed), judge, self.settings.judge)
+                              sample_rate=ev.defn.sample_rate, judge_change=self._change(ev))
+        results = evaluate_many(ev.defn, self.store.units(claimed), judge, self.settings.judge, store=self.store)
         return self._record(ev, lineage, results)
 
     def _record(self, ev: _Active, lineage: Lineage, results: Sequence[Evaluation]) -> tuple[int, int, int]:
@@ -617,6 +703,8 @@ class OnlineWorker:
     def _add(self, report: PassReport) -> None:
         self._passes += 1
         self._scanned += report.signals_scanned
+        for i, n in enumerate((report.signatures_assigned, report.signatures_created, report.lifecycle_changes)):
+            self._signature_totals[i] += n
         for e in report.evaluators:
             key = f"{e.evaluator}@{e.evaluator_version}"
             old = self._totals.get(key)
@@ -626,7 +714,8 @@ class OnlineWorker:
 
 
 def run_worker(settings: Settings, stop: StopFlag, once: bool = False, judge: JudgeClient | None = None,
-               log: Callable[[str], None] | None = None, niceness: int = 0) -> PassReport:
+               log: Callable[[str], None] | None = None, niceness: int = 0,
+               allow_judge_change: bool = False) -> PassReport:
     """Open the store from the settings and run an :class:`OnlineWorker` until ``stop`` (the body
     of ``assay worker`` and of the ``assay serve --worker`` process).
 
@@ -635,11 +724,12 @@ def run_worker(settings: Settings, stop: StopFlag, once: bool = False, judge: Ju
         stop: set it to stop after the current chunk of units.
         once: drain what is complete now, then return.
         niceness: added to the process's CPU niceness first (0: unchanged; POSIX only).
+        allow_judge_change: see :class:`OnlineWorker`.
     """
     if niceness and hasattr(os, "nice"):
         os.nice(niceness)
     store = Store(settings.resolved_store_url(), settings.signals)
     try:
-        return OnlineWorker(store, settings, judge, log).run(stop, once=once)
+        return OnlineWorker(store, settings, judge, log, allow_judge_change).run(stop, once=once)
     finally:
         store.close()
