@@ -282,22 +282,32 @@ def _agents(spans: list[Span]) -> dict[str, str]:
     ancestor's."""
     by_id = {s.span_id: s for s in spans}
     out: dict[str, str] = {}
-
-    def agent(span_id: str, depth: int = 0) -> str | None:
-        if span_id in out or depth > 200:
-            return out.get(span_id)
-        span = by_id.get(span_id)
-        if span is None:
-            return None
-        own = next((str(span.attributes[k]) for k in _AGENT_KEYS if span.attributes.get(k)), None)
-        found = own or (agent(span.parent_span_id, depth + 1) if span.parent_span_id else None)
-        if found:
-            out[span_id] = found
-        return found
-
     for s in spans:
-        agent(s.span_id)
+        _agent_of(s.span_id, by_id, out)
     return out
+
+
+def _agent_of(span_id: str, by_id: dict[str, Span], out: dict[str, str]) -> None:
+    """Put the agent of ``span_id`` (and of the ancestors walked to find it) into ``out``; at most 200
+    ancestors up, so a parent cycle ends. A loop, not a recursive closure: a closure that calls itself is
+    a reference cycle holding the unit's spans until the cyclic collector runs."""
+    path: list[str] = []
+    found: str | None = None
+    current: str | None = span_id
+    while current is not None and len(path) <= 200:
+        if current in out:
+            found = out[current]
+            break
+        span = by_id.get(current)
+        if span is None:
+            break
+        found = next((str(span.attributes[k]) for k in _AGENT_KEYS if span.attributes.get(k)), None)
+        path.append(current)
+        if found:
+            break
+        current = span.parent_span_id or None
+    if found:
+        out.update(dict.fromkeys(path, found))
 
 
 def _mime(span: Span, side: str) -> str | None:
