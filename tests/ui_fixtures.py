@@ -8,6 +8,7 @@ writes), so the tests need no embedding model.
 from __future__ import annotations
 
 import hashlib
+import json
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -101,3 +102,33 @@ def seed_scales(store: Store) -> dict[str, list[str]]:
     add_criterion(store, "How good is the booking?", name="quality", signature_id=3,
                   scale=OrdinalScale(levels=tuple(OrdinalLevel(value=v, anchor=a) for v, a in enumerate(ANCHORS, 1))))
     return {"pairwise": pair_ids, "ordinal": ordinal_ids}
+
+
+POLICY = ("# Airline policy\n\nThe agent must confirm every booking with the user.\n\n"
+          "## Baggage\n\nEach extra baggage costs 50 dollars.\n\n## Refunds\n\nRefunds go to the original payment.")
+MARKDOWN_REPLY = ("**Origin:** SFO <script>window.__xss = 5</script> [pay](javascript:window.__xss=6) "
+                  "[docs](https://example.com/fares)\n\n| fare | price |\n|:-----|------:|\n| basic | 120 |")
+FLIGHTS = [{"flight": "HAT001", "price": 120, "seats": {"economy": 3, "business": 1}},
+           {"flight": "HAT002", "price": 140, "seats": {"economy": 0, "business": 2}, "note": "x" * 400}]
+
+
+def make_replayed_unit(unit_id: str = "replayed") -> Unit:
+    """A replayed run (times numbered by the reader, as tau-bench does): a system policy, a user request, an
+    assistant reply in markdown (with raw HTML and a javascript: link in it), a tool call whose result is a list
+    of records, and the task instruction and outcome the source recorded."""
+    trace = _hex(unit_id, 32)
+    ms = 1_000_000
+    system = Message(role="system", content=POLICY)
+    user = Message(role="user", content="I want to fly from SFO to JFK on May 20.")
+    reply = Message(role="assistant", content=MARKDOWN_REPLY)
+    spans = (
+        Span(trace_id=trace, span_id=_hex(unit_id + "a", 16), name="chat", kind="llm", start_ns=ms, end_ns=2 * ms,
+             input_messages=(system, user), output_messages=(reply,), synthetic_time=True),
+        Span(trace_id=trace, span_id=_hex(unit_id + "b", 16), name="search", kind="tool", start_ns=3 * ms,
+             end_ns=4 * ms, synthetic_time=True,
+             tool_call=ToolCall(id="c1", name="search_flights", arguments={"origin": "SFO", "dest": "JFK"}),
+             tool_result=json.dumps(FLIGHTS)),
+    )
+    return Unit(unit_id=unit_id, kind="trace", source="replay-test", spans=spans, outcome="fail", reward=0.0,
+                attributes={"instruction": "You are Mia. Book the cheapest flight SFO to JFK on May 20.",
+                            "ended_by": "user"})

@@ -385,3 +385,25 @@ class OpenCodingRow(Base):
     note: Mapped[str] = mapped_column(Text, default="")
     step: Mapped[int | None] = mapped_column(Integer, nullable=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class StepNoteRow(Base):
+    """A note on one step of a unit's timeline, append-only (a correction is a new row): a ``comment``
+    or a ``correction`` (what the agent should have said or done at that step), with provenance.
+    ``step`` is the 1-based index in the step timeline of the unit's content ``content_hash``."""
+
+    __tablename__ = "step_notes"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    unit_id: Mapped[str] = mapped_column(ForeignKey("units.unit_id"), index=True)
+    step: Mapped[int] = mapped_column(Integer)
+    span_id: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    kind: Mapped[str] = mapped_column(String(20))
+    text: Mapped[str] = mapped_column(Text)
+    author: Mapped[str] = mapped_column(String(200))
+    author_kind: Mapped[str] = mapped_column(String(10), default="human")
+    criterion_id: Mapped[int | None] = mapped_column(ForeignKey("criteria.id"), nullable=True)
+    criterion_version: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    content_hash: Mapped[str] = mapped_column(String(64), default="")
+    source: Mapped[str] = mapped_column(String(300), default="")
+    extra: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -9,9 +9,11 @@ Routes (GET unless noted):
     /                                   signatures ranked by impact, progress, criterion status
     /signatures/{sid}                   the queue: items, K, progress per annotator; POST (admin) sets size/K
     /signatures/{sid}/next              redirect to the caller's next item
-    /review/{unit_id}?sig=SID           the step timeline (failure signals marked at their steps) and the
-                                        label form; POST labels (append-only)
+    /review/{unit_id}?sig=SID           the step timeline (failure signals marked at their steps, the reading
+                                        context on top) and the label form; POST labels (append-only);
+                                        ``?criterion=NAME`` instead of ``sig`` keeps a criterion without a queue
     /timeline/{unit_id}?start=N         the next steps of a long timeline (the review page loads them)
+    /policy/..., /notes/...             the system prompt with search, step notes (assay._web.review_context)
     /signatures/{sid}/criterion         criterion editor; POST (admin) writes a new version
     /agreement, /agreement/{name}       human-human agreement per criterion; disagreements
     /adjudicate/{name}/{unit_id}        POST (admin) records the final label with a reason
@@ -33,7 +35,7 @@ from fastapi.staticfiles import StaticFiles
 from pydantic import ValidationError
 
 from assay._store import Store
-from assay._store.spans import load_unit, resolve_unit_id, unit_row
+from assay._store.spans import resolve_unit_id, unit_row
 from assay._store.usage import unit_usages
 from assay._web.audit_pages import audit_router
 from assay._web.auth import SESSION_COOKIE, SESSION_MAX_AGE_S, SessionCodec, authenticate
@@ -43,14 +45,21 @@ from assay._web.pages import (
     StepView,
     checked_form,
     current_user,
-    first_time,
     make_env,
     redirect,
     render,
     require_admin,
     session_of,
-    step_views,
     ui_state,
+)
+from assay._web.review_context import (
+    finished_for,
+    next_signature,
+    reading_context,
+    reading_router,
+    review_criterion,
+    review_query,
+    unit_reading,
 )
 from assay.annotations import (
     Annotation,
@@ -73,11 +82,11 @@ from assay.annotations.queue import (
     unit_annotations,
 )
 from assay.annotations.scale import ShownOrder, flip, parse_scale_items
+from assay.annotations.step_notes import StepNote, notes_by_step, step_notes
 from assay.exceptions import NotFoundError, UsageError
 from assay.settings import Settings
 from assay.signals import FailureSignal, assess, unit_signals
 from assay.signatures import Signature, list_signatures, severe_queue
-from assay.traces import Step, step_timeline
 from assay.traces.usage import usage_summary
 
 router = APIRouter()
@@ -109,6 +118,7 @@ def install_ui(app: FastAPI, settings: Settings, store: Store) -> None:
     app.router.on_startup.append(freeze_startup_heap)
     app.include_router(router)
     app.include_router(audit_router)  # the judge-audit pages (assay.suite.audit)
+    app.include_router(reading_router)  # the system prompt with search, step notes
 
 
 # --- login ---------------------------------------------------------------------------------
@@ -180,8 +190,10 @@ def queue_page(request: Request, sid: int, message: str = "") -> Response:
     user, session = current_user(request)
     store = ui_state(request).store
     sig = _signature(store, sid)
-    return render(request, "queue.html", session, user=user, sig=sig, queue=queue_status(store, sid),
-                  message=message)
+    queue = queue_status(store, sid)
+    finished = bool(queue.items) and finished_for(queue, user.name)
+    return render(request, "queue.html", session, user=user, sig=sig, queue=queue, message=message,
+                  finished=finished, next_sig=next_signature(store, sid, user.name) if finished else None)
 
 
 @router.get("/signatures/{sid}/progress", response_class=HTMLResponse)
@@ -267,8 +279,9 @@ def _side(request: Request, unit_id: str, value: str, show_all: bool) -> Side:
     row = unit_row(ui_state(request).store, unit_id)
     if row is None:
         raise HTTPException(status_code=404, detail="no such unit")
-    steps = _steps(request, unit_id, row.content_hash)
-    shown = step_views(steps if show_all else steps[:INITIAL_STEPS], first_time(steps))
+    reading = unit_reading(request, unit_id, row.content_hash)
+    steps = reading.steps
+    shown = reading.views(0, None if show_all else INITIAL_STEPS)
     return Side(unit_id=unit_id, value=value, steps=shown, total=len(steps),
                 next_start=len(shown) if len(shown) < len(steps) else None)
 
@@ -290,12 +303,13 @@ def _queue_neighbours(store: Store, sig: int | None, unit_id: str) -> tuple[Queu
 
 @router.get("/review/{unit_id:path}", response_class=HTMLResponse)
 def review_page(request: Request, unit_id: str, sig: int | None = None, all: bool = False,  # noqa: A002
-                second: str | None = None) -> Response:
+                second: str | None = None, criterion: str | None = None) -> Response:
     """The unit's step timeline and the label form, which follows the criterion's scale (levels with
     their anchors, classes, or, on a pairwise criterion, both units side by side in an order random
     per annotator). The first ``INITIAL_STEPS`` steps come with the page, the rest load right after it
-    (``/timeline/...``); ``all=1`` renders every step at once. A trace unit merged into a session by a
-    late session id redirects to the session."""
+    (``/timeline/...``); ``all=1`` renders every step at once. Above the timeline: the task, the first
+    request, the source's outcome, the system prompt's link (:mod:`assay._web.review_context`). A trace
+    unit merged into a session by a late session id redirects to the session."""
     user, session = current_user(request)
     store = ui_state(request).store
     unit = unit_row(store, unit_id)
@@ -304,11 +318,12 @@ def review_page(request: Request, unit_id: str, sig: int | None = None, all: boo
         if moved is None:
             raise HTTPException(status_code=404, detail="no such unit")
         return redirect(f"/review/{quote(moved, safe='')}" + (f"?sig={sig}" if sig is not None else ""))
-    criterion = signature_criterion(store, sig) if sig is not None else None
-    second = _pair_second(store, sig, unit.unit_id, second, criterion)
-    steps = _steps(request, unit.unit_id, unit.content_hash)
-    shown = step_views(steps if all else steps[:INITIAL_STEPS], first_time(steps))
-    labels = [(a, criterion is not None and a.criterion == criterion.name and is_stale(a, criterion))
+    crit = review_criterion(store, sig, criterion)
+    second = _pair_second(store, sig, unit.unit_id, second, crit)
+    reading = unit_reading(request, unit.unit_id, unit.content_hash)
+    steps = reading.steps
+    shown = reading.views(0, None if all else INITIAL_STEPS)
+    labels = [(a, crit is not None and a.criterion == crit.name and is_stale(a, crit))
               for a in _item_labels(store, unit.unit_id, second)]
     prev, nxt = _queue_neighbours(store, sig, unit_id)
     mine = [canonical_to(a, unit.unit_id) for a, _ in labels if a.annotator == user.name]
@@ -322,7 +337,9 @@ def review_page(request: Request, unit_id: str, sig: int | None = None, all: boo
     return render(request, "review.html", session, user=user, unit=unit, steps=shown, total=len(steps),
                   usage=usage_summary(usage) if usage is not None else None,
                   next_start=len(shown) if len(shown) < len(steps) else None, unit_id=unit.unit_id, sig=sig,
-                  criterion=criterion, scale=criterion.scale if criterion else BinaryScale(), labels=labels,
+                  criterion=crit, scale=crit.scale if crit else BinaryScale(), labels=labels,
+                  review_q=review_query(sig, crit), notes_at=_notes_at(store, unit.unit_id),
+                  **reading_context(unit, reading),
                   prev=prev, next=nxt, mine=mine[-1] if mine else None, second=second, sides=sides,
                   signals_at=_by_step(signals), unit_signals=[x for x in signals if x.step is None],
                   n_signals=len(signals), failure=assess(unit.unit_id, signals, store.signals),
@@ -354,29 +371,33 @@ def _by_step(signals: list[FailureSignal]) -> dict[int, list[FailureSignal]]:
     return dict(out)
 
 
-def _steps(request: Request, unit_id: str, content_hash: str) -> list[Step]:
-    """The unit's step timeline, from the in-process cache when its content is unchanged."""
-    store = ui_state(request).store
-    return ui_state(request).timelines.get(unit_id, content_hash, lambda: step_timeline(load_unit(store, unit_id)))
+def _notes_at(store: Store, unit_id: str) -> dict[int, list[StepNote]]:
+    """The unit's step notes (comments, corrected outputs) by step index."""
+    return notes_by_step(step_notes(store, [unit_id]))
 
 
 @router.get("/timeline/{unit_id:path}", response_class=HTMLResponse)
 def timeline_chunk(request: Request, unit_id: str, start: int = 0, sig: int | None = None,
-                   side: str = "") -> Response:
+                   side: str = "", criterion: str | None = None) -> Response:
     """``CHUNK_STEPS`` steps of a unit's timeline from ``start`` (0-based), then the loader of the next
     chunk; what the review page fetches after it loaded (htmx). ``side`` prefixes the step ids (pairwise)."""
     _, session = current_user(request)
     unit = unit_row(ui_state(request).store, unit_id)
     if unit is None:
         raise HTTPException(status_code=404, detail="no such unit")
-    steps = _steps(request, unit.unit_id, unit.content_hash)
+    reading = unit_reading(request, unit.unit_id, unit.content_hash)
+    steps = reading.steps
     start = max(0, start)
-    shown = step_views(steps[start:start + CHUNK_STEPS], first_time(steps))
+    shown = reading.views(start, start + CHUNK_STEPS)
     end = start + len(shown)
-    signals = unit_signals(ui_state(request).store, [unit.unit_id])[unit.unit_id]
+    store = ui_state(request).store
+    signals = unit_signals(store, [unit.unit_id])[unit.unit_id]
+    crit = review_criterion(store, sig, criterion)
+    pair_side = side if side in ("left-", "right-") else ""
     return render(request, "_steps.html", session, steps=shown, total=len(steps), unit_id=unit.unit_id, sig=sig,
-                  next_start=end if end < len(steps) else None, side=side if side in ("left-", "right-") else "",
-                  signals_at=_by_step(signals))
+                  next_start=end if end < len(steps) else None, side=pair_side, signals_at=_by_step(signals),
+                  review_q=review_query(sig, crit), criterion=crit,
+                  notes_at=None if pair_side else _notes_at(store, unit.unit_id))
 
 
 def _posted_annotation(form: dict[str, str], unit_id: str, annotator: str, criterion: Criterion | None,
@@ -397,15 +418,17 @@ def _posted_annotation(form: dict[str, str], unit_id: str, annotator: str, crite
 
 
 @router.post("/review/{unit_id:path}")
-async def label(request: Request, unit_id: str, sig: int | None = None, second: str | None = None) -> Response:
-    """Append one label (a correction is a new record) and go to the caller's next item."""
+async def label(request: Request, unit_id: str, sig: int | None = None, second: str | None = None,
+                criterion: str | None = None) -> Response:
+    """Append one label (a correction is a new record) and go to the caller's next item (``criterion=``
+    without a queue: back to the unit, the criterion kept)."""
     user, session = current_user(request)
     form = await checked_form(request, session)
     store = ui_state(request).store
-    criterion = signature_criterion(store, sig) if sig is not None else None
-    second = _pair_second(store, sig, unit_id, second, criterion)
+    crit = review_criterion(store, sig, criterion)
+    second = _pair_second(store, sig, unit_id, second, crit)
     try:
-        annotation = _posted_annotation(form, unit_id, user.name, criterion, second, "ui",
+        annotation = _posted_annotation(form, unit_id, user.name, crit, second, "ui",
                                         {"signature_id": sig} if sig is not None else {})
         add_annotations(store, [annotation])
     except (ValidationError, ValueError, UsageError) as exc:
@@ -413,7 +436,7 @@ async def label(request: Request, unit_id: str, sig: int | None = None, second: 
             raise HTTPException(status_code=404, detail=str(exc)) from None
         raise HTTPException(status_code=400, detail=f"bad label: {str(exc).splitlines()[0]}") from None
     if sig is None:
-        return redirect(f"/review/{quote(unit_id, safe='')}" + (f"?second={quote(second, safe='')}" if second else ""))
+        return redirect(f"/review/{quote(unit_id, safe='')}{review_query(None, crit, second)}")
     return redirect(f"/signatures/{sig}/next?after={quote(unit_id, safe='')}")
 
 

@@ -17,10 +17,19 @@
     var link = document.getElementById(id);
     if (link) { window.location.assign(link.href); }
   }
+  // A step's "comment / correct" link opens the note form in place (htmx), instead of a page of its own.
+  document.addEventListener("click", function (ev) {
+    var link = ev.target instanceof Element ? ev.target.closest("a.note-link") : null;
+    if (!link || !window.htmx || ev.ctrlKey || ev.metaKey || ev.shiftKey) { return; }
+    ev.preventDefault();
+    window.htmx.ajax("GET", link.getAttribute("href"), {target: link.closest(".step-notes"), swap: "outerHTML"});
+  });
   document.addEventListener("keydown", function (ev) {
     var form = document.getElementById("label-form");
     if (!form || ev.ctrlKey || ev.metaKey || ev.altKey) { return; }
     var active = document.activeElement;
+    // keys typed into another form (a step note, a search) belong to that form
+    if (active && active.form && active.form !== form) { return; }
     if (ev.key === "Enter" && !ev.shiftKey) {
       if (active && (active.tagName === "BUTTON" || active.tagName === "A" || active.tagName === "SUMMARY")) { return; }
       ev.preventDefault();

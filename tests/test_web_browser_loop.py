@@ -1,0 +1,106 @@
+"""The annotation app's reading context, the loop and the queue tools in a real browser: Playwright driving
+Debian's Chromium (offline). Skips with a reason when ``/usr/bin/chromium`` is missing.
+
+- markdown safety: a trace holding ``<script>`` and ``**bold**`` shows bold text and the script as text, never
+  runs it, under the app's CSP (no console error); a step note is written in place;
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import uvicorn
+from fastapi import FastAPI
+
+from assay._store import Store
+from assay._web.ui import install_ui
+from assay.annotations.step_notes import step_notes
+from tests.test_web_browser import CHROMIUM, CHROMIUM_ARGS, _free_port
+from tests.ui_fixtures import PASSWORD, make_replayed_unit, seed, settings_for
+
+pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian chromium not installed (/usr/bin/chromium)")
+
+
+@pytest.fixture
+def served(tmp_path: Path) -> Iterator[tuple[str, Store]]:
+    """The app on a real uvicorn server on loopback, with :func:`seed` and a replayed unit: ``(base url, store)``."""
+    settings = settings_for(tmp_path)
+    store = Store(settings.store_url)
+    seed(store)
+    store.add_units([make_replayed_unit()])
+    app = FastAPI()
+    install_ui(app, settings, store)
+    port = _free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            pytest.fail("uvicorn did not start")
+        time.sleep(0.05)
+    yield f"http://127.0.0.1:{port}", store
+    server.should_exit = True
+    thread.join(timeout=10)
+    store.close()
+
+
+def _page(browser: Any, base: str, name: str, errors: list[str]) -> Any:
+    page = browser.new_context(viewport={"width": 1400, "height": 900}).new_page()
+    page.set_default_timeout(15_000)
+    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.goto(f"{base}/login")
+    page.fill("input[name=name]", name)
+    page.fill("input[name=password]", PASSWORD)
+    page.keyboard.press("Enter")
+    page.wait_for_selector("#signatures")
+    return page
+
+
+def test_markdown_renders_safely_and_a_step_note_is_written_in_place(served: tuple[str, Store],
+                                                                     tmp_path: Path) -> None:
+    from playwright.sync_api import expect, sync_playwright
+
+    base, store = served
+    errors: list[str] = []
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        page = _page(browser, base, "ann", errors)
+        page.goto(f"{base}/review/replayed")
+        reply = page.locator("#step-3 .markdown")
+        expect(reply.locator("strong")).to_have_text("Origin:")
+        assert "<script>window.__xss = 5</script>" in reply.inner_text()
+        assert reply.locator("script").count() == 0 and page.evaluate("typeof window.__xss") == "undefined"
+        assert reply.locator("a").count() == 1 and reply.locator("a").get_attribute("href") == \
+            "https://example.com/fares"
+        assert page.locator("#step-5 table.j-table tbody tr").count() == 2
+        page.screenshot(path=tmp_path / "review-markdown.png", full_page=True)
+
+        # a corrected output on step 3, typed in place: the label shortcuts stay out of the note's way
+        page.click("#step-3 a.note-link")
+        form = page.locator("#step-3 form.note-form")
+        expect(form).to_be_visible()
+        form.locator("input[value=correction]").check()
+        form.locator("textarea").fill("fp Book HAT001 for 120 dollars, then confirm.")
+        expect(page.locator("input[name=label][value=fail]")).not_to_be_checked()
+        form.locator("button").click()
+        expect(page.locator("#step-3 .note-correction")).to_contain_text("Book HAT001 for 120 dollars")
+        assert page.url.endswith("/review/replayed")  # no navigation: htmx swapped the notes in
+        notes = step_notes(store, ["replayed"])
+        assert [(n.step, n.kind, n.author) for n in notes] == [(3, "correction", "ann")]
+
+        page.click("#policy-link")
+        page.wait_for_timeout(300)
+        policy = page.context.pages[-1]
+        policy.wait_for_selector("#policy-q")
+        policy.fill("#policy-q", "refunds go")  # htmx asks as one types: no submit
+        expect(policy.locator("#policy-matches mark")).to_have_count(1)
+        expect(policy.locator("#policy-matches")).to_contain_text("Refunds go to the original payment")
+        browser.close()
+    assert errors == []  # no script error, no CSP violation
