@@ -3,6 +3,8 @@ Debian's Chromium (offline). Skips with a reason when ``/usr/bin/chromium`` is m
 
 - markdown safety: a trace holding ``<script>`` and ``**bold**`` shows bold text and the script as text, never
   runs it, under the app's CSP (no console error); a step note is written in place;
+- the loop: from a criterion with enough labels to an active evaluator (draft, YAML, calibrate with its progress
+  polled, the verdict, activation or a forced one with a reason, the lineage);
 """
 
 from __future__ import annotations
@@ -18,10 +20,13 @@ import uvicorn
 from fastapi import FastAPI
 
 from assay._store import Store
+from assay._web.audit_trail import audit_records
 from assay._web.ui import install_ui
 from assay.annotations.step_notes import step_notes
+from assay.calibration.calibrate import evaluator_record
+from assay.evaluators import load_evaluator
 from tests.test_web_browser import CHROMIUM, CHROMIUM_ARGS, _free_port
-from tests.ui_fixtures import PASSWORD, make_replayed_unit, seed, settings_for
+from tests.ui_fixtures import LOOP_CRITERION, PASSWORD, make_replayed_unit, seed, seed_loop, settings_for
 
 pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian chromium not installed (/usr/bin/chromium)")
 
@@ -32,6 +37,7 @@ def served(tmp_path: Path) -> Iterator[tuple[str, Store]]:
     settings = settings_for(tmp_path)
     store = Store(settings.store_url)
     seed(store)
+    seed_loop(store)
     store.add_units([make_replayed_unit()])
     app = FastAPI()
     install_ui(app, settings, store)
@@ -104,3 +110,51 @@ def test_markdown_renders_safely_and_a_step_note_is_written_in_place(served: tup
         expect(policy.locator("#policy-matches")).to_contain_text("Refunds go to the original payment")
         browser.close()
     assert errors == []  # no script error, no CSP violation
+
+
+def test_from_a_criterion_to_an_active_evaluator(served: tuple[str, Store], tmp_path: Path) -> None:
+    from playwright.sync_api import expect, sync_playwright
+
+    base, store = served
+    check = f"{LOOP_CRITERION}-no-cancel-reservation"
+    errors: list[str] = []
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        page = _page(browser, base, "admin", errors)
+        page.goto(f"{base}/signatures/4")
+        page.click("#criterion-loop")
+        expect(page.locator("#label-counts")).to_contain_text("20 labelled items")
+        with page.expect_navigation():
+            page.click("#draft-form button")
+        expect(page.locator("#loop-message")).to_contain_text(f"{check}: drafted")
+        page.click(f"#criterion-evaluators a:text-is('{check}')")
+        expect(page.locator("#evaluator-yaml")).to_contain_text("assay.evaluators.checks:tool_called")
+        expect(page.locator("#verdict")).to_have_text("Not calibrated yet.")
+        page.screenshot(path=tmp_path / "loop-1-drafted.png", full_page=True)
+
+        page.click("#calibrate-form button")  # the job runs in the background; the page polls its progress
+        expect(page.locator("#job")).to_be_visible()
+        page.wait_for_url(f"{base}/evaluators/{check}", timeout=60_000)  # sent to the result when it is done
+        expect(page.locator("#calibration-report")).to_be_visible()
+        defn = load_evaluator(tmp_path / "evaluators" / f"{check}.yaml")
+        report = evaluator_record(store, defn).calibration  # type: ignore[union-attr]
+        assert report is not None
+        verdict = page.inner_text("#verdict")
+        assert verdict.startswith("Certified" if report.meets_threshold else "Not certified")
+        if not report.meets_threshold:  # the activation rule decided against it: force it, with the reason
+            page.fill("#force-reason", "pilot: the check matches every label we have")
+            with page.expect_navigation():
+                page.click("#force-form button")
+        expect(page.locator("#evaluator-status")).to_have_text("active")
+        rec = evaluator_record(store, defn)
+        assert rec is not None and rec.status == "active"
+        lineage = page.inner_text("#lineage")
+        assert "active" in lineage and f"dataset v{report.dataset_version}" in lineage
+        assert "evaluator.calibrate" in page.inner_text("#evaluator-audit")
+        page.screenshot(path=tmp_path / "loop-2-active.png", full_page=True)
+        actions = {a.action for a in audit_records(store, f"evaluator:{check}")}
+        assert {"evaluator.draft", "evaluator.calibrate"} <= actions
+        page.goto(f"{base}/evaluators")
+        assert "active" in page.inner_text("#evaluators")
+        browser.close()
+    assert errors == []

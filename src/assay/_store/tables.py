@@ -407,3 +407,17 @@ class StepNoteRow(Base):
     source: Mapped[str] = mapped_column(String(300), default="")
     extra: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class UiAuditRow(Base):
+    """What someone did in the annotation app (draft, calibrate, activate, export, add a user, ...): who,
+    when, what, on which target. Append-only. A stand-in until the app's general audit log lands; the
+    writer keeps its signature (``assay._web.audit_trail.record_audit``)."""
+
+    __tablename__ = "ui_audit"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    at: Mapped[datetime] = mapped_column(default=utcnow)
+    who: Mapped[str] = mapped_column(String(200))
+    action: Mapped[str] = mapped_column(String(80), index=True)
+    target: Mapped[str] = mapped_column(String(300), index=True)
+    details: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)

@@ -19,6 +19,8 @@ Routes (GET unless noted):
     /adjudicate/{name}/{unit_id}        POST (admin) records the final label with a reason
     /severe                             the rare-severe inbox
     /audit, /audit/{item_id}            the judge audit (see assay._web.audit_pages)
+    /criteria/..., /evaluators/...      the loop from the browser (assay._web.loop_pages)
+    /admin                              accounts, keys, worker, upload, audit record (assay._web.admin_pages)
 """
 
 from __future__ import annotations
@@ -37,8 +39,11 @@ from pydantic import ValidationError
 from assay._store import Store
 from assay._store.spans import resolve_unit_id, unit_row
 from assay._store.usage import unit_usages
+from assay._web.admin_pages import admin_router
 from assay._web.audit_pages import audit_router
 from assay._web.auth import SESSION_COOKIE, SESSION_MAX_AGE_S, SessionCodec, authenticate
+from assay._web.jobs import Jobs
+from assay._web.loop_pages import loop_router
 from assay._web.pages import (
     HERE,
     UI,
@@ -119,6 +124,9 @@ def install_ui(app: FastAPI, settings: Settings, store: Store) -> None:
     app.include_router(router)
     app.include_router(audit_router)  # the judge-audit pages (assay.suite.audit)
     app.include_router(reading_router)  # the system prompt with search, step notes
+    app.state.assay_jobs = Jobs()  # background jobs: calibrations, worker passes
+    app.include_router(loop_router)  # criterion -> evaluators -> calibration -> activation, datasets
+    app.include_router(admin_router)  # accounts, keys, the worker, uploads, the audit record
 
 
 # --- login ---------------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""review: step notes (comments and corrected outputs on a step)
+"""review: step notes (comments and corrected outputs on a step), the app's audit record (ui_audit)
 
 Revision ID: 0013_review
 Revises: 0006_scales
@@ -39,9 +39,27 @@ def upgrade() -> None:
     with op.batch_alter_table('step_notes', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_step_notes_unit_id'), ['unit_id'], unique=False)
 
+    op.create_table('ui_audit',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('at', sa.DateTime(), nullable=False),
+    sa.Column('who', sa.String(length=200), nullable=False),
+    sa.Column('action', sa.String(length=80), nullable=False),
+    sa.Column('target', sa.String(length=300), nullable=False),
+    sa.Column('details', sa.JSON(), nullable=False),
+    sa.PrimaryKeyConstraint('id')
+    )
+    with op.batch_alter_table('ui_audit', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_ui_audit_action'), ['action'], unique=False)
+        batch_op.create_index(batch_op.f('ix_ui_audit_target'), ['target'], unique=False)
+
 
 
 def downgrade() -> None:
+    with op.batch_alter_table('ui_audit', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_ui_audit_target'))
+        batch_op.drop_index(batch_op.f('ix_ui_audit_action'))
+
+    op.drop_table('ui_audit')
     with op.batch_alter_table('step_notes', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_step_notes_unit_id'))
 
