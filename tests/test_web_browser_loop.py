@@ -5,6 +5,8 @@ Debian's Chromium (offline). Skips with a reason when ``/usr/bin/chromium`` is m
   runs it, under the app's CSP (no console error); a step note is written in place;
 - the loop: from a criterion with enough labels to an active evaluator (draft, YAML, calibrate with its progress
   polled, the verdict, activation or a forced one with a reason, the lineage);
+- search and filters over units: the filters are the URL, which another person opens to the same result; what a
+  search finds goes to a queue.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from fastapi import FastAPI
 from assay._store import Store
 from assay._web.audit_trail import audit_records
 from assay._web.ui import install_ui
+from assay.annotations.queue import queue_status
 from assay.annotations.step_notes import step_notes
 from assay.calibration.calibrate import evaluator_record
 from assay.evaluators import load_evaluator
@@ -156,5 +159,43 @@ def test_from_a_criterion_to_an_active_evaluator(served: tuple[str, Store], tmp_
         assert {"evaluator.draft", "evaluator.calibrate"} <= actions
         page.goto(f"{base}/evaluators")
         assert "active" in page.inner_text("#evaluators")
+        browser.close()
+    assert errors == []
+
+
+def test_search_filters_are_a_shareable_url(served: tuple[str, Store], tmp_path: Path) -> None:
+    from playwright.sync_api import expect, sync_playwright
+
+    base, store = served
+    errors: list[str] = []
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        admin = _page(browser, base, "admin", errors)
+        admin.click("header nav a:text-is('Units')")
+        expect(admin.locator("#match-count")).to_contain_text(str(7 + 20 + 1))
+        admin.fill("input[name=q]", "cancel_reservation")
+        admin.select_option("select[name=label]", "fail")
+        with admin.expect_navigation():
+            admin.click("#unit-search button")
+        assert "q=cancel_reservation" in admin.url and "label=fail" in admin.url
+        expect(admin.locator("#units tbody tr")).to_have_count(10)
+        share = admin.input_value("#share-url")
+        assert share.endswith("/units?q=cancel_reservation&label=fail")
+        admin.screenshot(path=tmp_path / "search.png", full_page=True)
+
+        other = _page(browser, base, "ann", errors)  # someone else opens the link
+        other.goto(share)
+        expect(other.locator("#units tbody tr")).to_have_count(10)
+        assert other.input_value("input[name=q]") == "cancel_reservation"
+        assert other.locator("#add-to-queue").count() == 0  # annotators search; admins add to queues
+        assert sorted(other.locator("#units tbody tr td:first-child").all_inner_texts()) == [
+            f"loop-fail-{i:02d}" for i in range(10)]
+
+        admin.select_option("#add-to-queue select[name=signature]", "1")
+        with admin.expect_navigation():
+            admin.click("#add-to-queue button")
+        assert admin.url.startswith(f"{base}/signatures/1?message=")
+        expect(admin.locator("#additions tbody tr")).to_have_count(10)
+        assert [i.origin for i in queue_status(store, 1).items].count("search") == 10
         browser.close()
     assert errors == []

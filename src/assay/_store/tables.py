@@ -421,3 +421,29 @@ class UiAuditRow(Base):
     action: Mapped[str] = mapped_column(String(80), index=True)
     target: Mapped[str] = mapped_column(String(300), index=True)
     details: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+
+class QueueAdditionRow(Base):
+    """A unit added to a signature's review queue beside its sample, with where it came from: a search, another
+    signature, an evaluator's failed scores, or a contrast item (a unit of a neighbouring signature, or a passing
+    unit, so the calibration set has both classes). Removing one deletes its row (the audit record keeps it)."""
+
+    __tablename__ = "queue_additions"
+    __table_args__ = (UniqueConstraint("signature_id", "unit_id"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    signature_id: Mapped[int] = mapped_column(ForeignKey("signatures.id"), index=True)
+    unit_id: Mapped[str] = mapped_column(ForeignKey("units.unit_id"))
+    origin: Mapped[str] = mapped_column(String(40))
+    detail: Mapped[str] = mapped_column(Text, default="")
+    added_by: Mapped[str] = mapped_column(String(200), default="")
+    added_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class QueueReviewerRow(Base):
+    """A person assigned to review a signature's queue (when a queue has any, the queue hands items to them)."""
+
+    __tablename__ = "queue_reviewers"
+    signature_id: Mapped[int] = mapped_column(ForeignKey("signatures.id"), primary_key=True)
+    annotator: Mapped[str] = mapped_column(String(200), primary_key=True)
+    assigned_by: Mapped[str] = mapped_column(String(200), default="")
+    assigned_at: Mapped[datetime] = mapped_column(default=utcnow)

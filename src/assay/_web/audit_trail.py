@@ -8,7 +8,7 @@ target, details)``), written to its own table (``ui_audit``) until that log land
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict
@@ -44,5 +44,6 @@ def audit_records(store: Store, target: str | None = None, limit: int = 200) -> 
     if target is not None:
         q = q.where(UiAuditRow.target == target)
     with store.session() as s:
-        return [AuditRecord(id=r.id, at=r.at, who=r.who, action=r.action, target=r.target, details=r.details or {})
+        return [AuditRecord(id=r.id, at=r.at if r.at.tzinfo else r.at.replace(tzinfo=UTC), who=r.who,
+                            action=r.action, target=r.target, details=r.details or {})
                 for r in s.scalars(q)]

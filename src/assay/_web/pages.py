@@ -1,8 +1,9 @@
 """What every page of the annotation app shares: the app state, the logged-in user, CSRF-checked forms,
 rendering with the security headers, and step views of a timeline.
 
-Page modules (:mod:`assay._web.ui`, :mod:`assay._web.audit_pages`, :mod:`assay._web.dashboard`) import
-from here, never from each other.
+Page modules (:mod:`assay._web.audit_pages`, :mod:`assay._web.dashboard`, :mod:`assay._web.review_context`,
+:mod:`assay._web.loop_pages`, :mod:`assay._web.admin_pages`, :mod:`assay._web.queue_pages`,
+:mod:`assay._web.search`) import from here, never from each other; :mod:`assay._web.ui` mounts them.
 """
 
 from __future__ import annotations

@@ -21,6 +21,7 @@ Routes (GET unless noted):
     /audit, /audit/{item_id}            the judge audit (see assay._web.audit_pages)
     /criteria/..., /evaluators/...      the loop from the browser (assay._web.loop_pages)
     /admin                              accounts, keys, worker, upload, audit record (assay._web.admin_pages)
+    /units?FILTERS                      search over units (assay._web.search); queue tools (assay._web.queue_pages)
 """
 
 from __future__ import annotations
@@ -57,6 +58,7 @@ from assay._web.pages import (
     session_of,
     ui_state,
 )
+from assay._web.queue_pages import queue_router, queue_tools_context
 from assay._web.review_context import (
     finished_for,
     next_signature,
@@ -66,6 +68,7 @@ from assay._web.review_context import (
     review_query,
     unit_reading,
 )
+from assay._web.search import search_router
 from assay.annotations import (
     Annotation,
     BinaryScale,
@@ -86,6 +89,7 @@ from assay.annotations.queue import (
     signature_criterion,
     unit_annotations,
 )
+from assay.annotations.queue_tools import all_reviewers, queue_reviewers
 from assay.annotations.scale import ShownOrder, flip, parse_scale_items
 from assay.annotations.step_notes import StepNote, notes_by_step, step_notes
 from assay.exceptions import NotFoundError, UsageError
@@ -127,6 +131,8 @@ def install_ui(app: FastAPI, settings: Settings, store: Store) -> None:
     app.state.assay_jobs = Jobs()  # background jobs: calibrations, worker passes
     app.include_router(loop_router)  # criterion -> evaluators -> calibration -> activation, datasets
     app.include_router(admin_router)  # accounts, keys, the worker, uploads, the audit record
+    app.include_router(queue_router)  # reviewers, reservations, contrast items
+    app.include_router(search_router)  # /units: search and filters, shareable; add matches to a queue
 
 
 # --- login ---------------------------------------------------------------------------------
@@ -186,9 +192,10 @@ def signatures_page(request: Request) -> Response:
     user, session = current_user(request)
     store = ui_state(request).store
     rows = []
+    reviewers = all_reviewers(store)
     for sig in list_signatures(store, prices=ui_state(request).settings.prices):
         queue = queue_status(store, sig.id)
-        rows.append({"sig": sig, "queue": queue})
+        rows.append({"sig": sig, "queue": queue, "reviewers": reviewers.get(sig.id, [])})
     return render(request, "signatures.html", session, user=user, rows=rows)
 
 
@@ -201,7 +208,8 @@ def queue_page(request: Request, sid: int, message: str = "") -> Response:
     queue = queue_status(store, sid)
     finished = bool(queue.items) and finished_for(queue, user.name)
     return render(request, "queue.html", session, user=user, sig=sig, queue=queue, message=message,
-                  finished=finished, next_sig=next_signature(store, sid, user.name) if finished else None)
+                  finished=finished, next_sig=next_signature(store, sid, user.name) if finished else None,
+                  **queue_tools_context(store, sid, user))
 
 
 @router.get("/signatures/{sid}/progress", response_class=HTMLResponse)
@@ -237,8 +245,13 @@ async def queue_settings(request: Request, sid: int) -> Response:
 
 @router.get("/signatures/{sid}/next")
 def next_item(request: Request, sid: int, after: str | None = None) -> Response:
-    """Reserve the caller's next item of the queue and go there; back to the queue when none is left."""
+    """Reserve the caller's next item of the queue and go there; back to the queue when none is left, or when the
+    queue has assigned reviewers and the caller is neither one of them nor an admin."""
     user, _ = current_user(request)
+    reviewers = queue_reviewers(ui_state(request).store, sid)
+    if reviewers and user.name not in reviewers and not user.is_admin:
+        return redirect(f"/signatures/{sid}?message=" + quote(f"This queue is assigned to {', '.join(reviewers)}: "
+                                                               "ask an admin to add you."))
     try:
         unit_id = claim_next(ui_state(request).store, sid, user.name, after)
     except NotFoundError:

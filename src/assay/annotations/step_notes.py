@@ -12,7 +12,7 @@ content changed. A correction of a correction is a new record; the newest is the
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
@@ -78,7 +78,12 @@ def _note(row: StepNoteRow, criterion: str | None) -> StepNote:
     return StepNote(id=row.id, unit_id=row.unit_id, step=row.step, span_id=row.span_id, kind=row.kind,
                     text=row.text, author=row.author, author_kind=row.author_kind,
                     criterion=criterion, criterion_version=row.criterion_version, content_hash=row.content_hash,
-                    source=row.source, extra=row.extra or {}, created_at=row.created_at)
+                    source=row.source, extra=row.extra or {}, created_at=_utc(row.created_at))
+
+
+def _utc(t: datetime | None) -> datetime | None:
+    """A stored time as aware UTC (SQLite and PostgreSQL give them back without a zone)."""
+    return t.replace(tzinfo=UTC) if t is not None and t.tzinfo is None else t
 
 
 def step_notes(store: Store, unit_ids: Sequence[str] | None = None, kind: NoteKind | None = None) -> list[StepNote]:

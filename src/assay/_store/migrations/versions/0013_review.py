@@ -1,4 +1,5 @@
-"""review: step notes (comments and corrected outputs on a step), the app's audit record (ui_audit)
+"""review: step notes (comments and corrected outputs on a step), the app's audit record (ui_audit), units
+added to review queues (queue_additions) and the reviewers assigned to them (queue_reviewers)
 
 Revision ID: 0013_review
 Revises: 0006_scales
@@ -52,9 +53,39 @@ def upgrade() -> None:
         batch_op.create_index(batch_op.f('ix_ui_audit_action'), ['action'], unique=False)
         batch_op.create_index(batch_op.f('ix_ui_audit_target'), ['target'], unique=False)
 
+    op.create_table('queue_additions',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('signature_id', sa.Integer(), nullable=False),
+    sa.Column('unit_id', sa.String(length=300), nullable=False),
+    sa.Column('origin', sa.String(length=40), nullable=False),
+    sa.Column('detail', sa.Text(), nullable=False),
+    sa.Column('added_by', sa.String(length=200), nullable=False),
+    sa.Column('added_at', sa.DateTime(), nullable=False),
+    sa.ForeignKeyConstraint(['signature_id'], ['signatures.id'], ),
+    sa.ForeignKeyConstraint(['unit_id'], ['units.unit_id'], ),
+    sa.PrimaryKeyConstraint('id'),
+    sa.UniqueConstraint('signature_id', 'unit_id')
+    )
+    with op.batch_alter_table('queue_additions', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_queue_additions_signature_id'), ['signature_id'], unique=False)
+
+    op.create_table('queue_reviewers',
+    sa.Column('signature_id', sa.Integer(), nullable=False),
+    sa.Column('annotator', sa.String(length=200), nullable=False),
+    sa.Column('assigned_by', sa.String(length=200), nullable=False),
+    sa.Column('assigned_at', sa.DateTime(), nullable=False),
+    sa.ForeignKeyConstraint(['signature_id'], ['signatures.id'], ),
+    sa.PrimaryKeyConstraint('signature_id', 'annotator')
+    )
+
 
 
 def downgrade() -> None:
+    op.drop_table('queue_reviewers')
+    with op.batch_alter_table('queue_additions', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_queue_additions_signature_id'))
+
+    op.drop_table('queue_additions')
     with op.batch_alter_table('ui_audit', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_ui_audit_target'))
         batch_op.drop_index(batch_op.f('ix_ui_audit_action'))
