@@ -107,6 +107,16 @@ async def test_draft_from_a_criterion_with_enough_labels(admin: httpx.AsyncClien
     again = await admin.post(f"/criteria/{LOOP_CRITERION}/draft", data={"csrf_token": token})
     assert "unchanged" in again.headers["location"]
     assert len([a for a in audit_records(store) if a.action == "evaluator.draft"]) == 2
+    edited = check.model_copy(update={"code": check.code.model_copy(update={  # type: ignore[union-attr]
+        "args": {"tool": "cancel_booking", "expected": False}})})
+    save_evaluator(edited, folder / f"{CHECK}.yaml")  # someone edited the file by hand
+    kept = await admin.post(f"/criteria/{LOOP_CRITERION}/draft", data={"csrf_token": token})
+    assert "kept the existing file" in unquote(kept.headers["location"])
+    assert content_version(load_evaluator(folder / f"{CHECK}.yaml")) == content_version(edited)
+    replaced = await admin.post(f"/criteria/{LOOP_CRITERION}/draft", data={"csrf_token": token, "replace": "1"})
+    assert f"new version {content_version(check)} (was {content_version(edited)})" in unquote(
+        replaced.headers["location"])
+    assert evaluator_record(store, edited) is not None  # the version it replaced stays in the store
     listing = await ann.get("/evaluators")
     assert CHECK in listing.text and "uncalibrated" not in listing.text and "draft" in listing.text
 

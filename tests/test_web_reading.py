@@ -218,3 +218,45 @@ def test_notes_in_the_rest_api(tmp_path: Path) -> None:
         assert len(client.get("/api/v1/notes", headers=auth, params={"kind": "comment"}).json()) == 0
         assert len(client.get("/api/v1/notes", headers=auth, params={"unit_id": "unit-00"}).json()) == 1
     store.close()
+
+
+def test_the_judge_audit_page_renders_steps_the_same_way() -> None:
+    from types import SimpleNamespace
+
+    from assay._web.pages import make_env, step_views
+    from assay.traces import step_timeline
+
+    unit = make_replayed_unit()
+    item = SimpleNamespace(id=1, criterion="c", evaluator="e", evaluator_version="v", human_label=None)
+    html = make_env().get_template("audit_review.html").render(
+        csrf_token="x", user=None, unit=unit, steps=step_views(step_timeline(unit)), criterion_text="c", item=item,
+        next_id=None)
+    assert "<strong>Origin:</strong>" in html and "&lt;script&gt;" in html and "<script>window" not in html
+    assert '<table class="grid j-table">' in html and 'href="/policy/replayed"' in html
+
+
+def test_long_lists_are_cut_with_a_note() -> None:
+    from assay._web.rendering import MAX_ITEMS, MAX_ROWS, json_html, parse_json
+
+    rows = [{"id": i} for i in range(MAX_ITEMS + 500)]
+    html = str(json_html(rows))
+    assert html.count("<tr><td>") == MAX_ITEMS and "500 more not shown" in html
+    assert f"{MAX_ITEMS - MAX_ROWS:,} more rows</summary>" in html
+    assert str(json_html(list(range(MAX_ITEMS + 1)))).count("<li>") == MAX_ITEMS
+    assert parse_json("Error: payment failed") is None and parse_json("42") is None and parse_json("[1") is None
+
+
+async def test_other_peoples_notes_show_once_the_reader_labelled(store: Store, tmp_path: Path) -> None:
+    from assay.annotations.step_notes import StepNote, add_step_note
+
+    add_step_note(store, StepNote(unit_id="unit-00", step=3, kind="correction", author="admin",
+                                  text="Charge the fare plus the fee."))
+    app = FastAPI()
+    install_ui(app, settings_for(tmp_path), store)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://testserver") as ann:
+        token = await login(ann, "ann")
+        before = (await ann.get("/review/unit-00")).text
+        assert "Charge the fare" not in before and "✎" not in before  # blind: it would anchor the second opinion
+        assert "Charge the fare" not in (await ann.get("/notes/3/unit-00")).text
+        await ann.post("/review/unit-00", data={"label": "fail", "csrf_token": token})
+        assert "Charge the fare plus the fee." in _step((await ann.get("/review/unit-00")).text, 3)

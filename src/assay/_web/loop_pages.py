@@ -114,16 +114,19 @@ def keep_version(store: Store, defn: EvaluatorDef) -> None:
         save_evaluator_record(store, defn, "draft", None)
 
 
-def write_draft(store: Store, folder: Path, defn: EvaluatorDef, who: str) -> str:
-    """Write a drafted evaluator's file, keeping the version it replaces in the store; one line of what happened."""
+def write_draft(store: Store, folder: Path, defn: EvaluatorDef, who: str, replace: bool = False) -> str:
+    """Write a drafted evaluator's file, keeping the version it replaces in the store; one line of what happened.
+    An existing, different file is kept unless ``replace`` (as ``assay evaluators draft --overwrite``)."""
     path = folder / f"{defn.name}.yaml"
     try:
         previous = load_evaluator(path) if path.exists() else None
     except AssayError:
-        previous = None  # an unreadable file is replaced; its text is not a version
+        previous = None  # an unreadable file is replaced only when asked; its text is not a version
     version = content_version(defn)
     if previous is not None and content_version(previous) == version:
         return f"{defn.name}: unchanged (version {version})"
+    if path.exists() and not replace:
+        return f"{defn.name}: kept the existing file (tick 'replace' to write the new draft, version {version})"
     if previous is not None:
         keep_version(store, previous)
     save_evaluator(defn, path)
@@ -138,9 +141,10 @@ def write_draft(store: Store, folder: Path, defn: EvaluatorDef, who: str) -> str
 @loop_router.post("/criteria/{name}/draft")
 async def draft(request: Request, name: str) -> Response:
     """Admin: draft an llm_judge and code checks from the criterion (``assay evaluators draft``; an API judge
-    words the rubric when one is configured, else the criterion text is the rubric) and write their files."""
+    words the rubric when one is configured, else the criterion text is the rubric) and write their files
+    (an existing file only with ``replace=1``)."""
     user, session = current_user(request)
-    await checked_form(request, session)
+    form = await checked_form(request, session)
     require_admin(user)
     ui = ui_state(request)
     crit = _criterion(ui.store, name)
@@ -150,7 +154,9 @@ async def draft(request: Request, name: str) -> Response:
         raise HTTPException(status_code=400, detail=f"cannot draft yet: {why}")
     judge = make_judge(ui.settings.judge, ui.store) if ui.settings.judge.provider != "local" else None
     made = await run_in_threadpool(draft_evaluators, ui.store, crit.name, judge=judge)
-    lines = [write_draft(ui.store, ui.settings.evaluators_path(), d, user.name) for d in (made.judge, *made.checks)]
+    replace = form.get("replace") == "1"
+    lines = [write_draft(ui.store, ui.settings.evaluators_path(), d, user.name, replace)
+             for d in (made.judge, *made.checks)]
     return redirect(f"/criteria/{quote(crit.name, safe='')}?message=" + quote("; ".join(lines)))
 
 

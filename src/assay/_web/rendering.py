@@ -33,6 +33,8 @@ MAX_DEPTH = 6
 """Nesting deeper than this is shown as indented JSON text."""
 MAX_ROWS = 200
 """Rows of a record table shown at once; the rest fold under a summary."""
+MAX_ITEMS = 1000
+"""Rows or array items rendered at all; beyond them a note says how many are left out (the API has them all)."""
 OPEN_CHILDREN = 12
 """Nested objects with at most this many keys (arrays: items) start open."""
 _LINK_REL = "noopener noreferrer nofollow"
@@ -154,7 +156,7 @@ def _array(value: list[Any], depth: int, out: list[str]) -> None:
         out.append('<span class="j-lit">[]</span>')
         return
     out.append('<ol class="j-arr" start="0">')
-    for i, child in enumerate(value):
+    for i, child in enumerate(value[:MAX_ITEMS]):
         out.append("<li>")
         if isinstance(child, dict | list) and child:
             _folded(f"[{i}]", child, depth, out)
@@ -162,6 +164,12 @@ def _array(value: list[Any], depth: int, out: list[str]) -> None:
             _value(child, depth + 1, out)
         out.append("</li>")
     out.append("</ol>")
+    _left_out(len(value), out)
+
+
+def _left_out(n: int, out: list[str]) -> None:
+    if n > MAX_ITEMS:
+        out.append(f'<p class="muted">{n - MAX_ITEMS:,} more not shown (the API\'s unit has them all)</p>')
 
 
 INLINE_CHARS = 80
@@ -208,7 +216,8 @@ def _table(rows: list[dict[str, Any]], depth: int, out: list[str]) -> None:
     _rows(rows[:MAX_ROWS], columns, depth, out)
     out.append("</tbody></table></div>")
     if len(rows) > MAX_ROWS:
-        out.append(f'<details class="fold"><summary>{len(rows) - MAX_ROWS:,} more rows</summary>'
+        out.append(f'<details class="fold"><summary>{min(len(rows), MAX_ITEMS) - MAX_ROWS:,} more rows</summary>'
                    '<div class="j-scroll"><table class="grid j-table"><tbody>')
-        _rows(rows[MAX_ROWS:], columns, depth, out)
+        _rows(rows[MAX_ROWS:MAX_ITEMS], columns, depth, out)
         out.append("</tbody></table></div></details>")
+    _left_out(len(rows), out)

@@ -7,7 +7,8 @@ impact and severity mean. Routes (GET unless noted; login required):
                                       matches as one types; without JavaScript the form submits)
     /notes/{step}/{unit_id}           a step's comments and corrected outputs, and the form to add one
                                       (an htmx fragment inside the review page; a page of its own otherwise);
-                                      POST appends a note (``assay.annotations.step_notes``)
+                                      POST appends a note (``assay.annotations.step_notes``); other people's
+                                      notes show once the reader labelled the unit (:func:`visible_notes`)
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from assay._store.tables import UnitRow
 from assay._web.pages import StepView, checked_form, current_user, first_time, redirect, render, step_views, ui_state
 from assay._web.rendering import markdown_html
 from assay.annotations import Criterion, get_criterion
-from assay.annotations.queue import QueueStatus, queue_status, signature_criterion
+from assay.annotations.queue import QueueStatus, queue_status, signature_criterion, unit_annotations
 from assay.annotations.step_notes import StepNote, add_step_note, notes_by_step, step_notes
 from assay.exceptions import NotFoundError
 from assay.signatures import Signature, list_signatures
@@ -177,6 +178,14 @@ def policy_page(request: Request, unit_id: str, q: str = "") -> Response:
 
 
 # --- step notes: comments and corrected outputs ------------------------------------------------
+def visible_notes(store: Store, unit_id: str, user: str) -> dict[int, list[StepNote]]:
+    """The unit's step notes a reviewer sees, by step: their own, and other people's only once they labelled the
+    unit themselves (a colleague's corrected output would anchor a second opinion as much as their label)."""
+    notes = step_notes(store, [unit_id])
+    labelled = any(a.annotator == user and a.annotator_kind == "human" for a in unit_annotations(store, [unit_id]))
+    return notes_by_step([n for n in notes if labelled or n.author == user])
+
+
 def _step(request: Request, unit_id: str, index: int) -> tuple[UnitRow, Step]:
     row = unit_row(ui_state(request).store, unit_id)
     if row is None:
@@ -195,7 +204,7 @@ def notes_page(request: Request, index: int, unit_id: str, sig: int | None = Non
     row, step = _step(request, unit_id, index)
     store = ui_state(request).store
     crit = review_criterion(store, sig, criterion)
-    notes = notes_by_step(step_notes(store, [row.unit_id])).get(index, [])
+    notes = visible_notes(store, row.unit_id, user.name).get(index, [])
     context: dict[str, Any] = {"user": user, "unit_id": row.unit_id, "step": step, "notes": notes, "crit": crit,
                                "message": message, "query": review_query(sig, crit)}
     template = "_step_notes.html" if request.headers.get("hx-request") else "step_notes.html"

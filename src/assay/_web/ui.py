@@ -67,6 +67,7 @@ from assay._web.review_context import (
     review_criterion,
     review_query,
     unit_reading,
+    visible_notes,
 )
 from assay._web.search import search_router
 from assay.annotations import (
@@ -91,7 +92,6 @@ from assay.annotations.queue import (
 )
 from assay.annotations.queue_tools import all_reviewers, queue_reviewers
 from assay.annotations.scale import ShownOrder, flip, parse_scale_items
-from assay.annotations.step_notes import StepNote, notes_by_step, step_notes
 from assay.exceptions import NotFoundError, UsageError
 from assay.settings import Settings
 from assay.signals import FailureSignal, assess, unit_signals
@@ -338,7 +338,8 @@ def review_page(request: Request, unit_id: str, sig: int | None = None, all: boo
         moved = resolve_unit_id(store, unit_id)
         if moved is None:
             raise HTTPException(status_code=404, detail="no such unit")
-        return redirect(f"/review/{quote(moved, safe='')}" + (f"?sig={sig}" if sig is not None else ""))
+        kept = f"?sig={sig}" if sig is not None else f"?criterion={quote(criterion, safe='')}" if criterion else ""
+        return redirect(f"/review/{quote(moved, safe='')}{kept}")
     crit = review_criterion(store, sig, criterion)
     second = _pair_second(store, sig, unit.unit_id, second, crit)
     reading = unit_reading(request, unit.unit_id, unit.content_hash)
@@ -359,7 +360,7 @@ def review_page(request: Request, unit_id: str, sig: int | None = None, all: boo
                   usage=usage_summary(usage) if usage is not None else None,
                   next_start=len(shown) if len(shown) < len(steps) else None, unit_id=unit.unit_id, sig=sig,
                   criterion=crit, scale=crit.scale if crit else BinaryScale(), labels=labels,
-                  review_q=review_query(sig, crit), notes_at=_notes_at(store, unit.unit_id),
+                  review_q=review_query(sig, crit), notes_at=visible_notes(store, unit.unit_id, user.name),
                   **reading_context(unit, reading),
                   prev=prev, next=nxt, mine=mine[-1] if mine else None, second=second, sides=sides,
                   signals_at=_by_step(signals), unit_signals=[x for x in signals if x.step is None],
@@ -392,17 +393,12 @@ def _by_step(signals: list[FailureSignal]) -> dict[int, list[FailureSignal]]:
     return dict(out)
 
 
-def _notes_at(store: Store, unit_id: str) -> dict[int, list[StepNote]]:
-    """The unit's step notes (comments, corrected outputs) by step index."""
-    return notes_by_step(step_notes(store, [unit_id]))
-
-
 @router.get("/timeline/{unit_id:path}", response_class=HTMLResponse)
 def timeline_chunk(request: Request, unit_id: str, start: int = 0, sig: int | None = None,
                    side: str = "", criterion: str | None = None) -> Response:
     """``CHUNK_STEPS`` steps of a unit's timeline from ``start`` (0-based), then the loader of the next
     chunk; what the review page fetches after it loaded (htmx). ``side`` prefixes the step ids (pairwise)."""
-    _, session = current_user(request)
+    user, session = current_user(request)
     unit = unit_row(ui_state(request).store, unit_id)
     if unit is None:
         raise HTTPException(status_code=404, detail="no such unit")
@@ -418,7 +414,7 @@ def timeline_chunk(request: Request, unit_id: str, start: int = 0, sig: int | No
     return render(request, "_steps.html", session, steps=shown, total=len(steps), unit_id=unit.unit_id, sig=sig,
                   next_start=end if end < len(steps) else None, side=pair_side, signals_at=_by_step(signals),
                   review_q=review_query(sig, crit), criterion=crit,
-                  notes_at=None if pair_side else _notes_at(store, unit.unit_id))
+                  notes_at=None if pair_side else visible_notes(store, unit.unit_id, user.name))
 
 
 def _posted_annotation(form: dict[str, str], unit_id: str, annotator: str, criterion: Criterion | None,
