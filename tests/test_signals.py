@@ -32,7 +32,7 @@ from assay.signals import (
     is_action,
     unit_view,
 )
-from assay.traces import Unit, read_file
+from assay.traces import Span, SpanEvent, ToolCall, Unit, read_file
 from tests.conftest import AIRLINE, DATA, RETAIL, ROOT
 
 MAGENTIC = DATA / "agentrx" / "data" / "magentic_dataset"
@@ -199,6 +199,19 @@ def test_disabled_detector_and_evidence_length(tau: list[Unit]) -> None:
     assert "tool_error" in _kinds(detect(run))
     assert "tool_error" not in _kinds(detect(run, SignalSettings(tool_error={"enabled": False})))
     assert all(len(s.evidence) <= 40 for s in detect(run, SignalSettings(evidence_chars=40)))
+
+
+def test_a_failed_tool_span_without_a_result_gives_its_error_as_evidence() -> None:
+    """An OTel tool span with error status and no result: the evidence is the span's error (status message
+    and exception event), not an empty text."""
+    call = ToolCall(id="c1", name="lookup_order", arguments={"order_id": "W1"}, arguments_raw='{"order_id": "W1"}')
+    failed = Span(trace_id="a" * 32, span_id="b" * 16, name="execute_tool lookup_order", kind="tool", start_ns=1,
+                  end_ns=2, status="error", status_message="order service unavailable", tool_call=call,
+                  events=(SpanEvent(name="exception", time_ns=2, attributes={
+                      "exception.type": "TimeoutError", "exception.message": "no reply in 30 s"}),))
+    (signal,) = [x for x in detect(Unit(unit_id="trace/t", kind="trace", source="otel", spans=(failed,)))
+                 if x.kind == "tool_error"]
+    assert signal.evidence == "lookup_order: order service unavailable; TimeoutError: no reply in 30 s"
 
 
 def test_settings_from_toml_and_invalid_values() -> None:

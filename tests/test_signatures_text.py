@@ -56,8 +56,7 @@ def test_context_pairs_a_tool_call_with_its_result(units: dict[str, Unit]) -> No
 
 def test_without_a_step_the_text_is_how_the_unit_ended(units: dict[str, Unit]) -> None:
     unit = units[QUIET_RUN]
-    signals = detect(unit)
-    assert [s.kind for s in signals] == ["outcome_fail"]
+    signals = [s for s in detect(unit) if s.kind == "outcome_fail"]  # since many_actions, not its only signal
     text = failure_text(unit, signals)
     steps = [s for s in step_timeline(unit) if s.kind != "system"]
     assert text.splitlines() == ["how it ended:", *[render_step(s) for s in steps[-LAST_STEPS:]]]

@@ -143,7 +143,8 @@ def test_from_a_criterion_to_an_active_evaluator(served: tuple[str, Store], tmp_
         assert "?job=" in page.url
         # polled until done, then sent to the result (or, when it finished first, the page shows it at once)
         expect(page.locator("#calibration-report")).to_be_visible(timeout=60_000)
-        assert page.locator("#job.job-running").count() == 0
+        # the report is stored a moment before the job ends (its audit record): a page loaded in between polls on
+        expect(page.locator("#job.job-running")).to_have_count(0, timeout=60_000)
         defn = load_evaluator(tmp_path / "evaluators" / f"{check}.yaml")
         report = evaluator_record(store, defn).calibration  # type: ignore[union-attr]
         assert report is not None

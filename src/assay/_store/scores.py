@@ -34,8 +34,12 @@ from assay._store.tables import RunRow, ScoreRow, utcnow
 from assay.exceptions import NotFoundError
 
 ScoreStatus = Literal["scored", "unscored", "error", "not_applicable"]
+ParseStatus = Literal["ok", "repaired", "failed"]
+"""How the verdict was read: ``ok`` as given (a judge reply that is valid JSON, a code check's value),
+``repaired`` (a judge reply that needed repair: a code fence, comments, raw newlines, trailing text; see
+:mod:`assay.evaluators.verdict`), ``failed`` (no verdict could be read: no reply, or none in it)."""
 INSERT_CHUNK = 1000
-"""Score rows per multi-row INSERT statement (11 bound values each: within SQLite's and PostgreSQL's limits)."""
+"""Score rows per multi-row INSERT statement (12 bound values each: within SQLite's and PostgreSQL's limits)."""
 
 
 class Lineage(BaseModel):
@@ -88,7 +92,8 @@ class NewScore(NamedTuple):
     """One score row to write (its run, dataset version and judge parameters come from the batch's lineage).
 
     ``status`` is ``scored`` (``score`` in [0, 1] and ``verdict`` set) or the failure's status
-    (``score`` and ``verdict`` None); ``reason`` is the judge's reason, the check's message or the error.
+    (``score`` and ``verdict`` None); ``reason`` is the judge's reason, the check's message or the error;
+    ``parse_status`` how the verdict was read (:data:`ParseStatus`).
     """
 
     unit_id: str
@@ -100,6 +105,7 @@ class NewScore(NamedTuple):
     verdict: str | None
     reason: str
     raw: str | None
+    parse_status: ParseStatus = "ok"
 
 
 # --- runs ---------------------------------------------------------------------------------------
@@ -183,7 +189,7 @@ def _values(lineage: Lineage, sc: NewScore) -> dict[str, Any]:
     return {"run_id": lineage.run_id, "unit_id": sc.unit_id, "evaluator_name": sc.evaluator,
             "evaluator_version": sc.evaluator_version, "judge_model": sc.judge_model,
             "dataset_version": lineage.dataset_version, "status": sc.status, "score": sc.score,
-            "verdict": sc.verdict, "reason": sc.reason, "raw": sc.raw}
+            "verdict": sc.verdict, "reason": sc.reason, "raw": sc.raw, "parse_status": sc.parse_status}
 
 
 def add_scores(s: OrmSession, lineage: Lineage, scores: Sequence[NewScore]) -> dict[str, int]:

@@ -79,6 +79,9 @@ class UnitOut(BaseModel):
     trace_ids: list[str]
     span_count: int
     has_error: bool
+    open_spans: int = Field(description="spans stored without an end time (in progress): the unit may still grow")
+    orphan_spans: int = Field(description="spans whose parent has not arrived (flagged 'orphan'); after "
+                              "[online] orphan_grace_s the parent counts as lost")
     content_missing_reason: str | None = Field(description="why a judge should skip the unit, or null")
     steps: list[Step] = Field(description="the step timeline in time order, indices 1-based, times in ns (UTC)")
     usage: UnitUsage = Field(description="token usage, cost (USD; the source's, else configured prices) and "
@@ -219,6 +222,8 @@ class ScoreOut(BaseModel):
     score: float | None = Field(description="0..1; null when the evaluator failed")
     verdict: str | None
     reason: str
+    parse_status: str | None = Field(None, description="how the verdict was read: ok, repaired or failed "
+                                     "(null: stored before this was recorded)")
     created_at: datetime
 
 
@@ -282,6 +287,8 @@ def api_router(settings: Settings, store: Store) -> APIRouter:
         return UnitOut(unit_id=u.unit_id, resolved_from=unit_id if current != unit_id else None, kind=u.kind,
                        source=u.source, outcome=u.outcome, reward=u.reward, trace_ids=u.trace_ids,
                        span_count=len(u.spans), has_error=u.has_error,
+                       open_spans=sum(s.end_ns <= 0 and not s.synthetic_time for s in u.spans),
+                       orphan_spans=sum("orphan" in s.flags for s in u.spans),
                        content_missing_reason=u.content_missing_reason, steps=step_timeline(u),
                        usage=unit_usage(u).priced(settings.prices),
                        failed=current in store.failed_among([current]),

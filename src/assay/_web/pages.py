@@ -29,6 +29,7 @@ from assay.exceptions import NotFoundError
 from assay.settings import Settings
 from assay.signatures.impact import RECENCY_HALF_LIFE_DAYS, SEVERITY_WEIGHT
 from assay.traces import Step
+from assay.traces.media import MediaPart
 
 HERE = Path(__file__).parent
 CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; object-src 'none'; "
@@ -74,7 +75,9 @@ class StepView:
     """One step as the review page shows it (computed once, so the template stays a plain loop).
 
     ``html`` is the step's content rendered (assistant markdown, JSON folded by key; see
-    :mod:`assay._web.rendering`), None where ``body`` shows as preformatted text. A system prompt's
+    :mod:`assay._web.rendering`), None where ``body`` shows as preformatted text (an input/output step's
+    JSON keeps its pretty-printed ``body`` as well, ``is_args`` set). ``error``/``stacktrace`` are a failed
+    span's (the error only when the content does not already say it), ``media`` its parts. A system prompt's
     ``body`` is empty: the page links to it (``chars`` long) instead of repeating it in the timeline.
     """
 
@@ -88,11 +91,26 @@ class StepView:
     offset: str
     html: Markup | None = None
     chars: int = 0
+    in_progress: bool = False
+    span_name: str | None = None
+    agent: str | None = None
+    error: str | None = None
+    stacktrace: str | None = None
+    media: tuple[MediaPart, ...] = ()
 
 
 def first_time(steps: list[Step]) -> int:
     """The earliest non-zero step time (ns), 0 when none: what step offsets count from."""
     return min((s.time_ns for s in steps if s.time_ns), default=0)
+
+
+def _json_value(text: str, mime_type: str | None) -> Any | None:
+    """An input/output step's JSON value (object or array) when its mime type says JSON
+    (``application/json``), or none is given and it parses as one; None to show it as text
+    (``text/plain`` always is)."""
+    if mime_type and "json" not in mime_type:
+        return None
+    return parse_json(text)
 
 
 def step_views(steps: list[Step], t0: int | None = None, timed: bool = True) -> list[StepView]:
@@ -104,26 +122,39 @@ def step_views(steps: list[Step], t0: int | None = None, timed: bool = True) -> 
     return [_view(s, t0 if timed else 0) for s in steps]
 
 
+def _step_json(s: Step) -> Any | None:
+    """The step's content as a JSON value to fold by key, or None."""
+    if s.kind in ("tool_result", "retrieval", "state"):
+        return parse_json(s.text)
+    if s.kind in ("input", "output"):
+        return _json_value(s.text, s.mime_type)
+    return None
+
+
 def _view(s: Step, t0: int) -> StepView:
     is_args = s.kind == "tool_call" and s.arguments is not None
     offset = f"+{(s.time_ns - t0) / 1e9:.3f} s" if t0 and s.time_ns else ""
     always_open = s.is_error or s.kind in ("user", "assistant", "system")
+    extra: dict[str, Any] = {"in_progress": s.in_progress, "span_name": s.span_name, "agent": s.agent,
+                             "stacktrace": s.stacktrace, "media": s.media, "chars": len(s.text), "offset": offset}
     if s.kind == "system":
         return StepView(index=s.index, kind=s.kind, tool_name=s.tool_name, is_error=s.is_error, body="",
-                        is_args=False, open=True, offset=offset, chars=len(s.text))
+                        is_args=False, open=True, error=s.error, **extra)
     html: Markup | None = None
+    body = pretty(s.arguments) if is_args else s.text
+    parsed = _step_json(s)
     if is_args and s.arguments:
-        html = json_html(s.arguments)
+        html, body = json_html(s.arguments), ""
     elif s.kind == "assistant" and not s.is_error:
-        html = markdown_html(s.text)
-    elif s.kind in ("tool_result", "retrieval", "state"):
-        parsed = parse_json(s.text)
-        html = json_html(parsed) if parsed is not None else None
-    body = "" if html is not None else pretty(s.arguments) if is_args else s.text
+        html, body = markdown_html(s.text), ""
+    elif parsed is not None and s.kind in ("input", "output"):  # JSON by its mime type; the plain form kept
+        html, body, is_args = json_html(parsed), pretty(parsed), True
+    elif parsed is not None:
+        html, body = json_html(parsed), ""
     size = len(s.text) if html is not None else len(body)
     return StepView(index=s.index, kind=s.kind, tool_name=s.tool_name, is_error=s.is_error, body=body,
-                    is_args=is_args, open=always_open or size < OPEN_CHARS, offset=offset, html=html,
-                    chars=len(s.text))
+                    is_args=is_args, open=always_open or size < OPEN_CHARS, html=html,
+                    error=s.error if s.error and s.error not in s.text + body else None, **extra)
 
 
 class TimelineCache:

@@ -14,6 +14,7 @@ Routes (GET unless noted):
                                         ``?criterion=NAME`` instead of ``sig`` keeps a criterion without a queue
     /timeline/{unit_id}?start=N         the next steps of a long timeline (the review page loads them)
     /policy/..., /notes/...             the system prompt with search, step notes (assay._web.review_context)
+    /media/{sha256}                     stored inline media bytes (thumbnails of the review page)
     /signatures/{sid}/criterion         criterion editor; POST (admin) writes a new version
     /agreement, /agreement/{name}       human-human agreement per criterion; disagreements
     /adjudicate/{name}/{unit_id}        POST (admin) records the final label with a reason
@@ -38,7 +39,7 @@ from fastapi.staticfiles import StaticFiles
 from pydantic import ValidationError
 
 from assay._store import Store
-from assay._store.spans import resolve_unit_id, unit_row
+from assay._store.spans import media_bytes, orphan_count, resolve_unit_id, unit_row
 from assay._store.usage import unit_usages
 from assay._web.admin_pages import admin_router
 from assay._web.audit_pages import audit_router
@@ -47,6 +48,7 @@ from assay._web.jobs import Jobs
 from assay._web.loop_pages import loop_router
 from assay._web.pages import (
     HERE,
+    SECURITY_HEADERS,
     UI,
     StepView,
     checked_form,
@@ -365,7 +367,8 @@ def review_page(request: Request, unit_id: str, sig: int | None = None, all: boo
                   prev=prev, next=nxt, mine=mine[-1] if mine else None, second=second, sides=sides,
                   signals_at=_by_step(signals), unit_signals=[x for x in signals if x.step is None],
                   n_signals=len(signals), failure=assess(unit.unit_id, signals, store.signals),
-                  failed=unit.unit_id in store.failed_among([unit.unit_id]))
+                  failed=unit.unit_id in store.failed_among([unit.unit_id]),
+                  orphans=orphan_count(store, unit.unit_id))
 
 
 def _item_labels(store: Store, unit_id: str, second: str | None) -> list[Annotation]:
@@ -432,6 +435,26 @@ def _posted_annotation(form: dict[str, str], unit_id: str, annotator: str, crite
                             criterion=criterion.name if criterion else None,
                             criterion_version=criterion.version if criterion else None, source=source, extra=extra)
     return fit_to_scale(annotation, criterion.scale if criterion else BinaryScale())
+
+
+IMAGE_TYPES = frozenset({"image/png", "image/jpeg", "image/jpg", "image/gif", "image/webp", "image/bmp", "image/avif"})
+"""Media served as images; anything else (SVG, which can hold script, included) is sent as a download."""
+
+
+@router.get("/media/{sha256}")
+def media(request: Request, sha256: str) -> Response:
+    """Stored inline media bytes with their content type: raster images inline (the review page's thumbnails),
+    anything else as an ``application/octet-stream`` attachment. Only bytes the store holds, never a remote URL."""
+    current_user(request)
+    found = media_bytes(ui_state(request).store, sha256.lower()) if len(sha256) == 64 else None
+    if found is None:
+        raise HTTPException(status_code=404, detail="no such media")
+    data, mime = found
+    headers = {**SECURITY_HEADERS, "Cache-Control": "private, max-age=86400"}
+    if mime in IMAGE_TYPES:
+        return Response(data, media_type="image/jpeg" if mime == "image/jpg" else mime, headers=headers)
+    return Response(data, media_type="application/octet-stream",
+                    headers={**headers, "Content-Disposition": f'attachment; filename="{sha256[:16]}"'})
 
 
 @router.post("/review/{unit_id:path}")

@@ -75,7 +75,9 @@ class JudgeSpec(_Model):
     """How an ``llm_judge`` evaluator asks its judge."""
 
     prompt: str | None = Field(default=None, description="Jinja2 template with {{ criterion }}, {{ timeline }}, "
-                                                 "{{ labels }}; None: the shipped default_judge.j2")
+                                                 "{{ system_prompt }} (the unit's instructions, within "
+                                                 "[judge] max_system_chars), {{ labels }}; None: the shipped "
+                                                 "default_judge.j2")
     model: str | None = Field(default=None, description="judge model override; None: the workspace judge model")
     labels: dict[str, float] = Field(default_factory=lambda: {"pass": 1.0, "fail": 0.0},
                                      description="verdict label -> score in [0, 1]")

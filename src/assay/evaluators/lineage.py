@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 from pydantic import JsonValue
 
-from assay._store.scores import Lineage, NewScore, write_scores
+from assay._store.scores import Lineage, NewScore, ParseStatus, write_scores
 from assay._store.store import Store
 from assay.evaluators.definition import EvaluatorDef, content_version
 from assay.evaluators.results import Evaluation, EvaluationResult
@@ -23,9 +23,11 @@ from assay.settings import JudgeSettings
 
 def judge_parameters(judge: JudgeClient | None, settings: JudgeSettings) -> dict[str, JsonValue]:
     """What shaped a judge's replies besides model name and prompt: ``provider``, the judge's own generation
-    parameters (when it reports them, :class:`~assay.models.HasParameters`) and ``max_prompt_chars``."""
+    parameters (when it reports them, :class:`~assay.models.HasParameters`), ``max_prompt_chars`` and
+    ``max_system_chars``."""
     own: dict[str, JsonValue] = dict(judge.parameters) if isinstance(judge, HasParameters) else {}
-    return {"provider": settings.provider, **own, "max_prompt_chars": settings.max_prompt_chars}
+    return {"provider": settings.provider, **own, "max_prompt_chars": settings.max_prompt_chars,
+            "max_system_chars": settings.max_system_chars}
 
 
 def judge_model_of(results: Sequence[Evaluation]) -> str | None:
@@ -51,14 +53,24 @@ def lineage_for(defn: EvaluatorDef, run_id: str, run_kind: str, dataset_version:
                    sample_rate=sample_rate)
 
 
+def parse_status(r: Evaluation) -> ParseStatus:
+    """How the result's verdict was read: ``repaired`` when the judge reply needed repair, ``ok`` for a score
+    (or a not-applicable finding) read as given, ``failed`` when no verdict could be read (an unscored reply,
+    an error)."""
+    if isinstance(r, EvaluationResult):
+        return "repaired" if r.repaired else "ok"
+    return "ok" if r.status == "not_applicable" else "failed"
+
+
 def new_score(r: Evaluation) -> NewScore:
     """The score row of one result: a failure keeps its status and its error as the reason, and no score."""
     if isinstance(r, EvaluationResult):
         return NewScore(unit_id=r.unit_id, evaluator=r.evaluator, evaluator_version=r.evaluator_version,
                         judge_model=r.judge_model, status="scored", score=r.score, verdict=r.verdict,
-                        reason=r.reason, raw=r.raw)
+                        reason=r.reason, raw=r.raw, parse_status=parse_status(r))
     return NewScore(unit_id=r.unit_id, evaluator=r.evaluator, evaluator_version=r.evaluator_version,
-                    judge_model=r.judge_model, status=r.status, score=None, verdict=None, reason=r.error, raw=r.raw)
+                    judge_model=r.judge_model, status=r.status, score=None, verdict=None, reason=r.error, raw=r.raw,
+                    parse_status=parse_status(r))
 
 
 def write_results(store: Store, lineage: Lineage, results: Sequence[Evaluation]) -> int:

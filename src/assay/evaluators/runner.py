@@ -28,8 +28,8 @@ from assay.exceptions import ConfigError, EnvironmentProblem, JudgeError, UsageE
 from assay.models.base import JudgeClient
 from assay.models.factory import make_judge
 from assay.settings import JudgeSettings
-from assay.traces.model import Unit
-from assay.traces.timeline import render_timeline, step_timeline
+from assay.traces.model import Step, Unit
+from assay.traces.timeline import media_note, render_timeline, step_timeline
 
 J = TypeVar("J", bound=EvaluatorDef)
 Progress = Callable[[int], None]
@@ -74,30 +74,54 @@ def compile_prompt(defn: EvaluatorDef) -> jinja2.Template:
 def render_prompt(defn: EvaluatorDef, unit: Unit, settings: JudgeSettings | None = None,
                   template: jinja2.Template | None = None, second: Unit | None = None) -> str:
     """The judge prompt for one unit: the template rendered with ``criterion`` (with its ``scale``),
-    ``timeline``, ``labels`` (:meth:`~EvaluatorDef.verdict_labels`) and ``scale`` (the judge's numeric
-    score range, or None); with ``second`` (a pairwise comparison) also ``timeline_first`` (``unit``'s,
-    shown first) and ``timeline_second``.
+    ``timeline``, ``system_prompt``, ``labels`` (:meth:`~EvaluatorDef.verdict_labels`) and ``scale`` (the
+    judge's numeric score range, or None); with ``second`` (a pairwise comparison) also ``timeline_first``
+    (``unit``'s, shown first) and ``timeline_second``.
 
     A timeline leaves out system prompts and keeps the newest steps within ``settings.max_prompt_chars``
-    characters (half each for a pair). ``template`` is ``compile_prompt(defn)`` when the caller renders
-    many units (None: compiled here).
+    characters (half each for a pair), media as ``[image: reference]`` markers and a first line saying the
+    run held media the judge cannot see (:func:`~assay.traces.timeline.media_note`); ``system_prompt`` is
+    the unit's system prompts / instructions (each distinct one once, in order) within
+    ``settings.max_system_chars``, a budget of its own, so a long policy never pushes the conversation out
+    (the shipped default prompts do not use it: a template that wants the policy names
+    ``{{ system_prompt }}``). ``template`` is ``compile_prompt(defn)`` when the caller renders many units
+    (None: compiled here).
 
     Raises:
         ConfigError: the template uses a name that is not defined.
     """
     settings = settings or _default_settings()
     budget = settings.max_prompt_chars if second is None else settings.max_prompt_chars // 2
-    timeline = render_timeline(step_timeline(unit), max_chars=budget, skip_system=True)
+    steps = step_timeline(unit)
+    timeline = judge_timeline(steps, budget)
     pair = {} if second is None else {
-        "timeline_first": timeline,
-        "timeline_second": render_timeline(step_timeline(second), max_chars=budget, skip_system=True)}
+        "timeline_first": timeline, "timeline_second": judge_timeline(step_timeline(second), budget)}
     template = template or compile_prompt(defn)
     try:
         spec = defn.judge_spec()
         return template.render(criterion=defn.criterion, timeline=timeline, labels=list(defn.verdict_labels()),
-                               scale=spec.scale, **pair)
+                               scale=spec.scale, system_prompt=system_prompt(steps, settings.max_system_chars),
+                               **pair)
     except jinja2.TemplateError as exc:
         raise ConfigError(f"prompt template: {exc}", f"evaluator {defn.name}") from exc
+
+
+def judge_timeline(steps: list[Step], max_chars: int) -> str:
+    """The steps as a judge reads them: system prompts left out, the newest kept within ``max_chars``
+    characters, with :func:`~assay.traces.timeline.media_note` first when the run held media."""
+    note = media_note(steps)
+    budget = max(1, max_chars - (len(note) + 1 if note else 0))
+    timeline = render_timeline(steps, max_chars=budget, skip_system=True)
+    return f"{note}\n{timeline}" if note else timeline
+
+
+def system_prompt(steps: Sequence[Step], max_chars: int) -> str:
+    """The unit's system prompts / instructions: the text of each distinct ``system`` step, in order, blank-line
+    separated, cut to ``max_chars`` characters (a marker says how many were left out); "" when there is none."""
+    text = "\n\n".join(dict.fromkeys(s.text.strip() for s in steps if s.kind == "system" and s.text.strip()))
+    if len(text) <= max_chars:
+        return text
+    return text[:max_chars] + f"\n[... {len(text) - max_chars} more characters of the system prompt omitted ...]"
 
 
 def judge_settings_for(defn: EvaluatorDef, settings: JudgeSettings | None) -> JudgeSettings:

@@ -5,8 +5,9 @@ Accepted, in order:
 1. the reply is a JSON object with a ``verdict`` (a label) or ``score`` field (a number on the
    declared scale, default [0, 1], normalised to [0, 1]; one outside the scale is an *error*);
 2. repaired (``repaired=True``): a JSON object inside a markdown code fence, after or before
-   other text, with ``//``, ``/* */`` or ``#`` comments or trailing commas; when there are
-   several, the last one with a verdict or score field counts;
+   other text, with ``//``, ``/* */`` or ``#`` comments, trailing commas or raw newlines (control
+   characters) inside its strings; when there are several, the last one with a verdict or score field
+   counts, with its reason;
 3. repaired: no JSON object, but a ``verdict: <label>`` field (a line such as
    ``Verdict: FAIL``, ``Verdict: 4`` for a level, or a ``"verdict": "pass"`` pair in broken JSON); the last
    one counts.
@@ -129,7 +130,7 @@ def _find_object(text: str) -> tuple[dict[str, Any], bool] | None:
 
 def _objects(text: str) -> Iterator[dict[str, Any]]:
     """Top-level JSON objects embedded in text, in order."""
-    decoder = json.JSONDecoder()
+    decoder = json.JSONDecoder(strict=False)  # control characters (raw newlines) inside strings: repaired
     pos = text.find("{")
     while pos != -1:
         try:

@@ -46,6 +46,9 @@ class JudgeSettings(BaseModel):
     n_threads: int | None = Field(default=None, ge=1, description="local model CPU threads (default: all cores but "
                                   "one, at least 1; spin-waiting threads collapse when cores are shared)")
     max_prompt_chars: int = Field(default=6000, description="timeline text kept in a judge prompt (newest steps)")
+    max_system_chars: int = Field(default=8000, ge=0, description="system prompt / instructions text kept in a judge "
+                                  "prompt's system_prompt variable (its own budget: a long policy never pushes the "
+                                  "conversation out of max_prompt_chars)")
     concurrency: int = Field(default=1, ge=1, description="judge calls in flight at once (API judges)")
     rpm: int | None = Field(default=None, ge=1, description="requests per minute limit (None: unlimited)")
     tpm: int | None = Field(default=None, ge=1, description="tokens per minute limit, input + output (None: unlimited)")
@@ -107,6 +110,9 @@ class OnlineSettings(BaseModel):
                                   "span ended (or started) this many seconds ago")
     settle_s: float = Field(default=5.0, ge=0, description="a trace unit is complete this many seconds after its "
                             "root span ended (late children of an exporter's last batch)")
+    orphan_grace_s: float = Field(default=600.0, ge=0, description="a unit with an orphan span (its parent never "
+                                  "arrived) counts as complete once its newest span ended (or started) this many "
+                                  "seconds ago; keep it above the longest time your agent runs without a span ending")
     poll_interval_s: float = Field(default=5.0, gt=0, description="worker: seconds between passes when idle")
     batch_size: int = Field(default=32, ge=1, description="worker: units per evaluator per pass")
     audit_share: float = Field(default=0.02, ge=0, le=1, description="share of online-scored units sent to the "

@@ -13,8 +13,11 @@ and two evaluators sample independently of each other.
 **Completion** (:func:`completion`), decided on the stored spans alone (``start_ns``, the span's
 ``end_ns``, ``parent_span_id``), times being the producer's clock in ns since the epoch:
 
-* a unit with an *open* span (``end_ns`` 0) or an *orphan* (a span whose parent is not stored,
-  so the parent, a span that has not ended yet, is still expected) is never complete;
+* a unit with an *open* span (``end_ns`` 0) is never complete;
+* a unit with an *orphan* (a span whose parent is not stored, so the parent, a span that has not ended
+  yet, is still expected) waits ``online.orphan_grace_s`` (default 600 s) after its newest span start
+  or end; then the parent counts as lost: the orphans count as roots (they keep their ``orphan`` flag,
+  shown by the API and the review page) and the rules below apply;
 * a **trace** unit is complete when it has a root span (no parent) that has ended, and
   ``online.settle_s`` (default 5 s) have passed since the root's end (OTel SDKs export a span
   when it ends; the settle time lets the exporter's last batch of late children arrive);
@@ -127,17 +130,19 @@ class UnitTimes:
     root_end_ns: int | None
     last_activity_ns: int
     content_hash: str = ""
+    orphan_end_ns: int | None = None
+    """The latest end of an orphan span (None without orphans): a root once the parent counts as lost."""
 
 
 def _times(kind: str, rows: list[tuple[str, str, str | None, int, int]], content_hash: str = "") -> UnitTimes:
     """``rows``: (trace id, span id, parent span id, start ns, end ns) of one unit."""
     ids = {(t, sid) for t, sid, _, _, _ in rows}
     roots = [end for _, _, parent, _, end in rows if not parent]
+    orphans = [end for t, _, parent, _, end in rows if parent and (t, parent) not in ids]
     return UnitTimes(kind=kind, spans=len(rows), open_spans=sum(end <= 0 for *_, end in rows),
-                     orphans=sum(bool(parent) and (t, parent) not in ids for t, _, parent, _, _ in rows),
-                     root_end_ns=max(roots) if roots else None,
+                     orphans=len(orphans), root_end_ns=max(roots) if roots else None,
                      last_activity_ns=max((max(st, end) for *_, st, end in rows), default=0),
-                     content_hash=content_hash)
+                     content_hash=content_hash, orphan_end_ns=max(orphans) if orphans else None)
 
 
 def decide(unit_id: str, times: UnitTimes, now_ns: int, cfg: OnlineSettings) -> Completion:
@@ -146,20 +151,26 @@ def decide(unit_id: str, times: UnitTimes, now_ns: int, cfg: OnlineSettings) -> 
         return Completion(unit_id, False, "no spans")
     if times.open_spans:
         return Completion(unit_id, False, "a span is still open (no end time)")
+    lost = ""
     if times.orphans:
-        return Completion(unit_id, False, "a parent span is still expected (orphan span)")
+        waited_s = (now_ns - times.last_activity_ns) / 1e9
+        if waited_s < cfg.orphan_grace_s:
+            return Completion(unit_id, False, f"a parent span is still expected (orphan span; counted lost "
+                                              f"{cfg.orphan_grace_s:g} s after the newest span, {waited_s:.0f} s now)")
+        lost = f"; {times.orphans} orphan span(s) whose parent never arrived (grace {cfg.orphan_grace_s:g} s)"
     if times.kind == "session":
         idle_s = (now_ns - times.last_activity_ns) / 1e9
         if idle_s < cfg.idle_timeout_s:
             return Completion(unit_id, False, f"session active {idle_s:.0f} s ago "
                                               f"(idle timeout {cfg.idle_timeout_s:g} s)")
-        return Completion(unit_id, True, f"session idle for {idle_s:.0f} s")
-    if times.root_end_ns is None:
+        return Completion(unit_id, True, f"session idle for {idle_s:.0f} s{lost}")
+    ends = [e for e in (times.root_end_ns, times.orphan_end_ns if lost else None) if e is not None]
+    if not ends:
         return Completion(unit_id, False, "root span not received yet")
-    since_s = (now_ns - times.root_end_ns) / 1e9
+    since_s = (now_ns - max(ends)) / 1e9
     if since_s < cfg.settle_s:
         return Completion(unit_id, False, f"root span ended {since_s:.1f} s ago (settle {cfg.settle_s:g} s)")
-    return Completion(unit_id, True, "root span ended")
+    return Completion(unit_id, True, f"root span ended{lost}")
 
 
 def unit_times(store: Store, unit_ids: Sequence[str]) -> dict[str, UnitTimes]:

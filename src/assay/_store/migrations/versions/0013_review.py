@@ -2,7 +2,7 @@
 added to review queues (queue_additions) and the reviewers assigned to them (queue_reviewers)
 
 Revision ID: 0013_review
-Revises: 0006_scales
+Revises: 0005_capture
 Create Date: 2026-12-06 00:26:45.029041
 """
 
@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = '0013_review'
-down_revision = '0006_scales'
+down_revision = '0005_capture'
 branch_labels = None
 depends_on = None
 
