@@ -141,16 +141,17 @@ def _view(s: Step, t0: int) -> StepView:
         return StepView(index=s.index, kind=s.kind, tool_name=s.tool_name, is_error=s.is_error, body="",
                         is_args=False, open=True, error=s.error, **extra)
     html: Markup | None = None
-    body = pretty(s.arguments) if is_args else s.text
-    parsed = _step_json(s)
+    body = ""
     if is_args and s.arguments:
-        html, body = json_html(s.arguments), ""
+        html = json_html(s.arguments)
     elif s.kind == "assistant" and not s.is_error:
-        html, body = markdown_html(s.text), ""
-    elif parsed is not None and s.kind in ("input", "output"):  # JSON by its mime type; the plain form kept
-        html, body, is_args = json_html(parsed), pretty(parsed), True
-    elif parsed is not None:
-        html, body = json_html(parsed), ""
+        html = markdown_html(s.text)
+    elif (parsed := _step_json(s)) is not None:
+        html = json_html(parsed)
+        if s.kind in ("input", "output"):  # JSON by its mime type: the plain form kept, pretty-printed
+            body, is_args = pretty(parsed), True
+    else:
+        body = pretty(s.arguments) if is_args else s.text
     size = len(s.text) if html is not None else len(body)
     return StepView(index=s.index, kind=s.kind, tool_name=s.tool_name, is_error=s.is_error, body=body,
                     is_args=is_args, open=always_open or size < OPEN_CHARS, html=html,
