@@ -117,11 +117,11 @@ def test_failure_signals_and_the_failed_selection(store: Store) -> None:
 
 def test_unit_search_queue_additions_notes_and_audit(store: Store) -> None:
     """The review tools' queries on both databases: search over units (text in the span JSON, labels, signals,
-    time range), queue additions and reviewers, step notes, the app's audit record."""
+    time range), queue additions and reviewers, step notes, the audit log."""
     from datetime import date
 
+    from assay._store.audit import list_audit, record_audit
     from assay._store.unit_search import UnitFilter, unit_query
-    from assay._web.audit_trail import audit_records, record_audit
     from assay.annotations.queue_additions import add_to_queue
     from assay.annotations.queue_tools import assign_reviewers, queue_reviewers, reservations
     from assay.annotations.step_notes import StepNote, add_step_note, step_notes
@@ -147,7 +147,7 @@ def test_unit_search_queue_additions_notes_and_audit(store: Store) -> None:
                                          author="ann", criterion="no-cancel"))
     assert step_notes(store, ["unit-00"]) == [note] and note.criterion_version == 1
     record_audit(store, "admin", "queue.add", "signature:1", {"added": 3})
-    assert [(a.who, a.details) for a in audit_records(store, "signature:1")] == [("admin", {"added": 3})]
+    assert [(a.who, a.details) for a in list_audit(store, target="signature:1")] == [("admin", {"added": 3})]
 
 
 def _concurrently(n: int, fn: Callable[[int], Any]) -> list[Any]:

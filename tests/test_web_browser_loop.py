@@ -22,7 +22,7 @@ import uvicorn
 from fastapi import FastAPI
 
 from assay._store import Store
-from assay._web.audit_trail import audit_records
+from assay._store.audit import list_audit
 from assay._web.ui import install_ui
 from assay.annotations.queue import queue_status
 from assay.annotations.step_notes import step_notes
@@ -161,7 +161,7 @@ def test_from_a_criterion_to_an_active_evaluator(served: tuple[str, Store], tmp_
         assert "active" in lineage and f"dataset v{report.dataset_version}" in lineage
         assert "evaluator.calibrate" in page.inner_text("#evaluator-audit")
         page.screenshot(path=tmp_path / "loop-2-active.png", full_page=True)
-        actions = {a.action for a in audit_records(store, f"evaluator:{check}")}
+        actions = {a.action for a in list_audit(store, target=f"evaluator:{check}")}
         assert {"evaluator.draft", "evaluator.calibrate"} <= actions
         page.goto(f"{base}/evaluators")
         assert "active" in page.inner_text("#evaluators")

@@ -19,7 +19,7 @@ import yaml
 from fastapi import FastAPI
 
 from assay._store import Store
-from assay._web.audit_trail import audit_records
+from assay._store.audit import list_audit
 from assay._web.auth import authenticate, check_api_key
 from assay._web.ui import install_ui
 from assay.annotations.step_notes import StepNote, add_step_note
@@ -101,12 +101,12 @@ async def test_draft_from_a_criterion_with_enough_labels(admin: httpx.AsyncClien
     assert check.kind == "code" and check.criterion.name == LOOP_CRITERION
     rec = evaluator_record(store, check)
     assert rec is not None and rec.status == "draft" and rec.calibration is None
-    drafted = [a for a in audit_records(store) if a.action == "evaluator.draft"]
+    drafted = [a for a in list_audit(store) if a.action == "evaluator.draft"]
     assert {a.target for a in drafted} == {f"evaluator:{CHECK}", f"evaluator:{LOOP_CRITERION}-judge"}
     assert all(a.who == "admin" and a.details["previous_version"] is None for a in drafted)
     again = await admin.post(f"/criteria/{LOOP_CRITERION}/draft", data={"csrf_token": token})
     assert "unchanged" in again.headers["location"]
-    assert len([a for a in audit_records(store) if a.action == "evaluator.draft"]) == 2
+    assert len([a for a in list_audit(store) if a.action == "evaluator.draft"]) == 2
     edited = check.model_copy(update={"code": check.code.model_copy(update={  # type: ignore[union-attr]
         "args": {"tool": "cancel_booking", "expected": False}})})
     save_evaluator(edited, folder / f"{CHECK}.yaml")  # someone edited the file by hand
@@ -172,7 +172,7 @@ async def test_calibrate_in_the_background_then_it_is_active(admin: httpx.AsyncC
     assert 'id="calibration-report"' in page and "Test: agreement [95% CI]" in page
     shown = re.search(r'<pre id="report-json">(.*?)</pre>', page, re.S)
     assert shown and json.loads(html.unescape(shown.group(1)))["run_id"] == report.run_id
-    calibrated = [a for a in audit_records(store, f"evaluator:{CHECK}") if a.action == "evaluator.calibrate"]
+    calibrated = [a for a in list_audit(store, target=f"evaluator:{CHECK}") if a.action == "evaluator.calibrate"]
     assert [(a.who, a.details["meets_threshold"], a.details["status"]) for a in calibrated] == [
         ("admin", report.meets_threshold, rec.status)]
     assert report.meets_threshold and rec.status == "active"  # a code check that agrees with every label
@@ -205,7 +205,7 @@ async def test_force_needs_a_reason_and_is_recorded(admin: httpx.AsyncClient, st
     assert rec.calibration is not None and rec.calibration.override_reason == rec.override_reason
     page = (await admin.get("/evaluators/says-sorry")).text
     assert "forced: the team accepts it for the pilot" in page
-    force = [a for a in audit_records(store, "evaluator:says-sorry") if a.action == "evaluator.force"]
+    force = [a for a in list_audit(store, target="evaluator:says-sorry") if a.action == "evaluator.force"]
     assert [(a.who, a.details["reason"], a.details["version"]) for a in force] == [
         ("admin", "the team accepts it for the pilot", content_version(never))]
 
@@ -232,7 +232,7 @@ async def test_export_the_labels_as_a_versioned_dataset(admin: httpx.AsyncClient
     assert (await ann.get("/datasets/nope.jsonl")).status_code == 404
     page = (await ann.get(f"/criteria/{LOOP_CRITERION}")).text
     assert f'href="/datasets/{LOOP_CRITERION}.v1.jsonl"' in page
-    exported = [a for a in audit_records(store) if a.action == "dataset.export"]
+    exported = [a for a in list_audit(store) if a.action == "dataset.export"]
     assert [(a.who, a.details["dataset_version"], a.details["items"], a.details["notes"]) for a in exported] == [
         ("admin", 1, 20, 1)]
     assert (await ann.post(f"/criteria/{LOOP_CRITERION}/export",
@@ -256,11 +256,11 @@ async def test_accounts_and_keys_from_the_admin_page(admin: httpx.AsyncClient, a
     assert key.group(1) not in (await admin.get("/admin")).text  # shown once
     revoked = await admin.post("/admin/keys/revoke", data={"prefix": key.group(1)[:12], "csrf_token": token})
     assert revoked.status_code == 303 and not check_api_key(store, key.group(1))
-    actions = [(a.action, a.target) for a in audit_records(store)][::-1]
+    actions = [(a.action, a.target) for a in list_audit(store) if not a.action.startswith("signin.")][::-1]
     assert actions == [("user.add", "user:carol"), ("key.create", f"key:{key.group(1)[:12]}"),
                        ("key.revoke", f"key:{key.group(1)[:12]}")]
     assert all(key.group(1) not in json.dumps(a.details) and "long enough" not in json.dumps(a.details)
-               for a in audit_records(store))
+               for a in list_audit(store))
     assert (await ann.post("/admin/users", data={"name": "eve", "role": "admin", "password": PASSWORD,
                                                  "csrf_token": csrf((await ann.get("/")).text)})).status_code == 403
 
@@ -291,8 +291,8 @@ async def test_upload_a_trace_file_and_run_the_worker_once(admin: httpx.AsyncCli
     assert started.status_code == 303 and started.headers["location"].startswith("/admin?job=")
     fragment = await _finish(admin, started.headers["location"])
     assert "done" in fragment
-    worked = [a for a in audit_records(store) if a.action == "worker.once"]
+    worked = [a for a in list_audit(store) if a.action == "worker.once"]
     assert len(worked) == 1 and worked[0].details["scored"] > 0
-    ingested = [a for a in audit_records(store) if a.action == "ingest"]
+    ingested = [a for a in list_audit(store) if a.action == "ingest"]
     assert [(a.target, a.details["units_new"]) for a in ingested][-1] == ("file:airline_runs.json", 3)
     assert yaml.safe_load((tmp_path / "evaluators" / f"{CHECK}.yaml").read_text())["sample_rate"] == 1.0

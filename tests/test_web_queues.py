@@ -16,9 +16,9 @@ import pytest
 from fastapi import FastAPI
 
 from assay._store import Store
+from assay._store.audit import list_audit
 from assay._store.scores import RunParams, new_run
 from assay._store.tables import MemberRow, ScoreRow, SignatureRow
-from assay._web.audit_trail import audit_records
 from assay._web.auth import add_user
 from assay._web.ui import install_ui
 from assay.annotations import Annotation, add_annotations, get_criterion
@@ -134,7 +134,7 @@ async def test_add_what_a_search_finds_to_a_queue(admin: httpx.AsyncClient, app:
     assert len(origins) == 7 + 20  # unit-02 (the error) is in the sample already
     queue = (await admin.get("/signatures/1")).text
     assert "<td>search</td>" in queue and 'id="additions"' in queue and "q=cancel_reservation" in queue
-    added = [(a.details["origin"], a.details["added"]) for a in audit_records(store) if a.action == "queue.add"]
+    added = [(a.details["origin"], a.details["added"]) for a in list_audit(store) if a.action == "queue.add"]
     assert added == [("signature", 10), ("evaluator", 1), ("search", 10)]
     removed = await admin.post("/signatures/1/remove", data={"unit_id": "loop-fail-00", "csrf_token": token})
     assert removed.status_code == 303 and "loop-fail-00" not in {i.unit_id for i in queue_status(store, 1).items}
@@ -164,7 +164,7 @@ async def test_reviewers_decide_who_is_handed_items(admin: httpx.AsyncClient, ap
     async with _client(app) as ann:
         await login(ann, "ann")
         assert (await ann.get("/signatures/1/next")).headers["location"].startswith("/review/")
-    assigned = [a.details["reviewers"] for a in audit_records(store) if a.action == "queue.assign"]
+    assigned = [a.details["reviewers"] for a in list_audit(store) if a.action == "queue.assign"]
     assert assigned == [[], ["cat"]]
     assert (await admin.post("/signatures/4/reviewers", data={"reviewer": ["nobody"],
                                                               "csrf_token": token})).status_code == 404
@@ -188,7 +188,7 @@ async def test_reservations_are_shown_and_an_admin_releases_them(admin: httpx.As
         assert again.status_code == 404
         assert (await ann.post("/signatures/1/release", data={"unit_id": unit, "annotator": "ann",
                                                               "csrf_token": csrf(queue)})).status_code == 403
-    released = [a.details for a in audit_records(store) if a.action == "queue.release"]
+    released = [a.details for a in list_audit(store) if a.action == "queue.release"]
     assert released == [{"unit_id": unit, "annotator": "ann"}]
 
 
@@ -230,4 +230,4 @@ async def test_contrast_items_give_the_calibration_set_both_classes(admin: httpx
     assert {str(i.target) for i in labelled} == {"pass", "fail"}
     bad = await admin.post("/signatures/1/contrast", data={"neighbours": "-1", "passing": "0", "csrf_token": token})
     assert bad.status_code == 400
-    assert [a.details["added"] for a in audit_records(store) if a.action == "queue.contrast"] == [5]
+    assert [a.details["added"] for a in list_audit(store) if a.action == "queue.contrast"] == [5]

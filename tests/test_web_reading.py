@@ -155,7 +155,7 @@ async def test_adjudication_and_severe_links_keep_the_criterion(client: httpx.As
     assert 'id="criterion"' in review.text and 'action="/review/unit-01?criterion=amounts"' in review.text
     saved = await client.post("/review/unit-01?criterion=amounts",
                               data={"label": "fail", "severity": "3", "csrf_token": csrf(review.text)})
-    assert saved.status_code == 303 and saved.headers["location"] == "/review/unit-01?criterion=amounts"
+    assert saved.status_code == 303 and saved.headers["location"] == "/review/unit-01?criterion=amounts&saved=unit-01"
     mine = [a for a in list_annotations(store) if a.annotator == "admin"]
     assert [(a.unit_id, a.criterion, a.criterion_version) for a in mine] == [("unit-01", "amounts", 1)]
     flag_unit(store, "unit-02", "refund issued twice", flagged_by="ann")
@@ -260,3 +260,26 @@ async def test_other_peoples_notes_show_once_the_reader_labelled(store: Store, t
         assert "Charge the fare" not in (await ann.get("/notes/3/unit-00")).text
         await ann.post("/review/unit-00", data={"label": "fail", "csrf_token": token})
         assert "Charge the fare plus the fee." in _step((await ann.get("/review/unit-00")).text, 3)
+
+
+async def test_notes_are_hidden_under_the_same_rule_as_labels(store: Store, tmp_path: Path) -> None:
+    """Blind review hides other people's step notes exactly when it hides their labels: shown in a queue that is
+    not blind, hidden again when the reader's own label went stale (a new criterion version)."""
+    from assay.annotations.queue import set_queue
+    from assay.annotations.step_notes import StepNote, add_step_note
+
+    add_criterion(store, "Amounts add up.", name="amounts", signature_id=1)
+    add_step_note(store, StepNote(unit_id="unit-00", step=3, kind="comment", author="admin", text="Fee missing."))
+    app = FastAPI()
+    install_ui(app, settings_for(tmp_path), store)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://testserver") as ann:
+        await login(ann, "ann")
+        add_annotations(store, [Annotation(unit_id="unit-00", annotator="ann", label="fail", criterion="amounts")])
+        assert "Fee missing." in (await ann.get("/notes/3/unit-00?sig=1")).text  # labelled: the reveal
+        add_criterion(store, "Amounts add up, fees included.", name="amounts")  # v2: ann's label is stale
+        page = (await ann.get("/review/unit-00?sig=1")).text
+        assert 'id="stale-note"' in page and "Fee missing." not in page
+        assert "Fee missing." not in (await ann.get("/notes/3/unit-00?sig=1")).text
+        set_queue(store, 1, blind=False)
+        assert "Fee missing." in _step((await ann.get("/review/unit-00?sig=1")).text, 3)
+        assert "Fee missing." in (await ann.get("/notes/3/unit-00?sig=1")).text

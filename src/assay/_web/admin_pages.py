@@ -23,7 +23,7 @@ from fastapi.responses import HTMLResponse, Response
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
-from assay._web.audit_trail import audit_records, record_audit
+from assay._store.audit import list_audit, record_audit
 from assay._web.auth import ROLES, Account, add_user, create_api_key, csrf_ok, list_api_keys, list_users, revoke_api_key
 from assay._web.jobs import Job, jobs_of
 from assay._web.pages import UI, checked_form, current_user, redirect, render, require_admin, ui_state
@@ -48,7 +48,7 @@ def _admin(request: Request) -> tuple[Account, dict[str, str]]:
 def _page(request: Request, session: dict[str, str], user: Account, status: int = 200, **extra: Any) -> Response:
     store = ui_state(request).store
     return render(request, "admin.html", session, status=status, user=user, users=list_users(store),
-                  keys=list_api_keys(store), audit=audit_records(store, limit=100), roles=ROLES,
+                  keys=list_api_keys(store), audit=list_audit(store, limit=100), roles=ROLES,
                   max_upload_mb=MAX_UPLOAD_BYTES // (1024 * 1024), **extra)
 
 

@@ -1,10 +1,11 @@
 """The loop from the browser: from a criterion with enough labels, draft evaluators, read their YAML and the
 diff to the last version, calibrate (a background job, its progress polled), activate a certified version
 or force one with a recorded reason, see the lineage, and export the labels as a versioned dataset. Each
-action appends an audit record (:mod:`assay._web.audit_trail`). Routes (GET unless noted; login required,
-the POSTs admins only):
+action appends an audit record (``audit_log``, :mod:`assay._store.audit`). Routes (GET unless noted; login
+required, the POSTs admins only):
 
-    /criteria/{name}                  labels per class, the criterion's evaluators, exported datasets
+    /criteria/{id or name}            (assay._web.criteria_pages) shows the loop's part: labels per class, the
+                                      criterion's evaluator files, drafting, exported datasets (:func:`loop_context`)
     POST /criteria/{name}/draft       draft evaluators (``assay evaluators draft``): files in evaluators/
     POST /criteria/{name}/export      the labels as a versioned dataset: datasets/NAME.vN.jsonl, with the
                                       step notes of its units beside it (NAME.vN.notes.jsonl)
@@ -30,8 +31,8 @@ from sqlalchemy import select
 from starlette.concurrency import run_in_threadpool
 
 from assay._store import Store
+from assay._store.audit import list_audit, record_audit
 from assay._store.tables import EvaluatorRow
-from assay._web.audit_trail import audit_records, record_audit
 from assay._web.jobs import Job, jobs_of
 from assay._web.pages import SECURITY_HEADERS, checked_form, current_user, redirect, render, require_admin, ui_state
 from assay.annotations import Criterion, get_criterion
@@ -94,18 +95,15 @@ def exported_files(settings: Settings, name: str) -> list[str]:
     return [p.name for p in sorted(files, key=lambda p: p.stat().st_mtime, reverse=True)]
 
 
-@loop_router.get("/criteria/{name}", response_class=HTMLResponse)
-def criterion_loop(request: Request, name: str, message: str = "") -> Response:
-    """A criterion's labels per class, whether it can be drafted from, its evaluators and exported datasets."""
-    user, session = current_user(request)
-    ui = ui_state(request)
-    crit = _criterion(ui.store, name)
-    items, ties, stale = consolidate(ui.store, crit)
+def loop_context(store: Store, settings: Settings, crit: Criterion) -> dict[str, Any]:
+    """What a criterion's page shows of the loop (``templates/_criterion_loop.html``): labels per class (one per
+    item, :func:`assay.calibration.dataset.consolidate`), whether it can be drafted from, its evaluator files
+    and exported datasets."""
+    items, ties, stale = consolidate(store, crit)
     balance = Counter(str(i.target) for i in items)
-    return render(request, "criterion_loop.html", session, user=user, crit=crit, n_items=len(items),
-                  balance=dict(balance), ties=ties, stale=stale, not_ready=draft_readiness(crit, balance),
-                  evaluators=evaluator_rows(ui.store, ui.settings, crit.name), message=message,
-                  exported=exported_files(ui.settings, crit.name), min_per_label=MIN_PER_LABEL)
+    return {"n_items": len(items), "balance": dict(balance), "ties": ties, "stale_left_out": stale,
+            "not_ready": draft_readiness(crit, balance), "loop_evaluators": evaluator_rows(store, settings, crit.name),
+            "exported": exported_files(settings, crit.name), "min_per_label": MIN_PER_LABEL}
 
 
 def keep_version(store: Store, defn: EvaluatorDef) -> None:
@@ -256,7 +254,7 @@ def evaluator_page(request: Request, name: str, job: str | None = None, message:
                   yaml_text=path.read_text(encoding="utf-8"), state=rec.status if rec else "uncalibrated",
                   override_reason=rec.override_reason if rec else None, report=report,
                   report_json=report.model_dump_json(indent=2) if report else "", previous=previous, diff=diff,
-                  versions=versions[::-1], audit=audit_records(ui.store, f"evaluator:{name}"),
+                  versions=versions[::-1], audit=list_audit(ui.store, target=f"evaluator:{name}"),
                   job=jobs_of(request).get(job) if job else None, message=message,
                   forceable=report is not None and report.test is not None and report.test.n > 0)
 

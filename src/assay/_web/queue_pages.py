@@ -17,7 +17,7 @@ from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import Response
 
 from assay._store import Store
-from assay._web.audit_trail import record_audit
+from assay._store.audit import record_audit
 from assay._web.auth import Account, csrf_ok, list_users
 from assay._web.pages import checked_form, current_user, redirect, require_admin, ui_state
 from assay.annotations.queue_additions import queue_additions, remove_from_queue
@@ -60,7 +60,7 @@ async def set_reviewers(request: Request, sid: int) -> Response:
         chosen = assign_reviewers(store, sid, names, user.name)
     except NotFoundError as exc:
         raise HTTPException(status_code=404, detail=str(exc)) from None
-    record_audit(store, user.name, "queue.assign", f"signature:{sid}", {"reviewers": chosen})
+    record_audit(store, user.name, "queue.assign", f"signature:{sid}", {"reviewers": [*chosen]})
     return _back(sid, f"reviewers: {', '.join(chosen)}" if chosen else "no reviewer assigned: anyone may review")
 
 

@@ -8,7 +8,9 @@ impact and severity mean. Routes (GET unless noted; login required):
     /notes/{step}/{unit_id}           a step's comments and corrected outputs, and the form to add one
                                       (an htmx fragment inside the review page; a page of its own otherwise);
                                       POST appends a note (``assay.annotations.step_notes``); other people's
-                                      notes show once the reader labelled the unit (:func:`visible_notes`)
+                                      notes are hidden under blind review's rule for labels: they show once
+                                      the reader saved a current label, or in a queue that is not blind
+                                      (:func:`visible_notes`)
 """
 
 from __future__ import annotations
@@ -28,8 +30,9 @@ from assay._store.spans import load_unit, unit_row
 from assay._store.tables import UnitRow
 from assay._web.pages import StepView, checked_form, current_user, first_time, redirect, render, step_views, ui_state
 from assay._web.rendering import markdown_html
+from assay._web.review_labels import label_view
 from assay.annotations import Criterion, get_criterion
-from assay.annotations.queue import QueueStatus, queue_status, signature_criterion, unit_annotations
+from assay.annotations.queue import QueueStatus, queue_blind, queue_status, signature_criterion, unit_annotations
 from assay.annotations.step_notes import StepNote, add_step_note, notes_by_step, step_notes
 from assay.exceptions import NotFoundError
 from assay.signatures import Signature, list_signatures
@@ -131,8 +134,9 @@ def review_query(sig: int | None, criterion: Criterion | None, second: str | Non
 
 
 def finished_for(queue: QueueStatus, user: str) -> bool:
-    """True when nothing in the queue is left for ``user``: each item is labelled by them or has its K labels."""
-    return all(user in item.annotators or item.done(queue.k) for item in queue.items)
+    """True when nothing in the queue is left for ``user``: each item has their current label, or has its K labels
+    and no stale label of theirs (a stale label puts the item back in their queue)."""
+    return all(user in item.annotators or (item.done(queue.k) and user not in item.stale) for item in queue.items)
 
 
 def next_signature(store: Store, after: int, user: str) -> Signature | None:
@@ -178,12 +182,17 @@ def policy_page(request: Request, unit_id: str, q: str = "") -> Response:
 
 
 # --- step notes: comments and corrected outputs ------------------------------------------------
-def visible_notes(store: Store, unit_id: str, user: str) -> dict[int, list[StepNote]]:
-    """The unit's step notes a reviewer sees, by step: their own, and other people's only once they labelled the
-    unit themselves (a colleague's corrected output would anchor a second opinion as much as their label)."""
-    notes = step_notes(store, [unit_id])
-    labelled = any(a.annotator == user and a.annotator_kind == "human" for a in unit_annotations(store, [unit_id]))
-    return notes_by_step([n for n in notes if labelled or n.author == user])
+def visible_notes(store: Store, unit_id: str, user: str, blind: bool) -> dict[int, list[StepNote]]:
+    """The unit's step notes a reviewer sees, by step: their own, and other people's only when the page is not
+    blind (``blind``: :attr:`assay._web.review_labels.LabelView.blind`, the rule that hides other labels; a
+    colleague's corrected output would anchor a second opinion as much as their label)."""
+    return notes_by_step([n for n in step_notes(store, [unit_id]) if not blind or n.author == user])
+
+
+def notes_blind(store: Store, unit_id: str, user: str, criterion: Criterion | None, sig: int | None) -> bool:
+    """Whether ``user`` reads ``unit_id`` blind (the review page's rule, :func:`assay._web.review_labels.label_view`):
+    the queue is blind and they saved no current label on the unit against ``criterion``."""
+    return label_view(unit_annotations(store, [unit_id]), user, criterion, queue_blind(store, sig)).blind
 
 
 def _step(request: Request, unit_id: str, index: int) -> tuple[UnitRow, Step]:
@@ -204,7 +213,8 @@ def notes_page(request: Request, index: int, unit_id: str, sig: int | None = Non
     row, step = _step(request, unit_id, index)
     store = ui_state(request).store
     crit = review_criterion(store, sig, criterion)
-    notes = visible_notes(store, row.unit_id, user.name).get(index, [])
+    blind = notes_blind(store, row.unit_id, user.name, crit, sig)
+    notes = visible_notes(store, row.unit_id, user.name, blind).get(index, [])
     context: dict[str, Any] = {"user": user, "unit_id": row.unit_id, "step": step, "notes": notes, "crit": crit,
                                "message": message, "query": review_query(sig, crit)}
     template = "_step_notes.html" if request.headers.get("hx-request") else "step_notes.html"

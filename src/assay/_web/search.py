@@ -19,9 +19,9 @@ from pydantic import ValidationError
 from sqlalchemy import func, select
 
 from assay._store import Store
+from assay._store.audit import record_audit
 from assay._store.tables import AnnotationRow, MemberRow, ScoreRow, SignalRow, UnitRow
 from assay._store.unit_search import UnitFilter, unit_query
-from assay._web.audit_trail import record_audit
 from assay._web.pages import checked_form, current_user, redirect, render, require_admin, ui_state
 from assay.annotations.queue_additions import Origin, add_to_queue
 from assay.exceptions import NotFoundError

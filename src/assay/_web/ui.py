@@ -5,24 +5,29 @@ every form carries the session's CSRF token; every response carries a strict
 Content-Security-Policy (no inline script or style: trace content renders inert).
 
 Routes (GET unless noted):
-    /login, POST /login, POST /logout
-    /                                   signatures ranked by impact, progress, criterion status
-    /signatures/{sid}                   the queue: items, K, progress per annotator; POST (admin) sets size/K
-    /signatures/{sid}/next              redirect to the caller's next item
+    /login, POST /login, POST /logout   sign-in, throttled after repeated failures (see assay._web.signin)
+    /                                   signatures ranked by impact, signal mix, progress, criterion status
+    /signatures/{sid}                   the queue: items, K, progress per annotator, stale labels to redo;
+                                        POST (admin) sets size, K and blind review
+    /signatures/{sid}/next              redirect to the caller's next item (their stale ones too)
     /review/{unit_id}?sig=SID           the step timeline (failure signals marked at their steps, the reading
-                                        context on top) and the label form; POST labels (append-only);
+                                        context on top) and the label form, blind until the caller labelled
+                                        (assay._web.review_labels); POST labels (append-only);
                                         ``?criterion=NAME`` instead of ``sig`` keeps a criterion without a queue
     /timeline/{unit_id}?start=N         the next steps of a long timeline (the review page loads them)
     /policy/..., /notes/...             the system prompt with search, step notes (assay._web.review_context)
     /media/{sha256}                     stored inline media bytes (thumbnails of the review page)
-    /signatures/{sid}/criterion         criterion editor; POST (admin) writes a new version
-    /agreement, /agreement/{name}       human-human agreement per criterion; disagreements
     /adjudicate/{name}/{unit_id}        POST (admin) records the final label with a reason
     /severe                             the rare-severe inbox
     /audit, /audit/{item_id}            the judge audit (see assay._web.audit_pages)
     /criteria/..., /evaluators/...      the loop from the browser (assay._web.loop_pages)
     /admin                              accounts, keys, worker, upload, audit record (assay._web.admin_pages)
     /units?FILTERS                      search over units (assay._web.search); queue tools (assay._web.queue_pages)
+    /review-next, /workflows            review across signatures; where failures concentrate
+                                        (see assay._web.signature_pages)
+
+Criteria (/criteria, /criteria/{id or name}, /signatures/{sid}/criterion) are in :mod:`assay._web.criteria_pages`,
+agreement (/agreement) in :mod:`assay._web.agreement_pages`, error pages in :mod:`assay._web.errors`.
 """
 
 from __future__ import annotations
@@ -39,11 +44,15 @@ from fastapi.staticfiles import StaticFiles
 from pydantic import ValidationError
 
 from assay._store import Store
+from assay._store.audit import record_audit
 from assay._store.spans import media_bytes, orphan_count, resolve_unit_id, unit_row
 from assay._store.usage import unit_usages
 from assay._web.admin_pages import admin_router
+from assay._web.agreement_pages import agreement_router
 from assay._web.audit_pages import audit_router
 from assay._web.auth import SESSION_COOKIE, SESSION_MAX_AGE_S, SessionCodec, authenticate
+from assay._web.criteria_pages import criteria_router
+from assay._web.errors import install_error_pages
 from assay._web.jobs import Jobs
 from assay._web.loop_pages import loop_router
 from assay._web.pages import (
@@ -52,12 +61,14 @@ from assay._web.pages import (
     UI,
     StepView,
     checked_form,
+    client_address,
     current_user,
     make_env,
     redirect,
     render,
     require_admin,
     session_of,
+    signature_or_404,
     ui_state,
 )
 from assay._web.queue_pages import queue_router, queue_tools_context
@@ -71,33 +82,34 @@ from assay._web.review_context import (
     unit_reading,
     visible_notes,
 )
+from assay._web.review_labels import label_view, made_blind
 from assay._web.search import search_router
+from assay._web.signature_pages import signature_router
+from assay._web.signin import FAILED, OK, THROTTLED, wait_message
 from assay.annotations import (
     Annotation,
     BinaryScale,
     Criterion,
     add_annotations,
-    add_criterion,
     fit_to_scale,
     get_criterion,
-    list_annotations,
-    list_criteria,
 )
-from assay.annotations.agreement import ADJUDICATION_SOURCE, human_agreement, is_stale
+from assay.annotations.agreement import ADJUDICATION_SOURCE, is_stale
 from assay.annotations.queue import (
     QueueItem,
     claim_next,
+    queue_blind,
     queue_status,
     set_queue,
-    signature_criterion,
     unit_annotations,
 )
 from assay.annotations.queue_tools import all_reviewers, queue_reviewers
-from assay.annotations.scale import ShownOrder, flip, parse_scale_items
+from assay.annotations.scale import ShownOrder, flip
 from assay.exceptions import NotFoundError, UsageError
 from assay.settings import Settings
 from assay.signals import FailureSignal, assess, unit_signals
-from assay.signatures import Signature, list_signatures, severe_queue
+from assay.signatures import lifecycle_history, list_signatures, severe_queue
+from assay.signatures.unseen import unseen_modes
 from assay.traces.usage import usage_summary
 
 router = APIRouter()
@@ -128,13 +140,17 @@ def install_ui(app: FastAPI, settings: Settings, store: Store) -> None:
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="assay-static")
     app.router.on_startup.append(freeze_startup_heap)
     app.include_router(router)
+    app.include_router(criteria_router)  # criteria: ids, unique names, signatures covered, edits (criteria_pages)
+    app.include_router(agreement_router)  # human-human agreement per criterion (agreement_pages)
     app.include_router(audit_router)  # the judge-audit pages (assay.suite.audit)
+    app.include_router(signature_router)  # review across signatures, workflows
     app.include_router(reading_router)  # the system prompt with search, step notes
     app.state.assay_jobs = Jobs()  # background jobs: calibrations, worker passes
     app.include_router(loop_router)  # criterion -> evaluators -> calibration -> activation, datasets
     app.include_router(admin_router)  # accounts, keys, the worker, uploads, the audit record
     app.include_router(queue_router)  # reviewers, reservations, contrast items
     app.include_router(search_router)  # /units: search and filters, shareable; add matches to a queue
+    install_error_pages(app)  # 404/400/403/500 as pages for the browser; JSON stays JSON (errors)
 
 
 # --- login ---------------------------------------------------------------------------------
@@ -163,17 +179,29 @@ def _set_cookie(resp: Response, value: str) -> None:
 
 @router.post("/login")
 async def login(request: Request) -> Response:
-    """Check name and password; on success a new session (fresh CSRF token)."""
+    """Check name and password; on success a new session (fresh CSRF token). Repeated failures are
+    throttled per name given and per client address, and every attempt is in the audit record
+    (:mod:`assay._web.signin`); the answers are the same whether the name exists or not."""
     session = session_of(request)
     if session is None:
         raise HTTPException(status_code=403, detail="missing or wrong CSRF token")
     form = await checked_form(request, session)
-    account = authenticate(ui_state(request).store, form.get("name", ""), form.get("password", ""))
+    ui, name, client = ui_state(request), form.get("name", ""), client_address(request)
+    target = _safe_next(form.get("next", "/"))
+    wait = ui.throttle.retry_after_s(ui.store, name, client)
+    if wait:
+        ui.throttle.record(ui.store, name, client, THROTTLED, {"retry_after_s": str(wait)})
+        return render(request, "login.html", session, status=429, headers={"Retry-After": str(wait)}, next=target,
+                      error=wait_message(wait))
+    account = authenticate(ui.store, name, form.get("password", ""))
     if account is None:
-        return render(request, "login.html", session, status=401, next=_safe_next(form.get("next", "/")),
-                      error="Wrong name or password.")
-    resp = redirect(_safe_next(form.get("next", "/")))
-    _set_cookie(resp, ui_state(request).codec.dump(account.name))
+        ui.throttle.record(ui.store, name, client, FAILED)
+        wait = ui.throttle.retry_after_s(ui.store, name, client)
+        return render(request, "login.html", session, status=401, next=target,
+                      error="Wrong name or password." + (f" {wait_message(wait)}" if wait else ""))
+    ui.throttle.record(ui.store, account.name, client, OK)
+    resp = redirect(target)
+    _set_cookie(resp, ui.codec.dump(account.name))
     return resp
 
 
@@ -189,8 +217,8 @@ async def logout(request: Request) -> Response:
 
 # --- signatures and queues -----------------------------------------------------------------
 @router.get("/", response_class=HTMLResponse)
-def signatures_page(request: Request) -> Response:
-    """Signatures ranked by impact with volume, share, review progress and criterion status."""
+def signatures_page(request: Request, message: str = "") -> Response:
+    """Signatures ranked by impact with volume, share, signal mix, review progress and criterion status."""
     user, session = current_user(request)
     store = ui_state(request).store
     rows = []
@@ -198,19 +226,21 @@ def signatures_page(request: Request) -> Response:
     for sig in list_signatures(store, prices=ui_state(request).settings.prices):
         queue = queue_status(store, sig.id)
         rows.append({"sig": sig, "queue": queue, "reviewers": reviewers.get(sig.id, [])})
-    return render(request, "signatures.html", session, user=user, rows=rows)
+    return render(request, "signatures.html", session, user=user, rows=rows, message=message,
+                  unseen=unseen_modes(store))
 
 
 @router.get("/signatures/{sid}", response_class=HTMLResponse)
-def queue_page(request: Request, sid: int, message: str = "") -> Response:
-    """One signature's queue: items, who labelled them, progress per annotator."""
+def queue_page(request: Request, sid: int, message: str = "", saved: str | None = None) -> Response:
+    """One signature's queue: items, who labelled them (stale labels apart), progress per annotator."""
     user, session = current_user(request)
     store = ui_state(request).store
-    sig = _signature(store, sid)
+    sig = signature_or_404(store, sid)
     queue = queue_status(store, sid)
     finished = bool(queue.items) and finished_for(queue, user.name)
     return render(request, "queue.html", session, user=user, sig=sig, queue=queue, message=message,
                   finished=finished, next_sig=next_signature(store, sid, user.name) if finished else None,
+                  saved=_saved(store, user.name, saved, sid), history=lifecycle_history(store, sid),
                   **queue_tools_context(store, sid, user))
 
 
@@ -219,36 +249,33 @@ def queue_progress(request: Request, sid: int) -> Response:
     """The queue's progress fragment (items, who labelled them, per annotator); htmx polls it."""
     user, session = current_user(request)
     store = ui_state(request).store
-    sig = _signature(store, sid)
+    sig = signature_or_404(store, sid)
     return render(request, "_progress.html", session, user=user, sig=sig, queue=queue_status(store, sid))
-
-
-def _signature(store: Store, sid: int) -> Signature:
-    """The signature (retired ones too); 404 when there is none."""
-    for sig in list_signatures(store, include_retired=True):
-        if sig.id == sid:
-            return sig
-    raise HTTPException(status_code=404, detail=f"no signature {sid}")
 
 
 @router.post("/signatures/{sid}")
 async def queue_settings(request: Request, sid: int) -> Response:
-    """Admin: set the queue size and K."""
+    """Admin: set the queue size, K and blind review (``blind``: on or off; missing: kept)."""
     user, session = current_user(request)
     form = await checked_form(request, session)
     require_admin(user)
-    _signature(ui_state(request).store, sid)
+    signature_or_404(ui_state(request).store, sid)
+    blind = {"on": True, "off": False}.get(form.get("blind", ""))
     try:
-        set_queue(ui_state(request).store, sid, int(form.get("size", "10")), int(form.get("k", "2")))
+        size, k = int(form.get("size", "10")), int(form.get("k", "2"))
+        set_queue(ui_state(request).store, sid, size, k, blind)
     except (UsageError, ValueError) as exc:
         raise HTTPException(status_code=400, detail=str(exc)) from None
+    record_audit(ui_state(request).store, user.name, "queue.settings", f"signature:{sid}",
+                 {"size": size, "k": k, "blind": blind}, client=client_address(request))
     return redirect(f"/signatures/{sid}")
 
 
 @router.get("/signatures/{sid}/next")
-def next_item(request: Request, sid: int, after: str | None = None) -> Response:
+def next_item(request: Request, sid: int, after: str | None = None, saved: str | None = None) -> Response:
     """Reserve the caller's next item of the queue and go there; back to the queue when none is left, or when the
-    queue has assigned reviewers and the caller is neither one of them nor an admin."""
+    queue has assigned reviewers and the caller is neither one of them nor an admin. ``saved``: the item the
+    caller just labelled (the next page announces it)."""
     user, _ = current_user(request)
     reviewers = queue_reviewers(ui_state(request).store, sid)
     if reviewers and user.name not in reviewers and not user.is_admin:
@@ -258,12 +285,13 @@ def next_item(request: Request, sid: int, after: str | None = None) -> Response:
         unit_id = claim_next(ui_state(request).store, sid, user.name, after)
     except NotFoundError:
         raise HTTPException(status_code=404, detail=f"no signature {sid}") from None
+    saved_q = f"&saved={quote(saved, safe='')}" if saved else ""
     if unit_id is None:
-        return redirect(f"/signatures/{sid}?message=" + quote("Nothing left for you in this queue."))
+        return redirect(f"/signatures/{sid}?message=" + quote("Nothing left for you in this queue.") + saved_q)
     second = next((i.second_unit_id for i in queue_status(ui_state(request).store, sid).items
                    if i.unit_id == unit_id), None)
     return redirect(f"/review/{quote(unit_id, safe='')}?sig={sid}" + (f"&second={quote(second, safe='')}"
-                                                                        if second else ""))
+                                                                        if second else "") + saved_q)
 
 
 # --- review ---------------------------------------------------------------------------------
@@ -326,13 +354,17 @@ def _queue_neighbours(store: Store, sig: int | None, unit_id: str) -> tuple[Queu
 
 @router.get("/review/{unit_id:path}", response_class=HTMLResponse)
 def review_page(request: Request, unit_id: str, sig: int | None = None, all: bool = False,  # noqa: A002
-                second: str | None = None, criterion: str | None = None) -> Response:
+                second: str | None = None, criterion: str | None = None, saved: str | None = None,
+                across: bool = False) -> Response:
     """The unit's step timeline and the label form, which follows the criterion's scale (levels with
     their anchors, classes, or, on a pairwise criterion, both units side by side in an order random
     per annotator). The first ``INITIAL_STEPS`` steps come with the page, the rest load right after it
-    (``/timeline/...``); ``all=1`` renders every step at once. Above the timeline: the task, the first
+    (``/timeline/...``); ``all=1`` renders every step at once; ``across=1``: reached in review order
+    across signatures (``/review-next``), where labelling leads back. Above the timeline: the task, the first
     request, the source's outcome, the system prompt's link (:mod:`assay._web.review_context`). A trace
-    unit merged into a session by a late session id redirects to the session."""
+    unit merged into a session by a late session id redirects to the session. Blind review: other labels and
+    other people's step notes show only once the caller saved a current label (:mod:`assay._web.review_labels`).
+    ``saved``: the item the caller just labelled, announced (``aria-live``) with a link to it."""
     user, session = current_user(request)
     store = ui_state(request).store
     unit = unit_row(store, unit_id)
@@ -347,28 +379,49 @@ def review_page(request: Request, unit_id: str, sig: int | None = None, all: boo
     reading = unit_reading(request, unit.unit_id, unit.content_hash)
     steps = reading.steps
     shown = reading.views(0, None if all else INITIAL_STEPS)
-    labels = [(a, crit is not None and a.criterion == crit.name and is_stale(a, crit))
-              for a in _item_labels(store, unit.unit_id, second)]
-    prev, nxt = _queue_neighbours(store, sig, unit_id)
-    mine = [canonical_to(a, unit.unit_id) for a, _ in labels if a.annotator == user.name]
+    view = label_view(_item_labels(store, unit.unit_id, second), user.name, crit, queue_blind(store, sig))
+    prev, nxt = _queue_neighbours(store, None if across else sig, unit_id)
     sides: list[Side] = []
     if second is not None:
         order = shown_order(user.name, unit.unit_id, second)
         pair = [_side(request, unit.unit_id, "first", all), _side(request, second, "second", all)]
         sides = pair if order == "first-second" else pair[::-1]
     usage = unit_usages(store, [unit.unit_id], ui_state(request).settings.prices).get(unit.unit_id)
-    signals = unit_signals(store, [unit.unit_id])[unit.unit_id]
+    signals = view.signals(unit_signals(store, [unit.unit_id])[unit.unit_id])
+    failure = assess(unit.unit_id, signals, store.signals)
     return render(request, "review.html", session, user=user, unit=unit, steps=shown, total=len(steps),
                   usage=usage_summary(usage) if usage is not None else None,
                   next_start=len(shown) if len(shown) < len(steps) else None, unit_id=unit.unit_id, sig=sig,
-                  criterion=crit, scale=crit.scale if crit else BinaryScale(), labels=labels,
-                  review_q=review_query(sig, crit), notes_at=visible_notes(store, unit.unit_id, user.name),
-                  **reading_context(unit, reading),
-                  prev=prev, next=nxt, mine=mine[-1] if mine else None, second=second, sides=sides,
+                  criterion=crit, scale=crit.scale if crit else BinaryScale(), view=view,
+                  labels=view.shown, prev=prev, next=nxt, mine=view.mine, second=second, sides=sides,
+                  across=across, review_q=review_query(sig, crit),
+                  notes_at=visible_notes(store, unit.unit_id, user.name, view.blind), **reading_context(unit, reading),
                   signals_at=_by_step(signals), unit_signals=[x for x in signals if x.step is None],
-                  n_signals=len(signals), failure=assess(unit.unit_id, signals, store.signals),
-                  failed=unit.unit_id in store.failed_among([unit.unit_id]),
+                  n_signals=len(signals), failure=failure, saved=_saved(store, user.name, saved, sig),
+                  failed=failure.failed if view.blind else unit.unit_id in store.failed_among([unit.unit_id]),
                   orphans=orphan_count(store, unit.unit_id))
+
+
+@dataclass(frozen=True)
+class Saved:
+    """The label the caller just saved, as the next page announces it."""
+
+    unit_id: str
+    text: str
+    href: str
+
+
+def _saved(store: Store, annotator: str, unit_id: str | None, sig: int | None) -> Saved | None:
+    """The caller's latest label on ``unit_id`` in words, None when there is none (or no unit given)."""
+    if not unit_id:
+        return None
+    mine = [a for a in unit_annotations(store, [unit_id]) if a.annotator == annotator]
+    if not mine:
+        return None
+    a = mine[-1]
+    words = f"{a.value}" + (f", severity {a.severity}" if a.severity else "")
+    href = f"/review/{quote(unit_id, safe='')}" + (f"?sig={sig}" if sig is not None else "")
+    return Saved(unit_id=unit_id, text=f"Saved your label on {a.item}: {words}.", href=href)
 
 
 def _item_labels(store: Store, unit_id: str, second: str | None) -> list[Annotation]:
@@ -402,7 +455,8 @@ def timeline_chunk(request: Request, unit_id: str, start: int = 0, sig: int | No
     """``CHUNK_STEPS`` steps of a unit's timeline from ``start`` (0-based), then the loader of the next
     chunk; what the review page fetches after it loaded (htmx). ``side`` prefixes the step ids (pairwise)."""
     user, session = current_user(request)
-    unit = unit_row(ui_state(request).store, unit_id)
+    store = ui_state(request).store
+    unit = unit_row(store, unit_id)
     if unit is None:
         raise HTTPException(status_code=404, detail="no such unit")
     reading = unit_reading(request, unit.unit_id, unit.content_hash)
@@ -410,14 +464,14 @@ def timeline_chunk(request: Request, unit_id: str, start: int = 0, sig: int | No
     start = max(0, start)
     shown = reading.views(start, start + CHUNK_STEPS)
     end = start + len(shown)
-    store = ui_state(request).store
-    signals = unit_signals(store, [unit.unit_id])[unit.unit_id]
     crit = review_criterion(store, sig, criterion)
     pair_side = side if side in ("left-", "right-") else ""
+    view = label_view(unit_annotations(store, [unit.unit_id]), user.name, crit, queue_blind(store, sig))
+    signals = view.signals(unit_signals(store, [unit.unit_id])[unit.unit_id])
     return render(request, "_steps.html", session, steps=shown, total=len(steps), unit_id=unit.unit_id, sig=sig,
                   next_start=end if end < len(steps) else None, side=pair_side, signals_at=_by_step(signals),
                   review_q=review_query(sig, crit), criterion=crit,
-                  notes_at=None if pair_side else visible_notes(store, unit.unit_id, user.name))
+                  notes_at=None if pair_side else visible_notes(store, unit.unit_id, user.name, view.blind))
 
 
 def _posted_annotation(form: dict[str, str], unit_id: str, annotator: str, criterion: Criterion | None,
@@ -459,90 +513,34 @@ def media(request: Request, sha256: str) -> Response:
 
 @router.post("/review/{unit_id:path}")
 async def label(request: Request, unit_id: str, sig: int | None = None, second: str | None = None,
-                criterion: str | None = None) -> Response:
-    """Append one label (a correction is a new record) and go to the caller's next item (``criterion=``
-    without a queue: back to the unit, the criterion kept)."""
+                criterion: str | None = None, across: bool = False) -> Response:
+    """Append one label (a correction is a new record; ``blind`` records whether the caller could see another
+    label on the item) and go to the caller's next item (of the signature's queue, or with ``across=1`` in
+    review order across signatures; ``criterion=`` without a queue: back to the unit, the criterion kept)."""
     user, session = current_user(request)
     form = await checked_form(request, session)
     store = ui_state(request).store
     crit = review_criterion(store, sig, criterion)
     second = _pair_second(store, sig, unit_id, second, crit)
+    view = label_view(_item_labels(store, unit_id, second), user.name, crit, queue_blind(store, sig))
     try:
         annotation = _posted_annotation(form, unit_id, user.name, crit, second, "ui",
                                         {"signature_id": sig} if sig is not None else {})
-        add_annotations(store, [annotation])
+        add_annotations(store, [annotation.model_copy(update={"blind": made_blind(view, user.name)})])
     except (ValidationError, ValueError, UsageError) as exc:
         if isinstance(exc, NotFoundError):
             raise HTTPException(status_code=404, detail=str(exc)) from None
         raise HTTPException(status_code=400, detail=f"bad label: {str(exc).splitlines()[0]}") from None
+    done = quote(unit_id, safe="")
+    if across:
+        return redirect(f"/review-next?after={done}")
     if sig is None:
-        return redirect(f"/review/{quote(unit_id, safe='')}{review_query(None, crit, second)}")
-    return redirect(f"/signatures/{sig}/next?after={quote(unit_id, safe='')}")
-
-
-# --- criteria -------------------------------------------------------------------------------
-@router.get("/signatures/{sid}/criterion", response_class=HTMLResponse)
-def criterion_page(request: Request, sid: int) -> Response:
-    """The signature's criterion, its version, and how many labels are stale."""
-    user, session = current_user(request)
-    store = ui_state(request).store
-    sig = _signature(store, sid)
-    criterion = signature_criterion(store, sid)
-    stale = current = 0
-    if criterion is not None:
-        for a in list_annotations(store, criterion.name):
-            stale += is_stale(a, criterion)
-            current += not is_stale(a, criterion)
-    return render(request, "criterion.html", session, user=user, sig=sig, criterion=criterion,
-                  stale=stale, current=current)
-
-
-@router.post("/signatures/{sid}/criterion")
-async def save_criterion(request: Request, sid: int) -> Response:
-    """Admin: write the criterion and its scale (a new version when the text or the scale changed). The scale
-    is ``scale`` (binary, ordinal, categorical, pairwise) with ``scale_items``, one level or class per line
-    (``VALUE = ANCHOR``, ``NAME = DESCRIPTION``)."""
-    user, session = current_user(request)
-    form = await checked_form(request, session)
-    require_admin(user)
-    store = ui_state(request).store
-    _signature(store, sid)
-    existing = signature_criterion(store, sid)
-    name = existing.name if existing else (form.get("name", "").strip() or f"signature-{sid}")
-    try:
-        scale = parse_scale_items(form.get("scale", "binary"), form.get("scale_items", ""))
-        add_criterion(store, form.get("text", ""), name=name, signature_id=sid, scale=scale)
-    except ValidationError as exc:
-        raise HTTPException(status_code=400, detail="scale: " + "; ".join(e["msg"] for e in exc.errors())) from None
-    except (UsageError, ValueError) as exc:
-        raise HTTPException(status_code=400, detail=str(exc)) from None
-    return redirect(f"/signatures/{sid}/criterion")
+        query = review_query(None, crit, second)
+        return redirect(f"/review/{done}" + (f"{query}&saved={done}" if query else f"?saved={done}"))
+    return redirect(f"/signatures/{sig}/next?after={done}&saved={done}")
 
 
 # --- agreement and adjudication --------------------------------------------------------------
-@router.get("/agreement", response_class=HTMLResponse)
-def agreement_page(request: Request) -> Response:
-    """Human-human agreement per criterion."""
-    user, session = current_user(request)
-    store = ui_state(request).store
-    annotations = list_annotations(store)
-    rows = [human_agreement(annotations, c) for c in list_criteria(store)]
-    return render(request, "agreement.html", session, user=user, rows=rows)
-
-
-@router.get("/agreement/{name}", response_class=HTMLResponse)
-def agreement_detail(request: Request, name: str) -> Response:
-    """One criterion's agreement and its disagreement list."""
-    user, session = current_user(request)
-    store = ui_state(request).store
-    try:
-        criterion = get_criterion(store, name)
-    except NotFoundError:
-        raise HTTPException(status_code=404, detail="no such criterion") from None
-    return render(request, "agreement_detail.html", session, user=user, criterion=criterion,
-                  row=human_agreement(list_annotations(store, criterion.name), criterion))
-
-
 @router.get("/adjudicate/{name}/{unit_id:path}", response_class=HTMLResponse)
 def adjudicate_page(request: Request, name: str, unit_id: str, second: str | None = None) -> Response:
     """The disagreeing labels of one item (a unit, or with ``second`` a pair) and, for admins, the

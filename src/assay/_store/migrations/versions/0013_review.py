@@ -1,8 +1,9 @@
-"""review: step notes (comments and corrected outputs on a step), the app's audit record (ui_audit), units
-added to review queues (queue_additions) and the reviewers assigned to them (queue_reviewers)
+"""review: step notes (comments and corrected outputs on a step), units added to review queues
+(queue_additions) and the reviewers assigned to them (queue_reviewers); the app's actions are recorded in
+``audit_log`` (0012_audit)
 
 Revision ID: 0013_review
-Revises: 0005_capture
+Revises: 0011_lifecycle
 Create Date: 2026-12-06 00:26:45.029041
 """
 
@@ -12,7 +13,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = '0013_review'
-down_revision = '0005_capture'
+down_revision = '0011_lifecycle'
 branch_labels = None
 depends_on = None
 
@@ -39,19 +40,6 @@ def upgrade() -> None:
     )
     with op.batch_alter_table('step_notes', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_step_notes_unit_id'), ['unit_id'], unique=False)
-
-    op.create_table('ui_audit',
-    sa.Column('id', sa.Integer(), nullable=False),
-    sa.Column('at', sa.DateTime(), nullable=False),
-    sa.Column('who', sa.String(length=200), nullable=False),
-    sa.Column('action', sa.String(length=80), nullable=False),
-    sa.Column('target', sa.String(length=300), nullable=False),
-    sa.Column('details', sa.JSON(), nullable=False),
-    sa.PrimaryKeyConstraint('id')
-    )
-    with op.batch_alter_table('ui_audit', schema=None) as batch_op:
-        batch_op.create_index(batch_op.f('ix_ui_audit_action'), ['action'], unique=False)
-        batch_op.create_index(batch_op.f('ix_ui_audit_target'), ['target'], unique=False)
 
     op.create_table('queue_additions',
     sa.Column('id', sa.Integer(), nullable=False),
@@ -86,11 +74,6 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f('ix_queue_additions_signature_id'))
 
     op.drop_table('queue_additions')
-    with op.batch_alter_table('ui_audit', schema=None) as batch_op:
-        batch_op.drop_index(batch_op.f('ix_ui_audit_target'))
-        batch_op.drop_index(batch_op.f('ix_ui_audit_action'))
-
-    op.drop_table('ui_audit')
     with op.batch_alter_table('step_notes', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_step_notes_unit_id'))
 
