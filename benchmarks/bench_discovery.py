@@ -55,6 +55,11 @@ exact hypergeometric expectation); assay: 20 seeds breaking ties between signatu
 drawing the queues' spread. Also the app's page layout (each signature's whole queue in turn) and the
 share of random orders at least as good as assay's (a one-sided permutation p-value).
 
+Part ``discovery`` also measures **when to stop** (``stopping``): after k = 5, 10, 20 reviews in each order,
+the Good-Turing estimate of the chance that the next failure shows a category not seen yet (categories as
+the modes criteria would cover) against the share of the failures not yet reviewed whose category is
+unseen, and how often Esty's 95% interval holds it.
+
 Honesty: the clustering and review-order parameters (``GROUP_DISTANCE`` 0.5, leaf clusters, queue size
 10, the unclustered units' turn) were fixed by reasoning before these labels were scored; only
 coverage (label-free) was looked at while choosing ``GROUP_DISTANCE``. With 29 and 44 units every
@@ -718,6 +723,38 @@ def assay_orders(store: Any, seed: int) -> dict[str, list[str]]:
             "queue_by_signature": [u for q in queues for u in q] + loose + [u for r in rest for u in r]}
 
 
+STOP_AT = (5, 10, 20)
+"""Reviews after which the stopping estimate is measured."""
+
+
+def stopping(orders: list[list[str]], truth: dict[str, str]) -> dict[str, Any]:
+    """The Good-Turing estimate (``assay.signatures.unseen.good_turing``, categories as modes) after k reviews
+    in each order, against the truth: ``missing_mass``, the share of the failures not yet reviewed whose
+    category was not seen (the chance for a next failure drawn at random from them), and ``next_is_new``,
+    whether the order's own next review showed an unseen category; ``covered``: the share of orders whose
+    95% interval (when defined) holds the missing mass."""
+    from assay.signatures.unseen import good_turing
+
+    out: dict[str, Any] = {}
+    for k in (k for k in STOP_AT if k < len(truth)):
+        est, mass, new, hits, tested = [], [], [], 0, 0
+        for order in orders:
+            seen = Counter(truth[u] for u in order[:k])
+            rest = order[k:]
+            gt = good_turing(seen)
+            missing = sum(truth[u] not in seen for u in rest) / len(rest)
+            est.append(gt.estimate or 0.0)
+            mass.append(missing)
+            new.append(float(truth[rest[0]] not in seen))
+            if gt.low is not None and gt.high is not None:
+                tested += 1
+                hits += gt.low <= missing <= gt.high
+        out[str(k)] = {"estimate": round(float(np.mean(est)), 3), "missing_mass": round(float(np.mean(mass)), 3),
+                       "next_is_new": round(float(np.mean(new)), 3),
+                       "covered": round(hits / tested, 3) if tested else None, "orders_with_interval": tested}
+    return out
+
+
 def discovery_set(units: list[Any], cats: dict[str, dict[str, str]], workdir: Path) -> dict[str, Any]:
     """Random review vs assay's review orders on one set, for both truths."""
     from assay.settings import Settings
@@ -743,6 +780,9 @@ def discovery_set(units: list[Any], cats: dict[str, dict[str, str]], workdir: Pa
         }
         out[truth_name]["goal"] = discovery_goal(out[truth_name])
         out[truth_name]["random_at_least_as_good"] = luck(seeds, randoms, truth)
+        out[truth_name]["stopping"] = {"random": stopping(randoms, truth),
+                                       **{name: stopping([s[name] for s in seeds], truth)
+                                          for name in ("round_robin", "queue_by_signature")}}
     return out
 
 
@@ -863,6 +903,10 @@ def discovery_summary(result: dict[str, Any]) -> str:
                 cover = c["reviews_to_cover_categories_with_2_plus"]
                 lines.append(f"   {order:24s} {seen} | cover {cover['mean']:.2f}±{cover['sd']:.2f}")
             lines.append(f"   goal {t['goal']}  random at least as good: {t['random_at_least_as_good']}")
+            for order, by_k in t["stopping"].items():
+                stop = " ".join(f"k={k}: est {v['estimate']:.2f} vs {v['missing_mass']:.2f} (next new "
+                                f"{v['next_is_new']:.2f}, CI holds {v['covered']})" for k, v in by_k.items())
+                lines.append(f"   stopping {order:18s} {stop}")
     return "\n".join(lines)
 
 

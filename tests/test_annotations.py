@@ -188,3 +188,74 @@ def test_pairwise_items_are_one_item_in_either_order(store: Store) -> None:
 def test_consensus_is_the_majority_or_the_median_level(values: list[ScaleValue], scale: Scale,
                                                         expected: ScaleValue | None) -> None:
     assert consensus(values, scale) == expected
+
+
+def test_a_taken_criterion_name_is_refused_and_never_versions_another_criterion(store: Store) -> None:
+    from assay.annotations.criteria import create_criterion, edit_criterion
+    from assay.exceptions import NameTaken
+
+    first = create_criterion(store, "Tool calls are valid.", name="tool-calls-valid")
+    with pytest.raises(NameTaken, match="tool-calls-valid") as taken:
+        create_criterion(store, "Something else entirely.", name="tool-calls-valid")
+    assert taken.value.existing_id == first.id
+    assert get_criterion(store, "tool-calls-valid").version == 1  # the refused text made no new version
+    assert edit_criterion(store, str(first.id), "Tool calls are valid JSON.").version == 2
+    with pytest.raises(UsageError, match="name and a text"):
+        create_criterion(store, "text", name="  ")
+
+
+def _label(unit: str, who: str, value: str, severity: int | None = None, blind: bool | None = None) -> Annotation:
+    return Annotation(unit_id=unit, annotator=who, label=value, severity=severity, criterion="c",  # type: ignore[arg-type]
+                      criterion_version=1, blind=blind)
+
+
+def test_agreement_uses_the_one_overlapping_pair_counts_shared_items_and_marks_severity_only() -> None:
+    from assay.annotations import Criterion
+    from assay.annotations.agreement import human_agreement
+
+    crit = Criterion(id=1, name="c", text="t", version=2)
+    labels = [_label(f"u{i}", "alice", v, 2, blind=True) for i, v in enumerate(["pass", "fail", "pass", "fail"])]
+    labels += [_label(f"u{i}", "bob", v, 3 if i == 0 else 2, blind=i != 1)
+               for i, v in enumerate(["pass", "fail", "fail", "fail"])]
+    labels += [_label("u9", "imported", "pass")]  # a third annotator who overlaps with nobody
+    labels = [a.model_copy(update={"criterion_version": 2}) for a in labels]
+    labels += [_label("u0", "alice", "fail")]  # version 1: stale, left out
+    report = human_agreement(labels, crit, n_boot=50)
+    assert report.annotators == ["alice", "bob", "imported"]
+    assert report.kappa is not None and report.kappa == pytest.approx(0.5)
+    assert [(p.first, p.second, p.n) for p in report.pairs if p.n] == [("alice", "bob", 4)]
+    assert report.n_units == 4 and report.single_items == 1 and report.stale_labels == 1
+    assert sum(report.overlap_distribution.values()) == 8 and sum(report.distribution.values()) == 9
+    assert {d.unit_id: d.kind for d in report.disagreements} == {"u0": "severity", "u2": "verdict"}
+    assert report.not_blind_labels == 1
+
+
+def test_a_criterion_is_never_moved_to_another_signature_and_stale_labels_return_to_their_annotator(
+        tmp_path: Path) -> None:
+    from assay.annotations.criteria import cover_signature, stale_impact
+    from assay.annotations.queue import claim_next, queue_status, set_queue, signature_criterion
+    from assay.exceptions import NameTaken
+
+    from .ui_fixtures import seed, seed_scales
+
+    store = Store(f"sqlite:///{tmp_path / 'q.db'}")
+    seed(store)
+    seed_scales(store)
+    amounts = add_criterion(store, "The amount matches the fare.", name="amounts", signature_id=1)
+    with pytest.raises(NameTaken, match="signature 1"):  # the CLI's path: same name, another signature
+        add_criterion(store, "Unrelated text.", name="amounts", signature_id=3)
+    quality = signature_criterion(store, 3)
+    assert get_criterion(store, "amounts") == amounts and quality is not None and quality.name == "quality"
+    with pytest.raises(UsageError, match="has criterion 'quality'"):
+        cover_signature(store, "amounts", 3)
+
+    set_queue(store, 1, size=3, k=1)
+    first = queue_status(store, 1).items[0].unit_id
+    add_annotations(store, [Annotation(unit_id=first, annotator="ann", label="pass", criterion="amounts")])
+    assert queue_status(store, 1).items[0].annotators == ["ann"]
+    assert stale_impact(store, amounts).labels == {"ann": 1}
+    add_criterion(store, "The amount matches the fare plus fees.", name="amounts")  # version 2
+    item = queue_status(store, 1).items[0]
+    assert (item.annotators, item.stale) == ([], ["ann"])  # not done, theirs to label again
+    add_annotations(store, [Annotation(unit_id=first, annotator="admin", label="pass", criterion="amounts")])
+    assert claim_next(store, 1, "ann") == first  # K=1 reached by admin, still handed back to ann

@@ -399,10 +399,11 @@ def test_members_table_matches_signatures(store: Store, first_build: tuple) -> N
 
 def test_public_api_is_pinned() -> None:
     assert sorted(assay.signatures.__all__) == sorted([
-        "MATCH_THRESHOLD", "EmbeddingStats", "SevereFlag", "SevereItem", "Signature", "SignatureStatus",
-        "StructuralKey", "UpdateResult", "build_signatures", "class_tfidf", "embed_texts", "embed_units",
-        "error_type", "failed_unit_ids", "failure_text", "flag_unit", "key_text", "list_signatures", "load_encoder",
-        "map_points", "new_units", "normalize_error", "review_order", "sample_queue", "scan_severe", "severe_queue",
-        "signature_members", "structural_key", "update_signatures",
+        "MATCH_THRESHOLD", "EmbeddingStats", "Lifecycle", "LifecycleChange", "SevereFlag", "SevereItem", "Signature",
+        "SignatureStatus", "StructuralKey", "UnseenModes", "UpdateResult", "WorkflowReport", "build_signatures",
+        "class_tfidf", "embed_texts", "embed_units", "error_type", "failed_unit_ids", "failure_text", "flag_unit",
+        "key_text", "lifecycle_history", "list_signatures", "load_encoder", "map_points", "new_units",
+        "normalize_error", "review_order", "sample_queue", "scan_severe", "severe_queue", "signature_members",
+        "structural_key", "unseen_modes", "update_lifecycle", "update_signatures", "workflow_report",
     ])
     assert all(hasattr(assay.signatures, name) for name in assay.signatures.__all__)

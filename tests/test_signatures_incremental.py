@@ -30,6 +30,7 @@ from assay.signatures import (
     new_units,
     scan_severe,
     severe_queue,
+    unseen_modes,
     update_signatures,
 )
 from assay.signatures.impact import recency, unit_time
@@ -287,6 +288,13 @@ def test_cli_lists_flags_and_shows_the_severe_inbox(store: Store, built: dict[in
     listed = runner.invoke(app, ["signatures", "--json", "--limit", "2"])
     assert listed.exit_code == 0, listed.output
     assert [s["id"] for s in json.loads(listed.output)] == [s.id for s in list_signatures(store)[:2]]
+    unseen = unseen_modes(store)  # the impact test labelled one signature's members fail, without a criterion
+    assert unseen.uncovered == unseen.labelled_failures > 0 and unseen.estimate == 1.0
+    footer = runner.invoke(app, ["signatures", "--limit", "1"], env={"COLUMNS": "250"})
+    assert "Chance the next reviewed failure shows a mode no criterion covers yet: 100% (Good-Turing" in footer.output
+    stop = runner.invoke(app, ["signatures", "unseen", "--json"])
+    assert stop.exit_code == 0, stop.output
+    assert json.loads(stop.output) == unseen.model_dump(mode="json")
     unit_id = list_signatures(store)[-1].unit_ids[-1]
     flagged = runner.invoke(app, ["signatures", "flag", unit_id, "--reason", "promised a refund", "--by", "li"])
     assert flagged.exit_code == 0, flagged.output

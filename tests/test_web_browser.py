@@ -152,6 +152,12 @@ def test_label_five_units_by_keyboard_edit_criterion_agreement_xss(served: tuple
         assert page.inner_text("#stale-count") == "10"
         page.screenshot(path=shots / "08-criterion-v2.png")
         page.goto(f"{base}/review/{labelled[1]}?sig=1")
+        # admin's label is stale: the item is theirs to label again, blind, the old labels shown after that
+        assert page.locator("#stale-note").count() == 1 and page.locator(".labels").count() == 0
+        page.keyboard.press("p")
+        with page.expect_navigation():
+            page.keyboard.press("Enter")
+        page.goto(f"{base}/review/{labelled[1]}?sig=1")
         assert page.locator(".labels .badge-stale").count() == 2
         page.screenshot(path=shots / "09-review-stale.png", full_page=True)
         page.goto(f"{base}/agreement")
@@ -281,7 +287,7 @@ def test_pairwise_and_ordinal_criteria_label_by_keyboard_agreement_adjudicate(
         assert "nan" not in admin.inner_text("main").lower()
         disagreements = admin.inner_text("#disagreements")
         assert f"{ids['ordinal'][1]}" in disagreements and "admin: 2; ann: 3" in disagreements
-        admin.click(f"#disagreements a[href*='{ids['ordinal'][1]}']")
+        admin.click(f"#disagreements a.adjudicate[href*='{ids['ordinal'][1]}']")
         admin.wait_for_selector("#adjudicate-form")
         admin.check("#adjudicate-form input[name=value][value='3']")
         admin.fill("#reason", "the booking is right, the wording clumsy")
@@ -293,7 +299,7 @@ def test_pairwise_and_ordinal_criteria_label_by_keyboard_agreement_adjudicate(
         admin.goto(f"{base}/agreement/better")
         assert "nan" not in admin.inner_text("main").lower()
         admin.screenshot(path=shots / "04-pairwise-agreement.png", full_page=True)
-        open_links = admin.locator("#disagreements a")
+        open_links = admin.locator("#disagreements a.adjudicate")
         assert open_links.count() >= 1
         open_links.first.click()
         admin.wait_for_selector("#adjudicate-form")

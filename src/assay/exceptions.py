@@ -5,6 +5,7 @@
     AssayError                      base of everything assay raises on purpose
     ├── UsageError                  misuse: bad arguments, unknown names (CLI exit code 2)
     │   ├── NotFoundError           a unit, signature, criterion, evaluator or run that does not exist
+    │   ├── NameTaken               a new criterion given a name another one has (carries its id)
     │   └── ConfigError             invalid assay.toml, evaluator YAML or environment value
     ├── EnvironmentProblem          something missing on the machine: an optional extra,
     │   │                           a model file (clean message, no traceback; CLI exit code 2)
@@ -48,6 +49,22 @@ class NotFoundError(UsageError):
         super().__init__(f"{kind} not found: {name!r}")
         self.kind = kind
         self.name = name
+
+
+class NameTaken(UsageError):
+    """A new object was given a name another one of its kind has (names are unique per workspace).
+
+    Attributes:
+        kind: what was named, e.g. ``"criterion"``.
+        name: the name asked for.
+        existing_id: the id of the object that has the name.
+    """
+
+    def __init__(self, kind: str, name: str, existing_id: int, detail: str = "") -> None:
+        super().__init__(f"a {kind} named {name!r} exists already (id {existing_id}){detail}")
+        self.kind = kind
+        self.name = name
+        self.existing_id = existing_id
 
 
 class ConfigError(UsageError):

@@ -5,7 +5,19 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Float, ForeignKey, Index, Integer, LargeBinary, String, Text, UniqueConstraint
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+    UniqueConstraint,
+    true,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -70,6 +82,25 @@ class SignatureRow(Base):
     status: Mapped[str] = mapped_column(String(20), default="new")
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+    lifecycle: Mapped[str] = mapped_column(String(20), default="new")
+    """Where the signature stands in the loop (``assay.signatures.lifecycle``): new, escalating,
+    criterion_written, monitored, resolved or regressed."""
+    lifecycle_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    """When ``lifecycle`` last changed (None: never evaluated)."""
+
+
+class LifecycleRow(Base):
+    """One change of a signature's lifecycle, append-only: from (None at the first evaluation), to, why,
+    the facts that decided it (``details``) and when."""
+
+    __tablename__ = "signature_lifecycle"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    signature_id: Mapped[int] = mapped_column(ForeignKey("signatures.id"), index=True)
+    from_state: Mapped[str | None] = mapped_column(String(20), nullable=True)
+    to_state: Mapped[str] = mapped_column(String(20))
+    reason: Mapped[str] = mapped_column(Text, default="")
+    details: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
 
 
 class MemberRow(Base):
@@ -128,6 +159,17 @@ class CriterionRow(Base):
     """The criterion's scale (``assay.annotations.scale``) as JSON; NULL is binary (pass/fail)."""
 
 
+class CriterionSignatureRow(Base):
+    """A signature a criterion covers besides the one it was written for (``criteria.signature_id``):
+    a criterion may cover several signatures, each added on purpose, by someone, at a time."""
+
+    __tablename__ = "criterion_signatures"
+    criterion_id: Mapped[int] = mapped_column(ForeignKey("criteria.id"), primary_key=True)
+    signature_id: Mapped[int] = mapped_column(ForeignKey("signatures.id"), primary_key=True)
+    added_by: Mapped[str] = mapped_column(String(200), default="")
+    added_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
 class AnnotationRow(Base):
     """Append-only: corrections add a row, never overwrite.
 
@@ -153,6 +195,8 @@ class AnnotationRow(Base):
     source: Mapped[str] = mapped_column(String(300), default="")
     extra: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    blind: Mapped[bool | None] = mapped_column(nullable=True)
+    """Made without seeing another label on the item (blind review); NULL: not known (imports, the API)."""
 
 
 class EvaluatorRow(Base):
@@ -258,6 +302,8 @@ class ReviewQueueRow(Base):
     signature_id: Mapped[int] = mapped_column(ForeignKey("signatures.id"), primary_key=True)
     size: Mapped[int] = mapped_column(Integer, default=10)
     k: Mapped[int] = mapped_column(Integer, default=2)
+    blind: Mapped[bool] = mapped_column(default=True, server_default=true())
+    """Blind review: an annotator sees no other label on an item until they saved theirs."""
 
 
 class QueueClaimRow(Base):
@@ -398,3 +444,19 @@ class OpenCodingRow(Base):
     note: Mapped[str] = mapped_column(Text, default="")
     step: Mapped[int | None] = mapped_column(Integer, nullable=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class AuditRow(Base):
+    """One audit record, append-only: who did what (``action``, e.g. ``signin.failed``, ``criterion.edit``) to
+    what (``target``), when, from which client address, with details (see :mod:`assay._store.audit`)."""
+
+    __tablename__ = "audit_log"
+    __table_args__ = (Index("ix_audit_log_action_target", "action", "target"),
+                      Index("ix_audit_log_action_client", "action", "client"))
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+    who: Mapped[str] = mapped_column(String(200))
+    action: Mapped[str] = mapped_column(String(60))
+    target: Mapped[str] = mapped_column(String(300), default="")
+    client: Mapped[str | None] = mapped_column(String(100), nullable=True)
+    details: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)

@@ -22,8 +22,10 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 
 from assay._store import Store
 from assay._web.auth import SESSION_COOKIE, Account, SessionCodec, csrf_ok, get_user
+from assay._web.signin import SignInThrottle
 from assay.exceptions import NotFoundError
 from assay.settings import Settings
+from assay.signatures import Signature, list_signatures
 from assay.traces import Step
 from assay.traces.media import MediaPart
 
@@ -45,6 +47,7 @@ class UI:
     codec: SessionCodec
     env: Environment
     timelines: TimelineCache = field(default_factory=lambda: TimelineCache())
+    throttle: SignInThrottle = field(default_factory=SignInThrottle)
 
 
 def pretty(value: Any) -> str:
@@ -185,6 +188,19 @@ async def checked_form(request: Request, session: dict[str, str]) -> dict[str, s
     return data
 
 
+def client_address(request: Request) -> str | None:
+    """The client's address as the server sees it (the peer; see :mod:`assay._web.signin` behind a proxy)."""
+    return request.client.host if request.client else None
+
+
+def signature_or_404(store: Store, sid: int) -> Signature:
+    """The signature (retired ones too); 404 when there is none."""
+    for sig in list_signatures(store, include_retired=True):
+        if sig.id == sid:
+            return sig
+    raise HTTPException(status_code=404, detail=f"no signature {sid}")
+
+
 def require_admin(user: Account) -> None:
     """403 unless ``user`` is an admin."""
     if not user.is_admin:
@@ -192,11 +208,12 @@ def require_admin(user: Account) -> None:
 
 
 def render(request: Request, template: str, session: dict[str, str] | None, status: int = 200,
-           **context: Any) -> HTMLResponse:
-    """``template`` rendered with ``context`` and the session's CSRF token, with :data:`SECURITY_HEADERS`."""
+           headers: dict[str, str] | None = None, **context: Any) -> HTMLResponse:
+    """``template`` rendered with ``context`` and the session's CSRF token, with :data:`SECURITY_HEADERS`
+    (and ``headers``)."""
     ui = ui_state(request)
     html = ui.env.get_template(template).render(csrf_token=(session or {}).get("csrf", ""), **context)
-    return HTMLResponse(html, status_code=status, headers=SECURITY_HEADERS)
+    return HTMLResponse(html, status_code=status, headers=SECURITY_HEADERS | (headers or {}))
 
 
 def redirect(url: str) -> RedirectResponse:

@@ -10,7 +10,14 @@ never NaN.
 Labels counted: each human annotator's latest label per item under the criterion's current version
 (stale ones and adjudications left out). An item is a unit, or on a pairwise criterion a pair of
 units in sorted order (labels given in the other order are flipped to it, see
-:mod:`assay.annotations.items`).
+:mod:`assay.annotations.items`). Only items labelled by two or more people say anything about
+agreement: the report counts them apart from the items one person labelled. A disagreement is on the
+*verdict* (the values differ) or on *severity only* (same value, different severities). Labels made
+after seeing another one (``Annotation.blind`` False: blind review was off) are counted, so a report
+that rests on them says so (``not_blind_labels``): they inflate agreement.
+
+Stale records (:func:`label_counts`) are every record on the criterion made under an older version:
+human and judge labels and adjudications alike, the one count every page shows.
 """
 
 from __future__ import annotations
@@ -18,6 +25,7 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 from collections.abc import Hashable, Mapping, Sequence
 from itertools import combinations
+from typing import Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
@@ -45,8 +53,8 @@ N_BOOT = 1000
 ADJUDICATION_SOURCE = "adjudication"
 """``source`` of the final label an admin records for a disagreement."""
 
-__all__ = ["ADJUDICATION_SOURCE", "Disagreement", "HumanAgreement", "PairAgreement", "Statistic", "cohen_kappa",
-           "current_labels", "human_agreement", "is_stale", "krippendorff_alpha"]
+__all__ = ["ADJUDICATION_SOURCE", "Disagreement", "HumanAgreement", "LabelCounts", "PairAgreement", "Statistic",
+           "cohen_kappa", "current_labels", "human_agreement", "is_stale", "krippendorff_alpha", "label_counts"]
 
 
 class Statistic(BaseModel):
@@ -76,6 +84,7 @@ class PairAgreement(BaseModel):
     agreement: float | None = Field(description="share of those items with the same label; None without items")
     kappa: Statistic = Field(description="Cohen's kappa (1960)")
     weighted_kappa: Statistic | None = Field(None, description="quadratic weighted kappa (Cohen 1968); ordinal only")
+    not_blind: int = Field(0, description="of the n items, those where either label was made after seeing another")
 
 
 class Disagreement(BaseModel):
@@ -85,6 +94,8 @@ class Disagreement(BaseModel):
 
     unit_id: str
     second_unit_id: str | None = Field(None, description="pairwise: the pair's second unit (pairs in sorted order)")
+    kind: Literal["verdict", "severity"] = Field(
+        "verdict", description="verdict: the values differ; severity: same value, only the severities differ")
     labels: dict[str, str] = Field(description="{annotator: value}, latest label of each (as text)")
     severities: dict[str, int | None] = Field(description="{annotator: severity 1..4 or None}")
     adjudicated: Annotation | None = Field(None, description="the latest adjudication, if any")
@@ -98,7 +109,9 @@ class HumanAgreement(BaseModel):
     at once, ``alpha`` Krippendorff's alpha at each level of measurement the scale fits (nominal;
     ordinal and interval for ordinal levels; ordinal for pairwise, a tie between the preferences).
     ``kappa``, ``alpha_label`` and ``alpha_severity`` are kept from the binary-only report: Cohen's
-    kappa when exactly two annotators labelled, alpha nominal on the labels, alpha ordinal on severity.
+    kappa when exactly one pair of annotators labelled items in common (other annotators, e.g. an
+    imported rater who overlaps with nobody, do not hide it), alpha nominal on the labels, alpha
+    ordinal on severity.
     ``raw_agreement`` (share of agreeing annotator pairs on items with >= 2 labels) says what happened
     when kappa is undefined.
     """
@@ -111,11 +124,16 @@ class HumanAgreement(BaseModel):
     annotators: list[str]
     n_units: int = Field(description="items (units, or pairs) with labels from at least two annotators")
     n_labels: int = Field(description="current labels counted (one per annotator and item)")
-    stale_labels: int = Field(description="labels made under an older criterion version, left out")
+    stale_labels: int = Field(description="records made under an older criterion version, left out (label_counts)")
     distribution: dict[str, int] = Field(default_factory=dict, description="current labels per value, scale order")
+    overlap_distribution: dict[str, int] = Field(
+        default_factory=dict, description="current labels per value on the n_units items only (what agreement is on)")
+    single_items: int = Field(0, description="items labelled by one annotator only: no agreement to measure")
+    not_blind_labels: int = Field(0, description="labels on the n_units items made after seeing another label")
     pass_count: int
     fail_count: int
-    kappa: float | None = Field(description="Cohen's kappa of the two annotators; None unless exactly two")
+    kappa: float | None = Field(description="Cohen's kappa of the one pair of annotators who overlap; None unless "
+                                            "exactly one pair does")
     pairs: list[PairAgreement] = Field(default_factory=list, description="Cohen's kappa for every annotator pair")
     fleiss_kappa: Statistic | None = Field(None, description="Fleiss' kappa (1971) over all annotators")
     alpha: dict[str, Statistic] = Field(default_factory=dict, description="Krippendorff's alpha per level")
@@ -130,6 +148,35 @@ class HumanAgreement(BaseModel):
 def is_stale(annotation: Annotation, criterion: Criterion) -> bool:
     """True when the label was made under an older version of its criterion."""
     return annotation.criterion_version is not None and annotation.criterion_version < criterion.version
+
+
+class LabelCounts(BaseModel):
+    """Records on one criterion by annotator: current, and stale (made under an older version)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    current: dict[str, int] = Field(description="{annotator: records under the current version}, most first")
+    stale: dict[str, int] = Field(description="{annotator: records under an older version}, most first")
+
+    @property
+    def n_current(self) -> int:
+        return sum(self.current.values())
+
+    @property
+    def n_stale(self) -> int:
+        return sum(self.stale.values())
+
+
+def _most_first(counts: Counter[str]) -> dict[str, int]:
+    return dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
+
+
+def label_counts(annotations: Sequence[Annotation], criterion: Criterion) -> LabelCounts:
+    """Every record against ``criterion`` (human and judge labels, adjudications), current or stale, by
+    annotator: the one count of stale labels the app and the CLI show."""
+    ours = [a for a in annotations if a.criterion == criterion.name]
+    return LabelCounts(current=_most_first(Counter(a.annotator for a in ours if not is_stale(a, criterion))),
+                       stale=_most_first(Counter(a.annotator for a in ours if is_stale(a, criterion))))
 
 
 def current_labels(annotations: Sequence[Annotation], criterion: Criterion) -> dict[str, dict[str, Annotation]]:
@@ -187,6 +234,7 @@ def _pair(first: str, second: str, by_item: Mapping[str, Mapping[str, Annotation
     a = [labels[first].value for labels in both]
     b = [labels[second].value for labels in both]
     n = len(both)
+    not_blind = sum(labels[first].blind is False or labels[second].blind is False for labels in both)
     if not n:
         none = Statistic(value=None, n=0, note=f"no item labelled by both {first} and {second}")
         return PairAgreement(first=first, second=second, n=0, agreement=None, kappa=none,
@@ -199,7 +247,7 @@ def _pair(first: str, second: str, by_item: Mapping[str, Mapping[str, Annotation
         return _statistic(float(kappa_from_table(table, weights)), kappa_from_table(draws, weights), n, why)
 
     return PairAgreement(first=first, second=second, n=n, agreement=float(np.trace(table)) / n, kappa=kappa(None),
-                         weighted_kappa=kappa("quadratic") if ordinal else None)
+                         weighted_kappa=kappa("quadratic") if ordinal else None, not_blind=not_blind)
 
 
 def _fleiss(by_item: Mapping[str, Mapping[str, Annotation]], categories: Sequence[Hashable], n_boot: int,
@@ -232,9 +280,10 @@ def _disagreements(multi: Mapping[str, Mapping[str, Annotation]],
                    adjudications: Mapping[str, Annotation]) -> list[Disagreement]:
     out = []
     for key, labels in sorted(multi.items()):
-        if len({a.value for a in labels.values()}) > 1 or len({a.severity for a in labels.values()}) > 1:
+        verdict = len({a.value for a in labels.values()}) > 1
+        if verdict or len({a.severity for a in labels.values()}) > 1:
             unit, second = split_key(key)
-            out.append(Disagreement(unit_id=unit, second_unit_id=second,
+            out.append(Disagreement(unit_id=unit, second_unit_id=second, kind="verdict" if verdict else "severity",
                                     labels={n: str(a.value) for n, a in labels.items()},
                                     severities={n: a.severity for n, a in labels.items()},
                                     adjudicated=adjudications.get(key)))
@@ -267,21 +316,24 @@ def human_agreement(annotations: Sequence[Annotation], criterion: Criterion, n_b
     by_item = current_labels(annotations, criterion)
     multi = {u: labels for u, labels in by_item.items() if len(labels) >= 2}
     annotators = sorted({name for labels in by_item.values() for name in labels})
-    ours = [a for a in annotations if a.criterion == criterion.name and a.source != ADJUDICATION_SOURCE]
     adjudications = {canonical(a).item: canonical(a) for a in annotations
                      if a.criterion == criterion.name and a.source == ADJUDICATION_SOURCE}
     flat = [a for labels in by_item.values() for a in labels.values()]
+    shared = [a for labels in multi.values() for a in labels.values()]
     categories = criterion.scale.choices()
-    counted = Counter(a.value for a in flat)
+    counted, counted_shared = Counter(a.value for a in flat), Counter(a.value for a in shared)
     ordinal = criterion.scale.kind == "ordinal"
     pairs = [_pair(a, b, multi, categories, ordinal, n_boot, seed) for a, b in combinations(annotators, 2)]
+    overlapping = [p for p in pairs if p.n]
     return HumanAgreement(
         criterion=criterion.name, criterion_version=criterion.version, scale=criterion.scale.kind,
         annotators=annotators, n_units=len(multi), n_labels=len(flat),
-        stale_labels=sum(is_stale(a, criterion) for a in ours),
+        stale_labels=label_counts(annotations, criterion).n_stale,
         distribution={str(c): counted[c] for c in categories},
+        overlap_distribution={str(c): counted_shared[c] for c in categories},
+        single_items=len(by_item) - len(multi), not_blind_labels=sum(a.blind is False for a in shared),
         pass_count=counted["pass"], fail_count=counted["fail"],
-        kappa=pairs[0].kappa.value if len(annotators) == 2 else None, pairs=pairs,
+        kappa=overlapping[0].kappa.value if len(overlapping) == 1 else None, pairs=pairs,
         fleiss_kappa=_fleiss(multi, categories, n_boot, seed),
         alpha={level: _alpha(multi, criterion, level, n_boot, seed) for level in criterion.scale.alpha_levels()},
         alpha_label=krippendorff_alpha([[a.value for a in labels.values()] for labels in multi.values()]),

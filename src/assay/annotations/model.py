@@ -23,7 +23,8 @@ class Annotation(BaseModel):
     ``second_unit_id`` and records the order the annotator saw them in (``shown_order``).
     ``severity`` is 1 (minor) .. 4 (critical) or None; ``criterion`` names the rubric criterion it
     was made against (None: the unit as a whole) and ``criterion_version`` the version of that
-    criterion at labelling time.
+    criterion at labelling time. ``blind`` says whether it was made without seeing another label on
+    the item (blind review, see the annotation app); None when not known (imports, the API).
     """
 
     model_config = ConfigDict(frozen=True)
@@ -42,6 +43,7 @@ class Annotation(BaseModel):
     source: str = ""
     extra: dict[str, Any] = Field(default_factory=dict)
     created_at: datetime | None = None
+    blind: bool | None = Field(None, description="made without seeing another label on the item; None: not known")
 
     @model_validator(mode="before")
     @classmethod

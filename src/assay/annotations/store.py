@@ -11,12 +11,13 @@ from pathlib import Path
 
 from pydantic import ValidationError
 from sqlalchemy import func, select
+from sqlalchemy.orm import Session
 
 from assay._store import Store
-from assay._store.tables import AnnotationRow, CriterionRow, UnitRow
+from assay._store.tables import AnnotationRow, CriterionRow, CriterionSignatureRow, UnitRow
 from assay.annotations.model import Annotation, Criterion, fit_to_scale
 from assay.annotations.scale import BinaryScale, Scale, read_scale
-from assay.exceptions import NotFoundError, UsageError
+from assay.exceptions import NameTaken, NotFoundError, UsageError
 from assay.signals.people import label_signal
 from assay.signals.store import write_signals
 
@@ -40,6 +41,12 @@ def add_criterion(store: Store, text: str, name: str | None = None, signature_id
                   scale: Scale | None = None) -> Criterion:
     """Add a criterion, or a new version of it when ``name`` exists with other text or another scale.
 
+    A named criterion that covers signatures (:mod:`assay.annotations.criteria`) is never moved to
+    another one: giving ``signature_id`` of a signature it does not cover is refused (use
+    :func:`~assay.annotations.criteria.cover_signature` to share it on purpose, or another name).
+    In the app, :func:`~assay.annotations.criteria.create_criterion` and
+    :func:`~assay.annotations.criteria.edit_criterion` keep creating and editing apart.
+
     Args:
         text: the criterion statement.
         name: a short stable name (default: a slug of the text).
@@ -49,6 +56,7 @@ def add_criterion(store: Store, text: str, name: str | None = None, signature_id
 
     Raises:
         UsageError: empty text.
+        NameTaken: ``name`` is a criterion covering other signatures than ``signature_id``.
     """
     if not text.strip():
         raise UsageError("criterion text is empty")
@@ -59,14 +67,33 @@ def add_criterion(store: Store, text: str, name: str | None = None, signature_id
             row = CriterionRow(name=name, text=text.strip(), version=1, signature_id=signature_id,
                                scale=_scale_json(scale or BinaryScale()))
             s.add(row)
-        elif row.text != text.strip() or (scale is not None and read_scale(row.scale) != scale):
+            s.flush()
+            return criterion_of(row)
+        _keep_signatures(s, row, signature_id)
+        if row.text != text.strip() or (scale is not None and read_scale(row.scale) != scale):
             row.text, row.version = text.strip(), row.version + 1
             if scale is not None:
                 row.scale = _scale_json(scale)
-            if signature_id is not None:
-                row.signature_id = signature_id
         s.flush()
         return criterion_of(row)
+
+
+def _keep_signatures(s: Session, row: CriterionRow, signature_id: int | None) -> None:
+    """Attach a criterion written for no signature to ``signature_id``; refuse moving one that covers others.
+
+    Raises:
+        NameTaken: the criterion covers signatures, ``signature_id`` not among them.
+    """
+    if signature_id is None or row.signature_id == signature_id:
+        return
+    covered = ([row.signature_id] if row.signature_id is not None else []) + list(s.scalars(
+        select(CriterionSignatureRow.signature_id).where(CriterionSignatureRow.criterion_id == row.id)))
+    if not covered:
+        row.signature_id = signature_id
+    elif signature_id not in covered:
+        raise NameTaken("criterion", row.name, row.id,
+                        f" for signature {', '.join(map(str, covered))}: choose another name for signature "
+                        f"{signature_id}, or share this criterion with it on purpose (the app's criterion page)")
 
 
 def get_criterion(store: Store, name_or_id: str) -> Criterion:
@@ -127,7 +154,7 @@ def add_annotations(store: Store, annotations: list[Annotation]) -> int:
                                 annotator=a.annotator, annotator_kind=a.annotator_kind, label=a.label,
                                 value=None if scale.kind == "binary" else a.value, second_unit_id=a.second_unit_id,
                                 shown_order=a.shown_order, severity=a.severity, rationale=a.rationale,
-                                source=a.source, extra=a.extra))
+                                source=a.source, extra=a.extra, blind=a.blind))
         s.flush()
         write_signals(s, [sig for sig in signals if sig is not None])
     return len(annotations)
@@ -139,7 +166,7 @@ def annotation_of(row: AnnotationRow, criterion: str | None) -> Annotation:
                       label=row.label, value=row.value, second_unit_id=row.second_unit_id,
                       shown_order=row.shown_order, severity=row.severity, rationale=row.rationale,
                       criterion=criterion, criterion_version=row.criterion_version, source=row.source,
-                      extra=row.extra or {}, created_at=row.created_at)
+                      extra=row.extra or {}, created_at=row.created_at, blind=row.blind)
 
 
 def list_annotations(store: Store, criterion: str | None = None) -> list[Annotation]:
@@ -193,6 +220,14 @@ def _given(rec: dict[str, object], *keys: str) -> object | None:
     return next((rec[k] for k in keys if rec.get(k) not in (None, "")), None)
 
 
+def _flag(raw: object) -> bool | None:
+    """A yes/no field of an import record: a JSON boolean, or true/false (any case) in CSV; else None."""
+    if isinstance(raw, bool):
+        return raw
+    text = str(raw or "").strip().lower()
+    return True if text == "true" else False if text == "false" else None
+
+
 def _record_annotation(rec: dict[str, object], criterion: Criterion | None, source: str) -> Annotation:
     """One import record as an annotation fitted to its criterion's scale.
 
@@ -216,7 +251,8 @@ def _record_annotation(rec: dict[str, object], criterion: Criterion | None, sour
             second_unit_id=str(_given(rec, "second_unit", "second_unit_id") or "") or None,
             shown_order=_given(rec, "shown_order"),
             severity=int(sev) if sev is not None else None,  # type: ignore[call-overload]
-            rationale=str(rec.get("rationale") or ""), criterion=criterion.name if criterion else None, source=source)
+            rationale=str(rec.get("rationale") or ""), criterion=criterion.name if criterion else None, source=source,
+            blind=_flag(rec.get("blind")))
     except ValidationError as exc:
         raise ValueError("; ".join(f"{'.'.join(map(str, e['loc'])) or field_name}: {e['msg']}"
                                    for e in exc.errors())) from None
@@ -233,7 +269,8 @@ def import_labels(store: Store, path: Path | str, source: str | None = None) -> 
     criterion's scale: pass|fail (binary, also without a criterion), a level (ordinal), a class name
     (categorical), first|second|tie (pairwise; 1|2 and a|b too); for pairwise also ``second_unit``
     (the second output's unit) and optionally ``shown_order`` (first-second|second-first); optional
-    ``severity`` (1-4), ``rationale``, ``criterion`` (name), ``annotator_kind`` (default human).
+    ``severity`` (1-4), ``rationale``, ``criterion`` (name), ``annotator_kind`` (default human), ``blind``
+    (true|false: made without seeing another label; missing: not known).
     Bad records are skipped with a reason and their 1-based line number in the file;
     good ones are kept.
 
@@ -279,7 +316,7 @@ def export_labels(store: Store, fmt: str = "jsonl", criterion: str | None = None
     rows = [{"unit": a.unit_id, "annotator": a.annotator, "annotator_kind": a.annotator_kind, "label": a.label,
              "value": a.value, "second_unit": a.second_unit_id, "shown_order": a.shown_order, "severity": a.severity,
              "rationale": a.rationale, "criterion": a.criterion, "criterion_version": a.criterion_version,
-             "source": a.source, "created_at": a.created_at.isoformat() if a.created_at else None}
+             "source": a.source, "blind": a.blind, "created_at": a.created_at.isoformat() if a.created_at else None}
             for a in list_annotations(store, criterion)]
     if fmt == "jsonl":
         return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)

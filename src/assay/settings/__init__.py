@@ -121,6 +121,9 @@ class OnlineSettings(BaseModel):
                                  "(worker died) is taken again after this many seconds")
     niceness: int = Field(default=19, ge=0, le=19, description="`assay serve --worker`: CPU priority "
                           "decrease of the worker process (19: the lowest), so ingestion wins the cores")
+    signatures_interval_s: float | None = Field(default=300.0, ge=0, description="worker: at most one update of "
+                                                "the failure signatures and their lifecycle per this many seconds "
+                                                "(0: every pass; None: never)")
 
 
 class DriftSettings(BaseModel):
@@ -137,11 +140,29 @@ class DriftSettings(BaseModel):
                                  description="run kinds whose scores count as production")
     webhook_url: str | None = Field(default=None, description="alerts are POSTed here as JSON (None: log only)")
     webhook_timeout_s: float = Field(default=5.0, gt=0, description="webhook request timeout in seconds")
+    lifecycle_alerts: list[str] = Field(default_factory=lambda: ["escalating", "regressed"],
+                                        description="signature lifecycle states whose entry in the latest window "
+                                                    "is an alert (assay.signatures.lifecycle)")
 
-    @field_validator("run_kinds", mode="before")
+    @field_validator("run_kinds", "lifecycle_alerts", mode="before")
     @classmethod
     def _split(cls, value: object) -> object:
         return [v.strip() for v in value.split(",") if v.strip()] if isinstance(value, str) else value
+
+
+class LifecycleSettings(BaseModel):
+    """When a failure signature's lifecycle moves (``[lifecycle]``; see :mod:`assay.signatures.lifecycle`)."""
+
+    window_days: float = Field(default=7.0, gt=0, description="the window, in days, of member counts (escalating) "
+                               "and of the production fail rate (resolved, regressed)")
+    escalate_min_units: int = Field(default=5, ge=1, description="members a signature needs in the latest window "
+                                    "to be escalating")
+    escalate_alpha: float = Field(default=0.05, gt=0, lt=1, description="significance of the rise of members in "
+                                  "the latest window over the window before (one-sided exact test)")
+    resolve_fail_rate: float = Field(default=0.05, gt=0, lt=1, description="a monitored signature is resolved when "
+                                     "its evaluator's production fail rate in the latest window is below this")
+    min_scored: int = Field(default=20, ge=1, description="production scores an evaluator needs in the latest "
+                            "window before its fail rate moves the lifecycle")
 
 
 class ModelPrice(BaseModel):
@@ -182,6 +203,7 @@ class Settings(BaseModel):
     online: OnlineSettings = Field(default_factory=lambda: OnlineSettings())
     executor: ExecutorSettings = Field(default_factory=lambda: ExecutorSettings())
     drift: DriftSettings = Field(default_factory=lambda: DriftSettings())
+    lifecycle: LifecycleSettings = Field(default_factory=lambda: LifecycleSettings())
     signals: SignalSettings = Field(default_factory=lambda: SignalSettings(),
                                     description="failure-signal detectors (docs/signals.md)")
     prices: dict[str, ModelPrice] = Field(default_factory=dict, description="model name -> price, for token "

@@ -15,6 +15,9 @@ unit flagged severe in a queue of its own.
     queue = sample_queue(store, sigs[0].id, size=10)
     order = review_order(store)                       # across signatures: one of each in turn
     inbox = severe_queue(store)
+    changes = update_lifecycle(store, settings)       # new -> escalating -> ... -> resolved -> regressed
+    flows = workflow_report(store)                    # where failures concentrate, every unit by workflow
+    stop = unseen_modes(store)                        # chance the next failure shows a mode no criterion covers
 """
 
 from assay.signatures.build import build_signatures, failed_unit_ids, update_signatures
@@ -23,9 +26,11 @@ from assay.signatures.embeddings import embed_texts, embed_units, load_encoder
 from assay.signatures.evidence import failure_text
 from assay.signatures.keys import StructuralKey, error_type, key_text, normalize_error, structural_key
 from assay.signatures.labels import class_tfidf
+from assay.signatures.lifecycle import LifecycleChange, lifecycle_history, update_lifecycle
 from assay.signatures.listing import list_signatures, map_points, new_units, signature_members
 from assay.signatures.model import (
     EmbeddingStats,
+    Lifecycle,
     SevereFlag,
     SevereItem,
     Signature,
@@ -34,11 +39,14 @@ from assay.signatures.model import (
 )
 from assay.signatures.sample import review_order, sample_queue
 from assay.signatures.severe import flag_unit, scan_severe, severe_queue
+from assay.signatures.unseen import UnseenModes, unseen_modes
+from assay.signatures.workflows import WorkflowReport, workflow_report
 
 __all__ = [
-    "MATCH_THRESHOLD", "EmbeddingStats", "SevereFlag", "SevereItem", "Signature", "SignatureStatus",
-    "StructuralKey", "UpdateResult", "build_signatures", "class_tfidf", "embed_texts", "embed_units", "error_type",
-    "failed_unit_ids", "failure_text", "flag_unit", "key_text", "list_signatures", "load_encoder", "map_points",
-    "new_units", "normalize_error", "review_order", "sample_queue", "scan_severe", "severe_queue", "signature_members",
-    "structural_key", "update_signatures",
+    "MATCH_THRESHOLD", "EmbeddingStats", "Lifecycle", "LifecycleChange", "SevereFlag", "SevereItem", "Signature",
+    "SignatureStatus", "StructuralKey", "UnseenModes", "UpdateResult", "WorkflowReport", "build_signatures",
+    "class_tfidf", "embed_texts", "embed_units", "error_type", "failed_unit_ids", "failure_text", "flag_unit",
+    "key_text", "lifecycle_history", "list_signatures", "load_encoder", "map_points", "new_units", "normalize_error",
+    "review_order", "sample_queue", "scan_severe", "severe_queue", "signature_members", "structural_key",
+    "unseen_modes", "update_lifecycle", "update_signatures", "workflow_report",
 ]

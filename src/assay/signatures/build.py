@@ -1,8 +1,8 @@
 """Build and update failure signatures in the store, with stable ids.
 
 Full build (:func:`build_signatures`): failed units -> structural keys and texts (their
-failure-local text, :func:`~assay.signatures.evidence.failure_text`, or with
-``signature_text = "key"`` the key text) ->
+failure-local text, :func:`~assay.signatures.evidence.failure_text`, from the failure signals the
+store keeps, :mod:`assay.signatures.stored`; or with ``signature_text = "key"`` the key text) ->
 cached embeddings -> HDBSCAN on text + key codes (:mod:`assay.signatures.cluster`) ->
 c-TF-IDF keywords and a label per cluster -> match to the stored signatures (by member
 overlap, then by centroid) so ids are kept -> 2-D PCA map -> store. Units HDBSCAN leaves as
@@ -31,8 +31,7 @@ from sqlalchemy.orm import Session as OrmSession
 from assay._store import Store
 from assay._store.tables import EmbeddingRow, MemberRow, SignatureRow, UnitRow, utcnow
 from assay.settings import Settings
-from assay.signals import FailureSignal, SignalSettings, UnitView, outcome_signals
-from assay.signals.detect import view_signals
+from assay.signals import FailureSignal, SignalSettings
 from assay.signatures.cluster import (
     KEY_WEIGHT,
     Cluster,
@@ -55,6 +54,7 @@ from assay.signatures.labels import class_tfidf, distinct_label, make_label, nam
 from assay.signatures.listing import list_signatures
 from assay.signatures.model import EmbeddingStats, Signature, UpdateResult
 from assay.signatures.severe import scan_loaded
+from assay.signatures.stored import detected, stored_signals
 from assay.traces.model import Step, Unit
 from assay.traces.timeline import step_timeline
 
@@ -89,6 +89,7 @@ def unit_signals(units: Sequence[Unit], steps: Sequence[list[Step]], settings: S
     """Each unit's failure signals: those given in ``signals`` (by unit id), else what the
     detectors of :mod:`assay.signals` find on the unit alone (its recorded outcome included;
     population detectors such as ``long_session`` need a fitted population and stay silent).
+    Builds and updates read the store's signals instead (:func:`signals_for`).
 
     Args:
         units, steps: parallel: the units and their step timelines.
@@ -97,9 +98,18 @@ def unit_signals(units: Sequence[Unit], steps: Sequence[list[Step]], settings: S
     """
     cfg = getattr(settings, "signals", None) or SignalSettings()
     known = signals or {}
-    return [list(known[u.unit_id]) if u.unit_id in known
-            else outcome_signals(u, cfg) + view_signals(UnitView(u.unit_id, u.source, tuple(t)), cfg, {})
+    return [list(known[u.unit_id]) if u.unit_id in known else detected(u, t, cfg)
             for u, t in zip(units, steps, strict=True)]
+
+
+def signals_for(store: Store, units: Sequence[Unit], steps: Sequence[list[Step]], settings: Settings,
+                signals: SignalMap | None = None) -> list[list[FailureSignal]]:
+    """The signals a build or update reads for each unit: ``signals`` when the caller gives them
+    (:func:`unit_signals`), else the store's (:func:`~assay.signatures.stored.stored_signals`: every
+    source, population detectors included; a never-scanned unit adds what the detectors find on it)."""
+    if signals is not None:
+        return unit_signals(units, steps, settings, signals)
+    return stored_signals(store, units, steps, getattr(settings, "signals", None) or SignalSettings())
 
 
 def unit_texts(units: Sequence[Unit], steps: Sequence[list[Step]], keys: Sequence[StructuralKey],
@@ -133,7 +143,7 @@ def prepare(store: Store, settings: Settings, unit_ids: list[str], progress: Pro
         settings: ``severe`` rules, ``embedding_model`` and ``signature_text``.
         unit_ids: the units, in the order of the returned lists.
         progress, stats: see :func:`~assay.signatures.embed_texts`.
-        signals: see :func:`unit_signals`.
+        signals: see :func:`signals_for`.
 
     Returns:
         :class:`Prepared`, vectors of shape ``(len(unit_ids), 384)`` for the default model.
@@ -149,7 +159,7 @@ def prepare(store: Store, settings: Settings, unit_ids: list[str], progress: Pro
         steps = [step_timeline(u) for u in units]
         scan_loaded(store, settings.severe, units, steps)
         keys = [unit_key(u, t) for u, t in zip(units, steps, strict=True)]
-        found = unit_signals(units, steps, settings, signals)
+        found = signals_for(store, units, steps, settings, signals)
         out.keys.extend(keys)
         out.texts.extend(_texts(units, steps, keys, settings, found))
         out.leads.extend(lead_kind(f) for f in found)
@@ -253,7 +263,7 @@ def build_signatures(store: Store, settings: Settings, progress: Progress | None
             ``severe`` are used.
         progress: called with the number of units embedded (see :func:`embed_texts`).
         stats: when given, counts vectors computed vs. found in the cache, and encoding time.
-        signals: failure signals by unit id (see :func:`unit_texts`; default: detected per unit).
+        signals: failure signals by unit id (default: the store's, see :func:`signals_for`).
 
     Returns:
         the signatures, ranked as by :func:`list_signatures`.
@@ -335,7 +345,7 @@ def _pending(store: Store, settings: Settings, signals: SignalMap | None) -> Pre
     units = store.units(ids)
     steps = [step_timeline(u) for u in units]
     keys = [unit_key(u, t) for u, t in zip(units, steps, strict=True)]
-    found = unit_signals(units, steps, settings, signals)
+    found = signals_for(store, units, steps, settings, signals)
     texts = _texts(units, steps, keys, settings, found)
     vectors = embed_texts(store, ids, texts, settings.embedding_model)
     return Prepared(ids, keys, texts, [lead_kind(f) for f in found], [r[1] for r in rows],
@@ -458,7 +468,7 @@ def update_signatures(store: Store, settings: Settings, progress: Progress | Non
         settings: as for :func:`build_signatures`.
         progress: called with the number of unseen units embedded.
         stats: embedding counts and time, added to.
-        signals: failure signals by unit id (see :func:`unit_texts`; default: detected per unit).
+        signals: failure signals by unit id (default: the store's, see :func:`signals_for`).
 
     Returns:
         what was assigned, left new, and formed.

@@ -6,9 +6,13 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, computed_field
+
+from assay.signatures.mix import mix_text
 
 SignatureStatus = Literal["new", "existing", "retired"]
+Lifecycle = Literal["new", "escalating", "criterion_written", "monitored", "resolved", "regressed"]
+"""Where a signature stands in the loop (:mod:`assay.signatures.lifecycle` defines each state)."""
 Assignment = Literal["cluster", "noise", "assigned", "new"]
 """How a failed unit stands: in a cluster of the latest build, noise of that build, assigned
 to an existing signature since (incremental), or *new*: seen since and near no signature."""
@@ -64,6 +68,16 @@ class Signature(BaseModel):
     unit_ids: list[str] = Field(default_factory=list, description="members, nearest the centroid first")
     usage: SignatureUsage = Field(default_factory=SignatureUsage, description="the members' token usage, cost "
                                   "and latency (sum and mean over the members that know it)")
+    lifecycle: Lifecycle = Field("new", description="where it stands in the loop: new, escalating, criterion_written, "
+                                 "monitored, resolved or regressed (assay.signatures.lifecycle)")
+    signal_mix: dict[str, int] = Field(default_factory=dict, description="signal kind -> members with at least one "
+                                       "signal of that kind, most first (assay.signatures.mix)")
+
+    @computed_field(  # type: ignore[prop-decorator]
+        description="the signal mix in words, e.g. '31 escalations, 12 thumbs-down, 4 evaluator fails'")
+    @property
+    def signal_mix_text(self) -> str:
+        return mix_text(self.signal_mix)
 
 
 @dataclass

@@ -44,6 +44,14 @@ also goes to the judge-audit queue (:mod:`assay.suite.audit`).
 (:func:`assay.signals.units_to_scan`: never scanned, grown, or scanned under other detectors), up to
 :data:`SCAN_BATCH` of them: the OTLP receiver records explicit feedback as it arrives but never waits
 for detectors. Every failed score the worker writes becomes a signal in the one score writer.
+
+**Failure signatures.** At the end of a pass, at most once per ``online.signatures_interval_s``
+(default 300 s; 0: every pass; None: never), the worker brings the failure signatures up to date with
+the signals that arrived: failed units the signatures have not seen join the nearest signature or are
+marked new, and pending new units that group form a new signature
+(:func:`assay.signatures.update_signatures`; a full build when nothing is built yet); then it
+evaluates every signature's lifecycle (:func:`assay.signatures.update_lifecycle`). A failed online
+score thus reaches a signature on the pass that wrote it, or the first pass after the interval.
 """
 
 from __future__ import annotations
@@ -54,7 +62,7 @@ import socket
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -254,6 +262,9 @@ class PassReport(BaseModel):
     evaluators: tuple[EvaluatorPass, ...] = ()
     passes: int = 1
     signals_scanned: int = Field(default=0, description="complete units whose failure signals were detected")
+    signatures_assigned: int = Field(default=0, description="failed units put in an existing signature")
+    signatures_created: int = Field(default=0, description="failure signatures formed (or built)")
+    lifecycle_changes: int = Field(default=0, description="signature lifecycle changes recorded")
 
     @property
     def scored(self) -> int:
@@ -273,11 +284,15 @@ class PassReport(BaseModel):
 
     @property
     def did_work(self) -> bool:
-        return self.scored + self.failed + self.signals_scanned > 0
+        return self.scored + self.failed + self.signals_scanned + self.signatures_assigned + \
+            self.signatures_created + self.lifecycle_changes > 0
 
     def line(self) -> str:
         """One human-readable progress line."""
         scanned = [f"signals of {self.signals_scanned} units"] if self.signals_scanned else []
+        if self.signatures_assigned + self.signatures_created + self.lifecycle_changes:
+            scanned.append(f"signatures: {self.signatures_assigned} units assigned, {self.signatures_created} "
+                           f"new, {self.lifecycle_changes} lifecycle changes")
         if not self.evaluators:
             return "; ".join([*scanned, "no active evaluator"])
         parts = [f"{e.evaluator}@{e.evaluator_version}: {e.scored} scored, {e.failed} failed, {e.audited} to audit, "
@@ -322,6 +337,8 @@ class OnlineWorker:
         self._totals: dict[str, EvaluatorPass] = {}
         self._passes = 0
         self._scanned = 0
+        self._signatures_at: float | None = None
+        self._signature_totals = [0, 0, 0]
 
     # -- public ----------------------------------------------------------------------------
     def run_pass(self, stop: StopFlag | None = None, now_ns: int | None = None) -> PassReport:
@@ -353,9 +370,37 @@ class OnlineWorker:
                 scored, failed, audit = scored + s, failed + f, audit + a
             out.append(EvaluatorPass(evaluator=ev.defn.name, evaluator_version=ev.version, scored=scored,
                                      failed=failed, audited=audit, waiting=waiting))
-        report = PassReport(run_id=self.run_id, evaluators=tuple(out), signals_scanned=scanned)
+        assigned, created, changes = self._update_signatures(now_ns)
+        report = PassReport(run_id=self.run_id, evaluators=tuple(out), signals_scanned=scanned,
+                            signatures_assigned=assigned, signatures_created=created, lifecycle_changes=changes)
         self._add(report)
         return report
+
+    def _update_signatures(self, now_ns: int | None) -> tuple[int, int, int]:
+        """Bring the signatures and their lifecycle up to date, at most once per ``signatures_interval_s``
+        (module docstring). Returns ``(units assigned, signatures created, lifecycle changes)``; a failure
+        (say the embedding model cannot load) is logged and retried after the interval, scoring goes on."""
+        from assay.signatures import build_signatures, failed_unit_ids, map_points, update_lifecycle, update_signatures
+
+        interval = self.cfg.signatures_interval_s
+        if interval is None or (self._signatures_at is not None and time.monotonic() - self._signatures_at < interval):
+            return 0, 0, 0
+        self._signatures_at = time.monotonic()
+        now = datetime.fromtimestamp(now_ns / 1e9, tz=UTC) if now_ns is not None else None
+        assigned = created = 0
+        try:
+            known = {p[0] for p in map_points(self.store)}
+            if any(u not in known for u in failed_unit_ids(self.store)):
+                if known:
+                    result = update_signatures(self.store, self.settings)
+                    assigned, created = len(result.assigned), len(result.new_signatures)
+                else:
+                    created = len(build_signatures(self.store, self.settings))
+            changes = len(update_lifecycle(self.store, self.settings, now))
+        except Exception as exc:  # a worker outlives a missing embedding model; the scores are kept
+            self.log(f"signatures update failed: {type(exc).__name__}: {exc}")
+            return assigned, created, 0
+        return assigned, created, changes
 
     def _scan_signals(self, decided: dict[str, Completion], now_ns: int | None) -> int:
         """Detect the failure signals of up to ``SCAN_BATCH`` complete units that need it (never scanned,
@@ -406,8 +451,10 @@ class OnlineWorker:
 
     def totals(self) -> PassReport:
         """All passes so far, added up."""
+        assigned, created, changes = self._signature_totals
         return PassReport(run_id=self.run_id, evaluators=tuple(self._totals.values()), passes=self._passes,
-                          signals_scanned=self._scanned)
+                          signals_scanned=self._scanned, signatures_assigned=assigned, signatures_created=created,
+                          lifecycle_changes=changes)
 
     def close(self) -> None:
         """Finish the online run (summary: counts per evaluator version), if one was started."""
@@ -562,6 +609,8 @@ class OnlineWorker:
     def _add(self, report: PassReport) -> None:
         self._passes += 1
         self._scanned += report.signals_scanned
+        for i, n in enumerate((report.signatures_assigned, report.signatures_created, report.lifecycle_changes)):
+            self._signature_totals[i] += n
         for e in report.evaluators:
             key = f"{e.evaluator}@{e.evaluator_version}"
             old = self._totals.get(key)
