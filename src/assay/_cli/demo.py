@@ -27,7 +27,7 @@ from assay.models import JudgeClient, make_judge
 from assay.reports import write_report
 from assay.settings import Settings, load_settings
 from assay.signals import signal_counts
-from assay.signatures import Signature, build_signatures, update_signatures
+from assay.signatures import Signature, build_signatures, lifecycle_history, list_signatures
 from assay.suite import run_gate
 from assay.suite.online import OnlineWorker
 from assay.traces import Unit, read_file
@@ -92,9 +92,10 @@ def _signatures(store: Store, settings: Settings, failed: list[str]) -> list[Sig
         console.print(f"[red]signatures failed:[/red] {escape(str(exc))}")
         failed.append(f"signatures: {exc}")
         return []
-    table = Table("#", "units", "share", "structural key", "label", title=f"top signatures of {n_failed} failed units")
+    table = Table("#", "units", "share", "label", "signal mix", title=f"top signatures of {n_failed} failed units")
+    mixes = {s.id: s.signal_mix_text for s in list_signatures(store)}
     for s in sigs[:6]:
-        table.add_row(str(s.id), str(s.size), f"{100 * s.share:.0f}%", escape(s.structural_key), escape(s.label))
+        table.add_row(str(s.id), str(s.size), f"{100 * s.share:.0f}%", escape(s.label), escape(mixes.get(s.id, "")))
     console.print(table)
     return sigs
 
@@ -228,15 +229,20 @@ def _production(store: Store, settings: Settings) -> None:
     _step("8. production: the online worker scores the traffic; failed scores become failure signals")
     console.print("The 300 runs stand in for production traffic (assay worker --once). Each active evaluator "
                   "scores its sample (the code check: every unit, sample_rate 1.0); a failed score is a failure "
-                  "signal, and the signatures take in the units it newly marks failed.")
+                  "signal; at the end of a pass the worker takes the units it newly marks failed into the "
+                  "signatures and moves each signature's lifecycle.")
     before = _evaluator_fails(store)
     with progress_bar("worker", None) as advance:
         totals = OnlineWorker(store, settings, log=lambda _line: advance(1)).run(threading.Event(), once=True)
-    console.print(f"worker: {totals.line()}")
-    console.print(f"failure signals from failed scores: {before} -> {_evaluator_fails(store)} units")
-    result = update_signatures(store, settings)
-    console.print(f"signatures update: {len(result.assigned)} units joined existing signatures, "
-                  f"{len(result.new_signatures)} new signatures, {len(result.new_units)} units left new")
+    console.print(f"worker: {totals.line()} (failed = errors or unscored, not fail verdicts)")
+    console.print(f"units with a failure signal from a failed score: {before} -> {_evaluator_fails(store)}")
+    latest = {c.signature_id: c for c in lifecycle_history(store)}
+    table = Table("#", "units", "lifecycle", "why", "signal mix", title="signatures after the worker's pass")
+    for sig in list_signatures(store)[:6]:
+        change = latest.get(sig.id)
+        table.add_row(str(sig.id), str(sig.size), sig.lifecycle.replace("_", " "),
+                      escape(change.reason) if change else "-", escape(sig.signal_mix_text))
+    console.print(table)
 
 
 def _evaluator_fails(store: Store) -> int:
