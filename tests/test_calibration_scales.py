@@ -240,6 +240,15 @@ def test_ordinal_calibration_matches_scipy_and_sklearn(tmp_path: Path) -> None:
     assert ceiling.spearman.value == pytest.approx(sps.spearmanr(a, b).statistic)
     assert report.test is not None and report.test.n == len(test_ids)  # pass/fail at pass_score beside it
     assert "pass_score 0.75" in scale.decision
+    # certification bounds TPR and TNR of that binarised table: level 4 and up passes, for humans and the check
+    c = report.test.confusion
+    bounds = {b.name: b for b in report.certification.bounds} if report.certification else {}
+    tpr, tnr = bounds["TPR"], bounds["TNR"]
+    assert (tpr.k, tpr.n, tnr.k, tnr.n) == (c.tp, c.tp + c.fn, c.tn, c.tn + c.fp)
+    assert report.meets_threshold == all(b.clears for b in bounds.values())
+    passes = sum(report.dataset_balance.get(str(v), 0) for v in (4, 5))
+    assert report.plan is None or {r.of: r.labelled for r in report.plan.rates} == {
+        "pass": passes, "fail": report.n_labelled - passes}
     assert report.threshold_choice is None and "NaN" not in report.model_dump_json()
 
 

@@ -49,6 +49,9 @@ def _tool_error(run: dict[str, Any]) -> bool:
 def ws(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """Trial 0 of the airline runs (50 units) ingested, labelled, and two code evaluators."""
     ws = tmp_path_factory.mktemp("errors")
+    # 50 units hold too few human fails for the default lower-bound rule; these tests need an active
+    # evaluator, so the workspace names the older point rule
+    (ws / "assay.toml").write_text('[calibration]\npolicy = "point"\n')
     runs = [r for r in json.loads(AIRLINE.read_text()) if r["trial"] == 0]
     (ws / "trial-0.json").write_text(json.dumps(runs))
     code, out = _run(ws, "ingest", str(ws / "trial-0.json"))

@@ -393,7 +393,7 @@ def test_evaluator_yaml_blocks_load(block: Block, tmp_path: Path) -> None:
     path = tmp_path / "evaluator.yaml"
     path.write_text(block.text, encoding="utf-8")
     defn = load_evaluator(path)
-    if (code := defn.code_spec()) is not None:
+    if (code := defn.code_spec()) is not None:  # kinds without a code part (llm_judge, external) have none
         module, _, name = code.callable.partition(":")
         assert callable(getattr(importlib.import_module(module), name))
 

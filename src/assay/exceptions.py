@@ -6,7 +6,8 @@
     ├── UsageError                  misuse: bad arguments, unknown names (CLI exit code 2)
     │   ├── NotFoundError           a unit, signature, criterion, evaluator or run that does not exist
     │   ├── NameTaken               a new criterion given a name another one has (carries its id)
-    │   └── ConfigError             invalid assay.toml, evaluator YAML or environment value
+    │   ├── ConfigError             invalid assay.toml, evaluator YAML or environment value
+    │   └── JudgeChanged            a run's judge is not the one its evaluator was certified with
     ├── EnvironmentProblem          something missing on the machine: an optional extra,
     │   │                           a model file (clean message, no traceback; CLI exit code 2)
     │   └── MissingDependency       an optional package is not installed (carries the install hint)
@@ -77,6 +78,21 @@ class ConfigError(UsageError):
     def __init__(self, message: str, source: str = "") -> None:
         super().__init__(f"{source}: {message}" if source else message)
         self.source = source
+
+
+class JudgeChanged(UsageError):
+    """An evaluator would run with another judge than the one its calibration certified (CLI exit code 2).
+
+    Attributes:
+        changes: ``{evaluator: "certified ...; would run ...; what differs"}``, one entry per evaluator.
+    """
+
+    def __init__(self, changes: dict[str, str]) -> None:
+        lines = "; ".join(f"{name}: {what}" for name, what in sorted(changes.items()))
+        super().__init__(f"refusing to score with a judge that was not certified ({lines}). Calibrate again with "
+                         "this judge (assay calibrate NAME), or pass --allow-judge-change to run anyway (recorded "
+                         "with the scores)")
+        self.changes = changes
 
 
 class EnvironmentProblem(AssayError):

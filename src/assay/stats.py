@@ -7,6 +7,10 @@ Intervals:
 
 - **Wilson score interval** of a proportion (Wilson 1927, *JASA* 22:209-212), without
   continuity correction (``scipy.stats.binomtest(...).proportion_ci(method="wilson")``).
+- **Clopper-Pearson ("exact") interval** of a proportion (Clopper & Pearson 1934, *Biometrika*
+  26:404-413): inverts two one-sided exact binomial tests, so its coverage is never below nominal.
+- :func:`min_successes_to_clear`: the fewest successes of n whose interval's lower bound reaches a
+  threshold (Wilson: the score test; Clopper-Pearson: the exact test), for planning sample sizes.
 - **Newcombe's intervals** of a difference of proportions, built from Wilson limits:
   square-and-add for paired data (Newcombe 1998, *Stat Med* 17:2635-2650, method 10) and the
   hybrid score interval for independent samples (Newcombe 1998, *Stat Med* 17:873-890, method 10).
@@ -76,6 +80,113 @@ def wilson_interval(k: int, n: int, confidence: float = DEFAULT_CONFIDENCE) -> t
     """
     ci = stats.binomtest(k, n).proportion_ci(confidence_level=confidence, method="wilson")
     return float(ci.low), float(ci.high)
+
+
+def clopper_pearson_interval(k: int, n: int, confidence: float = DEFAULT_CONFIDENCE) -> tuple[float, float]:
+    """Clopper-Pearson (exact) interval (Clopper & Pearson 1934) of a proportion ``k / n``.
+
+    ``low = Beta^-1(alpha/2; k, n - k + 1)`` (0 when k = 0), ``high = Beta^-1(1 - alpha/2; k + 1, n - k)``
+    (1 when k = n), with ``alpha = 1 - confidence``.
+
+    Returns:
+        (low, high), within [0, 1].
+
+    Raises:
+        ValueError: ``n < 1`` or ``k`` outside ``[0, n]``.
+    """
+    ci = stats.binomtest(k, n).proportion_ci(confidence_level=confidence, method="exact")
+    return float(ci.low), float(ci.high)
+
+
+def proportion_interval(k: int, n: int, method: str = "wilson",
+                        confidence: float = DEFAULT_CONFIDENCE) -> tuple[float, float]:
+    """The ``method`` interval of ``k / n``: ``"wilson"`` (:func:`wilson_interval`) or ``"exact"``
+    (:func:`clopper_pearson_interval`).
+
+    Raises:
+        ValueError: an unknown method, ``n < 1`` or ``k`` outside ``[0, n]``.
+    """
+    if method == "wilson":
+        return wilson_interval(k, n, confidence)
+    if method == "exact":
+        return clopper_pearson_interval(k, n, confidence)
+    raise ValueError(f"unknown interval method {method!r}: use wilson or exact")
+
+
+def min_successes_to_clear(n: np.ndarray, threshold: float, method: str = "wilson",
+                           confidence: float = DEFAULT_CONFIDENCE) -> np.ndarray:
+    """For each sample size in ``n``, the fewest successes ``k`` whose ``method`` interval has ``low >= threshold``.
+
+    The lower bound of the two-sided ``confidence`` interval reaches ``t`` exactly when the one-sided test of
+    ``p <= t`` at level ``alpha / 2`` rejects, so:
+
+    - Wilson (score test): ``k / n - t >= z * sqrt(t (1 - t) / n)``, i.e. ``k >= n t + z sqrt(n t (1 - t))``;
+    - Clopper-Pearson (exact test): ``P(Bin(n, t) >= k) <= alpha / 2``.
+
+    The closed form is checked against the interval itself and moved by one where rounding put it off.
+
+    Args:
+        n: sample sizes (>= 1), any integer array.
+        threshold: ``t`` in (0, 1).
+
+    Returns:
+        an integer array like ``n``; ``n + 1`` where no k of n clears (``t`` too close to 1 for that n).
+
+    Raises:
+        ValueError: an unknown method, or ``threshold`` outside (0, 1).
+    """
+    if not 0.0 < threshold < 1.0:
+        raise ValueError(f"threshold must be in (0, 1), got {threshold}")
+    n = np.asarray(n, dtype=np.int64)
+    alpha = 1.0 - confidence
+    if method == "wilson":
+        z = z_critical(confidence)
+        k = np.ceil(n * threshold + z * np.sqrt(n * threshold * (1.0 - threshold)) - 1e-9).astype(np.int64)
+    elif method == "exact":
+        k = stats.binom.isf(alpha / 2, n, threshold).astype(np.int64) + 1
+    else:
+        raise ValueError(f"unknown interval method {method!r}: use wilson or exact")
+    k = np.clip(k, 0, n + 1)
+    low = _lower_bounds(np.minimum(k, n), n, method, confidence)
+    k = np.where((k <= n) & (low < threshold), k + 1, k)  # rounding put the closed form one short
+    below = np.clip(k - 1, 0, n)
+    low_below = _lower_bounds(below, n, method, confidence)
+    k = np.where((k >= 1) & (k - 1 <= n) & (low_below >= threshold), k - 1, k)  # ... or one over
+    return np.clip(k, 0, n + 1)
+
+
+def proportion_bounds(k: np.ndarray, n: np.ndarray, method: str = "wilson",
+                      confidence: float = DEFAULT_CONFIDENCE) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`proportion_interval` for arrays of counts at once (closed forms, no per-value test object).
+
+    Wilson: ``(p + z^2/2n -+ z sqrt(p(1-p)/n + z^2/4n^2)) / (1 + z^2/n)`` with ``p = k / n``;
+    Clopper-Pearson: ``Beta^-1(alpha/2; k, n-k+1)`` and ``Beta^-1(1-alpha/2; k+1, n-k)`` (0 and 1 at the ends).
+
+    Returns:
+        (lows, highs), arrays like ``k``; NaN where ``n < 1``.
+
+    Raises:
+        ValueError: an unknown method.
+    """
+    k, n = np.asarray(k, dtype=float), np.asarray(n, dtype=float)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        if method == "exact":
+            alpha = 1.0 - confidence
+            low = np.where(k <= 0, 0.0, stats.beta.ppf(alpha / 2, k, n - k + 1))
+            high = np.where(k >= n, 1.0, stats.beta.ppf(1 - alpha / 2, k + 1, n - k))
+        elif method == "wilson":
+            z = z_critical(confidence)
+            p = k / n
+            centre, spread = p + z * z / (2 * n), z * np.sqrt(np.maximum(p * (1 - p) / n + z * z / (4 * n * n), 0))
+            low, high = (centre - spread) / (1 + z * z / n), (centre + spread) / (1 + z * z / n)
+        else:
+            raise ValueError(f"unknown interval method {method!r}: use wilson or exact")
+    bad = n < 1
+    return np.where(bad, np.nan, np.clip(low, 0.0, 1.0)), np.where(bad, np.nan, np.clip(high, 0.0, 1.0))
+
+
+def _lower_bounds(k: np.ndarray, n: np.ndarray, method: str, confidence: float) -> np.ndarray:
+    return proportion_bounds(k, n, method, confidence)[0]
 
 
 def newcombe_paired_ci(both: int, candidate_only: int, baseline_only: int, neither: int,

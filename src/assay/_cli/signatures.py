@@ -13,6 +13,7 @@ from rich.table import Table
 
 from assay._cli._common import AppContext, console, get_ctx, handle_errors, progress_bar
 from assay._cli.score import ExecutorOpt, RayAddressOpt, executor_choice
+from assay.exceptions import UsageError
 from assay.signatures import (
     EmbeddingStats,
     Signature,
@@ -300,16 +301,27 @@ def flag_cmd(
 @handle_errors
 def queue_cmd(
     ctx: typer.Context,
-    signature: Annotated[int, typer.Argument(help="Signature id (see `assay signatures`).")],
+    signature: Annotated[int | None, typer.Argument(help="Signature id (see `assay signatures`).")] = None,
+    for_calibration: Annotated[str | None, typer.Option(
+        "--for-calibration", help="Instead of a signature's sample: the unlabelled units whose labels would help "
+        "certify this evaluator most (the class in short supply, units the judge is least sure of, units "
+        "evaluators disagree on).", envvar="ASSAY_QUEUE_FOR_CALIBRATION")] = None,
     size: Annotated[int, typer.Option("--size", "-n", min=1, help="Number of units to review.",
                                       envvar="ASSAY_QUEUE_SIZE")] = 10,
     as_json: Annotated[bool, typer.Option("--json", help="Print the unit ids as JSON.")] = False,
 ) -> None:
     """Print a review queue for one signature: units nearest its centroid, then spread across it.
+    With --for-calibration NAME: the units to label next so NAME gets certified sooner.
 
     The sample is deterministic: the same signature and size give the same units.
     """
+    if (signature is None) == (for_calibration is None):
+        raise UsageError("give a signature id or --for-calibration NAME (one of them)")
     app = get_ctx(ctx)
+    if for_calibration is not None:
+        _calibration_queue(app, for_calibration, size, as_json)
+        return
+    assert signature is not None
     unit_ids = sample_queue(app.store, signature, size)
     if as_json:
         console.print_json(json.dumps({"signature": signature, "unit_ids": unit_ids}))
@@ -318,3 +330,28 @@ def queue_cmd(
     for n, unit_id in enumerate(unit_ids, 1):
         table.add_row(str(n), escape(unit_id))
     console.print(table)
+
+
+def _calibration_queue(app: AppContext, name: str, size: int, as_json: bool) -> None:
+    from assay._cli.evaluate import find_evaluator
+    from assay.calibration.labelling import calibration_queue
+    from assay.evaluators import load_evaluators
+
+    defn = find_evaluator(app, name)
+    folder = app.settings.evaluators_path()
+    peers = [d.name for d in load_evaluators(folder) if d.criterion.name == defn.criterion.name]
+    queue = calibration_queue(app.store, defn, size, peers)
+    if as_json:
+        console.print_json(json.dumps({**queue.model_dump(mode="json"),
+                                       "unit_ids": [i.unit_id for i in queue.items]}))
+        return
+    short = queue.short_class or "neither"
+    table = Table("#", "unit", "verdict", "priority", "why",
+                  title=f"label next for {escape(name)} ({escape(queue.criterion)}): short of {short}; labels "
+                        + ", ".join(f"{k} {v}" for k, v in sorted(queue.balance.items())))
+    for n, item in enumerate(queue.items, 1):
+        table.add_row(str(n), escape(item.unit_id), item.verdict or "-", f"{item.priority:.2f}",
+                      escape("; ".join(item.reasons) or "-"))
+    console.print(table)
+    for note in queue.notes:
+        console.print(f"[yellow]note[/yellow]: {escape(note)}")

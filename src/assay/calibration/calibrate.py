@@ -13,6 +13,7 @@ from assay._store.scores import finish_run, new_run
 from assay._store.tables import EvaluatorRow
 from assay.annotations.scale import ScaleValue
 from assay.calibration.ceiling import HumanCeiling, human_ceiling, human_labels
+from assay.calibration.certify import CalibrationPlan, Certification, binary_rates, certify_binary, plan_rates
 from assay.calibration.dataset import GroundTruthDataset, GroundTruthItem, build_dataset
 from assay.calibration.metrics import Agreement, agreement
 from assay.calibration.scales import ScaleMetrics, ScaleReport, position_bias, scale_ceiling, scale_metrics
@@ -34,10 +35,11 @@ from assay.evaluators import (
     evaluate_many,
     evaluate_pairs,
 )
-from assay.evaluators.lineage import judge_model_of, lineage_for, write_results
+from assay.evaluators.lineage import effective_judge, judge_model_of, lineage_for, write_results
+from assay.evaluators.runner import judge_settings_for
 from assay.exceptions import UsageError
-from assay.models import JudgeClient
-from assay.settings import JudgeSettings
+from assay.models import JudgeClient, JudgeIdentity, judge_identity
+from assay.settings import CalibrationSettings, JudgeSettings
 
 
 class CalibrationReport(BaseModel):
@@ -47,15 +49,18 @@ class CalibrationReport(BaseModel):
     verdict) and errors are counted beside it, never counted as pass or fail.
 
     The decision is taken on the held-out *test* split of a stratified, seeded split of the
-    dataset (``split``; persisted with the dataset version): ``meets_threshold`` is
-    ``test.agreement >= threshold`` *and* test Cohen's kappa above ``min_kappa`` (default 0:
-    better than chance). High accuracy on imbalanced labels with a kappa at chance level
-    (e.g. a judge that always says "pass") is not agreement. ``agreement`` (no CIs) covers
-    all scored labelled items, for reference. ``notes`` says in words why a threshold was
-    not met; ``warnings`` flags small classes (fewer than ``min_per_class`` labels).
+    dataset (``split``; persisted with the dataset version): ``certification`` holds it
+    (:mod:`assay.calibration.certify`). Under the default policy ``lower_bound``, ``meets_threshold``
+    is True when the lower 95% bound of each required rate (TPR and TNR) reaches ``threshold``;
+    under ``point`` (the older, weaker rule) when test agreement reaches it and Cohen's kappa is
+    above ``min_kappa``. ``agreement`` (no CIs) covers all scored labelled items, for reference.
+    ``notes`` says in words why a threshold was not met; ``warnings`` flags small classes (fewer
+    than ``min_per_class`` labels); ``plan`` says how many more labels of each class the bounds
+    need (None when certified).
 
-    On a non-binary scale the pass/fail numbers above compare verdicts at the evaluator's
-    ``pass_score`` (a human value passes when its score on the scale reaches it), and
+    On a non-binary scale the pass/fail numbers above, and so the certification's bounds, compare
+    verdicts at the evaluator's ``pass_score`` (a human value passes when its score on the scale reaches
+    it; see :mod:`assay.calibration.certify`), and
     ``scale_metrics`` reports agreement on the scale itself (:mod:`assay.calibration.scales`): items
     are units, or pairs of units on a pairwise scale, where the judge is also asked with the two
     outputs swapped. A numeric score against binary labels gets ``threshold_choice``
@@ -95,6 +100,13 @@ class CalibrationReport(BaseModel):
     warnings: tuple[str, ...] = ()
     n_not_applicable: int = Field(default=0, description="units the judge found the criterion not to apply to")
     decided_on: str = Field(default="test", description="the split activation was decided on")
+    certification: Certification | None = Field(
+        default=None, description="the decision: policy, each required rate's bound (None: stored before bounds)")
+    plan: CalibrationPlan | None = Field(default=None, description="more labels per class for the bounds to clear "
+                                                                   "(None when certified)")
+    split_fractions: tuple[float, float, float] | None = Field(default=None, description="train, dev, test shares")
+    judge: JudgeIdentity | None = Field(default=None, description="the judge the certificate covers: provider, "
+                                        "model, base URL, sampling parameters (None: no judge, or stored before)")
     scale: str = Field(default="binary", description="the criterion's scale: binary, ordinal, categorical, pairwise")
     scale_metrics: ScaleReport | None = Field(
         default=None, description="non-binary scales: agreement on the scale (test, all items, human ceiling) and, "
@@ -108,16 +120,18 @@ def calibrate(store: Store, defn: EvaluatorDef, judge: JudgeClient | None, judge
               progress: Callable[[int], None] | None = None, dataset: GroundTruthDataset | None = None,
               force_reason: str | None = None, min_kappa: float = 0.0,
               fractions: tuple[float, float, float] = DEFAULT_FRACTIONS, seed: int = 0, n_boot: int = N_BOOT,
-              min_per_class: int = MIN_PER_CLASS) -> CalibrationReport:
+              min_per_class: int = MIN_PER_CLASS,
+              certification: CalibrationSettings | None = None) -> CalibrationReport:
     """Calibrate an evaluator against the human labels of its criterion and set its status.
 
     The dataset is split (stratified by label, seeded: ``fractions`` = train/dev/test
     shares, ``seed``) and the split stored. Every labelled unit is scored; the evaluator
-    becomes ``active`` when its *test-split* agreement meets its threshold (and kappa is
-    above ``min_kappa``), else it stays ``draft`` — unless ``force_reason`` is given, which
-    activates it and records the reason. The run records that it looked at the test split.
-    Small sets still report: below ``min_per_class`` labels of a class a warning says so.
-    Intervals are percentile bootstraps with ``n_boot`` resamples (Efron 1979).
+    becomes ``active`` when it is certified on the *test split* (``certification``: by default the
+    lower 95% Wilson bounds of TPR and TNR reach its threshold; see :mod:`assay.calibration.certify`),
+    else it stays ``draft`` — unless ``force_reason`` is given, which activates it and records the
+    reason. The run records that it looked at the test split. Small sets still report: below
+    ``min_per_class`` labels of a class a warning says so. Intervals of the reported metrics are
+    percentile bootstraps with ``n_boot`` resamples (Efron 1979).
 
     Raises:
         UsageError: the criterion has no labelled units.
@@ -127,6 +141,7 @@ def calibrate(store: Store, defn: EvaluatorDef, judge: JudgeClient | None, judge
     if not ds.items:
         raise UsageError(f"criterion {defn.criterion.name!r} has no labelled units to calibrate on; "
                          "import labels first (assay labels import)")
+    cs = certification or CalibrationSettings()
     if ds.scale_kind != defn.scale.kind:
         raise UsageError(f"{defn.name} is written for a {defn.scale.kind} criterion, but {ds.criterion!r} is "
                          f"{ds.scale_kind}: set criterion.scale in the evaluator file to the criterion's scale")
@@ -136,28 +151,20 @@ def calibrate(store: Store, defn: EvaluatorDef, judge: JudgeClient | None, judge
         evaluator=defn.name, evaluator_version=version, dataset_version=ds.version, split_id=split.split_id,
         test_touched=True))
     labels = {i.key: _pass_fail(defn, i.target) for i in ds.items}
+    judge = effective_judge(defn, judge, judge_settings)
+    identity = None if judge is None else judge_identity(judge, judge_settings_for(defn, judge_settings))
     results, swapped = _evaluate_items(store, defn, ds.items, judge, judge_settings, progress)
     write_results(store, lineage_for(defn, run_id, "calibration", ds.version, judge_model_of(results), judge,
                                      judge_settings), results)
     scored = [r for r in results if isinstance(r, EvaluationResult)]
-    agree = agreement([labels[item_key(r)] for r in scored], [r.verdict for r in scored])
     test, overall = _split_metrics(scored, labels, split, n_boot, seed, min_per_class)
-    notes = _shortfalls(test, defn.threshold, min_kappa)
-    meets = not notes
+    decision = certify_binary(test.confusion, defn.threshold, cs, min_kappa)
+    notes, meets = list(decision.notes), decision.certified
     ceiling = human_ceiling(store, defn.criterion.name, split.units("test"), seed,
                             project=lambda v: _pass_fail(defn, defn.scale.parse(v)))
     uses = count_test_uses(store, split.split_id)
-    warnings = [f"test split: {w}" for w in test.warnings]
-    shared = sum(n - 1 for n in Counter(r.unit_id for r in results).values() if n > 1)
-    if shared:
-        warnings.append(f"{shared} pair result(s) are not stored as scores: their first unit is the first unit of "
-                        "another pair too (scores are keyed by unit); the report counts them all")
-    if uses > 1:
-        warnings.append(f"this test split has now been reported on {uses} times: choices made between those "
-                        "reports were made on the test data; re-split or label fresh items for an unbiased result")
     test_units = set(split.units("test"))
-    forceable = any(item_key(r) in test_units for r in scored)
-    if force_reason and not meets and not forceable:
+    if force_reason and not meets and not any(item_key(r) in test_units for r in scored):
         # An override accepts a measured shortfall; it cannot stand in for no measurement at all.
         notes.append("not activated despite --force: it scored no labelled unit of the test split "
                      "(fix the errors above first)")
@@ -168,16 +175,57 @@ def calibrate(store: Store, defn: EvaluatorDef, judge: JudgeClient | None, judge
         evaluator=defn.name, evaluator_version=version, judge_model=judge.model_name if judge else None,
         dataset_version=ds.version, dataset_balance=ds.balance, n_labelled=len(labels),
         n_unscored=sum(f.status == "unscored" for f in failures), n_errors=sum(f.status == "error" for f in failures),
-        agreement=agree, threshold=defn.threshold, min_kappa=min_kappa, meets_threshold=meets, notes=tuple(notes),
+        agreement=agreement([labels[item_key(r)] for r in scored], [r.verdict for r in scored]),
+        threshold=defn.threshold, min_kappa=min_kappa, meets_threshold=meets, notes=tuple(notes),
         status=status, run_id=run_id, override_reason=None if meets else force_reason, split_id=split.split_id,
         split_sizes=split.sizes(), test=test, overall=overall, human_ceiling=ceiling, test_uses=uses,
-        warnings=tuple(warnings), n_not_applicable=sum(f.status == "not_applicable" for f in failures),
-        scale=defn.scale.kind,
+        warnings=_warnings(test, uses, results), n_not_applicable=sum(f.status == "not_applicable" for f in failures),
+        certification=decision, split_fractions=fractions, judge=identity, scale=defn.scale.kind,
+        plan=None if meets else plan_rates(binary_rates(test.confusion), binary_rates(overall.confusion),
+                                           pass_fail_balance(defn, ds), defn.threshold, cs, fractions),
         scale_metrics=_scale_report(store, defn, ds.items, scored, swapped, split, n_boot, seed),
         threshold_choice=_threshold(defn, scored, labels, split, n_boot, seed, min_per_class))
     save_evaluator_record(store, defn, status, report, override_reason=None if meets else force_reason)
     finish_run(store, run_id, report.model_dump(mode="json"))
     return report
+
+
+def _warnings(test: CalibrationMetrics, uses: int, results: Sequence[Evaluation]) -> tuple[str, ...]:
+    warnings = [f"test split: {w}" for w in test.warnings]
+    shared = sum(n - 1 for n in Counter(r.unit_id for r in results).values() if n > 1)
+    if shared:
+        warnings.append(f"{shared} pair result(s) are not stored as scores: their first unit is the first unit of "
+                        "another pair too (scores are keyed by unit); the report counts them all")
+    if uses > 1:
+        warnings.append(f"this test split has now been reported on {uses} times: choices made between those "
+                        "reports were made on the test data; re-split or label fresh items for an unbiased result")
+    return tuple(warnings)
+
+
+def pass_fail_balance(defn: EvaluatorDef, dataset: GroundTruthDataset) -> dict[str, int]:
+    """``{"pass": n, "fail": m}``: the dataset's labels as the certification counts them (a value on a
+    non-binary scale passes when its score on the scale reaches the evaluator's ``pass_score``)."""
+    counts = Counter(_pass_fail(defn, i.target) for i in dataset.items)
+    return {"pass": counts["pass"], "fail": counts["fail"]}
+
+
+def report_plan(report: CalibrationReport, settings: CalibrationSettings,
+                labelled: Mapping[str, int] | None = None) -> CalibrationPlan:
+    """The plan of a stored calibration (``assay calibrate NAME --plan``): more labels per class for every bound
+    to clear at the rates it measured, counting ``labelled`` (pass / fail labels now, see
+    :func:`pass_fail_balance`; default: the report's dataset balance on a binary scale, else the labelled items of
+    its overall confusion matrix) as already there. No judge is asked and the test split is not looked at again.
+
+    Raises:
+        UsageError: the report was stored before calibrations kept test-split metrics.
+    """
+    if report.test is None or report.overall is None:
+        raise UsageError(f"the stored calibration of {report.evaluator} has no test-split metrics; calibrate again")
+    if labelled is None:
+        c = report.overall.confusion
+        labelled = report.dataset_balance if report.scale == "binary" else {"pass": c.tp + c.fn, "fail": c.tn + c.fp}
+    return plan_rates(binary_rates(report.test.confusion), binary_rates(report.overall.confusion), dict(labelled),
+                      report.threshold, settings, report.split_fractions or DEFAULT_FRACTIONS)
 
 
 class EvaluatorRecord(BaseModel):
@@ -254,7 +302,8 @@ def _evaluate_items(store: Store, defn: EvaluatorDef, items: Sequence[GroundTrut
                     ) -> tuple[list[Evaluation], list[Evaluation] | None]:
     """Score every item: units, or pairs of units (then also with the two swapped, for position bias)."""
     if defn.scale.kind != "pairwise":
-        return evaluate_many(defn, store.units([i.unit_id for i in items]), judge, settings, progress=progress), None
+        return evaluate_many(defn, store.units([i.unit_id for i in items]), judge, settings, progress=progress,
+                             store=store), None
     ids = sorted({u for i in items for u in (i.unit_id, i.second_unit_id) if u is not None})
     units = {u.unit_id: u for u in store.units(ids)}
     pairs = [(units[i.unit_id], units[i.second_unit_id or ""]) for i in items]
@@ -286,9 +335,9 @@ def _scale_report(store: Store, defn: EvaluatorDef, items: Sequence[GroundTruthI
     ceiling = scale_ceiling(defn.scale, human_labels(store, defn.criterion.name), test_ids, n_boot, seed)
     return ScaleReport(kind=defn.scale.kind, test=on(test_ids), overall=on(None), human_ceiling=ceiling,
                        position_bias=bias, position_bias_overall=bias_all,
-                       decision=f"activation compares pass/fail at pass_score {defn.pass_score:g} (a value passes "
-                                f"when its score on the scale reaches it); the {defn.scale.kind} agreement is "
-                                "reported beside it")
+                       decision=f"certification bounds TPR and TNR of pass/fail at pass_score {defn.pass_score:g} "
+                                f"(a value passes when its score on the scale reaches it); the {defn.scale.kind} "
+                                "agreement is reported beside it")
 
 
 def _threshold(defn: EvaluatorDef, scored: list[EvaluationResult], labels: Mapping[str, str], split: DatasetSplit,
@@ -312,18 +361,3 @@ def _split_metrics(scored: list[EvaluationResult], labels: Mapping[str, str], sp
     overall = metrics_with_ci([labels[item_key(r)] for r in scored], [r.verdict for r in scored], n_boot, seed,
                               min_per_class)
     return test, overall
-
-
-def _shortfalls(m: CalibrationMetrics, threshold: float, min_kappa: float) -> list[str]:
-    notes = []
-    acc, kappa = m.agreement.value, m.kappa.value
-    if acc is None:
-        notes.append("no labelled unit of the test split could be scored")
-        return notes
-    if acc < threshold:
-        notes.append(f"test agreement {acc:.3f} is below the threshold {threshold:.2f}")
-    if kappa is None:
-        notes.append("Cohen's kappa is undefined (one class only): agreement cannot be told from chance")
-    elif kappa <= min_kappa:
-        notes.append(f"Cohen's kappa {kappa:.3f} is at or below {min_kappa:.2f}: no better than chance")
-    return notes

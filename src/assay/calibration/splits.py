@@ -98,7 +98,7 @@ class SplitFractions(BaseModel):
         return self
 
 
-def _allocate(n: int, fractions: tuple[float, float, float]) -> tuple[int, int, int]:
+def allocate(n: int, fractions: tuple[float, float, float]) -> tuple[int, int, int]:
     """Items of one class per split: rounded shares, test first to get at least one item."""
     n_test = round(n * fractions[2])
     if n >= 1 and n_test == 0:
@@ -123,7 +123,7 @@ def split_dataset(dataset: GroundTruthDataset, fractions: tuple[float, float, fl
     for label in sorted({str(i.target) for i in dataset.items}):
         ids = sorted(i.key for i in dataset.items if str(i.target) == label)
         random.Random(f"{seed}:{label}").shuffle(ids)
-        n_train, n_dev, _ = _allocate(len(ids), fractions)
+        n_train, n_dev, _ = allocate(len(ids), fractions)
         for k, unit in enumerate(ids):
             assignment[unit] = "train" if k < n_train else "dev" if k < n_train + n_dev else "test"
     payload = json.dumps([dataset.content_hash, sorted(assignment), seed, list(fractions)])

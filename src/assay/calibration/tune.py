@@ -26,7 +26,7 @@ from assay.calibration.stats import CalibrationMetrics, metrics_with_ci
 from assay.evaluators import EvaluationResult, EvaluatorDef, content_version, default_prompt, evaluate_many
 from assay.exceptions import JudgeError, UsageError
 from assay.models import JudgeClient
-from assay.settings import JudgeSettings
+from assay.settings import CalibrationSettings, JudgeSettings
 
 _ANSWER = ("Answer with one JSON object and nothing else: first \"verdict\": "
            "{% for label in labels %}\"{{ label }}\"{% if not loop.last %} or {% endif %}{% endfor %}, "
@@ -101,7 +101,8 @@ def tune(store: Store, defn: EvaluatorDef, judge: JudgeClient | None, settings: 
          shots: Sequence[int] = (0, 1, 2), example_seeds: Sequence[int] = (0, 1),
          fractions: tuple[float, float, float] = DEFAULT_FRACTIONS, seed: int = 0, n_boot: int = 1000,
          progress: Callable[[int], None] | None = None,
-         instructions: Sequence[str] = tuple(INSTRUCTION_VARIANTS)) -> tuple[EvaluatorDef, TuneReport]:
+         instructions: Sequence[str] = tuple(INSTRUCTION_VARIANTS),
+         certification: CalibrationSettings | None = None) -> tuple[EvaluatorDef, TuneReport]:
     """Search few-shot choice and prompt variants on dev; calibrate the winner once on test.
 
     Args:
@@ -110,6 +111,7 @@ def tune(store: Store, defn: EvaluatorDef, judge: JudgeClient | None, settings: 
         instructions: names of :data:`INSTRUCTION_VARIANTS` to try (``()``: the evaluator's
             and the default prompt only). Candidates = variants x few-shot choices, each
             scoring every dev unit once.
+        certification: how the winner is certified on test (default :class:`CalibrationSettings`).
 
     Returns:
         (the winning evaluator definition, the report). Writing it to a file is the caller's;
@@ -162,5 +164,5 @@ def tune(store: Store, defn: EvaluatorDef, judge: JudgeClient | None, settings: 
     best = defn.model_copy(update={"judge": defn.judge_spec().model_copy(update={"prompt": winner.prompt}),
                                    "description": f"{defn.description}; {note}" if defn.description else note})
     report = calibrate(store, best, judge, settings, progress, dataset=ds, fractions=fractions, seed=seed,
-                       n_boot=n_boot)
+                       n_boot=n_boot, certification=certification)
     return best, TuneReport(candidates=tuple(candidates), winner=winner, calibration=report)

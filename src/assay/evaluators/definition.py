@@ -134,11 +134,13 @@ class EvaluatorDef(_Model):
 
     version: Literal[1] = Field(default=1, description="file-format version")
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", description="unique evaluator name")
-    kind: str = Field(description="code, llm_judge, hybrid, or a kind an extension registers")
+    kind: str = Field(description="code, llm_judge, hybrid, external, or a kind an extension registers")
     dimension: str = Field(min_length=1, description="what is scored, e.g. tool_use, policy, tone")
     description: str = Field(default="", description="free text for readers; not part of the content version")
     criterion: CriterionRef
-    threshold: float = Field(default=0.80, ge=0, le=1, description="calibration agreement needed for activation")
+    threshold: float = Field(default=0.80, ge=0, le=1, description="activation: the lower 95% bound of each required "
+                             "rate on the test split (binary: TPR and TNR) must reach it; with [calibration] policy "
+                             "= \"point\", test agreement must")
     pass_score: float = Field(default=0.5, ge=0, le=1, description="a score >= this is a pass")
     min_pass_rate: float = Field(default=0.0, ge=0, le=1,
                                  description="CI gate: share of scored units that must pass, in [0, 1]")

@@ -52,6 +52,9 @@ class KindRunner(ABC, Generic[D]):
     """
 
     definition: ClassVar[type[EvaluatorDef]]
+    needs_store: ClassVar[bool] = False
+    """True for kinds that read the store (``external`` reads imported scores): ``__init__`` then also
+    takes ``store=`` (:func:`~assay.evaluators.runner.make_runner` passes the caller's)."""
 
     def __init__(self, defn: D, judge: JudgeClient | None, settings: JudgeSettings) -> None:
         self.defn = defn

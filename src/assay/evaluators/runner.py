@@ -1,6 +1,6 @@
 """Score units with an evaluator: :func:`evaluate` (one unit) and :func:`evaluate_many` (a batch).
 
-Also the built-in kinds' runners (``code``, ``llm_judge``, ``hybrid``), registered with
+Also the built-in kinds' runners (``code``, ``llm_judge``, ``hybrid``, ``external``), registered with
 :func:`~assay.evaluators.kinds.evaluator_kind` exactly as an extension's kind is.
 """
 
@@ -12,6 +12,7 @@ from typing import Any, TypeVar
 
 import jinja2
 
+from assay._store.store import Store
 from assay.annotations.scale import flip
 from assay.evaluators.code import Defer, NotApplicable, check_output, check_value, resolve_callable
 from assay.evaluators.definition import (
@@ -21,8 +22,9 @@ from assay.evaluators.definition import (
     LlmJudgeEvaluatorDef,
     template_environment,
 )
+from assay.evaluators.external import ExternalEvaluatorDef, latest_imports, read_value
 from assay.evaluators.kinds import KindRunner, evaluator_kind, runner_class
-from assay.evaluators.results import Evaluation, EvaluationResult
+from assay.evaluators.results import Evaluation, EvaluationResult, EvaluatorFailure
 from assay.evaluators.verdict import Unparsed, parse_verdict
 from assay.exceptions import ConfigError, EnvironmentProblem, JudgeError, UsageError
 from assay.models.base import JudgeClient
@@ -135,15 +137,20 @@ def _default_settings() -> JudgeSettings:
     return JudgeSettings.model_validate({})
 
 
-def make_runner(defn: EvaluatorDef, judge: JudgeClient | None = None,
-                settings: JudgeSettings | None = None) -> KindRunner[Any]:
-    """The runner of ``defn``'s kind, bound to its version, judge and resolved check.
+def make_runner(defn: EvaluatorDef, judge: JudgeClient | None = None, settings: JudgeSettings | None = None,
+                store: Store | None = None) -> KindRunner[Any]:
+    """The runner of ``defn``'s kind, bound to its version, judge and resolved check (and ``store``, for a kind
+    that reads it: ``needs_store``).
 
     Raises:
-        ConfigError: unknown kind, a check that cannot be imported, or an invalid prompt template.
+        ConfigError: unknown kind, a check that cannot be imported, an invalid prompt template, or a kind that
+            reads the store without one.
         MissingDependency: the judge's package is not installed.
     """
-    return runner_class(defn.kind)(defn, judge, judge_settings_for(defn, settings))
+    cls = runner_class(defn.kind)
+    if cls.needs_store:
+        return cls(defn, judge, judge_settings_for(defn, settings), store=store)  # type: ignore[call-arg]
+    return cls(defn, judge, judge_settings_for(defn, settings))
 
 
 @evaluator_kind("code")
@@ -291,6 +298,36 @@ class HybridRunner(JudgeRunner[HybridEvaluatorDef]):
             return self.failure(unit, "error", f"[code] {type(exc).__name__}: {exc}", decided_by="code", **pair)
 
 
+@evaluator_kind("external")
+class ExternalRunner(KindRunner[ExternalEvaluatorDef]):
+    """``external``: the verdict a team's own judge gave the unit, imported into the store
+    (:mod:`assay.evaluators.external`); the latest import of a unit counts, re-read with the current file."""
+
+    definition = ExternalEvaluatorDef
+    needs_store = True
+
+    def __init__(self, defn: ExternalEvaluatorDef, judge: JudgeClient | None, settings: JudgeSettings,
+                 store: Store | None = None) -> None:
+        super().__init__(defn, None, settings)
+        if store is None:
+            raise ConfigError("an external evaluator reads its imported scores from the store; none was given",
+                              f"evaluator {defn.name}")
+        self.imported = latest_imports(store, defn.name)
+
+    def run(self, unit: Unit) -> Evaluation:
+        value = self.imported.get(unit.unit_id)
+        if value is None:
+            return self.failure(unit, "unscored", "no imported score for this unit (assay scores import)")
+        read = read_value(self.defn, value)
+        raw = value.model_dump_json(exclude_none=True)
+        if isinstance(read, str):
+            return EvaluatorFailure(evaluator=self.defn.name, evaluator_version=self.version, unit_id=unit.unit_id,
+                                    judge_model=value.model, status="unscored", error=read, raw=raw)
+        return EvaluationResult(evaluator=self.defn.name, evaluator_version=self.version, unit_id=unit.unit_id,
+                                judge_model=value.model, score=read.score, verdict=read.verdict,
+                                reason=value.reason, label=value.label, raw=raw, value=read.value)
+
+
 def _noted(evaluation: Evaluation, before: str, after: str) -> Evaluation:
     """``evaluation`` with its reason (or error) between ``before`` and ``after``."""
     if isinstance(evaluation, EvaluationResult):
@@ -299,7 +336,7 @@ def _noted(evaluation: Evaluation, before: str, after: str) -> Evaluation:
 
 
 def evaluate(defn: EvaluatorDef, unit: Unit, judge: JudgeClient | None = None,
-             settings: JudgeSettings | None = None) -> Evaluation:
+             settings: JudgeSettings | None = None, store: Store | None = None) -> Evaluation:
     """Score one unit with one evaluator.
 
     Args:
@@ -309,6 +346,7 @@ def evaluate(defn: EvaluatorDef, unit: Unit, judge: JudgeClient | None = None,
             (with the evaluator's model override). A judge given here is used as is.
         settings: judge settings (default :class:`JudgeSettings`); ``max_prompt_chars``
             bounds the timeline in the prompt.
+        store: the store, for kinds that read it (``external``: the imported scores).
 
     Returns:
         :class:`EvaluationResult` (score in [0, 1], verdict pass when score >= ``pass_score``),
@@ -320,12 +358,12 @@ def evaluate(defn: EvaluatorDef, unit: Unit, judge: JudgeClient | None = None,
         ConfigError: the check cannot be imported or the prompt template is invalid.
         MissingDependency: the judge's package is not installed.
     """
-    return make_runner(defn, judge, settings).run(unit)
+    return make_runner(defn, judge, settings, store).run(unit)
 
 
 def evaluate_many(defn: EvaluatorDef, units: Sequence[Unit], judge: JudgeClient | None = None,
                   settings: JudgeSettings | None = None, progress: Progress | None = None,
-                  concurrency: int | None = None) -> list[Evaluation]:
+                  concurrency: int | None = None, store: Store | None = None) -> list[Evaluation]:
     """Score units with one evaluator; a failed unit never stops the batch.
 
     Same arguments as :func:`evaluate` (one judge serves the whole batch); ``progress``
@@ -343,7 +381,7 @@ def evaluate_many(defn: EvaluatorDef, units: Sequence[Unit], judge: JudgeClient 
         ConfigError, MissingDependency: as :func:`evaluate` (misconfiguration stops the batch
         at once instead of failing every unit the same way).
     """
-    runner = make_runner(defn, judge, settings)
+    runner = make_runner(defn, judge, settings, store)
     return _run_all(runner, [(u, None) for u in units], runner.run, settings, progress, concurrency)
 
 

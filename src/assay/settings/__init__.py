@@ -40,6 +40,8 @@ class JudgeSettings(BaseModel):
     api_key: str | None = None
     temperature: float = 0.0
     max_tokens: int = 160
+    seed: int | None = Field(default=None, description="sampling seed: sent as `seed` to an OpenAI-compatible judge "
+                             "when set; the local judge's llama.cpp seed (None: 1234)")
     timeout_s: float = Field(default=60.0, description="per-call timeout in seconds")
     max_retries: int = 3
     n_ctx: int = Field(default=4096, description="local model context window in tokens")
@@ -165,6 +167,25 @@ class LifecycleSettings(BaseModel):
                             "window before its fail rate moves the lifecycle")
 
 
+class CalibrationSettings(BaseModel):
+    """How calibration certifies (activates) an evaluator (``[calibration]``; env ``ASSAY_CALIBRATION__POLICY`` ...).
+
+    See :mod:`assay.calibration.certify`.
+    """
+
+    policy: Literal["lower_bound", "point"] = Field(
+        default="lower_bound", description="lower_bound: the lower confidence bound of each required rate on the "
+        "test split (binary: TPR and TNR) must reach the evaluator's threshold; point: the older, weaker rule "
+        "(test agreement at the threshold and Cohen's kappa above min_kappa)")
+    interval: Literal["wilson", "exact"] = Field(
+        default="wilson", description="the interval whose lower bound is used: wilson (Wilson 1927 score interval) "
+        "or exact (Clopper-Pearson 1934; never below its nominal coverage, needs more labels)")
+    confidence: float = Field(default=0.95, gt=0.5, lt=1, description="two-sided confidence of the interval; its "
+                              "lower bound is a one-sided (1 + confidence) / 2 bound (0.975 at 0.95)")
+    plan_power: float = Field(default=0.90, gt=0, lt=1, description="--plan: the chance that every required bound "
+                              "clears once the planned labels are in, at the planned rates")
+
+
 class ModelPrice(BaseModel):
     """What a model costs (``[prices."MODEL"]``): prices the tokens of spans whose source gave no cost
     (see :mod:`assay.traces.usage`); a span with a cost from its source keeps that cost."""
@@ -186,6 +207,8 @@ class Settings(BaseModel):
     judge: JudgeSettings = Field(default_factory=lambda: JudgeSettings())
     embedding_model: str = "all-MiniLM-L6-v2"
     min_kappa: float = Field(default=0.0, ge=-1, le=1, description="calibration also needs Cohen's kappa above this")
+    calibration: CalibrationSettings = Field(default_factory=lambda: CalibrationSettings(),
+                                             description="how calibration certifies an evaluator")
     gate_margin: float = Field(default=0.05, ge=0, le=1, description="allowed drop in pass rate vs baseline")
     gate_alpha: float = Field(default=0.05, gt=0, lt=1, description="gate: significance level of a regression "
                               "(McNemar exact when paired, else Fisher exact)")

@@ -63,8 +63,9 @@ class EvaluatorSignalSettings(_Section):
 
     enabled: bool = True
     strength: float = Field(default=0.6, ge=0, le=1, allow_inf_nan=False)
-    run_kinds: tuple[str, ...] = Field(default=("gate", "gate-baseline", "online", "score"),
-                                       description="run kinds whose failed scores count (score: a backfill); "
+    run_kinds: tuple[str, ...] = Field(default=("gate", "gate-baseline", "online", "score", "import"),
+                                       description="run kinds whose failed scores count (score: a backfill; "
+                                                   "import: an external evaluator's imported verdicts); "
                                                    "calibration runs never do")
 
 

@@ -73,6 +73,7 @@ from sqlalchemy.orm import Session as OrmSession
 from assay._store import Store
 from assay._store.scores import Lineage, RunParams, add_scores, finish_run, new_run
 from assay._store.tables import AuditItemRow, OnlineScoreRow, SpanRow, UnitRow, utcnow
+from assay.calibration.certified import judge_change_of, refuse_judge_changes
 from assay.evaluators import EvaluationResult, EvaluatorDef, content_version, evaluate_many
 from assay.evaluators.lineage import lineage_for, new_score
 from assay.evaluators.results import Evaluation
@@ -321,11 +322,17 @@ class OnlineWorker:
         judge: the judge for every ``llm_judge`` evaluator; None builds one per judge model
             from the settings (cached in the store's judge cache), loaded once and kept.
         log: called with one line per pass that did something (and on errors).
+        allow_judge_change: score with a judge other than the one an evaluator was certified with (recorded
+            in the scores' lineage); otherwise :meth:`run` refuses at the start (:meth:`check_judges`) and a
+            pass skips such an evaluator with a log line.
     """
 
     def __init__(self, store: Store, settings: Settings, judge: JudgeClient | None = None,
-                 log: Callable[[str], None] | None = None) -> None:
+                 log: Callable[[str], None] | None = None, allow_judge_change: bool = False) -> None:
         self.store = store
+        self.allow_judge_change = allow_judge_change
+        self._judge_changes: dict[str, str | None] = {}
+        self._refusals: set[str] = set()
         self.settings = settings
         self.cfg = settings.online
         self.judge = judge
@@ -360,6 +367,8 @@ class OnlineWorker:
         for ev in suite:
             if stop is not None and stop.is_set():
                 break
+            if self._refused(ev):
+                continue
             todo, waiting = self._todo(ev, units, decided, now_ns)
             scored = failed = audit = 0
             step = max(1, self.settings.judge.concurrency) if ev.defn.uses_judge else 16
@@ -427,8 +436,12 @@ class OnlineWorker:
 
         Returns:
             all passes added up.
+
+        Raises:
+            JudgeChanged: see :meth:`check_judges`.
         """
         interval = self.cfg.poll_interval_s if poll_interval_s is None else poll_interval_s
+        self.check_judges()
         try:
             while not stop.is_set():
                 try:
@@ -448,6 +461,32 @@ class OnlineWorker:
         finally:
             self.close()
         return self.totals()
+
+    def check_judges(self) -> None:
+        """Refuse to start when an active evaluator's judge is not the one it was certified with.
+
+        Raises:
+            JudgeChanged: such an evaluator, and the worker was not told to allow it (names both judges).
+        """
+        from assay.suite.gate import active_evaluators
+
+        suite = [_Active(d, content_version(d), ds) for d, ds in
+                 active_evaluators(self.store, self.settings.evaluators_path())]
+        refuse_judge_changes({ev.defn.name: c for ev in suite if (c := self._change(ev))}, self.allow_judge_change)
+
+    def _change(self, ev: _Active) -> str | None:
+        if ev.key not in self._judge_changes:
+            judge, _ = self._judge_for(ev.defn)
+            self._judge_changes[ev.key] = judge_change_of(self.store, ev.defn, judge, self.settings.judge)
+        return self._judge_changes[ev.key]
+
+    def _refused(self, ev: _Active) -> bool:
+        """True (logged once) when ``ev``'s judge is not its certified one and that is not allowed."""
+        refused = bool(self._change(ev)) and not self.allow_judge_change
+        if refused and ev.key not in self._refusals:
+            self._refusals.add(ev.key)
+            self.log(f"not scoring {ev.key}: {self._change(ev)} (calibrate it again, or --allow-judge-change)")
+        return refused
 
     def totals(self) -> PassReport:
         """All passes so far, added up."""
@@ -567,8 +606,8 @@ class OnlineWorker:
             return 0, 0, 0
         lineage = lineage_for(ev.defn, run_id, "online", ev.dataset_version,
                               judge.model_name if judge is not None else None, judge, self.settings.judge,
-                              sample_rate=ev.defn.sample_rate)
-        results = evaluate_many(ev.defn, self.store.units(claimed), judge, self.settings.judge)
+                              sample_rate=ev.defn.sample_rate, judge_change=self._change(ev))
+        results = evaluate_many(ev.defn, self.store.units(claimed), judge, self.settings.judge, store=self.store)
         return self._record(ev, lineage, results)
 
     def _record(self, ev: _Active, lineage: Lineage, results: Sequence[Evaluation]) -> tuple[int, int, int]:
@@ -620,7 +659,8 @@ class OnlineWorker:
 
 
 def run_worker(settings: Settings, stop: StopFlag, once: bool = False, judge: JudgeClient | None = None,
-               log: Callable[[str], None] | None = None, niceness: int = 0) -> PassReport:
+               log: Callable[[str], None] | None = None, niceness: int = 0,
+               allow_judge_change: bool = False) -> PassReport:
     """Open the store from the settings and run an :class:`OnlineWorker` until ``stop`` (the body
     of ``assay worker`` and of the ``assay serve --worker`` process).
 
@@ -629,11 +669,12 @@ def run_worker(settings: Settings, stop: StopFlag, once: bool = False, judge: Ju
         stop: set it to stop after the current chunk of units.
         once: drain what is complete now, then return.
         niceness: added to the process's CPU niceness first (0: unchanged; POSIX only).
+        allow_judge_change: see :class:`OnlineWorker`.
     """
     if niceness and hasattr(os, "nice"):
         os.nice(niceness)
     store = Store(settings.resolved_store_url(), settings.signals)
     try:
-        return OnlineWorker(store, settings, judge, log).run(stop, once=once)
+        return OnlineWorker(store, settings, judge, log, allow_judge_change).run(stop, once=once)
     finally:
         store.close()
