@@ -26,7 +26,7 @@ from assay.exceptions import NativeCrash, UsageError
 from assay.models import JudgeClient, make_judge
 from assay.reports import write_report
 from assay.settings import Settings, load_settings
-from assay.signals import signal_counts
+from assay.signals import signal_counts, update_signals
 from assay.signatures import Signature, build_signatures, lifecycle_history, list_signatures
 from assay.suite import run_gate
 from assay.suite.online import OnlineWorker
@@ -269,6 +269,12 @@ def demo(
     units = _ingest(store, data)
     _step("2. failure signals: what the detectors find with the recorded outcome withheld")
     show_blind_signals(units, settings.signals)
+    stored = update_signals(store, settings.signals)
+    n_failed = len(store.select_unit_ids("failed"))
+    console.print(f"Stored {stored.signals} failure signals of {stored.units} units (what `assay ingest` does as it "
+                  f"goes, or `assay signals update`), outcome included: {n_failed} units count as failed (a failure "
+                  f"score at or above {settings.signals.fail_at:g}), {sum(u.outcome == 'fail' for u in units)} "
+                  "of them by their recorded outcome.")
     sigs = _signatures(store, settings, failed)
     _labels(store, data, sigs)
     defs = _evaluators(settings)
