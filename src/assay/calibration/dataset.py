@@ -13,7 +13,7 @@ from sqlalchemy import func, select
 from assay._store import Store
 from assay._store.tables import DatasetRow
 from assay.annotations.items import canonical, consensus
-from assay.annotations.model import Annotation, AnnotatorKind, Label
+from assay.annotations.model import Annotation, AnnotatorKind, Criterion, Label
 from assay.annotations.scale import ScaleValue
 from assay.annotations.store import get_criterion, list_annotations
 
@@ -95,6 +95,26 @@ def build_dataset(store: Store, criterion: str,
         NotFoundError: unknown criterion.
     """
     crit = get_criterion(store, criterion)
+    items, ties, stale = consolidate(store, crit, annotator_kinds)
+    binary = crit.scale.kind == "binary"
+    digest = _hash(crit.name, crit.version, items, binary)
+    with store.session() as s:
+        row = s.scalar(select(DatasetRow).where(DatasetRow.content_hash == digest))
+        if row is None:
+            version = int(s.scalar(select(func.max(DatasetRow.version))) or 0) + 1
+            row = DatasetRow(version=version, content_hash=digest, criterion_id=crit.id,
+                             items=[i.model_dump(mode="json") for i in items])
+            s.add(row)
+        version = row.version
+    return GroundTruthDataset(version=version, content_hash=digest, criterion=crit.name,
+                              criterion_version=crit.version, items=tuple(items), ties=ties, stale=stale,
+                              scale_kind=crit.scale.kind)
+
+
+def consolidate(store: Store, crit: Criterion, annotator_kinds: tuple[AnnotatorKind, ...] = ("human", "code")
+                ) -> tuple[list[GroundTruthItem], int, int]:
+    """The items a dataset of ``crit`` would hold now, without storing a version: ``(items, ties, stale)``
+    (see :func:`build_dataset` for the rules)."""
     latest: dict[tuple[str, str], Annotation] = {}
     stale = 0
     for a in list_annotations(store, crit.name):
@@ -123,18 +143,7 @@ def build_dataset(store: Store, criterion: str,
             annotators=tuple(sorted(a.annotator for a in votes)),
             annotator_kinds=tuple(sorted({a.annotator_kind for a in votes})),
         ))
-    digest = _hash(crit.name, crit.version, items, binary)
-    with store.session() as s:
-        row = s.scalar(select(DatasetRow).where(DatasetRow.content_hash == digest))
-        if row is None:
-            version = int(s.scalar(select(func.max(DatasetRow.version))) or 0) + 1
-            row = DatasetRow(version=version, content_hash=digest, criterion_id=crit.id,
-                             items=[i.model_dump(mode="json") for i in items])
-            s.add(row)
-        version = row.version
-    return GroundTruthDataset(version=version, content_hash=digest, criterion=crit.name,
-                              criterion_version=crit.version, items=tuple(items), ties=ties, stale=stale,
-                              scale_kind=crit.scale.kind)
+    return items, ties, stale
 
 
 def export_dataset(dataset: GroundTruthDataset, path: Path | str) -> Path:
