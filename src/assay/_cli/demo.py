@@ -230,7 +230,7 @@ def demo(
     goes on with the other stages, writes its report, names what failed, and exits 3."""
     t0 = time.perf_counter()
     settings = _fresh_workspace(out)
-    store = Store(settings.resolved_store_url(), settings.signals)
+    store = Store(settings.resolved_store_url(), settings.signals, settings.environments)
     failed: list[str] = []
     _ingest(store, data)
     sigs = _signatures(store, settings, failed)

@@ -44,9 +44,10 @@ def _evaluator_table(ev: EvaluatorDrift) -> Table:
 
 
 def _print_report(report: DriftReport) -> None:
-    console.print(f"drift per {report.window} since {report.since:%Y-%m-%d} (alpha {report.alpha})")
+    console.print(f"drift per {report.window} since {report.since:%Y-%m-%d} (alpha {report.alpha}), environment "
+                  f"{escape(report.environment)}, run kinds {escape(', '.join(report.run_kinds))}")
     if not report.evaluators:
-        console.print("no production scores in this period (run kinds: online, backfill by default)")
+        console.print("no production scores in this period")
     for ev in report.evaluators:
         console.print(_evaluator_table(ev))
         if ev.agreement:
@@ -75,6 +76,9 @@ def drift_cmd(
     periods: Annotated[int | None, typer.Option("--periods", min=1, envvar="ASSAY_DRIFT_PERIODS",
                                                 help="Windows to look back over (default 30 days or 12 weeks).")]
     = None,
+    env: Annotated[str | None, typer.Option("--env", envvar="ASSAY_DRIFT_ENV", show_default=False, help=(
+        "Read the scores of this environment's units (default: \\[environments] production; 'all': every "
+        "unit)."))] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the drift report as JSON on stdout.")] = False,
 ) -> None:
     """Check production scores for drift, and alert.
@@ -89,7 +93,8 @@ def drift_cmd(
     Exit codes: 0 no alert; 1 at least one alert fired; 2 usage or configuration error; 3 a failure.
     """
     app = get_ctx(ctx)
-    report = check_drift(app.store, app.settings.drift, "day" if window == WindowChoice.day else "week", periods)
+    report = check_drift(app.store, app.settings.drift, "day" if window == WindowChoice.day else "week", periods,
+                         env=env)
     if as_json:
         typer.echo(json.dumps({**report.model_dump(mode="json"), "exit_code": report.exit_code}, indent=2))
     else:

@@ -17,6 +17,7 @@ from assay.exceptions import UsageError
 from assay.signals import DetectingSink
 from assay.traces import Unit
 from assay.traces.custom import load_reader
+from assay.traces.environment import Environment
 from assay.traces.ingest import IngestResult, UnitSink, ingest_paths
 from assay.traces.mapping import mapping_reader
 from assay.traces.readers import FORMATS, SUFFIXES
@@ -39,6 +40,13 @@ def ingest(
         "--mapping", help="Read every file with a declarative mapping (a YAML file: where the records, ids, "
         "messages, roles, tool calls, outcome, feedback, times and usage are, and regular expressions that turn "
         "text actions into tool calls); see docs/mappings.md.", envvar="ASSAY_INGEST_MAPPING")] = None,
+    env: Annotated[str | None, typer.Option("--env", envvar="ASSAY_INGEST_ENV", show_default=False, help=(
+        "The environment of units whose data names none (no deployment.environment.name resource attribute, "
+        "no environment field): e.g. --env evaluation for an evaluation batch, so it stays out of production "
+        "signatures, samples and drift."))] = None,
+    release: Annotated[str | None, typer.Option("--release", envvar="ASSAY_INGEST_RELEASE", show_default=False,
+                                                help="The release (app version) of units whose data names "
+                                                     "none (service.version).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
     signals: Annotated[bool, typer.Option("--signals/--no-signals", envvar="ASSAY_INGEST_SIGNALS",
                                           help="Detect the failure signals of the units read, while they are in "
@@ -49,6 +57,10 @@ def ingest(
     (OpenAI, Anthropic), tau-bench trajectories, Magentic-One logs.
 
     Re-ingesting adds nothing twice (a span is identified by trace id + span id).
+
+    Each unit gets the environment and release its data names (OTel resource attributes
+    deployment.environment.name and service.version, a record's environment and release fields),
+    else --env and --release; a unit named in none counts as the default environment (production).
 
     Malformed records are rejected with a reason; the rest of the file is kept.
 
@@ -69,7 +81,7 @@ def ingest(
     sink: UnitSink = DetectingSink(lambda: app.store, app.settings.signals) if signals else _StoreOnFirstWrite(app)
     with progress_bar("ingesting", None) as advance:
         result = ingest_paths(paths, sink, fmt, progress=lambda done, total: advance(int(done > 0), total),
-                              reader=file_reader)
+                              reader=file_reader, environment=Environment(env or None, release or None))
     found = sink.report if isinstance(sink, DetectingSink) else None
     if as_json:
         console.print_json(json.dumps(result.to_json()))

@@ -79,6 +79,9 @@ app.add_typer(users_cmd.keys_app, name="keys")
 def report(
     ctx: typer.Context,
     output: Annotated[Path, typer.Option("--output", "-o", help="HTML file to write.")] = Path("report.html"),
+    env: Annotated[str | None, typer.Option("--env", envvar="ASSAY_REPORT_ENV", show_default=False, help=(
+        "The environment of the production sections (default: \\[environments] production; 'all': every "
+        "unit)."))] = None,
 ) -> None:
     """Write a self-contained HTML report (opens without a network): drift alerts, scores over
     time per evaluator, pass rates corrected for judge error, judge-human agreement over time,
@@ -86,7 +89,7 @@ def report(
     from assay.reports import write_report
 
     app_ctx = get_ctx(ctx)
-    console.print(f"wrote {write_report(app_ctx.store, output, drift=app_ctx.settings.drift)}")
+    console.print(f"wrote {write_report(app_ctx.store, output, drift=app_ctx.settings.drift, env=env)}")
 
 
 def main() -> None:

@@ -38,33 +38,34 @@ def _seen(first: datetime | None, last: datetime | None) -> str:
 
 
 def _table(signatures: list[Signature], with_key: bool) -> Table:
-    columns = ["id", "impact", "units", "share", "cost (mean)", "first .. last seen", "status", "label",
-               "representative unit"]
+    columns = ["id", "impact", "units", "share", "cost (mean)", "first .. last seen", "status", "environments",
+               "label", "representative unit"]
     table = Table(*columns, *(["structural key"] if with_key else []), title="failure signatures by impact")
     for sig in signatures:
         units = f"{sig.size} (+{sig.assigned})" if sig.assigned else str(sig.size)
         u = sig.usage
         cost = "-" if u.cost_usd_sum is None else f"${u.cost_usd_sum:.4f} (${u.cost_usd_mean or 0:.4f})"
         table.add_row(str(sig.id), f"{sig.impact:.1f}", units, f"{sig.share:.1%}", cost,
-                      _seen(sig.first_seen, sig.last_seen),
-                      sig.status, escape(sig.label), escape(sig.representative_unit or ""),
+                      _seen(sig.first_seen, sig.last_seen), sig.status,
+                      escape(", ".join(f"{e} {n}" for e, n in sig.environments.items())),
+                      escape(sig.label), escape(sig.representative_unit or ""),
                       *([escape(sig.structural_key)] if with_key else []))
     return table
 
 
-def _refresh(app: AppContext, rebuild: bool, quiet: bool) -> list[Signature]:
-    """Build when asked or when nothing is built yet; else assign unseen failed units."""
+def _refresh(app: AppContext, rebuild: bool, quiet: bool, env: str | None = None) -> list[Signature]:
+    """Build when asked or when nothing is built yet; else assign unseen failed units (of ``env``)."""
     signatures = [] if rebuild else list_signatures(app.store, prices=app.settings.prices)
     stats = EmbeddingStats()
     if not signatures:
-        with progress_bar("embedding failed units", len(failed_unit_ids(app.store))) as advance:
-            signatures = build_signatures(app.store, app.settings, progress=advance, stats=stats)
+        with progress_bar("embedding failed units", len(failed_unit_ids(app.store, env))) as advance:
+            signatures = build_signatures(app.store, app.settings, progress=advance, stats=stats, env=env)
     else:
         known = {p[0] for p in map_points(app.store)}
-        unseen = [u for u in failed_unit_ids(app.store) if u not in known]
+        unseen = [u for u in failed_unit_ids(app.store, env) if u not in known]
         if unseen:
             with progress_bar("embedding new failed units", len(unseen)) as advance:
-                result = update_signatures(app.store, app.settings, progress=advance, stats=stats)
+                result = update_signatures(app.store, app.settings, progress=advance, stats=stats, env=env)
             signatures = list_signatures(app.store, prices=app.settings.prices)
             if not quiet:
                 console.print(f"{len(result.assigned)} new units assigned to signatures, "
@@ -74,13 +75,17 @@ def _refresh(app: AppContext, rebuild: bool, quiet: bool) -> list[Signature]:
     return signatures
 
 
-def _list(ctx: typer.Context, rebuild: bool, as_json: bool, limit: int, with_key: bool = False) -> None:
+def _list(ctx: typer.Context, rebuild: bool, as_json: bool, limit: int, with_key: bool = False,
+          env: str | None = None) -> None:
     app = get_ctx(ctx)
-    signatures = _refresh(app, rebuild, quiet=as_json)
+    signatures = _refresh(app, rebuild, quiet=as_json, env=env)
     if as_json:
         console.print_json(json.dumps([s.model_dump(mode="json") for s in signatures[:limit]]))
         return
+    scope = app.store.env_scope(env)
     console.print(_table(signatures[:limit], with_key))
+    console.print(f"environment: {escape(scope.name) if scope else 'all'} (failed units of other environments are "
+                  "not clustered; --env NAME or --env all to change)", highlight=False)
     clustered = sum(s.size for s in signatures)
     total = len(map_points(app.store))
     pending = len(new_units(app.store))
@@ -99,40 +104,45 @@ LimitOpt = Annotated[int, typer.Option("--limit", "-n", min=1, help="Show at mos
                                        envvar="ASSAY_SIGNATURES_LIMIT")]
 KeyOpt = Annotated[bool, typer.Option("--keys", help="Add the structural key column (tool, error, step, retrieval, "
                                                      "outcome).", envvar="ASSAY_SIGNATURES_KEYS")]
+EnvOpt = Annotated[str | None, typer.Option(
+    "--env", envvar="ASSAY_SIGNATURES_ENV", show_default=False,
+    help="Cluster the failed units of this environment (default: \\[environments] production; 'all': every "
+         "environment). Evaluation and simulation runs stay out of production signatures unless asked for.")]
 
 
 @handle_errors
 def signatures_cmd(ctx: typer.Context, rebuild: RebuildOpt = False, as_json: JsonOpt = False,
-                   limit: LimitOpt = 20, with_key: KeyOpt = False) -> None:
+                   limit: LimitOpt = 20, with_key: KeyOpt = False, env: EnvOpt = None) -> None:
     """List failure signatures by impact (units x severity x recency), clustering first if needed.
 
     Failed units (outcome fail, or unknown with an error span) are keyed by failed tool,
     error type, workflow step, retrieval miss and outcome, embedded offline (cached: a re-run
     embeds only changed units) and clustered with HDBSCAN; units in no cluster are noise.
     Failed units added since are assigned to the nearest signature when close enough, else
-    marked new. Re-clustering keeps the id of every signature that still exists.
+    marked new. Re-clustering keeps the id of every signature that still exists. Only production
+    units are clustered unless --env says otherwise.
     """
-    _list(ctx, rebuild, as_json, limit, with_key)
+    _list(ctx, rebuild, as_json, limit, with_key, env)
 
 
 @signatures_app.callback(invoke_without_command=True)
 @handle_errors
 def signatures_main(ctx: typer.Context, rebuild: RebuildOpt = False, as_json: JsonOpt = False,
-                    limit: LimitOpt = 20, with_key: KeyOpt = False) -> None:
+                    limit: LimitOpt = 20, with_key: KeyOpt = False, env: EnvOpt = None) -> None:
     """List failure signatures by impact (units x severity x recency), clustering first if needed.
 
     Failed units added since the last build are assigned to the nearest signature when close
     enough, else marked new; `--rebuild` clusters everything again, keeping the id of every
-    signature that still exists.
+    signature that still exists. Only production units are clustered unless --env says otherwise.
     """
     if ctx.invoked_subcommand is None:
-        _list(ctx, rebuild, as_json, limit, with_key)
+        _list(ctx, rebuild, as_json, limit, with_key, env)
 
 
 @signatures_app.command("update")
 @handle_errors
 def update_cmd(ctx: typer.Context, as_json: JsonOpt = False, executor: ExecutorOpt = None,
-               ray_address: RayAddressOpt = None) -> None:
+               ray_address: RayAddressOpt = None, env: EnvOpt = None) -> None:
     """Assign failed units added since the last build: nearest signature when close enough, else new.
 
     With --executor ray the new units' embeddings are computed in Ray tasks (batches of 256 texts),
@@ -149,7 +159,7 @@ def update_cmd(ctx: typer.Context, as_json: JsonOpt = False, executor: ExecutorO
         encoder = RayEncoder(address)
     stats = EmbeddingStats()
     with progress_bar("embedding new failed units", None) as advance, remote_encoding(encoder):
-        result = update_signatures(app.store, app.settings, progress=advance, stats=stats)
+        result = update_signatures(app.store, app.settings, progress=advance, stats=stats, env=env)
     if as_json:
         console.print_json(result.model_dump_json())
         return

@@ -31,6 +31,7 @@ from fastapi.staticfiles import StaticFiles
 from pydantic import ValidationError
 
 from assay._store import Store
+from assay._store.environments import environments
 from assay._store.spans import load_unit, resolve_unit_id, unit_row
 from assay._store.usage import unit_usages
 from assay._web.audit_pages import audit_router
@@ -142,15 +143,19 @@ async def logout(request: Request) -> Response:
 
 # --- signatures and queues -----------------------------------------------------------------
 @router.get("/", response_class=HTMLResponse)
-def signatures_page(request: Request) -> Response:
-    """Signatures ranked by impact with volume, share, review progress and criterion status."""
+def signatures_page(request: Request, env: str = "") -> Response:
+    """Signatures ranked by impact with volume, share, environments, review progress and criterion status;
+    ``?env=NAME`` keeps the signatures with members in that environment."""
     user, session = current_user(request)
     store = ui_state(request).store
     rows = []
     for sig in list_signatures(store, prices=ui_state(request).settings.prices):
+        if env and env not in sig.environments:
+            continue
         queue = queue_status(store, sig.id)
         rows.append({"sig": sig, "queue": queue})
-    return render(request, "signatures.html", session, user=user, rows=rows)
+    return render(request, "signatures.html", session, user=user, rows=rows, env=env,
+                  environments=environments(store))
 
 
 @router.get("/signatures/{sid}", response_class=HTMLResponse)
@@ -246,7 +251,8 @@ def review_page(request: Request, unit_id: str, sig: int | None = None, all: boo
                   signals_at=_by_step(signals), unit_signals=[x for x in signals if x.step is None],
                   n_signals=len(signals),
                   failure=assess(unit.unit_id, signals, store.signals),
-                  failed=unit.unit_id in store.failed_among([unit.unit_id]))
+                  failed=unit.unit_id in store.failed_among([unit.unit_id]),
+                  default_env=store.environments.default or "none")
 
 
 def _by_step(signals: list[FailureSignal]) -> dict[int, list[FailureSignal]]:

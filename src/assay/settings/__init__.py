@@ -138,6 +138,46 @@ class DriftSettings(BaseModel):
         return [v.strip() for v in value.split(",") if v.strip()] if isinstance(value, str) else value
 
 
+ALL_ENVIRONMENTS = "all"
+"""What ``--env`` takes to mean every environment (no filter)."""
+
+
+class EnvScope(BaseModel):
+    """Which units count as environment ``name``: those stored with it, and, when ``name`` is the
+    ``default`` environment, those stored without one (see :class:`EnvironmentSettings`)."""
+
+    model_config = {"frozen": True}
+
+    name: str = Field(min_length=1)
+    default: str = ""
+
+    @property
+    def includes_unset(self) -> bool:
+        """Whether units whose data named no environment count as ``name``."""
+        return self.name == self.default
+
+
+class EnvironmentSettings(BaseModel):
+    """Environments (``[environments]``; env ``ASSAY_ENVIRONMENTS__PRODUCTION`` ...): where units ran.
+
+    A unit's environment and release come from its data (OTel ``deployment.environment.name`` and
+    ``service.version``, a field in a file), else ``assay ingest --env/--release`` or the API key's bound
+    environment (:mod:`assay.traces.environment`). The online worker, failure signatures, drift and the
+    report look at the ``production`` environment unless told otherwise (``--env NAME``, or ``--env all``),
+    so evaluation and simulation runs never enter production signatures, samples or pass rates.
+    """
+
+    production: str = Field(default="production", min_length=1,
+                            description="the environment whose units are production traffic")
+    default: str = Field(default="production", description="the environment a unit counts as when its data, "
+                         "ingest option and API key name none; '' counts such units in no environment")
+
+    def scope(self, env: str | None = None) -> EnvScope | None:
+        """The units ``--env`` asks for: None (or empty) is production, ``all`` every unit (None: no filter)."""
+        name = (env or "").strip() or self.production
+        return None if name == ALL_ENVIRONMENTS else EnvScope(name=name, default=self.default)
+
+
 class ModelPrice(BaseModel):
     """What a model costs (``[prices."MODEL"]``): prices the tokens of spans whose source gave no cost
     (see :mod:`assay.traces.usage`); a span with a cost from its source keeps that cost."""
@@ -172,6 +212,8 @@ class Settings(BaseModel):
     online: OnlineSettings = Field(default_factory=lambda: OnlineSettings())
     executor: ExecutorSettings = Field(default_factory=lambda: ExecutorSettings())
     drift: DriftSettings = Field(default_factory=lambda: DriftSettings())
+    environments: EnvironmentSettings = Field(default_factory=lambda: EnvironmentSettings(),
+                                              description="production and default environments")
     signals: SignalSettings = Field(default_factory=lambda: SignalSettings(),
                                     description="failure-signal detectors (docs/signals.md)")
     prices: dict[str, ModelPrice] = Field(default_factory=dict, description="model name -> price, for token "

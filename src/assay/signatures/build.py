@@ -65,10 +65,13 @@ class Prepared:
     vectors: np.ndarray
 
 
-def failed_unit_ids(store: Store) -> list[str]:
-    """Ids of the units to cluster, sorted: the store's ``"failed"`` selection (outcome ``fail``,
-    or outcome ``unknown`` with an error span; a recorded pass is never a failure)."""
-    return store.select_unit_ids("failed")
+def failed_unit_ids(store: Store, env: str | None = None) -> list[str]:
+    """Ids of the units to cluster, sorted: the store's ``"failed"`` selection (the failure score of the
+    unit's signals reaches ``[signals] fail_at``) within environment ``env`` (None: ``[environments]
+    production``; ``all``: every environment), so evaluation and simulation runs never enter production
+    signatures unless asked for."""
+    scope = store.env_scope(env)
+    return store.select_unit_ids("failed" if scope is None else f"failed,env:{scope.name}")
 
 
 def prepare(store: Store, settings: Settings, unit_ids: list[str], progress: Progress | None = None,
@@ -169,8 +172,9 @@ def _cluster(prepared: Prepared, min_cluster_size: int) -> tuple[list[Cluster], 
 
 
 def build_signatures(store: Store, settings: Settings, progress: Progress | None = None, *,
-                     stats: EmbeddingStats | None = None) -> list[Signature]:
-    """Cluster the failed units (:func:`failed_unit_ids`) into failure signatures and store them.
+                     stats: EmbeddingStats | None = None, env: str | None = None) -> list[Signature]:
+    """Cluster the failed units of production (:func:`failed_unit_ids`; another environment, or ``all``,
+    with ``env``) into failure signatures and store them.
 
     Replaces the stored membership. A cluster keeps a stored signature's id (status
     ``existing``) when it shares at least half its members (Jaccard >= 0.5) with it, else
@@ -184,6 +188,7 @@ def build_signatures(store: Store, settings: Settings, progress: Progress | None
         settings: ``embedding_model``, ``min_cluster_size`` (HDBSCAN) and ``severe`` are used.
         progress: called with the number of units embedded (see :func:`embed_texts`).
         stats: when given, counts vectors computed vs. found in the cache, and encoding time.
+        env: the environment clustered (None: ``[environments] production``; ``all``: every unit).
 
     Returns:
         the signatures, ranked as by :func:`list_signatures`.
@@ -192,7 +197,7 @@ def build_signatures(store: Store, settings: Settings, progress: Progress | None
         MissingDependency: sentence-transformers or the embedding model is not installed.
         ConfigError: unknown embedding model.
     """
-    prepared = prepare(store, settings, failed_unit_ids(store), progress, stats)
+    prepared = prepare(store, settings, failed_unit_ids(store, env), progress, stats)
     clusters, space = _cluster(prepared, settings.min_cluster_size)
     with store.session() as s:
         _save_signatures(s, clusters, prepared.unit_ids, settings.embedding_model)
@@ -339,7 +344,7 @@ def _refresh(s: OrmSession, settings: Settings) -> None:
 
 
 def update_signatures(store: Store, settings: Settings, progress: Progress | None = None, *,
-                      stats: EmbeddingStats | None = None) -> UpdateResult:
+                      stats: EmbeddingStats | None = None, env: str | None = None) -> UpdateResult:
     """Assign failed units the signatures have not seen yet, without renumbering anything.
 
     Each unseen failed unit goes to the nearest live signature (joint distance: text cosine
@@ -356,6 +361,7 @@ def update_signatures(store: Store, settings: Settings, progress: Progress | Non
         settings: as for :func:`build_signatures`.
         progress: called with the number of unseen units embedded.
         stats: embedding counts and time, added to.
+        env: the environment whose failed units are assigned (None: ``[environments] production``).
 
     Returns:
         what was assigned, left new, and formed.
@@ -365,7 +371,7 @@ def update_signatures(store: Store, settings: Settings, progress: Progress | Non
     """
     with store.session() as s:
         known = set(s.scalars(select(MemberRow.unit_id)))
-    unseen = [u for u in failed_unit_ids(store) if u not in known]
+    unseen = [u for u in failed_unit_ids(store, env) if u not in known]
     prepared = prepare(store, settings, unseen, progress, stats)
     with store.session() as s:
         assigned, _ = _assign(s, prepared, _live_signatures(s, settings.embedding_model))

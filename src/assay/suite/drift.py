@@ -1,7 +1,8 @@
 """Drift: are production scores, or the judges themselves, changing over time?
 
 Three checks over the scores of production runs (run kinds ``[drift] run_kinds``, default
-``online`` and ``backfill``), per evaluator (by name, across versions):
+``online`` and ``backfill``) of the units of production (``[environments] production``; another
+environment, or every unit, with ``env``), per evaluator (by name, across versions):
 
 * **Scores.** Per window (a UTC day, or an ISO week starting Monday): scored units, pass
   rate, score mean and quantiles; unscored units (``unscored``, ``error``,
@@ -48,11 +49,12 @@ from sqlalchemy import select
 
 from assay._store import Store
 from assay._store import tables as t
+from assay._store.environments import env_condition
 from assay.annotations.agreement import ADJUDICATION_SOURCE
 from assay.calibration.calibrate import CalibrationReport, read_calibration
 from assay.calibration.estimates import PassRateEstimates, confusion_counts, pass_rate_estimates
 from assay.exceptions import UsageError
-from assay.settings import DriftSettings
+from assay.settings import ALL_ENVIRONMENTS, DriftSettings, EnvScope
 from assay.stats import wilson_interval
 
 log = logging.getLogger("assay.drift")
@@ -166,6 +168,9 @@ class DriftReport(BaseModel):
     generated_at: datetime
     since: datetime
     alpha: float
+    environment: str = Field(default="production", description="the environment whose scores were read ('all': "
+                             "every environment)")
+    run_kinds: tuple[str, ...] = Field(default=("online", "backfill"), description="the run kinds read")
     evaluators: tuple[EvaluatorDrift, ...]
     new_signatures: tuple[NewSignature, ...]
     alerts: tuple[DriftAlert, ...]
@@ -250,12 +255,15 @@ def distribution_test(previous: Sequence[float], current: Sequence[float], alpha
 
 
 # --- loading ----------------------------------------------------------------------------------
-def _scores(store: Store, run_kinds: Sequence[str], since: datetime, until: datetime) -> dict[str, list[_Score]]:
-    """Production score rows in ``[since, until]``, per evaluator name, in time order."""
+def _scores(store: Store, run_kinds: Sequence[str], since: datetime, until: datetime,
+            scope: EnvScope | None = None) -> dict[str, list[_Score]]:
+    """Production score rows in ``[since, until]`` of units in ``scope`` (None: any environment), per
+    evaluator name, in time order."""
     sr = t.ScoreRow
     q = (select(sr.evaluator_name, sr.unit_id, sr.evaluator_version, sr.status, sr.score, sr.verdict, sr.created_at)
-         .join(t.RunRow, t.RunRow.run_id == sr.run_id)
-         .where(t.RunRow.kind.in_(list(run_kinds)), sr.created_at >= _naive(since), sr.created_at <= _naive(until))
+         .join(t.RunRow, t.RunRow.run_id == sr.run_id).join(t.UnitRow, t.UnitRow.unit_id == sr.unit_id)
+         .where(t.RunRow.kind.in_(list(run_kinds)), sr.created_at >= _naive(since), sr.created_at <= _naive(until),
+                env_condition(scope))
          .order_by(sr.created_at, sr.id))
     out: dict[str, list[_Score]] = defaultdict(list)
     with store.session() as s:
@@ -466,7 +474,7 @@ def _alerts(ev: EvaluatorDrift) -> list[DriftAlert]:
 
 
 def compute_drift(store: Store, settings: DriftSettings | None = None, window: Window = "week",
-                  periods: int | None = None, now: datetime | None = None) -> DriftReport:
+                  periods: int | None = None, now: datetime | None = None, env: str | None = None) -> DriftReport:
     """Compute every evaluator's drift series, new signatures and alerts (nothing is sent).
 
     Args:
@@ -474,6 +482,8 @@ def compute_drift(store: Store, settings: DriftSettings | None = None, window: W
         window: ``"day"`` (UTC) or ``"week"`` (ISO, from Monday).
         periods: windows to look back over, the current one included (default 30 days or 12 weeks).
         now: the reference time (default: now, UTC).
+        env: the environment whose units' scores count (None: ``[environments] production`` of the store;
+            ``all``: every unit), so a backfill over evaluation runs never moves production's pass rate.
 
     Raises:
         UsageError: unknown window or ``periods`` < 1.
@@ -488,11 +498,13 @@ def compute_drift(store: Store, settings: DriftSettings | None = None, window: W
     first = window_start(now, window) - _length(window) * (periods - 1)
     since = datetime(first.year, first.month, first.day, tzinfo=UTC)
     info = _evaluator_info(store)
+    scope = store.env_scope(env)
     evaluators = [_evaluator_drift(store, name, rows, info.get(name), window, cfg, (since, now))
-                  for name, rows in sorted(_scores(store, cfg.run_kinds, since, now).items())]
+                  for name, rows in sorted(_scores(store, cfg.run_kinds, since, now, scope).items())]
     alerts = [a for ev in evaluators for a in _alerts(ev)]
     return DriftReport(window=window, generated_at=now, since=since, alpha=cfg.alpha, evaluators=tuple(evaluators),
-                       new_signatures=tuple(new_signatures(store, now - _length(window), now)), alerts=tuple(alerts))
+                       new_signatures=tuple(new_signatures(store, now - _length(window), now)), alerts=tuple(alerts),
+                       environment=scope.name if scope else ALL_ENVIRONMENTS, run_kinds=tuple(cfg.run_kinds))
 
 
 def notify(report: DriftReport, settings: DriftSettings | None = None) -> bool:
@@ -526,8 +538,8 @@ def notify(report: DriftReport, settings: DriftSettings | None = None) -> bool:
 
 
 def check_drift(store: Store, settings: DriftSettings | None = None, window: Window = "week",
-                periods: int | None = None, now: datetime | None = None) -> DriftReport:
+                periods: int | None = None, now: datetime | None = None, env: str | None = None) -> DriftReport:
     """:func:`compute_drift`, then :func:`notify` (log lines and the webhook)."""
-    report = compute_drift(store, settings, window, periods, now)
+    report = compute_drift(store, settings, window, periods, now, env)
     notify(report, settings)
     return report

@@ -4,7 +4,9 @@ stores spans: sampling, completion and scoring all happen here, off the request 
 ``assay worker`` or the separate process of ``assay serve --worker``.
 
 **Sampling** (:func:`sampled`). Each active evaluator scores a share ``sample_rate`` (evaluator
-YAML, default 0.10) of units. A unit is in when ``u < rate`` where ``u`` is the first 8 bytes of
+YAML, default 0.10) of the units of production (``[environments] production``; another environment, or
+every unit, with ``--env``): evaluation and simulation runs never enter the production sample. A unit
+is in when ``u < rate`` where ``u`` is the first 8 bytes of
 ``SHA-256(evaluator name + NUL + unit id)`` read as an integer over 2**64 (uniform on [0, 1)).
 So the decision is the same in every process and on every pass, a new version of an evaluator
 samples the same units as the old one (comparable over time), raising the rate only adds units,
@@ -295,12 +297,15 @@ class OnlineWorker:
         judge: the judge for every ``llm_judge`` evaluator; None builds one per judge model
             from the settings (cached in the store's judge cache), loaded once and kept.
         log: called with one line per pass that did something (and on errors).
+        env: the environment whose units are sampled (``--env``): None is ``[environments] production``,
+            ``all`` every unit; units stored without one count as ``[environments] default``.
     """
 
     def __init__(self, store: Store, settings: Settings, judge: JudgeClient | None = None,
-                 log: Callable[[str], None] | None = None) -> None:
+                 log: Callable[[str], None] | None = None, env: str | None = None) -> None:
         self.store = store
         self.settings = settings
+        self.scope = settings.environments.scope(env)
         self.cfg = settings.online
         self.judge = judge
         self.log = log or (lambda _line: None)
@@ -408,8 +413,12 @@ class OnlineWorker:
 
     # -- selection ---------------------------------------------------------------------------
     def _unit_ids(self) -> list[str]:
+        """The units of the worker's environment, oldest ingested first."""
+        from assay._store.environments import env_condition
+
         with self.store.session() as s:
-            return list(s.scalars(select(UnitRow.unit_id).order_by(UnitRow.ingested_at, UnitRow.unit_id)))
+            return list(s.scalars(select(UnitRow.unit_id).where(env_condition(self.scope))
+                                  .order_by(UnitRow.ingested_at, UnitRow.unit_id)))
 
     def _sampled(self, ev: _Active, unit_ids: list[str]) -> list[str]:
         rate = ev.defn.sample_rate
@@ -560,7 +569,7 @@ class OnlineWorker:
 
 
 def run_worker(settings: Settings, stop: StopFlag, once: bool = False, judge: JudgeClient | None = None,
-               log: Callable[[str], None] | None = None, niceness: int = 0) -> PassReport:
+               log: Callable[[str], None] | None = None, niceness: int = 0, env: str | None = None) -> PassReport:
     """Open the store from the settings and run an :class:`OnlineWorker` until ``stop`` (the body
     of ``assay worker`` and of the ``assay serve --worker`` process).
 
@@ -569,11 +578,12 @@ def run_worker(settings: Settings, stop: StopFlag, once: bool = False, judge: Ju
         stop: set it to stop after the current chunk of units.
         once: drain what is complete now, then return.
         niceness: added to the process's CPU niceness first (0: unchanged; POSIX only).
+        env: the environment sampled (see :class:`OnlineWorker`).
     """
     if niceness and hasattr(os, "nice"):
         os.nice(niceness)
-    store = Store(settings.resolved_store_url(), settings.signals)
+    store = Store(settings.resolved_store_url(), settings.signals, settings.environments)
     try:
-        return OnlineWorker(store, settings, judge, log).run(stop, once=once)
+        return OnlineWorker(store, settings, judge, log, env).run(stop, once=once)
     finally:
         store.close()
