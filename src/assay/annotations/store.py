@@ -77,7 +77,8 @@ def list_criteria(store: Store) -> list[Criterion]:
 
 
 def add_annotations(store: Store, annotations: list[Annotation]) -> int:
-    """Append annotations (never overwrites). Returns the number written.
+    """Append annotations (never overwrites). Returns the number written. An annotation's ``created_at``
+    is kept when set (an imported label keeps when it was made), else it is now.
 
     A human ``fail`` label also becomes a failure signal (kind ``human_fail``), in the same transaction
     (:func:`assay.signals.people.label_signal`).
@@ -102,7 +103,8 @@ def add_annotations(store: Store, annotations: list[Annotation]) -> int:
                 crit_id, crit_version = crow.id, crit_version or crow.version
             s.add(AnnotationRow(unit_id=a.unit_id, criterion_id=crit_id, criterion_version=crit_version,
                                 annotator=a.annotator, annotator_kind=a.annotator_kind, label=a.label,
-                                severity=a.severity, rationale=a.rationale, source=a.source, extra=a.extra))
+                                severity=a.severity, rationale=a.rationale, source=a.source, extra=a.extra,
+                                **({"created_at": a.created_at} if a.created_at else {})))
         s.flush()
         write_signals(s, [sig for sig in signals if sig is not None])
     return len(annotations)

@@ -105,7 +105,8 @@ def calibrate(store: Store, defn: EvaluatorDef, judge: JudgeClient | None, judge
     version = content_version(defn)
     split = persist_split(store, split_dataset(ds, fractions, seed))
     run_id = new_run(store, "calibration", CalibrationParams(
-        evaluator=defn.name, evaluator_version=version, dataset_version=ds.version, split_id=split.split_id,
+        evaluator=defn.name, evaluator_version=version, dataset_version=ds.version, dataset_hash=ds.content_hash,
+        split_id=split.split_id,
         test_touched=True))
     labels = {i.unit_id: i.label for i in ds.items}
     results = list(evaluate_many(defn, store.units(list(labels)), judge, judge_settings, progress=progress))

@@ -79,6 +79,8 @@ class CalibrationParams(RunParams):
     evaluator: str
     evaluator_version: str
     dataset_version: int
+    dataset_hash: str | None = Field(default=None, description="the dataset version's content hash: the same "
+                                     "version number means the same items in every store it was imported into")
     split_id: str | None = None
     test_touched: bool = Field(default=False, description="the run reported a result on the test items")
 
