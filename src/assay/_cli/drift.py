@@ -27,7 +27,23 @@ def _pct(x: float | None) -> str:
 def _estimate(e: RateEstimate) -> str:
     if e.value is None:
         return f"[dim]undefined: {escape(e.note)}[/dim]"
-    return f"{_pct(e.value)} [{_pct(e.low)}, {_pct(e.high)}]".replace("[", r"\[")
+    return f"{_pct(e.value)} [{_pct(e.low)}, {_pct(e.high)}]".replace("[", r"\[") + ("*" if e.note else "")
+
+
+def caveats(ev: EvaluatorDrift) -> list[str]:
+    """Every caveat of one evaluator's drift report that the JSON carries, in words: window notes (not
+    tested, evaluator version changed), agreement below the threshold or from labels that are not an audit
+    sample, and the notes of the pass-rate estimates."""
+    out = [f"window {w.start}: {w.note}" for w in ev.windows if w.note]
+    out += [f"window {a.start}: judge-human agreement {_pct(a.agreement)} on {a.n_pairs} labels is below the "
+            f"threshold {ev.threshold}" for a in ev.agreement if a.below_threshold]
+    if ev.agreement and ev.audit_source == "all_labels":
+        out.append("agreement is measured on every human label of a scored unit, not a random audit sample")
+    if ev.estimates is not None:
+        out += [f"{name} ({ev.estimates_window}): {e.note}" for name, e in (
+            ("raw pass rate", ev.estimates.raw), ("Rogan-Gladen", ev.estimates.rogan_gladen),
+            ("PPI", ev.estimates.ppi)) if e.note and e.value is not None]
+    return out
 
 
 def _evaluator_table(ev: EvaluatorDrift) -> Table:
@@ -58,6 +74,8 @@ def _print_report(report: DriftReport) -> None:
             e = ev.estimates
             console.print(f"  pass rate {ev.estimates_window}: raw {_estimate(e.raw)}; Rogan-Gladen "
                           f"{_estimate(e.rogan_gladen)}; PPI {_estimate(e.ppi)}")
+        for caveat in caveats(ev):
+            console.print(f"  [yellow]caveat[/yellow]: {escape(caveat)}", soft_wrap=True)
     for sig in report.new_signatures:
         console.print(f"new signature {sig.id}: {escape(sig.label)} ({sig.size} units, "
                       f"created {sig.created_at:%Y-%m-%d})")

@@ -27,6 +27,7 @@ from assay.evaluators.lineage import judge_model_of, lineage_for, write_results
 from assay.exceptions import UsageError
 from assay.models import JudgeClient
 from assay.settings import JudgeSettings
+from assay.settings.run_kinds import RunKind
 
 
 class CalibrationReport(BaseModel):
@@ -104,13 +105,13 @@ def calibrate(store: Store, defn: EvaluatorDef, judge: JudgeClient | None, judge
                          "import labels first (assay labels import)")
     version = content_version(defn)
     split = persist_split(store, split_dataset(ds, fractions, seed))
-    run_id = new_run(store, "calibration", CalibrationParams(
+    run_id = new_run(store, RunKind.CALIBRATION, CalibrationParams(
         evaluator=defn.name, evaluator_version=version, dataset_version=ds.version, dataset_hash=ds.content_hash,
         split_id=split.split_id,
         test_touched=True))
     labels = {i.unit_id: i.label for i in ds.items}
     results = list(evaluate_many(defn, store.units(list(labels)), judge, judge_settings, progress=progress))
-    write_results(store, lineage_for(defn, run_id, "calibration", ds.version, judge_model_of(results), judge,
+    write_results(store, lineage_for(defn, run_id, RunKind.CALIBRATION, ds.version, judge_model_of(results), judge,
                                      judge_settings), results)
     scored = [r for r in results if isinstance(r, EvaluationResult)]
     agree = agreement([labels[r.unit_id] for r in scored], [r.verdict for r in scored])

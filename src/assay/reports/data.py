@@ -23,6 +23,7 @@ from assay._store.tables import EvaluatorRow, RunRow, ScoreRow, UnitRow
 from assay.calibration.calibrate import read_calibration
 from assay.calibration.estimates import PassRateEstimates
 from assay.settings import DriftSettings, EnvScope
+from assay.settings.run_kinds import RunKind
 from assay.signatures import Signature
 from assay.suite.drift import DriftAlert, DriftReport, NewSignature, compute_drift
 
@@ -241,7 +242,7 @@ def redundancy(store: Store, run_kinds: list[str], threshold: float = 0.8, scope
 
 def _latest_gate(store: Store) -> dict[str, Any] | None:
     with store.session() as s:
-        row = s.scalar(select(RunRow).where(RunRow.kind == "gate", RunRow.finished_at.is_not(None))
+        row = s.scalar(select(RunRow).where(RunRow.kind == RunKind.GATE.value, RunRow.finished_at.is_not(None))
                        .order_by(RunRow.started_at.desc()))
         return {"run_id": row.run_id, **row.summary} if row else None
 

@@ -25,6 +25,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field, ValidationError, field_validator
 
 from assay.exceptions import ConfigError
+from assay.settings.run_kinds import PRODUCTION_RUN_KINDS, parse_run_kinds
 from assay.settings.signals import SignalSettings
 
 
@@ -127,15 +128,16 @@ class DriftSettings(BaseModel):
     min_n: int = Field(default=20, ge=2, description="scored units a window needs before it is tested")
     min_audit_pairs: int = Field(default=10, ge=1, description="judge-human pairs a window needs before low "
                                  "agreement raises an alert")
-    run_kinds: list[str] = Field(default_factory=lambda: ["online", "backfill"],
-                                 description="run kinds whose scores count as production")
+    run_kinds: list[str] = Field(default_factory=lambda: [k.value for k in PRODUCTION_RUN_KINDS],
+                                 description="run kinds whose scores count as production: online (the worker) "
+                                             "and backfill (assay score); the older name score reads as backfill")
     webhook_url: str | None = Field(default=None, description="alerts are POSTed here as JSON (None: log only)")
     webhook_timeout_s: float = Field(default=5.0, gt=0, description="webhook request timeout in seconds")
 
     @field_validator("run_kinds", mode="before")
     @classmethod
-    def _split(cls, value: object) -> object:
-        return [v.strip() for v in value.split(",") if v.strip()] if isinstance(value, str) else value
+    def _kinds(cls, value: object) -> object:
+        return parse_run_kinds(value)
 
 
 ALL_ENVIRONMENTS = "all"

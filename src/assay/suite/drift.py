@@ -55,6 +55,7 @@ from assay.calibration.calibrate import CalibrationReport, read_calibration
 from assay.calibration.estimates import PassRateEstimates, confusion_counts, pass_rate_estimates
 from assay.exceptions import UsageError
 from assay.settings import ALL_ENVIRONMENTS, DriftSettings, EnvScope
+from assay.settings.run_kinds import PRODUCTION_RUN_KINDS
 from assay.stats import wilson_interval
 
 log = logging.getLogger("assay.drift")
@@ -170,7 +171,8 @@ class DriftReport(BaseModel):
     alpha: float
     environment: str = Field(default="production", description="the environment whose scores were read ('all': "
                              "every environment)")
-    run_kinds: tuple[str, ...] = Field(default=("online", "backfill"), description="the run kinds read")
+    run_kinds: tuple[str, ...] = Field(default=tuple(k.value for k in PRODUCTION_RUN_KINDS),
+                                       description="the run kinds read")
     evaluators: tuple[EvaluatorDrift, ...]
     new_signatures: tuple[NewSignature, ...]
     alerts: tuple[DriftAlert, ...]
@@ -424,14 +426,28 @@ def _evaluator_drift(store: Store, name: str, rows: list[_Score], info: _Evaluat
         calibration = (info.calibrations.get(versions.most_common(1)[0][0]) if info and versions else None)
         estimates = pass_rate_estimates(_latest_verdicts(in_window), confusion_counts(calibration),
                                         {u: human for u, _, _, human in pairs})
-        if source == "all_labels" and estimates.ppi.value is not None:
-            estimates = estimates.model_copy(update={"ppi": estimates.ppi.model_copy(update={
-                "note": "labels are not a random audit sample: PPI may be biased"})})
+        estimates = _ppi_caveats(estimates, source, cfg.min_audit_pairs)
         est_window = latest.start
     return EvaluatorDrift(evaluator=name, criterion=criterion, threshold=threshold, windows=tuple(windows),
                           agreement=tuple(agreement_windows([(at, j, h) for _, at, j, h in pairs], window,
                                                             threshold, cfg.min_audit_pairs)),
                           audit_source=source, estimates=estimates, estimates_window=est_window)
+
+
+def _ppi_caveats(estimates: PassRateEstimates, source: str, min_pairs: int) -> PassRateEstimates:
+    """The PPI estimate with its caveats in its note: labels that are not a random audit sample (PPI's
+    correction assumes one), fewer labels than ``[drift] min_audit_pairs`` (its interval is then too narrow
+    to trust: 2 labels can give [100%, 100%])."""
+    ppi = estimates.ppi
+    if ppi.value is None:
+        return estimates
+    notes = [ppi.note] if ppi.note else []
+    if source == "all_labels":
+        notes.append("labels are not a random audit sample: PPI may be biased")
+    if ppi.n_labelled < min_pairs:
+        notes.append(f"only {ppi.n_labelled} human labels, fewer than [drift] min_audit_pairs = {min_pairs}: "
+                     "the interval is not reliable")
+    return estimates.model_copy(update={"ppi": ppi.model_copy(update={"note": "; ".join(notes)})})
 
 
 def new_signatures(store: Store, since: datetime, until: datetime | None = None) -> list[NewSignature]:

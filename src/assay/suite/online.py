@@ -70,6 +70,7 @@ from assay.evaluators.results import Evaluation
 from assay.evaluators.runner import judge_settings_for
 from assay.models import JudgeClient
 from assay.settings import JudgeSettings, OnlineSettings, Settings
+from assay.settings.run_kinds import RunKind
 
 _CHUNK = 500
 """Unit ids per completion query."""
@@ -481,7 +482,7 @@ class OnlineWorker:
     def _ensure_run(self) -> str:
         """The worker's online run, created on first use."""
         if self.run_id is None:
-            self.run_id = new_run(self.store, "online", OnlineParams(
+            self.run_id = new_run(self.store, RunKind.ONLINE, OnlineParams(
                 worker=WorkerInfo(host=socket.gethostname(), pid=os.getpid()), audit_share=self.cfg.audit_share))
         return self.run_id
 
@@ -516,7 +517,7 @@ class OnlineWorker:
         claimed = self._claim(ev, run_id, unit_ids)
         if not claimed:
             return 0, 0, 0
-        lineage = lineage_for(ev.defn, run_id, "online", ev.dataset_version,
+        lineage = lineage_for(ev.defn, run_id, RunKind.ONLINE, ev.dataset_version,
                               judge.model_name if judge is not None else None, judge, self.settings.judge,
                               sample_rate=ev.defn.sample_rate)
         results = evaluate_many(ev.defn, self.store.units(claimed), judge, self.settings.judge)
