@@ -23,7 +23,7 @@ from assay.evaluators.definition import (
 from assay.evaluators.kinds import KindRunner, evaluator_kind, runner_class
 from assay.evaluators.results import Evaluation, EvaluationResult
 from assay.evaluators.verdict import Unparsed, parse_verdict
-from assay.exceptions import ConfigError, EnvironmentProblem, JudgeError, UsageError
+from assay.exceptions import ConfigError, EnvironmentProblem, JudgeError, JudgeUnreachable, UsageError
 from assay.models.base import JudgeClient
 from assay.models.factory import make_judge
 from assay.settings import JudgeSettings
@@ -35,6 +35,9 @@ Progress = Callable[[int], None]
 """Called with ``1`` after each unit (the number of units just done, like a progress bar's ``advance(n)``)."""
 
 REASON_MAX_CHARS = 300
+STOPS_BATCH = (UsageError, EnvironmentProblem, JudgeUnreachable)
+"""Errors that stop a batch instead of becoming one unit's error: misconfiguration, a missing package or model,
+and a judge whose endpoint is unreachable (its circuit breaker opened: every unit would fail the same way)."""
 
 
 def verdict_schema(labels: Sequence[str], scale: tuple[float, float] | None = None) -> dict[str, Any]:
@@ -129,7 +132,7 @@ class CodeRunner(KindRunner[CodeEvaluatorDef]):
             if isinstance(value, NotApplicable):
                 return self.failure(unit, "not_applicable", value.reason, decided_by="code")
             score, reason = check_output(value)
-        except (UsageError, EnvironmentProblem):
+        except STOPS_BATCH:
             raise
         except Exception as exc:
             return self.failure(unit, "error", f"{type(exc).__name__}: {exc}", decided_by="code")
@@ -152,7 +155,7 @@ class JudgeRunner(KindRunner[J]):
         prompt = render_prompt(self.defn, unit, self.settings, self.template)
         try:
             reply = self.judge.complete([{"role": "user", "content": prompt}], verdict_schema(list(labels), spec.scale))
-        except (UsageError, EnvironmentProblem):
+        except STOPS_BATCH:
             raise
         except JudgeError as exc:
             return self.failure(unit, "error", str(exc), exc.raw, getattr(exc, "attempts", 1), "judge")
@@ -194,7 +197,7 @@ class HybridRunner(JudgeRunner[HybridEvaluatorDef]):
     def run(self, unit: Unit) -> Evaluation:
         try:
             decision = run_check(self.check, step_timeline(unit), unit, self.defn.code.args)
-        except (UsageError, EnvironmentProblem):
+        except STOPS_BATCH:
             raise
         except Exception as exc:
             return self.failure(unit, "error", f"[code] {type(exc).__name__}: {exc}", decided_by="code")
@@ -258,6 +261,8 @@ def evaluate_many(defn: EvaluatorDef, units: Sequence[Unit], judge: JudgeClient 
     Raises:
         ConfigError, MissingDependency: as :func:`evaluate` (misconfiguration stops the batch
         at once instead of failing every unit the same way).
+        JudgeUnreachable: the judge's circuit breaker opened (``[judge] breaker_after`` connection failures
+            in a row): the batch stops, in-flight units finish or fail fast.
     """
     runner = make_runner(defn, judge, settings)
     workers = concurrency or (settings.concurrency if settings is not None else 1)
@@ -265,7 +270,7 @@ def evaluate_many(defn: EvaluatorDef, units: Sequence[Unit], judge: JudgeClient 
     def one(unit: Unit) -> Evaluation:
         try:
             return runner.run(unit)
-        except (UsageError, EnvironmentProblem):
+        except STOPS_BATCH:
             raise
         except Exception as exc:
             return runner.failure(unit, "error", f"{type(exc).__name__}: {exc}")

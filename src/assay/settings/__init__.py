@@ -43,6 +43,9 @@ class JudgeSettings(BaseModel):
     max_tokens: int = 160
     timeout_s: float = Field(default=60.0, description="per-call timeout in seconds")
     max_retries: int = 3
+    breaker_after: int = Field(default=5, ge=0, description="stop the run after this many judge attempts in a "
+                               "row got no answer (connection error or timeout, retries counted): exit 3 naming "
+                               "the URL and model; 0: never (see assay.models.runtime)")
     n_ctx: int = Field(default=4096, description="local model context window in tokens")
     n_threads: int | None = Field(default=None, ge=1, description="local model CPU threads (default: all cores but "
                                   "one, at least 1; spin-waiting threads collapse when cores are shared)")
