@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 DATA ?= ../shared/data
 
-.PHONY: demo doctor test lint bench bench-signatures bench-ingest clean install install-dev bench-ui bench-judge bench-online bench-scale bench-local-judge
+.PHONY: demo doctor test lint bench bench-signatures bench-ingest clean install install-dev bench-ui bench-judge bench-online bench-scale bench-local-judge bench-discovery bench-gate
 
 $(PY):
 	python3 -m venv $(VENV)
@@ -90,3 +90,9 @@ clean:
 # prompt and a 600-token one; writes benchmarks/results/local_judge.json.
 bench-local-judge: $(VENV)/.installed-dev
 	flock /tmp/assay-bench.lock $(PY) benchmarks/bench_local_judge.py
+
+# Failure discovery without outcomes (issue 17): detectors vs the reward on 300 tau-bench runs (withheld),
+# signatures vs AgentRx human categories (ARI/NMI/purity/coverage vs TF-IDF + k-means), and the discovery
+# curve (queue order vs random review); writes benchmarks/results/discovery.json.
+bench-discovery: $(VENV)/.installed-dev
+	flock /tmp/assay-bench.lock $(PY) benchmarks/bench_discovery.py --part all

@@ -18,24 +18,61 @@ bootstrap for ROC AUC, seed 0):
 * all signals combined: flagged = failure score >= ``fail_at`` (default settings), and flagged =
   any signal at all; ROC AUC of the failure score (``sklearn.metrics.roc_auc_score``); the share in
   the ambiguous band (what open coding would send to a model);
-* a learned combination for comparison: a logistic regression over the per-detector strengths,
-  evaluated out of fold only (5-fold GroupKFold, grouped by task so trials of one task never sit on
-  both sides).
+* the failure score at cut-offs 0.3 to 0.8, and per family of detectors (conversation, behaviour,
+  consequential actions, and all with the hand-off and refusal cues disabled);
+* the calibrated combination (``assay.signals.fit_combination``: a logistic regression over the
+  per-detector strengths, what a team gets once experts labelled some units), never in sample:
+  out of fold over the 300 (``cross_validated_scores``, 5-fold GroupKFold by task so trials of one
+  task never sit on both sides), and fitted on the dev half's labels only (also on 20, 40, 80 of
+  them, whole tasks drawn at random, 20 draws) and scored on the test half;
+* other data with known failures: the 44 Magentic-One runs AgentRx annotated (all failed: the
+  share each detector flags), and the annotated failed tau retail runs per human failure category.
 
 Honesty: thresholds and strengths were set by reasoning; while designing the detectors only the
 ``dev`` half of the runs was looked at (a fixed split by sha256 of ``domain/task_id``, even = dev,
-136 runs). ``test`` (164 runs) was not looked at before the numbers here were produced; ``all``
-includes the dev half.
+136 runs). ``test`` (164 runs) was not looked at while a detector was designed; ``all`` includes
+the dev half. docs/signals.md says which detectors came after which held-out run.
 
 Cost: ``--units N`` (default 10,000) units made by repeating the 300 real runs under new ids (spans
 shared between copies, step timelines built anew for each), detected in a subprocess: seconds and
 peak RSS (``resource.getrusage``), first streaming (norms fitted on the 300, then ``detect`` unit by
 unit), then ``detect_many`` (the whole batch's timelines in memory at once).
 
+Part ``clusters``: failure signatures vs the human failure categories of microsoft/AgentRx (29 failed
+tau-bench retail runs, 44 Magentic-One runs, and both together): ARI, NMI and purity (sklearn; noise as
+one group, and over the clustered units), coverage (share of units in a signature), against TF-IDF of
+the whole transcript + k-means with as many groups over 10 seeds (mean and spread), and chance (assay's
+groups permuted). Two truths: the root-cause failure's category (as ``bench_signatures.py``) and the
+run's first failure's category. Rows: the product build (failure-local text, three clustering passes,
+default settings) and, on the same vectors, the old key text and HDBSCAN alone (key text + HDBSCAN
+excess-of-mass is the build before issue 17). Spread for the product: 20 paired random 80% subsets.
+
+Part ``discovery``: an expert reviewing in assay's order (``assay.signatures.review_order``: round-robin
+over the signatures by impact, one representative each in turn, the unclustered units as one more
+queue) vs one reviewing the failed units at random: distinct categories seen after k = 5, 10, 20, 40
+reviews and reviews until every category with at least two runs was seen. Random: 1,000 orders (and the
+exact hypergeometric expectation); assay: 20 seeds breaking ties between signatures of equal impact and
+drawing the queues' spread. Also the app's page layout (each signature's whole queue in turn) and the
+share of random orders at least as good as assay's (a one-sided permutation p-value).
+
+Part ``discovery`` also measures **when to stop** (``stopping``): after k = 5, 10, 20 reviews in each order,
+the Good-Turing estimate of the chance that the next failure shows a category not seen yet (categories as
+the modes criteria would cover) against the share of the failures not yet reviewed whose category is
+unseen, and how often Esty's 95% interval holds it.
+
+Honesty: the clustering and review-order parameters (``GROUP_DISTANCE`` 0.5, leaf clusters, queue size
+10, the unclustered units' turn) were fixed by reasoning before these labels were scored; only
+coverage (label-free) was looked at while choosing ``GROUP_DISTANCE``. With 29 and 44 units every
+number here is small-sample: read n and the spreads.
+
     python benchmarks/bench_discovery.py --part detection
     python benchmarks/bench_discovery.py --part detection --units 1000
+    python benchmarks/bench_discovery.py --part clusters
+    python benchmarks/bench_discovery.py --part discovery
+    python benchmarks/bench_discovery.py --part detection --units 0     # keep the cost measured before
 
-Writes the ``detection`` key of ``benchmarks/results/discovery.json`` (other keys kept).
+Each part writes its own key of ``benchmarks/results/discovery.json`` (``detection``, ``clusters``,
+``discovery``; other keys kept).
 """
 
 from __future__ import annotations
@@ -51,6 +88,7 @@ import resource
 import subprocess
 import sys
 import time
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -131,6 +169,29 @@ def auc(truth: Sequence[bool], score: Sequence[float]) -> dict[str, Any]:
             "n": len(y), "bootstrap": len(boots)}
 
 
+def paired_gain(truth: Sequence[bool], score: Sequence[float], other: Sequence[float],
+                tasks: Sequence[str]) -> dict[str, Any]:
+    """ROC AUC of ``score`` minus that of ``other`` on the same units, with a 95% percentile interval from
+    a bootstrap that resamples whole tasks (trials of one task are not independent), 2,000 resamples."""
+    from sklearn.metrics import roc_auc_score
+
+    y, a, b = (np.asarray(v, dtype=float) for v in (truth, score, other))
+    groups: dict[str, list[int]] = {}
+    for i, task in enumerate(tasks):
+        groups.setdefault(task, []).append(i)
+    names = sorted(groups)
+    rng = np.random.default_rng(SEED)
+    diffs = []
+    for _ in range(BOOTSTRAP):
+        idx = np.concatenate([groups[t] for t in rng.choice(names, len(names))])
+        if 0 < y[idx].sum() < len(idx):
+            diffs.append(roc_auc_score(y[idx], a[idx]) - roc_auc_score(y[idx], b[idx]))
+    return {"gain": round(float(roc_auc_score(y, a) - roc_auc_score(y, b)), 3),
+            "gain_ci": [round(float(v), 3) for v in np.percentile(diffs, [2.5, 97.5])],
+            "share_of_resamples_without_gain": round(float(np.mean(np.asarray(diffs) <= 0)), 3),
+            "tasks": len(names), "units": len(y)}
+
+
 # --- detection ---------------------------------------------------------------------------
 
 
@@ -157,35 +218,27 @@ def leak_check(units: list[Any], signals: list[list[Any]]) -> int:
     return sum(s.source == "outcome" for seen in with_outcome for s in seen)
 
 
-def strengths(signals: list[Any], names: list[str]) -> list[float]:
-    """Noisy-OR strength per detector (0 when it did not fire): the logistic model's features."""
-    return [1 - math.prod(1 - s.strength for s in signals if s.lineage.name == name) for name in names]
-
-
-def cross_validated(x: np.ndarray, y: np.ndarray, groups: list[str]) -> tuple[np.ndarray, list[list[float]]]:
-    """Out-of-fold probabilities of a logistic regression (5-fold GroupKFold) and each fold's coefficients."""
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.model_selection import GroupKFold
-
-    oof = np.zeros(len(y))
-    coefs = []
-    for train, test in GroupKFold(n_splits=5).split(x, y, groups):
-        model = LogisticRegression(C=1.0, max_iter=1000).fit(x[train], y[train])
-        oof[test] = model.predict_proba(x[test])[:, 1]
-        coefs.append([round(float(c), 3) for c in model.coef_[0]])
-    return oof, coefs
-
-
+CONVERSATION = ("user_frustration", "user_repeat", "escalation", "refusal_loop", "empty_answer",
+                "unanswered_complaint")
+BEHAVIOUR = ("tool_error", "tool_loop", "retry_after_error", "long_session", "ungrounded_number")
+ACTIONS = ("unconfirmed_action", "ungrounded_argument", "action_retry", "many_actions")
+FIRST_SET = CONVERSATION + BEHAVIOUR[:4]
 FAMILIES = {
-    "conversation": ("user_frustration", "user_repeat", "escalation", "refusal_loop", "empty_answer",
-                     "unanswered_complaint"),
-    "behaviour": ("tool_error", "tool_loop", "retry_after_error", "long_session", "ungrounded_number"),
-    "first_frozen_set": ("user_frustration", "user_repeat", "escalation", "refusal_loop", "empty_answer",
-                         "unanswered_complaint", "tool_error", "tool_loop", "retry_after_error", "long_session"),
+    "conversation": CONVERSATION,
+    "behaviour": BEHAVIOUR,
+    "actions": ACTIONS,
+    "behaviour_and_actions": BEHAVIOUR + ACTIONS,
+    "first_frozen_set": FIRST_SET,
+    "before_actions": CONVERSATION + BEHAVIOUR,
+    "handoffs_are_policy": tuple(n for n in CONVERSATION + BEHAVIOUR + ACTIONS
+                                 if n not in ("escalation", "refusal_loop")),
 }
-"""Descriptive splits of the detectors: what people say vs what the agent and its tools do; and the ten
-detectors frozen (commit c643c0d) before any held-out number was seen (``ungrounded_number`` was added
-after the first held-out run, designed on the dev half only)."""
+"""Splits of the detectors, each scored by the noisy-OR of its own signals: what people say vs what the agent
+and its tools do vs how consequential actions came about; the ten detectors frozen (commit c643c0d) before
+any held-out number was seen; the eleven before the action detectors (``ungrounded_number`` was added after
+the first held-out run, designed on the dev half only); and all detectors with ``escalation`` and
+``refusal_loop`` disabled, the documented setting for deployments where hand-offs and refusals are what the
+policy asks for (chosen on the dev half)."""
 
 
 def family(rows: list[dict[str, Any]], fam: str, truth: list[bool]) -> dict[str, Any]:
@@ -200,6 +253,8 @@ def family(rows: list[dict[str, Any]], fam: str, truth: list[bool]) -> dict[str,
 
 def evaluate(rows: list[dict[str, Any]], names: list[str], kinds: list[str]) -> dict[str, Any]:
     """All metrics on one subset of units (rows: truth, signals, assessment, baseline, oof)."""
+    from assay.signals import failure_score
+
     truth = [r["fail"] for r in rows]
     base = {rule: rates(truth, [r["baseline"][rule] for r in rows]) for rule in rows[0]["baseline"]}
     base["any_rule"] = rates(truth, [any(r["baseline"].values()) for r in rows])
@@ -210,9 +265,15 @@ def evaluate(rows: list[dict[str, Any]], names: list[str], kinds: list[str]) -> 
                       for n in names},
         "kinds": {k: rates(truth, [any(s.kind == k for s in r["signals"]) for r in rows]) for k in kinds},
         "families": {fam: family(rows, fam, truth) for fam in FAMILIES},
+        "auc_gain_over_before_actions": paired_gain(
+            truth, [r["assessment"].score for r in rows],
+            [failure_score(s for s in r["signals"] if s.lineage.name in FAMILIES["before_actions"]) for r in rows],
+            [r["task"] for r in rows]),
         "combined": {"failure_score_at_fail_at": rates(truth, [r["assessment"].failed for r in rows]),
                      "any_signal": rates(truth, [bool(r["signals"]) for r in rows]),
                      "roc": auc(truth, [r["assessment"].score for r in rows]),
+                     "at_thresholds": {f"{t:.1f}": rates(truth, [r["assessment"].score >= t for r in rows])
+                                       for t in (0.3, 0.4, 0.5, 0.6, 0.7, 0.8)},
                      "ambiguous_share": round(sum(r["assessment"].ambiguous for r in rows) / len(rows), 3),
                      "ambiguous_ci": wilson(sum(r["assessment"].ambiguous for r in rows), len(rows))},
         "logistic_out_of_fold": {"at_0.5": rates(truth, [r["oof"] >= 0.5 for r in rows]),
@@ -220,9 +281,86 @@ def evaluate(rows: list[dict[str, Any]], names: list[str], kinds: list[str]) -> 
     }
 
 
+def calibrated_on_dev(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """A team labelled the dev half: the combination fitted on dev labels only, scored on the test half; and
+    with fewer labels (tasks of the dev half drawn at random until ``n`` units, 20 draws per size)."""
+    from assay.signals import fit_combination
+
+    dev = [r for r in rows if r["split"] == "dev"]
+    test = [r for r in rows if r["split"] == "test"]
+    truth = [r["fail"] for r in test]
+    combo = fit_combination([r["signals"] for r in dev], [r["fail"] for r in dev])
+    scores = [combo.score(r["signals"]) for r in test]
+    rng = np.random.default_rng(SEED)
+    curve = {}
+    tasks = sorted({r["task"] for r in dev})
+    for n in (20, 40, 80):
+        aucs = []
+        for _ in range(20):
+            picked: list[dict[str, Any]] = []
+            for task in rng.permutation(tasks):
+                picked += [r for r in dev if r["task"] == task]
+                if len(picked) >= n:
+                    break
+            if 0 < sum(r["fail"] for r in picked) < len(picked):
+                small = fit_combination([r["signals"] for r in picked], [r["fail"] for r in picked])
+                aucs.append(auc(truth, [small.score(r["signals"]) for r in test])["auc"])
+        curve[str(n)] = {"draws": len(aucs), "mean_auc": round(float(np.mean(aucs)), 3),
+                         "auc_range_2.5_97.5": [round(float(v), 3) for v in np.percentile(aucs, [2.5, 97.5])]}
+    return {"fitted_on": f"dev half ({len(dev)} units, {sum(r['fail'] for r in dev)} failed)",
+            "scored_on": f"test half ({len(test)} units)", "at_0.5": rates(truth, [v >= 0.5 for v in scores]),
+            "roc": auc(truth, scores), "features": list(combo.features),
+            "coefficients": list(combo.coefficients), "intercept": combo.intercept, "fewer_labels": curve}
+
+
+AGENTRX = DATA / "agentrx" / "data"
+
+
+def magentic_one(settings: Any) -> dict[str, Any]:
+    """The detectors on the Magentic-One runs that AgentRx annotated (every one a human-confirmed failure):
+    the share each detector flags (its recall; with no passing run, precision cannot be measured)."""
+    from assay.signals import assess, detect_many
+    from assay.traces import read_file
+
+    truth = json.loads((AGENTRX / "ground_truth" / "magentic_one_ground_truth.json").read_text())
+    runs = [read_file(AGENTRX / "magentic_dataset" / f"{g['trajectory_id']}.json").units[0] for g in truth]
+    signals = detect_many(runs, settings)
+    flagged = [True] * len(runs)
+    per = {name: rates(flagged, [any(s.lineage.name == name for s in sig) for sig in signals])["recall"]
+           for name in sorted({s.lineage.name for sig in signals for s in sig})}
+    return {"data": "agentrx/data/magentic_dataset, the 44 runs in magentic_one_ground_truth.json (all failed)",
+            "units": len(runs), "recall_by_detector": per,
+            "any_signal": rates(flagged, [bool(sig) for sig in signals]),
+            "failure_score_at_fail_at": rates(flagged, [assess(u.unit_id, sig, settings).failed
+                                                       for u, sig in zip(runs, signals, strict=True)]),
+            "consequential_actions": sum(any(s.lineage.name in ACTIONS for s in sig) for sig in signals)}
+
+
+def retail_categories(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """The failed tau retail runs that AgentRx annotated: per human failure category (a run counts under
+    each category among its failures), the share flagged by the action detectors, by any detector, and by
+    the failure score at ``fail_at``."""
+    truth = json.loads((AGENTRX / "ground_truth" / "tau_ground_truth.json").read_text())
+    by_id = {r["id"]: r for r in rows}
+    out: dict[str, dict[str, Any]] = {}
+    for g in truth:
+        row = by_id.get(f"tau-retail/task-{g['trajectory_id']}/trial-{g['trajectory_id']}")
+        if row is None or not row["fail"]:
+            continue
+        for cat in {f["failure_category"].strip() for f in g["failures"]}:
+            c = out.setdefault(cat, {"runs": 0, "actions": 0, "any_signal": 0, "failure_score": 0})
+            c["runs"] += 1
+            c["actions"] += any(s.lineage.name in ACTIONS for s in row["signals"])
+            c["any_signal"] += bool(row["signals"])
+            c["failure_score"] += row["assessment"].failed
+    return {"data": "agentrx/data/ground_truth/tau_ground_truth.json, runs also in tau_dataset_full.json",
+            "runs": len({g["trajectory_id"] for g in truth if f"tau-retail/task-{g['trajectory_id']}/trial-"
+                         f"{g['trajectory_id']}" in by_id}), "by_category": dict(sorted(out.items()))}
+
+
 def detection() -> dict[str, Any]:
     """The detection part (see module docstring)."""
-    from assay.signals import DETECTORS, SignalSettings, assess, detect_many, unit_view
+    from assay.signals import DETECTORS, SignalSettings, assess, cross_validated_scores, detect_many, unit_view
 
     settings = SignalSettings()
     units = load_units()
@@ -230,11 +368,9 @@ def detection() -> dict[str, Any]:
     signals = detect_many(blind, settings)
     outcome_signals = leak_check(units, signals)
     names = [n for n in DETECTORS]
-    x = np.array([strengths(s, names) for s in signals])
-    y = np.array([u.outcome == "fail" for u in units], dtype=int)
-    oof, coefs = cross_validated(x, y, [task_key(u) for u in units])
-    rows = [{"fail": u.outcome == "fail", "split": split_of(u), "signals": s, "oof": float(p),
-             "assessment": assess(b.unit_id, s, settings), "baseline": baseline_rules(unit_view(b))}
+    oof, folds = cross_validated_scores(signals, [u.outcome == "fail" for u in units], [task_key(u) for u in units])
+    rows = [{"id": u.unit_id, "fail": u.outcome == "fail", "split": split_of(u), "task": task_key(u), "signals": s,
+             "oof": float(p), "assessment": assess(b.unit_id, s, settings), "baseline": baseline_rules(unit_view(b))}
             for u, b, s, p in zip(units, blind, signals, oof, strict=True)]
     kinds = sorted({s.kind for sig in signals for s in sig})
     return {
@@ -244,9 +380,12 @@ def detection() -> dict[str, Any]:
         "ambiguous_band": [settings.ambiguous_low, settings.ambiguous_high],
         "split": "dev/test by sha256(domain/task_id) parity; design looked at dev only",
         "detector_versions": {n: d.version for n, d in DETECTORS.items()},
-        "logistic_coefficients_per_fold": {"features": names, "folds": coefs},
+        "logistic_coefficients_per_fold": {"features": list(folds[0].features),
+                                           "folds": [list(f.coefficients) for f in folds]},
         **{part: evaluate([r for r in rows if part == "all" or r["split"] == part], names, kinds)
            for part in ("all", "test", "dev")},
+        "calibrated_on_dev_labels": calibrated_on_dev(rows),
+        "other_data": {"magentic_one": magentic_one(settings), "tau_retail_categories": retail_categories(rows)},
     }
 
 
@@ -293,26 +432,482 @@ def cost(n: int) -> dict[str, Any]:
             "measured_at": time.strftime("%Y-%m-%d")}
 
 
+# --- clusters and discovery: the AgentRx human failure categories ----------------------------
+
+AGENTRX = DATA / "agentrx" / "data"
+KMEANS_SEEDS = tuple(range(10))
+SUBSAMPLES = 20
+SUBSAMPLE_SHARE = 0.8
+RANDOM_SEEDS = 1000
+TIE_SEEDS = 20
+REVIEWS = (5, 10, 20, 40)
+TRUTHS = ("root_cause", "first")
+"""``root_cause``: the category of the failure the annotators named the root cause (as
+``bench_signatures.py``); ``first``: the category of a run's first failure (its lowest step)."""
+
+
+def _category(text: object) -> str:
+    return " ".join(str(text).lower().split())
+
+
+def human_categories(path: Path) -> dict[str, dict[str, str]]:
+    """``{trajectory id: {"root_cause": category, "first": category}}`` (lower case, spaces
+    collapsed); runs whose root cause names no listed failure are left out."""
+    out: dict[str, dict[str, str]] = {}
+    for run in json.loads(path.read_text(encoding="utf-8")):
+        failures = run["failures"]
+        root = str((run.get("root_cause") or {}).get("failure_id"))
+        cause = next((f["failure_category"] for f in failures if str(f.get("failure_id")) == root), None)
+        first = min(failures, key=lambda f: f["step_number"] if isinstance(f["step_number"], int) else 10**6)
+        if cause:
+            out[str(run["trajectory_id"])] = {"root_cause": _category(cause),
+                                              "first": _category(first["failure_category"])}
+    return out
+
+
+def annotated_sets() -> dict[str, tuple[list[Any], dict[str, dict[str, str]]]]:
+    """The AgentRx runs with human failure categories as units (outcome ``fail``: people annotated
+    them as failed): ``{"tau": (29 units, {unit id: categories}), "magentic": (44 units, ...)}``."""
+    from assay.traces import read_file
+
+    tau_gt = human_categories(AGENTRX / "ground_truth" / "tau_ground_truth.json")
+    mag_gt = human_categories(AGENTRX / "ground_truth" / "magentic_one_ground_truth.json")
+    failed = read_file(AGENTRX / "tau_retail" / "tau_dataset_failed.json").units
+    tau = [u.model_copy(update={"outcome": "fail"}) for u in failed if str(u.attributes["task_id"]) in tau_gt]
+    mag = [read_file(AGENTRX / "magentic_dataset" / f"{run}.json").units[0].model_copy(update={"outcome": "fail"})
+           for run in sorted(mag_gt)]
+    return {"tau": (tau, {u.unit_id: tau_gt[str(u.attributes["task_id"])] for u in tau}),
+            "magentic": (mag, {u.unit_id: mag_gt[u.unit_id.split("/", 1)[1]] for u in mag})}
+
+
+def build_store(units: list[Any], path: Path, settings: Any) -> Any:
+    """A fresh SQLite store holding ``units``, signatures built with ``settings``."""
+    from assay._store import Store
+    from assay.signatures import build_signatures
+
+    store = Store("sqlite:///" + str(path))
+    store.add_units(units)
+    build_signatures(store, settings)
+    return store
+
+
+def stored_vectors(store: Any, unit_ids: list[str], model: str) -> np.ndarray:
+    """The cached embeddings of ``unit_ids`` (written by the build), in order."""
+    from sqlalchemy import select
+
+    from assay._store.tables import EmbeddingRow
+    from assay.signatures.embeddings import vector_from_bytes
+
+    with store.session() as s:
+        rows = {r.unit_id: r.vector for r in s.scalars(select(EmbeddingRow).where(EmbeddingRow.model == model))}
+    return np.vstack([vector_from_bytes(rows[u]) for u in unit_ids])
+
+
+def partition_scores(truth: list[str], groups: list[int]) -> dict[str, Any]:
+    """ARI / NMI / purity with noise (-1) as one group, and over the clustered units only."""
+    from bench_signatures import scores
+
+    kept = [i for i, g in enumerate(groups) if g != -1]
+    return {"noise_as_group": scores(truth, groups),
+            "clustered_only": scores([truth[i] for i in kept], [groups[i] for i in kept]) if len(kept) > 1 else None}
+
+
+def tfidf_matrix(units: list[Any]) -> Any:
+    """TF-IDF of each whole rendered transcript, as ``bench_signatures.baseline``."""
+    from sklearn.feature_extraction.text import TfidfVectorizer
+
+    from assay.traces import render_timeline, step_timeline
+
+    docs = [render_timeline(step_timeline(u)) for u in units]
+    return TfidfVectorizer(sublinear_tf=True, stop_words="english").fit_transform(docs)
+
+
+def kmeans_groups(matrix: Any, k: int, seed: int) -> list[int]:
+    from sklearn.cluster import KMeans
+
+    return [int(g) for g in KMeans(n_clusters=max(1, min(k, matrix.shape[0])), n_init=10,
+                                   random_state=seed).fit_predict(matrix)]
+
+
+def spread(values: Sequence[float]) -> dict[str, float]:
+    """Mean, standard deviation (ddof 0), min and max, rounded."""
+    arr = np.asarray(values, dtype=float)
+    return {"mean": round(float(arr.mean()), 4), "sd": round(float(arr.std()), 4),
+            "min": round(float(arr.min()), 4), "max": round(float(arr.max()), 4)}
+
+
+def baseline_seeds(matrix: Any, truth: list[str], k: int) -> dict[str, Any]:
+    """TF-IDF + k-means with ``k`` groups over :data:`KMEANS_SEEDS`: each metric's spread."""
+    from bench_signatures import scores
+
+    runs = [scores(truth, kmeans_groups(matrix, k, seed)) for seed in KMEANS_SEEDS]
+    return {"k": k, "seeds": len(KMEANS_SEEDS), **{m: spread([r[m] for r in runs]) for m in ("ari", "nmi", "purity")}}
+
+
+def subsampled(vectors: np.ndarray, keys: list[Any], units: list[Any], truth: list[str],
+               min_cluster_size: int) -> dict[str, Any]:
+    """Paired comparison on :data:`SUBSAMPLES` random subsets of :data:`SUBSAMPLE_SHARE` of the units:
+    assay's clustering passes (``cover_labels``, without the label merge of a build) vs TF-IDF + k-means
+    with as many groups, same subset. Per metric: the share of subsets where assay scores higher, and the
+    mean difference (assay - baseline), noise as one group."""
+    from bench_signatures import scores
+
+    from assay.signatures.cluster import cover_labels
+
+    rng = np.random.default_rng(SEED)
+    diffs: dict[str, list[float]] = {m: [] for m in ("ari", "nmi", "purity")}
+    coverage = []
+    for n in range(SUBSAMPLES):
+        idx = np.sort(rng.choice(len(units), size=round(SUBSAMPLE_SHARE * len(units)), replace=False))
+        groups = [int(g) for g in cover_labels(vectors[idx], [keys[i] for i in idx], min_cluster_size)]
+        sub_truth = [truth[i] for i in idx]
+        ours = scores(sub_truth, groups)
+        theirs = scores(sub_truth, kmeans_groups(tfidf_matrix([units[i] for i in idx]), len(set(groups)), n))
+        coverage.append(sum(g != -1 for g in groups) / len(groups))
+        for m in diffs:
+            diffs[m].append(ours[m] - theirs[m])
+    return {"subsets": SUBSAMPLES, "share": SUBSAMPLE_SHARE, "coverage": spread(coverage),
+            **{m: {"assay_higher_share": round(sum(d > 0 for d in v) / len(v), 3), "mean_difference": spread(v)}
+               for m, v in diffs.items()}}
+
+
+def variants(store: Any, units: list[Any], settings: Any) -> dict[str, list[int]]:
+    """Groups per unit (-1 noise) of the build in ``store`` and of HDBSCAN alone on its vectors
+    (leaf clusters as now, and excess-of-mass clusters as before this change)."""
+    from sklearn.cluster import HDBSCAN
+
+    from assay.signatures import map_points
+    from assay.signatures.cluster import cluster_labels, clustering_space
+    from assay.signatures.keys import unit_key
+
+    ids = [u.unit_id for u in units]
+    points = {uid: -1 if sid is None else int(sid) for uid, _, _, sid in map_points(store)}
+    space = clustering_space(stored_vectors(store, ids, settings.embedding_model), [unit_key(u) for u in units])
+    eom = HDBSCAN(min_cluster_size=settings.min_cluster_size, copy=True).fit_predict(space)
+    return {"covering": [points[u] for u in ids],
+            "hdbscan_leaf_only": [int(g) for g in cluster_labels(space, settings.min_cluster_size)],
+            "hdbscan_eom_only": [int(g) for g in eom]}
+
+
+def cluster_rows(name: str, units: list[Any], cats: dict[str, dict[str, str]], workdir: Path) -> dict[str, Any]:
+    """Every clustering of one set against both truths (see :func:`clusters`)."""
+    from bench_signatures import chance
+
+    from assay.settings import Settings
+    from assay.signatures import list_signatures
+    from assay.signatures.keys import unit_key
+
+    matrix = tfidf_matrix(units)
+    out: dict[str, Any] = {"units": len(units), "categories": {t: dict(Counter(c[t] for c in cats.values())
+                                                                      .most_common()) for t in TRUTHS}, "rows": {}}
+    for text in ("failure", "key"):
+        settings = Settings.model_validate({"signature_text": text})
+        store = build_store(units, workdir / f"{name}-{text}.db", settings)
+        sigs = list_signatures(store)
+        for method, groups in variants(store, units, settings).items():
+            if text == "key" and method == "hdbscan_leaf_only":
+                continue
+            row: dict[str, Any] = {"signatures": len(set(groups) - {-1}), "noise": groups.count(-1),
+                                   "coverage": round(1 - groups.count(-1) / len(groups), 4),
+                                   "groups_scored": len(set(groups))}
+            for truth_name in TRUTHS:
+                truth = [cats[u.unit_id][truth_name] for u in units]
+                row[truth_name] = {"assay": partition_scores(truth, groups),
+                                   "baseline_tfidf_kmeans": baseline_seeds(matrix, truth, len(set(groups))),
+                                   "chance_same_group_sizes": chance(truth, groups)}
+            out["rows"][f"{text}_text/{method}"] = row
+        if text == "failure":
+            vectors = stored_vectors(store, [u.unit_id for u in units], settings.embedding_model)
+            keys = [unit_key(u) for u in units]
+            out["subsampled"] = {t: subsampled(vectors, keys, units, [cats[u.unit_id][t] for u in units],
+                                               settings.min_cluster_size) for t in TRUTHS}
+            out["signature_table"] = [{"id": s.id, "size": s.size, "label": s.label, "key": s.structural_key,
+                                       **{t: dict(Counter(cats[u][t] for u in s.unit_ids).most_common())
+                                          for t in TRUTHS}} for s in sigs]
+        store.close()
+    out["goal"] = cluster_goal(out["rows"]["failure_text/covering"])
+    return out
+
+
+def cluster_goal(row: dict[str, Any]) -> dict[str, Any]:
+    """Issue 17's goal per truth: ARI, NMI and purity (noise as one group) above the baseline's mean
+    over seeds, with coverage >= 0.7."""
+    out: dict[str, Any] = {"coverage_at_least_0.7": row["coverage"] >= 0.7}
+    for truth in TRUTHS:
+        ours, base = row[truth]["assay"]["noise_as_group"], row[truth]["baseline_tfidf_kmeans"]
+        beats = {m: ours[m] > base[m]["mean"] for m in ("ari", "nmi", "purity")}
+        out[truth] = {**beats, "met": all(beats.values()) and row["coverage"] >= 0.7}
+    return out
+
+
+def clusters() -> dict[str, Any]:
+    """Signatures vs the human failure categories of AgentRx (tau retail, Magentic-One, both).
+
+    Rows (``TEXT_text/METHOD``): the product build (``failure_text/covering``: failure-local text,
+    the three clustering passes; defaults), the same with the old key text, and HDBSCAN alone on the
+    same vectors (``hdbscan_eom_only`` on key text is the build before this change). Each scored
+    against both truths: ARI, NMI, purity with noise as one group (every unit counted) and over the
+    clustered units; the baseline is TF-IDF + k-means with as many groups over 10 seeds; chance is
+    assay's groups permuted. ``subsampled``: paired assay vs baseline on 20 random 80% subsets.
+    """
+    import tempfile
+
+    sets = annotated_sets()
+    sets["combined"] = (sets["tau"][0] + sets["magentic"][0], {**sets["tau"][1], **sets["magentic"][1]})
+    with tempfile.TemporaryDirectory() as tmp:
+        out = {name: cluster_rows(name, units, cats, Path(tmp)) for name, (units, cats) in sets.items()}
+    return {"data": "microsoft/AgentRx ground truth (tau retail 29 failed runs, Magentic-One 44)",
+            "truths": {"root_cause": "category of the root-cause failure (primary, as bench_signatures.py)",
+                       "first": "category of the run's first failure (lowest step)"},
+            "settings": "defaults (min_cluster_size 5, GROUP_DISTANCE 0.5, signature_text failure); nothing "
+                        "was tuned on these labels", "sets": out}
+
+
+def distinct_after(order: Sequence[str], truth: dict[str, str], ks: Sequence[int]) -> dict[int, int]:
+    """Distinct categories among the first k reviewed units, for each k."""
+    return {k: len({truth[u] for u in order[:k]}) for k in ks}
+
+
+def reviews_to_cover(order: Sequence[str], truth: dict[str, str], minimum: int = 2) -> int:
+    """Reviews until every category with at least ``minimum`` units has been seen."""
+    wanted = {c for c, n in Counter(truth.values()).items() if n >= minimum}
+    seen: set[str] = set()
+    for n, unit in enumerate(order, 1):
+        seen.add(truth[unit])
+        if wanted <= seen:
+            return n
+    return len(order)
+
+
+def expected_distinct(truth: dict[str, str], k: int) -> float:
+    """Exact expected number of distinct categories among k units drawn at random without
+    replacement: sum over categories of 1 - C(n - n_c, k) / C(n, k)."""
+    n = len(truth)
+    return sum(1 - math.comb(n - m, k) / math.comb(n, k) for m in Counter(truth.values()).values())
+
+
+def curve(orders: list[list[str]], truth: dict[str, str]) -> dict[str, Any]:
+    """Distinct categories after each k of :data:`REVIEWS` (k <= units) and reviews to cover every
+    category with >= 2 units, over several orders."""
+    ks = [k for k in REVIEWS if k <= len(truth)]
+    seen = [distinct_after(o, truth, ks) for o in orders]
+    return {"orders": len(orders), "distinct_after": {str(k): spread([s[k] for s in seen]) for k in ks},
+            "reviews_to_cover_categories_with_2_plus": spread([reviews_to_cover(o, truth) for o in orders])}
+
+
+def tie_shuffled(signatures: list[Any], seed: int) -> list[Any]:
+    """Signatures by impact, those with the same impact (to 3 decimals) in an order the seed draws."""
+    rng = np.random.default_rng(seed)
+    keys = {s.id: (-round(s.impact, 3), float(rng.random())) for s in signatures}
+    return sorted(signatures, key=lambda s: keys[s.id])
+
+
+def assay_orders(store: Any, seed: int) -> dict[str, list[str]]:
+    """The review orders of one tie-breaking seed: ``round_robin`` (``review_order``, the product's),
+    ``round_robin_noise_last`` (unclustered units only after every queue) and ``queue_by_signature``
+    (each signature's whole queue in turn, as the app's pages are laid out today)."""
+    from sqlalchemy import select
+
+    from assay._store.tables import MemberRow
+    from assay.signatures import list_signatures, review_order, sample_queue
+    from assay.signatures.sample import REVIEW_QUEUE_SIZE, round_robin
+
+    ranking = tie_shuffled(list_signatures(store), seed)
+    queues = [sample_queue(store, s.id, REVIEW_QUEUE_SIZE, seed) for s in ranking]
+    with store.session() as s:
+        loose = sorted(s.scalars(select(MemberRow.unit_id).where(MemberRow.signature_id.is_(None))))
+    loose = [loose[i] for i in np.random.default_rng(seed).permutation(len(loose))]
+    rest = [[u for u in sig.unit_ids if u not in set(q)] for sig, q in zip(ranking, queues, strict=True)]
+    return {"round_robin": review_order(store, REVIEW_QUEUE_SIZE, seed, ranking),
+            "round_robin_noise_last": round_robin(queues) + loose + round_robin(rest),
+            "queue_by_signature": [u for q in queues for u in q] + loose + [u for r in rest for u in r]}
+
+
+STOP_AT = (5, 10, 20)
+"""Reviews after which the stopping estimate is measured."""
+
+
+def stopping(orders: list[list[str]], truth: dict[str, str]) -> dict[str, Any]:
+    """The Good-Turing estimate (``assay.signatures.unseen.good_turing``, categories as modes) after k reviews
+    in each order, against the truth: ``missing_mass``, the share of the failures not yet reviewed whose
+    category was not seen (the chance for a next failure drawn at random from them), and ``next_is_new``,
+    whether the order's own next review showed an unseen category; ``covered``: the share of orders whose
+    95% interval (when defined) holds the missing mass."""
+    from assay.signatures.unseen import good_turing
+
+    out: dict[str, Any] = {}
+    for k in (k for k in STOP_AT if k < len(truth)):
+        est, mass, new, hits, tested = [], [], [], 0, 0
+        for order in orders:
+            seen = Counter(truth[u] for u in order[:k])
+            rest = order[k:]
+            gt = good_turing(seen)
+            missing = sum(truth[u] not in seen for u in rest) / len(rest)
+            est.append(gt.estimate or 0.0)
+            mass.append(missing)
+            new.append(float(truth[rest[0]] not in seen))
+            if gt.low is not None and gt.high is not None:
+                tested += 1
+                hits += gt.low <= missing <= gt.high
+        out[str(k)] = {"estimate": round(float(np.mean(est)), 3), "missing_mass": round(float(np.mean(mass)), 3),
+                       "next_is_new": round(float(np.mean(new)), 3),
+                       "covered": round(hits / tested, 3) if tested else None, "orders_with_interval": tested}
+    return out
+
+
+def discovery_set(units: list[Any], cats: dict[str, dict[str, str]], workdir: Path) -> dict[str, Any]:
+    """Random review vs assay's review orders on one set, for both truths."""
+    from assay.settings import Settings
+
+    store = build_store(units, workdir / "discovery.db", Settings.model_validate({}))
+    seeds = [assay_orders(store, seed) for seed in range(TIE_SEEDS)]
+    store.close()
+    ids = [u.unit_id for u in units]
+    rng = np.random.default_rng(SEED)
+    randoms = [[ids[i] for i in rng.permutation(len(ids))] for _ in range(RANDOM_SEEDS)]
+    out: dict[str, Any] = {"units": len(ids)}
+    for truth_name in TRUTHS:
+        truth = {u: cats[u][truth_name] for u in ids}
+        counts = Counter(truth.values())
+        ks = [k for k in REVIEWS if k <= len(ids)]
+        out[truth_name] = {
+            "categories": dict(counts.most_common()), "with_2_plus": sum(n >= 2 for n in counts.values()),
+            "best_possible": {"distinct_after": {str(k): min(k, len(counts)) for k in ks},
+                              "reviews_to_cover_categories_with_2_plus": sum(n >= 2 for n in counts.values())},
+            "random": {"expected_distinct_after": {str(k): round(expected_distinct(truth, k), 3) for k in ks},
+                       **curve(randoms, truth)},
+            **{name: curve([s[name] for s in seeds], truth) for name in seeds[0]},
+        }
+        out[truth_name]["goal"] = discovery_goal(out[truth_name])
+        out[truth_name]["random_at_least_as_good"] = luck(seeds, randoms, truth)
+        out[truth_name]["stopping"] = {"random": stopping(randoms, truth),
+                                       **{name: stopping([s[name] for s in seeds], truth)
+                                          for name in ("round_robin", "queue_by_signature")}}
+    return out
+
+
+def luck(seeds: list[dict[str, list[str]]], randoms: list[list[str]], truth: dict[str, str]) -> dict[str, float]:
+    """How often a random order does at least as well as the product order (``round_robin``): the share
+    of random orders with as many distinct categories or more after k = 5 and 10, and with as few reviews
+    to cover or fewer, averaged over assay's seeds. A one-sided permutation p-value of "the signatures
+    help": the build is one clustering, so a small set can beat random by luck."""
+    ks = (5, 10)
+    rand_seen = [distinct_after(o, truth, ks) for o in randoms]
+    rand_cover = [reviews_to_cover(o, truth) for o in randoms]
+    ours = [s["round_robin"] for s in seeds]
+    out = {f"distinct_after_{k}": float(np.mean([np.mean([r[k] >= distinct_after(o, truth, ks)[k] for r in rand_seen])
+                                                 for o in ours])) for k in ks}
+    out["reviews_to_cover"] = float(np.mean([np.mean([c <= reviews_to_cover(o, truth) for c in rand_cover])
+                                             for o in ours]))
+    return {k: round(v, 3) for k, v in out.items()}
+
+
+def discovery_goal(result: dict[str, Any]) -> dict[str, Any]:
+    """Issue 17's goal for the product order: more categories than random at k = 5 and 10 (means),
+    and fewer reviews than random to cover every category with >= 2 runs (means)."""
+    ours, rand = result["round_robin"], result["random"]
+    more = {k: ours["distinct_after"][k]["mean"] > rand["distinct_after"][k]["mean"] for k in ("5", "10")}
+    key = "reviews_to_cover_categories_with_2_plus"
+    fewer = ours[key]["mean"] < rand[key]["mean"]
+    return {"more_at_5": more["5"], "more_at_10": more["10"], "fewer_reviews_to_cover": fewer,
+            "met": all(more.values()) and fewer}
+
+
+def discovery() -> dict[str, Any]:
+    """The discovery curve (see :func:`discovery_set`) on AgentRx tau retail and Magentic-One."""
+    import tempfile
+
+    sets = annotated_sets()
+    out = {}
+    for name, (units, cats) in sets.items():
+        with tempfile.TemporaryDirectory() as tmp:
+            out[name] = discovery_set(units, cats, Path(tmp))
+    return {"data": "microsoft/AgentRx ground truth (tau retail 29 failed runs, Magentic-One 44)",
+            "truths": {"first": "category of the run's first failure (primary, as issue 17)",
+                       "root_cause": "category of the root-cause failure"},
+            "random": f"{RANDOM_SEEDS} random orders (numpy seed {SEED}); expected_distinct_after is exact "
+                      "(hypergeometric)",
+            "assay": f"{TIE_SEEDS} seeds: signatures of equal impact shuffled, sample_queue's spread and the "
+                     "unclustered units' order drawn; the build itself is deterministic",
+            "queue_size": 10, "sets": out}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--part", choices=["detection"], default="detection")
-    parser.add_argument("--units", type=int, default=10_000, help="units in the cost run (default 10000)")
+    parser.add_argument("--part", choices=["detection", "clusters", "discovery", "all"], default="all")
+    parser.add_argument("--units", type=int, default=10_000, help="units in the cost run (default 10000; 0 keeps "
+                        "the cost already in the results file)")
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--cost-worker", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.cost_worker:
         print(json.dumps(cost_worker(args.cost_worker)))
         return 0
-    result = {**detection(), "cost": cost(args.units)}
-    results: dict[str, Any] = json.loads(args.out.read_text()) if args.out.exists() else {}
-    results["machine"] = {"python": platform.python_version(), "cpus": os.cpu_count(),
-                          "platform": platform.platform()}
-    results[args.part] = result
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(results, indent=1) + "\n", encoding="utf-8")
-    print(summary(result))
+    parts = ["detection", "clusters", "discovery"] if args.part == "all" else [args.part]
+    for part in parts:
+        result, text = _run_part(part, args, parser)
+        # read the file only now: a run of another part meanwhile keeps its numbers
+        results: dict[str, Any] = json.loads(args.out.read_text()) if args.out.exists() else {}
+        results["machine"] = {"python": platform.python_version(), "cpus": os.cpu_count(),
+                              "platform": platform.platform()}
+        results[part] = result
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(results, indent=1) + "\n", encoding="utf-8")
+        print(text)
     print(f"wrote {args.out}")
     return 0
+
+
+def _run_part(part: str, args: argparse.Namespace, parser: argparse.ArgumentParser) -> tuple[dict[str, Any], str]:
+    if part == "clusters":
+        result = {**clusters(), "measured_at": time.strftime("%Y-%m-%d")}
+        return result, cluster_summary(result)
+    if part == "discovery":
+        result = {**discovery(), "measured_at": time.strftime("%Y-%m-%d")}
+        return result, discovery_summary(result)
+    before: dict[str, Any] = json.loads(args.out.read_text()) if args.out.exists() else {}
+    kept = before.get("detection", {}).get("cost")
+    if args.units == 0 and kept is None:
+        parser.error("--units 0 keeps the cost measured before, but the results file has none")
+    result = {**detection(), "cost": cost(args.units) if args.units else kept}
+    return result, summary(result)
+
+
+def cluster_summary(result: dict[str, Any]) -> str:
+    """One line per set and row: coverage and ARI / NMI / purity (root cause, noise as one group) vs
+    the baseline's mean."""
+    lines = []
+    for name, r in result["sets"].items():
+        for row_name, row in r["rows"].items():
+            for truth in TRUTHS:
+                a, b = row[truth]["assay"]["noise_as_group"], row[truth]["baseline_tfidf_kmeans"]
+                lines.append(f"{name:9s} n={r['units']:2d} {row_name:30s} {truth:10s} sigs {row['signatures']:2d} "
+                             f"cov {row['coverage']:.2f} | ARI {a['ari']:+.3f} NMI {a['nmi']:.3f} pur {a['purity']:.3f}"
+                             f" | k-means ARI {b['ari']['mean']:+.3f}±{b['ari']['sd']:.3f} NMI {b['nmi']['mean']:.3f}"
+                             f" pur {b['purity']['mean']:.3f}")
+        lines.append(f"{name:9s} goal {r['goal']}")
+    return "\n".join(lines)
+
+
+def discovery_summary(result: dict[str, Any]) -> str:
+    """Distinct categories after k reviews and reviews to cover, per order."""
+    lines = []
+    for name, r in result["sets"].items():
+        for truth in TRUTHS:
+            t = r[truth]
+            lines.append(f"{name} n={r['units']} truth={truth} categories={len(t['categories'])} "
+                         f"(>=2 runs: {t['with_2_plus']}) expected random {t['random']['expected_distinct_after']}")
+            for order in ("random", "round_robin", "round_robin_noise_last", "queue_by_signature"):
+                c = t[order]
+                seen = " ".join(f"k={k}: {v['mean']:.2f}±{v['sd']:.2f}" for k, v in c["distinct_after"].items())
+                cover = c["reviews_to_cover_categories_with_2_plus"]
+                lines.append(f"   {order:24s} {seen} | cover {cover['mean']:.2f}±{cover['sd']:.2f}")
+            lines.append(f"   goal {t['goal']}  random at least as good: {t['random_at_least_as_good']}")
+            for order, by_k in t["stopping"].items():
+                stop = " ".join(f"k={k}: est {v['estimate']:.2f} vs {v['missing_mass']:.2f} (next new "
+                                f"{v['next_is_new']:.2f}, CI holds {v['covered']})" for k, v in by_k.items())
+                lines.append(f"   stopping {order:18s} {stop}")
+    return "\n".join(lines)
 
 
 def summary(result: dict[str, Any]) -> str:

@@ -66,8 +66,8 @@ EVALUATORS: dict[str, dict[str, Any] | None] = {
 def _prepare(ws: Path, evaluator: dict[str, Any] | None) -> None:
     """assay.toml, the evaluator file, and the evaluator activated in the store."""
     from assay._store import Store
-    from assay.evaluators import EvaluatorDef, save_evaluator
     from assay.calibration.calibrate import save_evaluator_record
+    from assay.evaluators import EvaluatorDef, save_evaluator
 
     (ws / "assay.toml").write_text('[judge]\nprovider = "local"\nn_threads = 1\nmax_prompt_chars = 1500\n'
                                    'max_tokens = 96\n[online]\npoll_interval_s = 1.0\nbatch_size = 16\n')

@@ -135,10 +135,16 @@ def components(app: FastAPI, store: Store, runs: int) -> dict[str, float]:
     timeline, step views + render of the first ``INITIAL_STEPS`` steps."""
     from assay._store.spans import load_unit
     from assay._web.pages import first_time, step_views
+    from assay._web.review_labels import label_view
     from assay._web.ui import INITIAL_STEPS
+    from assay.annotations import BinaryScale
+    from assay.signals import assess
     from assay.traces import step_timeline
 
     env = app.state.assay_ui.env
+    page_context = {"scale": BinaryScale(), "sides": [], "view": label_view([], "bench", None, True), "usage": None,
+                    "signals_at": {}, "unit_signals": [], "n_signals": 0, "failed": False, "saved": None, "orphans": 0,
+                    "failure": assess("big-unit", [], store.signals)}
     parts: dict[str, list[float]] = {"store_read_ms": [], "timeline_ms": [], "render_ms": []}
     for _ in range(runs):
         t0 = time.perf_counter()
@@ -149,7 +155,8 @@ def components(app: FastAPI, store: Store, runs: int) -> dict[str, float]:
         views = step_views(steps[:INITIAL_STEPS], first_time(steps))
         env.get_template("review.html").render(csrf_token="x", user=None, unit=unit, steps=views,
                                                total=len(steps), next_start=INITIAL_STEPS, unit_id=unit.unit_id,
-                                               sig=1, criterion=None, labels=[], prev=None, next=None, mine=None)
+                                               sig=1, criterion=None, labels=[], prev=None, next=None, mine=None,
+                                               **page_context)
         t3 = time.perf_counter()
         for key, value in zip(parts, (t1 - t0, t2 - t1, t3 - t2), strict=True):
             parts[key].append(value * 1000)

@@ -23,7 +23,7 @@ from assay.calibration import (
     split_dataset,
 )
 from assay.evaluators import EvaluationResult, EvaluatorDef, evaluate_many
-from assay.settings import JudgeSettings
+from assay.settings import CalibrationSettings, JudgeSettings
 from assay.traces import Unit, read_file
 from tests.conftest import AIRLINE
 
@@ -164,7 +164,8 @@ def test_activation_is_decided_on_the_test_split(tmp_path: Path, airline: list[U
     assert expected_test_acc != pytest.approx(0.85)
     # a threshold between the all-items and the test agreement: the test split decides
     between = (0.85 + expected_test_acc) / 2
-    second = calibrate(store, CHECK.model_copy(update={"threshold": between}), None, settings, n_boot=500)
+    second = calibrate(store, CHECK.model_copy(update={"threshold": between}), None, settings, n_boot=500,
+                       certification=CalibrationSettings(policy="point"))  # the rule this pins: agreement
     assert second.split_id == first.split_id and second.test_uses == 2 and first.test_uses == 1
     assert second.status == ("active" if expected_test_acc > 0.85 else "draft")
     assert any("reported on 2 times" in w for w in second.warnings)
@@ -181,8 +182,13 @@ def test_small_dataset_reports_with_min_n_warning(tmp_path: Path, airline: list[
     ds = build_dataset(store, "tool-ok")
     small = ds.model_copy(update={"items": ds.items[:100]})
     report = calibrate(store, CHECK, None, JudgeSettings(), dataset=small, n_boot=300)
-    assert report.test is not None and 28 <= report.test.n <= 32
-    assert report.status == "active" and report.test.agreement.value == 1.0
+    assert report.test is not None and 28 <= report.test.n <= 32 and report.test.agreement.value == 1.0
+    # a perfect check, but too few human fails on test for the TNR bound: draft, and the plan says what to label
+    assert report.test.human_fail < 16 and report.status == "draft" and report.plan is not None
+    assert report.plan.more["fail"] and report.plan.more["pass"] == 0
+    point = calibrate(store, CHECK, None, JudgeSettings(), dataset=small, n_boot=300,
+                      certification=CalibrationSettings(policy="point"))
+    assert point.status == "active"  # the older point rule activates it
     assert any(w.startswith("test split: only") and "(< 30)" in w for w in report.warnings)
     assert report.human_ceiling is not None and report.human_ceiling.metrics.agreement.value == 1.0
     assert load_split(store, report.split_id or "") is not None

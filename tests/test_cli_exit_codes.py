@@ -114,3 +114,27 @@ def test_ctrl_c_is_130_and_debug_keeps_a_bug_visible(tmp_path: Path) -> None:
 def test_usage_errors_of_the_framework_stay_2(ws: Path) -> None:
     assert runner.invoke(app, ["--workspace", str(ws), "gate", "--repeat", "0"]).exit_code == 2
     assert runner.invoke(app, ["--workspace", str(ws), "gate", "--no-such-flag"]).exit_code == 2
+
+
+def test_labels_import_with_nothing_imported_exits_1_with_the_count_and_first_reasons(ws: Path) -> None:
+    """Every record rejected (or none at all) is the import's "no": exit 1, never a silent 0."""
+    bad = ws / "bad.jsonl"
+    bad.write_text("\n".join(json.dumps({"unit": f"no/such/unit-{i}", "annotator": "a", "label": "pass"})
+                             for i in range(8)) + "\n{broken\n")
+    result = runner.invoke(app, ["--workspace", str(ws), "labels", "import", str(bad)])
+    assert result.exit_code == 1, result.output
+    said = " ".join(result.output.split())
+    assert "imported 0 labels; skipped 9" in said
+    assert "nothing imported: all 9 record(s) rejected; first reasons: line 1: unknown unit 'no/such/unit-0'" in said
+    assert "line 5: unknown unit 'no/such/unit-4'" in said.split("first reasons:")[1]
+    assert "line 6:" not in said.split("first reasons:")[1]  # the first five reasons only
+    (ws / "empty.jsonl").write_text("\n")
+    empty = runner.invoke(app, ["--workspace", str(ws), "labels", "import", str(ws / "empty.jsonl")])
+    assert empty.exit_code == 1 and "the file holds no label record" in empty.output
+    good = ws / "good.jsonl"
+    good.write_text(json.dumps({"unit": "tau-airline/task-0/trial-0", "annotator": "a", "label": "pass"}) + "\n"
+                    + json.dumps({"unit": "no/such", "annotator": "a", "label": "pass"}) + "\n")
+    partial = runner.invoke(app, ["--workspace", str(ws), "labels", "import", str(good)])
+    assert partial.exit_code == 0 and "imported 1 labels; skipped 1" in partial.output
+    missing = runner.invoke(app, ["--workspace", str(ws), "labels", "import", str(ws / "nope.jsonl")])
+    assert missing.exit_code == 2

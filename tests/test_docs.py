@@ -60,6 +60,8 @@ SKIP_BLOCKS: dict[tuple[str, str], str] = {
     ("README.md", 'curl -H "Authorization: Bearer $KEY"'): "needs a running server and an API key "
                                                            "(tests/test_web_api.py; its paths are checked here)",
     ("README.md", "assay.toml          settings (below)"): "not code: the files of a workspace",
+    ("README.md", '{"unit": "tau-airline/task-3/trial-0", "annotator": "ann", "criterion": "grade"'):
+        "label records of each scale; tests/test_annotations.py imports records like them",
     ("README.md", "# .github/workflows/assay-gate.yml"): "a GitHub Actions workflow: parsed, its commands "
                                                          "checked, not run",
     ("docs/deploy.md", "OTLP/HTTP + annotation app + REST API"): "not code: a deployment diagram",
@@ -391,8 +393,8 @@ def test_evaluator_yaml_blocks_load(block: Block, tmp_path: Path) -> None:
     path = tmp_path / "evaluator.yaml"
     path.write_text(block.text, encoding="utf-8")
     defn = load_evaluator(path)
-    if defn.code is not None:
-        module, _, name = defn.code.callable.partition(":")
+    if (code := defn.code_spec()) is not None:  # kinds without a code part (llm_judge, external) have none
+        module, _, name = code.callable.partition(":")
         assert callable(getattr(importlib.import_module(module), name))
 
 

@@ -241,3 +241,44 @@ def test_signatures_cluster_production_failures_only_unless_asked(tmp_path: Path
     assert "release 1.0" in client.get("/review/prod-00").text
     dashboard = client.get("/dashboard", params={"env": "evaluation"}).text
     assert 'value="evaluation"' in dashboard
+
+
+def test_the_lifecycle_and_workflows_count_production_only_unless_asked(tmp_path: Path) -> None:
+    """Evaluation units assigned to a signature never make it escalate, nor move production's failure rates."""
+    from datetime import UTC, datetime, timedelta
+
+    from assay._store.tables import MemberRow, SignatureRow
+    from assay.signatures import update_lifecycle, workflow_report
+
+    now = datetime(2026, 11, 2, 12, 0, tzinfo=UTC)
+    store = Store(f"sqlite:///{tmp_path / 'life.db'}")
+    with store.session() as s:
+        s.add(SignatureRow(id=1, structural_key="tool=book", label="book: amount wrong", keywords=[], size=0,
+                           status="new", created_at=(now - timedelta(days=20)).replace(tzinfo=None)))
+    evals = [with_environment(make_unit(f"eval-{i:02d}"), Environment("evaluation")) for i in range(8)]
+    prod = [with_environment(make_unit(f"prod-{i:02d}"), Environment("production")) for i in range(2)]
+    store.add_units(evals + prod)
+    with store.session() as s:
+        for u in evals + prod:  # a burst of evaluation members in the latest window, two production ones
+            s.add(MemberRow(unit_id=u.unit_id, signature_id=1, structural_key="tool=book", distance=0.1,
+                            seen_at=(now - timedelta(days=1)).replace(tzinfo=None), assignment="assigned"))
+    settings = Settings(workspace=tmp_path)
+    assert [c.to_state for c in update_lifecycle(store, settings, now)] == ["new"]
+    assert [c.to_state for c in update_lifecycle(store, settings, now, env="all")] == ["escalating"]
+
+    assert workflow_report(store).units == len(prod)
+    assert workflow_report(store, env="evaluation").units == len(evals)
+    assert workflow_report(store, env="all").units == len(evals + prod)
+
+
+def test_the_worker_brings_production_signatures_up_to_date_only(tmp_path: Path) -> None:
+    from assay.signatures import map_points
+
+    settings, store = mixed_traffic(tmp_path)
+    settings = settings.model_copy(update={"min_cluster_size": 2, "online": settings.online.model_copy(
+        update={"signatures_interval_s": 0})})
+    failed_eval = set(store.select_unit_ids("failed,env:evaluation"))
+    assert failed_eval  # evaluation traces fail too
+    OnlineWorker(store, settings).run(_Stop(), once=True)
+    known = {p[0] for p in map_points(store)}
+    assert known == set(failed_unit_ids(store)) and not known & failed_eval

@@ -125,13 +125,13 @@ def test_each_kind_is_its_own_class_of_one_union(tmp_path: Path) -> None:
     assert code.code_spec() == hybrid.code_spec() and judge.code_spec() is None
     with pytest.raises(UsageError, match="asks no judge"):
         code.judge_spec()
-    assert EVALUATOR_KINDS.names()[:3] == ("code", "llm_judge", "hybrid")
-    assert evaluator_json_schema()["properties"]["kind"]["enum"] == ["code", "llm_judge", "hybrid"]
+    assert EVALUATOR_KINDS.names()[:4] == ("code", "llm_judge", "hybrid", "external")
+    assert evaluator_json_schema()["properties"]["kind"]["enum"] == ["code", "llm_judge", "hybrid", "external"]
     # errors name the field without the union's tag, and an unknown kind lists the known ones
     cases = {"nocode": ({**common, "kind": "code"}, "code: Field required"),
              "judgecode": ({**common, "kind": "llm_judge", "code": check}, "code: Extra inputs are not permitted"),
-             "sql": ({**common, "kind": "sql"}, "kind: must be one of: code, llm_judge, hybrid, not 'sql'"),
-             "nokind": (common, "kind: must be one of: code, llm_judge, hybrid$")}
+             "sql": ({**common, "kind": "sql"}, "kind: must be one of: code, llm_judge, hybrid, external, not 'sql'"),
+             "nokind": (common, "kind: must be one of: code, llm_judge, hybrid, external$")}
     for name, (data, message) in cases.items():
         (tmp_path / f"{name}.yaml").write_text(yaml.safe_dump(data))
         with pytest.raises(ConfigError, match=message):
@@ -174,7 +174,7 @@ def test_a_package_adds_a_kind_through_the_entry_point_group(tmp_path: Path, mon
         assert {r.verdict for r in results} == {"pass", "fail"}  # real runs on both sides of 30 steps
         assert "length" in evaluator_json_schema()["properties"]["kind"]["enum"]
         assert "LengthDef" in definitions_adapter().json_schema()["$defs"]
-    with pytest.raises(ConfigError, match="kind: must be one of: code, llm_judge, hybrid, not 'length'"):
+    with pytest.raises(ConfigError, match="kind: must be one of: code, llm_judge, hybrid, external, not 'length'"):
         load_evaluator(path)  # gone with its package
 
 

@@ -138,10 +138,12 @@ def test_load_evaluators_reads_a_folder_and_rejects_duplicate_names(tmp_path: Pa
 def test_public_api_is_pinned() -> None:
     assert sorted(evaluators.__all__) == [
         "BatchReport", "CodeCheck", "CodeEvaluatorDef", "CodeSpec", "CriterionRef", "Defer", "Evaluation",
-        "EvaluationResult", "EvaluatorDef", "EvaluatorFailure", "HybridEvaluatorDef", "JudgeSpec", "KindRunner",
+        "EvaluationResult", "EvaluatorDef", "EvaluatorFailure", "ExternalEvaluatorDef", "ExternalSpec",
+        "HybridEvaluatorDef", "JudgeSpec", "KindRunner",
         "LlmJudgeEvaluatorDef", "NotApplicable", "ParsedVerdict", "Progress", "Unparsed", "check_output",
-        "content_version", "default_prompt", "evaluate", "evaluate_many", "evaluator_json_schema", "evaluator_kind",
-        "load_evaluator", "load_evaluators", "parse_verdict", "render_prompt", "resolve_callable",
+        "check_value", "content_version", "default_prompt", "evaluate", "evaluate_many", "evaluate_pairs",
+        "evaluator_json_schema", "evaluator_kind", "load_evaluator", "load_evaluators", "parse_verdict",
+        "render_prompt", "resolve_callable",
         "save_evaluator", "verdict_schema",
     ]
     for name in evaluators.__all__:

@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from assay._store.scores import RunParams
 from assay._store.store import Store
 from assay.annotations import Annotation
 from assay.annotations.store import add_annotations, add_criterion
@@ -118,6 +119,48 @@ def test_results_carry_status_and_warnings_through_evaluate(unit: Unit) -> None:
     assert judge.schemas[0]["properties"]["score"] == {"type": "number", "minimum": 1.0, "maximum": 10.0}
     na = evaluate(judge_def(), unit, CannedJudge('{"reason": "no request", "verdict": "n/a"}'))
     assert isinstance(na, EvaluatorFailure) and na.status == "not_applicable"
+
+
+ISSUE_REPLY = '```json\n{"pass": true, "score": 0.9 // good\n, "reason": "line1\nline2"}\n```'
+"""The judge reply of issue 15, finding 6: a fence, a ``//`` comment and a raw newline inside the reason."""
+
+
+@pytest.mark.parametrize(("reply", "reason"), [
+    (ISSUE_REPLY, "line1\nline2"),
+    ('{"reason": "two\nlines", "verdict": "pass"}', "two\nlines"),
+    ('{"reason": "kept", // why\n "verdict": "pass"}', "kept"),
+    ('Here it is:\n{"reason": "kept", "verdict": "pass"}\nHope that helps.', "kept"),
+])
+def test_a_repaired_reply_keeps_its_reason(reply: str, reason: str) -> None:
+    parsed = parse(reply, PASS_FAIL)
+    assert isinstance(parsed, ParsedVerdict) and parsed.repaired and parsed.reason == reason
+
+
+def test_every_score_stores_how_its_verdict_was_read_and_export_carries_it(unit: Unit, tmp_path: Path) -> None:
+    import io
+    import json
+
+    from assay._store.scores import new_run, run_scores
+    from assay.evaluators.lineage import lineage_for, write_results
+    from assay.suite.score_export import event_attributes, score_records, write_jsonl
+
+    store = Store(f"sqlite:///{tmp_path / 'assay.db'}")
+    store.add_units([unit])
+    defn = judge_def()
+    results = [evaluate(defn, unit, CannedJudge(reply))
+               for reply in (ISSUE_REPLY, '{"reason": "fine", "verdict": "pass"}', "no idea")]
+    assert isinstance(results[0], EvaluationResult) and results[0].score == 0.9 and results[0].reason == "line1\nline2"
+    for i, result in enumerate(results):
+        run = new_run(store, "score", RunParams(), run_id=f"score-{i}")
+        write_results(store, lineage_for(defn, run, "score", None, "canned"), [result])
+    rows = [row for i in range(3) for row in run_scores(store, f"score-{i}")]
+    assert [(r.status, r.parse_status, r.reason) for r in rows] == [
+        ("scored", "repaired", "line1\nline2"), ("scored", "ok", "fine"),
+        ("unscored", "failed", "no verdict or score field in the reply")]
+    out = io.StringIO()
+    write_jsonl(score_records(store), out)
+    assert [json.loads(line)["parse_status"] for line in out.getvalue().splitlines()] == ["repaired", "ok", "failed"]
+    assert event_attributes(score_records(store, "score-0")[0])["assay.score.parse_status"] == "repaired"
 
 
 def test_scale_is_versioned_only_when_set() -> None:

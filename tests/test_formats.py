@@ -192,6 +192,59 @@ def test_anthropic_messages_jsonl(tmp_path: Path) -> None:
     assert read_file(auto).format == "anthropic-messages"
 
 
+# --- multi-agent chat logs: every turn kept, with its speaker (issue 15, finding 7) ---------------------
+MAGENTIC_LOG = DATA / "agentrx" / "data" / "magentic_dataset" / "08cae58d-4084-4616-b6dd-dd6534e4825b.json"
+
+
+def test_a_group_chat_keeps_every_turn_and_its_speaker(tmp_path: Path) -> None:
+    """A real Magentic-One run written as an OpenAI chat log, speakers in ``name``: one step per message."""
+    raw = json.loads(MAGENTIC_LOG.read_text(encoding="utf-8"))
+    speakers = [None if m["role"] == "human" else m["role"].split(" (")[0] for m in raw]
+    chat = [{"role": "assistant" if m["role"].startswith("Orchestrator") else "user", "content": m["content"],
+             **({"name": who} if who else {})} for m, who in zip(raw, speakers, strict=True)]
+    path = tmp_path / "group.jsonl"
+    path.write_text(json.dumps({"id": "group-1", "messages": chat}) + "\n")
+    unit = read_file(path).units[0]
+    steps = step_timeline(unit)
+    assert len(raw) == 129 and len(steps) == 129  # repeated ledgers and consecutive turns are all kept
+    assert [s.agent for s in steps] == speakers
+    assert [s.text for s in steps] == [m["content"] for m in chat]
+    assert len({s.span_id for s in steps}) == 129  # one span per turn
+    text = render_timeline(steps)
+    assert "USER (WebSurfer): " in text and "ASSISTANT (Orchestrator): " in text
+
+
+def test_one_span_per_turn_keeps_the_records_usage_outcome_and_feedback(tmp_path: Path) -> None:
+    """The logged usage goes on the span of the last assistant turn (the response it describes); the record's
+    outcome and feedback reach the unit; every turn keeps its own span and speaker."""
+    record = {"id": "turns-1", "model": "gpt-4o", "outcome": "fail",
+              "feedback": {"thumbs": "down", "comment": "wrong city"},
+              "usage": {"prompt_tokens": 30, "completion_tokens": 4},
+              "messages": [{"role": "user", "name": "alice", "content": "Weather in Paris?"},
+                           {"role": "assistant", "name": "planner", "content": "Let me check."},
+                           {"role": "user", "name": "alice", "content": "Thanks."},
+                           {"role": "assistant", "name": "planner", "content": "Sunny in Lyon."}]}
+    path = tmp_path / "turns.jsonl"
+    path.write_text(json.dumps(record) + "\n")
+    (unit,) = read_file(path).units
+    turns = [s for s in unit.spans if s.output_messages]
+    assert [s.output_messages[0].content for s in turns] == [m["content"] for m in record["messages"]]
+    assert [(s.kind, s.input_tokens, s.output_tokens, s.model) for s in turns if s.kind == "llm"] == [
+        ("llm", None, None, None), ("llm", 30, 4, "gpt-4o")]
+    assert unit.outcome == "fail"
+    assert unit.attributes["user.feedback"] == "down" and unit.attributes["user.feedback.comment"] == "wrong city"
+    assert [s.agent for s in step_timeline(unit)] == ["alice", "planner", "alice", "planner"]
+
+
+def test_the_magentic_reader_keeps_repeated_orchestrator_turns() -> None:
+    raw = json.loads(MAGENTIC_LOG.read_text(encoding="utf-8"))
+    steps = step_timeline(read_file(MAGENTIC_LOG).units[0])
+    said = [s for s in steps if s.kind == "assistant"]
+    spoken = [m for m in raw if m["role"].startswith("Orchestrator (") and "->" not in m["role"]]
+    assert len(said) == len(spoken) and len({s.text for s in said}) < len(said)  # some say the same twice
+    assert all(s.agent == "Orchestrator" for s in said)
+
+
 # --- JSON documents: one conversation (pretty-printed), a list of them, a bare message list ---------
 def test_a_pretty_printed_conversation_is_one_unit_not_line_by_line_rejections(tmp_path: Path) -> None:
     path = tmp_path / "conversation.json"

@@ -134,7 +134,11 @@ def test_ingest_paths_from_python_returns_a_typed_result(tmp_path: Path) -> None
     assert result.units_new == len(store.select_unit_ids()) == result.units_read
     assert [Path(r.path).name for r in result.rejected] == ["broken.json"] and len(result.skipped) == 5
     assert seen[0] == (0, 12) and seen[-1] == (12, 12)  # every file with a supported suffix (not picture.png)
-    assert result.to_json() == _ingest(tmp_path / "ws", str(root))  # the CLI prints exactly this
+    printed = _ingest(tmp_path / "ws", str(root))
+    # the CLI prints exactly this, plus what became of the evaluation results the traces carry (the Langfuse
+    # export's two scores: no external evaluator takes them here)
+    assert printed.pop("evaluations")["unmatched"] == {"hallucination": 1, "toxicity": 1}
+    assert result.to_json() == printed
     store.close()
     with pytest.raises(UsageError, match="no such file or directory"):
         ingest_paths([tmp_path / "missing"], store)

@@ -296,7 +296,8 @@ def test_real_llama_cpp_server_judges_through_the_openai_client(tmp_path: Path) 
 
 def test_public_api_is_pinned() -> None:
     assert sorted(models.__all__) == [
-        "AnthropicJudge", "CachedJudge", "ChatMessage", "HasParameters", "JudgeClient", "JudgeProvider", "JudgeReply",
-        "LocalLlamaJudge", "OpenAICompatibleJudge", "RateLimiter", "ResilientJudge", "TransientJudgeError", "Usage",
-        "cache_key", "default_gguf_path", "judge_provider", "make_judge", "parse_retry_after",
+        "AnthropicJudge", "CachedJudge", "ChatMessage", "HasParameters", "JudgeClient", "JudgeIdentity",
+        "JudgeProvider", "JudgeReply", "LocalLlamaJudge", "OpenAICompatibleJudge", "RateLimiter", "ResilientJudge",
+        "TransientJudgeError", "Usage", "cache_key", "default_gguf_path", "judge_change", "judge_identity",
+        "judge_provider", "make_judge", "parse_retry_after",
     ]

@@ -464,3 +464,30 @@ def test_serve_with_worker_scores_in_a_separate_process_and_stops_with_it(tmp_pa
     with store.session() as s:
         run = s.scalars(select(RunRow).where(RunRow.kind == "online")).one()
         assert run.finished_at is not None and run.summary["scored"] == 1
+
+
+def test_an_orphan_whose_parent_never_arrives_is_complete_after_the_grace_window(tmp_path: Path) -> None:
+    from assay._web.auth import create_api_key
+
+    settings, store, _ = make_workspace(tmp_path, rate=1.0)
+    ingest(settings, store, [otlp_trace("lost-parent", root=False)])  # both spans' parent never arrives
+    unit_id = f"trace/{_hex('lost-parent', 32)}"
+    now = time.time_ns()
+    waiting = completion(store, [unit_id], settings.online, now)[unit_id]
+    assert not waiting.complete and "parent span is still expected" in waiting.reason
+    assert OnlineWorker(store, settings).run_pass().scored == 0  # default grace: 600 s; the spans are ~60 s old
+    graced = settings.model_copy(update={"online": settings.online.model_copy(update={"orphan_grace_s": 30})})
+    done = completion(store, [unit_id], graced.online, now)[unit_id]
+    assert done.complete and "2 orphan span(s) whose parent never arrived" in done.reason
+    assert OnlineWorker(store, graced).run_pass().scored == 1
+    assert [r.unit_id for r in online_scores(store)] == [unit_id]
+    assert sum("orphan" in s.flags for s in store.unit(unit_id).spans) == 2  # the flag is kept
+    key = create_api_key(store, owner="ci")
+
+    async def get() -> httpx.Response:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=create_app(settings, store)),
+                                     base_url="http://assay") as client:
+            return await client.get(f"/api/v1/units/{unit_id}", headers={"authorization": f"Bearer {key}"})
+
+    body = asyncio.run(get()).json()
+    assert body["orphan_spans"] == 2 and body["steps"]

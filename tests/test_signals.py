@@ -18,17 +18,21 @@ from assay.signals import (
     DetectorSettings,
     FailureSignal,
     Finding,
+    SignalCombination,
     SignalSettings,
     UnitView,
     assess,
+    cross_validated_scores,
     detect,
     detect_many,
     detector,
     failure_score,
     fit,
+    fit_combination,
+    is_action,
     unit_view,
 )
-from assay.traces import Unit, read_file
+from assay.traces import Span, SpanEvent, ToolCall, Unit, read_file
 from tests.conftest import AIRLINE, DATA, RETAIL, ROOT
 
 MAGENTIC = DATA / "agentrx" / "data" / "magentic_dataset"
@@ -197,6 +201,19 @@ def test_disabled_detector_and_evidence_length(tau: list[Unit]) -> None:
     assert all(len(s.evidence) <= 40 for s in detect(run, SignalSettings(evidence_chars=40)))
 
 
+def test_a_failed_tool_span_without_a_result_gives_its_error_as_evidence() -> None:
+    """An OTel tool span with error status and no result: the evidence is the span's error (status message
+    and exception event), not an empty text."""
+    call = ToolCall(id="c1", name="lookup_order", arguments={"order_id": "W1"}, arguments_raw='{"order_id": "W1"}')
+    failed = Span(trace_id="a" * 32, span_id="b" * 16, name="execute_tool lookup_order", kind="tool", start_ns=1,
+                  end_ns=2, status="error", status_message="order service unavailable", tool_call=call,
+                  events=(SpanEvent(name="exception", time_ns=2, attributes={
+                      "exception.type": "TimeoutError", "exception.message": "no reply in 30 s"}),))
+    (signal,) = [x for x in detect(Unit(unit_id="trace/t", kind="trace", source="otel", spans=(failed,)))
+                 if x.kind == "tool_error"]
+    assert signal.evidence == "lookup_order: order service unavailable; TimeoutError: no reply in 30 s"
+
+
 def test_settings_from_toml_and_invalid_values() -> None:
     data = tomllib.loads("[signals]\nfail_at = 0.4\nambiguous_low = 0.1\n[signals.tool_loop]\nmin_repeats = 3\n"
                          "[signals.escalation]\nenabled = false\ntools = ['handoff']\n")
@@ -278,8 +295,11 @@ def test_extension_detector(tau: list[Unit], shouting: str) -> None:
 
 def test_docs_examples_run() -> None:
     text = (ROOT / "docs" / "signals.md").read_text(encoding="utf-8")
-    toml_block = text.split("```toml\n")[1].split("```")[0]
-    cfg = SignalSettings.model_validate(tomllib.loads(toml_block)["signals"])
+    blocks = [SignalSettings.model_validate(tomllib.loads(b.split("```")[0])["signals"])
+              for b in text.split("```toml\n")[1:]]
+    assert len(blocks) == 2
+    actions, cfg = blocks
+    assert (actions.unconfirmed_action.generic, actions.unconfirmed_action.action_verbs[0]) == (False, "cancel")
     assert (cfg.tool_loop.min_repeats, cfg.escalation.enabled) == (3, False)
     code = text.split("```python\n")[-1].split("```")[0]
     try:
@@ -287,3 +307,149 @@ def test_docs_examples_run() -> None:
         assert DETECTORS["shouting"].version == "1"
     finally:
         DETECTORS.pop("shouting", None)
+
+
+# --- consequential actions -----------------------------------------------------------------------------------
+
+ACTION_DETECTORS = ("unconfirmed_action", "ungrounded_argument", "action_retry", "many_actions")
+CONFIRMED_CANCEL = "tau-airline/task-41/trial-0"  # "Yes, please go ahead and cancel the reservation." then one cancel
+
+
+def _reword(unit: Unit, old: str, new: str) -> Unit:
+    """The unit with every message whose content is ``old`` saying ``new`` instead."""
+    def swap(messages: tuple[Any, ...]) -> tuple[Any, ...]:
+        return tuple(m.model_copy(update={"content": new}) if m.content == old else m for m in messages)
+    spans = tuple(s.model_copy(update={"input_messages": swap(s.input_messages),
+                                       "output_messages": swap(s.output_messages)}) for s in unit.spans)
+    return unit.model_copy(update={"spans": spans})
+
+
+@pytest.mark.parametrize(("unit_id", "kind", "step", "evidence"), [
+    ("tau-airline/task-28/trial-1", "unconfirmed_action", 24, "cancel_reservation without a yes; user said 'My"),
+    ("tau-airline/task-3/trial-0", "unconfirmed_action", 42, "update_reservation_flights without a yes; user said 'I "
+                                                             "want to use the gift card with the smallest balance"),
+    ("tau-airline/task-23/trial-1", "ungrounded_argument", 35, "update_reservation_flights with values from no earlier "
+                                                               "step: 2024-05-19, 2024-05-23"),
+    ("tau-airline/task-3/trial-0", "action_retry", 46, "update_reservation_flights failed (Error: not enough seats on "
+                                                       "flight HAT229) and was retried with other arguments"),
+    ("tau-airline/task-0/trial-0", "action_retry", 29, "book_reservation failed (Error: payment amount"),
+    ("tau-airline/task-28/trial-1", "many_actions", 32, "5 consequential actions: cancel_reservation,"),
+])
+def test_action_detector_fires_on_real_run(found: dict[str, list[FailureSignal]], unit_id: str, kind: str,
+                                           step: int, evidence: str) -> None:
+    hits = [s for s in found[unit_id] if s.kind == kind and s.step == step]
+    assert hits, f"{kind} at step {step} not in {[(s.kind, s.step) for s in found[unit_id]]}"
+    assert hits[0].evidence.startswith(evidence) and hits[0].source == "cue"
+
+
+def test_confirmed_action_is_not_unconfirmed(tau: list[Unit], found: dict[str, list[FailureSignal]]) -> None:
+    # the agent lists the cancellation, the user says "Yes, please go ahead": nothing to flag (the run still
+    # fails: the agent trusted "booked 10 hours ago" without checking; no cheap signal sees that)
+    assert not [s for s in found[CONFIRMED_CANCEL] if s.lineage.name in ACTION_DETECTORS]  # type: ignore[union-attr]
+    run = _blind(next(u for u in tau if u.unit_id == CONFIRMED_CANCEL))
+    held_back = _reword(run, "Yes, please go ahead and cancel the reservation. I really appreciate your help with "
+                             "this!", "No, wait. Let me think about it first.")
+    signals = [s for s in detect(held_back) if s.lineage.name == "unconfirmed_action"]  # type: ignore[union-attr]
+    assert [(s.kind, s.step, s.strength) for s in signals] == [("action_after_objection", 11, 0.5)]
+    assert "user said 'No, wait." in signals[0].evidence
+    unsure = _reword(run, "Yes, please go ahead and cancel the reservation. I really appreciate your help with this!",
+                     "Hmm, I need to think about the refund first.")
+    assert [s.kind for s in detect(unsure) if s.kind.endswith(("_action", "_objection"))] == ["unconfirmed_action"]
+
+
+def test_no_inside_a_sentence_is_not_an_objection(found: dict[str, list[FailureSignal]]) -> None:
+    # "No extra baggage needed", "no longer needed": answers, not a user holding the agent back
+    assert not [s for sig in found.values() for s in sig if s.kind == "action_after_objection"]
+    said = [s.evidence for s in found["tau-retail/task-74/trial-74"] if s.kind == "unconfirmed_action"]
+    assert said == ["cancel_pending_order without a yes; user said 'Oh, um, it’s because I no longer need them.'"]
+
+
+def test_autonomous_runs_and_agents_called_as_tools_take_no_actions() -> None:
+    # Magentic-One: one task message, then agents (WebSurfer, FileSurfer, ComputerTerminal) called as tools
+    runs = [read_file(p).units[0] for p in sorted(MAGENTIC.glob("*-*.json"))[:12]]
+    calls = {s.tool_name for u in runs for s in unit_view(u).calls}
+    assert {"WebSurfer", "FileSurfer"} <= calls
+    assert not [s for u in runs for s in detect(u) if s.lineage.name in ACTION_DETECTORS]  # type: ignore[union-attr]
+
+
+def test_what_counts_as_an_action() -> None:
+    cfg = SignalSettings().unconfirmed_action
+    assert [is_action(n, cfg) for n in ("cancel_reservation", "exchange_delivered_order_items", "CancelOrder",
+                                        "archive_ticket", "get_user_details", "searchFlights", "think",
+                                        "transfer_to_human_agents", "WebSurfer", None)] == \
+        [True, True, True, True, False, False, False, False, False, False]
+    strict = SignalSettings.model_validate(tomllib.loads(
+        "[unconfirmed_action]\ngeneric = false\naction_verbs = ['cancel']\n")).unconfirmed_action
+    assert [is_action(n, strict) for n in ("cancel_reservation", "archive_ticket", "book_reservation")] == \
+        [True, False, False]
+
+
+def test_grounded_arguments_are_not_flagged(found: dict[str, list[FailureSignal]], tau: list[Unit]) -> None:
+    # task-0/trial-0 books for "May 20th" with ids and amounts from the user and the tools: the date
+    # 2024-05-20 is grounded by "May 20th"
+    run = next(u for u in tau if u.unit_id == "tau-airline/task-0/trial-0")
+    booking = next(s for s in unit_view(run).calls if s.tool_name == "book_reservation")
+    assert booking.arguments and booking.arguments["flights"][0]["date"] == "2024-05-20"
+    assert "ungrounded_argument" not in _kinds(found[run.unit_id])
+    assert sum("ungrounded_argument" in _kinds(s) for s in found.values()) == 25
+
+
+def test_retry_with_the_same_arguments_is_not_an_action_retry(found: dict[str, list[FailureSignal]]) -> None:
+    # task-8/trial-1: book_reservation fails and is sent again unchanged, three times (retry_after_error sees it)
+    signals = found["tau-airline/task-8/trial-1"]
+    assert [s.step for s in signals if s.kind == "retry_after_error" and "book_reservation" in s.evidence] == [35, 39]
+    assert not [s for s in signals if s.kind == "action_retry"]
+
+
+def test_one_action_is_not_many(found: dict[str, list[FailureSignal]]) -> None:
+    assert "many_actions" not in _kinds(found[CONFIRMED_CANCEL])
+    strengths = sorted({s.strength for sig in found.values() for s in sig if s.kind == "many_actions"})
+    assert strengths[0] == 0.15 and strengths[-1] == 0.3  # 2 actions; capped at max_strength
+
+
+# --- calibrated combination -----------------------------------------------------------------------------------
+
+
+def test_calibrated_combination(tau: list[Unit], found: dict[str, list[FailureSignal]]) -> None:
+    signals = [found[u.unit_id] for u in tau]
+    failed = [u.outcome == "fail" for u in tau]
+    combo = fit_combination(signals, failed)
+    weights = dict(zip(combo.features, combo.coefficients, strict=True))
+    assert weights["escalation"] < 0 < weights["ungrounded_argument"]  # a hand-off points to a pass on tau-bench
+    assert (combo.units, combo.failed) == (300, 143)
+    assert SignalCombination.model_validate_json(combo.model_dump_json()) == combo
+    assert 0 < combo.score([]) < 1
+    # the recorded outcome is the label, never a feature
+    with_outcome = detect_many(tau)
+    assert fit_combination(with_outcome, failed) == combo
+
+
+def test_cross_validated_scores_are_out_of_fold(tau: list[Unit], found: dict[str, list[FailureSignal]]) -> None:
+    signals = [found[u.unit_id] for u in tau]
+    failed = [u.outcome == "fail" for u in tau]
+    groups = [u.unit_id.rsplit("/", 1)[0] for u in tau]
+    scores, folds = cross_validated_scores(signals, failed, groups)
+    assert len(folds) == 5 and all(f.units < 300 for f in folds)
+    in_sample = fit_combination(signals, failed)
+    assert scores != [in_sample.score(s) for s in signals]
+    assert sum(300 - f.units for f in folds) == 300  # every unit held out exactly once
+
+
+def test_combination_bad_input(found: dict[str, list[FailureSignal]]) -> None:
+    signals = list(found.values())[:40]
+    with pytest.raises(UsageError, match="both classes"):
+        fit_combination(signals, [True] * 40)
+    with pytest.raises(UsageError, match="40 units of signals but 39 labels"):
+        fit_combination(signals, [True, False] * 19 + [True])
+    with pytest.raises(UsageError, match="at least 5 distinct groups"):
+        cross_validated_scores(signals, [True, False] * 20, ["a", "b"] * 20)
+
+
+def test_docs_combination_example_runs(tau: list[Unit], found: dict[str, list[FailureSignal]]) -> None:
+    text = (ROOT / "docs" / "signals.md").read_text(encoding="utf-8")
+    code = next(b.split("```")[0] for b in text.split("```python\n")[1:] if "fit_combination" in b)
+    names: dict[str, Any] = {"signals_per_unit": [found[u.unit_id] for u in tau],
+                             "failed": [u.outcome == "fail" for u in tau], "unit_signals": found[CLEAN],
+                             "task_ids": [u.unit_id.rsplit("/", 1)[0] for u in tau]}
+    exec(compile(code, "docs/signals.md", "exec"), names)  # noqa: S102 - the doc's own example
+    assert isinstance(names["combo"], SignalCombination) and len(names["oof"]) == 300

@@ -50,3 +50,44 @@ def test_bootstrap_helpers() -> None:
     assert stats.percentile_interval(np.array([np.nan, np.nan])) is None
     with pytest.raises(ValueError):
         stats.bootstrap_confusion_rates(0, 0, 0, 0, n_boot=10)
+
+
+def test_table_statistics_equal_scipy_and_sklearn() -> None:
+    from scipy import stats as sps
+    from sklearn.metrics import cohen_kappa_score
+
+    rng = np.random.default_rng(7)
+    for _ in range(5):
+        a = rng.integers(0, 5, 60)
+        b = np.clip(a + rng.integers(-2, 3, 60), 0, 4)
+        table = stats.contingency_table(list(a), list(b), list(range(5)))
+        assert float(stats.spearman_from_table(table)) == pytest.approx(sps.spearmanr(a, b).statistic)
+        assert float(stats.kendall_tau_b_from_table(table)) == pytest.approx(sps.kendalltau(a, b).statistic)
+        for weights in (None, "linear", "quadratic"):
+            assert float(stats.kappa_from_table(table, weights)) == pytest.approx(  # type: ignore[arg-type]
+                cohen_kappa_score(a, b, weights=weights, labels=list(range(5))))
+    one_class = stats.contingency_table(["x"] * 3, ["x"] * 3, ["x", "y"])
+    assert np.isnan(stats.kappa_from_table(one_class)) and np.isnan(stats.spearman_from_table(one_class))
+    with pytest.raises(ValueError, match="not one of the categories"):
+        stats.contingency_table(["x"], ["z"], ["x", "y"])
+
+
+def test_bootstraps_are_seeded_and_shaped() -> None:
+    table = np.array([[10.0, 2.0], [3.0, 5.0]])
+    draws = stats.bootstrap_tables(table, 400, seed=1)
+    assert draws.shape == (400, 2, 2) and np.all(draws.sum(axis=(1, 2)) == 20)
+    assert np.array_equal(draws, stats.bootstrap_tables(table, 400, seed=1))
+    weights = stats.bootstrap_weights(7, 50, seed=2)
+    assert weights.shape == (50, 7) and np.all(weights.sum(axis=1) == 7)
+    units = [["a", "a"], ["a", "b"], ["b", "b"], ["b", "b", "a"]]
+    alpha = stats.krippendorff_alpha(units)
+    assert alpha is not None
+    boot = stats.bootstrap_krippendorff_alpha(units, "nominal", 300, seed=0)
+    assert boot.shape == (300,) and stats.percentile_interval(boot) is not None
+    assert stats.bootstrap_krippendorff_alpha([["a"], [None]], "nominal", 10).size == 0
+    counts = np.array([[2, 0], [1, 1], [0, 3], [1, 0]])  # the last item has one rating: left out
+    assert stats.fleiss_kappa(counts) == pytest.approx(stats.fleiss_kappa(counts[:3]))
+    assert stats.fleiss_kappa(np.array([[2, 0], [3, 0]])) is None  # one category only
+    assert stats.bootstrap_fleiss_kappa(counts, 100).shape == (100,)
+    with pytest.raises(ValueError):
+        stats.bootstrap_tables(np.zeros((2, 2)), 10)

@@ -14,7 +14,15 @@ from assay._store.scores import RunParams, new_run
 from assay._store.tables import EvaluatorRow, ScoreRow
 from assay._web.app import create_app
 from assay._web.auth import create_api_key
-from assay.annotations import Annotation, add_annotations, add_criterion, list_annotations
+from assay.annotations import (
+    Annotation,
+    OrdinalLevel,
+    OrdinalScale,
+    PairwiseScale,
+    add_annotations,
+    add_criterion,
+    list_annotations,
+)
 from tests.ui_fixtures import XSS_UNIT, seed, settings_for
 
 
@@ -131,7 +139,8 @@ def test_criteria_and_agreement(api: Api) -> None:
     add_annotations(api.store, [Annotation(unit_id=u, annotator=a, label=lab, criterion="payments")  # type: ignore[arg-type]
                                 for a, u, lab in labels])
     crits = api.get("/criteria")
-    assert crits == [{"id": 1, "name": "payments", "text": "Payments must add up.", "version": 1, "signature_id": 1}]
+    assert crits == [{"id": 1, "name": "payments", "text": "Payments must add up.", "version": 1, "signature_id": 1,
+                      "scale": {"kind": "binary"}}]
     ag = api.get("/criteria/payments/agreement")
     assert isinstance(ag, dict)
     assert ag["n_units"] == 3 and ag["annotators"] == ["admin", "ann"]
@@ -175,3 +184,29 @@ def test_openapi_schema_lists_the_endpoints(api: Api) -> None:
             "/evaluators", "/evaluators/{name}/scores"} <= set(schema["paths"])
     assert "AnnotationIn" in schema["components"]["schemas"]
     assert api.client.get("/api/v1/docs").status_code == 200
+
+
+def test_annotations_follow_the_criterion_s_scale(api: Api) -> None:
+    levels = OrdinalScale(levels=tuple(OrdinalLevel(value=v, anchor=f"level {v}") for v in (1, 2, 3)))
+    add_criterion(api.store, "Helpful.", name="helpful", scale=levels)
+    add_criterion(api.store, "Better?", name="better", scale=PairwiseScale(allow_tie=False))
+    post = {"unit_id": "unit-00", "criterion": "helpful"}
+    made = api.client.post("/api/v1/annotations", headers=api.auth, json=post | {"value": "3"})
+    assert made.status_code == 201, made.text
+    assert (made.json()["value"], made.json()["label"]) == (3, None)
+    pair = {"unit_id": "unit-00", "second_unit_id": "unit-01", "criterion": "better", "shown_order": "second-first"}
+    made = api.client.post("/api/v1/annotations", headers=api.auth, json=pair | {"value": "2"})
+    assert made.status_code == 201, made.text
+    assert (made.json()["value"], made.json()["second_unit_id"], made.json()["shown_order"]) == (
+        "second", "unit-01", "second-first")
+    for body, reason in [(post | {"value": 4}, "4 is not a value of this ordinal scale (levels 1..3)"),
+                         (post | {"label": "pass"}, "'pass' is not a value of this ordinal scale"),
+                         (pair | {"value": "tie"}, "'tie' is not a value of this pairwise scale (first, second)"),
+                         ({**pair, "second_unit_id": "nope", "value": "first"}, "unit not found: 'nope'"),
+                         ({"unit_id": "unit-00", "criterion": "helpful"}, "needs a label"),
+                         (post | {"value": 2, "label": "pass"}, "differ")]:
+        r = api.client.post("/api/v1/annotations", headers=api.auth, json=body)
+        assert r.status_code == 422 and reason in r.text, (body, r.text)
+    assert [a.value for a in list_annotations(api.store)] == [3, "second"]
+    crits = api.get("/criteria")
+    assert isinstance(crits, list) and crits[0]["scale"]["levels"][2] == {"value": 3, "anchor": "level 3"}

@@ -185,3 +185,57 @@ def test_server_startup_takes_the_startup_heap_out_of_the_collector(store: Store
             assert gc.get_freeze_count() > 10_000  # modules, app, templates ...
     finally:
         gc.unfreeze()
+
+
+async def test_a_failed_step_shows_its_error_and_a_folded_stack_trace(client: httpx.AsyncClient,
+                                                                      store: Store) -> None:
+    from assay.traces import SpanEvent, ToolCall, Unit
+
+    stack = 'Traceback (most recent call last):\n  File "pay.py", line 3\nValueError: card declined'
+    span = Span(trace_id="e" * 32, span_id="e" * 16, name="execute_tool pay", kind="tool", start_ns=1, end_ns=2,
+                status="error", status_message="payment failed", tool_call=ToolCall(name="pay"),
+                events=(SpanEvent(name="exception", attributes={
+                    "exception.type": "ValueError", "exception.message": "card declined",
+                    "exception.stacktrace": stack}),))
+    store.add_units([Unit(unit_id="unit-failed", kind="trace", source="test", spans=(span,))])
+    await login(client, "ann")
+    page = (await client.get("/review/unit-failed")).text
+    assert "Error: payment failed; ValueError: card declined" in page
+    assert '<details class="stack"><summary>stack trace</summary>' in page and "pay.py" in page
+
+
+async def test_a_unit_with_an_image_shows_a_placeholder_and_a_stored_thumbnail(client: httpx.AsyncClient,
+                                                                             store: Store, tmp_path: Path) -> None:
+    import base64
+    import hashlib
+    import json
+    import random
+
+    from assay.evaluators import EvaluatorDef, render_prompt
+    from assay.settings import JudgeSettings
+    from assay.traces import read_file
+
+    image = random.Random(4).randbytes(2_400_000)
+    b64 = base64.b64encode(image).decode()
+    sha = hashlib.sha256(image).hexdigest()
+    line = {"id": "photo-1", "messages": [
+        {"role": "user", "content": [{"type": "text", "text": "What breed is this dog?"},
+                                     {"type": "image_url", "image_url": {"url": f"data:image/png;base64,{b64}"}}]},
+        {"role": "assistant", "content": "A beagle."}]}
+    (tmp_path / "photo.jsonl").write_text(json.dumps(line) + "\n")
+    store.add_units(read_file(tmp_path / "photo.jsonl").units)
+    await login(client, "ann")
+    page = await client.get("/review/openai-chat/photo-1")
+    assert page.status_code == 200 and len(page.text) < 50_000 and b64[:100] not in page.text
+    assert f"[image image/png: inline base64, {len(image):,} bytes, sha256 {sha[:12]}…]" in page.text
+    assert f'<img class="thumb" src="/media/{sha}"' in page.text
+    assert "img-src 'self'" in page.headers["content-security-policy"]
+    thumb = await client.get(f"/media/{sha}")
+    assert thumb.status_code == 200 and thumb.headers["content-type"] == "image/png" and thumb.content == image
+    assert thumb.headers["x-content-type-options"] == "nosniff"
+    assert (await client.get(f"/media/{'0' * 64}")).status_code == 404
+    defn = EvaluatorDef.model_validate({"name": "breed", "kind": "llm_judge", "dimension": "vision",
+                                        "criterion": {"name": "breed", "text": "The agent names the breed."}})
+    prompt = render_prompt(defn, store.unit("openai-chat/photo-1"), JudgeSettings(max_prompt_chars=800))
+    assert len(prompt) < 800 + 1_000 and b64[:100] not in prompt  # the template's own text is about 600
+    assert "What breed is this dog?" in prompt and f"[image: inline base64, {len(image):,} bytes" in prompt

@@ -66,7 +66,8 @@ async def login(client: httpx.AsyncClient, name: str) -> str:
 
 
 async def test_nothing_but_login_without_a_session(client: httpx.AsyncClient) -> None:
-    for path in ("/", "/signatures/1", f"/review/{XSS_UNIT}", "/agreement", "/severe", "/signatures/1/criterion"):
+    for path in ("/", "/signatures/1", f"/review/{XSS_UNIT}", "/agreement", "/severe", "/signatures/1/criterion",
+                 "/workflows", "/review-next"):
         resp = await client.get(path)
         assert resp.status_code == 303, path
         assert resp.headers["location"].startswith("/login?next="), path
@@ -142,11 +143,15 @@ async def test_criterion_edit_marks_older_labels_stale(app: FastAPI, store: Stor
         editor = await admin.get("/signatures/1/criterion")
         assert '<span id="criterion-version">2</span>' in editor.text
         assert '<span id="stale-count">1</span>' in editor.text
-        page = await admin.get("/review/unit-00?sig=1")
-        assert "badge-stale" in page.text and "fare plus fees" in page.text
-        # re-confirming adds a current record; the stale one stays
+        page = await admin.get("/review/unit-00?sig=1")  # blind: admin has not labelled unit-00
+        assert "fare plus fees" in page.text and 'id="blind-note"' in page.text and "badge-stale" not in page.text
+        mine = await ann.get("/review/unit-00?sig=1")  # the stale label shows only after the new one
+        assert 'id="stale-note"' in mine.text and "badge-stale" not in mine.text and " checked" not in mine.text
+        # re-confirming adds a current record; the stale one stays, shown beside it for comparison
         await ann.post("/review/unit-00?sig=1", data={"label": "fail", "csrf_token": ann_token})
         assert [a.criterion_version for a in list_annotations(store)] == [1, 2]
+        mine = await ann.get("/review/unit-00?sig=1")
+        assert "badge-stale" in mine.text and "your earlier label, for comparison" in mine.text
 
 
 async def test_xss_unit_renders_inert(client: httpx.AsyncClient) -> None:
@@ -249,3 +254,110 @@ async def test_login_redirects_only_to_same_site_paths(client: httpx.AsyncClient
         resp = await client.post("/login", data={"name": "ann", "password": PASSWORD, "next": target,
                                                  "csrf_token": csrf(page.text)})
         assert resp.headers["location"] == expected, target
+
+
+def _second_signature(store: Store) -> list[str]:
+    """Signature 2: two more failed units (smaller than signature 1, so ranked after it)."""
+    from datetime import UTC, datetime
+
+    from assay._store.tables import MemberRow, SignatureRow
+    from tests.ui_fixtures import make_unit
+
+    ids = ["other-00", "other-01"]
+    store.add_units([make_unit(u, user_text="Cancel my order.") for u in ids])
+    with store.session() as s:
+        s.add(SignatureRow(id=2, structural_key="tool=cancel", label="cancel failed", keywords=[], size=2,
+                           representative_unit=ids[0], status="new"))
+        s.flush()
+        for rank, uid in enumerate(ids):
+            s.add(MemberRow(unit_id=uid, signature_id=2, structural_key="tool=cancel", distance=rank / 10,
+                            seen_at=datetime.now(UTC), assignment="cluster"))
+    return ids
+
+
+async def test_review_across_signatures_meets_one_of_each_in_turn(client: httpx.AsyncClient, store: Store) -> None:
+    others = _second_signature(store)
+    token = await login(client, "ann")
+    home = await client.get("/")
+    assert 'href="/review-next"' in home.text
+    first = await client.get("/review-next")
+    assert first.headers["location"] == f"/review/{XSS_UNIT}?sig=1&across=1"
+    page = await client.get(first.headers["location"])
+    assert f'action="/review/{XSS_UNIT}?sig=1&amp;across=1"' in page.text
+    labelled = await client.post(first.headers["location"], data={"label": "fail", "csrf_token": token})
+    assert labelled.headers["location"] == f"/review-next?after={XSS_UNIT}"
+    second = await client.get(labelled.headers["location"])
+    assert second.headers["location"] == f"/review/{others[0]}?sig=2&across=1"  # the next signature's first
+    third = await client.get(f"/review-next?after={others[0]}")  # skipped: the first of signature 1's rest
+    assert third.headers["location"].startswith("/review/unit-") and "sig=1" in third.headers["location"]
+    assert [a.extra for a in list_annotations(store)] == [{"signature_id": 1}]
+
+
+async def test_signatures_page_shows_the_signal_mix(client: httpx.AsyncClient, store: Store) -> None:
+    from assay.signals import FailureSignal, FeedbackLineage, add_signals
+
+    add_signals(store, [FailureSignal(unit_id="unit-00", source="feedback", kind="thumbs_down", strength=0.7,
+                                      evidence="thumbs down", time_ns=0, lineage=FeedbackLineage(channel="api"))])
+    await login(client, "ann")
+    page = await client.get("/")
+    assert "7 recorded failures, 1 thumbs-down" in page.text  # never-scanned members count by their outcome
+
+
+async def test_workflows_page_groups_every_unit(client: httpx.AsyncClient, store: Store) -> None:
+    from tests.test_signal_store import chat_unit
+
+    store.add_units([chat_unit(f"chat-{i}", user="Where is my parcel?") for i in range(3)])
+    await login(client, "ann")
+    page = await client.get("/workflows")
+    assert page.status_code == 200
+    assert 'href="/workflows"' in page.text and "10 units, 7 failed" in page.text
+    assert "book reservation, asked about" in page.text and "no action taken" in page.text
+
+
+async def test_lifecycle_is_shown_with_its_history(client: httpx.AsyncClient, store: Store, tmp_path: Path) -> None:
+    from assay.signatures import update_lifecycle
+
+    await login(client, "ann")
+    assert [c.to_state for c in update_lifecycle(store, settings_for(tmp_path))] == ["new"]
+    home = await client.get("/")
+    assert 'class="life life-new"' in home.text
+    queue = await client.get("/signatures/1")
+    assert 'id="lifecycle"' in queue.text and "no criterion yet" in queue.text
+
+
+async def test_signatures_page_says_when_to_stop_reviewing(client: httpx.AsyncClient, store: Store) -> None:
+    from assay.annotations import Annotation, add_annotations, add_criterion
+
+    await login(client, "ann")
+    assert "is unknown" in (await client.get("/")).text
+    add_criterion(store, "The amount adds up.", name="amounts", signature_id=1)
+    add_annotations(store, [Annotation(unit_id=u, annotator="ann", label="fail", criterion=c)
+                            for u, c in (("unit-00", "amounts"), ("unit-01", "amounts"), ("unit-02", None))])
+    page = await client.get("/")
+    assert 'id="unseen-modes"' in page.text and "<strong>33%</strong>" in page.text  # 1 of 3 seen once
+    assert "1 failure labelled without a criterion" in page.text
+
+
+async def test_the_criterion_editor_sets_the_scale_and_labels_follow_it(app: FastAPI, store: Store) -> None:
+    async with _client(app) as admin:
+        token = await login(admin, "admin")
+        made = await admin.post("/signatures/1/criterion", data={
+            "text": "How good is the booking?", "name": "quality", "scale": "ordinal",
+            "scale_items": "1 = wrong\n2 = right but clumsy\n3 = right and clear\n", "csrf_token": token})
+        assert made.status_code == 303
+        page = await admin.get("/signatures/1/criterion")
+        assert 'id="criterion-scale">ordinal' in page.text and "right but clumsy" in page.text
+        bad = await admin.post("/signatures/1/criterion", data={
+            "text": "How good is the booking?", "scale": "ordinal", "scale_items": "high = good", "csrf_token": token})
+        assert bad.status_code == 400 and "integer" in bad.text
+        review = await admin.get("/review/unit-00?sig=1")
+        assert 'id="anchors"' in review.text and 'data-key="3"' in review.text and "right and clear" in review.text
+        for posted, status in (({"value": "4"}, 400), ({"label": "pass"}, 400), ({"value": "2"}, 303)):
+            sent = await admin.post("/review/unit-00?sig=1", data=posted | {"csrf_token": token})
+            assert sent.status_code == status, (posted, sent.text)
+        assert [(a.value, a.label) for a in list_annotations(store, "quality")] == [(2, None)]
+        again = await admin.post("/signatures/1/criterion", data={
+            "text": "How good is the booking?", "scale": "binary", "scale_items": "", "csrf_token": token})
+        assert again.status_code == 303
+        page = await admin.get("/signatures/1/criterion")
+        assert 'id="criterion-version">2' in page.text and 'id="stale-count">1' in page.text

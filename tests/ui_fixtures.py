@@ -71,3 +71,33 @@ def settings_for(workspace: Path) -> Settings:
     """Settings of a workspace with its SQLite store."""
     return Settings(workspace=workspace, store_url=f"sqlite:///{workspace / 'assay.db'}",
                     session_secret="test-secret")
+
+
+ANCHORS = ("the booking is wrong", "mostly wrong", "right but clumsy", "right, one slip", "right and clear")
+PAIR_TASKS = ("task-a", "task-b", "task-c")
+
+
+def seed_scales(store: Store) -> dict[str, list[str]]:
+    """Beside :func:`seed`: signature 2 with a pairwise criterion ``better`` over six units, two per task
+    (``task_id`` attribute), and signature 3 with an ordinal criterion ``quality`` (levels 1..5 with
+    anchors) over four units. Returns the unit ids per signature name ("pairwise", "ordinal")."""
+    from assay.annotations import OrdinalLevel, OrdinalScale, PairwiseScale, add_criterion
+
+    pair_ids = [f"run-{task}-{k}" for task in PAIR_TASKS for k in (1, 2)]
+    ordinal_ids = [f"graded-{i}" for i in range(4)]
+    units = [make_unit(u).model_copy(update={"attributes": {"task_id": u.rsplit("-", 1)[0]}}) for u in pair_ids]
+    store.add_units(units + [make_unit(u) for u in ordinal_ids])
+    now = datetime.now(UTC)
+    with store.session() as s:
+        for sid, ids, label in ((2, pair_ids, "two runs of one task"), (3, ordinal_ids, "booking quality")):
+            s.add(SignatureRow(id=sid, structural_key=f"key-{sid}", label=label, keywords=[], size=len(ids),
+                               representative_unit=ids[0], status="new"))
+            s.flush()
+            for rank, uid in enumerate(ids):
+                s.add(MemberRow(unit_id=uid, signature_id=sid, structural_key=f"key-{sid}", distance=rank / 10,
+                                seen_at=now, assignment="cluster"))
+    add_criterion(store, "Which run handles the booking better?", name="better", signature_id=2,
+                  scale=PairwiseScale())
+    add_criterion(store, "How good is the booking?", name="quality", signature_id=3,
+                  scale=OrdinalScale(levels=tuple(OrdinalLevel(value=v, anchor=a) for v, a in enumerate(ANCHORS, 1))))
+    return {"pairwise": pair_ids, "ordinal": ordinal_ids}

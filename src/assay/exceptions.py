@@ -5,7 +5,9 @@
     AssayError                      base of everything assay raises on purpose
     ├── UsageError                  misuse: bad arguments, unknown names (CLI exit code 2)
     │   ├── NotFoundError           a unit, signature, criterion, evaluator or run that does not exist
-    │   └── ConfigError             invalid assay.toml, evaluator YAML or environment value
+    │   ├── NameTaken               a new criterion given a name another one has (carries its id)
+    │   ├── ConfigError             invalid assay.toml, evaluator YAML or environment value
+    │   └── JudgeChanged            a run's judge is not the one its evaluator was certified with
     ├── EnvironmentProblem          something missing on the machine: an optional extra,
     │   │                           a model file (clean message, no traceback; CLI exit code 2)
     │   └── MissingDependency       an optional package is not installed (carries the install hint)
@@ -52,6 +54,22 @@ class NotFoundError(UsageError):
         self.name = name
 
 
+class NameTaken(UsageError):
+    """A new object was given a name another one of its kind has (names are unique per workspace).
+
+    Attributes:
+        kind: what was named, e.g. ``"criterion"``.
+        name: the name asked for.
+        existing_id: the id of the object that has the name.
+    """
+
+    def __init__(self, kind: str, name: str, existing_id: int, detail: str = "") -> None:
+        super().__init__(f"a {kind} named {name!r} exists already (id {existing_id}){detail}")
+        self.kind = kind
+        self.name = name
+        self.existing_id = existing_id
+
+
 class ConfigError(UsageError):
     """A configuration file or value is invalid.
 
@@ -62,6 +80,21 @@ class ConfigError(UsageError):
     def __init__(self, message: str, source: str = "") -> None:
         super().__init__(f"{source}: {message}" if source else message)
         self.source = source
+
+
+class JudgeChanged(UsageError):
+    """An evaluator would run with another judge than the one its calibration certified (CLI exit code 2).
+
+    Attributes:
+        changes: ``{evaluator: "certified ...; would run ...; what differs"}``, one entry per evaluator.
+    """
+
+    def __init__(self, changes: dict[str, str]) -> None:
+        lines = "; ".join(f"{name}: {what}" for name, what in sorted(changes.items()))
+        super().__init__(f"refusing to score with a judge that was not certified ({lines}). Calibrate again with "
+                         "this judge (assay calibrate NAME), or pass --allow-judge-change to run anyway (recorded "
+                         "with the scores)")
+        self.changes = changes
 
 
 class EnvironmentProblem(AssayError):

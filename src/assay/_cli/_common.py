@@ -10,7 +10,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import wraps
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
@@ -76,6 +76,15 @@ def check_workspace(workspace: Path, may_create: bool) -> None:
     if not workspace.exists() and not may_create:
         raise UsageError(f"workspace {workspace} does not exist (create it, or run `assay ingest FILE` there to "
                          "start one; only " + ", ".join(sorted(CREATES_WORKSPACE)) + " create a workspace)")
+
+
+AllowJudgeChangeOpt = Annotated[bool, typer.Option(
+    "--allow-judge-change", help="Score even when an evaluator's judge (provider, model, base URL, sampling "
+    "parameters) is not the one its calibration certified; without it such a run refuses (exit 2) and names both "
+    "judges. The change is recorded with the scores.", envvar="ASSAY_ALLOW_JUDGE_CHANGE")]
+RefreshOpt = Annotated[bool, typer.Option(
+    "--refresh", help="Ask the judge again instead of reading its cached replies, and replace them (a judge fixed "
+    "behind the same model name and endpoint cannot be told apart by the cache).", envvar="ASSAY_REFRESH")]
 
 
 def get_ctx(ctx: typer.Context) -> AppContext:

@@ -173,7 +173,7 @@ def _calibrate(store: Store, settings: Settings, defs: list[EvaluatorDef], judge
         t0 = time.perf_counter()
         with progress_bar(f"calibrating {d.name}", len(ds.items)) as advance:
             report = calibrate(store, d, judge if d.uses_judge else None, settings.judge, advance,
-                               dataset=ds, min_kappa=settings.min_kappa)
+                               dataset=ds, min_kappa=settings.min_kappa, certification=settings.calibration)
         print_calibration(report)
         console.print(f"[dim]({time.perf_counter() - t0:.1f} s)[/dim]")
         problem = _judge_failure(judge, report.n_errors, len(ds.items)) if d.uses_judge else None
@@ -189,7 +189,7 @@ def _calibrate(store: Store, settings: Settings, defs: list[EvaluatorDef], judge
             console.print(f"Explicit override for [bold]{d.name}[/bold] (what `assay calibrate {d.name} --force "
                           "REASON` does), recorded with the evaluator version:")
             report = calibrate(store, d, None, settings.judge, dataset=ds, force_reason=OVERRIDE,
-                               min_kappa=settings.min_kappa)
+                               min_kappa=settings.min_kappa, certification=settings.calibration)
             console.print(f"  status {report.status}; reason: {report.override_reason}")
 
 

@@ -11,9 +11,20 @@ from rich import box
 from rich.markup import escape
 from rich.table import Column, Table
 
-from assay._cli._common import AppContext, console, err_console, get_ctx, handle_errors, progress_bar
+from assay._cli._common import (
+    AllowJudgeChangeOpt,
+    AppContext,
+    RefreshOpt,
+    console,
+    err_console,
+    get_ctx,
+    handle_errors,
+    progress_bar,
+)
 from assay._cli.score import ExecutorOpt, RayAddressOpt, executor_choice
 from assay.calibration import CalibrationReport, Estimate, calibrate
+from assay.calibration.certify import CalibrationPlan, Certification
+from assay.calibration.scales import ScaleMetrics, ScaleReport
 from assay.evaluators import EvaluatorDef, content_version, evaluator_json_schema, load_evaluators
 from assay.exceptions import NotFoundError, UsageError
 from assay.models import JudgeClient, make_judge
@@ -35,11 +46,15 @@ def find_evaluator(app: AppContext, name: str) -> EvaluatorDef:
     raise NotFoundError("evaluator", name)
 
 
-def judge_for(app: AppContext, defn: EvaluatorDef | None = None) -> JudgeClient | None:
-    """The judge client an evaluator needs (None for code evaluators)."""
+def judge_for(app: AppContext, defn: EvaluatorDef | None = None, refresh: bool = False) -> JudgeClient | None:
+    """The judge client an evaluator needs (None for kinds without one), with the evaluator file's model
+    override, through the store's judge cache (``refresh``: asked again, replies replaced)."""
+    from assay.evaluators.runner import judge_settings_for
+
     if defn is not None and not defn.uses_judge:
         return None
-    return make_judge(app.settings.judge, app.store)
+    settings = judge_settings_for(defn, app.settings.judge) if defn is not None else app.settings.judge
+    return make_judge(settings, app.store, refresh=refresh)
 
 
 @evaluators_app.command("list")
@@ -206,18 +221,122 @@ def print_calibration(r: CalibrationReport) -> None:
                  ("confusion: human fail -> judge pass / fail", f"{c.fp} / {c.tn}")]:
         table.add_row(k, v)
     console.print(table)
+    if r.scale_metrics is not None:
+        print_scale_metrics(r.scale_metrics)
+    if r.threshold_choice is not None:
+        t = r.threshold_choice
+        console.print(f"pass_score chosen on train + dev ({t.n_fit} items, {t.objective} {t.fit_value:.3f}): "
+                      f"{t.threshold:.4g} (now {t.current_pass_score:g}); on test at it: agreement "
+                      f"{_ci(t.test.agreement)}, kappa {_ci(t.test.kappa)}, TPR {_ci(t.test.tpr)}, "
+                      f"TNR {_ci(t.test.tnr)}. Set pass_score in the evaluator file to use it (a new version, "
+                      "calibrated again).")
     for w in r.warnings:
         console.print(f"[yellow]warning[/yellow]: {w}")
-    if r.meets_threshold:
+    cert = r.certification
+    if r.meets_threshold and cert is not None and cert.policy == "lower_bound":
+        lows = ", ".join(f"{b.name} {b.low:.3f}" for b in cert.bounds if b.low is not None)
+        console.print(f"{r.evaluator}: [green]certified[/green]: the {_interval(cert)} lower bounds ({lows}) reach "
+                      f"the threshold {r.threshold:.2f} -> status [bold]{r.status}[/bold]")
+    elif r.meets_threshold:
         acc = r.test.agreement.value if r.test else a.accuracy
         kappa = r.test.kappa.value if r.test else a.kappa
         console.print(f"{r.evaluator}: test agreement {f(acc)} [green]meets[/green] the threshold "
-                      f"{r.threshold:.2f} (kappa {f(kappa)}) -> status [bold]{r.status}[/bold]")
+                      f"{r.threshold:.2f} (kappa {f(kappa)}; policy point, weaker than lower_bound) -> status "
+                      f"[bold]{r.status}[/bold]")
     else:
-        console.print(f"{r.evaluator}: [red]does NOT meet[/red] its threshold: " + "; ".join(r.notes)
+        console.print(f"{r.evaluator}: [red]does NOT meet[/red] its threshold: " + escape("; ".join(r.notes))
                       + f" -> status [bold]{r.status}[/bold]")
     if r.override_reason:
         console.print(f"[yellow]activated by override[/yellow], reason recorded: {r.override_reason}")
+    if r.plan is not None:
+        print_plan(r.plan, r.evaluator, brief=True)
+
+
+def _interval(cert: Certification | CalibrationPlan) -> str:
+    return f"{cert.confidence:.0%} {'Wilson' if cert.interval == 'wilson' else 'Clopper-Pearson'}"
+
+
+def print_plan(plan: CalibrationPlan, name: str, brief: bool = False) -> None:
+    """The labels each class still needs for the bounds to clear (``brief``: one line per class)."""
+    if brief:
+        parts = [f"{r.of}: " + ("none" if r.more == 0 else "out of reach" if r.more is None else
+                                f"{r.more} more" + (" (first step)" if r.provisional else "")) for r in plan.rates]
+        console.print("to certify: " + "; ".join(parts) + f"  (assay calibrate {escape(name)} --plan explains)")
+        return
+    table = Table("rate", "class", "rate now", "planned at", "labelled", "test now", "test needed", "labels needed",
+                  "more", title=f"plan: labels for the {_interval(plan)} lower bounds of {escape(name)} to reach "
+                                f"{plan.threshold:.2f}")
+    for r in plan.rates:
+        table.add_row(r.name, r.of, "-" if r.rate is None else f"{r.rate:.3f}",
+                      "-" if r.planned_rate is None else f"{r.planned_rate:.3f}", str(r.labelled), str(r.test_now),
+                      "-" if r.test_needed is None else str(r.test_needed),
+                      "-" if r.labels_needed is None else str(r.labels_needed),
+                      "out of reach" if r.more is None else str(r.more) + (" (first step)" if r.provisional else ""))
+    console.print(table)
+    console.print(f"Planned so that every bound clears with about {plan.power:.0%} chance, each rate taken at the "
+                  f"value it beats with 70% probability given the labels so far; "
+                  f"{plan.test_fraction:.0%} of each class's labels go to the test split.")
+    for r in plan.rates:
+        if r.note:
+            console.print(f"  {r.name} ({r.of}): {escape(r.note)}")
+
+
+def print_scale_metrics(s: ScaleReport) -> None:
+    """Print agreement on a non-binary scale: test, all items and the human ceiling side by side; position bias."""
+    cols = [("test", s.test), ("all items", s.overall)]
+    if s.human_ceiling is not None:
+        cols.append((f"human-human (test, {s.human_ceiling.n_pairs} pairs)", s.human_ceiling.metrics))
+    table = Table("metric", *(name for name, _ in cols), title=f"on the {s.kind} scale")
+    table.add_row("n", *(str(m.n) for _, m in cols))
+    for label, pick in _SCALE_ROWS[s.kind]:
+        table.add_row(label, *(_ci(pick(m)) for _, m in cols))
+    console.print(table)
+    _print_confusion(s.test)
+    if s.human_ceiling is None:
+        console.print("human-human ceiling: no test item has labels from two humans")
+    for where, bias in (("test", s.position_bias), ("all items", s.position_bias_overall)):
+        if bias is not None:
+            console.print(f"position bias ({where}): the verdict flips in {bias.flips} of {bias.n_scored} pairs asked "
+                          f"in both orders, {_ci(bias.flip_rate)}; of the flips, {bias.first_shown} favour the "
+                          f"output shown first and {bias.second_shown} the one shown second")
+    console.print(s.decision, markup=False, highlight=False)
+
+
+def _print_confusion(m: ScaleMetrics) -> None:
+    """The test confusion matrix (rows human, columns judge) and, categorical, each class's precision and recall."""
+    names = list(m.human)
+    block = _block(m)
+    confusion = getattr(block, "confusion", None)
+    if confusion is not None:
+        table = Table("human / judge", *names, title="test confusion")
+        for name, row in zip(names, confusion, strict=True):
+            table.add_row(name, *(str(x) for x in row))
+        console.print(table)
+    if m.categorical is not None:
+        table = Table("class", "human", "judge", "precision", "recall", "F1", title="test, per class")
+        for c in m.categorical.per_class:
+            table.add_row(escape(c.name), str(c.human), str(c.judge),
+                          *("-" if x is None else f"{x:.3f}" for x in (c.precision, c.recall, c.f1)))
+        console.print(table)
+    if m.pairwise is not None:
+        console.print(f"ties on test: humans {m.pairwise.human_ties}, judge {m.pairwise.judge_ties}")
+
+
+def _block(m: ScaleMetrics) -> Any:
+    return m.ordinal or m.categorical or m.pairwise
+
+
+_SCALE_ROWS: dict[str, list[tuple[str, Any]]] = {
+    "ordinal": [("Spearman's rho", lambda m: _block(m).spearman), ("Kendall's tau-b", lambda m: _block(m).kendall),
+                ("mean absolute error (levels)", lambda m: _block(m).mae),
+                ("weighted kappa (quadratic)", lambda m: _block(m).weighted_kappa),
+                ("exact agreement", lambda m: _block(m).exact), ("within one level", lambda m: _block(m).within_one)],
+    "categorical": [("accuracy", lambda m: _block(m).accuracy), ("Cohen's kappa", lambda m: _block(m).kappa),
+                    ("macro-F1", lambda m: _block(m).macro_f1)],
+    "pairwise": [("agreement (a tie agrees with a tie)", lambda m: _block(m).agreement),
+                 ("agreement where both chose a side", lambda m: _block(m).agreement_without_ties),
+                 ("Cohen's kappa", lambda m: _block(m).kappa)],
+}
 
 
 def _ci(e: Estimate) -> str:
@@ -242,6 +361,10 @@ def _test_rows(r: CalibrationReport) -> list[tuple[str, str]]:
     h = r.human_ceiling
     rows.append(("human-human ceiling (test items)", "no item has 2+ human labels" if h is None else
                  f"agreement {_ci(h.metrics.agreement)}, kappa {_ci(h.metrics.kappa)} on {h.n_items} items"))
+    cert = r.certification
+    if cert is not None:
+        rows += [(f"test: {b.name} {_interval(cert)} lower bound", "undefined" if b.low is None else
+                  f"{b.low:.3f} ({b.k}/{b.n}) {'>=' if b.clears else '<'} {b.threshold:.2f}") for b in cert.bounds]
     return rows
 
 
@@ -261,12 +384,20 @@ def calibrate_cmd(
         help="With --tune: comma-separated instruction variants of the prompt to try besides the prompt as "
              "written (verdict-first, strict, lenient, restated); 'none' tries the prompt as written only.",
         envvar="ASSAY_CALIBRATE_VARIANTS")] = "verdict-first,strict,lenient,restated",
+    plan: Annotated[bool, typer.Option(
+        "--plan", help="Print how many more labels of each class the lower bounds need to clear the threshold, "
+        "from this version's stored calibration and the labels there are now (no judge call; the test split is "
+        "not looked at again).", envvar="ASSAY_CALIBRATE_PLAN")] = False,
+    refresh: RefreshOpt = False,
 ) -> None:
     """Run an evaluator on the labelled units of its criterion and measure agreement with the labels.
 
     Prints n, agreement, Cohen's kappa, TPR, TNR, balanced accuracy, precision/recall on fail
-    and the confusion matrix, with bootstrap 95% CIs on the held-out test split; the evaluator
-    becomes active only when test agreement meets its threshold (default 0.80).
+    and the confusion matrix, with bootstrap 95% CIs on the held-out test split. The evaluator
+    becomes active only when it is certified: by default (\\[calibration] policy = "lower_bound")
+    when the 95% Wilson lower bounds of TPR and TNR on the test split both reach its threshold
+    (default 0.80); policy "point" is the older, weaker rule (test agreement at the threshold and
+    kappa above min_kappa). --plan says how many more labels of each class that takes.
 
     Every run re-decides the status: a version activated earlier with --force goes back to
     draft when it is calibrated again without --force and still misses its threshold; a loud
@@ -279,6 +410,9 @@ def calibrate_cmd(
     app = get_ctx(ctx)
     defn = find_evaluator(app, name)
     before = evaluator_record(app.store, defn)
+    if plan:
+        _plan(app, defn, before, as_json)
+        return
     prev_status, prev_override = (before.status, before.override_reason) if before else (None, None)
     if tune:
         names = () if variants.strip() == "none" else tuple(v.strip() for v in variants.split(",") if v.strip())
@@ -287,15 +421,33 @@ def calibrate_cmd(
     from assay.calibration import build_dataset
 
     ds = build_dataset(app.store, defn.criterion.name)
-    with progress_bar(f"calibrating {name}", len(ds.items)) as advance:
-        report = calibrate(app.store, defn, judge_for(app, defn), app.settings.judge, advance, dataset=ds,
+    calls = len(ds.items) * (2 if defn.scale.kind == "pairwise" else 1)  # pairs are asked in both orders
+    with progress_bar(f"calibrating {name}", calls) as advance:
+        report = calibrate(app.store, defn, judge_for(app, defn, refresh), app.settings.judge, advance, dataset=ds,
                            force_reason=force, min_kappa=app.settings.min_kappa, fractions=parse_fractions(split),
-                           seed=seed)
+                           seed=seed, certification=app.settings.calibration)
     if as_json:
         console.print_json(report.model_dump_json())
     else:
         print_calibration(report)
     _warn_status_change(name, prev_status, prev_override, report.status)
+
+
+def _plan(app: AppContext, defn: EvaluatorDef, record: Any, as_json: bool) -> None:
+    """``assay calibrate NAME --plan``: the plan of this version's stored calibration, with today's labels."""
+    from assay.calibration import build_dataset
+    from assay.calibration.calibrate import pass_fail_balance, report_plan
+
+    report = record.calibration if record is not None else None
+    if report is None:
+        raise UsageError(f"{defn.name}@{content_version(defn)} has no stored calibration: run "
+                         f"`assay calibrate {defn.name}` first (its report plans too)")
+    labelled = pass_fail_balance(defn, build_dataset(app.store, defn.criterion.name))
+    plan = report_plan(report, app.settings.calibration, labelled)
+    if as_json:
+        console.print_json(plan.model_dump_json())
+        return
+    print_plan(plan, defn.name)
 
 
 def _warn_status_change(name: str, before: str | None, override: str | None, after: str) -> None:
@@ -330,7 +482,7 @@ def _tune(app: AppContext, defn: EvaluatorDef, fractions: tuple[float, float, fl
 
     with progress_bar(f"tuning {defn.name}", None) as advance:
         best, report = tune(app.store, defn, judge_for(app, defn), app.settings.judge, fractions=fractions, seed=seed,
-                            progress=advance, instructions=variants)
+                            progress=advance, instructions=variants, certification=app.settings.calibration)
     folder = app.settings.evaluators_path()
     path = next(p for p in sorted([*folder.glob("*.yaml"), *folder.glob("*.yml")])
                 if load_evaluator(p).name == defn.name)
@@ -444,6 +596,8 @@ def gate_cmd(
     max_latency_increase: Annotated[float | None, typer.Option(
         help="The same for the mean latency per unit (wall time of its traces).",
         envvar="ASSAY_GATE_MAX_LATENCY_INCREASE")] = None,
+    allow_judge_change: AllowJudgeChangeOpt = False,
+    refresh: RefreshOpt = False,
 ) -> None:
     """Run the active evaluators on the candidate's units and gate the change.
 
@@ -452,6 +606,10 @@ def gate_cmd(
     test when both sides scored the same inputs (paired), else Fisher's exact test; reported with
     the difference in pass rate and its 95% CI. With --max-cost-increase / --max-latency-increase it
     also fails on a significant rise of the mean cost or latency per unit over the baseline's.
+
+    An evaluator whose judge (provider, model, base URL, sampling parameters, from its file, assay.toml or
+    the environment) is not the one its calibration certified is refused with exit 2, naming both judges,
+    unless --allow-judge-change (recorded in the run and the scores' lineage).
 
     Exit codes: exit 0 pass; exit 1 regression or threshold miss (the only exit 1); exit 2 usage or
     configuration error; exit 3 too many evaluator errors (unscored + errors above --max-unscored) or
@@ -463,10 +621,11 @@ def gate_cmd(
     app = get_ctx(ctx)
     kind, address = executor_choice(app, executor, ray_address)
     with progress_bar("gate", None) as advance:
-        report = run_gate(app.store, app.settings, judge_for(app), candidate, baseline, advance, repeat=repeat,
-                          alpha=alpha, max_unscored=max_unscored, pair_by=pair_by,  # type: ignore[arg-type]
+        report = run_gate(app.store, app.settings, judge_for(app, refresh=refresh), candidate, baseline, advance,
+                          repeat=repeat, alpha=alpha, max_unscored=max_unscored,
+                          pair_by=pair_by,  # type: ignore[arg-type]
                           executor=kind, ray_address=address, max_cost_increase=max_cost_increase,
-                          max_latency_increase=max_latency_increase)
+                          max_latency_increase=max_latency_increase, allow_judge_change=allow_judge_change)
     if junit:
         _write_output(junit, to_junit(report))
     if markdown:

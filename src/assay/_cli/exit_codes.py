@@ -6,7 +6,8 @@ code meaning
 0    success
 1    the command's check said no, by design: a gate regression or threshold miss
      (``assay gate``), a drift alert (``assay drift``), a failed check (``assay doctor``),
-     nothing ingested (``assay ingest``). Never an error: a CI job may page on it.
+     nothing ingested (``assay ingest``), nothing imported (``assay labels import``: every record
+     rejected). Never an error: a CI job may page on it.
 2    usage, configuration or environment problem: a bad option or value, an unknown name, a
      missing workspace, an invalid ``assay.toml`` or evaluator file, a missing optional
      package or model file, a busy port (``UsageError``, ``EnvironmentProblem``, ``OSError``)
@@ -42,7 +43,7 @@ class ExitCode(IntEnum):
 MEANINGS: dict[ExitCode, str] = {
     ExitCode.OK: "success",
     ExitCode.CHECK_FAILED: "the check said no: gate regression or threshold miss, drift alert, doctor check "
-                           "failed, nothing ingested",
+                           "failed, nothing ingested, nothing imported",
     ExitCode.USAGE: "usage, configuration or environment problem",
     ExitCode.FAILURE: "runtime failure: judge or model errors, too many evaluator errors, a crash",
     ExitCode.INTERRUPTED: "interrupted (Ctrl-C)",

@@ -12,13 +12,17 @@ from rich.table import Table
 
 from assay._cli._common import AppContext, console, err_console, get_ctx, handle_errors, progress_bar
 from assay._cli.exit_codes import ExitCode
+from assay._cli.online import print_carried
 from assay._store.store import IngestCounts
-from assay.exceptions import UsageError
+from assay.evaluators import load_evaluators
+from assay.evaluators.carried import CarriedImport, carried_in, import_carried
+from assay.exceptions import ConfigError, UsageError
 from assay.signals import DetectingSink
 from assay.traces import Unit
 from assay.traces.custom import load_reader
 from assay.traces.environment import Environment
-from assay.traces.ingest import IngestResult, UnitSink, ingest_paths
+from assay.traces.evaluations import CarriedEvaluation
+from assay.traces.ingest import IngestResult, UnitSink, WriteCounts, ingest_paths
 from assay.traces.mapping import mapping_reader
 from assay.traces.readers import FORMATS, SUFFIXES
 
@@ -69,6 +73,10 @@ def ingest(
 
     Files found in a folder whose content is in no known format are skipped, listed with the reason.
 
+    Evaluation results carried in the traces (OTel gen_ai.evaluation.result events, OpenInference
+    annotations, Langfuse scores) are imported as scores of the `external` evaluators that name them
+    (see `assay scores import`); the others are counted, with what to add to import them.
+
     Exit code: 0 when at least one unit was read (new or already stored); 1 when nothing could be
     ingested (every record rejected, or no ingestible file in the folders given), so a CI step
     fails instead of passing silently; 2 for usage errors (unknown --format, missing path, a --reader
@@ -78,18 +86,23 @@ def ingest(
         raise UsageError("give --reader or --mapping, not both")
     file_reader = load_reader(reader) if reader else mapping_reader(mapping) if mapping else None
     app = get_ctx(ctx)
-    sink: UnitSink = DetectingSink(lambda: app.store, app.settings.signals) if signals else _StoreOnFirstWrite(app)
+    inner: UnitSink = DetectingSink(lambda: app.store, app.settings.signals) if signals else _StoreOnFirstWrite(app)
+    sink = _KeepCarried(app, inner)
     with progress_bar("ingesting", None) as advance:
         result = ingest_paths(paths, sink, fmt, progress=lambda done, total: advance(int(done > 0), total),
                               reader=file_reader, environment=Environment(env or None, release or None))
-    found = sink.report if isinstance(sink, DetectingSink) else None
+    carried = _import_carried(sink, [str(p) for p in paths])
+    found = inner.report if isinstance(inner, DetectingSink) else None
     if as_json:
-        console.print_json(json.dumps(result.to_json()))
+        console.print_json(json.dumps({**result.to_json(), **({"evaluations": carried.model_dump(mode="json")}
+                                                              if carried is not None else {})}))
     else:
         _print_result(result)
         if found is not None and found.units:
             console.print(f"signals: {found.signals} new on {found.units} units scanned, {found.feedback} feedback "
                           f"items, {found.attached} pending feedback attached (list them: assay signals)")
+        if carried is not None:
+            print_carried(carried)
     why = result.nothing_ingested()
     if why:
         err_console.print(f"[red]error:[/red] nothing ingested: {escape(why)}")
@@ -105,6 +118,34 @@ class _StoreOnFirstWrite:
 
     def add_units(self, units: list[Unit]) -> IngestCounts:
         return self.app.store.add_units(units)
+
+
+class _KeepCarried:
+    """Writes units through ``inner`` and keeps the evaluation results they carry (imported after the ingest)."""
+
+    def __init__(self, app: AppContext, inner: UnitSink) -> None:
+        self.app, self.inner = app, inner
+        self.carried: list[tuple[str, CarriedEvaluation]] = []
+
+    def add_units(self, units: list[Unit]) -> WriteCounts:
+        counts = self.inner.add_units(units)
+        self.carried.extend(carried_in(units))
+        return counts
+
+
+def _import_carried(sink: _KeepCarried, paths: list[str]) -> CarriedImport | None:
+    """Import the carried evaluation results for the workspace's external evaluators (None: none carried).
+    An invalid evaluator file does not fail the ingest: the results wait for ``assay scores import
+    --from-traces``."""
+    if not sink.carried:
+        return None
+    try:
+        evaluators = load_evaluators(sink.app.settings.evaluators_path())
+    except ConfigError as exc:
+        err_console.print("[yellow]warning[/yellow]: evaluation results in the traces not imported: "
+                          + escape(str(exc)))
+        evaluators = []
+    return import_carried(sink.app.store, sink.carried, evaluators, "ingest: " + ", ".join(paths))
 
 
 def _print_result(result: IngestResult) -> None:

@@ -11,8 +11,13 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from assay._cli._common import console, get_ctx, handle_errors
-from assay.annotations import add_criterion, export_labels, import_labels, list_criteria
+from assay._cli._common import console, err_console, get_ctx, handle_errors
+from assay._cli.exit_codes import ExitCode
+from assay.annotations import PairwiseScale, Scale, add_criterion, export_labels, import_labels, list_criteria
+from assay.annotations.scale import parse_scale_items
+
+FIRST_REASONS = 5
+"""Reasons printed with the error when nothing was imported."""
 
 labels_app = typer.Typer(help="Import and export expert labels (JSONL or CSV).", no_args_is_help=True)
 criteria_app = typer.Typer(help="Rubric criteria: what 'good' means for a signature.", no_args_is_help=True)
@@ -22,14 +27,32 @@ criteria_app = typer.Typer(help="Rubric criteria: what 'good' means for a signat
 @handle_errors
 def labels_import(
     ctx: typer.Context,
-    file: Annotated[Path, typer.Argument(help="JSONL or CSV with unit, annotator, label (pass|fail), severity "
-                                               "(1-4), rationale, criterion.")],
+    file: Annotated[Path, typer.Argument(help="JSONL or CSV with unit, annotator, label (pass|fail) or value (on "
+                                               "the criterion's scale: a level, a class, first|second|tie), "
+                                               "second_unit (pairwise), severity (1-4), rationale, criterion.")],
 ) -> None:
-    """Import labels; bad records are skipped with a reason, the rest are kept (append-only)."""
+    """Import labels; bad records are skipped with a reason, the rest are kept (append-only).
+
+    Exit code: 0 when at least one label was imported (skipped records are listed); 1 when nothing
+    was imported (every record rejected, or the file holds none), with the count and the first
+    reasons on stderr, so a CI step fails instead of passing silently (as `assay ingest` does);
+    2 for usage errors (a missing file); 3 a failure.
+    """
     result = import_labels(get_ctx(ctx).store, file)
     console.print(f"imported {result.imported} labels; skipped {len(result.skipped)}")
     for line, reason in result.skipped[:50]:
         console.print(f"  [yellow]skipped[/yellow] line {line}: {escape(reason)}")
+    if result.imported == 0:
+        err_console.print(f"[red]error:[/red] nothing imported: {escape(_nothing_imported(result.skipped))}")
+        raise typer.Exit(ExitCode.CHECK_FAILED)
+
+
+def _nothing_imported(skipped: list[tuple[int, str]]) -> str:
+    """Why an import wrote nothing: the count of rejected records and the first reasons."""
+    if not skipped:
+        return "the file holds no label record"
+    first = "; ".join(f"line {line}: {reason}" for line, reason in skipped[:FIRST_REASONS])
+    return f"all {len(skipped)} record(s) rejected; first reasons: {first}"
 
 
 @labels_app.command("export")
@@ -56,8 +79,18 @@ def criteria_add(
     signature: Annotated[int, typer.Argument(help="Signature id the criterion is written for (0: none).")],
     text: Annotated[str, typer.Argument(help="The criterion statement.")],
     name: Annotated[str | None, typer.Option(help="Short stable name (default: from the text).")] = None,
+    scale: Annotated[str | None, typer.Option(
+        help="binary (pass/fail, the default for a new criterion), ordinal (--level), categorical (--class) or "
+             "pairwise (first/second/tie). Omitted: an existing criterion keeps its scale.")] = None,
+    level: Annotated[list[str] | None, typer.Option(
+        help="Ordinal: one level with its anchor, 'VALUE=ANCHOR' (repeat, lowest first), e.g. --level '1=unusable'.")]
+    = None,
+    classes: Annotated[list[str] | None, typer.Option(
+        "--class", help="Categorical: one class, 'NAME=DESCRIPTION' or 'NAME=DESCRIPTION|SCORE' (repeat); "
+                        "SCORE in [0, 1] is what a unit of the class scores (default 0).")] = None,
+    no_tie: Annotated[bool, typer.Option("--no-tie", help="Pairwise: 'tie' is not a valid label.")] = False,
 ) -> None:
-    """Add a criterion (or a new version of a named one)."""
+    """Add a criterion (or a new version of a named one: other text or another scale)."""
     from assay._store.tables import SignatureRow
     from assay.exceptions import UsageError
 
@@ -66,8 +99,37 @@ def criteria_add(
         with store.session() as s:
             if s.get(SignatureRow, signature) is None:
                 raise UsageError(f"unknown signature {signature}: see `assay signatures` for the ids (0: none)")
-    crit = add_criterion(store, text, name=name, signature_id=signature or None)
-    console.print(f"criterion {crit.name!r} (id {crit.id}) version {crit.version}")
+    crit = add_criterion(store, text, name=name, signature_id=signature or None,
+                         scale=_scale_option(scale, level or [], classes or [], no_tie))
+    console.print(f"criterion {crit.name!r} (id {crit.id}) version {crit.version}, scale {_describe(crit.scale)}")
+
+
+def _scale_option(kind: str | None, levels: list[str], classes: list[str], no_tie: bool) -> Scale | None:
+    """The scale ``assay criteria add`` was given (None: none given).
+
+    Raises:
+        UsageError: levels or classes without their scale, or a scale that does not validate.
+    """
+    from pydantic import ValidationError
+
+    from assay.exceptions import UsageError
+
+    if kind is None:
+        if levels or classes or no_tie:
+            raise UsageError("--level, --class and --no-tie need --scale ordinal, categorical or pairwise")
+        return None
+    try:
+        made = parse_scale_items(kind, "\n".join(levels + classes))
+    except ValidationError as exc:
+        raise UsageError(f"--scale {kind}: " + "; ".join(e["msg"] for e in exc.errors())) from None
+    except ValueError as exc:
+        raise UsageError(f"--scale {kind}: {exc}") from None
+    return PairwiseScale(allow_tie=False) if kind == "pairwise" and no_tie else made
+
+
+def _describe(scale: Scale) -> str:
+    """``ordinal (1..5)``, ``categorical (a, b, c)``, ``binary`` ..."""
+    return scale.kind if scale.kind == "binary" else f"{scale.kind} ({scale.describe()})"
 
 
 @criteria_app.command("list")
@@ -77,9 +139,9 @@ def criteria_list(ctx: typer.Context,
     """List criteria."""
     crits = list_criteria(get_ctx(ctx).store)
     if as_json:
-        console.print_json(json.dumps([c.model_dump() for c in crits]))
+        console.print_json(json.dumps([c.model_dump(mode="json") for c in crits]))
         return
-    table = Table("id", "name", "version", "signature", "text")
+    table = Table("id", "name", "version", "scale", "signature", "text")
     for c in crits:
-        table.add_row(str(c.id), c.name, str(c.version), str(c.signature_id or ""), c.text)
+        table.add_row(str(c.id), c.name, str(c.version), _describe(c.scale), str(c.signature_id or ""), c.text)
     console.print(table)

@@ -10,6 +10,7 @@ from typing import Annotated
 import typer
 from rich.markup import escape
 
+from assay._cli import agreement as agreement_cmd
 from assay._cli import dataset as dataset_cmd
 from assay._cli import demo as demo_cmd
 from assay._cli import doctor as doctor_cmd
@@ -64,6 +65,7 @@ app.add_typer(signatures_cmd.signatures_app, name="signatures")
 app.command("queue")(signatures_cmd.queue_cmd)
 app.add_typer(labels.labels_app, name="labels")
 app.add_typer(labels.criteria_app, name="criteria")
+app.command("agreement")(agreement_cmd.agreement_cmd)
 app.add_typer(dataset_cmd.dataset_app, name="dataset")
 app.add_typer(evaluate.evaluators_app, name="evaluators")
 app.command("calibrate")(evaluate.calibrate_cmd)

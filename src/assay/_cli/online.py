@@ -10,15 +10,22 @@ import threading
 import time
 from pathlib import Path
 from types import FrameType
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.markup import escape
 
-from assay._cli._common import console, err_console, get_ctx, handle_errors
+from assay._cli._common import AllowJudgeChangeOpt, console, err_console, get_ctx, handle_errors
 from assay.exceptions import UsageError
 
-scores_app = typer.Typer(help="Scores with their lineage: export them.", no_args_is_help=True)
+if TYPE_CHECKING:
+    from assay._store.store import Store
+    from assay.evaluators import EvaluatorDef
+    from assay.evaluators.carried import CarriedImport
+    from assay.evaluators.imports import ImportResult
+
+scores_app = typer.Typer(help="Scores with their lineage: export them, import a judge's verdicts.",
+                         no_args_is_help=True)
 
 
 def log_line(text: str) -> None:
@@ -78,6 +85,7 @@ def worker(
         "The environment whose units are sampled (default: \\[environments] production; 'all': every unit). "
         "Evaluation and simulation units stay out of the production sample unless asked for."))] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the final summary as JSON.")] = False,
+    allow_judge_change: AllowJudgeChangeOpt = False,
 ) -> None:
     """Score production online: each active evaluator scores its sample (sample_rate in its YAML,
     default 10%, deterministic by unit id) of completed units, once per evaluator version.
@@ -108,7 +116,7 @@ def worker(
     parent = os.environ.get("ASSAY_WORKER_PARENT_PID", "")
     if parent.isdigit():  # started by `assay serve --worker`: stop when that server is gone
         threading.Thread(target=_watch_parent, args=(int(parent), stop), daemon=True, name="assay-parent").start()
-    worker_ = OnlineWorker(app.store, settings, log=log_line, env=env)
+    worker_ = OnlineWorker(app.store, settings, log=log_line, env=env, allow_judge_change=allow_judge_change)
     with _GracefulStop(stop):
         totals = worker_.run(stop, once=once)
     summary = {"run_id": totals.run_id, "passes": totals.passes, "scored": totals.scored, "failed": totals.failed,
@@ -159,3 +167,93 @@ def export(
             write(records, fh)
         err_console.print(f"wrote {len(records)} score(s) to {escape(str(output))}", highlight=False)
 
+
+
+@scores_app.command("import")
+@handle_errors
+def import_cmd(
+    ctx: typer.Context,
+    path: Annotated[Path | None, typer.Argument(help="JSON Lines or CSV: unit (or trace), evaluator, value, label, "
+                                                     "reason, model, version, time; or OTLP JSON Lines of "
+                                                     "gen_ai.evaluation.result events.")] = None,
+    fmt: Annotated[str, typer.Option("--format", help="auto (.csv is CSV; resourceLogs lines are OTel events; else "
+                                     "JSON Lines), jsonl, csv or otel.", envvar="ASSAY_SCORES_IMPORT_FORMAT")] = "auto",
+    from_traces: Annotated[bool, typer.Option(
+        "--from-traces", help="Instead of a file: the evaluation results carried in stored traces (OTel "
+        "gen_ai.evaluation.result events, OpenInference annotations, Langfuse scores).",
+        envvar="ASSAY_SCORES_IMPORT_FROM_TRACES")] = False,
+    units: Annotated[str, typer.Option("--units", help="With --from-traces: the units to read (a selection).",
+                                       envvar="ASSAY_SCORES_IMPORT_UNITS")] = "all",
+    as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+) -> None:
+    """Import the verdicts of a judge the team runs elsewhere as scores of `external` evaluators.
+
+    Each row names the evaluator as the source calls it; an evaluator file with `kind: external` (its
+    `external.name`, else its own name) says how to read the values. A value that does not fit (a label it
+    does not know, a number outside its scale, text) is stored unscored with the reason and the raw value,
+    never as pass or fail. Rows naming no or an unknown unit or trace, or no external evaluator, are
+    rejected with the reason. Then `assay calibrate NAME` measures the external judge like any other.
+    `assay ingest` imports the results carried in the traces it reads; --from-traces reads stored ones
+    (for an evaluator defined after its traces came in). Exit 0 when something was imported, 1 when
+    nothing was (the first reasons are printed), 2 on a usage error.
+    """
+    from assay.evaluators import load_evaluators
+    from assay.evaluators.imports import import_file
+
+    if (path is None) == (not from_traces):
+        raise UsageError("give a FILE or --from-traces (one of them)")
+    app = get_ctx(ctx)
+    evaluators = load_evaluators(app.settings.evaluators_path())
+    if path is None:
+        _import_from_traces(app.store, evaluators, units, as_json)
+        return
+    result = import_file(app.store, path, evaluators, fmt)
+    if as_json:
+        typer.echo(json.dumps({**result.model_dump(mode="json"), "imported": result.imported}, indent=2))
+    else:
+        _print_import(result)
+    if not result.imported:
+        raise typer.Exit(1)
+
+
+def _import_from_traces(store: Store, evaluators: list[EvaluatorDef], units: str, as_json: bool) -> None:
+    from assay.evaluators.carried import carried_in, import_carried
+
+    found = carried_in(store.units(store.select_unit_ids(units)))
+    carried = import_carried(store, found, evaluators, f"traces ({units})")
+    if as_json:
+        typer.echo(json.dumps(carried.model_dump(mode="json"), indent=2))
+    else:
+        print_carried(carried)
+    if carried.result is None or not carried.result.imported:
+        raise typer.Exit(1)
+
+
+def print_carried(carried: CarriedImport) -> None:
+    """What the evaluation results carried in traces came to (``assay ingest``, ``scores import --from-traces``)."""
+    console.print(f"evaluation results in the traces: {carried.found} found, {carried.human} people's annotations "
+                  f"left out (labels, not verdicts), {carried.unchanged} already imported", highlight=False)
+    if carried.unmatched:
+        names = ", ".join(f"{escape(n)} x{k}" for n, k in sorted(carried.unmatched.items()))
+        console.print(f"  no external evaluator takes {names}: add evaluators/NAME.yaml with kind: external (and "
+                      "external: {name: ...}), then assay scores import --from-traces", highlight=False)
+    if carried.result is not None:
+        _print_import(carried.result)
+
+
+def _print_import(result: ImportResult) -> None:
+    if result.imported:
+        per = ", ".join(f"{n}: {result.scored.get(n, 0)} scored, {result.unscored.get(n, 0)} unscored"
+                        for n in sorted({*result.scored, *result.unscored}))
+        console.print(f"imported {result.imported} verdicts into run {escape(str(result.run_id))} ({escape(per)}); "
+                      f"rejected {len(result.rejected)}", highlight=False)
+    else:
+        err_console.print(f"[red]nothing imported[/red] from {escape(result.source)}: "
+                          f"{len(result.rejected)} row(s) rejected", highlight=False)
+    for reason in result.unscored_reasons[:5]:
+        console.print(f"  [yellow]unscored[/yellow] {escape(reason)}", highlight=False)
+    for where, why in result.rejected[:5]:
+        (console if result.imported else err_console).print(f"  rejected {escape(where)}: {escape(why)}",
+                                                            highlight=False)
+    if len(result.rejected) > 5:
+        console.print(f"  ... and {len(result.rejected) - 5} more rejected (--json lists all)")

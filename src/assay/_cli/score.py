@@ -13,7 +13,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from assay._cli._common import AppContext, console, err_console, get_ctx, handle_errors
+from assay._cli._common import AllowJudgeChangeOpt, AppContext, console, err_console, get_ctx, handle_errors
 from assay.exceptions import UsageError
 
 if TYPE_CHECKING:
@@ -72,6 +72,7 @@ def score_cmd(
     workers: Annotated[int | None, typer.Option("--workers", min=1, help="Ray actors (default: the cluster's "
                                                 "CPUs).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+    allow_judge_change: AllowJudgeChangeOpt = False,
 ) -> None:
     """Score stored units with one evaluator (a backfill) and write the scores with lineage.
 
@@ -80,10 +81,13 @@ def score_cmd(
     --run-id adds no second score. Failures (unscored replies, errors) are listed per unit.
     With --executor ray the units are read from the shared store by Ray actors (use PostgreSQL
     when the cluster has more than one machine); the judge's rpm/tpm limits are divided among the actors.
+    A calibrated evaluator whose judge is not the certified one is refused (exit 2) unless
+    --allow-judge-change (recorded in the run's summary).
     """
     from assay._cli.evaluate import find_evaluator
     from assay._store.scores import finish_run
     from assay.calibration.calibrate import evaluator_record
+    from assay.calibration.certified import judge_change_of, refuse_judge_changes
     from assay.suite.executor import score_with_executor
 
     app = get_ctx(ctx)
@@ -94,12 +98,16 @@ def score_cmd(
         raise UsageError(f"no units match selection {units!r}")
     record = evaluator_record(app.store, defn)
     dataset_version = record.dataset_version if record else None
+    change = judge_change_of(app.store, defn, None, app.settings.judge)
+    refuse_judge_changes({defn.name: change} if change else {}, allow_judge_change)
     try:
         with batch_progress(f"scoring {defn.name} ({kind})", len(unit_ids)) as advance:
             summary = score_with_executor(app.store, defn, unit_ids, app.settings.judge, run_id=run_id,
                                           dataset_version=dataset_version, executor=kind, ray_address=address,
                                           progress=advance, batch_size=batch_size, workers=workers)
         data = summary_data(summary)
+        if change:
+            data["judge_change"] = change
         finish_run(app.store, summary.run_id, {k: v for k, v in data.items() if k != "failures"})
     finally:
         app.store.close()  # a backfill is the whole command: hand the pooled connections back

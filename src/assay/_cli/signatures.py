@@ -13,20 +13,26 @@ from rich.table import Table
 
 from assay._cli._common import AppContext, console, get_ctx, handle_errors, progress_bar
 from assay._cli.score import ExecutorOpt, RayAddressOpt, executor_choice
+from assay.exceptions import UsageError
 from assay.signatures import (
     EmbeddingStats,
     Signature,
     build_signatures,
     failed_unit_ids,
     flag_unit,
+    lifecycle_history,
     list_signatures,
     map_points,
     new_units,
     sample_queue,
     scan_severe,
     severe_queue,
+    update_lifecycle,
     update_signatures,
 )
+from assay.signatures.mix import mix_text
+from assay.signatures.unseen import unseen_modes
+from assay.signatures.workflows import WorkflowReport, workflow_report
 
 signatures_app = typer.Typer(help="Failure signatures ranked by impact, the rare-severe inbox, and flags.",
                              no_args_is_help=False)
@@ -38,17 +44,19 @@ def _seen(first: datetime | None, last: datetime | None) -> str:
 
 
 def _table(signatures: list[Signature], with_key: bool) -> Table:
-    columns = ["id", "impact", "units", "share", "cost (mean)", "first .. last seen", "status", "environments",
-               "label", "representative unit"]
+    columns = ["id", "impact", "units", "share", "cost (mean)", "first .. last seen", "status", "lifecycle",
+               "environments", "label", "signal mix", "representative unit"]
     table = Table(*columns, *(["structural key"] if with_key else []), title="failure signatures by impact")
     for sig in signatures:
         units = f"{sig.size} (+{sig.assigned})" if sig.assigned else str(sig.size)
         u = sig.usage
         cost = "-" if u.cost_usd_sum is None else f"${u.cost_usd_sum:.4f} (${u.cost_usd_mean or 0:.4f})"
         table.add_row(str(sig.id), f"{sig.impact:.1f}", units, f"{sig.share:.1%}", cost,
-                      _seen(sig.first_seen, sig.last_seen), sig.status,
-                      escape(", ".join(f"{e} {n}" for e, n in sig.environments.items())),
-                      escape(sig.label), escape(sig.representative_unit or ""),
+                      _seen(sig.first_seen, sig.last_seen),
+                      sig.status, sig.lifecycle.replace("_", " "),
+                      escape(", ".join(f"{e} {n}" for e, n in sig.environments.items())), escape(sig.label),
+                      escape(mix_text(sig.signal_mix, limit=4)),
+                      escape(sig.representative_unit or ""),
                       *([escape(sig.structural_key)] if with_key else []))
     return table
 
@@ -72,6 +80,14 @@ def _refresh(app: AppContext, rebuild: bool, quiet: bool, env: str | None = None
                               f"{len(result.new_signatures)} new signatures, {len(result.new_units)} units marked new")
     if not quiet and (stats.computed or stats.cached):
         console.print(f"embedded {stats.computed} units ({stats.cached} from cache)")
+    changes = update_lifecycle(app.store, app.settings, env=env)
+    if changes:
+        signatures = list_signatures(app.store, prices=app.settings.prices)
+    if not quiet:
+        for change in changes:
+            if change.from_state is not None:
+                console.print(f"signature {change.signature_id}: {change.from_state} -> {change.to_state} "
+                              f"({escape(change.reason)})")
     return signatures
 
 
@@ -91,9 +107,37 @@ def _list(ctx: typer.Context, rebuild: bool, as_json: bool, limit: int, with_key
     pending = len(new_units(app.store))
     console.print(f"{len(signatures)} signatures cover {clustered} of {total} failed units; "
                   f"{total - clustered - pending} are noise (in no signature), {pending} are new (near no signature)")
+    unseen = unseen_modes(app.store).text
+    console.print(unseen[:1].upper() + unseen[1:] + " (`assay signatures unseen`)")
     inbox = len(severe_queue(app.store))
     if inbox:
         console.print(f"[bold red]{inbox} units flagged severe[/bold red]: see `assay signatures severe`")
+
+
+def _workflow_table(report: WorkflowReport, limit: int) -> Table:
+    table = Table("workflow", "units", "failed", "95% interval", "vs overall", "most over-represented signal",
+                  title=f"where failures concentrate: {report.units} units, {report.failed} failed "
+                        f"({report.overall_rate:.1%} overall)")
+    for w in report.workflows[:limit]:
+        mark = {"higher": "⚑ higher", "lower": "lower", "same": ""}[w.failed.direction]
+        top = w.top_kind
+        table.add_row(escape(w.label), str(w.units), f"{w.failed.rate:.0%} ({w.failed.units})",
+                      f"{w.failed.low:.0%}-{w.failed.high:.0%}", mark,
+                      escape(f"{top.text} ({top.units} of {w.units})") if top else "")
+    return table
+
+
+def _by_workflow(app: AppContext, as_json: bool, limit: int, env: str | None = None) -> None:
+    report = workflow_report(app.store, app.settings.signals, env)
+    if as_json:
+        console.print_json(report.model_dump_json())
+        return
+    console.print(_workflow_table(report, limit))
+    flagged = len(report.flagged)
+    console.print(f"{len(report.workflows)} workflows; {flagged} fail more often than overall (95% Wilson interval "
+                  "above the overall rate, each on its own: about one comparison in twenty is flagged by chance)")
+    if report.unscanned:
+        console.print(f"{report.unscanned} units were never scanned: run `assay signals update`")
 
 
 RebuildOpt = Annotated[bool, typer.Option("--rebuild", help="Cluster everything again (ids of signatures that "
@@ -102,6 +146,10 @@ RebuildOpt = Annotated[bool, typer.Option("--rebuild", help="Cluster everything 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON.")]
 LimitOpt = Annotated[int, typer.Option("--limit", "-n", min=1, help="Show at most this many signatures.",
                                        envvar="ASSAY_SIGNATURES_LIMIT")]
+WorkflowOpt = Annotated[bool, typer.Option("--by-workflow", help="Every unit, failed or not, grouped by workflow "
+                                           "(what the user asked for, the first tool that changes something): "
+                                           "failure rate with its 95% interval against the overall rate.",
+                                           envvar="ASSAY_SIGNATURES_BY_WORKFLOW")]
 KeyOpt = Annotated[bool, typer.Option("--keys", help="Add the structural key column (tool, error, step, retrieval, "
                                                      "outcome).", envvar="ASSAY_SIGNATURES_KEYS")]
 EnvOpt = Annotated[str | None, typer.Option(
@@ -112,7 +160,8 @@ EnvOpt = Annotated[str | None, typer.Option(
 
 @handle_errors
 def signatures_cmd(ctx: typer.Context, rebuild: RebuildOpt = False, as_json: JsonOpt = False,
-                   limit: LimitOpt = 20, with_key: KeyOpt = False, env: EnvOpt = None) -> None:
+                   limit: LimitOpt = 20, with_key: KeyOpt = False, by_workflow: WorkflowOpt = False,
+                   env: EnvOpt = None) -> None:
     """List failure signatures by impact (units x severity x recency), clustering first if needed.
 
     Failed units (outcome fail, or unknown with an error span) are keyed by failed tool,
@@ -122,20 +171,27 @@ def signatures_cmd(ctx: typer.Context, rebuild: RebuildOpt = False, as_json: Jso
     marked new. Re-clustering keeps the id of every signature that still exists. Only production
     units are clustered unless --env says otherwise.
     """
+    if by_workflow:
+        _by_workflow(get_ctx(ctx), as_json, limit, env)
+        return
     _list(ctx, rebuild, as_json, limit, with_key, env)
 
 
 @signatures_app.callback(invoke_without_command=True)
 @handle_errors
 def signatures_main(ctx: typer.Context, rebuild: RebuildOpt = False, as_json: JsonOpt = False,
-                    limit: LimitOpt = 20, with_key: KeyOpt = False, env: EnvOpt = None) -> None:
+                    limit: LimitOpt = 20, with_key: KeyOpt = False, by_workflow: WorkflowOpt = False,
+                    env: EnvOpt = None) -> None:
     """List failure signatures by impact (units x severity x recency), clustering first if needed.
 
     Failed units added since the last build are assigned to the nearest signature when close
     enough, else marked new; `--rebuild` clusters everything again, keeping the id of every
-    signature that still exists. Only production units are clustered unless --env says otherwise.
+    signature that still exists. `--by-workflow` groups every unit, failed or not, by workflow instead.
+    Only production units count unless --env says otherwise.
     """
-    if ctx.invoked_subcommand is None:
+    if ctx.invoked_subcommand is None and by_workflow:
+        _by_workflow(get_ctx(ctx), as_json, limit, env)
+    elif ctx.invoked_subcommand is None:
         _list(ctx, rebuild, as_json, limit, with_key, env)
 
 
@@ -160,12 +216,59 @@ def update_cmd(ctx: typer.Context, as_json: JsonOpt = False, executor: ExecutorO
     stats = EmbeddingStats()
     with progress_bar("embedding new failed units", None) as advance, remote_encoding(encoder):
         result = update_signatures(app.store, app.settings, progress=advance, stats=stats, env=env)
+    changes = update_lifecycle(app.store, app.settings, env=env)
     if as_json:
         console.print_json(result.model_dump_json())
         return
     ids = ", ".join(map(str, result.new_signatures)) or "none"
     console.print(f"{len(result.assigned)} units assigned, {len(result.new_signatures)} new signatures ({ids}), "
                   f"{len(result.new_units)} units marked new; embedded {stats.computed} ({stats.cached} from cache)")
+    for change in changes:
+        console.print(f"signature {change.signature_id}: {change.from_state or 'first seen'} -> {change.to_state} "
+                      f"({escape(change.reason)})")
+
+
+@signatures_app.command("history")
+@handle_errors
+def history_cmd(
+    ctx: typer.Context,
+    signature: Annotated[int | None, typer.Argument(help="Signature id (default: every signature).")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """The lifecycle changes of the signatures, oldest first: new, escalating, criterion written,
+    monitored (an active evaluator covers its criterion), resolved (that evaluator's production fail rate
+    under [lifecycle] resolve_fail_rate), regressed (above it again). `assay signatures` and `assay
+    signatures update` (and the worker) evaluate the lifecycle; this only reads what they recorded."""
+    changes = lifecycle_history(get_ctx(ctx).store, signature)
+    if as_json:
+        console.print_json(json.dumps([c.model_dump(mode="json") for c in changes]))
+        return
+    table = Table("when (UTC)", "signature", "from", "to", "why", title="signature lifecycle")
+    for c in changes:
+        table.add_row(c.at.strftime("%Y-%m-%d %H:%M"), f"{c.signature_id} {escape(c.label[:60])}",
+                      (c.from_state or "-").replace("_", " "), c.to_state.replace("_", " "), escape(c.reason))
+    console.print(table)
+
+
+@signatures_app.command("unseen")
+@handle_errors
+def unseen_cmd(ctx: typer.Context, as_json: JsonOpt = False) -> None:
+    """When to stop reviewing: the chance that the next reviewed failure shows a failure mode no criterion
+    covers yet, the Good-Turing estimate N1/N over the failures people labelled (N1: criteria exactly one
+    of them fails; a failure labelled without a criterion is a mode of its own), with Esty's 95% interval.
+    It leans high when reviewing across signatures (new modes come early) and knows nothing of failures
+    no signal marks."""
+    unseen = unseen_modes(get_ctx(ctx).store)
+    if as_json:
+        console.print_json(unseen.model_dump_json())
+        return
+    table = Table("criterion", "labelled failures", title="human fail labels per criterion")
+    for name, count in unseen.per_criterion.items():
+        table.add_row(escape(name), str(count))
+    if unseen.uncovered:
+        table.add_row("(no criterion: each a mode of its own)", str(unseen.uncovered))
+    console.print(table)
+    console.print(unseen.text[:1].upper() + unseen.text[1:])
 
 
 @signatures_app.command("severe")
@@ -211,16 +314,27 @@ def flag_cmd(
 @handle_errors
 def queue_cmd(
     ctx: typer.Context,
-    signature: Annotated[int, typer.Argument(help="Signature id (see `assay signatures`).")],
+    signature: Annotated[int | None, typer.Argument(help="Signature id (see `assay signatures`).")] = None,
+    for_calibration: Annotated[str | None, typer.Option(
+        "--for-calibration", help="Instead of a signature's sample: the unlabelled units whose labels would help "
+        "certify this evaluator most (the class in short supply, units the judge is least sure of, units "
+        "evaluators disagree on).", envvar="ASSAY_QUEUE_FOR_CALIBRATION")] = None,
     size: Annotated[int, typer.Option("--size", "-n", min=1, help="Number of units to review.",
                                       envvar="ASSAY_QUEUE_SIZE")] = 10,
     as_json: Annotated[bool, typer.Option("--json", help="Print the unit ids as JSON.")] = False,
 ) -> None:
     """Print a review queue for one signature: units nearest its centroid, then spread across it.
+    With --for-calibration NAME: the units to label next so NAME gets certified sooner.
 
     The sample is deterministic: the same signature and size give the same units.
     """
+    if (signature is None) == (for_calibration is None):
+        raise UsageError("give a signature id or --for-calibration NAME (one of them)")
     app = get_ctx(ctx)
+    if for_calibration is not None:
+        _calibration_queue(app, for_calibration, size, as_json)
+        return
+    assert signature is not None
     unit_ids = sample_queue(app.store, signature, size)
     if as_json:
         console.print_json(json.dumps({"signature": signature, "unit_ids": unit_ids}))
@@ -229,3 +343,28 @@ def queue_cmd(
     for n, unit_id in enumerate(unit_ids, 1):
         table.add_row(str(n), escape(unit_id))
     console.print(table)
+
+
+def _calibration_queue(app: AppContext, name: str, size: int, as_json: bool) -> None:
+    from assay._cli.evaluate import find_evaluator
+    from assay.calibration.labelling import calibration_queue
+    from assay.evaluators import load_evaluators
+
+    defn = find_evaluator(app, name)
+    folder = app.settings.evaluators_path()
+    peers = [d.name for d in load_evaluators(folder) if d.criterion.name == defn.criterion.name]
+    queue = calibration_queue(app.store, defn, size, peers)
+    if as_json:
+        console.print_json(json.dumps({**queue.model_dump(mode="json"),
+                                       "unit_ids": [i.unit_id for i in queue.items]}))
+        return
+    short = queue.short_class or "neither"
+    table = Table("#", "unit", "verdict", "priority", "why",
+                  title=f"label next for {escape(name)} ({escape(queue.criterion)}): short of {short}; labels "
+                        + ", ".join(f"{k} {v}" for k, v in sorted(queue.balance.items())))
+    for n, item in enumerate(queue.items, 1):
+        table.add_row(str(n), escape(item.unit_id), item.verdict or "-", f"{item.priority:.2f}",
+                      escape("; ".join(item.reasons) or "-"))
+    console.print(table)
+    for note in queue.notes:
+        console.print(f"[yellow]note[/yellow]: {escape(note)}")

@@ -36,8 +36,12 @@ from assay.exceptions import NotFoundError
 from assay.settings.run_kinds import RENAMED, RunKind, run_kind
 
 ScoreStatus = Literal["scored", "unscored", "error", "not_applicable"]
+ParseStatus = Literal["ok", "repaired", "failed"]
+"""How the verdict was read: ``ok`` as given (a judge reply that is valid JSON, a code check's value),
+``repaired`` (a judge reply that needed repair: a code fence, comments, raw newlines, trailing text; see
+:mod:`assay.evaluators.verdict`), ``failed`` (no verdict could be read: no reply, or none in it)."""
 INSERT_CHUNK = 1000
-"""Score rows per multi-row INSERT statement (11 bound values each: within SQLite's and PostgreSQL's limits)."""
+"""Score rows per multi-row INSERT statement (12 bound values each: within SQLite's and PostgreSQL's limits)."""
 
 
 class Lineage(BaseModel):
@@ -59,7 +63,8 @@ class Lineage(BaseModel):
     dataset_version: int | None = Field(
         default=None, description="the ground-truth dataset version the evaluator was calibrated on (None: never)")
     run_id: str = Field(description="the run the scores belong to")
-    run_kind: str = Field(description="its kind (RunKind): calibration, gate, gate-baseline, backfill, online")
+    run_kind: str = Field(description="its kind (RunKind): calibration, gate, gate-baseline, backfill, online, "
+                                      "import")
     sample_rate: float | None = Field(default=None, description="share of production units sampled (online runs)")
 
     @field_validator("run_kind", mode="before")
@@ -96,7 +101,8 @@ class NewScore(NamedTuple):
     """One score row to write (its run, dataset version and judge parameters come from the batch's lineage).
 
     ``status`` is ``scored`` (``score`` in [0, 1] and ``verdict`` set) or the failure's status
-    (``score`` and ``verdict`` None); ``reason`` is the judge's reason, the check's message or the error.
+    (``score`` and ``verdict`` None); ``reason`` is the judge's reason, the check's message or the error;
+    ``parse_status`` how the verdict was read (:data:`ParseStatus`).
     """
 
     unit_id: str
@@ -108,6 +114,7 @@ class NewScore(NamedTuple):
     verdict: str | None
     reason: str
     raw: str | None
+    parse_status: ParseStatus = "ok"
 
 
 # --- runs ---------------------------------------------------------------------------------------
@@ -201,7 +208,7 @@ def _values(lineage: Lineage, sc: NewScore) -> dict[str, Any]:
     return {"run_id": lineage.run_id, "unit_id": sc.unit_id, "evaluator_name": sc.evaluator,
             "evaluator_version": sc.evaluator_version, "judge_model": sc.judge_model,
             "dataset_version": lineage.dataset_version, "status": sc.status, "score": sc.score,
-            "verdict": sc.verdict, "reason": sc.reason, "raw": sc.raw}
+            "verdict": sc.verdict, "reason": sc.reason, "raw": sc.raw, "parse_status": sc.parse_status}
 
 
 def add_scores(s: OrmSession, lineage: Lineage, scores: Sequence[NewScore]) -> dict[str, int]:

@@ -19,6 +19,10 @@ One transaction per call, so a batch is acknowledged only once committed. Rules:
   maps it to the session unit (the review page and the REST API redirect). Annotations keep their
   ``created_at`` and provenance; only their ``unit_id`` changes. A trace stored under one session
   keeps it (a different session id arriving later does not move it);
+* a span sent more than once (an in-progress copy without end time, then the final one; a retried
+  batch) is merged with its other copies, in the batch or stored: the most complete copy wins field by
+  field whatever the order (:mod:`assay.traces.merge`), the span is flagged ``merged`` when the copies
+  differed, and the unit's content hash and error state follow the merged span;
 * a span whose parent is not stored (yet) is kept as an orphan root and flagged ``orphan``; when
   the parent arrives in a later batch the flag is cleared (the child is linked);
 * a child starting before its parent is kept with its raw times and flagged ``clock_skew``;
@@ -50,9 +54,11 @@ from sqlalchemy import (
 from sqlalchemy.orm import Session as OrmSession
 
 from assay._store.signal_rows import rekey_unit
-from assay._store.tables import Base, EmbeddingRow, LogRecordRow, SignatureRow, SpanRow, UnitRow
+from assay._store.tables import Base, EmbeddingRow, LogRecordRow, MediaRow, SignatureRow, SpanRow, UnitRow
 from assay.exceptions import NotFoundError
 from assay.traces.environment import Environment, spans_environment
+from assay.traces.media import span_media
+from assay.traces.merge import merge_copies
 from assay.traces.model import Span, SpanEvent, Unit
 from assay.traces.otlp.mapping import with_events
 
@@ -66,6 +72,8 @@ class SpanWrite:
 
     spans_new: int = 0
     spans_duplicate: int = 0
+    spans_merged: int = 0
+    """Spans whose copies (in this batch, or stored before) differed and were merged."""
     units_new: int = 0
     orphans: int = 0
     linked: int = 0
@@ -200,6 +208,18 @@ def load_unit(store: Store, unit_id: str) -> Unit:
                     reward=row.reward, attributes=row.attributes or {})
 
 
+def orphan_count(store: Store, unit_id: str) -> int:
+    """Spans of the unit whose parent is not stored (flagged ``orphan``): one anti-join on the span keys."""
+    from sqlalchemy import and_, exists, func
+    from sqlalchemy.orm import aliased
+
+    parent = aliased(SpanRow)
+    has_parent = exists().where(and_(parent.trace_id == SpanRow.trace_id, parent.span_id == SpanRow.parent_span_id))
+    with store.session() as s:
+        return int(s.scalar(select(func.count()).select_from(SpanRow).where(
+            SpanRow.unit_id == unit_id, SpanRow.parent_span_id.is_not(None), ~has_parent)) or 0)
+
+
 def resolve_unit_id(store: Store, unit_id: str) -> str | None:
     """The unit id that holds ``unit_id`` now: itself when stored, the session unit it was merged
     into (late session id, see module docstring), or None when neither exists."""
@@ -213,7 +233,9 @@ def resolve_unit_id(store: Store, unit_id: str) -> str | None:
 
 
 def add_spans(store: Store, spans: list[Span], source: str, environment: Environment | None = None) -> SpanWrite:
-    """Store spans (see module docstring); a span already stored (trace id + span id) is skipped.
+    """Store spans (see module docstring). A span already stored, or sent twice in the batch (same trace
+    id + span id), is merged with its other copies (:func:`assay.traces.merge.merge_copies`: the most
+    complete copy wins field by field, whatever the order); identical copies count as duplicates.
 
     Args:
         store: the store.
@@ -226,8 +248,7 @@ def add_spans(store: Store, spans: list[Span], source: str, environment: Environ
         :class:`SpanWrite` counts, after commit.
     """
     out = SpanWrite()
-    batch = list({(sp.trace_id, sp.span_id): sp for sp in spans}.values())
-    out.spans_duplicate = len(spans) - len(batch)
+    batch, out.spans_duplicate, merged_keys = merge_batch(spans)
     if not batch:
         return out
     with store.session() as s:
@@ -236,25 +257,23 @@ def add_spans(store: Store, spans: list[Span], source: str, environment: Environ
                          .where(SpanRow.trace_id.in_(traces))).all()
         starts = {(t, sid): st for t, sid, st in rows}
         new = [sp for sp in batch if (sp.trace_id, sp.span_id) not in starts]
-        out.spans_duplicate += len(batch) - len(new)
+        updated = _merge_stored(s, [sp for sp in batch if (sp.trace_id, sp.span_id) in starts], out, merged_keys)
+        out.spans_merged = len(merged_keys)
         starts.update({(sp.trace_id, sp.span_id): sp.start_ns for sp in new})
-        unit_of, moves = _unit_ids(s, new)
+        starts.update({(sp.trace_id, sp.span_id): sp.start_ns for _, sp in updated})
+        unit_of, moves = _unit_ids(s, [*new, *(sp for _, sp in updated)])
         pending = _pending_logs(s, new)
         values: list[dict[str, object]] = []
+        written: list[Span] = [sp for _, sp in updated]
         for sp in new:
-            parent = starts.get((sp.trace_id, sp.parent_span_id or "")) if sp.parent_span_id else None
-            orphan = bool(sp.parent_span_id) and parent is None
-            skew = parent is not None and sp.start_ns < parent
-            if skew and parent is not None:
-                out.warnings.append(_skew_warning(sp, parent))
-            out.orphans += orphan
-            sp = _flags(sp, orphan, skew)
+            sp = _placed(sp, starts, out)
             if (sp.trace_id, sp.span_id) in pending:
                 sp = with_events(sp, pending[(sp.trace_id, sp.span_id)])
+            written.append(sp)
             values.append({"trace_id": sp.trace_id, "span_id": sp.span_id, "unit_id": unit_of[sp.trace_id],
                            "start_ns": sp.start_ns, "parent_span_id": sp.parent_span_id,
                            "data": sp.model_dump(mode="json")})
-        touched = {str(v["unit_id"]) for v in values}
+        touched = {str(v["unit_id"]) for v in values} | {unit_of[sp.trace_id] for _, sp in updated}
         existing_units = set(s.scalars(select(UnitRow.unit_id).where(UnitRow.unit_id.in_(touched))))
         s.add_all([UnitRow(unit_id=uid, kind=uid.split("/", 1)[0], source=source, outcome="unknown", attributes={})
                    for uid in sorted(touched - existing_units)])
@@ -264,25 +283,114 @@ def add_spans(store: Store, spans: list[Span], source: str, environment: Environ
             _move_trace(s, trace_id, old, unit_of[trace_id])
             out.moved.append((old, unit_of[trace_id]))
         existing_units |= {unit_of[t] for t in moves}
+        for row, sp in updated:
+            sp = _placed(sp, starts, out)
+            row.data, row.start_ns, row.parent_span_id = sp.model_dump(mode="json"), sp.start_ns, sp.parent_span_id
         if values:
             s.execute(insert(SpanRow), values)
+        store_media(s, written)
         out.spans_new = len(new)
         out.linked = _link_children(s, new, starts, out)
         _refresh_units(s, touched, existing_units, values)
-        _place_units(s, new, unit_of, environment)
+        _place_units(s, written, unit_of, environment)
+    if merged_keys:
+        out.warnings.insert(0, _merge_warning(merged_keys))
     return out
 
 
-def _place_units(s: OrmSession, new: list[Span], unit_of: dict[str, str], fallback: Environment | None) -> None:
-    """Give touched units without an environment or release the one their new spans name, else ``fallback``."""
+def _place_units(s: OrmSession, spans: list[Span], unit_of: dict[str, str], fallback: Environment | None) -> None:
+    """Give touched units without an environment or release the one their new or merged ``spans`` name, else
+    ``fallback``."""
     by_unit: dict[str, list[Span]] = defaultdict(list)
-    for sp in new:
+    for sp in spans:
         by_unit[unit_of[sp.trace_id]].append(sp)
     rows = s.scalars(select(UnitRow).where(UnitRow.unit_id.in_(list(by_unit)),
                                            or_(UnitRow.env.is_(None), UnitRow.release.is_(None))))
     for row in rows:
         found = spans_environment(by_unit[row.unit_id]).or_else(fallback)
         row.env, row.release = row.env or found.name, row.release or found.release
+
+
+def merge_batch(spans: list[Span]) -> tuple[list[Span], int, set[tuple[str, str]]]:
+    """One span per (trace id, span id) of a batch: ``(spans, identical copies dropped, ids whose copies
+    differed and were merged)``."""
+    groups: dict[tuple[str, str], list[Span]] = defaultdict(list)
+    for sp in spans:
+        groups[(sp.trace_id, sp.span_id)].append(sp)
+    out: list[Span] = []
+    duplicates = 0
+    merged: set[tuple[str, str]] = set()
+    for key, copies in groups.items():
+        span, differed = merge_copies(copies)
+        out.append(span)
+        if differed:
+            merged.add(key)
+        else:
+            duplicates += len(copies) - 1
+    return out, duplicates, merged
+
+
+def stored_rows(s: OrmSession, keys: list[tuple[str, str]]) -> dict[tuple[str, str], SpanRow]:
+    """The stored rows among ``keys`` (trace id, span id), by key (400 keys per query)."""
+    rows: dict[tuple[str, str], SpanRow] = {}
+    for i in range(0, len(keys), 400):
+        for row in s.scalars(select(SpanRow).where(tuple_(SpanRow.trace_id, SpanRow.span_id).in_(keys[i:i + 400]))):
+            rows[(row.trace_id, row.span_id)] = row
+    return rows
+
+
+def _merge_stored(s: OrmSession, spans: list[Span], out: SpanWrite,
+                  merged_keys: set[tuple[str, str]]) -> list[tuple[SpanRow, Span]]:
+    """Merge spans with their stored copies: ``(row, merged span)`` for each that differs from the stored
+    one; the others count as duplicates."""
+    rows = stored_rows(s, [(sp.trace_id, sp.span_id) for sp in spans])
+    updated: list[tuple[SpanRow, Span]] = []
+    for sp in spans:
+        row = rows[(sp.trace_id, sp.span_id)]
+        merged, differed = merge_copies([Span.model_validate(row.data), sp])
+        if differed:
+            merged_keys.add((sp.trace_id, sp.span_id))
+            updated.append((row, merged))
+        else:
+            out.spans_duplicate += 1
+    return updated
+
+
+def _placed(sp: Span, starts: dict[tuple[str, str], int], out: SpanWrite) -> Span:
+    """``sp`` with its tree flags set: ``orphan`` when its parent is not stored, ``clock_skew`` (and a
+    warning) when it starts before its parent."""
+    parent = starts.get((sp.trace_id, sp.parent_span_id or "")) if sp.parent_span_id else None
+    orphan = bool(sp.parent_span_id) and parent is None
+    skew = parent is not None and sp.start_ns < parent
+    if skew and parent is not None:
+        out.warnings.append(_skew_warning(sp, parent))
+    out.orphans += orphan
+    return _flags(sp, orphan, skew)
+
+
+def _merge_warning(keys: set[tuple[str, str]]) -> str:
+    named = ", ".join(f"span {sid} of trace {t}" for t, sid in sorted(keys)[:3])
+    more = f" and {len(keys) - 3} more" if len(keys) > 3 else ""
+    return (f"{len(keys)} span(s) arrived in differing copies and were merged (the most complete copy wins "
+            f"field by field; flagged 'merged'): {named}{more}")
+
+
+def store_media(s: OrmSession, spans: list[Span]) -> int:
+    """Keep the inline media bytes of ``spans`` (by SHA-256, once each); returns how many were new."""
+    parts = {p.sha256: p for p in span_media(spans) if p.sha256 and p.data is not None}
+    if not parts:
+        return 0
+    have = set(s.scalars(select(MediaRow.sha256).where(MediaRow.sha256.in_(list(parts)))))
+    s.add_all([MediaRow(sha256=sha, mime_type=p.mime_type, size_bytes=len(p.data or b""), data=p.data)
+               for sha, p in parts.items() if sha not in have])
+    return len(parts) - len(have)
+
+
+def media_bytes(store: Store, sha256: str) -> tuple[bytes, str | None] | None:
+    """Stored media bytes and their mime type, or None."""
+    with store.session() as s:
+        row = s.get(MediaRow, sha256)
+        return (row.data, row.mime_type) if row is not None else None
 
 
 def _pending_logs(s: OrmSession, spans: list[Span]) -> dict[tuple[str, str], list[SpanEvent]]:
@@ -361,6 +469,7 @@ def add_log_records(store: Store, records: list[tuple[str, str, SpanEvent]]) -> 
                 continue
             span = with_events(Span.model_validate(row.data), events)
             row.data = span.model_dump(mode="json")
+            store_media(s, [span])
             touched.add(row.unit_id)
             updated += 1
         _refresh_units(s, touched)

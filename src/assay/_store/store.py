@@ -24,6 +24,7 @@ from assay.exceptions import NotFoundError
 from assay.settings import EnvironmentSettings, EnvScope
 from assay.settings.signals import SignalSettings
 from assay.traces.environment import Environment, unit_environment
+from assay.traces.merge import merge_copies
 from assay.traces.model import Span, SpanEvent, Unit
 from assay.traces.usage import unit_usage
 
@@ -39,6 +40,8 @@ class IngestCounts:
     units_updated: int = 0
     spans_new: int = 0
     spans_duplicate: int = 0
+    spans_merged: int = 0
+    """Spans whose copies differed and were merged (see :meth:`Store.add_units`)."""
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
@@ -99,7 +102,9 @@ class Store:
 
     # --- units -------------------------------------------------------------------------
     def add_units(self, units: list[Unit]) -> IngestCounts:
-        """Store units and their spans; a span already stored (same trace id + span id) is skipped.
+        """Store units and their spans. A span already stored (same trace id + span id), or given twice,
+        is merged with its other copies (:func:`assay.traces.merge.merge_copies`: the most complete copy
+        wins field by field); identical copies count as duplicates.
 
         A unit seen before gets the new spans added; its outcome is updated when the new
         data knows it, its environment and release when it had none
@@ -108,37 +113,59 @@ class Store:
         counts = IngestCounts()
         with self.session() as s:
             for unit in units:
-                keys = {(sp.trace_id, sp.span_id) for sp in unit.spans}
-                trace_ids = {k[0] for k in keys}
-                existing = set(s.execute(select(SpanRow.trace_id, SpanRow.span_id)
-                                         .where(SpanRow.trace_id.in_(trace_ids))))
-                row = s.get(UnitRow, unit.unit_id)
-                new_spans = [sp for sp in unit.spans if (sp.trace_id, sp.span_id) not in existing]
-                counts.spans_new += len(new_spans)
-                counts.spans_duplicate += len(unit.spans) - len(new_spans)
-                if row is None:
-                    row = UnitRow(unit_id=unit.unit_id, kind=unit.kind, source=unit.source,
-                                  outcome=unit.outcome, reward=unit.reward, attributes=unit.attributes)
-                    s.add(row)
-                    s.flush()
-                    counts.units_new += 1
-                elif new_spans or (unit.outcome != "unknown" and row.outcome != unit.outcome):
-                    counts.units_updated += 1
-                if unit.outcome != "unknown":
-                    row.outcome, row.reward = unit.outcome, unit.reward
-                env = unit_environment(unit)
-                row.env, row.release = row.env or env.name, row.release or env.release
-                for sp in new_spans:
-                    s.add(SpanRow(trace_id=sp.trace_id, span_id=sp.span_id, unit_id=unit.unit_id,
-                                  start_ns=sp.start_ns, parent_span_id=sp.parent_span_id,
-                                  data=sp.model_dump(mode="json")))
-                if new_spans:
-                    s.flush()
-                    all_spans = self._spans(s, unit.unit_id)
-                    row.content_hash = unit_content_hash(all_spans)
-                    row.has_error = any(sp.status == "error" for sp in all_spans)
-                    row.usage = unit_usage(all_spans).model_dump(mode="json")
+                self._add_unit(s, unit, counts)
         return counts
+
+    def _add_unit(self, s: OrmSession, unit: Unit, counts: IngestCounts) -> None:
+        from assay._store.spans import merge_batch, store_media, stored_rows
+
+        spans, duplicates, merged = merge_batch(list(unit.spans))
+        counts.spans_duplicate += duplicates
+        stored = stored_rows(s, [(sp.trace_id, sp.span_id) for sp in spans])
+        new_spans: list[Span] = []
+        changed = 0
+        for sp in spans:
+            old = stored.get((sp.trace_id, sp.span_id))
+            if old is None:
+                new_spans.append(sp)
+                continue
+            both, differed = merge_copies([Span.model_validate(old.data), sp])
+            if not differed:
+                counts.spans_duplicate += 1
+                continue
+            merged.add((sp.trace_id, sp.span_id))
+            old.data, old.start_ns = both.model_dump(mode="json"), both.start_ns
+            old.parent_span_id = both.parent_span_id
+            changed += 1
+        counts.spans_new += len(new_spans)
+        counts.spans_merged += len(merged)
+        row = s.get(UnitRow, unit.unit_id)
+        if row is None:
+            row = UnitRow(unit_id=unit.unit_id, kind=unit.kind, source=unit.source,
+                          outcome=unit.outcome, reward=unit.reward, attributes=unit.attributes)
+            s.add(row)
+            s.flush()
+            counts.units_new += 1
+        elif new_spans or changed or (unit.outcome != "unknown" and row.outcome != unit.outcome):
+            counts.units_updated += 1
+        if unit.outcome != "unknown":
+            row.outcome, row.reward = unit.outcome, unit.reward
+        env = unit_environment(unit)
+        row.env, row.release = row.env or env.name, row.release or env.release
+        for sp in new_spans:
+            s.add(SpanRow(trace_id=sp.trace_id, span_id=sp.span_id, unit_id=unit.unit_id,
+                          start_ns=sp.start_ns, parent_span_id=sp.parent_span_id,
+                          data=sp.model_dump(mode="json")))
+        store_media(s, spans)
+        if new_spans or changed:
+            s.flush()
+            for uid in {unit.unit_id} | {stored[k].unit_id for k in merged if k in stored}:
+                all_spans = self._spans(s, uid)
+                target = s.get(UnitRow, uid)
+                if target is not None:
+                    target.content_hash = unit_content_hash(all_spans)
+                    target.has_error = any(sp.status == "error" for sp in all_spans)
+                    target.usage = unit_usage(all_spans).model_dump(mode="json")
 
     def add_spans(self, spans: list[Span], source: str = "otlp-http", environment: Environment | None = None
                   ) -> SpanWrite:

@@ -5,7 +5,19 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Float, ForeignKey, Index, Integer, LargeBinary, String, Text, UniqueConstraint
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+    UniqueConstraint,
+    true,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -75,6 +87,25 @@ class SignatureRow(Base):
     status: Mapped[str] = mapped_column(String(20), default="new")
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+    lifecycle: Mapped[str] = mapped_column(String(20), default="new")
+    """Where the signature stands in the loop (``assay.signatures.lifecycle``): new, escalating,
+    criterion_written, monitored, resolved or regressed."""
+    lifecycle_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    """When ``lifecycle`` last changed (None: never evaluated)."""
+
+
+class LifecycleRow(Base):
+    """One change of a signature's lifecycle, append-only: from (None at the first evaluation), to, why,
+    the facts that decided it (``details``) and when."""
+
+    __tablename__ = "signature_lifecycle"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    signature_id: Mapped[int] = mapped_column(ForeignKey("signatures.id"), index=True)
+    from_state: Mapped[str | None] = mapped_column(String(20), nullable=True)
+    to_state: Mapped[str] = mapped_column(String(20))
+    reason: Mapped[str] = mapped_column(Text, default="")
+    details: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
 
 
 class MemberRow(Base):
@@ -129,10 +160,29 @@ class CriterionRow(Base):
     text: Mapped[str] = mapped_column(Text)
     version: Mapped[int] = mapped_column(Integer, default=1)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    scale: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    """The criterion's scale (``assay.annotations.scale``) as JSON; NULL is binary (pass/fail)."""
+
+
+class CriterionSignatureRow(Base):
+    """A signature a criterion covers besides the one it was written for (``criteria.signature_id``):
+    a criterion may cover several signatures, each added on purpose, by someone, at a time."""
+
+    __tablename__ = "criterion_signatures"
+    criterion_id: Mapped[int] = mapped_column(ForeignKey("criteria.id"), primary_key=True)
+    signature_id: Mapped[int] = mapped_column(ForeignKey("signatures.id"), primary_key=True)
+    added_by: Mapped[str] = mapped_column(String(200), default="")
+    added_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
 class AnnotationRow(Base):
-    """Append-only: corrections add a row, never overwrite."""
+    """Append-only: corrections add a row, never overwrite.
+
+    ``value`` is the judgment on the criterion's scale (JSON: a string or a level); NULL on rows made
+    before scales existed, whose ``label`` (pass/fail) is the value. ``label`` is NULL on non-binary
+    scales. A pairwise judgment names its second output's unit (``second_unit_id``) and the order the
+    annotator saw them in (``shown_order``).
+    """
 
     __tablename__ = "annotations"
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -141,12 +191,17 @@ class AnnotationRow(Base):
     criterion_version: Mapped[int | None] = mapped_column(Integer, nullable=True)
     annotator: Mapped[str] = mapped_column(String(200))
     annotator_kind: Mapped[str] = mapped_column(String(10))
-    label: Mapped[str] = mapped_column(String(10))
+    label: Mapped[str | None] = mapped_column(String(10), nullable=True)
+    value: Mapped[Any] = mapped_column(JSON, nullable=True)
+    second_unit_id: Mapped[str | None] = mapped_column(ForeignKey("units.unit_id"), nullable=True)
+    shown_order: Mapped[str | None] = mapped_column(String(20), nullable=True)
     severity: Mapped[int | None] = mapped_column(Integer, nullable=True)
     rationale: Mapped[str] = mapped_column(Text, default="")
     source: Mapped[str] = mapped_column(String(300), default="")
     extra: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    blind: Mapped[bool | None] = mapped_column(nullable=True)
+    """Made without seeing another label on the item (blind review); NULL: not known (imports, the API)."""
 
 
 class EvaluatorRow(Base):
@@ -196,6 +251,19 @@ class ScoreRow(Base):
     verdict: Mapped[str | None] = mapped_column(String(20), nullable=True)
     reason: Mapped[str] = mapped_column(Text, default="")
     raw: Mapped[str | None] = mapped_column(Text, nullable=True)
+    parse_status: Mapped[str | None] = mapped_column(String(10), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class MediaRow(Base):
+    """Inline bytes of message media (images, audio, files), once per content: the key is their SHA-256
+    (:class:`assay.traces.media.MediaPart` ``sha256``); the review page serves thumbnails from here."""
+
+    __tablename__ = "media"
+    sha256: Mapped[str] = mapped_column(String(64), primary_key=True)
+    mime_type: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    size_bytes: Mapped[int] = mapped_column(Integer)
+    data: Mapped[bytes] = mapped_column(LargeBinary)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
@@ -242,6 +310,8 @@ class ReviewQueueRow(Base):
     signature_id: Mapped[int] = mapped_column(ForeignKey("signatures.id"), primary_key=True)
     size: Mapped[int] = mapped_column(Integer, default=10)
     k: Mapped[int] = mapped_column(Integer, default=2)
+    blind: Mapped[bool] = mapped_column(default=True, server_default=true())
+    """Blind review: an annotator sees no other label on an item until they saved theirs."""
 
 
 class QueueClaimRow(Base):
@@ -382,3 +452,19 @@ class OpenCodingRow(Base):
     note: Mapped[str] = mapped_column(Text, default="")
     step: Mapped[int | None] = mapped_column(Integer, nullable=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class AuditRow(Base):
+    """One audit record, append-only: who did what (``action``, e.g. ``signin.failed``, ``criterion.edit``) to
+    what (``target``), when, from which client address, with details (see :mod:`assay._store.audit`)."""
+
+    __tablename__ = "audit_log"
+    __table_args__ = (Index("ix_audit_log_action_target", "action", "target"),
+                      Index("ix_audit_log_action_client", "action", "client"))
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+    who: Mapped[str] = mapped_column(String(200))
+    action: Mapped[str] = mapped_column(String(60))
+    target: Mapped[str] = mapped_column(String(300), default="")
+    client: Mapped[str | None] = mapped_column(String(100), nullable=True)
+    details: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)

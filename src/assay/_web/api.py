@@ -40,10 +40,19 @@ from starlette.concurrency import run_in_threadpool
 from assay._store import Store
 from assay._store.spans import load_unit, resolve_unit_id, unit_row
 from assay._store.tables import AnnotationRow, ApiKeyRow, EvaluatorRow, ScoreRow
-from assay.annotations import Annotation, add_annotations, get_criterion, list_annotations, list_criteria
+from assay.annotations import (
+    Annotation,
+    BinaryScale,
+    add_annotations,
+    fit_to_scale,
+    get_criterion,
+    list_annotations,
+    list_criteria,
+)
 from assay.annotations.agreement import HumanAgreement, human_agreement
 from assay.annotations.model import AnnotatorKind, Criterion, Label
-from assay.exceptions import NotFoundError
+from assay.annotations.scale import ScaleValue, ShownOrder
+from assay.exceptions import NotFoundError, UsageError
 from assay.settings import Settings
 from assay.signals import FailureSignal, FeedbackItem, FeedbackResult, assess, record_feedback, unit_signals
 from assay.signals.feedback import FeedbackRecord, list_feedback
@@ -70,6 +79,9 @@ class UnitOut(BaseModel):
     trace_ids: list[str]
     span_count: int
     has_error: bool
+    open_spans: int = Field(description="spans stored without an end time (in progress): the unit may still grow")
+    orphan_spans: int = Field(description="spans whose parent has not arrived (flagged 'orphan'); after "
+                              "[online] orphan_grace_s the parent counts as lost")
     content_missing_reason: str | None = Field(description="why a judge should skip the unit, or null")
     steps: list[Step] = Field(description="the step timeline in time order, indices 1-based, times in ns (UTC)")
     usage: UnitUsage = Field(description="token usage, cost (USD; the source's, else configured prices) and "
@@ -82,12 +94,18 @@ class UnitOut(BaseModel):
 
 class AnnotationIn(BaseModel):
     """A new annotation. ``annotator`` defaults to the API key's owner; ``criterion_version``
-    defaults to the criterion's current version (give an older one only for labels made under it)."""
+    defaults to the criterion's current version (give an older one only for labels made under it).
+    The judgment is ``label`` (pass/fail) or ``value`` on the criterion's scale; a value that does not
+    fit the scale is a 422 naming the allowed values."""
 
     model_config = ConfigDict(extra="forbid")
 
     unit_id: str = Field(min_length=1)
-    label: Label
+    label: Label | None = Field(None, description="pass or fail (binary criteria and labels without a criterion)")
+    value: ScaleValue | None = Field(None, description="the judgment on the criterion's scale: pass/fail, a level, "
+                                                       "a class name, first/second/tie")
+    second_unit_id: str | None = Field(None, description="pairwise: the second output's unit")
+    shown_order: ShownOrder | None = Field(None, description="pairwise: the order the outputs were shown in")
     severity: int | None = Field(None, ge=1, le=4, description="1 (minor) .. 4 (critical)")
     rationale: str = Field("", max_length=20_000)
     criterion: str | None = Field(None, description="criterion name or id; null: the unit as a whole")
@@ -202,6 +220,8 @@ class ScoreOut(BaseModel):
     score: float | None = Field(description="0..1; null when the evaluator failed")
     verdict: str | None
     reason: str
+    parse_status: str | None = Field(None, description="how the verdict was read: ok, repaired or failed "
+                                     "(null: stored before this was recorded)")
     created_at: datetime
 
 
@@ -267,6 +287,8 @@ def api_router(settings: Settings, store: Store) -> APIRouter:
                        source=u.source, environment=row.env if row else None, release=row.release if row else None,
                        outcome=u.outcome, reward=u.reward, trace_ids=u.trace_ids,
                        span_count=len(u.spans), has_error=u.has_error,
+                       open_spans=sum(s.end_ns <= 0 and not s.synthetic_time for s in u.spans),
+                       orphan_spans=sum("orphan" in s.flags for s in u.spans),
                        content_missing_reason=u.content_missing_reason, steps=step_timeline(u),
                        usage=unit_usage(u).priced(settings.prices),
                        failed=current in store.failed_among([current]),
@@ -324,12 +346,22 @@ def api_router(settings: Settings, store: Store) -> APIRouter:
         extra = {**body.extra, "api_key": who.key_prefix}
         if current != body.unit_id:
             extra["unit_id_given"] = body.unit_id
-        record = Annotation(unit_id=current, annotator=body.annotator or who.owner,
-                            annotator_kind=body.annotator_kind, label=body.label, severity=body.severity,
-                            rationale=body.rationale, criterion=crit.name if crit else None,
-                            criterion_version=(body.criterion_version or crit.version) if crit else None,
-                            source=body.source, extra=extra)
-        add_annotations(store, [record])
+        second = resolve_unit_id(store, body.second_unit_id) if body.second_unit_id else None
+        if body.second_unit_id and second is None:
+            raise _bad(f"unit not found: {body.second_unit_id!r}")
+        try:
+            record = Annotation(unit_id=current, annotator=body.annotator or who.owner,
+                                annotator_kind=body.annotator_kind, label=body.label, value=body.value,
+                                second_unit_id=second, shown_order=body.shown_order, severity=body.severity,
+                                rationale=body.rationale, criterion=crit.name if crit else None,
+                                criterion_version=(body.criterion_version or crit.version) if crit else None,
+                                source=body.source, extra=extra)
+            add_annotations(store, [record])
+        except ValidationError as exc:
+            raise _bad("; ".join(e["msg"].removeprefix("Value error, ") for e in exc.errors())) from None
+        except UsageError as exc:
+            raise _bad(str(exc)) from None
+        record = fit_to_scale(record, crit.scale if crit else BinaryScale())
         with store.session() as s:
             row = s.scalar(select(AnnotationRow).where(AnnotationRow.unit_id == current,
                                                        AnnotationRow.annotator == record.annotator)

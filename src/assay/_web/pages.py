@@ -22,9 +22,12 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 
 from assay._store import Store
 from assay._web.auth import SESSION_COOKIE, Account, SessionCodec, csrf_ok, get_user
+from assay._web.signin import SignInThrottle
 from assay.exceptions import NotFoundError
 from assay.settings import Settings
+from assay.signatures import Signature, list_signatures
 from assay.traces import Step
+from assay.traces.media import MediaPart
 
 HERE = Path(__file__).parent
 CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; object-src 'none'; "
@@ -44,6 +47,7 @@ class UI:
     codec: SessionCodec
     env: Environment
     timelines: TimelineCache = field(default_factory=lambda: TimelineCache())
+    throttle: SignInThrottle = field(default_factory=SignInThrottle)
 
 
 def pretty(value: Any) -> str:
@@ -63,11 +67,30 @@ class StepView:
     is_args: bool
     open: bool
     offset: str
+    in_progress: bool = False
+    span_name: str | None = None
+    agent: str | None = None
+    error: str | None = None
+    stacktrace: str | None = None
+    media: tuple[MediaPart, ...] = ()
 
 
 def first_time(steps: list[Step]) -> int:
     """The earliest non-zero step time (ns), 0 when none: what step offsets count from."""
     return min((s.time_ns for s in steps if s.time_ns), default=0)
+
+
+def _json_body(text: str, mime_type: str | None) -> str | None:
+    """``text`` pretty-printed when it is JSON: its mime type says so (``application/json``), or none is given
+    and it parses as an object or array; None to show it as text (``text/plain`` always is)."""
+    if mime_type and "json" not in mime_type:
+        return None
+    if not mime_type and not text.lstrip().startswith(("{", "[")):
+        return None
+    try:
+        return pretty(json.loads(text))
+    except json.JSONDecodeError:
+        return None
 
 
 def step_views(steps: list[Step], t0: int | None = None) -> list[StepView]:
@@ -78,10 +101,16 @@ def step_views(steps: list[Step], t0: int | None = None) -> list[StepView]:
     for s in steps:
         is_args = s.kind == "tool_call" and s.arguments is not None
         body = pretty(s.arguments) if is_args else s.text
+        if s.kind in ("input", "output"):
+            shown = _json_body(s.text, s.mime_type)
+            is_args, body = shown is not None, shown if shown is not None else body
         opened = s.is_error or s.kind in ("user", "assistant") or len(body) < OPEN_CHARS
         out.append(StepView(index=s.index, kind=s.kind, tool_name=s.tool_name, is_error=s.is_error, body=body,
                             is_args=is_args, open=opened,
-                            offset=f"+{(s.time_ns - t0) / 1e9:.3f} s" if t0 and s.time_ns else ""))
+                            offset=f"+{(s.time_ns - t0) / 1e9:.3f} s" if t0 and s.time_ns else "",
+                            in_progress=s.in_progress, span_name=s.span_name, agent=s.agent,
+                            error=s.error if s.error and s.error not in body else None, stacktrace=s.stacktrace,
+                            media=s.media))
     return out
 
 
@@ -159,6 +188,19 @@ async def checked_form(request: Request, session: dict[str, str]) -> dict[str, s
     return data
 
 
+def client_address(request: Request) -> str | None:
+    """The client's address as the server sees it (the peer; see :mod:`assay._web.signin` behind a proxy)."""
+    return request.client.host if request.client else None
+
+
+def signature_or_404(store: Store, sid: int) -> Signature:
+    """The signature (retired ones too); 404 when there is none."""
+    for sig in list_signatures(store, include_retired=True):
+        if sig.id == sid:
+            return sig
+    raise HTTPException(status_code=404, detail=f"no signature {sid}")
+
+
 def require_admin(user: Account) -> None:
     """403 unless ``user`` is an admin."""
     if not user.is_admin:
@@ -166,11 +208,12 @@ def require_admin(user: Account) -> None:
 
 
 def render(request: Request, template: str, session: dict[str, str] | None, status: int = 200,
-           **context: Any) -> HTMLResponse:
-    """``template`` rendered with ``context`` and the session's CSRF token, with :data:`SECURITY_HEADERS`."""
+           headers: dict[str, str] | None = None, **context: Any) -> HTMLResponse:
+    """``template`` rendered with ``context`` and the session's CSRF token, with :data:`SECURITY_HEADERS`
+    (and ``headers``)."""
     ui = ui_state(request)
     html = ui.env.get_template(template).render(csrf_token=(session or {}).get("csrf", ""), **context)
-    return HTMLResponse(html, status_code=status, headers=SECURITY_HEADERS)
+    return HTMLResponse(html, status_code=status, headers=SECURITY_HEADERS | (headers or {}))
 
 
 def redirect(url: str) -> RedirectResponse:

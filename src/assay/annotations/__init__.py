@@ -1,6 +1,16 @@
 """Annotations: expert labels (append-only, with provenance) and rubric criteria."""
 
-from assay.annotations.model import Annotation, AnnotatorKind, Criterion, Label
+from assay.annotations.model import Annotation, AnnotatorKind, Criterion, Label, fit_to_scale
+from assay.annotations.scale import (
+    BinaryScale,
+    CategoricalClass,
+    CategoricalScale,
+    OrdinalLevel,
+    OrdinalScale,
+    PairwiseScale,
+    Scale,
+    ScaleValue,
+)
 from assay.annotations.store import (
     LabelImport,
     add_annotations,
@@ -13,6 +23,8 @@ from assay.annotations.store import (
 )
 
 __all__ = [
-    "Annotation", "AnnotatorKind", "Criterion", "Label", "LabelImport", "add_annotations", "add_criterion",
-    "export_labels", "get_criterion", "import_labels", "list_annotations", "list_criteria",
+    "Annotation", "AnnotatorKind", "BinaryScale", "CategoricalClass", "CategoricalScale", "Criterion", "Label",
+    "LabelImport", "OrdinalLevel", "OrdinalScale", "PairwiseScale", "Scale", "ScaleValue", "add_annotations",
+    "add_criterion", "export_labels", "fit_to_scale", "get_criterion", "import_labels", "list_annotations",
+    "list_criteria",
 ]

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -10,9 +11,12 @@ from pydantic import BaseModel, ConfigDict, Field
 from assay._store import Store
 from assay._store.scores import finish_run, new_run
 from assay._store.tables import EvaluatorRow
-from assay.calibration.ceiling import HumanCeiling, human_ceiling
-from assay.calibration.dataset import GroundTruthDataset, build_dataset
+from assay.annotations.scale import ScaleValue
+from assay.calibration.ceiling import HumanCeiling, human_ceiling, human_labels
+from assay.calibration.certify import CalibrationPlan, Certification, binary_rates, certify_binary, plan_rates
+from assay.calibration.dataset import GroundTruthDataset, GroundTruthItem, build_dataset
 from assay.calibration.metrics import Agreement, agreement
+from assay.calibration.scales import ScaleMetrics, ScaleReport, position_bias, scale_ceiling, scale_metrics
 from assay.calibration.splits import (
     DEFAULT_FRACTIONS,
     CalibrationParams,
@@ -22,11 +26,20 @@ from assay.calibration.splits import (
     split_dataset,
 )
 from assay.calibration.stats import MIN_PER_CLASS, N_BOOT, CalibrationMetrics, metrics_with_ci
-from assay.evaluators import EvaluationResult, EvaluatorDef, content_version, evaluate_many
-from assay.evaluators.lineage import judge_model_of, lineage_for, write_results
+from assay.calibration.threshold import ThresholdChoice, choose_threshold
+from assay.evaluators import (
+    Evaluation,
+    EvaluationResult,
+    EvaluatorDef,
+    content_version,
+    evaluate_many,
+    evaluate_pairs,
+)
+from assay.evaluators.lineage import effective_judge, judge_model_of, lineage_for, write_results
+from assay.evaluators.runner import judge_settings_for
 from assay.exceptions import UsageError
-from assay.models import JudgeClient
-from assay.settings import JudgeSettings
+from assay.models import JudgeClient, JudgeIdentity, judge_identity
+from assay.settings import CalibrationSettings, JudgeSettings
 from assay.settings.run_kinds import RunKind
 
 
@@ -37,12 +50,22 @@ class CalibrationReport(BaseModel):
     verdict) and errors are counted beside it, never counted as pass or fail.
 
     The decision is taken on the held-out *test* split of a stratified, seeded split of the
-    dataset (``split``; persisted with the dataset version): ``meets_threshold`` is
-    ``test.agreement >= threshold`` *and* test Cohen's kappa above ``min_kappa`` (default 0:
-    better than chance). High accuracy on imbalanced labels with a kappa at chance level
-    (e.g. a judge that always says "pass") is not agreement. ``agreement`` (no CIs) covers
-    all scored labelled items, for reference. ``notes`` says in words why a threshold was
-    not met; ``warnings`` flags small classes (fewer than ``min_per_class`` labels).
+    dataset (``split``; persisted with the dataset version): ``certification`` holds it
+    (:mod:`assay.calibration.certify`). Under the default policy ``lower_bound``, ``meets_threshold``
+    is True when the lower 95% bound of each required rate (TPR and TNR) reaches ``threshold``;
+    under ``point`` (the older, weaker rule) when test agreement reaches it and Cohen's kappa is
+    above ``min_kappa``. ``agreement`` (no CIs) covers all scored labelled items, for reference.
+    ``notes`` says in words why a threshold was not met; ``warnings`` flags small classes (fewer
+    than ``min_per_class`` labels); ``plan`` says how many more labels of each class the bounds
+    need (None when certified).
+
+    On a non-binary scale the pass/fail numbers above, and so the certification's bounds, compare
+    verdicts at the evaluator's ``pass_score`` (a human value passes when its score on the scale reaches
+    it; see :mod:`assay.calibration.certify`), and
+    ``scale_metrics`` reports agreement on the scale itself (:mod:`assay.calibration.scales`): items
+    are units, or pairs of units on a pairwise scale, where the judge is also asked with the two
+    outputs swapped. A numeric score against binary labels gets ``threshold_choice``
+    (:mod:`assay.calibration.threshold`).
 
     Stored with the evaluator version it decided (``evaluators.calibration``, JSON) and read back
     with :func:`read_calibration`.
@@ -78,22 +101,38 @@ class CalibrationReport(BaseModel):
     warnings: tuple[str, ...] = ()
     n_not_applicable: int = Field(default=0, description="units the judge found the criterion not to apply to")
     decided_on: str = Field(default="test", description="the split activation was decided on")
+    certification: Certification | None = Field(
+        default=None, description="the decision: policy, each required rate's bound (None: stored before bounds)")
+    plan: CalibrationPlan | None = Field(default=None, description="more labels per class for the bounds to clear "
+                                                                   "(None when certified)")
+    split_fractions: tuple[float, float, float] | None = Field(default=None, description="train, dev, test shares")
+    judge: JudgeIdentity | None = Field(default=None, description="the judge the certificate covers: provider, "
+                                        "model, base URL, sampling parameters (None: no judge, or stored before)")
+    scale: str = Field(default="binary", description="the criterion's scale: binary, ordinal, categorical, pairwise")
+    scale_metrics: ScaleReport | None = Field(
+        default=None, description="non-binary scales: agreement on the scale (test, all items, human ceiling) and, "
+                                  "for pairwise, the position-bias check")
+    threshold_choice: ThresholdChoice | None = Field(
+        default=None, description="numeric scores against binary labels: the pass_score chosen on train + dev "
+                                  "and its test metrics")
 
 
 def calibrate(store: Store, defn: EvaluatorDef, judge: JudgeClient | None, judge_settings: JudgeSettings,
               progress: Callable[[int], None] | None = None, dataset: GroundTruthDataset | None = None,
               force_reason: str | None = None, min_kappa: float = 0.0,
               fractions: tuple[float, float, float] = DEFAULT_FRACTIONS, seed: int = 0, n_boot: int = N_BOOT,
-              min_per_class: int = MIN_PER_CLASS) -> CalibrationReport:
+              min_per_class: int = MIN_PER_CLASS,
+              certification: CalibrationSettings | None = None) -> CalibrationReport:
     """Calibrate an evaluator against the human labels of its criterion and set its status.
 
     The dataset is split (stratified by label, seeded: ``fractions`` = train/dev/test
     shares, ``seed``) and the split stored. Every labelled unit is scored; the evaluator
-    becomes ``active`` when its *test-split* agreement meets its threshold (and kappa is
-    above ``min_kappa``), else it stays ``draft`` — unless ``force_reason`` is given, which
-    activates it and records the reason. The run records that it looked at the test split.
-    Small sets still report: below ``min_per_class`` labels of a class a warning says so.
-    Intervals are percentile bootstraps with ``n_boot`` resamples (Efron 1979).
+    becomes ``active`` when it is certified on the *test split* (``certification``: by default the
+    lower 95% Wilson bounds of TPR and TNR reach its threshold; see :mod:`assay.calibration.certify`),
+    else it stays ``draft`` — unless ``force_reason`` is given, which activates it and records the
+    reason. The run records that it looked at the test split. Small sets still report: below
+    ``min_per_class`` labels of a class a warning says so. Intervals of the reported metrics are
+    percentile bootstraps with ``n_boot`` resamples (Efron 1979).
 
     Raises:
         UsageError: the criterion has no labelled units.
@@ -103,30 +142,31 @@ def calibrate(store: Store, defn: EvaluatorDef, judge: JudgeClient | None, judge
     if not ds.items:
         raise UsageError(f"criterion {defn.criterion.name!r} has no labelled units to calibrate on; "
                          "import labels first (assay labels import)")
+    cs = certification or CalibrationSettings()
+    if ds.scale_kind != defn.scale.kind:
+        raise UsageError(f"{defn.name} is written for a {defn.scale.kind} criterion, but {ds.criterion!r} is "
+                         f"{ds.scale_kind}: set criterion.scale in the evaluator file to the criterion's scale")
     version = content_version(defn)
     split = persist_split(store, split_dataset(ds, fractions, seed))
     run_id = new_run(store, RunKind.CALIBRATION, CalibrationParams(
         evaluator=defn.name, evaluator_version=version, dataset_version=ds.version, dataset_hash=ds.content_hash,
         split_id=split.split_id,
         test_touched=True))
-    labels = {i.unit_id: i.label for i in ds.items}
-    results = list(evaluate_many(defn, store.units(list(labels)), judge, judge_settings, progress=progress))
+    labels = {i.key: _pass_fail(defn, i.target) for i in ds.items}
+    judge = effective_judge(defn, judge, judge_settings)
+    identity = None if judge is None else judge_identity(judge, judge_settings_for(defn, judge_settings))
+    results, swapped = _evaluate_items(store, defn, ds.items, judge, judge_settings, progress)
     write_results(store, lineage_for(defn, run_id, RunKind.CALIBRATION, ds.version, judge_model_of(results), judge,
                                      judge_settings), results)
     scored = [r for r in results if isinstance(r, EvaluationResult)]
-    agree = agreement([labels[r.unit_id] for r in scored], [r.verdict for r in scored])
     test, overall = _split_metrics(scored, labels, split, n_boot, seed, min_per_class)
-    notes = _shortfalls(test, defn.threshold, min_kappa)
-    meets = not notes
-    ceiling = human_ceiling(store, defn.criterion.name, split.units("test"), seed)
+    decision = certify_binary(test.confusion, defn.threshold, cs, min_kappa)
+    notes, meets = list(decision.notes), decision.certified
+    ceiling = human_ceiling(store, defn.criterion.name, split.units("test"), seed,
+                            project=lambda v: _pass_fail(defn, defn.scale.parse(v)))
     uses = count_test_uses(store, split.split_id)
-    warnings = [f"test split: {w}" for w in test.warnings]
-    if uses > 1:
-        warnings.append(f"this test split has now been reported on {uses} times: choices made between those "
-                        "reports were made on the test data; re-split or label fresh items for an unbiased result")
     test_units = set(split.units("test"))
-    forceable = any(r.unit_id in test_units for r in scored)
-    if force_reason and not meets and not forceable:
+    if force_reason and not meets and not any(item_key(r) in test_units for r in scored):
         # An override accepts a measured shortfall; it cannot stand in for no measurement at all.
         notes.append("not activated despite --force: it scored no labelled unit of the test split "
                      "(fix the errors above first)")
@@ -137,13 +177,57 @@ def calibrate(store: Store, defn: EvaluatorDef, judge: JudgeClient | None, judge
         evaluator=defn.name, evaluator_version=version, judge_model=judge.model_name if judge else None,
         dataset_version=ds.version, dataset_balance=ds.balance, n_labelled=len(labels),
         n_unscored=sum(f.status == "unscored" for f in failures), n_errors=sum(f.status == "error" for f in failures),
-        agreement=agree, threshold=defn.threshold, min_kappa=min_kappa, meets_threshold=meets, notes=tuple(notes),
+        agreement=agreement([labels[item_key(r)] for r in scored], [r.verdict for r in scored]),
+        threshold=defn.threshold, min_kappa=min_kappa, meets_threshold=meets, notes=tuple(notes),
         status=status, run_id=run_id, override_reason=None if meets else force_reason, split_id=split.split_id,
         split_sizes=split.sizes(), test=test, overall=overall, human_ceiling=ceiling, test_uses=uses,
-        warnings=tuple(warnings), n_not_applicable=sum(f.status == "not_applicable" for f in failures))
+        warnings=_warnings(test, uses, results), n_not_applicable=sum(f.status == "not_applicable" for f in failures),
+        certification=decision, split_fractions=fractions, judge=identity, scale=defn.scale.kind,
+        plan=None if meets else plan_rates(binary_rates(test.confusion), binary_rates(overall.confusion),
+                                           pass_fail_balance(defn, ds), defn.threshold, cs, fractions),
+        scale_metrics=_scale_report(store, defn, ds.items, scored, swapped, split, n_boot, seed),
+        threshold_choice=_threshold(defn, scored, labels, split, n_boot, seed, min_per_class))
     save_evaluator_record(store, defn, status, report, override_reason=None if meets else force_reason)
     finish_run(store, run_id, report.model_dump(mode="json"))
     return report
+
+
+def _warnings(test: CalibrationMetrics, uses: int, results: Sequence[Evaluation]) -> tuple[str, ...]:
+    warnings = [f"test split: {w}" for w in test.warnings]
+    shared = sum(n - 1 for n in Counter(r.unit_id for r in results).values() if n > 1)
+    if shared:
+        warnings.append(f"{shared} pair result(s) are not stored as scores: their first unit is the first unit of "
+                        "another pair too (scores are keyed by unit); the report counts them all")
+    if uses > 1:
+        warnings.append(f"this test split has now been reported on {uses} times: choices made between those "
+                        "reports were made on the test data; re-split or label fresh items for an unbiased result")
+    return tuple(warnings)
+
+
+def pass_fail_balance(defn: EvaluatorDef, dataset: GroundTruthDataset) -> dict[str, int]:
+    """``{"pass": n, "fail": m}``: the dataset's labels as the certification counts them (a value on a
+    non-binary scale passes when its score on the scale reaches the evaluator's ``pass_score``)."""
+    counts = Counter(_pass_fail(defn, i.target) for i in dataset.items)
+    return {"pass": counts["pass"], "fail": counts["fail"]}
+
+
+def report_plan(report: CalibrationReport, settings: CalibrationSettings,
+                labelled: Mapping[str, int] | None = None) -> CalibrationPlan:
+    """The plan of a stored calibration (``assay calibrate NAME --plan``): more labels per class for every bound
+    to clear at the rates it measured, counting ``labelled`` (pass / fail labels now, see
+    :func:`pass_fail_balance`; default: the report's dataset balance on a binary scale, else the labelled items of
+    its overall confusion matrix) as already there. No judge is asked and the test split is not looked at again.
+
+    Raises:
+        UsageError: the report was stored before calibrations kept test-split metrics.
+    """
+    if report.test is None or report.overall is None:
+        raise UsageError(f"the stored calibration of {report.evaluator} has no test-split metrics; calibrate again")
+    if labelled is None:
+        c = report.overall.confusion
+        labelled = report.dataset_balance if report.scale == "binary" else {"pass": c.tp + c.fn, "fail": c.tn + c.fp}
+    return plan_rates(binary_rates(report.test.confusion), binary_rates(report.overall.confusion), dict(labelled),
+                      report.threshold, settings, report.split_fractions or DEFAULT_FRACTIONS)
 
 
 class EvaluatorRecord(BaseModel):
@@ -203,28 +287,79 @@ def save_evaluator_record(store: Store, defn: EvaluatorDef, status: str, calibra
         row.calibration = calibration.model_dump(mode="json") if calibration is not None else {}
 
 
+def item_key(result: Evaluation) -> str:
+    """The ground-truth item a result is about: its unit id, or ``"A vs B"`` for a pairwise comparison."""
+    return result.unit_id if result.second_unit_id is None else f"{result.unit_id} vs {result.second_unit_id}"
+
+
+def _pass_fail(defn: EvaluatorDef, value: ScaleValue) -> str:
+    """A human value as pass/fail: itself on a binary scale, else its score on the scale against ``pass_score``."""
+    if defn.scale.kind == "binary":
+        return str(value)
+    return "pass" if defn.scale.score(value) >= defn.pass_score else "fail"
+
+
+def _evaluate_items(store: Store, defn: EvaluatorDef, items: Sequence[GroundTruthItem], judge: JudgeClient | None,
+                    settings: JudgeSettings, progress: Callable[[int], None] | None
+                    ) -> tuple[list[Evaluation], list[Evaluation] | None]:
+    """Score every item: units, or pairs of units (then also with the two swapped, for position bias)."""
+    if defn.scale.kind != "pairwise":
+        return evaluate_many(defn, store.units([i.unit_id for i in items]), judge, settings, progress=progress,
+                             store=store), None
+    ids = sorted({u for i in items for u in (i.unit_id, i.second_unit_id) if u is not None})
+    units = {u.unit_id: u for u in store.units(ids)}
+    pairs = [(units[i.unit_id], units[i.second_unit_id or ""]) for i in items]
+    return (evaluate_pairs(defn, pairs, judge, settings, progress=progress),
+            evaluate_pairs(defn, pairs, judge, settings, progress=progress, swapped=True))
+
+
+def _scale_report(store: Store, defn: EvaluatorDef, items: Sequence[GroundTruthItem], scored: list[EvaluationResult],
+                  swapped: list[Evaluation] | None, split: DatasetSplit, n_boot: int, seed: int) -> ScaleReport | None:
+    """Agreement on a non-binary scale: test, all items, the human ceiling and (pairwise) position bias."""
+    if defn.scale.kind == "binary":
+        return None
+    truth = {i.key: i.target for i in items}
+    test_ids = set(split.units("test"))
+
+    def on(keys: set[str] | None) -> ScaleMetrics:
+        chosen = [r for r in scored if r.value is not None and (keys is None or item_key(r) in keys)]
+        values: list[ScaleValue] = [r.value for r in chosen if r.value is not None]
+        return scale_metrics(defn.scale, [truth[item_key(r)] for r in chosen], values, n_boot, seed)
+
+    bias = bias_all = None
+    if swapped is not None:
+        first = {item_key(r): r.value for r in scored}
+        again = {item_key(r): r.value for r in swapped if isinstance(r, EvaluationResult)}
+        keys = [i.key for i in items]
+        on_test = [k for k in keys if k in test_ids]
+        bias_all = position_bias([first.get(k) for k in keys], [again.get(k) for k in keys])
+        bias = position_bias([first.get(k) for k in on_test], [again.get(k) for k in on_test])
+    ceiling = scale_ceiling(defn.scale, human_labels(store, defn.criterion.name), test_ids, n_boot, seed)
+    return ScaleReport(kind=defn.scale.kind, test=on(test_ids), overall=on(None), human_ceiling=ceiling,
+                       position_bias=bias, position_bias_overall=bias_all,
+                       decision=f"certification bounds TPR and TNR of pass/fail at pass_score {defn.pass_score:g} "
+                                f"(a value passes when its score on the scale reaches it); the {defn.scale.kind} "
+                                "agreement is reported beside it")
+
+
+def _threshold(defn: EvaluatorDef, scored: list[EvaluationResult], labels: Mapping[str, str], split: DatasetSplit,
+               n_boot: int, seed: int, min_per_class: int) -> ThresholdChoice | None:
+    """A numeric score against binary labels: the pass_score chosen on train + dev, measured on test."""
+    if defn.scale.kind != "binary":
+        return None
+    fit_ids, test_ids = set(split.units("train")) | set(split.units("dev")), set(split.units("test"))
+    fit = [(labels[item_key(r)], r.score) for r in scored if item_key(r) in fit_ids]
+    test = [(labels[item_key(r)], r.score) for r in scored if item_key(r) in test_ids]
+    return choose_threshold(fit, test, defn.pass_score, n_boot, seed, min_per_class)
+
+
 def _split_metrics(scored: list[EvaluationResult], labels: Mapping[str, str], split: DatasetSplit, n_boot: int,
                    seed: int, min_per_class: int) -> tuple[CalibrationMetrics, CalibrationMetrics]:
     """(test-split metrics, all-items metrics) of the scored results, with CIs."""
     test_ids = set(split.units("test"))
-    on_test = [r for r in scored if r.unit_id in test_ids]
-    test = metrics_with_ci([labels[r.unit_id] for r in on_test], [r.verdict for r in on_test], n_boot, seed,
+    on_test = [r for r in scored if item_key(r) in test_ids]
+    test = metrics_with_ci([labels[item_key(r)] for r in on_test], [r.verdict for r in on_test], n_boot, seed,
                            min_per_class)
-    overall = metrics_with_ci([labels[r.unit_id] for r in scored], [r.verdict for r in scored], n_boot, seed,
+    overall = metrics_with_ci([labels[item_key(r)] for r in scored], [r.verdict for r in scored], n_boot, seed,
                               min_per_class)
     return test, overall
-
-
-def _shortfalls(m: CalibrationMetrics, threshold: float, min_kappa: float) -> list[str]:
-    notes = []
-    acc, kappa = m.agreement.value, m.kappa.value
-    if acc is None:
-        notes.append("no labelled unit of the test split could be scored")
-        return notes
-    if acc < threshold:
-        notes.append(f"test agreement {acc:.3f} is below the threshold {threshold:.2f}")
-    if kappa is None:
-        notes.append("Cohen's kappa is undefined (one class only): agreement cannot be told from chance")
-    elif kappa <= min_kappa:
-        notes.append(f"Cohen's kappa {kappa:.3f} is at or below {min_kappa:.2f}: no better than chance")
-    return notes

@@ -9,12 +9,13 @@ kappa (1960) of the pooled pairs, with bootstrap CIs, are the ceiling.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from itertools import combinations
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from assay._store import Store
+from assay.annotations.items import canonical
 from assay.annotations.store import get_criterion, list_annotations
 from assay.calibration.stats import CalibrationMetrics, metrics_with_ci
 
@@ -31,18 +32,27 @@ class HumanCeiling(BaseModel):
 
 
 def human_labels(store: Store, criterion: str) -> dict[str, dict[str, str]]:
-    """unit id -> {human annotator -> latest label} under the criterion's current version."""
+    """item key -> {human annotator -> latest value, as text} under the criterion's current version
+    (pairs in sorted order, :func:`~assay.annotations.items.canonical`)."""
     crit = get_criterion(store, criterion)
     out: dict[str, dict[str, str]] = defaultdict(dict)
     for a in list_annotations(store, crit.name):
         if a.annotator_kind == "human" and (a.criterion_version in (None, crit.version)):
-            out[a.unit_id][a.annotator] = a.label
+            a = canonical(a)
+            out[a.item][a.annotator] = str(a.value)
     return dict(out)
 
 
-def human_ceiling(store: Store, criterion: str, unit_ids: Collection[str], seed: int = 0) -> HumanCeiling | None:
-    """Human-human agreement on ``unit_ids``; None when no item has two human annotators."""
+def human_ceiling(store: Store, criterion: str, unit_ids: Collection[str], seed: int = 0,
+                  project: Callable[[str], str] | None = None) -> HumanCeiling | None:
+    """Human-human agreement on ``unit_ids`` (item keys); None when no item has two human annotators.
+
+    ``project`` turns a value (as text) into pass/fail, for a non-binary scale (None: the values are
+    pass/fail already).
+    """
     labels = human_labels(store, criterion)
+    if project is not None:
+        labels = {k: {who: project(v) for who, v in by.items()} for k, by in labels.items()}
     first: list[str] = []
     second: list[str] = []
     items = 0

@@ -13,19 +13,40 @@ from sqlalchemy import func, select
 
 from assay._store import Store
 from assay._store.tables import DatasetRow
+from assay.annotations.items import canonical, consensus
 from assay.annotations.model import Annotation, AnnotatorKind, Label
+from assay.annotations.scale import BinaryScale, Scale, ScaleValue
 from assay.annotations.store import get_criterion, list_annotations
 
 
 class GroundTruthItem(BaseModel):
-    """One labelled unit: the consolidated label and who gave it."""
+    """One labelled item (a unit, or a pair of units on a pairwise criterion): the consolidated label
+    and who gave it.
+
+    ``value`` is the label on the criterion's scale; ``label`` equals it on a binary criterion and is
+    None on the others. A pairwise item is the pair ``(unit_id, second_unit_id)`` in sorted order.
+    """
 
     model_config = ConfigDict(frozen=True)
 
     unit_id: str
-    label: Label
+    label: Label | None
     annotators: tuple[str, ...]
     annotator_kinds: tuple[AnnotatorKind, ...]
+    value: ScaleValue | None = None
+    second_unit_id: str | None = None
+
+    @property
+    def key(self) -> str:
+        """The item's id: the unit id, or ``"A vs B"`` for a pair (what splits assign)."""
+        return self.unit_id if self.second_unit_id is None else f"{self.unit_id} vs {self.second_unit_id}"
+
+    @property
+    def target(self) -> ScaleValue:
+        """The label on the scale (``value``; ``label`` for items stored before values existed)."""
+        value = self.value if self.value is not None else self.label
+        assert value is not None
+        return value
 
 
 class GroundTruthDataset(BaseModel):
@@ -33,8 +54,9 @@ class GroundTruthDataset(BaseModel):
 
     ``version`` is monotonic per store; ``content_hash`` (sha256 hex) identifies the
     content, so rebuilding from unchanged labels returns the same version.
-    ``ties`` counts units left out because their annotators split evenly; ``stale``
-    counts labels made under an older criterion version (left out).
+    ``ties`` counts items left out because their annotators split evenly; ``stale``
+    counts labels made under an older criterion version (left out). ``scale_kind`` is the
+    criterion's scale (binary, ordinal, categorical, pairwise).
     """
 
     model_config = ConfigDict(frozen=True)
@@ -46,17 +68,20 @@ class GroundTruthDataset(BaseModel):
     items: tuple[GroundTruthItem, ...]
     ties: int = 0
     stale: int = 0
+    scale_kind: str = "binary"
 
     @property
     def balance(self) -> dict[str, int]:
-        """Count of items per label."""
-        return dict(Counter(i.label for i in self.items))
+        """Count of items per label (value on the scale, as text)."""
+        return dict(Counter(str(i.target) for i in self.items))
 
 
-def dataset_hash(criterion: str, version: int, items: list[GroundTruthItem]) -> str:
-    """The content hash of a dataset (SHA-256 hex of criterion name, criterion version and the items'
-    unit ids and labels): what identifies a version across stores."""
-    payload = json.dumps([criterion, version, [[i.unit_id, i.label] for i in items]], sort_keys=True)
+def dataset_hash(criterion: str, version: int, items: list[GroundTruthItem], binary: bool = True) -> str:
+    """The content hash of a dataset (SHA-256 hex of criterion name, criterion version and the items:
+    unit id and label on a binary criterion, as before scales existed, so their versions stay; item key
+    and value on the others): what identifies a version across stores."""
+    pairs = [[i.unit_id, i.label] if binary else [i.key, i.target] for i in items]
+    payload = json.dumps([criterion, version, pairs], sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()
 
 
@@ -65,17 +90,19 @@ def build_dataset(store: Store, criterion: str,
     """Build (or find) the ground-truth dataset of a criterion from its annotations.
 
     The latest label of each annotator counts (corrections are later records); labels
-    made under an older criterion version are stale and left out; a unit's label is
-    the majority of its annotators, ties left out. Versions are a sequence in the store
-    (the next is the largest so far plus one), never a time; content seen before (its
-    hash) keeps its version, also one imported with :func:`assay.calibration.import_dataset_file`.
+    made under an older criterion version are stale and left out; an item's label is the
+    consensus of its annotators (:func:`~assay.annotations.items.consensus`: the majority, the
+    median level on an ordinal scale), items whose annotators split evenly left out. Versions are
+    a sequence in the store (the next is the largest so far plus one), never a time; content seen
+    before (its hash) keeps its version, also one imported with
+    :func:`assay.calibration.import_dataset_file`.
 
     Raises:
         NotFoundError: unknown criterion.
     """
     crit = get_criterion(store, criterion)
-    items, ties, stale = consolidate(list_annotations(store, crit.name), crit.version, annotator_kinds)
-    digest = dataset_hash(crit.name, crit.version, items)
+    items, ties, stale = consolidate(list_annotations(store, crit.name), crit.version, crit.scale, annotator_kinds)
+    digest = dataset_hash(crit.name, crit.version, items, crit.scale.kind == "binary")
     with store.session() as s:
         row = s.scalar(select(DatasetRow).where(DatasetRow.content_hash == digest))
         if row is None:
@@ -85,15 +112,18 @@ def build_dataset(store: Store, criterion: str,
             s.add(row)
         version = row.version
     return GroundTruthDataset(version=version, content_hash=digest, criterion=crit.name,
-                              criterion_version=crit.version, items=tuple(items), ties=ties, stale=stale)
+                              criterion_version=crit.version, items=tuple(items), ties=ties, stale=stale,
+                              scale_kind=crit.scale.kind)
 
 
-def consolidate(annotations: Iterable[Annotation], criterion_version: int,
+def consolidate(annotations: Iterable[Annotation], criterion_version: int, scale: Scale | None = None,
                 annotator_kinds: tuple[AnnotatorKind, ...] = ("human", "code")
                 ) -> tuple[list[GroundTruthItem], int, int]:
-    """The ground-truth items of one criterion's annotations (in the order they were made):
-    ``(items sorted by unit id, ties left out, stale labels left out)``; the rules of :func:`build_dataset`."""
-    latest: dict[tuple[str, str], tuple[str, str]] = {}
+    """The ground-truth items of one criterion's annotations (in the order they were made) on its
+    ``scale`` (None: binary): ``(items sorted by item key, ties left out, stale labels left out)``; the
+    rules of :func:`build_dataset`."""
+    scale = scale or BinaryScale()
+    latest: dict[tuple[str, str], Annotation] = {}
     stale = 0
     for a in annotations:
         if a.annotator_kind not in annotator_kinds:
@@ -101,21 +131,25 @@ def consolidate(annotations: Iterable[Annotation], criterion_version: int,
         if a.criterion_version is not None and a.criterion_version != criterion_version:
             stale += 1
             continue
-        latest[(a.unit_id, a.annotator)] = (a.label, a.annotator_kind)
-    per_unit: dict[str, list[tuple[str, str, str]]] = defaultdict(list)
-    for (unit, annotator), (label, kind) in latest.items():
-        per_unit[unit].append((annotator, label, kind))
+        a = canonical(a)
+        latest[(a.item, a.annotator)] = a
+    per_item: dict[str, list[Annotation]] = defaultdict(list)
+    for (key, _annotator), a in latest.items():
+        per_item[key].append(a)
     items: list[GroundTruthItem] = []
     ties = 0
-    for unit in sorted(per_unit):
-        votes = Counter(label for _, label, _ in per_unit[unit])
-        if votes["pass"] == votes["fail"]:
+    binary = scale.kind == "binary"
+    for key in sorted(per_item):
+        votes = per_item[key]
+        value = consensus([a.value for a in votes if a.value is not None], scale)
+        if value is None:
             ties += 1
             continue
         items.append(GroundTruthItem(
-            unit_id=unit, label="pass" if votes["pass"] > votes["fail"] else "fail",
-            annotators=tuple(sorted(a for a, _, _ in per_unit[unit])),
-            annotator_kinds=tuple(sorted({k for _, _, k in per_unit[unit]})),
+            unit_id=votes[0].unit_id, second_unit_id=votes[0].second_unit_id, value=value,
+            label=value if binary else None,
+            annotators=tuple(sorted(a.annotator for a in votes)),
+            annotator_kinds=tuple(sorted({a.annotator_kind for a in votes})),
         ))
     return items, ties, stale
 

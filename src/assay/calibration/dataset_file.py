@@ -6,16 +6,18 @@ rebuilds the dataset in any store, with the same unit ids and the same dataset v
 1. ``manifest``: the file format and its version, the criterion (name, version), the ground-truth
    **dataset version** and its content hash (:func:`~assay.calibration.dataset.dataset_hash`), the
    counts, and a SHA-256 per section of the lines below, so an edited or truncated file is refused;
-2. ``criterion``: the criterion's name, text and version (a store that has it at another version or
-   with other text refuses the import: the labels would not mean the same);
-3. ``unit``: every unit labelled on the criterion, whole: its id, kind, source, outcome, environment,
-   release, attributes and **spans in assay's normalised model** (``Span`` as stored). Why not OTLP JSON:
-   units from tau-bench, chat logs or a mapping have ids, outcomes, rewards and step numbering that OTLP
-   cannot carry, and a re-decode would have to reproduce the normalisation bit for bit; the model the
-   store keeps round-trips exactly, so the same timeline reaches the judge and the same content hash
-   the store;
+2. ``criterion``: the criterion's name, text, version and scale (binary, ordinal, categorical, pairwise;
+   a store that has it at another version, with other text or on another scale refuses the import: the
+   labels would not mean the same);
+3. ``unit``: every unit labelled on the criterion (both units of a pairwise judgment), whole: its id,
+   kind, source, outcome, environment, release, attributes and **spans in assay's normalised model**
+   (``Span`` as stored). Why not OTLP JSON: units from tau-bench, chat logs or a mapping have ids,
+   outcomes, rewards and step numbering that OTLP cannot carry, and a re-decode would have to reproduce
+   the normalisation bit for bit; the model the store keeps round-trips exactly, so the same timeline
+   reaches the judge and the same content hash the store;
 4. ``label``: every annotation on the criterion, in the order they were made, with annotator,
-   annotator kind, criterion version, severity, rationale, source and time.
+   annotator kind, value on the scale (and the second unit and the order shown, pairwise), criterion
+   version, severity, rationale, source, whether it was blind, and time.
 
 ``assay dataset import FILE`` checks everything first (format, section hashes, criterion, that the labels
 rebuild the manifest's dataset and that its version is free or already the same content), then writes
@@ -40,6 +42,8 @@ from assay._store import Store
 from assay._store.tables import CriterionRow, DatasetRow, UnitRow
 from assay.annotations import Annotation, add_annotations, get_criterion, list_annotations
 from assay.annotations.model import Criterion
+from assay.annotations.scale import BinaryScale, Scale
+from assay.annotations.store import criterion_scale_json
 from assay.calibration.dataset import GroundTruthItem, build_dataset, consolidate, dataset_hash
 from assay.exceptions import NotFoundError, UsageError
 from assay.traces.model import Outcome, Span, Unit, UnitKind
@@ -73,6 +77,7 @@ class CriterionRecord(BaseModel):
     name: str
     text: str
     version: int = Field(ge=1)
+    scale: Scale = Field(default_factory=BinaryScale, description="the criterion's scale (absent: binary)")
 
 
 class UnitRecord(BaseModel):
@@ -155,13 +160,13 @@ def dataset_records(store: Store, criterion: str) -> DatasetFile:
     annotations = list_annotations(store, crit.name)
     if not annotations:
         raise UsageError(f"criterion {crit.name!r} has no labels to export (assay labels import)")
-    unit_ids = sorted({a.unit_id for a in annotations})
+    unit_ids = sorted({a.unit_id for a in annotations} | {a.second_unit_id for a in annotations if a.second_unit_id})
     rows = {r.unit_id: r for r in store.unit_rows() if r.unit_id in set(unit_ids)}
     units = tuple(UnitRecord(unit_id=u.unit_id, kind=u.kind, source=u.source, outcome=u.outcome, reward=u.reward,
                              environment=rows[u.unit_id].env, release=rows[u.unit_id].release,
                              attributes=u.attributes, spans=u.spans) for u in store.units(unit_ids))
     labels = tuple(LabelRecord(**a.model_dump()) for a in annotations)
-    head = CriterionRecord(name=crit.name, text=crit.text, version=crit.version)
+    head = CriterionRecord(name=crit.name, text=crit.text, version=crit.version, scale=crit.scale)
     sections = {"criterion": [_line(head)], "unit": [_line(u) for u in units], "label": [_line(x) for x in labels]}
     manifest = DatasetManifest(criterion=crit.name, criterion_version=crit.version, dataset_version=ds.version,
                                content_hash=ds.content_hash, items=len(ds.items),
@@ -274,13 +279,14 @@ def import_dataset_file(store: Store, path: Path | str) -> DatasetImport:
     have = list_annotations(store, crit.name) if existing else []
     keys = {_label_key(a) for a in have}
     fresh = [x.annotation() for x in data.labels if _label_key(x) not in keys]
-    items, _, _ = consolidate([*have, *fresh], crit.version)
-    _check_rebuilds(path, m, items)
+    items, _, _ = consolidate([*have, *fresh], crit.version, crit.scale)
+    _check_rebuilds(path, m, items, crit.scale)
     dataset_created = _check_version(store, m)
     units_new = _write_units(store, data.units)
     if not existing:
         with store.session() as s:
-            s.add(CriterionRow(name=crit.name, text=crit.text, version=crit.version))
+            s.add(CriterionRow(name=crit.name, text=crit.text, version=crit.version,
+                               scale=criterion_scale_json(crit.scale)))
     add_annotations(store, fresh)
     if dataset_created:
         with store.session() as s:
@@ -296,7 +302,7 @@ def _existing_criterion(store: Store, crit: CriterionRecord) -> Criterion | None
     """The store's criterion of that name when it matches the file's, None when absent.
 
     Raises:
-        UsageError: it has other text or another version.
+        UsageError: it has other text, another version or another scale.
     """
     try:
         have = get_criterion(store, crit.name)
@@ -307,17 +313,21 @@ def _existing_criterion(store: Store, crit: CriterionRecord) -> Criterion | None
         raise UsageError(f"criterion {crit.name!r} is at version {have.version} in this store and at version "
                          f"{crit.version} in the file{other}: the labels would not mean the same; import into a "
                          "store without it, or export the dataset again from a store where both agree")
+    if have.scale != crit.scale:
+        raise UsageError(f"criterion {crit.name!r} is {have.scale.kind_name()} in this store ({have.scale.describe()}) "
+                         f"and {crit.scale.kind_name()} in the file ({crit.scale.describe()}): the labels would not "
+                         "mean the same; import into a store without it")
     return have
 
 
 def _label_key(a: Annotation) -> tuple[Any, ...]:
     at = a.created_at.replace(tzinfo=None).isoformat() if a.created_at else None
-    return (a.unit_id, a.annotator, a.annotator_kind, a.label, a.severity, a.rationale, a.criterion_version,
-            a.source, at)
+    return (a.unit_id, a.second_unit_id, a.shown_order, a.annotator, a.annotator_kind, a.label, a.value, a.severity,
+            a.rationale, a.criterion_version, a.source, a.blind, at)
 
 
-def _check_rebuilds(path: Path | str, m: DatasetManifest, items: list[GroundTruthItem]) -> None:
-    digest = dataset_hash(m.criterion, m.criterion_version, items)
+def _check_rebuilds(path: Path | str, m: DatasetManifest, items: list[GroundTruthItem], scale: Scale) -> None:
+    digest = dataset_hash(m.criterion, m.criterion_version, items, scale.kind == "binary")
     if digest != m.content_hash:
         raise UsageError(f"{path}: with the labels this store already holds on criterion {m.criterion!r}, the file's "
                          f"labels would not rebuild dataset version {m.dataset_version} ({len(items)} items, "

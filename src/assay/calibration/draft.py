@@ -26,7 +26,7 @@ from assay.annotations.store import get_criterion, list_annotations
 from assay.calibration.dataset import build_dataset
 from assay.calibration.splits import DEFAULT_FRACTIONS, DatasetSplit, persist_split, split_dataset
 from assay.evaluators.definition import EvaluatorDef, default_prompt
-from assay.exceptions import EnvironmentProblem, JudgeError
+from assay.exceptions import EnvironmentProblem, JudgeError, UsageError
 from assay.models.base import JudgeClient
 from assay.traces.timeline import render_timeline, step_timeline
 
@@ -99,10 +99,14 @@ def draft_evaluators(store: Store, criterion: str, shots_per_label: int = 1,
 
     Raises:
         NotFoundError: unknown criterion.
+        UsageError: the criterion is not binary (drafts write pass/fail judges and checks).
         MissingDependency, EnvironmentProblem: the judge cannot run at all (not installed,
             no model file).
     """
     crit = get_criterion(store, criterion)
+    if crit.scale.kind != "binary":
+        raise UsageError(f"criterion {crit.name!r} is {crit.scale.kind}: drafts are written for binary (pass/fail) "
+                         "criteria; write the evaluator file by hand (README: an evaluator file)")
     ds = build_dataset(store, crit.name)
     split = persist_split(store, split_dataset(ds, fractions, seed))
     rationale = {a.unit_id: a.rationale for a in list_annotations(store, crit.name) if a.rationale}

@@ -52,7 +52,7 @@ class DatasetSplit(BaseModel):
     assignment: dict[str, SplitName]
 
     def units(self, name: SplitName) -> list[str]:
-        """Unit ids in one split, sorted."""
+        """Item keys in one split (unit ids; ``"A vs B"`` for pairs), sorted."""
         return sorted(u for u, s in self.assignment.items() if s == name)
 
     def sizes(self) -> dict[str, int]:
@@ -101,7 +101,7 @@ class SplitFractions(BaseModel):
         return self
 
 
-def _allocate(n: int, fractions: tuple[float, float, float]) -> tuple[int, int, int]:
+def allocate(n: int, fractions: tuple[float, float, float]) -> tuple[int, int, int]:
     """Items of one class per split: rounded shares, test first to get at least one item."""
     n_test = round(n * fractions[2])
     if n >= 1 and n_test == 0:
@@ -114,19 +114,19 @@ def split_dataset(dataset: GroundTruthDataset, fractions: tuple[float, float, fl
                   seed: int = 0) -> DatasetSplit:
     """Split a dataset into train / dev / test, stratified by label, reproducibly.
 
-    Within each label the unit ids are sorted, shuffled with ``random.Random(seed)`` and cut
-    by the fractions (rounded; each class with at least one item puts at least one in test).
-    Nothing is stored (see :func:`persist_split`).
+    Within each label (value on the criterion's scale) the item keys (unit ids; ``"A vs B"`` for a
+    pair) are sorted, shuffled with ``random.Random(seed)`` and cut by the fractions (rounded; each
+    class with at least one item puts at least one in test). Nothing is stored (see :func:`persist_split`).
 
     Raises:
         pydantic.ValidationError: fractions outside [0, 1], test 0, or a sum other than 1.
     """
     SplitFractions(train=fractions[0], dev=fractions[1], test=fractions[2])
     assignment: dict[str, SplitName] = {}
-    for label in ("pass", "fail"):
-        ids = sorted(i.unit_id for i in dataset.items if i.label == label)
+    for label in sorted({str(i.target) for i in dataset.items}):
+        ids = sorted(i.key for i in dataset.items if str(i.target) == label)
         random.Random(f"{seed}:{label}").shuffle(ids)
-        n_train, n_dev, _ = _allocate(len(ids), fractions)
+        n_train, n_dev, _ = allocate(len(ids), fractions)
         for k, unit in enumerate(ids):
             assignment[unit] = "train" if k < n_train else "dev" if k < n_train + n_dev else "test"
     payload = json.dumps([dataset.content_hash, sorted(assignment), seed, list(fractions)])

@@ -26,7 +26,7 @@ from assay.calibration.stats import CalibrationMetrics, metrics_with_ci
 from assay.evaluators import EvaluationResult, EvaluatorDef, content_version, default_prompt, evaluate_many
 from assay.exceptions import JudgeError, UsageError
 from assay.models import JudgeClient
-from assay.settings import JudgeSettings
+from assay.settings import CalibrationSettings, JudgeSettings
 
 _ANSWER = ("Answer with one JSON object and nothing else: first \"verdict\": "
            "{% for label in labels %}\"{{ label }}\"{% if not loop.last %} or {% endif %}{% endfor %}, "
@@ -101,7 +101,8 @@ def tune(store: Store, defn: EvaluatorDef, judge: JudgeClient | None, settings: 
          shots: Sequence[int] = (0, 1, 2), example_seeds: Sequence[int] = (0, 1),
          fractions: tuple[float, float, float] = DEFAULT_FRACTIONS, seed: int = 0, n_boot: int = 1000,
          progress: Callable[[int], None] | None = None,
-         instructions: Sequence[str] = tuple(INSTRUCTION_VARIANTS)) -> tuple[EvaluatorDef, TuneReport]:
+         instructions: Sequence[str] = tuple(INSTRUCTION_VARIANTS),
+         certification: CalibrationSettings | None = None) -> tuple[EvaluatorDef, TuneReport]:
     """Search few-shot choice and prompt variants on dev; calibrate the winner once on test.
 
     Args:
@@ -110,6 +111,7 @@ def tune(store: Store, defn: EvaluatorDef, judge: JudgeClient | None, settings: 
         instructions: names of :data:`INSTRUCTION_VARIANTS` to try (``()``: the evaluator's
             and the default prompt only). Candidates = variants x few-shot choices, each
             scoring every dev unit once.
+        certification: how the winner is certified on test (default :class:`CalibrationSettings`).
 
     Returns:
         (the winning evaluator definition, the report). Writing it to a file is the caller's;
@@ -122,11 +124,14 @@ def tune(store: Store, defn: EvaluatorDef, judge: JudgeClient | None, settings: 
     if not defn.uses_judge:
         raise UsageError(f"{defn.name} is a {defn.kind} evaluator: only llm_judge and hybrid evaluators are tuned")
     ds = build_dataset(store, defn.criterion.name)
+    if ds.scale_kind != "binary":
+        raise UsageError(f"criterion {ds.criterion!r} is {ds.scale_kind}: --tune searches prompts of binary "
+                         "(pass/fail) criteria only; calibrate without --tune")
     split = persist_split(store, split_dataset(ds, fractions, seed))
     dev_ids = split.units("dev")
     if not dev_ids:
         raise UsageError("the dev split is empty: label more units or give dev a share (--split)")
-    labels = {i.unit_id: i.label for i in ds.items}
+    labels = {i.unit_id: str(i.target) for i in ds.items}
     rationale = {a.unit_id: a.rationale for a in list_annotations(store, defn.criterion.name) if a.rationale}
     dev_units = store.units(dev_ids)
     variants = prompt_variants(defn, instructions)
@@ -159,5 +164,5 @@ def tune(store: Store, defn: EvaluatorDef, judge: JudgeClient | None, settings: 
     best = defn.model_copy(update={"judge": defn.judge_spec().model_copy(update={"prompt": winner.prompt}),
                                    "description": f"{defn.description}; {note}" if defn.description else note})
     report = calibrate(store, best, judge, settings, progress, dataset=ds, fractions=fractions, seed=seed,
-                       n_boot=n_boot)
+                       n_boot=n_boot, certification=certification)
     return best, TuneReport(candidates=tuple(candidates), winner=winner, calibration=report)

@@ -5,6 +5,10 @@ A check takes ``(steps, unit, **args)`` and returns its decision:
 * a score in [0, 1] (a bool counts as 1.0 / 0.0) or ``(score, reason)``: the unit is scored;
 * :class:`NotApplicable` ``(reason)``: the criterion does not apply; not scored, counted beside;
 * ``None`` or :class:`Defer` ``(reason)``, in a ``hybrid`` evaluator only: the judge decides.
+
+On a criterion with a non-binary scale the check returns a value on it instead of a score: a level,
+a class name, or ``"first"``/``"second"``/``"tie"`` (or ``(value, reason)``); see :func:`check_value`.
+A check of a pairwise criterion is called with both units: ``(steps, unit, second_steps, second, **args)``.
 """
 
 from __future__ import annotations
@@ -15,11 +19,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from assay.annotations.scale import Scale, ScaleValue
 from assay.exceptions import ConfigError
 from assay.traces.model import Step, Unit
 
-CodeCheck = Callable[[list[Step], Unit], Any]
-"""A check: ``(steps, unit, **args) -> decision`` (see the module docstring)."""
+CodeCheck = Callable[..., Any]
+"""A check: ``(steps, unit, **args) -> decision``; on a pairwise criterion ``(steps, unit, second_steps, second,
+**args)`` (see the module docstring)."""
 
 
 @dataclass(frozen=True)
@@ -81,6 +87,25 @@ def check_output(value: object) -> tuple[float, str]:
     if math.isnan(score) or not 0.0 <= score <= 1.0:
         raise ValueError(f"check score {value!r} is outside [0, 1]")
     return score, reason
+
+
+def check_value(value: object, scale: Scale) -> tuple[ScaleValue, str]:
+    """Validate a check's return value on a non-binary scale into ``(value, reason)``.
+
+    Accepts a value of ``scale`` (a level, a class name, first/second/tie) or a ``(value, reason)`` pair.
+
+    Raises:
+        ValueError: any other shape, or a value that is not on the scale (the message names the allowed ones).
+    """
+    reason = ""
+    if isinstance(value, Defer):
+        raise ValueError("the check deferred: only a hybrid evaluator hands units to a judge")
+    if isinstance(value, tuple):
+        pair: tuple[object, ...] = value
+        if len(pair) != 2:
+            raise ValueError(f"a check returns a value or (value, reason), got a {len(pair)}-tuple")
+        value, reason = pair[0], str(pair[1])
+    return scale.parse(value), reason
 
 
 def check_decision(value: object) -> Decision:

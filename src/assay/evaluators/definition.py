@@ -36,6 +36,7 @@ from pydantic import (
     model_validator,
 )
 
+from assay.annotations.scale import BinaryScale, Scale
 from assay.exceptions import ConfigError, NotFoundError, UsageError
 
 _POLICY_FIELDS = {"description", "threshold", "min_pass_rate", "sample_rate"}
@@ -48,11 +49,15 @@ class _Model(BaseModel):
 
 
 class CriterionRef(_Model):
-    """The rubric criterion an evaluator scores."""
+    """The rubric criterion an evaluator scores, with its scale (binary unless said otherwise)."""
 
     name: str = Field(min_length=1, description="criterion name, as in the annotations")
     version: int = Field(default=1, ge=1, description="criterion version the evaluator was written against")
     text: str = Field(min_length=1, description="the written statement of what good means")
+    scale: Scale = Field(default_factory=BinaryScale,
+                         description="the criterion's scale: binary (default), ordinal (levels with anchors), "
+                                     "categorical (classes), pairwise (first/second/tie); the evaluator returns a "
+                                     "value on it")
 
 
 class CodeSpec(_Model):
@@ -70,7 +75,9 @@ class JudgeSpec(_Model):
     """How an ``llm_judge`` evaluator asks its judge."""
 
     prompt: str | None = Field(default=None, description="Jinja2 template with {{ criterion }}, {{ timeline }}, "
-                                                 "{{ labels }}; None: the shipped default_judge.j2")
+                                                 "{{ system_prompt }} (the unit's instructions, within "
+                                                 "[judge] max_system_chars), {{ labels }}; None: the shipped "
+                                                 "default_judge.j2")
     model: str | None = Field(default=None, description="judge model override; None: the workspace judge model")
     labels: dict[str, float] = Field(default_factory=lambda: {"pass": 1.0, "fail": 0.0},
                                      description="verdict label -> score in [0, 1]")
@@ -127,11 +134,13 @@ class EvaluatorDef(_Model):
 
     version: Literal[1] = Field(default=1, description="file-format version")
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", description="unique evaluator name")
-    kind: str = Field(description="code, llm_judge, hybrid, or a kind an extension registers")
+    kind: str = Field(description="code, llm_judge, hybrid, external, or a kind an extension registers")
     dimension: str = Field(min_length=1, description="what is scored, e.g. tool_use, policy, tone")
     description: str = Field(default="", description="free text for readers; not part of the content version")
     criterion: CriterionRef
-    threshold: float = Field(default=0.80, ge=0, le=1, description="calibration agreement needed for activation")
+    threshold: float = Field(default=0.80, ge=0, le=1, description="activation: the lower 95% bound of each required "
+                             "rate on the test split (binary: TPR and TNR) must reach it; with [calibration] policy "
+                             "= \"point\", test agreement must")
     pass_score: float = Field(default=0.5, ge=0, le=1, description="a score >= this is a pass")
     min_pass_rate: float = Field(default=0.0, ge=0, le=1,
                                  description="CI gate: share of scored units that must pass, in [0, 1]")
@@ -173,6 +182,20 @@ class EvaluatorDef(_Model):
             return {k: v for k, v in data.items() if not (k in _SECTIONS and v is None and k not in cls.model_fields)}
         return data
 
+    @model_validator(mode="after")
+    def _labels_follow_the_scale(self) -> EvaluatorDef:
+        judge = getattr(self, "judge", None)
+        custom = isinstance(judge, JudgeSpec) and (judge.scale is not None or judge.labels != JudgeSpec().labels)
+        if self.criterion.scale.kind != "binary" and custom:
+            raise ValueError(f"judge.labels and judge.scale come from the criterion's {self.criterion.scale.kind} "
+                             "scale: leave them out")
+        return self
+
+    @property
+    def scale(self) -> Scale:
+        """The scale of the evaluator's criterion (what its results' ``value`` is on)."""
+        return self.criterion.scale
+
     def judge_spec(self) -> JudgeSpec:
         """The judge section with defaults filled.
 
@@ -181,17 +204,29 @@ class EvaluatorDef(_Model):
         """
         raise UsageError(f"{self.name} is a {self.kind} evaluator: it asks no judge")
 
+    def verdict_labels(self) -> dict[str, float]:
+        """The labels a judge reply may give -> their score in [0, 1]: the judge section's on a binary
+        criterion, else the scale's values (lowercased text: levels, class names, first/second/tie)."""
+        if self.scale.kind == "binary":
+            return dict(self.judge_spec().labels)
+        return {str(v).lower(): self.scale.score(v) for v in self.scale.choices()}
+
     def prompt_template(self) -> str:
-        """The judge prompt's template text: the file's own, or the shipped default (judge kinds only)."""
-        return self.judge_spec().prompt or default_prompt()
+        """The judge prompt's template text: the file's own, or the shipped default of the criterion's
+        scale (judge kinds only)."""
+        return self.judge_spec().prompt or default_prompt(self.scale.kind)
 
     def code_spec(self) -> CodeSpec | None:
         """The code check's section, None for kinds without one."""
         return None
 
     def content_fields(self) -> dict[str, Any]:
-        """The normalised definition :func:`content_version` hashes (JSON-ready): policy fields left out."""
-        return self.model_dump(mode="json", exclude=_POLICY_FIELDS)
+        """The normalised definition :func:`content_version` hashes (JSON-ready): policy fields left out;
+        a binary scale too (evaluators written before scales keep their versions)."""
+        data = self.model_dump(mode="json", exclude=_POLICY_FIELDS)
+        if self.scale.kind == "binary":
+            del data["criterion"]["scale"]
+        return data
 
 
 class CodeEvaluatorDef(EvaluatorDef):
@@ -270,9 +305,16 @@ def template_environment() -> jinja2.Environment:
     return jinja2.Environment(autoescape=False, undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
 
 
-def default_prompt() -> str:
-    """Text of the shipped default judge prompt (``evaluators/prompts/default_judge.j2``)."""
-    return resources.files("assay.evaluators").joinpath("prompts/default_judge.j2").read_text(encoding="utf-8")
+DEFAULT_PROMPTS = {"binary": "default_judge.j2", "ordinal": "ordinal_judge.j2", "categorical": "categorical_judge.j2",
+                   "pairwise": "pairwise_judge.j2"}
+"""The shipped default judge prompt of each scale (``evaluators/prompts/``)."""
+
+
+def default_prompt(scale: str = "binary") -> str:
+    """Text of the shipped default judge prompt of a scale (``evaluators/prompts/``; binary:
+    ``default_judge.j2``)."""
+    name = DEFAULT_PROMPTS[scale]
+    return resources.files("assay.evaluators").joinpath(f"prompts/{name}").read_text(encoding="utf-8")
 
 
 def content_version(defn: EvaluatorDef) -> str:
@@ -339,10 +381,13 @@ def load_evaluator(path: Path | str) -> EvaluatorDef:
 def save_evaluator(defn: EvaluatorDef, path: Path | str) -> Path:
     """Write an evaluator to a YAML file (multi-line text as literal blocks); returns the path.
 
-    Fields left at their defaults are omitted, except ``version``, ``name`` and ``kind``.
+    Fields left at their defaults are omitted, except ``version``, ``name``, ``kind`` and a non-binary
+    scale (whole, its ``kind`` included).
     """
     path = Path(path)
     data = defn.model_dump(mode="json", exclude_defaults=True)
+    if defn.scale.kind != "binary":  # the scale's kind is its tag: never left out as a default
+        data["criterion"]["scale"] = defn.scale.model_dump(mode="json")
     ordered = {"version": defn.version, "name": defn.name, "kind": defn.kind, **data}
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(yaml.dump(ordered, Dumper=_Dumper, sort_keys=False, allow_unicode=True, width=100),

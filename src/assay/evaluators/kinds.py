@@ -52,6 +52,9 @@ class KindRunner(ABC, Generic[D]):
     """
 
     definition: ClassVar[type[EvaluatorDef]]
+    needs_store: ClassVar[bool] = False
+    """True for kinds that read the store (``external`` reads imported scores): ``__init__`` then also
+    takes ``store=`` (:func:`~assay.evaluators.runner.make_runner` passes the caller's)."""
 
     def __init__(self, defn: D, judge: JudgeClient | None, settings: JudgeSettings) -> None:
         self.defn = defn
@@ -63,19 +66,29 @@ class KindRunner(ABC, Generic[D]):
     def run(self, unit: Unit) -> Evaluation:
         """Score one unit: a result, or a failure (never raise for a unit's own trouble)."""
 
+    def run_pair(self, first: Unit, second: Unit, swapped: bool = False) -> Evaluation:
+        """Compare two units on a pairwise criterion (``swapped``: show the second first); the result's value
+        is relative to ``first``. Kinds that cannot compare pairs fail every pair."""
+        return self.failure(first, "error", f"evaluator kind {self.defn.kind!r} does not compare pairs",
+                            second_unit_id=second.unit_id, swapped=swapped)
+
     def failure(self, unit: Unit, status: FailureStatus, error: str, raw: str | None = None, attempts: int = 1,
-                decided_by: DecidedBy | None = None) -> EvaluatorFailure:
-        """A failure of this evaluator on ``unit``; ``judge_model`` is set when the judge was asked."""
+                decided_by: DecidedBy | None = None, **pair: Any) -> EvaluatorFailure:
+        """A failure of this evaluator on ``unit``; ``judge_model`` is set when the judge was asked;
+        ``pair``: ``second_unit_id`` and ``swapped`` of a pairwise comparison."""
         return EvaluatorFailure(evaluator=self.defn.name, evaluator_version=self.version, unit_id=unit.unit_id,
                                 judge_model=self._judge_model(decided_by), status=status, error=error, raw=raw,
-                                attempts=attempts, decided_by=decided_by)
+                                attempts=attempts, decided_by=decided_by, **pair)
 
     def result(self, unit: Unit, score: float, reason: str, decided_by: DecidedBy, **extra: Any) -> EvaluationResult:
-        """A score of ``unit``, verdict pass when ``score >= pass_score``."""
+        """A score of ``unit``, verdict pass when ``score >= pass_score``; ``value`` (on the criterion's scale)
+        defaults to the verdict on a binary criterion."""
+        verdict = "pass" if score >= self.defn.pass_score else "fail"
+        if extra.get("value") is None and self.defn.scale.kind == "binary":
+            extra["value"] = verdict
         return EvaluationResult(evaluator=self.defn.name, evaluator_version=self.version, unit_id=unit.unit_id,
-                                judge_model=self._judge_model(decided_by), score=score,
-                                verdict="pass" if score >= self.defn.pass_score else "fail", reason=reason,
-                                decided_by=decided_by, **extra)
+                                judge_model=self._judge_model(decided_by), score=score, verdict=verdict,
+                                reason=reason, decided_by=decided_by, **extra)
 
     def _judge_model(self, decided_by: DecidedBy | None) -> str | None:
         return self.judge.model_name if self.judge is not None and decided_by != "code" else None

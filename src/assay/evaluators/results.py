@@ -6,6 +6,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from assay.annotations.scale import ScaleValue
+
 
 class EvaluationResult(BaseModel):
     """One evaluator's score of one unit, with its lineage."""
@@ -30,6 +32,12 @@ class EvaluationResult(BaseModel):
     decided_by: Literal["code", "judge"] | None = Field(
         default=None, description="which part decided: the code check or the judge (a hybrid evaluator has both); "
                                   "None when not recorded")
+    value: ScaleValue | None = Field(
+        default=None, description="the result on the criterion's scale: pass/fail (binary), a level, a class, "
+                                  "first/second/tie (pairwise); None when not recorded")
+    second_unit_id: str | None = Field(default=None, description="pairwise: the unit compared with unit_id")
+    swapped: bool = Field(default=False, description="pairwise: the judge was shown the second unit first "
+                                                     "(value is still relative to unit_id)")
 
 
 class EvaluatorFailure(BaseModel):
@@ -55,6 +63,8 @@ class EvaluatorFailure(BaseModel):
     attempts: int = Field(default=1, ge=1, description="judge calls made before giving up")
     decided_by: Literal["code", "judge"] | None = Field(
         default=None, description="the part that failed or found the criterion not applicable; None when not recorded")
+    second_unit_id: str | None = Field(default=None, description="pairwise: the unit compared with unit_id")
+    swapped: bool = Field(default=False, description="pairwise: the judge was shown the second unit first")
 
 
 Evaluation = EvaluationResult | EvaluatorFailure

@@ -1,6 +1,6 @@
 """Score units with an evaluator: :func:`evaluate` (one unit) and :func:`evaluate_many` (a batch).
 
-Also the built-in kinds' runners (``code``, ``llm_judge``, ``hybrid``), registered with
+Also the built-in kinds' runners (``code``, ``llm_judge``, ``hybrid``, ``external``), registered with
 :func:`~assay.evaluators.kinds.evaluator_kind` exactly as an extension's kind is.
 """
 
@@ -12,7 +12,9 @@ from typing import Any, TypeVar
 
 import jinja2
 
-from assay.evaluators.code import Defer, NotApplicable, check_output, resolve_callable, run_check
+from assay._store.store import Store
+from assay.annotations.scale import flip
+from assay.evaluators.code import Defer, NotApplicable, check_output, check_value, resolve_callable
 from assay.evaluators.definition import (
     CodeEvaluatorDef,
     EvaluatorDef,
@@ -20,15 +22,16 @@ from assay.evaluators.definition import (
     LlmJudgeEvaluatorDef,
     template_environment,
 )
+from assay.evaluators.external import ExternalEvaluatorDef, latest_imports, read_value
 from assay.evaluators.kinds import KindRunner, evaluator_kind, runner_class
-from assay.evaluators.results import Evaluation, EvaluationResult
+from assay.evaluators.results import Evaluation, EvaluationResult, EvaluatorFailure
 from assay.evaluators.verdict import Unparsed, parse_verdict
 from assay.exceptions import ConfigError, EnvironmentProblem, JudgeError, JudgeUnreachable, UsageError
 from assay.models.base import JudgeClient
 from assay.models.factory import make_judge
 from assay.settings import JudgeSettings
-from assay.traces.model import Unit
-from assay.traces.timeline import render_timeline, step_timeline
+from assay.traces.model import Step, Unit
+from assay.traces.timeline import media_note, render_timeline, step_timeline
 
 J = TypeVar("J", bound=EvaluatorDef)
 Progress = Callable[[int], None]
@@ -74,24 +77,56 @@ def compile_prompt(defn: EvaluatorDef) -> jinja2.Template:
 
 
 def render_prompt(defn: EvaluatorDef, unit: Unit, settings: JudgeSettings | None = None,
-                  template: jinja2.Template | None = None) -> str:
-    """The judge prompt for one unit: the template rendered with ``criterion``, ``timeline``, ``labels``, ``scale``.
+                  template: jinja2.Template | None = None, second: Unit | None = None) -> str:
+    """The judge prompt for one unit: the template rendered with ``criterion`` (with its ``scale``),
+    ``timeline``, ``system_prompt``, ``labels`` (:meth:`~EvaluatorDef.verdict_labels`) and ``scale`` (the
+    judge's numeric score range, or None); with ``second`` (a pairwise comparison) also ``timeline_first``
+    (``unit``'s, shown first) and ``timeline_second``.
 
-    The timeline leaves out system prompts and keeps the newest steps within
-    ``settings.max_prompt_chars`` characters. ``template`` is ``compile_prompt(defn)`` when
-    the caller renders many units (None: compiled here).
+    A timeline leaves out system prompts and keeps the newest steps within ``settings.max_prompt_chars``
+    characters (half each for a pair), media as ``[image: reference]`` markers and a first line saying the
+    run held media the judge cannot see (:func:`~assay.traces.timeline.media_note`); ``system_prompt`` is
+    the unit's system prompts / instructions (each distinct one once, in order) within
+    ``settings.max_system_chars``, a budget of its own, so a long policy never pushes the conversation out
+    (the shipped default prompts do not use it: a template that wants the policy names
+    ``{{ system_prompt }}``). ``template`` is ``compile_prompt(defn)`` when the caller renders many units
+    (None: compiled here).
 
     Raises:
         ConfigError: the template uses a name that is not defined.
     """
     settings = settings or _default_settings()
-    timeline = render_timeline(step_timeline(unit), max_chars=settings.max_prompt_chars, skip_system=True)
+    budget = settings.max_prompt_chars if second is None else settings.max_prompt_chars // 2
+    steps = step_timeline(unit)
+    timeline = judge_timeline(steps, budget)
+    pair = {} if second is None else {
+        "timeline_first": timeline, "timeline_second": judge_timeline(step_timeline(second), budget)}
     template = template or compile_prompt(defn)
     try:
         spec = defn.judge_spec()
-        return template.render(criterion=defn.criterion, timeline=timeline, labels=list(spec.labels), scale=spec.scale)
+        return template.render(criterion=defn.criterion, timeline=timeline, labels=list(defn.verdict_labels()),
+                               scale=spec.scale, system_prompt=system_prompt(steps, settings.max_system_chars),
+                               **pair)
     except jinja2.TemplateError as exc:
         raise ConfigError(f"prompt template: {exc}", f"evaluator {defn.name}") from exc
+
+
+def judge_timeline(steps: list[Step], max_chars: int) -> str:
+    """The steps as a judge reads them: system prompts left out, the newest kept within ``max_chars``
+    characters, with :func:`~assay.traces.timeline.media_note` first when the run held media."""
+    note = media_note(steps)
+    budget = max(1, max_chars - (len(note) + 1 if note else 0))
+    timeline = render_timeline(steps, max_chars=budget, skip_system=True)
+    return f"{note}\n{timeline}" if note else timeline
+
+
+def system_prompt(steps: Sequence[Step], max_chars: int) -> str:
+    """The unit's system prompts / instructions: the text of each distinct ``system`` step, in order, blank-line
+    separated, cut to ``max_chars`` characters (a marker says how many were left out); "" when there is none."""
+    text = "\n\n".join(dict.fromkeys(s.text.strip() for s in steps if s.kind == "system" and s.text.strip()))
+    if len(text) <= max_chars:
+        return text
+    return text[:max_chars] + f"\n[... {len(text) - max_chars} more characters of the system prompt omitted ...]"
 
 
 def judge_settings_for(defn: EvaluatorDef, settings: JudgeSettings | None) -> JudgeSettings:
@@ -105,15 +140,20 @@ def _default_settings() -> JudgeSettings:
     return JudgeSettings.model_validate({})
 
 
-def make_runner(defn: EvaluatorDef, judge: JudgeClient | None = None,
-                settings: JudgeSettings | None = None) -> KindRunner[Any]:
-    """The runner of ``defn``'s kind, bound to its version, judge and resolved check.
+def make_runner(defn: EvaluatorDef, judge: JudgeClient | None = None, settings: JudgeSettings | None = None,
+                store: Store | None = None) -> KindRunner[Any]:
+    """The runner of ``defn``'s kind, bound to its version, judge and resolved check (and ``store``, for a kind
+    that reads it: ``needs_store``).
 
     Raises:
-        ConfigError: unknown kind, a check that cannot be imported, or an invalid prompt template.
+        ConfigError: unknown kind, a check that cannot be imported, an invalid prompt template, or a kind that
+            reads the store without one.
         MissingDependency: the judge's package is not installed.
     """
-    return runner_class(defn.kind)(defn, judge, judge_settings_for(defn, settings))
+    cls = runner_class(defn.kind)
+    if cls.needs_store:
+        return cls(defn, judge, judge_settings_for(defn, settings), store=store)  # type: ignore[call-arg]
+    return cls(defn, judge, judge_settings_for(defn, settings))
 
 
 @evaluator_kind("code")
@@ -127,16 +167,41 @@ class CodeRunner(KindRunner[CodeEvaluatorDef]):
         self.check = resolve_callable(defn.code.callable)
 
     def run(self, unit: Unit) -> Evaluation:
+        if self.defn.scale.kind == "pairwise":
+            return self.failure(unit, "error", "a pairwise evaluator compares two units: use evaluate_pairs",
+                                decided_by="code")
+        return self._decide(unit, None, lambda: self.check(step_timeline(unit), unit, **self.defn.code.args))
+
+    def run_pair(self, first: Unit, second: Unit, swapped: bool = False) -> Evaluation:
+        return self._decide(first, second, lambda: self.check(step_timeline(first), first, step_timeline(second),
+                                                              second, **self.defn.code.args))
+
+    def _decide(self, unit: Unit, second: Unit | None, call: Callable[[], object]) -> Evaluation:
+        pair: dict[str, Any] = {} if second is None else {"second_unit_id": second.unit_id}
         try:
-            value = self.check(step_timeline(unit), unit, **self.defn.code.args)
+            value = call()
             if isinstance(value, NotApplicable):
-                return self.failure(unit, "not_applicable", value.reason, decided_by="code")
-            score, reason = check_output(value)
+                return self.failure(unit, "not_applicable", value.reason, decided_by="code", **pair)
+            return scored_by_check(self, unit, value, "", **pair)
         except STOPS_BATCH:
             raise
         except Exception as exc:
-            return self.failure(unit, "error", f"{type(exc).__name__}: {exc}", decided_by="code")
-        return self.result(unit, score, reason, "code")
+            return self.failure(unit, "error", f"{type(exc).__name__}: {exc}", decided_by="code", **pair)
+
+
+def scored_by_check(runner: KindRunner[Any], unit: Unit, value: object, prefix: str, **pair: Any) -> Evaluation:
+    """The result of a check's return value: a score in [0, 1] on a binary criterion, else a value on the
+    criterion's scale (its score from the scale). ``prefix`` starts the reason (a hybrid's ``[code] ``).
+
+    Raises:
+        ValueError: a return value of the wrong shape or off the scale.
+    """
+    scale = runner.defn.scale
+    if scale.kind == "binary":
+        score, reason = check_output(value)
+        return runner.result(unit, score, prefix + reason, "code", **pair)
+    level, reason = check_value(value, scale)
+    return runner.result(unit, scale.score(level), prefix + reason, "code", value=level, **pair)
 
 
 class JudgeRunner(KindRunner[J]):
@@ -147,26 +212,38 @@ class JudgeRunner(KindRunner[J]):
         self.template = compile_prompt(defn)
         self.judge = judge or make_judge(settings)
 
-    def ask_judge(self, unit: Unit) -> Evaluation:
-        """The judge's verdict on ``unit`` (or the failure to get one), ``decided_by="judge"``."""
+    def ask_judge(self, unit: Unit, second: Unit | None = None, swapped: bool = False) -> Evaluation:
+        """The judge's verdict on ``unit`` (or the failure to get one), ``decided_by="judge"``.
+
+        With ``second`` (a pairwise criterion) the judge compares the two, ``unit`` shown first unless
+        ``swapped``; the result's value is relative to ``unit`` either way (a swapped verdict is flipped back).
+        """
         assert self.judge is not None
         spec = self.defn.judge_spec()
-        labels: Mapping[str, float] = spec.labels
-        prompt = render_prompt(self.defn, unit, self.settings, self.template)
+        labels: Mapping[str, float] = self.defn.verdict_labels()
+        pair: dict[str, Any] = {} if second is None else {"second_unit_id": second.unit_id, "swapped": swapped}
+        shown = (unit, second) if not swapped or second is None else (second, unit)
+        prompt = render_prompt(self.defn, shown[0], self.settings, self.template, second=shown[1])
         try:
             reply = self.judge.complete([{"role": "user", "content": prompt}], verdict_schema(list(labels), spec.scale))
         except STOPS_BATCH:
             raise
         except JudgeError as exc:
-            return self.failure(unit, "error", str(exc), exc.raw, getattr(exc, "attempts", 1), "judge")
+            return self.failure(unit, "error", str(exc), exc.raw, getattr(exc, "attempts", 1), "judge", **pair)
         except Exception as exc:
-            return self.failure(unit, "error", f"{type(exc).__name__}: {exc}", decided_by="judge")
+            return self.failure(unit, "error", f"{type(exc).__name__}: {exc}", decided_by="judge", **pair)
         parsed = parse_verdict(reply.text, labels, spec.scale, self.defn.pass_score)
         if isinstance(parsed, Unparsed):
-            return self.failure(unit, parsed.status, parsed.problem, reply.text, reply.attempts, "judge")
-        return self.result(unit, parsed.score, parsed.reason, "judge", label=parsed.label, raw=reply.text,
+            return self.failure(unit, parsed.status, parsed.problem, reply.text, reply.attempts, "judge", **pair)
+        score, value = parsed.score, None
+        scale = self.defn.scale
+        if scale.kind != "binary" and parsed.label is not None:
+            value = scale.parse(parsed.label)
+            value = flip(value) if swapped else value
+            score = scale.score(value)
+        return self.result(unit, score, parsed.reason, "judge", label=parsed.label, raw=reply.text,
                            repaired=parsed.repaired, cached=reply.cached, warnings=parsed.warnings,
-                           attempts=reply.attempts)
+                           attempts=reply.attempts, value=value, **pair)
 
 
 @evaluator_kind("llm_judge")
@@ -176,7 +253,12 @@ class LlmJudgeRunner(JudgeRunner[LlmJudgeEvaluatorDef]):
     definition = LlmJudgeEvaluatorDef
 
     def run(self, unit: Unit) -> Evaluation:
+        if self.defn.scale.kind == "pairwise":
+            return self.failure(unit, "error", "a pairwise evaluator compares two units: use evaluate_pairs")
         return self.ask_judge(unit)
+
+    def run_pair(self, first: Unit, second: Unit, swapped: bool = False) -> Evaluation:
+        return self.ask_judge(first, second, swapped)
 
 
 @evaluator_kind("hybrid")
@@ -195,19 +277,58 @@ class HybridRunner(JudgeRunner[HybridEvaluatorDef]):
         self.check = resolve_callable(defn.code.callable)
 
     def run(self, unit: Unit) -> Evaluation:
+        if self.defn.scale.kind == "pairwise":
+            return self.failure(unit, "error", "a pairwise evaluator compares two units: use evaluate_pairs")
+        return self._decide(unit, None, False)
+
+    def run_pair(self, first: Unit, second: Unit, swapped: bool = False) -> Evaluation:
+        return self._decide(first, second, swapped)
+
+    def _decide(self, unit: Unit, second: Unit | None, swapped: bool) -> Evaluation:
+        pair: dict[str, Any] = {} if second is None else {"second_unit_id": second.unit_id, "swapped": swapped}
+        extra = () if second is None else (step_timeline(second), second)
         try:
-            decision = run_check(self.check, step_timeline(unit), unit, self.defn.code.args)
+            decision = self.check(step_timeline(unit), unit, *extra, **self.defn.code.args)
+            if decision is None or isinstance(decision, Defer):
+                why = f" (code part: {decision.reason})" if decision is not None and decision.reason else ""
+                return _noted(self.ask_judge(unit, second, swapped), "[judge] ", why)
+            if isinstance(decision, NotApplicable):
+                return self.failure(unit, "not_applicable", f"[code] {decision.reason}", decided_by="code", **pair)
+            return scored_by_check(self, unit, decision, "[code] ", **pair)
         except STOPS_BATCH:
             raise
         except Exception as exc:
-            return self.failure(unit, "error", f"[code] {type(exc).__name__}: {exc}", decided_by="code")
-        if isinstance(decision, Defer):
-            why = f" (code part: {decision.reason})" if decision.reason else ""
-            return _noted(self.ask_judge(unit), "[judge] ", why)
-        if isinstance(decision, NotApplicable):
-            return self.failure(unit, "not_applicable", f"[code] {decision.reason}", decided_by="code")
-        score, reason = decision
-        return self.result(unit, score, f"[code] {reason}", "code")
+            return self.failure(unit, "error", f"[code] {type(exc).__name__}: {exc}", decided_by="code", **pair)
+
+
+@evaluator_kind("external")
+class ExternalRunner(KindRunner[ExternalEvaluatorDef]):
+    """``external``: the verdict a team's own judge gave the unit, imported into the store
+    (:mod:`assay.evaluators.external`); the latest import of a unit counts, re-read with the current file."""
+
+    definition = ExternalEvaluatorDef
+    needs_store = True
+
+    def __init__(self, defn: ExternalEvaluatorDef, judge: JudgeClient | None, settings: JudgeSettings,
+                 store: Store | None = None) -> None:
+        super().__init__(defn, None, settings)
+        if store is None:
+            raise ConfigError("an external evaluator reads its imported scores from the store; none was given",
+                              f"evaluator {defn.name}")
+        self.imported = latest_imports(store, defn.name)
+
+    def run(self, unit: Unit) -> Evaluation:
+        value = self.imported.get(unit.unit_id)
+        if value is None:
+            return self.failure(unit, "unscored", "no imported score for this unit (assay scores import)")
+        read = read_value(self.defn, value)
+        raw = value.model_dump_json(exclude_none=True)
+        if isinstance(read, str):
+            return EvaluatorFailure(evaluator=self.defn.name, evaluator_version=self.version, unit_id=unit.unit_id,
+                                    judge_model=value.model, status="unscored", error=read, raw=raw)
+        return EvaluationResult(evaluator=self.defn.name, evaluator_version=self.version, unit_id=unit.unit_id,
+                                judge_model=value.model, score=read.score, verdict=read.verdict,
+                                reason=value.reason, label=value.label, raw=raw, value=read.value)
 
 
 def _noted(evaluation: Evaluation, before: str, after: str) -> Evaluation:
@@ -218,7 +339,7 @@ def _noted(evaluation: Evaluation, before: str, after: str) -> Evaluation:
 
 
 def evaluate(defn: EvaluatorDef, unit: Unit, judge: JudgeClient | None = None,
-             settings: JudgeSettings | None = None) -> Evaluation:
+             settings: JudgeSettings | None = None, store: Store | None = None) -> Evaluation:
     """Score one unit with one evaluator.
 
     Args:
@@ -228,6 +349,7 @@ def evaluate(defn: EvaluatorDef, unit: Unit, judge: JudgeClient | None = None,
             (with the evaluator's model override). A judge given here is used as is.
         settings: judge settings (default :class:`JudgeSettings`); ``max_prompt_chars``
             bounds the timeline in the prompt.
+        store: the store, for kinds that read it (``external``: the imported scores).
 
     Returns:
         :class:`EvaluationResult` (score in [0, 1], verdict pass when score >= ``pass_score``),
@@ -239,12 +361,12 @@ def evaluate(defn: EvaluatorDef, unit: Unit, judge: JudgeClient | None = None,
         ConfigError: the check cannot be imported or the prompt template is invalid.
         MissingDependency: the judge's package is not installed.
     """
-    return make_runner(defn, judge, settings).run(unit)
+    return make_runner(defn, judge, settings, store).run(unit)
 
 
 def evaluate_many(defn: EvaluatorDef, units: Sequence[Unit], judge: JudgeClient | None = None,
                   settings: JudgeSettings | None = None, progress: Progress | None = None,
-                  concurrency: int | None = None) -> list[Evaluation]:
+                  concurrency: int | None = None, store: Store | None = None) -> list[Evaluation]:
     """Score units with one evaluator; a failed unit never stops the batch.
 
     Same arguments as :func:`evaluate` (one judge serves the whole batch); ``progress``
@@ -264,29 +386,63 @@ def evaluate_many(defn: EvaluatorDef, units: Sequence[Unit], judge: JudgeClient 
         JudgeUnreachable: the judge's circuit breaker opened (``[judge] breaker_after`` connection failures
             in a row): the batch stops, in-flight units finish or fail fast.
     """
+    runner = make_runner(defn, judge, settings, store)
+    return _run_all(runner, [(u, None) for u in units], runner.run, settings, progress, concurrency)
+
+
+def evaluate_pairs(defn: EvaluatorDef, pairs: Sequence[tuple[Unit, Unit]], judge: JudgeClient | None = None,
+                   settings: JudgeSettings | None = None, progress: Progress | None = None,
+                   concurrency: int | None = None, swapped: bool = False) -> list[Evaluation]:
+    """Compare pairs of units with a pairwise evaluator (same arguments as :func:`evaluate_many`).
+
+    Each pair ``(first, second)`` gives one result whose ``value`` is first, second or tie relative to
+    ``first`` and whose ``unit_id`` is ``first``'s (``second_unit_id`` the other). ``swapped`` shows the
+    judge the second unit first (the value is flipped back): asking both orders measures position bias.
+
+    Returns:
+        one result or failure per pair, in input order.
+
+    Raises:
+        UsageError: the evaluator's criterion is not pairwise.
+        ConfigError, MissingDependency: as :func:`evaluate_many`.
+    """
+    if defn.scale.kind != "pairwise":
+        raise UsageError(f"{defn.name} scores a {defn.scale.kind} criterion: evaluate_pairs needs a pairwise one")
     runner = make_runner(defn, judge, settings)
+
+    def compare(first: Unit, second: Unit | None) -> Evaluation:
+        assert second is not None
+        return runner.run_pair(first, second, swapped)
+
+    return _run_all(runner, list(pairs), compare, settings, progress, concurrency)
+
+
+def _run_all(runner: KindRunner[Any], jobs: Sequence[tuple[Unit, Unit | None]],
+             run: Callable[..., Evaluation], settings: JudgeSettings | None, progress: Progress | None,
+             concurrency: int | None) -> list[Evaluation]:
+    """``run(*job)`` for every job, in order, on up to ``concurrency`` threads; a failed job never stops the rest."""
     workers = concurrency or (settings.concurrency if settings is not None else 1)
 
-    def one(unit: Unit) -> Evaluation:
+    def one(job: tuple[Unit, Unit | None]) -> Evaluation:
         try:
-            return runner.run(unit)
+            return run(job[0]) if job[1] is None else run(*job)
         except STOPS_BATCH:
             raise
         except Exception as exc:
-            return runner.failure(unit, "error", f"{type(exc).__name__}: {exc}")
+            return runner.failure(job[0], "error", f"{type(exc).__name__}: {exc}")
 
-    if workers <= 1 or len(units) <= 1:
+    if workers <= 1 or len(jobs) <= 1:
         out: list[Evaluation] = []
-        for unit in units:
-            out.append(one(unit))
+        for job in jobs:
+            out.append(one(job))
             if progress is not None:
                 progress(1)
         return out
     results: dict[int, Evaluation] = {}
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="assay-judge") as pool:
-        futures = {pool.submit(one, unit): i for i, unit in enumerate(units)}
+        futures = {pool.submit(one, job): i for i, job in enumerate(jobs)}
         for future in as_completed(futures):
             results[futures[future]] = future.result()
             if progress is not None:
                 progress(1)
-    return [results[i] for i in range(len(units))]
+    return [results[i] for i in range(len(jobs))]

@@ -5,10 +5,12 @@ Accepted, in order:
 1. the reply is a JSON object with a ``verdict`` (a label) or ``score`` field (a number on the
    declared scale, default [0, 1], normalised to [0, 1]; one outside the scale is an *error*);
 2. repaired (``repaired=True``): a JSON object inside a markdown code fence, after or before
-   other text, with ``//``, ``/* */`` or ``#`` comments or trailing commas; when there are
-   several, the last one with a verdict or score field counts;
+   other text, with ``//``, ``/* */`` or ``#`` comments, trailing commas or raw newlines (control
+   characters) inside its strings; when there are several, the last one with a verdict or score field
+   counts, with its reason;
 3. repaired: no JSON object, but a ``verdict: <label>`` field (a line such as
-   ``Verdict: FAIL`` or a ``"verdict": "pass"`` pair in broken JSON); the last one counts.
+   ``Verdict: FAIL``, ``Verdict: 4`` for a level, or a ``"verdict": "pass"`` pair in broken JSON); the last
+   one counts.
 
 Before parsing, zero-width characters are removed and the text is NFKC-normalised;
 keys and labels are compared lowercased. A word inside the reasoning ("no reason to
@@ -32,7 +34,8 @@ from typing import Any, Literal
 _ZERO_WIDTH = dict.fromkeys(map(ord, "\u200b\u200c\u200d\u200e\u200f\u2060\ufeff\u00ad"), None)
 _STRING_OR_NOISE = re.compile(r'("(?:\\.|[^"\\])*")|(//[^\n]*|/\*.*?\*/|#[^\n]*|,(?=\s*[}\]]))', re.DOTALL)
 _FENCE = re.compile(r"```[a-zA-Z]*\s*\n?(.*?)```", re.DOTALL)
-_VERDICT_FIELD = re.compile(r"""(?im)(?:^|[{,])[\s*#>_-]*["']?verdict["']?\s*\**\s*[:=]\s*\**\s*["']?([a-z][\w/-]*)""")
+_VERDICT_FIELD = re.compile(  # a label starts with a letter, a level with a digit
+    r"""(?im)(?:^|[{,])[\s*#>_-]*["']?verdict["']?\s*\**\s*[:=]\s*\**\s*["']?([a-z0-9][\w/-]*)""")
 _SCORE_FIELD = re.compile(r"""(?im)(?:^|[{,])[\s*#>_-]*["']?score["']?\s*\**\s*[:=]\s*\**\s*["']?(-?[0-9]*\.?[0-9]+)""")
 _REASON_KEYS = ("reason", "reasoning", "rationale", "explanation")
 _NOT_APPLICABLE = frozenset({"n/a", "na", "not_applicable", "not-applicable", "not-relevant"})
@@ -127,7 +130,7 @@ def _find_object(text: str) -> tuple[dict[str, Any], bool] | None:
 
 def _objects(text: str) -> Iterator[dict[str, Any]]:
     """Top-level JSON objects embedded in text, in order."""
-    decoder = json.JSONDecoder()
+    decoder = json.JSONDecoder(strict=False)  # control characters (raw newlines) inside strings: repaired
     pos = text.find("{")
     while pos != -1:
         try:

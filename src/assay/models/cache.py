@@ -31,7 +31,14 @@ class CachedJudge:
     A hit returns the stored reply with ``cached=True`` and calls no model. Only
     successful calls are cached (a :class:`~assay.exceptions.JudgeError` passes through).
     The key covers the model name, the messages, the schema and the inner judge's
-    ``parameters`` (when it has them: temperature, max_tokens, ...).
+    ``parameters``: the fields of its :class:`~assay.models.identity.JudgeIdentity` (provider,
+    base URL or model file, temperature, max_tokens, seed, ...); an inner judge that reports none is
+    keyed by ``defaults`` (:func:`~assay.models.identity.settings_parameters` when built by
+    :func:`~assay.models.make_judge`), so a changed endpoint or sampling setting never reads an old reply.
+
+    A judge fixed behind the same name and endpoint cannot be told apart by any key: ``refresh=True``
+    (``--refresh`` on ``assay calibrate`` and ``assay gate``) asks the model every time and replaces the
+    stored replies.
 
     Attributes:
         inner: the wrapped judge.
@@ -39,9 +46,12 @@ class CachedJudge:
         hits: replies served from the cache.
     """
 
-    def __init__(self, inner: JudgeClient, store: Store) -> None:
+    def __init__(self, inner: JudgeClient, store: Store, defaults: Mapping[str, Any] | None = None,
+                 refresh: bool = False) -> None:
         self.inner = inner
         self.store = store
+        self.defaults = dict(defaults or {})
+        self.refresh = refresh
         self.model_name = inner.model_name
         self.calls = 0
         self.hits = 0
@@ -52,8 +62,8 @@ class CachedJudge:
 
     @property
     def parameters(self) -> Mapping[str, Any]:
-        """The inner judge's generation parameters (empty when it reports none)."""
-        return self.inner.parameters if isinstance(self.inner, HasParameters) else {}
+        """The inner judge's generation parameters (``defaults`` when it reports none)."""
+        return self.inner.parameters if isinstance(self.inner, HasParameters) else self.defaults
 
     def complete(self, messages: list[ChatMessage], json_schema: dict[str, Any] | None = None) -> JudgeReply:
         """Return the cached reply for this request, or call the inner judge and store its reply.
@@ -62,7 +72,7 @@ class CachedJudge:
             JudgeError: a cache miss whose model call failed.
         """
         key = cache_key(self.model_name, messages, json_schema, self.parameters)
-        cached = self.lookup(key)
+        cached = None if self.refresh else self.lookup(key)
         if cached is not None:
             with self._lock:
                 self.hits += 1
@@ -85,15 +95,17 @@ class CachedJudge:
                           output_tokens=row.output_tokens, latency_s=row.latency_s, cached=True)
 
     def store_reply(self, key: str, reply: JudgeReply) -> None:
-        """Insert a reply under ``key``; a row already there (a concurrent identical miss) is kept."""
+        """Insert a reply under ``key``; a row already there (a concurrent identical miss) is kept, or replaced
+        when refreshing."""
         values = {"key": key, "model": reply.model, "reply": reply.text, "input_tokens": reply.input_tokens,
                   "output_tokens": reply.output_tokens, "latency_s": reply.latency_s, "created_at": utcnow()}
         dialect = self.store.engine.dialect.name
         stmt: Any
-        if dialect == "sqlite":
-            stmt = sqlite_insert(JudgeCacheRow).values(**values).on_conflict_do_nothing()
-        elif dialect == "postgresql":
-            stmt = pg_insert(JudgeCacheRow).values(**values).on_conflict_do_nothing()
+        if dialect in ("sqlite", "postgresql"):
+            insert = (sqlite_insert if dialect == "sqlite" else pg_insert)(JudgeCacheRow).values(**values)
+            fresh = {k: v for k, v in values.items() if k != "key"}
+            stmt = (insert.on_conflict_do_update(index_elements=["key"], set_=fresh) if self.refresh
+                    else insert.on_conflict_do_nothing())
         else:
             with self.store.session() as s:
                 s.merge(JudgeCacheRow(**values))

@@ -18,6 +18,7 @@ from assay._store.store import Store
 from assay._util.registry import Registry
 from assay.models.base import JudgeClient
 from assay.models.cache import CachedJudge
+from assay.models.identity import settings_parameters
 from assay.settings import JudgeSettings
 
 JudgeProvider = Callable[[JudgeSettings], JudgeClient]
@@ -49,8 +50,9 @@ def judge_provider(name: str) -> Callable[[P], P]:
     return add
 
 
-def make_judge(settings: JudgeSettings, store: Store | None = None) -> JudgeClient:
-    """Return the judge of ``settings.provider``, wrapped in a :class:`CachedJudge` when a store is given.
+def make_judge(settings: JudgeSettings, store: Store | None = None, refresh: bool = False) -> JudgeClient:
+    """Return the judge of ``settings.provider``, wrapped in a :class:`CachedJudge` when a store is given
+    (``refresh``: the cache asks the model anyway and replaces what it held).
 
     ``"local"`` gives a :class:`LocalLlamaJudge` (the model loads on first use);
     ``"openai"`` an :class:`OpenAICompatibleJudge` and ``"anthropic"`` an :class:`AnthropicJudge`,
@@ -66,4 +68,6 @@ def make_judge(settings: JudgeSettings, store: Store | None = None) -> JudgeClie
             ``llama_cpp`` on the first call of a local judge).
     """
     inner = JUDGE_PROVIDERS.get(settings.provider)(settings)
-    return CachedJudge(inner, store) if store is not None else inner
+    if store is None:
+        return inner
+    return CachedJudge(inner, store, defaults=settings_parameters(settings), refresh=refresh)

@@ -129,7 +129,12 @@ class LocalLlamaJudge:
     def parameters(self) -> Mapping[str, Any]:
         """Everything besides model name and prompt that shapes the reply (part of cache keys)."""
         return {"provider": "local", "gguf": self.model_path.name, "temperature": self.settings.temperature,
-                "max_tokens": self.settings.max_tokens, "n_ctx": self.settings.n_ctx, "seed": _SEED}
+                "max_tokens": self.settings.max_tokens, "n_ctx": self.settings.n_ctx, "seed": self.seed}
+
+    @property
+    def seed(self) -> int:
+        """llama.cpp's sampling seed: ``settings.seed``, else a fixed 1234."""
+        return _SEED if self.settings.seed is None else self.settings.seed
 
     @property
     def pid(self) -> int | None:
@@ -143,7 +148,7 @@ class LocalLlamaJudge:
         if not path.is_file():
             raise EnvironmentProblem(f"judge model file not found: {path}")
         s = self.settings
-        return {"model_path": str(path), "n_ctx": s.n_ctx, "n_threads": self.n_threads, "seed": _SEED,
+        return {"model_path": str(path), "n_ctx": s.n_ctx, "n_threads": self.n_threads, "seed": self.seed,
                 "model": s.model, "temperature": s.temperature, "max_tokens": s.max_tokens}
 
     def load(self) -> dict[str, Any]:

@@ -33,7 +33,7 @@ class OpenAICompatibleJudge:
 
     Args:
         settings: ``model``, ``base_url`` (None: api.openai.com), ``api_key``,
-            ``temperature``, ``max_tokens``, ``timeout_s``, ``max_retries``.
+            ``temperature``, ``max_tokens``, ``seed`` (sent when set), ``timeout_s``, ``max_retries``.
         http_client: an ``httpx2.Client`` for the SDK (tests pass one with a mock transport).
         max_retries: the SDK's own retries (default ``settings.max_retries``); :func:`make_judge`
             passes 0 and retries in :class:`~assay.models.ResilientJudge` instead. Failures that
@@ -69,8 +69,9 @@ class OpenAICompatibleJudge:
     @property
     def parameters(self) -> Mapping[str, Any]:
         """Everything besides model name and prompt that shapes the reply (part of cache keys)."""
-        return {"provider": "openai", "base_url": self.settings.base_url, "temperature": self.settings.temperature,
-                "max_tokens": self.settings.max_tokens}
+        params = {"provider": "openai", "base_url": self.settings.base_url, "temperature": self.settings.temperature,
+                  "max_tokens": self.settings.max_tokens}
+        return params if self.settings.seed is None else {**params, "seed": self.settings.seed}
 
     def complete(self, messages: list[ChatMessage], json_schema: dict[str, Any] | None = None) -> JudgeReply:
         """Send one chat completion request (see :class:`assay.models.JudgeClient`).
@@ -100,6 +101,8 @@ class OpenAICompatibleJudge:
         (a third of the client's CPU per call, which counts at 16 calls in flight)."""
         body: dict[str, Any] = {"model": self.model_name, "messages": messages,
                                 "temperature": self.settings.temperature, "max_tokens": self.settings.max_tokens}
+        if self.settings.seed is not None:
+            body["seed"] = self.settings.seed
         if fmt is not None:
             body["response_format"] = fmt
         return self._client.post("/chat/completions", body=body, cast_to=dict,

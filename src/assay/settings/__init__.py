@@ -41,6 +41,8 @@ class JudgeSettings(BaseModel):
     api_key: str | None = None
     temperature: float = 0.0
     max_tokens: int = 160
+    seed: int | None = Field(default=None, description="sampling seed: sent as `seed` to an OpenAI-compatible judge "
+                             "when set; the local judge's llama.cpp seed (None: 1234)")
     timeout_s: float = Field(default=60.0, description="per-call timeout in seconds")
     max_retries: int = 3
     breaker_after: int = Field(default=5, ge=0, description="stop the run after this many judge attempts in a "
@@ -50,6 +52,9 @@ class JudgeSettings(BaseModel):
     n_threads: int | None = Field(default=None, ge=1, description="local model CPU threads (default: all cores but "
                                   "one, at least 1; spin-waiting threads collapse when cores are shared)")
     max_prompt_chars: int = Field(default=6000, description="timeline text kept in a judge prompt (newest steps)")
+    max_system_chars: int = Field(default=8000, ge=0, description="system prompt / instructions text kept in a judge "
+                                  "prompt's system_prompt variable (its own budget: a long policy never pushes the "
+                                  "conversation out of max_prompt_chars)")
     concurrency: int = Field(default=1, ge=1, description="judge calls in flight at once (API judges)")
     rpm: int | None = Field(default=None, ge=1, description="requests per minute limit (None: unlimited)")
     tpm: int | None = Field(default=None, ge=1, description="tokens per minute limit, input + output (None: unlimited)")
@@ -111,6 +116,9 @@ class OnlineSettings(BaseModel):
                                   "span ended (or started) this many seconds ago")
     settle_s: float = Field(default=5.0, ge=0, description="a trace unit is complete this many seconds after its "
                             "root span ended (late children of an exporter's last batch)")
+    orphan_grace_s: float = Field(default=600.0, ge=0, description="a unit with an orphan span (its parent never "
+                                  "arrived) counts as complete once its newest span ended (or started) this many "
+                                  "seconds ago; keep it above the longest time your agent runs without a span ending")
     poll_interval_s: float = Field(default=5.0, gt=0, description="worker: seconds between passes when idle")
     batch_size: int = Field(default=32, ge=1, description="worker: units per evaluator per pass")
     audit_share: float = Field(default=0.02, ge=0, le=1, description="share of online-scored units sent to the "
@@ -119,6 +127,9 @@ class OnlineSettings(BaseModel):
                                  "(worker died) is taken again after this many seconds")
     niceness: int = Field(default=19, ge=0, le=19, description="`assay serve --worker`: CPU priority "
                           "decrease of the worker process (19: the lowest), so ingestion wins the cores")
+    signatures_interval_s: float | None = Field(default=300.0, ge=0, description="worker: at most one update of "
+                                                "the failure signatures and their lifecycle per this many seconds "
+                                                "(0: every pass; None: never)")
 
 
 class DriftSettings(BaseModel):
@@ -136,11 +147,19 @@ class DriftSettings(BaseModel):
                                              "and backfill (assay score); the older name score reads as backfill")
     webhook_url: str | None = Field(default=None, description="alerts are POSTed here as JSON (None: log only)")
     webhook_timeout_s: float = Field(default=5.0, gt=0, description="webhook request timeout in seconds")
+    lifecycle_alerts: list[str] = Field(default_factory=lambda: ["escalating", "regressed"],
+                                        description="signature lifecycle states whose entry in the latest window "
+                                                    "is an alert (assay.signatures.lifecycle)")
 
     @field_validator("run_kinds", mode="before")
     @classmethod
     def _kinds(cls, value: object) -> object:
         return parse_run_kinds(value)
+
+    @field_validator("lifecycle_alerts", mode="before")
+    @classmethod
+    def _split(cls, value: object) -> object:
+        return [v.strip() for v in value.split(",") if v.strip()] if isinstance(value, str) else value
 
 
 ALL_ENVIRONMENTS = "all"
@@ -183,6 +202,40 @@ class EnvironmentSettings(BaseModel):
         return None if name == ALL_ENVIRONMENTS else EnvScope(name=name, default=self.default)
 
 
+class LifecycleSettings(BaseModel):
+    """When a failure signature's lifecycle moves (``[lifecycle]``; see :mod:`assay.signatures.lifecycle`)."""
+
+    window_days: float = Field(default=7.0, gt=0, description="the window, in days, of member counts (escalating) "
+                               "and of the production fail rate (resolved, regressed)")
+    escalate_min_units: int = Field(default=5, ge=1, description="members a signature needs in the latest window "
+                                    "to be escalating")
+    escalate_alpha: float = Field(default=0.05, gt=0, lt=1, description="significance of the rise of members in "
+                                  "the latest window over the window before (one-sided exact test)")
+    resolve_fail_rate: float = Field(default=0.05, gt=0, lt=1, description="a monitored signature is resolved when "
+                                     "its evaluator's production fail rate in the latest window is below this")
+    min_scored: int = Field(default=20, ge=1, description="production scores an evaluator needs in the latest "
+                            "window before its fail rate moves the lifecycle")
+
+
+class CalibrationSettings(BaseModel):
+    """How calibration certifies (activates) an evaluator (``[calibration]``; env ``ASSAY_CALIBRATION__POLICY`` ...).
+
+    See :mod:`assay.calibration.certify`.
+    """
+
+    policy: Literal["lower_bound", "point"] = Field(
+        default="lower_bound", description="lower_bound: the lower confidence bound of each required rate on the "
+        "test split (binary: TPR and TNR) must reach the evaluator's threshold; point: the older, weaker rule "
+        "(test agreement at the threshold and Cohen's kappa above min_kappa)")
+    interval: Literal["wilson", "exact"] = Field(
+        default="wilson", description="the interval whose lower bound is used: wilson (Wilson 1927 score interval) "
+        "or exact (Clopper-Pearson 1934; never below its nominal coverage, needs more labels)")
+    confidence: float = Field(default=0.95, gt=0.5, lt=1, description="two-sided confidence of the interval; its "
+                              "lower bound is a one-sided (1 + confidence) / 2 bound (0.975 at 0.95)")
+    plan_power: float = Field(default=0.90, gt=0, lt=1, description="--plan: the chance that every required bound "
+                              "clears once the planned labels are in, at the planned rates")
+
+
 class ModelPrice(BaseModel):
     """What a model costs (``[prices."MODEL"]``): prices the tokens of spans whose source gave no cost
     (see :mod:`assay.traces.usage`); a span with a cost from its source keeps that cost."""
@@ -204,12 +257,18 @@ class Settings(BaseModel):
     judge: JudgeSettings = Field(default_factory=lambda: JudgeSettings())
     embedding_model: str = "all-MiniLM-L6-v2"
     min_kappa: float = Field(default=0.0, ge=-1, le=1, description="calibration also needs Cohen's kappa above this")
+    calibration: CalibrationSettings = Field(default_factory=lambda: CalibrationSettings(),
+                                             description="how calibration certifies an evaluator")
     gate_margin: float = Field(default=0.05, ge=0, le=1, description="allowed drop in pass rate vs baseline")
     gate_alpha: float = Field(default=0.05, gt=0, lt=1, description="gate: significance level of a regression "
                               "(McNemar exact when paired, else Fisher exact)")
     gate_max_unscored: float = Field(default=0.1, ge=0, le=1, description="gate: tolerated share of unscored + "
                                      "error units per evaluator; above it the gate exits 3")
     min_cluster_size: int = 5
+    signature_text: Literal["failure", "key"] = Field(
+        default="failure", description="what signatures embed and label per failed unit: 'failure' (its failure "
+        "signals and the steps around the steps they point to) or 'key' (structural key, failing step and final "
+        "answer: the text before failure signals)")
     severe: SevereRules = Field(default_factory=lambda: SevereRules())
     session_secret: str | None = Field(default=None, description="signs the annotation app's session cookies "
                                          "(ASSAY_SESSION_SECRET); unset: random per process")
@@ -217,6 +276,7 @@ class Settings(BaseModel):
     online: OnlineSettings = Field(default_factory=lambda: OnlineSettings())
     executor: ExecutorSettings = Field(default_factory=lambda: ExecutorSettings())
     drift: DriftSettings = Field(default_factory=lambda: DriftSettings())
+    lifecycle: LifecycleSettings = Field(default_factory=lambda: LifecycleSettings())
     environments: EnvironmentSettings = Field(default_factory=lambda: EnvironmentSettings(),
                                               description="production and default environments")
     signals: SignalSettings = Field(default_factory=lambda: SignalSettings(),

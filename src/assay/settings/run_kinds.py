@@ -11,6 +11,7 @@ gate-baseline  the gate's baseline side, when the baseline is a unit selection
 backfill       an evaluator scored over stored units (``assay score``; written ``score`` before
                migration ``0010_env`` renamed it)
 online         the worker's sample of production (``assay worker``)
+import         verdicts of an external judge imported from a file or from traces (``assay scores import``)
 ============== ==============================================================================
 
 Production scores are the ``online`` and ``backfill`` runs' (:data:`PRODUCTION_RUN_KINDS`): drift and
@@ -31,11 +32,13 @@ class RunKind(StrEnum):
     GATE_BASELINE = "gate-baseline"
     BACKFILL = "backfill"
     ONLINE = "online"
+    IMPORT = "import"
 
 
 PRODUCTION_RUN_KINDS: tuple[RunKind, ...] = (RunKind.ONLINE, RunKind.BACKFILL)
 """Runs whose scores are production's: drift and the report read them (``[drift] run_kinds``)."""
-SIGNAL_RUN_KINDS: tuple[RunKind, ...] = (RunKind.GATE, RunKind.GATE_BASELINE, RunKind.ONLINE, RunKind.BACKFILL)
+SIGNAL_RUN_KINDS: tuple[RunKind, ...] = (RunKind.GATE, RunKind.GATE_BASELINE, RunKind.ONLINE, RunKind.BACKFILL,
+                                         RunKind.IMPORT)
 """Runs whose failed scores become failure signals (``[signals.evaluator] run_kinds``); never calibration."""
 RENAMED = {"score": RunKind.BACKFILL}
 """Older names still read in settings: ``score`` is ``backfill``."""

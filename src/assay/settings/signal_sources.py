@@ -66,9 +66,9 @@ class EvaluatorSignalSettings(_Section):
     enabled: bool = True
     strength: float = Field(default=0.6, ge=0, le=1, allow_inf_nan=False)
     run_kinds: tuple[str, ...] = Field(default=tuple(k.value for k in SIGNAL_RUN_KINDS),
-                                       description="run kinds whose failed scores count (backfill: assay score; "
-                                                   "the older name score reads as backfill); calibration runs "
-                                                   "never do")
+                                       description="run kinds whose failed scores count (backfill: assay score, "
+                                                   "the older name score reads as backfill; import: an external "
+                                                   "evaluator's imported verdicts); calibration runs never do")
 
     _kinds = field_validator("run_kinds", mode="before")(parse_run_kinds)
 

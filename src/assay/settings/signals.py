@@ -168,6 +168,81 @@ class UngroundedSettings(DetectorSettings):
                              "are not checked")
 
 
+READ_ONLY_VERBS = ("get", "find", "search", "list", "lookup", "read", "fetch", "query", "calculate", "think")
+"""First words of tool names that only look things up (``get_order_details``, ``searchFlights``)."""
+ACTION_VERBS = (
+    "cancel", "modify", "exchange", "return", "book", "update", "send", "transfer", "create", "delete", "remove",
+    "add", "pay", "refund", "submit", "place", "change", "set", "post", "write", "issue", "order", "purchase",
+    "charge", "reset", "apply", "upgrade", "edit", "insert", "move",
+)
+"""First words of tool names that change something (a booking, an order, a payment, a record)."""
+HANDOFF_TOOLS = (r"transfer_to_human", r"escalat", r"hand_?off", r"human_agent", r"talk_to_human")
+AFFIRMATIVES = (
+    r"yes", r"yeah", r"yep", r"yup", r"sure", r"ok(ay)?\b", r"confirm", r"go ahead", r"proceed", r"please do",
+    r"do it", r"correct\b", r"that'?s right", r"sounds (good|great|fine)", r"looks (good|great|fine|correct)",
+    r"absolutely", r"definitely", r"of course", r"alright", r"all right", r"let'?s (do|go)", r"i agree",
+    r"(that|this) works", r"perfect", r"great", r"fine\b",
+)
+OBJECTIONS = (
+    r"^(no|nope)\b(?![ -](problem|worries|need|longer|thanks))", r"no,? (wait|stop|don'?t)", r"wait\b", r"hold on",
+    r"stop\b", r"not (yet|now)\b", r"never ?mind", r"(don'?t|do not) (do|proceed|cancel|book|change|modify|update|"
+    r"go ahead|make)",
+) + CORRECTION
+"""A reply that holds the agent back. A bare "no" counts only as the turn's first word ("No, that's not the
+one"), not inside "no longer needed" or "no extra baggage"."""
+
+
+class ActionSettings(_Patterns):
+    """What counts as a **consequential action**, shared by the action detectors: a tool call that changes
+    something. A call is one when its name's first word (split at ``_ - . /`` and camelCase) is in
+    ``action_verbs``, or, with ``generic``, when it is not in ``read_only_verbs``; tools matching
+    ``ignore_tools`` (hand-offs, which ``escalation`` covers) never are."""
+
+    action_verbs: tuple[str, ...] = Field(default=ACTION_VERBS, description="first words of state-changing "
+                                          "tool names (exact, lower case)")
+    read_only_verbs: tuple[str, ...] = Field(default=READ_ONLY_VERBS, description="first words of tool names "
+                                             "that only look things up")
+    generic: bool = Field(default=True, description="also count every tool whose first word is not read-only")
+    ignore_tools: tuple[str, ...] = Field(default=HANDOFF_TOOLS, description="tool-name patterns never "
+                                          "counted as actions (regex fragments)")
+
+
+class UnconfirmedActionSettings(ActionSettings):
+    """``unconfirmed_action``: a consequential action whose preceding user turn holds no explicit yes."""
+
+    strength: float = Field(default=0.3, ge=0, le=1, allow_inf_nan=False)
+    objection_strength: float = Field(default=0.5, ge=0, le=1, allow_inf_nan=False, description="strength when "
+                                      "that user turn objects (no, wait, that's not what I asked)")
+    affirmatives: tuple[str, ...] = AFFIRMATIVES
+    objections: tuple[str, ...] = OBJECTIONS
+
+
+class UngroundedArgumentSettings(ActionSettings):
+    """``ungrounded_argument``: a consequential action's argument (id, amount, date) that no earlier user
+    turn, tool result or system prompt contains."""
+
+    strength: float = Field(default=0.4, ge=0, le=1, allow_inf_nan=False)
+    min_value: float = Field(default=10.0, ge=0, description="smaller numeric arguments (counts, quantities) "
+                             "are not checked")
+    min_chars: int = Field(default=3, ge=1, description="shorter text arguments are not checked")
+
+
+class ActionRetrySettings(ActionSettings):
+    """``action_retry``: a consequential action that failed, tried again with other arguments."""
+
+    strength: float = Field(default=0.3, ge=0, le=1, allow_inf_nan=False)
+
+
+class ActionCountSettings(ActionSettings):
+    """``many_actions``: a unit that takes several consequential actions (a risk cue, not evidence)."""
+
+    strength: float = Field(default=0.15, ge=0, le=1, allow_inf_nan=False)
+    per_extra: float = Field(default=0.05, ge=0, le=1, description="strength added per action beyond min_actions")
+    max_strength: float = Field(default=0.3, ge=0, le=1)
+    min_actions: int = Field(default=2, ge=1, description="consequential actions (successful or not) that make "
+                             "a unit busy")
+
+
 class LongSessionSettings(DetectorSettings):
     """``long_session``: far more steps than the unit's workflow usually takes (fitted per batch)."""
 
@@ -180,7 +255,7 @@ class LongSessionSettings(DetectorSettings):
     min_group: int = Field(default=20, ge=3, description="units a workflow needs for its own norm; smaller "
                            "groups use their source's norm, then the norm over all units")
     read_only_prefixes: tuple[str, ...] = Field(
-        default=("get", "find", "search", "list", "lookup", "read", "fetch", "query", "calculate", "think"),
+        default=READ_ONLY_VERBS,
         description="tool-name prefixes of calls that only look things up; the first other call names the "
                     "workflow")
 
@@ -221,6 +296,10 @@ class SignalSettings(BaseModel):
     unanswered_complaint: ComplaintSettings = ComplaintSettings()
     ungrounded_number: UngroundedSettings = UngroundedSettings()
     long_session: LongSessionSettings = LongSessionSettings()
+    unconfirmed_action: UnconfirmedActionSettings = UnconfirmedActionSettings()
+    ungrounded_argument: UngroundedArgumentSettings = UngroundedArgumentSettings()
+    action_retry: ActionRetrySettings = ActionRetrySettings()
+    many_actions: ActionCountSettings = ActionCountSettings()
     feedback: FeedbackSettings = FeedbackSettings()
     evaluator: EvaluatorSignalSettings = EvaluatorSignalSettings()
     label: LabelSignalSettings = LabelSignalSettings()

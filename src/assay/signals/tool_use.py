@@ -39,12 +39,14 @@ def call_key(call: Step) -> str:
 @detector("tool_error", "1", ToolErrorSettings)
 def tool_error(view: UnitView, cfg: ToolErrorSettings, _: Any = None) -> list[Finding]:
     """Each tool result that is an error (the span's error status, ``Error: ...``, a traceback,
-    ``{"error": ...}``: see :func:`assay.traces.looks_like_error`) as ``tool_error``, and each error
-    span that is not a tool as ``error_span``, with its text."""
+    ``{"error": ...}``: see :func:`assay.traces.looks_like_error`) as ``tool_error``, with its text (the
+    span's error, :attr:`~assay.traces.model.Step.error`, when the result is empty), and each error span that
+    is not a tool as ``error_span``, with its text."""
     out = []
     for step in view.steps:
         if step.kind == "tool_result" and step.is_error:
-            out.append(Finding("tool_error", cfg.strength, f"{step.tool_name}: {step.text}", step))
+            said = step.text.strip() or step.error or ""
+            out.append(Finding("tool_error", cfg.strength, f"{step.tool_name}: {said}", step))
         elif step.kind == "error":
             out.append(Finding("error_span", cfg.error_span_strength, step.text, step))
     return out

@@ -145,10 +145,18 @@ def normalize_error(text: str) -> str:
     Example: ``"Error: flight HAT030 not available on date 2024-05-20"`` ->
     ``"flight <ID> not available on date <DATE>"``.
     """
-    message = _PREFIX.sub("", _error_message(text)).lower()
+    return " ".join(mask_variables(_PREFIX.sub("", _error_message(text))).split())
+
+
+def mask_variables(text: str) -> str:
+    """Lower-case ``text`` and mask its variable parts as :func:`normalize_error` does (dates,
+    times, e-mails, identifiers with digits, long digit runs, other numbers), without
+    unwrapping or cutting it: ``"Order #W2378156 cancelled on 2024-05-20"`` ->
+    ``"order <ID> cancelled on <DATE>"``."""
+    masked = text.lower()
     for pattern, mask in _MASKS:
-        message = pattern.sub(mask, message)
-    return " ".join(message.split())
+        masked = pattern.sub(mask, masked)
+    return masked
 
 
 def error_type(text: str) -> str:

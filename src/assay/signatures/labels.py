@@ -1,4 +1,10 @@
-"""Cluster labels from class-based TF-IDF (c-TF-IDF).
+"""Signature labels that read as a failure, with keywords from class-based TF-IDF (c-TF-IDF).
+
+A label (:func:`make_label`) says what went wrong, then where, then what it is about: the
+members' leading failure signal in words, the common structural key in words, and two
+c-TF-IDF keywords not already in it, e.g. ``tool error: book_reservation failed: payment
+amount does not add up, about total, paid``. Two live signatures never share key and label:
+:func:`distinct_label` adds keywords until the label is free.
 
 c-TF-IDF (Grootendorst 2022, "BERTopic: Neural topic modeling with a class-based TF-IDF
 procedure", arXiv:2203.05794) treats all documents of one cluster as one document and
@@ -12,17 +18,25 @@ all classes and ``A`` the average number of words per class.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections import defaultdict
+from collections.abc import Collection, Sequence
 
 import numpy as np
 from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS, CountVectorizer
+
+from assay.signatures.cluster import Cluster
+from assay.signatures.evidence import SIGNAL_WORDS, signal_words
+from assay.signatures.keys import StructuralKey
 
 TEMPLATE_WORDS = frozenset({
     "id", "num", "date", "time", "email", "failing", "step", "final", "answer", "context", "tool_call",
     "tool_result", "assistant", "user", "error", "failed", "ended", "tool", "without", "calling",
     "ll", "ve", "re", "don", "didn", "doesn", "isn", "won", "wasn", "aren", "couldn", "shouldn",
+    "call", "result", "how", "stated", "source", "agent",
+    *(word for words in SIGNAL_WORDS.values() for word in words.split()),
 })
-"""Words of the key-text template, the error masks and contractions; never keywords."""
+"""Words of the key-text and failure-text templates (signal kinds in words among them), the error
+masks and contractions; never keywords."""
 
 STOP_WORDS = sorted(ENGLISH_STOP_WORDS | TEMPLATE_WORDS)
 
@@ -56,9 +70,57 @@ def class_tfidf(documents: Sequence[str], classes: Sequence[int], top_n: int = 8
     return out
 
 
-def make_label(key_words: str, keywords: Sequence[str], n: int = 4) -> str:
-    """A signature label: the dominant structural key in words, then the top ``n`` keywords
-    not already in it, e.g. ``book_reservation failed: payment amount does not add up [total, think]``."""
-    words = set(key_words.lower().replace(":", " ").split())
+LABEL_KEYWORDS = 2
+"""Keywords a label names after the failure (more only to tell two signatures apart)."""
+
+
+def make_label(key: StructuralKey, keywords: Sequence[str], lead: str | None = None, n: int = LABEL_KEYWORDS) -> str:
+    """A signature label that reads as a failure (see module docstring).
+
+    Args:
+        key: the members' common key (:func:`~assay.signatures.cluster.common_key`).
+        keywords: c-TF-IDF keywords, best first.
+        lead: the signal kind most members' failure text starts with (None: no majority, or
+            no signals): said first, in words (:data:`~assay.signatures.evidence.SIGNAL_WORDS`).
+        n: keywords named, those already in the label skipped.
+
+    Returns:
+        e.g. ``user frustrated: ended after exchange_delivered_order_items without a tool error,
+        about exchange, refund``.
+    """
+    head = f"{signal_words(lead)}: {key.words}" if lead else key.words
+    words = set(head.lower().replace(":", " ").replace(",", " ").split())
     extra = [k for k in keywords if k not in words][:n]
-    return f"{key_words} [{', '.join(extra)}]" if extra else key_words
+    return f"{head}, about {', '.join(extra)}" if extra else head
+
+
+def distinct_label(key: StructuralKey, keywords: Sequence[str], lead: str | None, taken: Collection[str],
+                   n: int = LABEL_KEYWORDS) -> str | None:
+    """The first of :func:`make_label` with ``n``, ``n + 1``, ... keywords that is not in
+    ``taken`` (labels of other signatures with the same key); None when all of them are."""
+    for count in range(n, max(n, len(keywords)) + 1):
+        label = make_label(key, keywords, lead, count)
+        if label not in taken:
+            return label
+    return None
+
+
+def name_clusters(clusters: Sequence[Cluster]) -> list[tuple[int, int]]:
+    """Set each cluster's ``label``, in order (largest first), to a :func:`distinct_label` no
+    earlier cluster with the same key has.
+
+    Returns:
+        ``(later, earlier)`` index pairs of clusters that no label tells apart (same key, same
+        keywords): the later one is left unlabelled, for the caller to merge into the earlier.
+    """
+    owner: dict[str, dict[str, int]] = defaultdict(dict)
+    merges = []
+    for n, cluster in enumerate(clusters):
+        same_key = owner[cluster.key.text]
+        label = distinct_label(cluster.key, cluster.keywords, cluster.lead, same_key)
+        if label is None:
+            merges.append((n, same_key[make_label(cluster.key, cluster.keywords, cluster.lead)]))
+        else:
+            cluster.label = label
+            same_key[label] = n
+    return merges

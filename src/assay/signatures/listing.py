@@ -14,6 +14,7 @@ from assay._store.tables import MemberRow, SignatureRow, UnitRow
 from assay._store.usage import unit_usages
 from assay.exceptions import NotFoundError
 from assay.signatures.impact import RECENCY_HALF_LIFE_DAYS, SEVERITY_WEIGHT, annotated_severity, aware, unit_weight
+from assay.signatures.mix import signal_mixes
 from assay.signatures.model import Signature, SignatureUsage
 from assay.traces.usage import Price, UnitUsage
 
@@ -81,7 +82,8 @@ def list_signatures(store: Store, include_retired: bool = False,
 
     Returns:
         signatures with their members (nearest the centroid first, incrementally assigned
-        units among them); empty before the first :func:`~assay.signatures.build_signatures`.
+        units among them) and signal mix (:mod:`assay.signatures.mix`); empty before the first
+        :func:`~assay.signatures.build_signatures`.
     """
     tallies, total = _tallies(store, half_life_days)
     with store.session() as s:
@@ -91,6 +93,7 @@ def list_signatures(store: Store, include_retired: bool = False,
         rows = list(s.scalars(query))
     usages = unit_usages(store, [u for t in tallies.values() for u in t.unit_ids], prices)
     envs = member_environments(store)
+    mixes = signal_mixes(store)
     out = []
     for r in rows:
         t = tallies.get(r.id, _Tally())
@@ -99,8 +102,9 @@ def list_signatures(store: Store, include_retired: bool = False,
             id=r.id, structural_key=r.structural_key, label=r.label, keywords=list(r.keywords or []), size=size,
             share=size / total if total else 0.0, impact=round(t.impact, 4), severity=t.weight / size if size else 0.0,
             assigned=t.assigned, first_seen=min(t.seen, default=None), last_seen=max(t.seen, default=None),
-            representative_unit=r.representative_unit, status=r.status,
+            representative_unit=r.representative_unit, status=r.status, lifecycle=r.lifecycle or "new",
             unit_ids=t.unit_ids, usage=signature_usage([usages[u] for u in t.unit_ids if u in usages]),
+            signal_mix=mixes.get(r.id, {}),
             environments=dict(Counter(envs.get(u, "") for u in t.unit_ids).most_common())))
     return sorted(out, key=lambda sig: (-sig.impact, -sig.size, sig.id))
 

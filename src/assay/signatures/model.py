@@ -6,9 +6,13 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, computed_field
+
+from assay.signatures.mix import mix_text
 
 SignatureStatus = Literal["new", "existing", "retired"]
+Lifecycle = Literal["new", "escalating", "criterion_written", "monitored", "resolved", "regressed"]
+"""Where a signature stands in the loop (:mod:`assay.signatures.lifecycle` defines each state)."""
 Assignment = Literal["cluster", "noise", "assigned", "new"]
 """How a failed unit stands: in a cluster of the latest build, noise of that build, assigned
 to an existing signature since (incremental), or *new*: seen since and near no signature."""
@@ -45,7 +49,10 @@ class Signature(BaseModel):
     structural_key: str = Field(description="the members' common key, field by field ('*': no majority), e.g. "
                                             "'tool=book_reservation | error=payment amount does not add up | "
                                             "step=9-16 | retrieval=none | outcome=fail'")
-    label: str = Field(description="the key in words and the top c-TF-IDF keywords")
+    label: str = Field(description="what went wrong, in words: the members' leading failure signal, the key "
+                                   "in words and two c-TF-IDF keywords, e.g. 'tool error: book_reservation failed: "
+                                   "payment amount does not add up, about total, paid'; no other live signature has "
+                                   "the same key and label")
     keywords: list[str] = Field(description="top keywords by class-based TF-IDF, best first")
     size: int = Field(description="number of member units (clustered plus assigned since)")
     share: float = Field(description="size / number of failed units known to the signatures (0..1), "
@@ -63,6 +70,16 @@ class Signature(BaseModel):
                                          "stored without one counts as [environments] default), largest first")
     usage: SignatureUsage = Field(default_factory=SignatureUsage, description="the members' token usage, cost "
                                   "and latency (sum and mean over the members that know it)")
+    lifecycle: Lifecycle = Field("new", description="where it stands in the loop: new, escalating, criterion_written, "
+                                 "monitored, resolved or regressed (assay.signatures.lifecycle)")
+    signal_mix: dict[str, int] = Field(default_factory=dict, description="signal kind -> members with at least one "
+                                       "signal of that kind, most first (assay.signatures.mix)")
+
+    @computed_field(  # type: ignore[prop-decorator]
+        description="the signal mix in words, e.g. '31 escalations, 12 thumbs-down, 4 evaluator fails'")
+    @property
+    def signal_mix_text(self) -> str:
+        return mix_text(self.signal_mix)
 
 
 @dataclass

@@ -1,15 +1,22 @@
-"""Review queues: a representative sample of one signature for experts to label."""
+"""Review queues: a representative sample of one signature for experts to label, and the order
+in which an expert reviewing across signatures meets failed units."""
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import numpy as np
 from sqlalchemy import select
 
 from assay._store import Store
-from assay._store.tables import EmbeddingRow, SignatureRow
+from assay._store.tables import EmbeddingRow, MemberRow, SignatureRow
 from assay.exceptions import UsageError
 from assay.signatures.embeddings import vector_from_bytes
-from assay.signatures.listing import signature_members
+from assay.signatures.listing import list_signatures, signature_members
+from assay.signatures.model import Signature
+
+REVIEW_QUEUE_SIZE = 10
+"""Units of a signature's review queue, as :mod:`assay.annotations.queue` sets it by default."""
 
 
 def farthest_points(vectors: np.ndarray, chosen: list[int], candidates: list[int], k: int) -> list[int]:
@@ -80,3 +87,50 @@ def sample_queue(store: Store, signature_id: int, size: int, seed: int = 0) -> l
     chosen = [*range(near), first]
     spread = farthest_points(vectors, chosen, list(range(near, len(members))), size - near - 1)
     return [members[i] for i in chosen + spread]
+
+
+def round_robin(queues: Sequence[Sequence[str]]) -> list[str]:
+    """The first item of each queue in turn, then the second of each, and so on until every
+    queue is empty; an item already taken is not repeated."""
+    out: list[str] = []
+    seen: set[str] = set()
+    for depth in range(max((len(q) for q in queues), default=0)):
+        for queue in queues:
+            if depth < len(queue) and queue[depth] not in seen:
+                seen.add(queue[depth])
+                out.append(queue[depth])
+    return out
+
+
+def review_order(store: Store, size: int = REVIEW_QUEUE_SIZE, seed: int = 0,
+                 ranking: Sequence[Signature] | None = None) -> list[str]:
+    """Every failed unit the signatures know, in the order an expert reviewing across
+    signatures meets them.
+
+    Round-robin over the signatures ranked by impact (:func:`~assay.signatures.list_signatures`):
+    the first unit of each signature's review queue (:func:`sample_queue` of ``size``, the one
+    nearest its centroid first), then the second of each, and so on. The failed units in no
+    signature (noise of the latest build, units marked new) take their turn as one more queue,
+    last in each round, in an order the seed draws: they are failures like no other, where a
+    rare failure mode shows. Members beyond each queue follow in the same round-robin, nearest
+    the centroid first.
+
+    Args:
+        store: the store, after :func:`~assay.signatures.build_signatures`.
+        size: units of each signature's review queue, >= 1.
+        seed: passed to :func:`sample_queue`; also orders the unclustered units.
+        ranking: the signatures in the order to follow (default: :func:`list_signatures`).
+
+    Returns:
+        unit ids, each failed unit known to the signatures exactly once.
+
+    Raises:
+        UsageError: ``size`` < 1.
+    """
+    signatures = list(ranking) if ranking is not None else list_signatures(store)
+    queues = [sample_queue(store, sig.id, size, seed) for sig in signatures]
+    with store.session() as s:
+        loose = sorted(s.scalars(select(MemberRow.unit_id).where(MemberRow.signature_id.is_(None))))
+    loose = [loose[i] for i in np.random.default_rng(seed).permutation(len(loose))]
+    rest = [[u for u in sig.unit_ids if u not in set(queue)] for sig, queue in zip(signatures, queues, strict=True)]
+    return round_robin([*queues, loose]) + round_robin(rest)

@@ -20,6 +20,9 @@ environment, or every unit, with ``env``), per evaluator (by name, across versio
   threshold (``threshold`` of its definition) in a window of at least ``min_audit_pairs``
   pairs is the sign it needs recalibration.
 * **New failures.** Failure signatures created during the last day or week, with their volume.
+* **Signature lifecycle.** The lifecycle changes recorded in the latest window
+  (:mod:`assay.signatures.lifecycle`); a change into one of ``[drift] lifecycle_alerts`` (default
+  escalating, regressed) is an alert.
 
 Alerts (a ``logging`` warning each, and one JSON POST to ``[drift] webhook_url`` when set)
 fire for the *latest* window of each series only, so a periodic ``assay drift`` does not
@@ -56,12 +59,13 @@ from assay.calibration.estimates import PassRateEstimates, confusion_counts, pas
 from assay.exceptions import UsageError
 from assay.settings import ALL_ENVIRONMENTS, DriftSettings, EnvScope
 from assay.settings.run_kinds import PRODUCTION_RUN_KINDS
+from assay.signatures.lifecycle import LifecycleChange, lifecycle_history
 from assay.stats import wilson_interval
 
 log = logging.getLogger("assay.drift")
 
 Window = Literal["day", "week"]
-AlertKind = Literal["pass_rate", "score_distribution", "judge_agreement"]
+AlertKind = Literal["pass_rate", "score_distribution", "judge_agreement", "signature_lifecycle"]
 DEFAULT_PERIODS = {"day": 30, "week": 12}
 """Windows looked back over by default."""
 EXIT_CODES = {0: "no alert", 1: "at least one drift alert fired", 2: "usage or configuration error"}
@@ -151,7 +155,8 @@ class DriftAlert(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     kind: AlertKind
-    evaluator: str
+    evaluator: str = Field("", description="the evaluator ('' for a signature's lifecycle without one)")
+    signature_id: int | None = Field(default=None, description="the signature (signature_lifecycle alerts)")
     window_start: date
     message: str
     value: float | None = None
@@ -176,6 +181,8 @@ class DriftReport(BaseModel):
     evaluators: tuple[EvaluatorDrift, ...]
     new_signatures: tuple[NewSignature, ...]
     alerts: tuple[DriftAlert, ...]
+    lifecycle: tuple[LifecycleChange, ...] = Field(default=(), description="signature lifecycle changes recorded "
+                                                   "in the latest window, oldest first")
 
     @property
     def exit_code(self) -> int:
@@ -489,6 +496,19 @@ def _alerts(ev: EvaluatorDrift) -> list[DriftAlert]:
     return out
 
 
+def lifecycle_alerts(changes: Sequence[LifecycleChange], states: Sequence[str], window: Window) -> list[DriftAlert]:
+    """An alert for each change into one of ``states`` (a signature escalating, regressed ...)."""
+    out = []
+    for c in changes:
+        if c.to_state in states:
+            evaluator = (c.details.get("fail_rate") or {}).get("evaluator", "")
+            out.append(DriftAlert(kind="signature_lifecycle", evaluator=evaluator, signature_id=c.signature_id,
+                                  window_start=window_start(c.at, window),
+                                  message=f"signature {c.signature_id} ({c.label}): {c.from_state or 'first seen'} "
+                                          f"-> {c.to_state}: {c.reason}"))
+    return out
+
+
 def compute_drift(store: Store, settings: DriftSettings | None = None, window: Window = "week",
                   periods: int | None = None, now: datetime | None = None, env: str | None = None) -> DriftReport:
     """Compute every evaluator's drift series, new signatures and alerts (nothing is sent).
@@ -517,17 +537,20 @@ def compute_drift(store: Store, settings: DriftSettings | None = None, window: W
     scope = store.env_scope(env)
     evaluators = [_evaluator_drift(store, name, rows, info.get(name), window, cfg, (since, now))
                   for name, rows in sorted(_scores(store, cfg.run_kinds, since, now, scope).items())]
-    alerts = [a for ev in evaluators for a in _alerts(ev)]
+    changes = lifecycle_history(store, since=now - _length(window), until=now)
+    alerts = [a for ev in evaluators for a in _alerts(ev)] + lifecycle_alerts(changes, cfg.lifecycle_alerts, window)
     return DriftReport(window=window, generated_at=now, since=since, alpha=cfg.alpha, evaluators=tuple(evaluators),
                        new_signatures=tuple(new_signatures(store, now - _length(window), now)), alerts=tuple(alerts),
-                       environment=scope.name if scope else ALL_ENVIRONMENTS, run_kinds=tuple(cfg.run_kinds))
+                       lifecycle=tuple(changes), environment=scope.name if scope else ALL_ENVIRONMENTS,
+                       run_kinds=tuple(cfg.run_kinds))
 
 
 def notify(report: DriftReport, settings: DriftSettings | None = None) -> bool:
     """Log each alert (warning) and POST the alerts as JSON to ``settings.webhook_url`` if set.
 
     The payload is ``{"source": "assay", "event": "drift", "window", "generated_at", "alerts":
-    [...], "new_signatures": [...]}``. Webhook failures (transport errors, non-2xx) are logged
+    [...], "new_signatures": [...], "lifecycle": [...]}`` (``lifecycle``: the window's signature
+    lifecycle changes, alerting or not). Webhook failures (transport errors, non-2xx) are logged
     as errors, never raised.
 
     Returns:
@@ -541,7 +564,8 @@ def notify(report: DriftReport, settings: DriftSettings | None = None) -> bool:
     payload = {"source": "assay", "event": "drift", "window": report.window,
                "generated_at": report.generated_at.isoformat(),
                "alerts": [a.model_dump(mode="json") for a in report.alerts],
-               "new_signatures": [s.model_dump(mode="json") for s in report.new_signatures]}
+               "new_signatures": [s.model_dump(mode="json") for s in report.new_signatures],
+               "lifecycle": [c.model_dump(mode="json") for c in report.lifecycle]}
     try:
         resp = httpx.post(cfg.webhook_url, json=payload, timeout=cfg.webhook_timeout_s)
     except httpx.HTTPError as exc:

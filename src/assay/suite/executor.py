@@ -145,7 +145,7 @@ def score_batch(store: Store, defn: EvaluatorDef, unit_ids: list[str], judge: Ju
 
     ``run`` is the (id, kind) of the run to write into, with the batch's lineage; None scores
     without writing (0 rows)."""
-    results = list(evaluate_many(defn, store.units(unit_ids), judge, settings))
+    results = list(evaluate_many(defn, store.units(unit_ids), judge, settings, store=store))
     if run is None:
         return results, 0
     lineage = lineage_for(defn, run[0], run[1], dataset_version, judge_model_of(results), judge, settings)

@@ -46,6 +46,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from assay._store import Store
 from assay._store.scores import RunParams, finish_run, get_run, new_run, run_scores
 from assay.calibration.calibrate import evaluator_record
+from assay.calibration.certified import judge_changes, refuse_judge_changes
 from assay.evaluators import (
     EvaluationResult,
     EvaluatorDef,
@@ -54,7 +55,7 @@ from assay.evaluators import (
     evaluate_many,
     load_evaluators,
 )
-from assay.evaluators.lineage import judge_model_of, lineage_for, write_results
+from assay.evaluators.lineage import effective_judge, judge_model_of, lineage_for, write_results
 from assay.exceptions import NotFoundError, UsageError
 from assay.models import CachedJudge, HasParameters, JudgeClient, JudgeReply
 from assay.models.base import ChatMessage
@@ -96,6 +97,8 @@ class GateParams(RunParams):
     alpha: float | None = None
     pair_by: str | None = None
     evaluators: dict[str, str] = Field(default_factory=dict, description="evaluator name -> version")
+    judge_changes: dict[str, str] = Field(default_factory=dict, description="evaluator -> how its judge differed "
+                                          "from the certified one (run with --allow-judge-change)")
 
 
 class UnitKey(NamedTuple):
@@ -239,14 +242,15 @@ def active_evaluators(store: Store, folder: Path) -> list[tuple[EvaluatorDef, in
 class _RepeatJudge:
     """A judge whose parameters carry the repeat index, so each repeat has its own cache key."""
 
-    def __init__(self, inner: JudgeClient, repeat: int) -> None:
+    def __init__(self, inner: JudgeClient, repeat: int, base: Mapping[str, Any] | None = None) -> None:
         self.inner = inner
         self.repeat = repeat
         self.model_name = inner.model_name
+        self.base = dict(base or {})
 
     @property
     def parameters(self) -> Mapping[str, Any]:
-        base = self.inner.parameters if isinstance(self.inner, HasParameters) else {}
+        base = self.inner.parameters if isinstance(self.inner, HasParameters) else self.base
         return {**base, "assay.gate.repeat": self.repeat}
 
     def complete(self, messages: list[ChatMessage], json_schema: dict[str, Any] | None = None) -> JudgeReply:
@@ -259,7 +263,7 @@ def judge_for_repeat(judge: JudgeClient | None, repeat: int) -> JudgeClient | No
     never the earlier repeat's reply). An uncached judge calls the model every time anyway."""
     if repeat == 0 or not isinstance(judge, CachedJudge):
         return judge
-    return CachedJudge(_RepeatJudge(judge.inner, repeat), judge.store)
+    return CachedJudge(_RepeatJudge(judge.inner, repeat, judge.defaults), judge.store, judge.defaults, judge.refresh)
 
 
 def _outcome(r: Result) -> str:
@@ -304,7 +308,7 @@ def _score_repeated(store: Store, settings: Settings, defn: EvaluatorDef, unit_i
     if kind == "local":
         runs = [list(evaluate_many(defn, store.units(unit_ids),
                                    judge_for_repeat(judge, r) if defn.uses_judge else None, settings.judge,
-                                   progress=progress)) for r in range(repeat)]
+                                   progress=progress, store=store)) for r in range(repeat)]
         return combine_repeats(runs)
     from assay.suite.executor import score_with_executor
 
@@ -391,7 +395,7 @@ def pair_units(candidate: Sequence[UnitKey], baseline: Sequence[UnitKey], pair_b
 
 
 # --- sides --------------------------------------------------------------------------------
-def _run_side(store: Store, settings: Settings, judge: JudgeClient | None, run: tuple[str, str],
+def _run_side(store: Store, settings: Settings, judges: _Judges, run: tuple[str, str],
               suite: list[tuple[EvaluatorDef, int | None]], unit_ids: list[str], repeat: int,
               progress: Callable[[int], None] | None,
               executor: tuple[str, str | None] = ("local", None)) -> tuple[_Side, dict[str, list[FlakyUnit]]]:
@@ -400,9 +404,11 @@ def _run_side(store: Store, settings: Settings, judge: JudgeClient | None, run: 
     side = _Side({}, {}, unit_ids)
     flaky: dict[str, list[FlakyUnit]] = {}
     for defn, ds_version in suite:
+        judge = judges.clients.get(defn.name)
         results, flaky[defn.name] = _score_repeated(store, settings, defn, unit_ids, judge, repeat, progress,
                                                     executor)
-        lineage = lineage_for(defn, run_id, run_kind, ds_version, judge_model_of(results), judge, settings.judge)
+        lineage = lineage_for(defn, run_id, run_kind, ds_version, judge_model_of(results), judge, settings.judge,
+                              judge_change=judges.changes.get(defn.name))
         write_results(store, lineage, results)
         side.outcomes[defn.name] = {r.unit_id: _Outcome(_outcome(r), r.score, "") if isinstance(r, EvaluationResult)
                                     else _Outcome(r.status, None, r.error) for r in results}
@@ -460,7 +466,8 @@ def _fmt_ci(c: RateComparison) -> str:
 
 
 def _judge_item(defn: EvaluatorDef, lineage: tuple[str, str | None, int | None], outcomes: Mapping[str, _Outcome],
-                base: _Side | None, pairing: Pairing | None, policy: _Policy, flaky: Sequence[FlakyUnit]) -> GateItem:
+                base: _Side | None, pairing: Pairing | None, policy: _Policy, flaky: Sequence[FlakyUnit],
+                judge_change: str | None = None) -> GateItem:
     """Decide one evaluator: error share, threshold, and the comparison with the baseline."""
     counts = {s: sum(o.status == s for o in outcomes.values()) for s in ("pass", "fail", "unscored", "error",
                                                                            "not_applicable")}
@@ -502,6 +509,8 @@ def _judge_item(defn: EvaluatorDef, lineage: tuple[str, str | None, int | None],
                          f"drop beyond {policy.margin:.3f})")
     if flaky:
         notes.append(f"{len(flaky)} flaky units (verdicts disagree across repeats)")
+    if judge_change:
+        notes.append(f"judge not the certified one (allowed by --allow-judge-change): {judge_change}")
     return GateItem(evaluator=defn.name, evaluator_version=lineage[0], judge_model=lineage[1],
                     dataset_version=lineage[2], n=n, n_unscored=counts["unscored"], n_errors=counts["error"],
                     pass_rate=rate, min_pass_rate=defn.min_pass_rate,
@@ -536,7 +545,26 @@ def _check_options(repeat: int, alpha: float, max_unscored: float, pair_by: str)
         raise UsageError(f"--max-unscored must be between 0 and 1, got {max_unscored}")
 
 
-def _baseline_side(store: Store, settings: Settings, judge: JudgeClient | None, baseline: str,
+class _Judges(NamedTuple):
+    """The judge each evaluator of the suite scores with, and how it differs from the certified one (allowed)."""
+
+    clients: dict[str, JudgeClient | None]
+    changes: dict[str, str]
+
+
+def _suite_judges(store: Store, settings: Settings, judge: JudgeClient | None,
+                  suite: list[tuple[EvaluatorDef, int | None]], allow_change: bool) -> _Judges:
+    """Each evaluator's effective judge, checked against its certificate (see :mod:`assay.calibration.certified`).
+
+    Raises:
+        JudgeChanged: a judge differs from the certified one and ``allow_change`` is False.
+    """
+    clients = {d.name: effective_judge(d, judge, settings.judge) for d, _ in suite}
+    changes = judge_changes(store, [d for d, _ in suite], clients, settings.judge)
+    return _Judges(clients, refuse_judge_changes(changes, allow_change))
+
+
+def _baseline_side(store: Store, settings: Settings, judges: _Judges, baseline: str,
                    suite: list[tuple[EvaluatorDef, int | None]], repeat: int,
                    progress: Callable[[int], None] | None,
                    executor: tuple[str, str | None] = ("local", None)
@@ -555,7 +583,8 @@ def _baseline_side(store: Store, settings: Settings, judge: JudgeClient | None, 
         raise UsageError(f"baseline selection {baseline!r} matches no unit")
     run_id = new_run(store, RunKind.GATE_BASELINE, GateParams(role="baseline", units=baseline, repeat=repeat,
                                                         evaluators={d.name: content_version(d) for d, _ in suite}))
-    side, _ = _run_side(store, settings, judge, (run_id, RunKind.GATE_BASELINE), suite, ids, repeat, progress, executor)
+    side, _ = _run_side(store, settings, judges, (run_id, RunKind.GATE_BASELINE), suite, ids, repeat, progress,
+                        executor)
     finish_run(store, run_id, {"role": "baseline", "units": len(ids)})
     return side, run_id, "selection"
 
@@ -565,7 +594,7 @@ def run_gate(store: Store, settings: Settings, judge: JudgeClient | None, candid
              units: str | None = None, repeat: int = 1, alpha: float | None = None,
              max_unscored: float | None = None, pair_by: PairBy = "auto", executor: str = "local",
              ray_address: str | None = None, max_cost_increase: float | None = None,
-             max_latency_increase: float | None = None) -> GateReport:
+             max_latency_increase: float | None = None, allow_judge_change: bool = False) -> GateReport:
     """Run the active evaluators on the candidate's units and gate them (see the module docstring).
 
     Args:
@@ -584,10 +613,13 @@ def run_gate(store: Store, settings: Settings, judge: JudgeClient | None, candid
         max_cost_increase, max_latency_increase: also fail when the candidate's mean cost / latency per
             unit is significantly more than this share above the baseline's (0.2: 20%); None: not checked
             (see :mod:`assay.suite.gate_cost`; needs a baseline).
+        allow_judge_change: score even with a judge other than the one an evaluator was certified with
+            (recorded in the run's parameters and the scores' lineage).
 
     Raises:
         UsageError: no units selected, no active evaluator, an unknown baseline, options out of range, a
             cost or latency limit without a baseline.
+        JudgeChanged: an evaluator's judge is not the certified one (without ``allow_judge_change``).
     """
     candidate = candidate if candidate is not None else units
     policy = _Policy(settings.gate_alpha if alpha is None else alpha, settings.gate_margin,
@@ -602,17 +634,19 @@ def run_gate(store: Store, settings: Settings, judge: JudgeClient | None, candid
     if not suite:
         raise UsageError(f"no active evaluator in {settings.evaluators_path()}: calibrate one first "
                          "(assay calibrate NAME), or activate it with --force REASON")
+    judges = _suite_judges(store, settings, judge, suite, allow_judge_change)
     base_side, base_run, base_kind = (None, None, None) if baseline is None else _baseline_side(
-        store, settings, judge, baseline, suite, repeat, progress, (executor, ray_address))
+        store, settings, judges, baseline, suite, repeat, progress, (executor, ray_address))
     pairing = None if base_side is None else pair_units(unit_keys(store, unit_ids),
                                                         unit_keys(store, base_side.unit_ids), pair_by)
     run_id = new_run(store, RunKind.GATE, GateParams(units=candidate or "all", baseline=baseline, baseline_run=base_run,
                                                repeat=repeat, alpha=policy.alpha, pair_by=pair_by,
-                                               evaluators={d.name: content_version(d) for d, _ in suite}))
-    side, flaky = _run_side(store, settings, judge, (run_id, RunKind.GATE), suite, unit_ids, repeat, progress,
+                                               evaluators={d.name: content_version(d) for d, _ in suite},
+                                               judge_changes=judges.changes))
+    side, flaky = _run_side(store, settings, judges, (run_id, RunKind.GATE), suite, unit_ids, repeat, progress,
                             (executor, ray_address))
     items = tuple(_judge_item(defn, side.lineage[defn.name], side.outcomes[defn.name], base_side, pairing, policy,
-                              flaky[defn.name]) for defn, _ in suite)
+                              flaky[defn.name], judges.changes.get(defn.name)) for defn, _ in suite)
     corr, redundant, note = _redundancy(side)
     usage = () if base_side is None else check_usage(
         store, unit_ids, base_side.unit_ids, pairing.pairs if pairing and pairing.key != "none" else None, limits,

@@ -15,8 +15,11 @@ and two evaluators sample independently of each other.
 **Completion** (:func:`completion`), decided on the stored spans alone (``start_ns``, the span's
 ``end_ns``, ``parent_span_id``), times being the producer's clock in ns since the epoch:
 
-* a unit with an *open* span (``end_ns`` 0) or an *orphan* (a span whose parent is not stored,
-  so the parent, a span that has not ended yet, is still expected) is never complete;
+* a unit with an *open* span (``end_ns`` 0) is never complete;
+* a unit with an *orphan* (a span whose parent is not stored, so the parent, a span that has not ended
+  yet, is still expected) waits ``online.orphan_grace_s`` (default 600 s) after its newest span start
+  or end; then the parent counts as lost: the orphans count as roots (they keep their ``orphan`` flag,
+  shown by the API and the review page) and the rules below apply;
 * a **trace** unit is complete when it has a root span (no parent) that has ended, and
   ``online.settle_s`` (default 5 s) have passed since the root's end (OTel SDKs export a span
   when it ends; the settle time lets the exporter's last batch of late children arrive);
@@ -43,6 +46,14 @@ also goes to the judge-audit queue (:mod:`assay.suite.audit`).
 (:func:`assay.signals.units_to_scan`: never scanned, grown, or scanned under other detectors), up to
 :data:`SCAN_BATCH` of them: the OTLP receiver records explicit feedback as it arrives but never waits
 for detectors. Every failed score the worker writes becomes a signal in the one score writer.
+
+**Failure signatures.** At the end of a pass, at most once per ``online.signatures_interval_s``
+(default 300 s; 0: every pass; None: never), the worker brings the failure signatures up to date with
+the signals that arrived: failed units the signatures have not seen join the nearest signature or are
+marked new, and pending new units that group form a new signature
+(:func:`assay.signatures.update_signatures`; a full build when nothing is built yet); then it
+evaluates every signature's lifecycle (:func:`assay.signatures.update_lifecycle`). A failed online
+score thus reaches a signature on the pass that wrote it, or the first pass after the interval.
 """
 
 from __future__ import annotations
@@ -53,7 +64,7 @@ import socket
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -64,6 +75,7 @@ from sqlalchemy.orm import Session as OrmSession
 from assay._store import Store
 from assay._store.scores import Lineage, RunParams, add_scores, finish_run, new_run
 from assay._store.tables import AuditItemRow, OnlineScoreRow, SpanRow, UnitRow, utcnow
+from assay.calibration.certified import judge_change_of, refuse_judge_changes
 from assay.evaluators import EvaluationResult, EvaluatorDef, content_version, evaluate_many
 from assay.evaluators.lineage import lineage_for, new_score
 from assay.evaluators.results import Evaluation
@@ -130,17 +142,19 @@ class UnitTimes:
     root_end_ns: int | None
     last_activity_ns: int
     content_hash: str = ""
+    orphan_end_ns: int | None = None
+    """The latest end of an orphan span (None without orphans): a root once the parent counts as lost."""
 
 
 def _times(kind: str, rows: list[tuple[str, str, str | None, int, int]], content_hash: str = "") -> UnitTimes:
     """``rows``: (trace id, span id, parent span id, start ns, end ns) of one unit."""
     ids = {(t, sid) for t, sid, _, _, _ in rows}
     roots = [end for _, _, parent, _, end in rows if not parent]
+    orphans = [end for t, _, parent, _, end in rows if parent and (t, parent) not in ids]
     return UnitTimes(kind=kind, spans=len(rows), open_spans=sum(end <= 0 for *_, end in rows),
-                     orphans=sum(bool(parent) and (t, parent) not in ids for t, _, parent, _, _ in rows),
-                     root_end_ns=max(roots) if roots else None,
+                     orphans=len(orphans), root_end_ns=max(roots) if roots else None,
                      last_activity_ns=max((max(st, end) for *_, st, end in rows), default=0),
-                     content_hash=content_hash)
+                     content_hash=content_hash, orphan_end_ns=max(orphans) if orphans else None)
 
 
 def decide(unit_id: str, times: UnitTimes, now_ns: int, cfg: OnlineSettings) -> Completion:
@@ -149,20 +163,26 @@ def decide(unit_id: str, times: UnitTimes, now_ns: int, cfg: OnlineSettings) -> 
         return Completion(unit_id, False, "no spans")
     if times.open_spans:
         return Completion(unit_id, False, "a span is still open (no end time)")
+    lost = ""
     if times.orphans:
-        return Completion(unit_id, False, "a parent span is still expected (orphan span)")
+        waited_s = (now_ns - times.last_activity_ns) / 1e9
+        if waited_s < cfg.orphan_grace_s:
+            return Completion(unit_id, False, f"a parent span is still expected (orphan span; counted lost "
+                                              f"{cfg.orphan_grace_s:g} s after the newest span, {waited_s:.0f} s now)")
+        lost = f"; {times.orphans} orphan span(s) whose parent never arrived (grace {cfg.orphan_grace_s:g} s)"
     if times.kind == "session":
         idle_s = (now_ns - times.last_activity_ns) / 1e9
         if idle_s < cfg.idle_timeout_s:
             return Completion(unit_id, False, f"session active {idle_s:.0f} s ago "
                                               f"(idle timeout {cfg.idle_timeout_s:g} s)")
-        return Completion(unit_id, True, f"session idle for {idle_s:.0f} s")
-    if times.root_end_ns is None:
+        return Completion(unit_id, True, f"session idle for {idle_s:.0f} s{lost}")
+    ends = [e for e in (times.root_end_ns, times.orphan_end_ns if lost else None) if e is not None]
+    if not ends:
         return Completion(unit_id, False, "root span not received yet")
-    since_s = (now_ns - times.root_end_ns) / 1e9
+    since_s = (now_ns - max(ends)) / 1e9
     if since_s < cfg.settle_s:
         return Completion(unit_id, False, f"root span ended {since_s:.1f} s ago (settle {cfg.settle_s:g} s)")
-    return Completion(unit_id, True, "root span ended")
+    return Completion(unit_id, True, f"root span ended{lost}")
 
 
 def unit_times(store: Store, unit_ids: Sequence[str]) -> dict[str, UnitTimes]:
@@ -246,6 +266,9 @@ class PassReport(BaseModel):
     evaluators: tuple[EvaluatorPass, ...] = ()
     passes: int = 1
     signals_scanned: int = Field(default=0, description="complete units whose failure signals were detected")
+    signatures_assigned: int = Field(default=0, description="failed units put in an existing signature")
+    signatures_created: int = Field(default=0, description="failure signatures formed (or built)")
+    lifecycle_changes: int = Field(default=0, description="signature lifecycle changes recorded")
 
     @property
     def scored(self) -> int:
@@ -265,11 +288,15 @@ class PassReport(BaseModel):
 
     @property
     def did_work(self) -> bool:
-        return self.scored + self.failed + self.signals_scanned > 0
+        return self.scored + self.failed + self.signals_scanned + self.signatures_assigned + \
+            self.signatures_created + self.lifecycle_changes > 0
 
     def line(self) -> str:
         """One human-readable progress line."""
         scanned = [f"signals of {self.signals_scanned} units"] if self.signals_scanned else []
+        if self.signatures_assigned + self.signatures_created + self.lifecycle_changes:
+            scanned.append(f"signatures: {self.signatures_assigned} units assigned, {self.signatures_created} "
+                           f"new, {self.lifecycle_changes} lifecycle changes")
         if not self.evaluators:
             return "; ".join([*scanned, "no active evaluator"])
         parts = [f"{e.evaluator}@{e.evaluator_version}: {e.scored} scored, {e.failed} failed, {e.audited} to audit, "
@@ -299,13 +326,23 @@ class OnlineWorker:
             from the settings (cached in the store's judge cache), loaded once and kept.
         log: called with one line per pass that did something (and on errors).
         env: the environment whose units are sampled (``--env``): None is ``[environments] production``,
-            ``all`` every unit; units stored without one count as ``[environments] default``.
+            ``all`` every unit; units stored without one count as ``[environments] default``. The
+            signatures the worker brings up to date at the end of a pass cluster that environment's
+            failed units too.
+        allow_judge_change: score with a judge other than the one an evaluator was certified with (recorded
+            in the scores' lineage); otherwise :meth:`run` refuses at the start (:meth:`check_judges`) and a
+            pass skips such an evaluator with a log line.
     """
 
     def __init__(self, store: Store, settings: Settings, judge: JudgeClient | None = None,
-                 log: Callable[[str], None] | None = None, env: str | None = None) -> None:
+                 log: Callable[[str], None] | None = None, env: str | None = None,
+                 allow_judge_change: bool = False) -> None:
         self.store = store
+        self.allow_judge_change = allow_judge_change
+        self._judge_changes: dict[str, str | None] = {}
+        self._refusals: set[str] = set()
         self.settings = settings
+        self.env = env
         self.scope = settings.environments.scope(env)
         self.cfg = settings.online
         self.judge = judge
@@ -317,6 +354,8 @@ class OnlineWorker:
         self._totals: dict[str, EvaluatorPass] = {}
         self._passes = 0
         self._scanned = 0
+        self._signatures_at: float | None = None
+        self._signature_totals = [0, 0, 0]
 
     # -- public ----------------------------------------------------------------------------
     def run_pass(self, stop: StopFlag | None = None, now_ns: int | None = None) -> PassReport:
@@ -338,6 +377,8 @@ class OnlineWorker:
         for ev in suite:
             if stop is not None and stop.is_set():
                 break
+            if self._refused(ev):
+                continue
             todo, waiting = self._todo(ev, units, decided, now_ns)
             scored = failed = audit = 0
             step = max(1, self.settings.judge.concurrency) if ev.defn.uses_judge else 16
@@ -348,9 +389,37 @@ class OnlineWorker:
                 scored, failed, audit = scored + s, failed + f, audit + a
             out.append(EvaluatorPass(evaluator=ev.defn.name, evaluator_version=ev.version, scored=scored,
                                      failed=failed, audited=audit, waiting=waiting))
-        report = PassReport(run_id=self.run_id, evaluators=tuple(out), signals_scanned=scanned)
+        assigned, created, changes = self._update_signatures(now_ns)
+        report = PassReport(run_id=self.run_id, evaluators=tuple(out), signals_scanned=scanned,
+                            signatures_assigned=assigned, signatures_created=created, lifecycle_changes=changes)
         self._add(report)
         return report
+
+    def _update_signatures(self, now_ns: int | None) -> tuple[int, int, int]:
+        """Bring the signatures and their lifecycle up to date, at most once per ``signatures_interval_s``
+        (module docstring). Returns ``(units assigned, signatures created, lifecycle changes)``; a failure
+        (say the embedding model cannot load) is logged and retried after the interval, scoring goes on."""
+        from assay.signatures import build_signatures, failed_unit_ids, map_points, update_lifecycle, update_signatures
+
+        interval = self.cfg.signatures_interval_s
+        if interval is None or (self._signatures_at is not None and time.monotonic() - self._signatures_at < interval):
+            return 0, 0, 0
+        self._signatures_at = time.monotonic()
+        now = datetime.fromtimestamp(now_ns / 1e9, tz=UTC) if now_ns is not None else None
+        assigned = created = 0
+        try:
+            known = {p[0] for p in map_points(self.store)}
+            if any(u not in known for u in failed_unit_ids(self.store, self.env)):
+                if known:
+                    result = update_signatures(self.store, self.settings, env=self.env)
+                    assigned, created = len(result.assigned), len(result.new_signatures)
+                else:
+                    created = len(build_signatures(self.store, self.settings, env=self.env))
+            changes = len(update_lifecycle(self.store, self.settings, now, env=self.env))
+        except Exception as exc:  # a worker outlives a missing embedding model; the scores are kept
+            self.log(f"signatures update failed: {type(exc).__name__}: {exc}")
+            return assigned, created, 0
+        return assigned, created, changes
 
     def _scan_signals(self, decided: dict[str, Completion], now_ns: int | None) -> int:
         """Detect the failure signals of up to ``SCAN_BATCH`` complete units that need it (never scanned,
@@ -377,8 +446,12 @@ class OnlineWorker:
 
         Returns:
             all passes added up.
+
+        Raises:
+            JudgeChanged: see :meth:`check_judges`.
         """
         interval = self.cfg.poll_interval_s if poll_interval_s is None else poll_interval_s
+        self.check_judges()
         try:
             while not stop.is_set():
                 try:
@@ -399,10 +472,38 @@ class OnlineWorker:
             self.close()
         return self.totals()
 
+    def check_judges(self) -> None:
+        """Refuse to start when an active evaluator's judge is not the one it was certified with.
+
+        Raises:
+            JudgeChanged: such an evaluator, and the worker was not told to allow it (names both judges).
+        """
+        from assay.suite.gate import active_evaluators
+
+        suite = [_Active(d, content_version(d), ds) for d, ds in
+                 active_evaluators(self.store, self.settings.evaluators_path())]
+        refuse_judge_changes({ev.defn.name: c for ev in suite if (c := self._change(ev))}, self.allow_judge_change)
+
+    def _change(self, ev: _Active) -> str | None:
+        if ev.key not in self._judge_changes:
+            judge, _ = self._judge_for(ev.defn)
+            self._judge_changes[ev.key] = judge_change_of(self.store, ev.defn, judge, self.settings.judge)
+        return self._judge_changes[ev.key]
+
+    def _refused(self, ev: _Active) -> bool:
+        """True (logged once) when ``ev``'s judge is not its certified one and that is not allowed."""
+        refused = bool(self._change(ev)) and not self.allow_judge_change
+        if refused and ev.key not in self._refusals:
+            self._refusals.add(ev.key)
+            self.log(f"not scoring {ev.key}: {self._change(ev)} (calibrate it again, or --allow-judge-change)")
+        return refused
+
     def totals(self) -> PassReport:
         """All passes so far, added up."""
+        assigned, created, changes = self._signature_totals
         return PassReport(run_id=self.run_id, evaluators=tuple(self._totals.values()), passes=self._passes,
-                          signals_scanned=self._scanned)
+                          signals_scanned=self._scanned, signatures_assigned=assigned, signatures_created=created,
+                          lifecycle_changes=changes)
 
     def close(self) -> None:
         """Finish the online run (summary: counts per evaluator version), if one was started."""
@@ -519,8 +620,8 @@ class OnlineWorker:
             return 0, 0, 0
         lineage = lineage_for(ev.defn, run_id, RunKind.ONLINE, ev.dataset_version,
                               judge.model_name if judge is not None else None, judge, self.settings.judge,
-                              sample_rate=ev.defn.sample_rate)
-        results = evaluate_many(ev.defn, self.store.units(claimed), judge, self.settings.judge)
+                              sample_rate=ev.defn.sample_rate, judge_change=self._change(ev))
+        results = evaluate_many(ev.defn, self.store.units(claimed), judge, self.settings.judge, store=self.store)
         return self._record(ev, lineage, results)
 
     def _record(self, ev: _Active, lineage: Lineage, results: Sequence[Evaluation]) -> tuple[int, int, int]:
@@ -561,6 +662,8 @@ class OnlineWorker:
     def _add(self, report: PassReport) -> None:
         self._passes += 1
         self._scanned += report.signals_scanned
+        for i, n in enumerate((report.signatures_assigned, report.signatures_created, report.lifecycle_changes)):
+            self._signature_totals[i] += n
         for e in report.evaluators:
             key = f"{e.evaluator}@{e.evaluator_version}"
             old = self._totals.get(key)
@@ -570,7 +673,8 @@ class OnlineWorker:
 
 
 def run_worker(settings: Settings, stop: StopFlag, once: bool = False, judge: JudgeClient | None = None,
-               log: Callable[[str], None] | None = None, niceness: int = 0, env: str | None = None) -> PassReport:
+               log: Callable[[str], None] | None = None, niceness: int = 0, env: str | None = None,
+               allow_judge_change: bool = False) -> PassReport:
     """Open the store from the settings and run an :class:`OnlineWorker` until ``stop`` (the body
     of ``assay worker`` and of the ``assay serve --worker`` process).
 
@@ -580,11 +684,12 @@ def run_worker(settings: Settings, stop: StopFlag, once: bool = False, judge: Ju
         once: drain what is complete now, then return.
         niceness: added to the process's CPU niceness first (0: unchanged; POSIX only).
         env: the environment sampled (see :class:`OnlineWorker`).
+        allow_judge_change: see :class:`OnlineWorker`.
     """
     if niceness and hasattr(os, "nice"):
         os.nice(niceness)
     store = Store(settings.resolved_store_url(), settings.signals, settings.environments)
     try:
-        return OnlineWorker(store, settings, judge, log, env).run(stop, once=once)
+        return OnlineWorker(store, settings, judge, log, env, allow_judge_change).run(stop, once=once)
     finally:
         store.close()

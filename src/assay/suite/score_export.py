@@ -12,7 +12,8 @@ evaluated span: ``traceId`` / ``spanId`` are the unit's root span when the unit 
 (a trace, or a session of one trace); a session also gets ``gen_ai.conversation.id``. Lineage
 goes in extra attributes: ``assay.evaluator.version``, ``assay.judge.model``,
 ``assay.judge.parameters`` (JSON text), ``assay.dataset.version``, ``assay.run.id``, plus
-``assay.unit.id`` and ``assay.score.status``.
+``assay.unit.id``, ``assay.score.status`` and ``assay.score.parse_status`` (ok, repaired, failed: how the
+verdict was read from the judge's reply).
 
 The file is OTLP JSON Lines, as the OpenTelemetry Collector's file exporter writes it: each line
 one ``ExportLogsServiceRequest`` (proto3 JSON mapping: hex ids, 64-bit integers as strings) of
@@ -58,6 +59,8 @@ class ScoreRecord(BaseModel):
     score: float | None
     verdict: str | None
     reason: str
+    parse_status: str | None = None
+    """How the verdict was read: ok, repaired, failed (None: a score stored before this was recorded)."""
     created_at: datetime
     trace_id: str | None
     span_id: str | None
@@ -115,7 +118,7 @@ def score_records(store: Store, run_id: str | None = None, evaluator: str | None
             dataset_version=sc.dataset_version if sc.dataset_version is not None or lin is None
             else lin.dataset_version,
             status=sc.status, score=sc.score, verdict=sc.verdict, reason=sc.reason or "",
-            created_at=sc.created_at, trace_id=t, span_id=sid, conversation_id=conv))
+            parse_status=sc.parse_status, created_at=sc.created_at, trace_id=t, span_id=sid, conversation_id=conv))
     return out
 
 
@@ -155,6 +158,8 @@ def event_attributes(rec: ScoreRecord) -> dict[str, Any]:
     if rec.dataset_version is not None:
         attrs["assay.dataset.version"] = int(rec.dataset_version)
     attrs.update({"assay.run.id": rec.run_id, "assay.unit.id": rec.unit_id, "assay.score.status": rec.status})
+    if rec.parse_status:
+        attrs["assay.score.parse_status"] = rec.parse_status
     return attrs
 
 

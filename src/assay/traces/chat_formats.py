@@ -9,9 +9,12 @@ Shapes understood by :func:`chat_messages`:
 * OTel GenAI parts: ``{role, parts: [{type: text|tool_call|tool_call_response, ...}]}``;
 * Gemini: ``{role: user|model, parts: [{text} | {function_call} | {function_response}]}``, and a
   request's ``contents``;
+* media parts in any of these (images, audio, files: :mod:`assay.traces.media`) become the message's
+  ``media``, never text;
 * OpenAI Responses items: ``{type: function_call, call_id, name, arguments}``,
   ``{type: function_call_output, call_id, output}``, ``{type: message, role, content}``;
-* wrappers: ``{messages: [...]}``, ``{contents: ...}``, ``{prompt: text}``, a single message dict,
+* wrappers: ``{messages: [...]}``, ``{contents: ...}``, ``{prompt: text}``, a chat completion's
+  ``{choices: [{message}]}`` (the first choice), a single message dict,
   a list of those, a JSON string of any of them, or plain text (one message of the default role).
 """
 
@@ -20,7 +23,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from assay.traces.genai_events import content_text, openai_tool_calls
+from assay.traces.genai_events import content_media, content_text, openai_tool_calls
+from assay.traces.media import MediaPart, block_part, is_media_block
 from assay.traces.model import Message, Role, ToolCall, parse_arguments
 
 _ROLES: dict[str, Role] = {"system": "system", "developer": "system", "user": "user", "human": "user",
@@ -47,11 +51,12 @@ def _role(value: Any, default: Role) -> Role:
     return _ROLES.get(str(value).lower(), default) if value else default
 
 
-def _blocks(role: Role, blocks: list[Any]) -> list[Message]:
-    """Anthropic / Gemini / GenAI-parts content blocks of one message."""
+def _blocks(role: Role, blocks: list[Any], name: str | None = None) -> list[Message]:
+    """Anthropic / Gemini / GenAI-parts content blocks of one message (``name``: its speaker)."""
     texts: list[str] = []
     calls: list[ToolCall] = []
     results: list[Message] = []
+    media: list[MediaPart] = []
     for b in blocks:
         if isinstance(b, str):
             texts.append(b)
@@ -59,7 +64,9 @@ def _blocks(role: Role, blocks: list[Any]) -> list[Message]:
         if not isinstance(b, dict):
             continue
         kind = b.get("type")
-        if kind in ("text", "reasoning", "input_text", "output_text") or (kind is None and "text" in b):
+        if is_media_block(b) and (part := block_part(b)) is not None:
+            media.append(part)
+        elif kind in ("text", "reasoning", "input_text", "output_text") or (kind is None and "text" in b):
             texts.append(str(b.get("text", b.get("content", ""))))
         elif kind in ("tool_use", "tool_call") or "function_call" in b or "functionCall" in b:
             fc = b.get("function_call") or b.get("functionCall") or b
@@ -68,10 +75,17 @@ def _blocks(role: Role, blocks: list[Any]) -> list[Message]:
             fr = b.get("function_response") or b.get("functionResponse") or b
             out = fr.get("content", fr.get("response"))
             results.append(Message(role="tool", content=content_text(out), is_error=fr.get("is_error") is True,
-                                   tool_call_id=_str(fr.get("tool_use_id") or fr.get("id")), name=_str(fr.get("name"))))
-    msgs = [Message(role=role, content="\n".join(texts) if texts else None, tool_calls=tuple(calls))] \
-        if texts or calls or not results else []
+                                   tool_call_id=_str(fr.get("tool_use_id") or fr.get("id")), name=_str(fr.get("name")),
+                                   media=content_media(out)))
+    msgs = [Message(role=role, content="\n".join(texts) if texts else None, tool_calls=tuple(calls), name=name,
+                    media=tuple(media))] if texts or calls or media or not results else []
     return results + msgs if role == "user" else msgs + results
+
+
+def _is_part(value: Any) -> bool:
+    """A content part without a role: media (:func:`~assay.traces.media.is_media_block`) or a typed text part."""
+    return isinstance(value, dict) and "role" not in value and (
+        is_media_block(value) or value.get("type") in ("text", "input_text", "output_text"))
 
 
 def _is_tool_definition(value: Any) -> bool:
@@ -100,11 +114,11 @@ def _one(m: dict[str, Any], default: Role) -> list[Message]:
     if _is_tool_definition(m.get("content")):
         return []
     if isinstance(m.get("parts"), list):
-        return _blocks(role, m["parts"])
+        return _blocks(role, m["parts"], _str(m.get("name")))
     content = m.get("content")
-    if isinstance(content, list) and any(isinstance(b, dict) and b.get("type") in (
-            "tool_use", "tool_result", "text", "input_text", "output_text") for b in content):
-        msgs = _blocks(role, content)
+    if isinstance(content, list) and any(isinstance(b, dict) and (b.get("type") in (
+            "tool_use", "tool_result", "text", "input_text", "output_text") or is_media_block(b)) for b in content):
+        msgs = _blocks(role, content, _str(m.get("name")))
         if m.get("tool_calls"):
             more = openai_tool_calls(m["tool_calls"])
             msgs[-1] = msgs[-1].model_copy(update={"tool_calls": msgs[-1].tool_calls + more})
@@ -116,7 +130,7 @@ def _one(m: dict[str, Any], default: Role) -> list[Message]:
         fc = m["function_call"]
         calls += (_call(None, fc.get("name"), fc.get("arguments")),)
     return [Message(role=role, content=text if text != "" or not calls else None, tool_calls=calls,
-                    tool_call_id=_str(m.get("tool_call_id")), name=_str(m.get("name")) if role == "tool" else None)]
+                    tool_call_id=_str(m.get("tool_call_id")), name=_str(m.get("name")))]
 
 
 def chat_messages(value: Any, default: Role = "user") -> list[Message]:
@@ -135,7 +149,11 @@ def chat_messages(value: Any, default: Role = "user") -> list[Message]:
     if isinstance(value, str):
         return [Message(role=default, content=value)]
     if isinstance(value, list):
+        if value and all(_is_part(item) for item in value):  # one message's content parts, no role
+            return _blocks(default, value)
         return [msg for item in value for msg in chat_messages(item, default)]
+    if _is_part(value):
+        return _blocks(default, [value])
     if not isinstance(value, dict):
         return [Message(role=default, content=json.dumps(value, ensure_ascii=False))]
     for key in ("messages", "contents", "input", "new_message"):
@@ -146,6 +164,10 @@ def chat_messages(value: Any, default: Role = "user") -> list[Message]:
             return system + chat_messages(value[key], default)
     if "prompt" in value and "role" not in value:
         return chat_messages(value["prompt"], default)
+    if isinstance(value.get("choices"), list) and value["choices"] and "role" not in value:
+        first = value["choices"][0]
+        return chat_messages(first.get("message", first.get("text")) if isinstance(first, dict) else first,
+                             "assistant")
     if "role" in value or "parts" in value or "message" in value \
             or value.get("type") in (*_ROLES, "function_call", "function_call_output"):
         return _one(value, default)

@@ -6,10 +6,13 @@
 * ``anthropic-messages``: ``{"system": ..., "messages": [...]}`` with content blocks
   (``text``, ``tool_use {id, name, input}``, ``tool_result {tool_use_id, content, is_error}``).
 
-Each conversation becomes one unit (one trace): an LLM span per assistant turn, a tool span per
-tool call with its result (``is_error`` → error status). A logged ``usage`` (OpenAI ``prompt_tokens`` /
+Each conversation becomes one unit (one trace), one span per turn, never merged: an LLM span per
+assistant turn, a tool span per tool call with its result (``is_error`` → error status), and a span per
+other turn (system, user, a tool result no call asked for) holding that message. A message's ``name``
+(the speaker of a group chat, on any role) is kept on the message and on its spans as
+``gen_ai.agent.name``, so each step records who spoke. A logged ``usage`` (OpenAI ``prompt_tokens`` /
 ``completion_tokens``, Anthropic ``input_tokens`` / ``output_tokens``; top level or under ``response``)
-and ``model`` go on the last LLM span, the response they describe. Ids: the line's ``id`` /
+and ``model`` go on the span of the last assistant turn, the response they describe. Ids: the line's ``id`` /
 ``conversation_id`` / ``session_id`` when given, else a hash of the line. Time: ``created_at`` /
 ``timestamp`` / ``created`` by :func:`assay.traces.model.timestamp_ns` (no offset → UTC); without
 one, spans are numbered 1 ms apart and marked ``synthetic_time``. Optional per record: ``outcome``
@@ -67,6 +70,11 @@ def _record_messages(record: dict[str, Any], fmt: ChatFormat) -> list[Message]:
     return msgs
 
 
+def _speaker(msg: Message) -> dict[str, Any]:
+    """The span attributes naming who spoke (``gen_ai.agent.name``), when the log names one."""
+    return {"gen_ai.agent.name": msg.name} if msg.name else {}
+
+
 def conversation_unit(record: dict[str, Any], fmt: ChatFormat, line_key: str, source: str) -> Unit:
     """One JSONL record as a unit.
 
@@ -83,27 +91,30 @@ def conversation_unit(record: dict[str, Any], fmt: ChatFormat, line_key: str, so
     messages = _record_messages(record, fmt)
     results: dict[str | None, tuple[int, Message | None]] = {
         m.tool_call_id: (i, m) for i, m in enumerate(messages) if m.role == "tool" and m.tool_call_id}
+    called = {c.id for m in messages if m.role == "assistant" for c in m.tool_calls}
     spans: list[Span] = []
-    pending: list[Message] = []
     common: dict[str, Any] = {"trace_id": trace_id, "parent_span_id": root_id, "synthetic_time": stamp is None}
     for i, msg in enumerate(messages):
-        if msg.role != "assistant":
-            pending.append(msg)
-            continue
         t = base + (i + 1) * _MS
+        if msg.role == "tool" and msg.tool_call_id in called:
+            continue  # the result of a call: on its tool span
+        if msg.role != "assistant":
+            spans.append(Span(span_id=_hex(f"{unit_id}#{i}", 16), name=msg.name or msg.role,
+                              kind="agent" if msg.name else "other", start_ns=t - _MS // 2, end_ns=t,
+                              output_messages=(msg,), attributes=_speaker(msg), **common))
+            continue
         spans.append(Span(span_id=_hex(f"{unit_id}#{i}", 16), name="chat", kind="llm", start_ns=t - _MS // 2,
-                          end_ns=t, input_messages=tuple(pending), output_messages=(msg,), **common))
-        pending = []
+                          end_ns=t, output_messages=(msg,), attributes=_speaker(msg), **common))
         for k, call in enumerate(msg.tool_calls):
             j, result = results.get(call.id, (i, None))
             failed = result is not None and (result.is_error or looks_like_error(result.content))
             spans.append(Span(span_id=_hex(f"{unit_id}#{i}#{k}", 16), name=f"execute_tool {call.name}", kind="tool",
                               start_ns=t + 1, end_ns=base + (j + 1) * _MS, tool_call=call,
                               tool_result=result.content if result else None, status="error" if failed else "ok",
-                              status_message=(result.content or "")[:200] if failed and result else None, **common))
+                              status_message=(result.content or "")[:200] if failed and result else None,
+                              attributes=_speaker(msg), **common))
     root = Span(trace_id=trace_id, span_id=root_id, name="conversation", kind="agent", start_ns=base,
-                end_ns=base + (len(messages) + 1) * _MS, synthetic_time=stamp is None,
-                output_messages=tuple(m for m in pending if m.role != "tool"))
+                end_ns=base + (len(messages) + 1) * _MS, synthetic_time=stamp is None)
     meta = record.get("metadata") if isinstance(record.get("metadata"), dict) else {}
     outcome, reward = record_outcome(record.get("outcome"))
     return Unit(unit_id=unit_id, kind="trace", source=source, spans=(root, *spans), outcome=outcome, reward=reward,

@@ -20,6 +20,7 @@ import json
 from collections.abc import Iterable
 from typing import Any
 
+from assay.traces.media import MediaPart, block_part, is_media_block
 from assay.traces.model import Message, Role, SpanEvent, ToolCall, parse_arguments
 
 _ROLE_EVENTS: dict[str, Role] = {
@@ -36,16 +37,26 @@ def event_name(event: SpanEvent) -> str:
 
 
 def content_text(value: Any) -> str | None:
-    """Text of a message ``content``: a string, a list of parts (``{type: text, text}``), or JSON."""
+    """Text of a message ``content``: a string, a list of parts (``{type: text, text}``; media parts are
+    left to :func:`content_media`), or JSON."""
     if value is None or isinstance(value, str):
         return value
     if isinstance(value, list):
         texts = [p if isinstance(p, str) else p.get("text") or p.get("content") for p in value
-                 if isinstance(p, str | dict)]
+                 if isinstance(p, str) or (isinstance(p, dict) and not is_media_block(p))]
         strs = [t for t in texts if isinstance(t, str)]
         if strs:
             return "\n".join(strs)
+        if any(is_media_block(p) for p in value):
+            return None
     return json.dumps(value, ensure_ascii=False)
+
+
+def content_media(value: Any) -> tuple[MediaPart, ...]:
+    """The media parts of a message ``content`` list (:mod:`assay.traces.media`); () for anything else."""
+    if not isinstance(value, list):
+        return ()
+    return tuple(part for p in value if is_media_block(p) and (part := block_part(p)) is not None)
 
 
 def _maybe_json(value: Any) -> Any:
@@ -74,9 +85,10 @@ def openai_tool_calls(calls: Any) -> tuple[ToolCall, ...]:
 def _message(role: Any, fields: dict[str, Any]) -> Message:
     role = role if role in ("system", "user", "assistant", "tool") else "user"
     tcid = fields.get("id") if role == "tool" else fields.get("tool_call_id")
-    return Message(role=role, content=content_text(fields.get("content")),
+    return Message(role=role, content=content_text(fields.get("content")), media=content_media(fields.get("content")),
                    tool_calls=openai_tool_calls(fields.get("tool_calls")),
-                   tool_call_id=None if tcid is None else str(tcid))
+                   tool_call_id=None if tcid is None else str(tcid),
+                   name=None if fields.get("name") is None else str(fields["name"]))
 
 
 def _legacy_messages(value: Any, default_role: Role) -> list[Message]:

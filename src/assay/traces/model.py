@@ -11,22 +11,27 @@ import json
 import re
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SerializerFunctionWrapHandler, model_serializer
+from pydantic import BaseModel, ConfigDict, Field, SerializerFunctionWrapHandler, model_serializer, model_validator
+
+from assay.traces.media import MediaPart, extract_media
 
 Role = Literal["system", "user", "assistant", "tool"]
 SpanKind = Literal["llm", "tool", "retrieval", "agent", "chain", "embedding", "other"]
 SpanStatus = Literal["unset", "ok", "error"]
 ArgumentsFlag = Literal["object", "json_string", "json_string_twice", "invalid_json", "empty"]
 StepKind = Literal[
-    "system", "user", "assistant", "tool_call", "tool_result", "retrieval", "state", "error"
+    "system", "user", "assistant", "tool_call", "tool_result", "retrieval", "state", "error", "input", "output"
 ]
+"""``input`` / ``output``: what a span (chain, agent, retriever, guardrail, embedding, generic) received or
+produced as ``input.value`` / ``output.value`` when it is no chat message, tool call or state."""
 UnitKind = Literal["session", "trace"]
 SpanFlag = Literal["lone_surrogate_replaced", "invalid_utf8_replaced", "content_not_captured", "orphan",
-                   "clock_skew"]
+                   "clock_skew", "merged"]
 """Flags a span can carry: ``lone_surrogate_replaced`` (a string held a lone UTF-16 surrogate,
 now U+FFFD), ``invalid_utf8_replaced`` (a protobuf string field held invalid UTF-8 bytes, each bad
 sequence now U+FFFD), ``content_not_captured`` (an LLM span with no message content anywhere: the emitter
-had content capture off), ``orphan`` and ``clock_skew`` (set by :func:`assay.traces.tree.check_spans`)."""
+had content capture off), ``orphan`` and ``clock_skew`` (set by the store, :mod:`assay._store.spans`), ``merged``
+(differing copies of the span arrived and were merged field by field, :mod:`assay.traces.merge`)."""
 Outcome = Literal["pass", "fail", "unknown"]
 
 
@@ -80,15 +85,33 @@ def parse_arguments(value: object) -> tuple[dict[str, Any] | None, str, Argument
 
 
 class Message(_Frozen):
-    """One chat message: role, text content, tool calls it requests, or the tool call it answers."""
+    """One chat message: role, text content, media, tool calls it requests, or the tool call it answers.
+
+    Media never sits in ``content``: Langfuse media tokens and ``data:`` URLs found in the text are taken out
+    into ``media`` (:func:`assay.traces.media.extract_media`) when the message is made.
+    """
 
     role: Role
     content: str | None = None
+    media: tuple[MediaPart, ...] = ()
+    """Images, audio, video and files of the message, each with its reference (:mod:`assay.traces.media`)."""
     tool_calls: tuple[ToolCall, ...] = ()
     tool_call_id: str | None = None
     name: str | None = None
+    """Who spoke: a chat log's ``name`` (on any role), an OTel GenAI message's ``name``."""
     is_error: bool = False
     """A tool result the source marked as an error (Anthropic ``tool_result.is_error``)."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _media_out_of_text(cls, data: Any) -> Any:
+        content = data.get("content") if isinstance(data, dict) else None
+        if not isinstance(content, str):
+            return data
+        text, parts = extract_media(content)
+        if not parts:
+            return data
+        return {**data, "content": text or None, "media": (*tuple(data.get("media") or ()), *parts)}
 
 
 class SpanEvent(_Frozen):
@@ -227,6 +250,24 @@ class Step(_Frozen):
     is_error: bool = False
     span_id: str | None = None
     time_ns: int = 0
+    media: tuple[MediaPart, ...] = ()
+    """The step's images, audio, video and files: shown as a placeholder with the reference (a thumbnail of
+    inline images on the review page), as a ``[image: reference]`` marker in judge text; never inlined."""
+    in_progress: bool = False
+    """The step's span has not ended (no end time stored yet): its output or result may still come."""
+    agent: str | None = None
+    """Who the step belongs to, where the source names one: the speaker of a message (a chat log's ``name``),
+    else the agent of its span (``gen_ai.agent.name`` / OpenInference ``agent.name`` on the span or an
+    ancestor)."""
+    error: str | None = None
+    """Why the step's span failed (error status): its status message and exception type and message."""
+    stacktrace: str | None = None
+    """The failed span's stack trace (its ``exception`` event's), shown folded; never sent to a judge."""
+    span_name: str | None = None
+    """The span's name, for ``input`` / ``output`` steps (which span received or produced the text)."""
+    mime_type: str | None = None
+    """``input.mime_type`` / ``output.mime_type`` of an ``input`` / ``output`` step: ``application/json`` is
+    shown as JSON, ``text/plain`` as text (None: JSON when the text parses as an object or array)."""
 
 
 _SURROGATE = re.compile("[\ud800-\udfff]")

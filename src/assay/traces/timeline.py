@@ -3,15 +3,30 @@
 Each span contributes the messages it saw at its start (input) and produced at its end
 (output); tool spans contribute a call and its result. Chat spans repeat the history in
 their input, so a message already shown is not shown again.
+
+Every span that carries content becomes a step: an LLM span with only ``input.value`` /
+``output.value`` (no message attributes) gets its messages from those (normalised by
+:func:`assay.traces.chat_formats.chat_messages`; ``text/*`` mime types stay one text message); other
+spans (chain, agent, retriever, reranker, embedding, guardrail, generic) give an ``input`` step and an
+``output`` step, except where their value is a state transition (a JSON object in and out: a ``state``
+step), a retrieval's documents (a ``retrieval`` step) or the same text as a message already shown.
+Embedding vectors are summarised, never printed.
+
+Media (images, audio, files) are parts of their step (``Step.media``) with their reference, never its
+text: :func:`render_timeline` writes a ``[image: reference]`` marker where one occurred, and
+:func:`media_note` tells a text-only judge what it cannot see.
 """
 
 from __future__ import annotations
 
 import json
 import re
+from collections import Counter, defaultdict
 from collections.abc import Iterable
 
-from assay.traces.model import Message, Span, SpanEvent, Step, StepKind, Unit
+from assay.traces.chat_formats import chat_messages
+from assay.traces.media import extract_media
+from assay.traces.model import Message, Role, Span, SpanEvent, Step, StepKind, Unit
 
 _ERROR_RE = re.compile(r"^\s*(error|exception|traceback|failed)\b", re.IGNORECASE)
 
@@ -40,6 +55,60 @@ _ROLE_KIND: dict[str, StepKind] = {
 }
 
 
+MessageKey = tuple[object, object, object, object]
+_AGENT_KEYS = ("gen_ai.agent.name", "agent.name")
+
+
+class _Repeats:
+    """Which message steps repeat one already shown (module docstring of :func:`step_timeline`).
+
+    A message is a repeat when a *related* span (itself, an ancestor or a descendant) showed the same one
+    (a framework passes one message down its span tree), or when it is on the input side of a span whose
+    input replays the history (it holds an earlier assistant turn, or two messages shown before): there
+    each message counts once per time it was shown, so a turn said twice stays twice. Transcripts (chat
+    logs, tau-bench, Magentic-One) replay nothing: their repeated turns are all shown.
+    """
+
+    def __init__(self, spans: list[Span], input_keys: dict[str, list[MessageKey]]) -> None:
+        self.parent = {s.span_id: s.parent_span_id for s in spans}
+        self.history = {s.span_id for s in spans if any(m.role == "assistant" for m in s.input_messages)}
+        self.input_keys = input_keys
+        self.shown: dict[MessageKey, list[str]] = defaultdict(list)
+        self.replays: dict[str, bool] = {}
+        self.local: Counter[tuple[str, MessageKey]] = Counter()
+        self._ancestors: dict[str, set[str]] = {}
+
+    def ancestors(self, span_id: str) -> set[str]:
+        if span_id not in self._ancestors:
+            out: set[str] = set()
+            current = span_id
+            while (current := self.parent.get(current) or "") and current not in out:
+                out.add(current)
+            self._ancestors[span_id] = out
+        return self._ancestors[span_id]
+
+    def related(self, a: str, b: str) -> bool:
+        return a == b or a in self.ancestors(b) or b in self.ancestors(a)
+
+    def replay(self, span_id: str) -> bool:
+        """Whether the span's input replays history: it holds an assistant turn, or two messages shown before."""
+        if span_id not in self.replays:
+            keys = self.input_keys[span_id]
+            self.replays[span_id] = span_id in self.history or sum(k in self.shown for k in keys) >= 2
+        return self.replays[span_id]
+
+    def show(self, key: MessageKey, span_id: str, is_input: bool) -> bool:
+        """Whether to show this message step (and remember it when shown)."""
+        if is_input and self.replay(span_id):
+            self.local[(span_id, key)] += 1
+            if self.local[(span_id, key)] <= len(self.shown[key]):
+                return False
+        elif any(self.related(span_id, other) for other in self.shown[key]):
+            return False
+        self.shown[key].append(span_id)
+        return True
+
+
 class _Builder:
     def __init__(self, spans: Iterable[Span]) -> None:
         self.spans = sorted(spans, key=lambda s: (s.start_ns, s.end_ns))
@@ -47,36 +116,73 @@ class _Builder:
         self.events: list[tuple[int, int, StepKind, str, dict[str, object]]] = []
         self.seq = 0
         self.last_state: dict[str, object] | None = None
+        self.inputs: set[int] = set()
+        self.input_keys: dict[str, list[MessageKey]] = defaultdict(list)
+        self.agents = _agents(self.spans)
 
     def add(self, t: int, kind: StepKind, span: Span, **fields: object) -> None:
         self.seq += 1
+        agent = fields.pop("agent", None) or self.agents.get(span.span_id)
+        if agent:
+            fields["agent"] = agent
+        text = fields.get("text")
+        if kind != "tool_call" and isinstance(text, str) and ("base64," in text or "@@@langfuseMedia:" in text):
+            fields["text"], found = extract_media(text)  # a tool result, a value: media out of the text
+            fields["media"] = (*fields.get("media", ()), *found)  # type: ignore[misc]
         self.events.append((t, self.seq, kind, span.span_id, fields))
 
-    def messages(self, t: int, span: Span, messages: Iterable[Message]) -> None:
+    def messages(self, t: int, span: Span, messages: Iterable[Message], is_input: bool = False,
+                 extra: dict[str, object] | None = None) -> None:
+        extra = extra or {}
         for m in messages:
             if m.role == "tool" and m.tool_call_id in self.tool_ids:
                 continue
-            if m.content or m.role != "assistant":
-                self.add(t, _ROLE_KIND[m.role], span, text=m.content or "", tool_name=m.name,
-                         is_error=m.role == "tool" and (m.is_error or looks_like_error(m.content)))
+            if m.content or m.media or m.role != "assistant":
+                self.add(t, _ROLE_KIND[m.role], span, text=m.content or "", tool_name=m.name, agent=m.name,
+                         is_error=m.role == "tool" and (m.is_error or looks_like_error(m.content)),
+                         **({"media": m.media} if m.media else {}), **extra)
+                if is_input:
+                    self.inputs.add(self.seq)
+                    self.input_keys[span.span_id].append(_key(_ROLE_KIND[m.role], m.content or "", m.name, m.media))
             for call in m.tool_calls:
                 if call.id not in self.tool_ids or call.id is None:
                     self.add(t, "tool_call", span, tool_name=call.name, arguments=call.arguments,
-                             text=call.arguments_raw)
+                             text=call.arguments_raw, agent=m.name, **extra)
 
     def span(self, s: Span) -> None:
-        self.messages(s.start_ns, s, s.input_messages)
+        inputs, outputs = s.input_messages, s.output_messages
+        if s.kind == "llm":
+            inputs = inputs or tuple(value_messages(s.input_value, _mime(s, "input"), "user"))
+            outputs = outputs or tuple(value_messages(s.output_value, _mime(s, "output"), "assistant"))
+        self.messages(s.start_ns, s, inputs, is_input=True)
+        running = s.end_ns <= 0 and not s.synthetic_time
+        end = s.start_ns if running else s.end_ns
+        extra: dict[str, object] = {"in_progress": True} if running else {}
         if s.kind == "tool" and s.tool_call is not None:
             call = s.tool_call
             self.add(s.start_ns, "tool_call", s, tool_name=call.name, arguments=call.arguments,
                      text=call.arguments_raw)
-            self.add(s.end_ns, "tool_result", s, tool_name=call.name, text=s.tool_result or "",
-                     is_error=s.status == "error" or looks_like_error(s.tool_result))
+            result = s.tool_result or ("(no result yet: the tool span has not ended)" if running else "")
+            self.add(end, "tool_result", s, tool_name=call.name, text=result,
+                     is_error=s.status == "error" or looks_like_error(s.tool_result), **extra, **_failure(s))
         elif s.kind == "retrieval":
-            self.add(s.end_ns, "retrieval", s, text=s.output_value or "")
-        self.messages(s.end_ns, s, s.output_messages)
+            self.add(end, "retrieval", s, text=s.output_value or "", **extra)
+        self.messages(end, s, outputs, extra=extra)
+        if s.kind not in ("llm", "tool"):
+            self.values(s, end, extra)
         if s.status == "error" and s.kind != "tool":
-            self.add(s.end_ns, "error", s, text=s.status_message or f"{s.name} failed", is_error=True)
+            failure = _failure(s)
+            self.add(end, "error", s, text=str(failure.get("error") or f"{s.name} failed"), is_error=True, **failure)
+
+    def values(self, s: Span, end: int, extra: dict[str, object]) -> None:
+        """``input`` / ``output`` steps of a span that is no LLM call or tool (module docstring)."""
+        state = _state_object(s, "output") is not None
+        if s.input_value and not s.input_messages and not (state and _state_object(s, "input") is not None):
+            self.add(s.start_ns, "input", s, text=_value_text(s, s.input_value), span_name=s.name,
+                     mime_type=_mime(s, "input"))
+        if s.output_value and not s.output_messages and not state and s.kind != "retrieval":
+            self.add(end, "output", s, text=_value_text(s, s.output_value), span_name=s.name,
+                     mime_type=_mime(s, "output"), **extra)
 
     def state(self, t: int, s: Span, label: str, after: dict[str, object], before: dict[str, object] | None,
               update: bool = False) -> None:
@@ -96,9 +202,9 @@ class _Builder:
         found: list[tuple[int, int, Span, str, dict[str, object], dict[str, object] | None, bool]] = []
         for s in self.spans:
             if s.kind in ("chain", "agent"):
-                after = _json_object(s.output_value)
+                after = _state_object(s, "output")
                 if after is not None:
-                    found.append((s.end_ns, len(found), s, s.name, after, _json_object(s.input_value), False))
+                    found.append((s.end_ns, len(found), s, s.name, after, _state_object(s, "input"), False))
             for ev in s.events:
                 state = event_state(ev)
                 if state is not None:
@@ -112,18 +218,125 @@ class _Builder:
             self.span(s)
         self.states()
         self.events.sort(key=lambda e: (e[0], e[1]))
-        seen: set[tuple[object, ...]] = set()
+        repeats = _Repeats(self.spans, self.input_keys)
         steps: list[Step] = []
-        for t, _, kind, span_id, fields in self.events:
-            if kind in ("system", "user", "assistant"):
-                key = (kind, fields.get("text", ""), fields.get("tool_name"))
-                if key in seen:
+        said = {str(f.get("text", "")).strip() for _, _, k, _, f in self.events
+                if k in ("system", "user", "assistant", "tool_result")}
+        for t, seq, kind, span_id, fields in self.events:
+            if kind in ("input", "output"):  # nested spans pass one value along: show it once
+                text = str(fields.get("text", "")).strip()
+                if text in said:
                     continue
-                seen.add(key)
+                said.add(text)
+            if kind in ("system", "user", "assistant") and not repeats.show(
+                    _key(kind, fields.get("text", ""), fields.get("tool_name"), fields.get("media", ())), span_id,
+                    seq in self.inputs):
+                continue
             # fields come from validated spans: construct without validating again (deep dict copies)
-            steps.append(Step.model_construct(index=len(steps) + 1, kind=kind, span_id=span_id, time_ns=t,
-                                              **fields))  # type: ignore[arg-type]
+            values = {**_STEP_DEFAULTS, **fields, "index": len(steps) + 1, "kind": kind, "span_id": span_id,
+                      "time_ns": t}
+            steps.append(Step.model_construct(**values))  # type: ignore[arg-type]
         return steps
+
+
+_STEP_DEFAULTS: dict[str, object] = {name: f.get_default(call_default_factory=True)
+                                     for name, f in Step.model_fields.items() if not f.is_required()}
+"""Every optional field of :class:`Step` with its default: ``model_construct`` then looks none up per step."""
+
+
+def _key(kind: object, text: object, name: object, media: object) -> MessageKey:
+    """What makes two message steps the same: kind, text, speaker, its media's references."""
+    return kind, text, name, tuple(m.reference for m in media) if media and isinstance(media, tuple) else ()
+
+
+def span_error(span: Span) -> tuple[str | None, str | None]:
+    """What a failed span says about its failure: ``(error, stack trace)``.
+
+    The error joins the status message and each ``exception`` event's ``exception.type: exception.message``
+    (OTel semantic conventions for exceptions), without repeating one inside another; the stack trace is
+    the first exception event's ``exception.stacktrace``. ``(None, None)`` when the span did not fail.
+    """
+    if span.status != "error":
+        return None, None
+    parts = [span.status_message] if span.status_message else []
+    stack = None
+    for ev in span.events:
+        if ev.name != "exception":
+            continue
+        kind, message = ev.attributes.get("exception.type"), ev.attributes.get("exception.message")
+        line = f"{kind}: {message}" if kind and message else str(kind or message or "")
+        if line and not any(line in p or p in line for p in parts):
+            parts.append(line)
+        stack = stack or (str(ev.attributes["exception.stacktrace"]) if ev.attributes.get("exception.stacktrace")
+                          else None)
+    return "; ".join(parts) or None, stack
+
+
+def _failure(span: Span) -> dict[str, object]:
+    error, stack = span_error(span)
+    return {k: v for k, v in (("error", error), ("stacktrace", stack)) if v}
+
+
+def _agents(spans: list[Span]) -> dict[str, str]:
+    """``{span id: agent name}``: the span's own ``gen_ai.agent.name`` / ``agent.name``, else its nearest
+    ancestor's."""
+    by_id = {s.span_id: s for s in spans}
+    out: dict[str, str] = {}
+
+    def agent(span_id: str, depth: int = 0) -> str | None:
+        if span_id in out or depth > 200:
+            return out.get(span_id)
+        span = by_id.get(span_id)
+        if span is None:
+            return None
+        own = next((str(span.attributes[k]) for k in _AGENT_KEYS if span.attributes.get(k)), None)
+        found = own or (agent(span.parent_span_id, depth + 1) if span.parent_span_id else None)
+        if found:
+            out[span_id] = found
+        return found
+
+    for s in spans:
+        agent(s.span_id)
+    return out
+
+
+def _mime(span: Span, side: str) -> str | None:
+    value = span.attributes.get(f"{side}.mime_type")
+    return str(value) if value else None
+
+
+def value_messages(value: str | None, mime_type: str | None, role: Role) -> list[Message]:
+    """Messages of an LLM span's ``input.value`` / ``output.value``: one text message of ``role`` when
+    the mime type is ``text/*``, else whatever :func:`~assay.traces.chat_formats.chat_messages` reads
+    (a request's ``messages``, a response's ``choices``, plain text)."""
+    if not value:
+        return []
+    if mime_type and mime_type.startswith("text/"):
+        return [Message(role=role, content=value)]
+    return chat_messages(value, role)
+
+
+def _state_object(span: Span, side: str) -> dict[str, object] | None:
+    """The JSON object a chain / agent span's input or output value holds (a state), unless its mime type
+    says it is text."""
+    mime = _mime(span, side)
+    if mime and mime.startswith("text/"):
+        return None
+    return _json_object(span.input_value if side == "input" else span.output_value)
+
+
+def _value_text(span: Span, text: str) -> str:
+    """``text`` as a step shows it: an embedding's vectors summarised (never thousands of numbers)."""
+    if span.kind != "embedding" or not text.lstrip().startswith("["):
+        return text
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError:
+        return text
+    vectors = value if value and all(isinstance(v, list) for v in value) else [value]
+    if all(isinstance(x, int | float) for v in vectors for x in v):
+        return f"(embedding: {len(vectors)} vector(s) of {len(vectors[0]) if vectors else 0} numbers)"
+    return text
 
 
 def _json_object(text: str | None) -> dict[str, object] | None:
@@ -204,6 +417,16 @@ def step_timeline(unit: Unit) -> list[Step]:
     return _Builder(unit.spans).build()
 
 
+def media_note(steps: list[Step]) -> str:
+    """A line telling a text-only judge that the run held media it cannot see, or "" when it held none."""
+    counts = Counter(m.kind for s in steps for m in s.media)
+    if not counts:
+        return ""
+    what = ", ".join(f"{n} {kind}{'s' if n > 1 else ''}" for kind, n in sorted(counts.items()))
+    return (f"[This run contains media you cannot see (only text reaches you): {what}; each is marked "
+            f"[kind: reference] where it occurred.]")
+
+
 def render_timeline(steps: list[Step], max_chars: int | None = None, skip_system: bool = False) -> str:
     """Render steps as plain text, one block per step (the text a judge reads).
 
@@ -220,9 +443,20 @@ def render_timeline(steps: list[Step], max_chars: int | None = None, skip_system
         label = step.kind.upper()
         if step.kind in ("tool_call", "tool_result"):
             label += f" {step.tool_name}"
+        elif step.kind in ("input", "output") and step.span_name:
+            label += f" {step.span_name}"
+        if step.agent and not (step.kind in ("tool_call", "tool_result") and step.agent == step.tool_name):
+            label += f" ({step.agent})"
         if step.is_error:
             label += " [ERROR]"
-        blocks.append(f"[{step.index}] {label}: {step.text}")
+        if step.in_progress:
+            label += " [IN PROGRESS]"
+        text = step.text
+        if step.error and step.error not in text:
+            text = f"{text}\nError: {step.error}" if text else f"Error: {step.error}"
+        if step.media:
+            text = " ".join([text, *(m.marker for m in step.media)]) if text else " ".join(m.marker for m in step.media)
+        blocks.append(f"[{step.index}] {label}: {text}")
     if max_chars is None:
         return "\n".join(blocks)
     kept: list[str] = []

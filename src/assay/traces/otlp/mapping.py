@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from assay.traces.genai_events import event_messages
+from assay.traces.media import MediaPart, block_part, is_media_block, url_part
 from assay.traces.model import Message, Span, SpanEvent, SpanKind, ToolCall, Unit, clean_value, parse_arguments
 
 _OI_KIND: dict[str, SpanKind] = {
@@ -26,7 +27,7 @@ _OI_KIND: dict[str, SpanKind] = {
 }
 _GENAI_OP_KIND: dict[str, SpanKind] = {
     "chat": "llm", "text_completion": "llm", "generate_content": "llm", "execute_tool": "tool",
-    "invoke_agent": "agent", "create_agent": "agent", "embeddings": "embedding",
+    "invoke_agent": "agent", "create_agent": "agent", "embeddings": "embedding", "retrieval": "retrieval",
 }
 
 
@@ -61,19 +62,23 @@ def genai_messages(value: Any) -> list[Message]:
         role = m.get("role", "user")
         texts: list[str] = []
         calls: list[ToolCall] = []
+        media: list[MediaPart] = []
         for part in m.get("parts") or []:
             ptype = part.get("type")
             if ptype == "text" or ptype == "reasoning":
                 texts.append(str(part.get("content", "")))
+            elif is_media_block(part) and (found := block_part(part)) is not None:
+                media.append(found)
             elif ptype == "tool_call":
                 calls.append(_call(part.get("id"), part.get("name"), part.get("arguments")))
             elif ptype == "tool_call_response":
                 out.append(Message(role="tool", content=_text(part.get("response")),
                                    tool_call_id=_text(part.get("id"))))
-        if role == "tool" and not texts and not calls:
+        if role == "tool" and not texts and not calls and not media:
             continue
         role = role if role in ("system", "user", "assistant", "tool") else "user"
-        out.append(Message(role=role, content="\n".join(texts) if texts else None, tool_calls=tuple(calls)))
+        out.append(Message(role=role, content="\n".join(texts) if texts else None, tool_calls=tuple(calls),
+                           name=_text(m.get("name")), media=tuple(media)))
     return out
 
 
@@ -88,14 +93,26 @@ def _system_instructions(value: Any) -> list[Message]:
 
 _OI_MSG = re.compile(r"^llm\.(input|output)_messages\.(\d+)\.message\.(.+)$")
 _OI_CALL = re.compile(r"^tool_calls\.(\d+)\.tool_call\.(.+)$")
-_OI_CONTENT = re.compile(r"^contents\.(\d+)\.message_content\.text$")
+_OI_CONTENT = re.compile(r"^contents\.(\d+)\.message_content\.(.+)$")
 
 
-def _oi_content(fields: dict[str, Any]) -> str | None:
+def _oi_content(fields: dict[str, Any]) -> tuple[str | None, tuple[MediaPart, ...]]:
+    """Text and media of an OpenInference message: ``message.content``, else its ``contents.M.message_content.*``
+    (``text``, ``image.image.url``, ``audio.audio.url`` with ``audio.audio.mime_type``)."""
+    contents: dict[int, dict[str, Any]] = defaultdict(dict)
+    for k, v in fields.items():
+        if m := _OI_CONTENT.match(k):
+            contents[int(m.group(1))][m.group(2)] = v
+    texts = [str(c["text"]) for _, c in sorted(contents.items()) if c.get("text") is not None]
+    media: list[MediaPart] = []
+    for _, c in sorted(contents.items()):
+        if c.get("image.image.url"):
+            media.append(url_part(str(c["image.image.url"]), hint="image"))
+        elif c.get("audio.audio.url"):
+            media.append(url_part(str(c["audio.audio.url"]), _text(c.get("audio.audio.mime_type")), "audio"))
     if fields.get("content") is not None:
-        return _text(fields["content"])
-    parts = sorted((int(m.group(1)), str(v)) for k, v in fields.items() if (m := _OI_CONTENT.match(k)))
-    return "\n".join(p for _, p in parts) if parts else None
+        return _text(fields["content"]), tuple(media)
+    return ("\n".join(texts) if texts else None), tuple(media)
 
 
 def openinference_messages(attrs: dict[str, Any]) -> tuple[list[Message], list[Message]]:
@@ -115,9 +132,10 @@ def openinference_messages(attrs: dict[str, Any]) -> tuple[list[Message], list[M
                 if cm:
                     calls[int(cm.group(1))][cm.group(2)] = v
             role = str(fields.get("role", "user"))
+            content, media = _oi_content(fields)
             msgs.append(Message(
                 role=role if role in ("system", "user", "assistant", "tool") else "user",
-                content=_oi_content(fields),
+                content=content, media=media,
                 tool_call_id=_text(fields.get("tool_call_id")),
                 name=_text(fields.get("name")),
                 tool_calls=tuple(_call(c.get("id"), c.get("function.name"), c.get("function.arguments"))
@@ -132,14 +150,18 @@ _OI_DOC = re.compile(r"^(?:retrieval|reranker\.output)\.documents\.(\d+)\.docume
 
 def retrieval_documents_text(attrs: dict[str, Any]) -> str | None:
     """OpenInference ``retrieval.documents.N.document.{id,content,score}`` (and reranker output
-    documents) as text, one document per block; None when there are none."""
+    documents), else OTel GenAI ``gen_ai.retrieval.documents`` (a JSON list of ``{id, score, ...}``), as
+    text, one document per block; None when there are none."""
     docs: dict[int, dict[str, Any]] = defaultdict(dict)
     for key, value in attrs.items():
         m = _OI_DOC.match(key)
         if m:
             docs[int(m.group(1))][m.group(2)] = value
-    blocks = [f"[{d.get('id', n)}]" + (f" (score {d['score']})" if "score" in d else "") + f" {d.get('content', '')}"
-              for n, d in sorted(docs.items())]
+    if not docs:
+        genai = _json(attrs.get("gen_ai.retrieval.documents"))
+        docs = {n: d for n, d in enumerate(genai) if isinstance(d, dict)} if isinstance(genai, list) else {}
+    blocks = [f"[{d.get('id', n)}]" + (f" (score {d['score']})" if "score" in d else "")
+              + f" {d.get('content', d.get('text', ''))}" for n, d in sorted(docs.items())]
     return "\n".join(blocks) if blocks else None
 
 
@@ -195,7 +217,7 @@ def _usage(attrs: dict[str, Any]) -> tuple[int | None, int | None, str | None]:
 
 
 def _has_content(*groups: Any) -> bool:
-    return any(m.content or m.tool_calls for g in groups for m in g)
+    return any(m.content or m.tool_calls or m.media for g in groups for m in g)
 
 
 def attributes_to_span(attrs: dict[str, Any], events: Sequence[SpanEvent] = (), **ids: Any) -> Span:
@@ -246,8 +268,9 @@ def attributes_to_span(attrs: dict[str, Any], events: Sequence[SpanEvent] = (), 
                           _first(attrs, "gen_ai.tool.call.arguments", "tool.parameters", "input.value", "input"))
         tool_result = _text(_first(attrs, "gen_ai.tool.call.result", "output.value", "output"))
     input_value, output_value = _text(attrs.get("input.value")), _text(attrs.get("output.value"))
-    if kind == "retrieval" and output_value is None:
-        output_value = retrieval_documents_text(attrs)
+    if kind == "retrieval":
+        input_value = input_value or _text(attrs.get("gen_ai.retrieval.query.text"))
+        output_value = output_value if output_value is not None else retrieval_documents_text(attrs)
     if kind == "llm" and not _has_content(inputs, outputs) and not (input_value or output_value):
         flags.add("content_not_captured")
     in_tok, out_tok, usage_source = _usage(attrs)
