@@ -93,7 +93,7 @@ async def _login(client: httpx.AsyncClient) -> None:
     await client.post("/login", data={"name": "ann", "password": PASSWORD, "csrf_token": token.group(1)})
 
 
-_MORE = re.compile(r'hx-get="([^"]+)"')
+_MORE = re.compile(r'hx-get="(/timeline/[^"]+)"')
 
 
 async def _timed(client: httpx.AsyncClient, url: str) -> tuple[float, httpx.Response]:
@@ -132,31 +132,36 @@ async def measure(app: FastAPI, requests: int) -> dict[str, tuple[list[float], i
 
 def components(app: FastAPI, store: Store, runs: int) -> dict[str, float]:
     """Median milliseconds of the cold page's parts, called directly: store read (``load_unit``),
-    timeline, step views + render of the first ``INITIAL_STEPS`` steps."""
-    from assay._store.spans import load_unit
+    timeline and reading context, step views (markdown, folded JSON) + render of the first ``INITIAL_STEPS``
+    steps."""
+    from assay._store.spans import load_unit, unit_row
     from assay._web.pages import first_time, step_views
+    from assay._web.review_context import read_unit, reading_context
     from assay._web.review_labels import label_view
     from assay._web.ui import INITIAL_STEPS
     from assay.annotations import BinaryScale
     from assay.signals import assess
-    from assay.traces import step_timeline
 
     env = app.state.assay_ui.env
+    row = unit_row(store, "big-unit")
+    assert row is not None
     page_context = {"scale": BinaryScale(), "sides": [], "view": label_view([], "bench", None, True), "usage": None,
-                    "signals_at": {}, "unit_signals": [], "n_signals": 0, "failed": False, "saved": None, "orphans": 0,
-                    "failure": assess("big-unit", [], store.signals)}
+                    "signals_at": {}, "unit_signals": [], "n_signals": 0, "failed": True, "saved": None, "orphans": 0,
+                    "failure": assess("big-unit", [], store.signals), "notes_at": {}, "review_q": "?sig=1",
+                    "across": False}
     parts: dict[str, list[float]] = {"store_read_ms": [], "timeline_ms": [], "render_ms": []}
     for _ in range(runs):
         t0 = time.perf_counter()
         unit = load_unit(store, "big-unit")
         t1 = time.perf_counter()
-        steps = step_timeline(unit)
+        reading = read_unit(unit)
+        steps = reading.steps
         t2 = time.perf_counter()
-        views = step_views(steps[:INITIAL_STEPS], first_time(steps))
+        views = step_views(steps[:INITIAL_STEPS], first_time(steps), reading.timed)
         env.get_template("review.html").render(csrf_token="x", user=None, unit=unit, steps=views,
                                                total=len(steps), next_start=INITIAL_STEPS, unit_id=unit.unit_id,
                                                sig=1, criterion=None, labels=[], prev=None, next=None, mine=None,
-                                               **page_context)
+                                               **page_context, **reading_context(row, reading))
         t3 = time.perf_counter()
         for key, value in zip(parts, (t1 - t0, t2 - t1, t3 - t2), strict=True):
             parts[key].append(value * 1000)

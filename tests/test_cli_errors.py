@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 import socket
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -247,3 +249,17 @@ def test_an_invalid_env_value_names_the_variable(ws: Path) -> None:
     assert code == 2, out
     assert "error: ASSAY_GATE_ALPHA: input should be a valid number" in out
     assert "errors.pydantic.dev" not in out and "(got 'abc')" in out
+
+
+def test_signals_of_an_unknown_unit_is_a_usage_error(ws: Path) -> None:
+    code, out = _run(ws, "signals", "--unit", "no-such-unit")
+    assert code == 2 and "no-such-unit" in out
+
+
+def test_a_reader_that_stops_early_is_not_an_error() -> None:
+    script = ("import sys\nfrom assay._cli._common import handle_errors\n"
+              "@handle_errors\ndef cmd() -> None:\n    raise BrokenPipeError(32, 'Broken pipe')\n"
+              "try:\n    cmd()\nexcept SystemExit as e:\n    raise\nexcept BaseException as e:\n"
+              "    sys.exit(getattr(e, 'exit_code', 99))\n")
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and "error" not in proc.stderr, proc.stderr

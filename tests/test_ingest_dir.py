@@ -151,3 +151,19 @@ def test_a_missing_path_or_nothing_to_ingest_leaves_no_store_behind(tmp_path: Pa
     assert runner.invoke(app, ["--workspace", str(ws), "ingest", str(tmp_path / "missing.json")]).exit_code == 2
     assert runner.invoke(app, ["--workspace", str(ws), "ingest", str(empty)]).exit_code == 1
     assert not (ws / ".assay").exists()
+
+
+def test_a_chat_record_names_its_dataset_item_for_pairing(tmp_path: Path) -> None:
+    from assay.traces import read_file
+
+    msgs = [{"role": "user", "content": "refund?"}, {"role": "assistant", "content": "done"}]
+    lines = [{"id": "a", "task_id": 7, "messages": msgs}, {"id": "b", "metadata": {"dataset_item_id": "q-2"},
+                                                          "messages": msgs},
+             {"id": "c", "task_id": True, "metadata": {"task_id": ""}, "messages": msgs}]
+    path = tmp_path / "chat.jsonl"
+    path.write_text("\n".join(json.dumps(x) for x in lines), encoding="utf-8")
+    units = {u.unit_id: u for u in read_file(path).units}
+    assert units["openai-chat/a"].attributes["task_id"] == "7"
+    assert units["openai-chat/b"].attributes["dataset_item_id"] == "q-2"
+    assert units["openai-chat/b"].attributes["metadata"] == {"dataset_item_id": "q-2"}
+    assert not {"task_id", "dataset_item_id", "item_id"} & set(units["openai-chat/c"].attributes)

@@ -33,6 +33,7 @@ from assay.calibration import CalibrationReport, Confusion, agreement, metrics_w
 from assay.evaluators import EvaluationResult
 from assay.evaluators.lineage import write_results
 from assay.reports import write_report
+from assay.reports.data import build_report_data
 from assay.settings import Settings
 from assay.suite import GateItem
 from assay.suite.drift import compute_drift
@@ -126,6 +127,29 @@ def test_report_of_an_empty_store_says_why(tmp_path: Path) -> None:
                     "redundancy"):
         assert f'id="{section}-empty"' in html, section
     assert "No online scores yet" in html and 'data-chart="chart-' not in html
+
+
+def _h2_order(html: str) -> list[str]:
+    return re.findall(r'<h2 id="(\w+)">', html)
+
+
+def test_sections_with_data_come_before_empty_ones(full_store: Seeded, tmp_path: Path) -> None:
+    empty = Store(f"sqlite:///{tmp_path / 'empty.db'}")
+    usual = _h2_order(write_report(empty, tmp_path / "empty.html").read_text(encoding="utf-8"))
+    empty.close()
+    assert usual == ["drift", "scores", "estimates", "agreement", "signatures", "calibration", "gate", "redundancy"]
+    partial = Store(f"sqlite:///{tmp_path / 'partial.db'}")
+    _gate_and_redundant_evaluator(partial)  # a gate run and online scores; no calibration, no signatures
+    data = build_report_data(partial)
+    html = write_report(partial, tmp_path / "partial.html").read_text(encoding="utf-8")
+    partial.close()
+    with_data = [k for k in usual if data.has_data(k)]
+    assert "gate" in with_data and "calibration" not in with_data and "signatures" not in with_data
+    assert _h2_order(html) == with_data + [k for k in usual if k not in with_data] != usual
+    toc = re.search(r'<nav class="toc">(.*?)</nav>', html, re.S)
+    assert toc is not None and re.findall(r'href="#(\w+)"', toc.group(1)) == _h2_order(html)
+    full = _h2_order(write_report(full_store.store, tmp_path / "full.html", now=NOW).read_text(encoding="utf-8"))
+    assert full == usual  # every section has data: the usual order
 
 
 def test_report_sections_from_the_store(full_store: Seeded, tmp_path: Path) -> None:

@@ -115,6 +115,41 @@ def test_failure_signals_and_the_failed_selection(store: Store) -> None:
     assert [s.kind for s in list_signals(store, unit_id="p1")] == ["user_frustration", "tool_error"]
 
 
+def test_unit_search_queue_additions_notes_and_audit(store: Store) -> None:
+    """The review tools' queries on both databases: search over units (text in the span JSON, labels, signals,
+    time range), queue additions and reviewers, step notes, the audit log."""
+    from datetime import date
+
+    from assay._store.audit import list_audit, record_audit
+    from assay._store.unit_search import UnitFilter, unit_query
+    from assay.annotations.queue_additions import add_to_queue
+    from assay.annotations.queue_tools import assign_reviewers, queue_reviewers, reservations
+    from assay.annotations.step_notes import StepNote, add_step_note, step_notes
+    from tests.ui_fixtures import seed_loop
+
+    seed(store)
+    seed_loop(store, n=3)
+
+    def found(**given: Any) -> list[str]:
+        with store.session() as s:
+            return sorted(s.scalars(unit_query(UnitFilter.model_validate(given), store.signals.fail_at)))
+
+    fails = ["loop-fail-00", "loop-fail-01", "loop-fail-02"]
+    assert found(q="Cancel_Reservation") == fails
+    assert found(label="fail", signal="human_fail", state="failed") == fails
+    assert found(signature=4, label="unlabelled") == []
+    assert len(found(since=date(2023, 11, 14), until=date(2023, 11, 14))) == 7 + 6
+    assert add_to_queue(store, 1, fails, "search", "q=cancel_reservation", "admin") == 3
+    assert [i.origin for i in queue_status(store, 1).items][-3:] == ["search"] * 3
+    assert assign_reviewers(store, 1, ["ann"], "admin") == ["ann"] and queue_reviewers(store, 1) == ["ann"]
+    assert claim_next(store, 1, "ann") is not None and len(reservations(store, 1)) == 1
+    note = add_step_note(store, StepNote(unit_id="unit-00", step=2, kind="correction", text="Ask first.",
+                                         author="ann", criterion="no-cancel"))
+    assert step_notes(store, ["unit-00"]) == [note] and note.criterion_version == 1
+    record_audit(store, "admin", "queue.add", "signature:1", {"added": 3})
+    assert [(a.who, a.details) for a in list_audit(store, target="signature:1")] == [("admin", {"added": 3})]
+
+
 def _concurrently(n: int, fn: Callable[[int], Any]) -> list[Any]:
     barrier = threading.Barrier(n)
 

@@ -166,8 +166,9 @@ async def test_xss_unit_renders_inert(client: httpx.AsyncClient) -> None:
                                                   '<script src="/static/app.js" defer>']
     csp = page.headers["content-security-policy"]
     assert "script-src 'self'" in csp and "unsafe-inline" not in csp
-    # tool arguments pretty-printed (and escaped), the error step highlighted
-    assert '&#34;amount&#34;: 120' in html and "&lt;b&gt;x&lt;/b&gt;" in html
+    # tool arguments folded by key (and escaped), the error step highlighted
+    assert '<span class="j-key">amount</span></dt><dd><span class="j-num">120</span>' in html
+    assert "&lt;b&gt;x&lt;/b&gt;" in html
     assert 'class="step kind-tool_result error"' in html
 
 
@@ -233,7 +234,7 @@ async def test_rare_severe_inbox_lists_flagged_units(client: httpx.AsyncClient, 
     assert "Nothing flagged." in (await client.get("/severe")).text
     flag_unit(store, "unit-03", "refund <b>issued</b> twice", flagged_by="ann")
     page = await client.get("/severe")
-    assert '<a href="/review/unit-03">unit-03</a>' in page.text
+    assert '<a href="/review/unit-03?sig=1">unit-03</a>' in page.text  # the signature's criterion kept
     assert "refund &lt;b&gt;issued&lt;/b&gt; twice" in page.text
 
 

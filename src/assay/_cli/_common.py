@@ -118,6 +118,9 @@ def handle_errors(fn: F) -> F:
         except KeyboardInterrupt:
             err_console.print("interrupted")
             raise typer.Exit(ExitCode.INTERRUPTED) from None
+        except BrokenPipeError:  # the reader stopped early (`| head`): not an error of the command
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
+            raise typer.Exit(ExitCode.OK) from None
         except Exception as exc:
             if os.environ.get("ASSAY_DEBUG", "") not in ("", "0"):
                 raise

@@ -84,7 +84,9 @@ def print_agreement(r: HumanAgreement) -> None:
                           *([escape(_stat(p.weighted_kappa))] if r.scale == "ordinal" else []))
         console.print(pairs)
     if r.disagreements:
-        console.print(f"  {len(r.disagreements)} disagreement(s) (the app's agreement page adjudicates them)")
+        verdict = sum(d.kind == "verdict" for d in r.disagreements)
+        console.print(f"  {len(r.disagreements)} disagreement(s): {verdict} on the verdict, "
+                      f"{len(r.disagreements) - verdict} on severity only (the app's agreement page adjudicates them)")
 
 
 def _matrix(r: HumanAgreement, field: str) -> Table:

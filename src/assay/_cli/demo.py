@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import threading
 import time
 from pathlib import Path
 from typing import Annotated
@@ -13,6 +14,7 @@ from rich.rule import Rule
 from rich.table import Table
 
 from assay._cli._common import console, handle_errors, progress_bar
+from assay._cli.demo_signals import show_blind_signals
 from assay._cli.evaluate import print_calibration, print_gate
 from assay._cli.exit_codes import ExitCode
 from assay._store import Store
@@ -24,9 +26,11 @@ from assay.exceptions import NativeCrash, UsageError
 from assay.models import JudgeClient, make_judge
 from assay.reports import write_report
 from assay.settings import Settings, load_settings
-from assay.signatures import Signature, build_signatures
+from assay.signals import signal_counts, update_signals
+from assay.signatures import Signature, build_signatures, lifecycle_history, list_signatures
 from assay.suite import run_gate
-from assay.traces import read_file
+from assay.suite.online import OnlineWorker
+from assay.traces import Unit, read_file
 
 AIRLINE = Path("tau-bench-airline/historical_trajectories/gpt-4o-airline.json")
 RETAIL = Path("agentrx/data/tau_retail/tau_dataset_full.json")
@@ -62,21 +66,24 @@ def _fresh_workspace(out: Path) -> Settings:
     return load_settings(out)
 
 
-def _ingest(store: Store, data: Path) -> None:
+def _ingest(store: Store, data: Path) -> list[Unit]:
     _step("1. capture: ingest 300 tau-bench runs (200 airline + 100 retail)")
+    units: list[Unit] = []
     for rel in (AIRLINE, RETAIL):
         path = data / rel
         if not path.exists():
             raise UsageError(f"demo data not found: {path} (pass --data PATH/TO/shared/data)")
         result = read_file(path)
+        units.extend(result.units)
         counts = store.add_units(result.units)
         passed = sum(u.outcome == "pass" for u in result.units)
         console.print(f"{rel.name}: {len(result.units)} units ({passed} reward 1, {len(result.units) - passed} "
                       f"reward 0), {counts.spans_new} spans, {len(result.rejected)} rejected")
+    return units
 
 
 def _signatures(store: Store, settings: Settings, failed: list[str]) -> list[Signature]:
-    _step("2. signatures: cluster the failed units")
+    _step("3. signatures: cluster the failed units")
     n_failed = len(store.select_unit_ids("failed"))
     try:
         with progress_bar("embedding + clustering", n_failed) as advance:
@@ -85,15 +92,16 @@ def _signatures(store: Store, settings: Settings, failed: list[str]) -> list[Sig
         console.print(f"[red]signatures failed:[/red] {escape(str(exc))}")
         failed.append(f"signatures: {exc}")
         return []
-    table = Table("#", "units", "share", "structural key", "label", title=f"top signatures of {n_failed} failed units")
+    table = Table("#", "units", "share", "label", "signal mix", title=f"top signatures of {n_failed} failed units")
+    mixes = {s.id: s.signal_mix_text for s in list_signatures(store)}
     for s in sigs[:6]:
-        table.add_row(str(s.id), str(s.size), f"{100 * s.share:.0f}%", escape(s.structural_key), escape(s.label))
+        table.add_row(str(s.id), str(s.size), f"{100 * s.share:.0f}%", escape(s.label), escape(mixes.get(s.id, "")))
     console.print(table)
     return sigs
 
 
 def _labels(store: Store, data: Path, sigs: list[Signature]) -> None:
-    _step("3. annotations: criteria and expert labels")
+    _step("4. annotations: criteria and expert labels")
     top = sigs[0].id if sigs else None
     tool_sig = next((s.id for s in sigs if "error=" in s.structural_key and "error=none" not in s.structural_key), top)
     add_criterion(store, RESOLVES, name="resolves-request", signature_id=top)
@@ -128,13 +136,14 @@ def _labels(store: Store, data: Path, sigs: list[Signature]) -> None:
 
 
 def _evaluators(settings: Settings) -> list[EvaluatorDef]:
-    _step("4. evaluators: one code check and one LLM judge (local SmolLM2-135M)")
+    _step("5. evaluators: one code check and one LLM judge (local SmolLM2-135M)")
     folder = settings.evaluators_path()
     defs = [
         EvaluatorDef(name="no-tool-errors", kind="code", dimension="tool use",
                      description="Fails a unit when any tool call returned an error.",
                      criterion={"name": "tool-calls-valid", "version": 1, "text": TOOLS},
-                     code={"callable": "assay.evaluators.checks:no_tool_errors"}, min_pass_rate=0.5),
+                     code={"callable": "assay.evaluators.checks:no_tool_errors"}, min_pass_rate=0.5,
+                     sample_rate=1.0),
         EvaluatorDef(name="resolves-request-judge", kind="llm_judge", dimension="task success",
                      description="LLM judge of whether the agent resolved the request per policy.",
                      criterion={"name": "resolves-request", "version": 1, "text": RESOLVES},
@@ -163,7 +172,7 @@ def _judge_failure(judge: JudgeClient, n_errors: int, n_items: int) -> str | Non
 
 def _calibrate(store: Store, settings: Settings, defs: list[EvaluatorDef], judge_limit: int | None,
                failed: list[str]) -> None:
-    _step("5. calibration: agreement with the labels")
+    _step("6. calibration: agreement with the labels")
     judge = make_judge(settings.judge, store)
     for d in defs:
         ds = build_dataset(store, d.criterion.name)
@@ -194,7 +203,7 @@ def _calibrate(store: Store, settings: Settings, defs: list[EvaluatorDef], judge
 
 
 def _gate(store: Store, settings: Settings) -> None:
-    _step("6. gate: the active evaluators, as CI runs them")
+    _step("7. gate: the active evaluators, as CI runs them")
     judge = make_judge(settings.judge, store)
     # Two different sets of runs, so the gate compares them unpaired (Fisher's exact test); the
     # failed runs stand in for a release that made the agent worse.
@@ -216,6 +225,30 @@ def _gate(store: Store, settings: Settings) -> None:
         base = report.run_id
 
 
+def _production(store: Store, settings: Settings) -> None:
+    _step("8. production: the online worker scores the traffic; failed scores become failure signals")
+    console.print("The 300 runs stand in for production traffic (assay worker --once). Each active evaluator "
+                  "scores its sample (the code check: every unit, sample_rate 1.0); a failed score is a failure "
+                  "signal; at the end of a pass the worker takes the units it newly marks failed into the "
+                  "signatures and moves each signature's lifecycle.")
+    before = _evaluator_fails(store)
+    with progress_bar("worker", None) as advance:
+        totals = OnlineWorker(store, settings, log=lambda _line: advance(1)).run(threading.Event(), once=True)
+    console.print(f"worker: {totals.line()} (failed = errors or unscored, not fail verdicts)")
+    console.print(f"units with a failure signal from a failed score: {before} -> {_evaluator_fails(store)}")
+    latest = {c.signature_id: c for c in lifecycle_history(store)}
+    table = Table("#", "units", "lifecycle", "why", "signal mix", title="signatures after the worker's pass")
+    for sig in list_signatures(store)[:6]:
+        change = latest.get(sig.id)
+        table.add_row(str(sig.id), str(sig.size), sig.lifecycle.replace("_", " "),
+                      escape(change.reason) if change else "-", escape(sig.signal_mix_text))
+    console.print(table)
+
+
+def _evaluator_fails(store: Store) -> int:
+    return sum(c.units for c in signal_counts(store) if c.kind == "evaluator_fail")
+
+
 @handle_errors
 def demo(
     data: Annotated[Path, typer.Option(help="The shared data folder.", envvar="ASSAY_DEMO_DATA")]
@@ -224,7 +257,8 @@ def demo(
     judge_limit: Annotated[int | None, typer.Option(help="Calibrate the LLM judge on at most N labelled units.")]
     = None,
 ) -> None:
-    """Run the whole loop on real data: ingest, cluster, label, evaluate, calibrate, gate, report.
+    """Run the whole loop on real data: ingest, failure signals (outcome withheld), cluster, label, evaluate,
+    calibrate, gate, score production traffic with the online worker, report.
 
     When a stage's model fails (the local judge's process crashed, the embedding model died) the demo
     goes on with the other stages, writes its report, names what failed, and exits 3."""
@@ -232,13 +266,22 @@ def demo(
     settings = _fresh_workspace(out)
     store = Store(settings.resolved_store_url(), settings.signals, settings.environments)
     failed: list[str] = []
-    _ingest(store, data)
+    units = _ingest(store, data)
+    _step("2. failure signals: what the detectors find with the recorded outcome withheld")
+    show_blind_signals(units, settings.signals)
+    stored = update_signals(store, settings.signals)
+    n_failed = len(store.select_unit_ids("failed"))
+    console.print(f"Stored {stored.signals} failure signals of {stored.units} units (what `assay ingest` does as it "
+                  f"goes, or `assay signals update`), outcome included: {n_failed} units count as failed (a failure "
+                  f"score at or above {settings.signals.fail_at:g}), {sum(u.outcome == 'fail' for u in units)} "
+                  "of them by their recorded outcome.")
     sigs = _signatures(store, settings, failed)
     _labels(store, data, sigs)
     defs = _evaluators(settings)
     _calibrate(store, settings, defs, judge_limit, failed)
     _gate(store, settings)
-    _step("7. report")
+    _production(store, settings)
+    _step("9. report")
     path = write_report(store, out / "report.html")
     console.print(f"wrote {path}  ({time.perf_counter() - t0:.0f} s in all)")
     if failed:

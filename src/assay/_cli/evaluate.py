@@ -195,12 +195,9 @@ def _pick_version(known: dict[str, EvaluatorDef], name: str, prefix: str) -> str
 
 def _readable(defn: EvaluatorDef) -> str:
     """YAML of a definition with the prompt spelled out, for diffs."""
-    import yaml
+    from assay.evaluators.definition import readable_yaml
 
-    data = defn.model_dump(mode="json")
-    if defn.uses_judge:
-        data["judge"] = {**defn.judge_spec().model_dump(mode="json"), "prompt": defn.prompt_template()}
-    return yaml.safe_dump(data, sort_keys=False, allow_unicode=True, width=100)
+    return readable_yaml(defn)
 
 
 def print_calibration(r: CalibrationReport) -> None:

@@ -87,6 +87,8 @@ def signals_cmd(
         _summary(app, as_json)
         return
     signals = list_signals(app.store, unit_id=unit, kind=kind, source=source, limit=limit)
+    if unit is not None and not signals:
+        app.store.units([unit])  # NotFoundError (exit 2) for a unit that does not exist
     if as_json:
         console.print_json(json.dumps([s.model_dump(mode="json") | {"key": s.key} for s in signals]))
     elif signals:

@@ -454,6 +454,54 @@ class OpenCodingRow(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
+class StepNoteRow(Base):
+    """A note on one step of a unit's timeline, append-only (a correction is a new row): a ``comment``
+    or a ``correction`` (what the agent should have said or done at that step), with provenance.
+    ``step`` is the 1-based index in the step timeline of the unit's content ``content_hash``."""
+
+    __tablename__ = "step_notes"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    unit_id: Mapped[str] = mapped_column(ForeignKey("units.unit_id"), index=True)
+    step: Mapped[int] = mapped_column(Integer)
+    span_id: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    kind: Mapped[str] = mapped_column(String(20))
+    text: Mapped[str] = mapped_column(Text)
+    author: Mapped[str] = mapped_column(String(200))
+    author_kind: Mapped[str] = mapped_column(String(10), default="human")
+    criterion_id: Mapped[int | None] = mapped_column(ForeignKey("criteria.id"), nullable=True)
+    criterion_version: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    content_hash: Mapped[str] = mapped_column(String(64), default="")
+    source: Mapped[str] = mapped_column(String(300), default="")
+    extra: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class QueueAdditionRow(Base):
+    """A unit added to a signature's review queue beside its sample, with where it came from: a search, another
+    signature, an evaluator's failed scores, or a contrast item (a unit of a neighbouring signature, or a passing
+    unit, so the calibration set has both classes). Removing one deletes its row (the audit record keeps it)."""
+
+    __tablename__ = "queue_additions"
+    __table_args__ = (UniqueConstraint("signature_id", "unit_id"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    signature_id: Mapped[int] = mapped_column(ForeignKey("signatures.id"), index=True)
+    unit_id: Mapped[str] = mapped_column(ForeignKey("units.unit_id"))
+    origin: Mapped[str] = mapped_column(String(40))
+    detail: Mapped[str] = mapped_column(Text, default="")
+    added_by: Mapped[str] = mapped_column(String(200), default="")
+    added_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class QueueReviewerRow(Base):
+    """A person assigned to review a signature's queue (when a queue has any, the queue hands items to them)."""
+
+    __tablename__ = "queue_reviewers"
+    signature_id: Mapped[int] = mapped_column(ForeignKey("signatures.id"), primary_key=True)
+    annotator: Mapped[str] = mapped_column(String(200), primary_key=True)
+    assigned_by: Mapped[str] = mapped_column(String(200), default="")
+    assigned_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
 class AuditRow(Base):
     """One audit record, append-only: who did what (``action``, e.g. ``signin.failed``, ``criterion.edit``) to
     what (``target``), when, from which client address, with details (see :mod:`assay._store.audit`)."""

@@ -21,6 +21,7 @@ Endpoints:
                                       comment): 201 attached, 202 kept pending until the trace arrives, 200
                                       the same feedback again; a malformed body is 400 with the reason
     GET  /feedback                    feedback received (filter: status=pending|attached)
+    GET  /notes, POST /notes          comments and corrected outputs on steps (assay._web.api_notes)
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ from starlette.concurrency import run_in_threadpool
 from assay._store import Store
 from assay._store.spans import load_unit, resolve_unit_id, unit_row
 from assay._store.tables import AnnotationRow, ApiKeyRow, EvaluatorRow, ScoreRow
+from assay._web.api_notes import add_note_routes
 from assay.annotations import (
     Annotation,
     BinaryScale,
@@ -52,6 +54,7 @@ from assay.annotations import (
 from assay.annotations.agreement import HumanAgreement, human_agreement
 from assay.annotations.model import AnnotatorKind, Criterion, Label
 from assay.annotations.scale import ScaleValue, ShownOrder
+from assay.annotations.step_notes import StepNote, step_notes
 from assay.exceptions import NotFoundError, UsageError
 from assay.settings import Settings
 from assay.signals import FailureSignal, FeedbackItem, FeedbackResult, assess, record_feedback, unit_signals
@@ -90,6 +93,8 @@ class UnitOut(BaseModel):
                                      "(before its first scan: the source recorded a failure)")
     failure_score: float = Field(description="noisy-OR of its failure signals' strengths, 0..1")
     signals: list[FailureSignal] = Field(description="its failure signals; ``step`` points into ``steps``")
+    notes: list[StepNote] = Field(default_factory=list, description="comments and corrected outputs on its steps "
+                                                                    "(``step`` points into ``steps``), oldest first")
 
 
 class AnnotationIn(BaseModel):
@@ -292,7 +297,8 @@ def api_router(settings: Settings, store: Store) -> APIRouter:
                        content_missing_reason=u.content_missing_reason, steps=step_timeline(u),
                        usage=unit_usage(u).priced(settings.prices),
                        failed=current in store.failed_among([current]),
-                       failure_score=assess(current, signals, store.signals).score, signals=signals)
+                       failure_score=assess(current, signals, store.signals).score, signals=signals,
+                       notes=step_notes(store, [current]))
 
     @router.post("/feedback", response_model=FeedbackResult, status_code=201,
                  summary="User feedback on a trace, session or unit (thumbs or a score in [0, 1])",
@@ -411,6 +417,7 @@ def api_router(settings: Settings, store: Store) -> APIRouter:
             return [ScoreOut.model_validate(r, from_attributes=True)
                     for r in sorted(latest.values(), key=lambda r: r.unit_id)[:limit]]
 
+    add_note_routes(router, store, caller)
     return router
 
 

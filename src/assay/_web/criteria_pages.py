@@ -2,7 +2,8 @@
 covers, and what an edit makes stale, shown before saving.
 
     /criteria                       every criterion: id, name, version, scale, signatures, labels, evaluators
-    /criteria/{cid}                 one criterion by its stable id
+    /criteria/{cid}                 one criterion by its stable id (or its name), with the loop from the browser
+                                    (drafting, evaluator files, datasets: :mod:`assay._web.loop_pages`)
     /signatures/{sid}/criterion     the signature's criterion and the editor; POST (admin) creates one (a taken
                                     name is refused with a link to the criterion that has it), shares an existing
                                     one with the signature (``criterion``: its id), or writes a new version
@@ -24,6 +25,7 @@ from assay._store import Store
 from assay._store.audit import record_audit
 from assay._store.tables import EvaluatorRow
 from assay._web.auth import Account
+from assay._web.loop_pages import loop_context
 from assay._web.pages import (
     checked_form,
     client_address,
@@ -97,16 +99,27 @@ def criteria_page(request: Request) -> Response:
     return render(request, "criteria.html", session, user=user, rows=rows, sig_labels=_signature_labels(store))
 
 
-@criteria_router.get("/criteria/{cid}", response_class=HTMLResponse)
-def criterion_by_id(request: Request, cid: int) -> Response:
-    """One criterion by its stable id: text, scale, the signatures it covers, labels by annotator, evaluators."""
+def criterion_by_ref(store: Store, ref: str) -> Criterion:
+    """The criterion ``ref`` names: its stable id (digits), else its name; 404 when there is none."""
+    criteria = list_criteria(store)
+    found = next((c for c in criteria if ref.isdigit() and c.id == int(ref)), None) \
+        or next((c for c in criteria if c.name == ref), None)
+    if found is None:
+        raise HTTPException(status_code=404, detail=f"no criterion {ref!r}")
+    return found
+
+
+@criteria_router.get("/criteria/{ref}", response_class=HTMLResponse)
+def criterion_detail(request: Request, ref: str, message: str = "") -> Response:
+    """One criterion by its stable id (or its name): text, scale, the signatures it covers, labels by annotator,
+    evaluators, and the loop from the browser (labels per class, drafting, datasets: :mod:`assay._web.loop_pages`).
+    ``message``: what the last loop action did."""
     user, session = current_user(request)
-    store = ui_state(request).store
-    criterion = next((c for c in list_criteria(store) if c.id == cid), None)
-    if criterion is None:
-        raise HTTPException(status_code=404, detail=f"no criterion {cid}")
-    return render(request, "criterion_detail.html", session, user=user, sig_labels=_signature_labels(store),
-                  **_criterion_context(store, criterion))
+    ui = ui_state(request)
+    criterion = criterion_by_ref(ui.store, ref)
+    return render(request, "criterion_detail.html", session, user=user, sig_labels=_signature_labels(ui.store),
+                  message=message, **_criterion_context(ui.store, criterion),
+                  **loop_context(ui.store, ui.settings, criterion))
 
 
 def _editor(request: Request, session: dict[str, str], user: Account, sig: Signature, status: int = 200,

@@ -1,8 +1,9 @@
 """What every page of the annotation app shares: the app state, the logged-in user, CSRF-checked forms,
 rendering with the security headers, and step views of a timeline.
 
-Page modules (:mod:`assay._web.ui`, :mod:`assay._web.audit_pages`, :mod:`assay._web.dashboard`) import
-from here, never from each other.
+Page modules (:mod:`assay._web.audit_pages`, :mod:`assay._web.dashboard`, :mod:`assay._web.review_context`,
+:mod:`assay._web.loop_pages`, :mod:`assay._web.admin_pages`, :mod:`assay._web.queue_pages`,
+:mod:`assay._web.search`) import from here, never from each other; :mod:`assay._web.ui` mounts them.
 """
 
 from __future__ import annotations
@@ -13,19 +14,22 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import quote
 
 from fastapi import HTTPException, Request
 from fastapi.responses import HTMLResponse, RedirectResponse
 from jinja2 import Environment, FileSystemLoader, select_autoescape
+from markupsafe import Markup
 
 from assay._store import Store
 from assay._web.auth import SESSION_COOKIE, Account, SessionCodec, csrf_ok, get_user
+from assay._web.rendering import json_html, markdown_html, parse_json
 from assay._web.signin import SignInThrottle
 from assay.exceptions import NotFoundError
 from assay.settings import Settings
 from assay.signatures import Signature, list_signatures
+from assay.signatures.impact import RECENCY_HALF_LIFE_DAYS, SEVERITY_WEIGHT
 from assay.traces import Step
 from assay.traces.media import MediaPart
 
@@ -36,6 +40,20 @@ SECURITY_HEADERS = {"Content-Security-Policy": CSP, "X-Content-Type-Options": "n
                     "Referrer-Policy": "same-origin", "X-Frame-Options": "DENY", "Cache-Control": "no-store"}
 OPEN_CHARS = 4000
 """Steps longer than this start collapsed (errors, user and assistant turns always start open)."""
+T = TypeVar("T")
+SEVERITY: dict[int, tuple[str, str]] = {
+    1: ("minor", "cosmetic or stylistic: the user still got what they needed"),
+    2: ("moderate", "the user had to work around it, repeat themselves or wait (a failure's default)"),
+    3: ("major", "the task failed, or the agent did something wrong the user will notice"),
+    4: ("critical", "harm: money, data, safety, privacy or a policy breach; must never happen"),
+}
+"""Severity levels as the pages explain them (1 minor .. 4 critical, as labels and impact use them)."""
+IMPACT_HELP = (f"Impact adds up, over the signature's units, severity weight × recency. The weight is "
+               f"{', '.join(f'{w:g} for severity {n}' for n, w in SEVERITY_WEIGHT.items())}: a unit's severity is "
+               "the latest human label's, before anyone labels it 2 (3 when it crashed). Recency halves every "
+               f"{RECENCY_HALF_LIFE_DAYS:g} days before the newest failure. So impact moves as people label: a "
+               "unit labelled severity 3 counts 2 instead of 1.")
+"""How impact is computed (:mod:`assay.signatures.impact`), in words, for the pages that show it."""
 
 
 @dataclass
@@ -57,7 +75,14 @@ def pretty(value: Any) -> str:
 
 @dataclass(frozen=True)
 class StepView:
-    """One step as the review page shows it (computed once, so the template stays a plain loop)."""
+    """One step as the review page shows it (computed once, so the template stays a plain loop).
+
+    ``html`` is the step's content rendered (assistant markdown, JSON folded by key; see
+    :mod:`assay._web.rendering`), None where ``body`` shows as preformatted text (an input/output step's
+    JSON keeps its pretty-printed ``body`` as well, ``is_args`` set). ``error``/``stacktrace`` are a failed
+    span's (the error only when the content does not already say it), ``media`` its parts. A system prompt's
+    ``body`` is empty: the page links to it (``chars`` long) instead of repeating it in the timeline.
+    """
 
     index: int
     kind: str
@@ -67,6 +92,8 @@ class StepView:
     is_args: bool
     open: bool
     offset: str
+    html: Markup | None = None
+    chars: int = 0
     in_progress: bool = False
     span_name: str | None = None
     agent: str | None = None
@@ -80,44 +107,64 @@ def first_time(steps: list[Step]) -> int:
     return min((s.time_ns for s in steps if s.time_ns), default=0)
 
 
-def _json_body(text: str, mime_type: str | None) -> str | None:
-    """``text`` pretty-printed when it is JSON: its mime type says so (``application/json``), or none is given
-    and it parses as an object or array; None to show it as text (``text/plain`` always is)."""
+def _json_value(text: str, mime_type: str | None) -> Any | None:
+    """An input/output step's JSON value (object or array) when its mime type says JSON
+    (``application/json``), or none is given and it parses as one; None to show it as text
+    (``text/plain`` always is)."""
     if mime_type and "json" not in mime_type:
         return None
-    if not mime_type and not text.lstrip().startswith(("{", "[")):
-        return None
-    try:
-        return pretty(json.loads(text))
-    except json.JSONDecodeError:
-        return None
+    return parse_json(text)
 
 
-def step_views(steps: list[Step], t0: int | None = None) -> list[StepView]:
-    """Steps with tool arguments pretty-printed, the open/closed state and the time since ``t0``
-    (default: the first of ``steps``; give it when ``steps`` is a slice of a longer timeline)."""
+def step_views(steps: list[Step], t0: int | None = None, timed: bool = True) -> list[StepView]:
+    """Steps with assistant markdown rendered, tool arguments and JSON results folded by key, the
+    open/closed state and the time since ``t0`` (default: the first of ``steps``; give it when ``steps``
+    is a slice of a longer timeline). ``timed=False`` (times numbered by a reader, e.g. a replayed
+    benchmark run) shows no offsets: they would mean nothing."""
     t0 = first_time(steps) if t0 is None else t0
-    out = []
-    for s in steps:
-        is_args = s.kind == "tool_call" and s.arguments is not None
+    return [_view(s, t0 if timed else 0) for s in steps]
+
+
+def _step_json(s: Step) -> Any | None:
+    """The step's content as a JSON value to fold by key, or None."""
+    if s.kind in ("tool_result", "retrieval", "state"):
+        return parse_json(s.text)
+    if s.kind in ("input", "output"):
+        return _json_value(s.text, s.mime_type)
+    return None
+
+
+def _view(s: Step, t0: int) -> StepView:
+    is_args = s.kind == "tool_call" and s.arguments is not None
+    offset = f"+{(s.time_ns - t0) / 1e9:.3f} s" if t0 and s.time_ns else ""
+    always_open = s.is_error or s.kind in ("user", "assistant", "system")
+    extra: dict[str, Any] = {"in_progress": s.in_progress, "span_name": s.span_name, "agent": s.agent,
+                             "stacktrace": s.stacktrace, "media": s.media, "chars": len(s.text), "offset": offset}
+    if s.kind == "system":
+        return StepView(index=s.index, kind=s.kind, tool_name=s.tool_name, is_error=s.is_error, body="",
+                        is_args=False, open=True, error=s.error, **extra)
+    html: Markup | None = None
+    body = ""
+    if is_args and s.arguments:
+        html = json_html(s.arguments)
+    elif s.kind == "assistant" and not s.is_error:
+        html = markdown_html(s.text)
+    elif (parsed := _step_json(s)) is not None:
+        html = json_html(parsed)
+        if s.kind in ("input", "output"):  # JSON by its mime type: the plain form kept, pretty-printed
+            body, is_args = pretty(parsed), True
+    else:
         body = pretty(s.arguments) if is_args else s.text
-        if s.kind in ("input", "output"):
-            shown = _json_body(s.text, s.mime_type)
-            is_args, body = shown is not None, shown if shown is not None else body
-        opened = s.is_error or s.kind in ("user", "assistant") or len(body) < OPEN_CHARS
-        out.append(StepView(index=s.index, kind=s.kind, tool_name=s.tool_name, is_error=s.is_error, body=body,
-                            is_args=is_args, open=opened,
-                            offset=f"+{(s.time_ns - t0) / 1e9:.3f} s" if t0 and s.time_ns else "",
-                            in_progress=s.in_progress, span_name=s.span_name, agent=s.agent,
-                            error=s.error if s.error and s.error not in body else None, stacktrace=s.stacktrace,
-                            media=s.media))
-    return out
+    size = len(s.text) if html is not None else len(body)
+    return StepView(index=s.index, kind=s.kind, tool_name=s.tool_name, is_error=s.is_error, body=body,
+                    is_args=is_args, open=always_open or size < OPEN_CHARS, html=html,
+                    error=s.error if s.error and s.error not in s.text + body else None, **extra)
 
 
 class TimelineCache:
-    """In-process LRU of step timelines per ``(unit id, content hash)``: a unit's timeline is built
-    once per content version, whoever asks (annotators, the page's step chunks); the views (pretty
-    JSON) are made only for the steps rendered. Thread-safe.
+    """In-process LRU of what is read off a unit per ``(unit id, content hash)`` (its step timeline
+    and reading context): built once per content version, whoever asks (annotators, the page's step
+    chunks); the views (markdown, folded JSON) are made only for the steps rendered. Thread-safe.
 
     Args:
         size: units kept (each holds its steps' text, about the size of the unit's content).
@@ -125,16 +172,17 @@ class TimelineCache:
 
     def __init__(self, size: int = 16) -> None:
         self.size = size
-        self._items: OrderedDict[tuple[str, str], list[Step]] = OrderedDict()
+        self._items: OrderedDict[tuple[str, str], Any] = OrderedDict()
         self._lock = threading.Lock()
 
-    def get(self, unit_id: str, content_hash: str, build: Callable[[], list[Step]]) -> list[Step]:
+    def get(self, unit_id: str, content_hash: str, build: Callable[[], T]) -> T:
         """The cached steps, else ``build()`` (cached unless the hash is empty, i.e. unknown)."""
         key = (unit_id, content_hash)
         with self._lock:
             if key in self._items:
                 self._items.move_to_end(key)
-                return self._items[key]
+                found: T = self._items[key]
+                return found
         steps = build()
         if content_hash:
             with self._lock:
@@ -150,9 +198,11 @@ class TimelineCache:
 
 
 def make_env() -> Environment:
-    """The pages' Jinja2 environment: ``templates/`` beside this module, autoescaped, filter ``pretty``."""
+    """The pages' Jinja2 environment: ``templates/`` beside this module, autoescaped, filter ``pretty``,
+    globals ``severity_levels`` (:data:`SEVERITY`) and ``impact_help`` (:data:`IMPACT_HELP`)."""
     env = Environment(loader=FileSystemLoader(HERE / "templates"), autoescape=select_autoescape(default=True))
     env.filters["pretty"] = pretty
+    env.globals.update(severity_levels=SEVERITY, impact_help=IMPACT_HELP)
     return env
 
 

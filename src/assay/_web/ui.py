@@ -10,19 +10,24 @@ Routes (GET unless noted):
     /signatures/{sid}                   the queue: items, K, progress per annotator, stale labels to redo;
                                         POST (admin) sets size, K and blind review
     /signatures/{sid}/next              redirect to the caller's next item (their stale ones too)
-    /review/{unit_id}?sig=SID           the step timeline (failure signals marked at their steps) and the
-                                        label form, blind until the caller labelled (assay._web.review_labels);
-                                        POST labels (append-only)
+    /review/{unit_id}?sig=SID           the step timeline (failure signals marked at their steps, the reading
+                                        context on top) and the label form, blind until the caller labelled
+                                        (assay._web.review_labels); POST labels (append-only);
+                                        ``?criterion=NAME`` instead of ``sig`` keeps a criterion without a queue
     /timeline/{unit_id}?start=N         the next steps of a long timeline (the review page loads them)
+    /policy/..., /notes/...             the system prompt with search, step notes (assay._web.review_context)
     /media/{sha256}                     stored inline media bytes (thumbnails of the review page)
     /adjudicate/{name}/{unit_id}        POST (admin) records the final label with a reason
     /severe                             the rare-severe inbox
     /audit, /audit/{item_id}            the judge audit (see assay._web.audit_pages)
+    /criteria/..., /evaluators/...      the loop from the browser (assay._web.loop_pages)
+    /admin                              accounts, keys, worker, upload, audit record (assay._web.admin_pages)
+    /units?FILTERS                      search over units (assay._web.search); queue tools (assay._web.queue_pages)
     /review-next, /workflows            review across signatures; where failures concentrate
                                         (see assay._web.signature_pages)
 
-Criteria (/criteria, /signatures/{sid}/criterion) are in :mod:`assay._web.criteria_pages`, agreement
-(/agreement) in :mod:`assay._web.agreement_pages`, error pages in :mod:`assay._web.errors`.
+Criteria (/criteria, /criteria/{id or name}, /signatures/{sid}/criterion) are in :mod:`assay._web.criteria_pages`,
+agreement (/agreement) in :mod:`assay._web.agreement_pages`, error pages in :mod:`assay._web.errors`.
 """
 
 from __future__ import annotations
@@ -41,13 +46,16 @@ from pydantic import ValidationError
 from assay._store import Store
 from assay._store.audit import record_audit
 from assay._store.environments import environments
-from assay._store.spans import load_unit, media_bytes, orphan_count, resolve_unit_id, unit_row
+from assay._store.spans import media_bytes, orphan_count, resolve_unit_id, unit_row
 from assay._store.usage import unit_usages
+from assay._web.admin_pages import admin_router
 from assay._web.agreement_pages import agreement_router
 from assay._web.audit_pages import audit_router
 from assay._web.auth import SESSION_COOKIE, SESSION_MAX_AGE_S, SessionCodec, authenticate
 from assay._web.criteria_pages import criteria_router
 from assay._web.errors import install_error_pages
+from assay._web.jobs import Jobs
+from assay._web.loop_pages import loop_router
 from assay._web.pages import (
     HERE,
     SECURITY_HEADERS,
@@ -56,17 +64,27 @@ from assay._web.pages import (
     checked_form,
     client_address,
     current_user,
-    first_time,
     make_env,
     redirect,
     render,
     require_admin,
     session_of,
     signature_or_404,
-    step_views,
     ui_state,
 )
+from assay._web.queue_pages import queue_router, queue_tools_context
+from assay._web.review_context import (
+    finished_for,
+    next_signature,
+    reading_context,
+    reading_router,
+    review_criterion,
+    review_query,
+    unit_reading,
+    visible_notes,
+)
 from assay._web.review_labels import label_view, made_blind
+from assay._web.search import search_router
 from assay._web.signature_pages import signature_router
 from assay._web.signin import FAILED, OK, THROTTLED, wait_message
 from assay.annotations import (
@@ -84,16 +102,15 @@ from assay.annotations.queue import (
     queue_blind,
     queue_status,
     set_queue,
-    signature_criterion,
     unit_annotations,
 )
+from assay.annotations.queue_tools import all_reviewers, queue_reviewers
 from assay.annotations.scale import ShownOrder, flip
 from assay.exceptions import NotFoundError, UsageError
 from assay.settings import Settings
 from assay.signals import FailureSignal, assess, unit_signals
 from assay.signatures import lifecycle_history, list_signatures, severe_queue
 from assay.signatures.unseen import unseen_modes
-from assay.traces import Step, step_timeline
 from assay.traces.usage import usage_summary
 
 router = APIRouter()
@@ -128,6 +145,12 @@ def install_ui(app: FastAPI, settings: Settings, store: Store) -> None:
     app.include_router(agreement_router)  # human-human agreement per criterion (agreement_pages)
     app.include_router(audit_router)  # the judge-audit pages (assay.suite.audit)
     app.include_router(signature_router)  # review across signatures, workflows
+    app.include_router(reading_router)  # the system prompt with search, step notes
+    app.state.assay_jobs = Jobs()  # background jobs: calibrations, worker passes
+    app.include_router(loop_router)  # criterion -> evaluators -> calibration -> activation, datasets
+    app.include_router(admin_router)  # accounts, keys, the worker, uploads, the audit record
+    app.include_router(queue_router)  # reviewers, reservations, contrast items
+    app.include_router(search_router)  # /units: search and filters, shareable; add matches to a queue
     install_error_pages(app)  # 404/400/403/500 as pages for the browser; JSON stays JSON (errors)
 
 
@@ -201,11 +224,12 @@ def signatures_page(request: Request, message: str = "", env: str = "") -> Respo
     user, session = current_user(request)
     store = ui_state(request).store
     rows = []
+    reviewers = all_reviewers(store)
     for sig in list_signatures(store, prices=ui_state(request).settings.prices):
         if env and env not in sig.environments:
             continue
         queue = queue_status(store, sig.id)
-        rows.append({"sig": sig, "queue": queue})
+        rows.append({"sig": sig, "queue": queue, "reviewers": reviewers.get(sig.id, [])})
     return render(request, "signatures.html", session, user=user, rows=rows, message=message, env=env,
                   environments=environments(store), unseen=unseen_modes(store))
 
@@ -216,8 +240,12 @@ def queue_page(request: Request, sid: int, message: str = "", saved: str | None 
     user, session = current_user(request)
     store = ui_state(request).store
     sig = signature_or_404(store, sid)
-    return render(request, "queue.html", session, user=user, sig=sig, queue=queue_status(store, sid),
-                  message=message, saved=_saved(store, user.name, saved, sid), history=lifecycle_history(store, sid))
+    queue = queue_status(store, sid)
+    finished = bool(queue.items) and finished_for(queue, user.name)
+    return render(request, "queue.html", session, user=user, sig=sig, queue=queue, message=message,
+                  finished=finished, next_sig=next_signature(store, sid, user.name) if finished else None,
+                  saved=_saved(store, user.name, saved, sid), history=lifecycle_history(store, sid),
+                  **queue_tools_context(store, sid, user))
 
 
 @router.get("/signatures/{sid}/progress", response_class=HTMLResponse)
@@ -249,9 +277,14 @@ async def queue_settings(request: Request, sid: int) -> Response:
 
 @router.get("/signatures/{sid}/next")
 def next_item(request: Request, sid: int, after: str | None = None, saved: str | None = None) -> Response:
-    """Reserve the caller's next item of the queue and go there; back to the queue when none is left.
-    ``saved``: the item the caller just labelled (the next page announces it)."""
+    """Reserve the caller's next item of the queue and go there; back to the queue when none is left, or when the
+    queue has assigned reviewers and the caller is neither one of them nor an admin. ``saved``: the item the
+    caller just labelled (the next page announces it)."""
     user, _ = current_user(request)
+    reviewers = queue_reviewers(ui_state(request).store, sid)
+    if reviewers and user.name not in reviewers and not user.is_admin:
+        return redirect(f"/signatures/{sid}?message=" + quote(f"This queue is assigned to {', '.join(reviewers)}: "
+                                                               "ask an admin to add you."))
     try:
         unit_id = claim_next(ui_state(request).store, sid, user.name, after)
     except NotFoundError:
@@ -301,8 +334,9 @@ def _side(request: Request, unit_id: str, value: str, show_all: bool) -> Side:
     row = unit_row(ui_state(request).store, unit_id)
     if row is None:
         raise HTTPException(status_code=404, detail="no such unit")
-    steps = _steps(request, unit_id, row.content_hash)
-    shown = step_views(steps if show_all else steps[:INITIAL_STEPS], first_time(steps))
+    reading = unit_reading(request, unit_id, row.content_hash)
+    steps = reading.steps
+    shown = reading.views(0, None if show_all else INITIAL_STEPS)
     return Side(unit_id=unit_id, value=value, steps=shown, total=len(steps),
                 next_start=len(shown) if len(shown) < len(steps) else None)
 
@@ -324,15 +358,17 @@ def _queue_neighbours(store: Store, sig: int | None, unit_id: str) -> tuple[Queu
 
 @router.get("/review/{unit_id:path}", response_class=HTMLResponse)
 def review_page(request: Request, unit_id: str, sig: int | None = None, all: bool = False,  # noqa: A002
-                second: str | None = None, saved: str | None = None, across: bool = False) -> Response:
+                second: str | None = None, criterion: str | None = None, saved: str | None = None,
+                across: bool = False) -> Response:
     """The unit's step timeline and the label form, which follows the criterion's scale (levels with
     their anchors, classes, or, on a pairwise criterion, both units side by side in an order random
     per annotator). The first ``INITIAL_STEPS`` steps come with the page, the rest load right after it
     (``/timeline/...``); ``all=1`` renders every step at once; ``across=1``: reached in review order
-    across signatures (``/review-next``), where labelling leads back. A trace unit merged into a session by a
-    late session id redirects to the session. Blind review: other labels show only once the caller saved
-    a current one (:mod:`assay._web.review_labels`). ``saved``: the item the caller just labelled,
-    announced (``aria-live``) with a link to it."""
+    across signatures (``/review-next``), where labelling leads back. Above the timeline: the task, the first
+    request, the source's outcome, the system prompt's link (:mod:`assay._web.review_context`). A trace
+    unit merged into a session by a late session id redirects to the session. Blind review: other labels and
+    other people's step notes show only once the caller saved a current label (:mod:`assay._web.review_labels`).
+    ``saved``: the item the caller just labelled, announced (``aria-live``) with a link to it."""
     user, session = current_user(request)
     store = ui_state(request).store
     unit = unit_row(store, unit_id)
@@ -340,12 +376,14 @@ def review_page(request: Request, unit_id: str, sig: int | None = None, all: boo
         moved = resolve_unit_id(store, unit_id)
         if moved is None:
             raise HTTPException(status_code=404, detail="no such unit")
-        return redirect(f"/review/{quote(moved, safe='')}" + (f"?sig={sig}" if sig is not None else ""))
-    criterion = signature_criterion(store, sig) if sig is not None else None
-    second = _pair_second(store, sig, unit.unit_id, second, criterion)
-    steps = _steps(request, unit.unit_id, unit.content_hash)
-    shown = step_views(steps if all else steps[:INITIAL_STEPS], first_time(steps))
-    view = label_view(_item_labels(store, unit.unit_id, second), user.name, criterion, queue_blind(store, sig))
+        kept = f"?sig={sig}" if sig is not None else f"?criterion={quote(criterion, safe='')}" if criterion else ""
+        return redirect(f"/review/{quote(moved, safe='')}{kept}")
+    crit = review_criterion(store, sig, criterion)
+    second = _pair_second(store, sig, unit.unit_id, second, crit)
+    reading = unit_reading(request, unit.unit_id, unit.content_hash)
+    steps = reading.steps
+    shown = reading.views(0, None if all else INITIAL_STEPS)
+    view = label_view(_item_labels(store, unit.unit_id, second), user.name, crit, queue_blind(store, sig))
     prev, nxt = _queue_neighbours(store, None if across else sig, unit_id)
     sides: list[Side] = []
     if second is not None:
@@ -358,9 +396,10 @@ def review_page(request: Request, unit_id: str, sig: int | None = None, all: boo
     return render(request, "review.html", session, user=user, unit=unit, steps=shown, total=len(steps),
                   usage=usage_summary(usage) if usage is not None else None,
                   next_start=len(shown) if len(shown) < len(steps) else None, unit_id=unit.unit_id, sig=sig,
-                  criterion=criterion, scale=criterion.scale if criterion else BinaryScale(), view=view,
+                  criterion=crit, scale=crit.scale if crit else BinaryScale(), view=view,
                   labels=view.shown, prev=prev, next=nxt, mine=view.mine, second=second, sides=sides,
-                  across=across,
+                  across=across, review_q=review_query(sig, crit),
+                  notes_at=visible_notes(store, unit.unit_id, user.name, view.blind), **reading_context(unit, reading),
                   signals_at=_by_step(signals), unit_signals=[x for x in signals if x.step is None],
                   n_signals=len(signals), failure=failure, saved=_saved(store, user.name, saved, sig),
                   failed=failure.failed if view.blind else unit.unit_id in store.failed_among([unit.unit_id]),
@@ -414,15 +453,9 @@ def _by_step(signals: list[FailureSignal]) -> dict[int, list[FailureSignal]]:
     return dict(out)
 
 
-def _steps(request: Request, unit_id: str, content_hash: str) -> list[Step]:
-    """The unit's step timeline, from the in-process cache when its content is unchanged."""
-    store = ui_state(request).store
-    return ui_state(request).timelines.get(unit_id, content_hash, lambda: step_timeline(load_unit(store, unit_id)))
-
-
 @router.get("/timeline/{unit_id:path}", response_class=HTMLResponse)
 def timeline_chunk(request: Request, unit_id: str, start: int = 0, sig: int | None = None,
-                   side: str = "") -> Response:
+                   side: str = "", criterion: str | None = None) -> Response:
     """``CHUNK_STEPS`` steps of a unit's timeline from ``start`` (0-based), then the loader of the next
     chunk; what the review page fetches after it loaded (htmx). ``side`` prefixes the step ids (pairwise)."""
     user, session = current_user(request)
@@ -430,16 +463,19 @@ def timeline_chunk(request: Request, unit_id: str, start: int = 0, sig: int | No
     unit = unit_row(store, unit_id)
     if unit is None:
         raise HTTPException(status_code=404, detail="no such unit")
-    steps = _steps(request, unit.unit_id, unit.content_hash)
+    reading = unit_reading(request, unit.unit_id, unit.content_hash)
+    steps = reading.steps
     start = max(0, start)
-    shown = step_views(steps[start:start + CHUNK_STEPS], first_time(steps))
+    shown = reading.views(start, start + CHUNK_STEPS)
     end = start + len(shown)
-    criterion = signature_criterion(store, sig) if sig is not None else None
-    view = label_view(unit_annotations(store, [unit.unit_id]), user.name, criterion, queue_blind(store, sig))
+    crit = review_criterion(store, sig, criterion)
+    pair_side = side if side in ("left-", "right-") else ""
+    view = label_view(unit_annotations(store, [unit.unit_id]), user.name, crit, queue_blind(store, sig))
     signals = view.signals(unit_signals(store, [unit.unit_id])[unit.unit_id])
     return render(request, "_steps.html", session, steps=shown, total=len(steps), unit_id=unit.unit_id, sig=sig,
-                  next_start=end if end < len(steps) else None, side=side if side in ("left-", "right-") else "",
-                  signals_at=_by_step(signals))
+                  next_start=end if end < len(steps) else None, side=pair_side, signals_at=_by_step(signals),
+                  review_q=review_query(sig, crit), criterion=crit,
+                  notes_at=None if pair_side else visible_notes(store, unit.unit_id, user.name, view.blind))
 
 
 def _posted_annotation(form: dict[str, str], unit_id: str, annotator: str, criterion: Criterion | None,
@@ -481,18 +517,18 @@ def media(request: Request, sha256: str) -> Response:
 
 @router.post("/review/{unit_id:path}")
 async def label(request: Request, unit_id: str, sig: int | None = None, second: str | None = None,
-                across: bool = False) -> Response:
+                criterion: str | None = None, across: bool = False) -> Response:
     """Append one label (a correction is a new record; ``blind`` records whether the caller could see another
     label on the item) and go to the caller's next item (of the signature's queue, or with ``across=1`` in
-    review order across signatures)."""
+    review order across signatures; ``criterion=`` without a queue: back to the unit, the criterion kept)."""
     user, session = current_user(request)
     form = await checked_form(request, session)
     store = ui_state(request).store
-    criterion = signature_criterion(store, sig) if sig is not None else None
-    second = _pair_second(store, sig, unit_id, second, criterion)
-    view = label_view(_item_labels(store, unit_id, second), user.name, criterion, queue_blind(store, sig))
+    crit = review_criterion(store, sig, criterion)
+    second = _pair_second(store, sig, unit_id, second, crit)
+    view = label_view(_item_labels(store, unit_id, second), user.name, crit, queue_blind(store, sig))
     try:
-        annotation = _posted_annotation(form, unit_id, user.name, criterion, second, "ui",
+        annotation = _posted_annotation(form, unit_id, user.name, crit, second, "ui",
                                         {"signature_id": sig} if sig is not None else {})
         add_annotations(store, [annotation.model_copy(update={"blind": made_blind(view, user.name)})])
     except (ValidationError, ValueError, UsageError) as exc:
@@ -503,7 +539,8 @@ async def label(request: Request, unit_id: str, sig: int | None = None, second: 
     if across:
         return redirect(f"/review-next?after={done}")
     if sig is None:
-        return redirect(f"/review/{done}?saved={done}" + (f"&second={quote(second, safe='')}" if second else ""))
+        query = review_query(None, crit, second)
+        return redirect(f"/review/{done}" + (f"{query}&saved={done}" if query else f"?saved={done}"))
     return redirect(f"/signatures/{sig}/next?after={done}&saved={done}")
 
 

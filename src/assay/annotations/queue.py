@@ -11,6 +11,9 @@ On a pairwise criterion an item is a pair of units that answer the same input: e
 sample is paired with the nearest other member of the signature that has the same dataset item
 (the first of the unit attributes :data:`ITEM_ATTRIBUTES`, as the gate pairs runs); a unit without
 a partner is left out. The item is named by its first unit (claims, ``after``, links).
+
+Units added by hand or in bulk (a search, another signature, failed scores, contrast items;
+:mod:`assay.annotations.queue_additions`) follow the sample, each item saying where it came from.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ from assay._store.tables import (
 )
 from assay.annotations.agreement import ADJUDICATION_SOURCE, is_stale
 from assay.annotations.model import Annotation, Criterion
+from assay.annotations.queue_additions import queue_additions
 from assay.annotations.store import annotation_of, criterion_of
 from assay.exceptions import NotFoundError, UsageError
 from assay.signatures import sample_queue, signature_members
@@ -56,6 +60,8 @@ class QueueItem(BaseModel):
     annotators: list[str] = Field(description="distinct human annotators with a current label, first label first")
     stale: list[str] = Field(default_factory=list,
                              description="annotators whose labels on it are all stale: it is theirs to redo")
+    origin: str = Field("sample", description="sample (the signature's representative sample) or where an added "
+                                              "unit came from (assay.annotations.queue_additions)")
 
     def done(self, k: int) -> bool:
         """True when K different people labelled it."""
@@ -209,16 +215,20 @@ def queue_status(store: Store, signature_id: int) -> QueueStatus:
         row = s.get(ReviewQueueRow, signature_id)
         size, k, blind = (row.size, row.k, row.blind) if row is not None else (DEFAULT_SIZE, DEFAULT_K, True)
     unit_ids = sample_queue(store, signature_id, size)
+    sampled = set(unit_ids)
+    origins = {a.unit_id: a.origin for a in queue_additions(store, signature_id) if a.unit_id not in sampled}
+    unit_ids += list(origins)
     criterion = signature_criterion(store, signature_id)
     if criterion is not None and criterion.scale.kind == "pairwise":
         pairs = pair_sample(store, signature_id, unit_ids)
         current, stale = _labellers(unit_annotations(store, [u for pair in pairs for u in pair]), criterion,
                                     {frozenset(pair): pair[0] for pair in pairs})
-        items = [QueueItem(unit_id=a, second_unit_id=b, annotators=current.get(a, []), stale=stale.get(a, []))
-                 for a, b in pairs]
+        items = [QueueItem(unit_id=a, second_unit_id=b, annotators=current.get(a, []), stale=stale.get(a, []),
+                           origin=origins.get(a, "sample")) for a, b in pairs]
     else:
         current, stale = _labellers(unit_annotations(store, unit_ids), criterion)
-        items = [QueueItem(unit_id=u, annotators=current.get(u, []), stale=stale.get(u, [])) for u in unit_ids]
+        items = [QueueItem(unit_id=u, annotators=current.get(u, []), stale=stale.get(u, []),
+                           origin=origins.get(u, "sample")) for u in unit_ids]
     return QueueStatus(signature_id=signature_id, size=size, k=k, criterion=criterion, items=items,
                        blind=bool(blind))
 

@@ -14,7 +14,7 @@ from sqlalchemy import func, select
 from assay._store import Store
 from assay._store.tables import DatasetRow
 from assay.annotations.items import canonical, consensus
-from assay.annotations.model import Annotation, AnnotatorKind, Label
+from assay.annotations.model import Annotation, AnnotatorKind, Criterion, Label
 from assay.annotations.scale import BinaryScale, Scale, ScaleValue
 from assay.annotations.store import get_criterion, list_annotations
 
@@ -101,7 +101,7 @@ def build_dataset(store: Store, criterion: str,
         NotFoundError: unknown criterion.
     """
     crit = get_criterion(store, criterion)
-    items, ties, stale = consolidate(list_annotations(store, crit.name), crit.version, crit.scale, annotator_kinds)
+    items, ties, stale = consolidate(store, crit, annotator_kinds)
     digest = dataset_hash(crit.name, crit.version, items, crit.scale.kind == "binary")
     with store.session() as s:
         row = s.scalar(select(DatasetRow).where(DatasetRow.content_hash == digest))
@@ -116,9 +116,16 @@ def build_dataset(store: Store, criterion: str,
                               scale_kind=crit.scale.kind)
 
 
-def consolidate(annotations: Iterable[Annotation], criterion_version: int, scale: Scale | None = None,
-                annotator_kinds: tuple[AnnotatorKind, ...] = ("human", "code")
+def consolidate(store: Store, crit: Criterion, annotator_kinds: tuple[AnnotatorKind, ...] = ("human", "code")
                 ) -> tuple[list[GroundTruthItem], int, int]:
+    """The items a dataset of ``crit`` would hold now, without storing a version: ``(items, ties, stale)``
+    (see :func:`build_dataset` for the rules; :func:`consolidate_annotations` on the store's labels)."""
+    return consolidate_annotations(list_annotations(store, crit.name), crit.version, crit.scale, annotator_kinds)
+
+
+def consolidate_annotations(annotations: Iterable[Annotation], criterion_version: int, scale: Scale | None = None,
+                            annotator_kinds: tuple[AnnotatorKind, ...] = ("human", "code")
+                            ) -> tuple[list[GroundTruthItem], int, int]:
     """The ground-truth items of one criterion's annotations (in the order they were made) on its
     ``scale`` (None: binary): ``(items sorted by item key, ties left out, stale labels left out)``; the
     rules of :func:`build_dataset`."""

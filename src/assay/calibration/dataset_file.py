@@ -44,7 +44,7 @@ from assay.annotations import Annotation, add_annotations, get_criterion, list_a
 from assay.annotations.model import Criterion
 from assay.annotations.scale import BinaryScale, Scale
 from assay.annotations.store import criterion_scale_json
-from assay.calibration.dataset import GroundTruthItem, build_dataset, consolidate, dataset_hash
+from assay.calibration.dataset import GroundTruthItem, build_dataset, consolidate_annotations, dataset_hash
 from assay.exceptions import NotFoundError, UsageError
 from assay.traces.model import Outcome, Span, Unit, UnitKind
 
@@ -279,7 +279,7 @@ def import_dataset_file(store: Store, path: Path | str) -> DatasetImport:
     have = list_annotations(store, crit.name) if existing else []
     keys = {_label_key(a) for a in have}
     fresh = [x.annotation() for x in data.labels if _label_key(x) not in keys]
-    items, _, _ = consolidate([*have, *fresh], crit.version, crit.scale)
+    items, _, _ = consolidate_annotations([*have, *fresh], crit.version, crit.scale)
     _check_rebuilds(path, m, items, crit.scale)
     dataset_created = _check_version(store, m)
     units_new = _write_units(store, data.units)

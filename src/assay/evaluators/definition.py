@@ -395,6 +395,15 @@ def save_evaluator(defn: EvaluatorDef, path: Path | str) -> Path:
     return path
 
 
+def readable_yaml(defn: EvaluatorDef) -> str:
+    """YAML of a definition with every field and the judge prompt spelled out (its template file read), for
+    reading and diffing two versions (``assay evaluators diff``, the app's evaluator page)."""
+    data = defn.model_dump(mode="json")
+    if defn.uses_judge:
+        data["judge"] = {**defn.judge_spec().model_dump(mode="json"), "prompt": defn.prompt_template()}
+    return yaml.safe_dump(data, sort_keys=False, allow_unicode=True, width=100)
+
+
 def load_evaluators(folder: Path | str) -> list[EvaluatorDef]:
     """Read every ``*.yaml`` / ``*.yml`` evaluator in a folder, sorted by name.
 

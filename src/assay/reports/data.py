@@ -27,6 +27,11 @@ from assay.settings.run_kinds import RunKind
 from assay.signatures import Signature
 from assay.suite.drift import DriftAlert, DriftReport, NewSignature, compute_drift
 
+SECTIONS: dict[str, str] = {
+    "drift": "Drift", "scores": "Scores over time", "estimates": "Corrected pass rates",
+    "agreement": "Agreement over time", "signatures": "Signatures", "calibration": "Calibration", "gate": "Gate",
+    "redundancy": "Redundancy"}
+"""The report's sections (anchor id -> table-of-contents title), in their usual order."""
 SCORE_DAYS = 90
 """Days of production scores the over-time charts show."""
 MAX_SIGNATURE_BARS = 30
@@ -72,6 +77,25 @@ class ReportData:
     redundancy: Redundancy
     charts: dict[str, Chart] = field(default_factory=dict)
     empty: dict[str, str] = field(default_factory=dict)
+
+    def has_data(self, section: str) -> bool:
+        """Whether ``section`` (one of :data:`SECTIONS`) has something to show beyond a "no data yet" line."""
+        present = {"drift": "scores" in self.charts, "scores": "scores" in self.charts,
+                   "estimates": bool(self.estimates), "agreement": "agreement" in self.charts,
+                   "signatures": bool(self.signatures), "calibration": bool(self.calibrations),
+                   "gate": self.gate is not None, "redundancy": not self.redundancy.empty}
+        return present[section]
+
+    @property
+    def titles(self) -> dict[str, str]:
+        """Section anchor id -> its title in the table of contents (:data:`SECTIONS`)."""
+        return SECTIONS
+
+    @property
+    def section_order(self) -> list[str]:
+        """:data:`SECTIONS` with the sections that have data first (each group in its usual order), so a
+        newcomer's first look is the loop working, not four "nothing yet" lines."""
+        return sorted(SECTIONS, key=lambda key: not self.has_data(key))
 
 
 def _safe(text: str) -> str:

@@ -497,7 +497,9 @@ def _judge_item(defn: EvaluatorDef, lineage: tuple[str, str | None, int | None],
         base_lineage = base.lineage.get(defn.name, (None, None, None))
         comparison, score_cmp = _compare(outcomes, base_out, pairing)
         if comparison is None:
-            notes.append("no baseline scores to compare with")
+            scored = any(o.status in ("pass", "fail") for o in outcomes.values())
+            notes.append("no baseline scores to compare with" if scored else
+                         "no candidate unit was scored, so nothing to compare with the baseline")
         elif comparison.p_value < policy.alpha and comparison.diff < -policy.margin:
             failures.append("regression")
             reasons.append(f"significant regression: pass rate {comparison.candidate_rate:.3f} vs baseline "

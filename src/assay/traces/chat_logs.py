@@ -118,8 +118,23 @@ def conversation_unit(record: dict[str, Any], fmt: ChatFormat, line_key: str, so
     meta = record.get("metadata") if isinstance(record.get("metadata"), dict) else {}
     outcome, reward = record_outcome(record.get("outcome"))
     return Unit(unit_id=unit_id, kind="trace", source=source, spans=(root, *spans), outcome=outcome, reward=reward,
-                attributes={"format": fmt, **({"metadata": meta} if meta else {}),
+                attributes={"format": fmt, **({"metadata": meta} if meta else {}), **_item_keys(record, meta),
                             **record_feedback_attributes(record.get("feedback")), **record_environment(record)})
+
+
+ITEM_KEYS = ("dataset_item_id", "item_id", "task_id")
+"""Record fields (top level, else ``metadata``) copied to the unit's attributes: the gate pairs a candidate
+unit with the baseline unit of the same dataset item by them (``--pair-by item``)."""
+
+
+def _item_keys(record: dict[str, Any], meta: Any) -> dict[str, str]:
+    meta = meta if isinstance(meta, dict) else {}
+    out: dict[str, str] = {}
+    for key in ITEM_KEYS:
+        value = record.get(key, meta.get(key))
+        if isinstance(value, str | int) and not isinstance(value, bool) and str(value):
+            out[key] = str(value)
+    return out
 
 
 def _record_usage(record: dict[str, Any]) -> tuple[int | None, int | None, str | None]:

@@ -1,4 +1,4 @@
-// assay annotation app: keyboard shortcuts, the shortcut help and the saved-label announcement
+// assay annotation app: keyboard shortcuts, the shortcut help, the saved-label announcement and step notes in place
 // (no inline script: CSP script-src 'self').
 // Review page: j/k next/previous item, / focus rationale, Enter save (Shift+Enter: new line), Escape leaves a
 // text box. A letter or digit picks the input of the label form whose data-key it is: p/f pass/fail and 1-4
@@ -20,6 +20,13 @@
     var link = document.getElementById(id);
     if (link) { window.location.assign(link.href); }
   }
+  // A step's "comment / correct" link opens the note form in place (htmx), instead of a page of its own.
+  document.addEventListener("click", function (ev) {
+    var link = ev.target instanceof Element ? ev.target.closest("a.note-link") : null;
+    if (!link || !window.htmx || ev.ctrlKey || ev.metaKey || ev.shiftKey) { return; }
+    ev.preventDefault();
+    window.htmx.ajax("GET", link.getAttribute("href"), {target: link.closest(".step-notes"), swap: "outerHTML"});
+  });
   function showHelp() {
     var help = document.getElementById("help");
     if (help && !help.open) { help.showModal(); }
@@ -42,6 +49,8 @@
     if (ev.key === "?" && !typing(active)) { ev.preventDefault(); showHelp(); return; }
     var form = document.getElementById("label-form");
     if (!form) { return; }
+    // keys typed into another form (a step note, a search) belong to that form
+    if (active && active.form && active.form !== form) { return; }
     if (ev.key === "Enter" && !ev.shiftKey) {
       if (active && (active.tagName === "BUTTON" || active.tagName === "A" || active.tagName === "SUMMARY")) { return; }
       ev.preventDefault();

@@ -2,7 +2,7 @@
 backfill runs named once: runs of kind 'score' (assay score) become 'backfill', their lineage too
 
 Revision ID: 0010_env
-Revises: 0011_lifecycle
+Revises: 0013_review
 Create Date: 2026-12-08 10:00:00.000000
 """
 
@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = '0010_env'
-down_revision = '0011_lifecycle'
+down_revision = '0013_review'
 branch_labels = None
 depends_on = None
 
