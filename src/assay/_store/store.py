@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Engine, create_engine, event, select
+from sqlalchemy import ColumnElement, Engine, create_engine, event, select
 from sqlalchemy.orm import Session as OrmSession
 from sqlalchemy.orm import sessionmaker
 
@@ -21,7 +21,9 @@ from assay._store.migrate import upgrade as upgrade_schema
 from assay._store.signal_rows import SETTINGS_KEY, failed_units_query
 from assay._store.tables import SpanRow, UnitRow
 from assay.exceptions import NotFoundError
+from assay.settings import EnvironmentSettings, EnvScope
 from assay.settings.signals import SignalSettings
+from assay.traces.environment import Environment, unit_environment
 from assay.traces.merge import merge_copies
 from assay.traces.model import Span, SpanEvent, Unit
 from assay.traces.usage import unit_usage
@@ -51,6 +53,10 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur.close()
 
 
+_TEXT_TERMS = ("prefix:", "source:", "env:", "release:")
+"""Selection terms that need a text after the colon."""
+
+
 def unit_content_hash(spans: list[Span] | tuple[Span, ...]) -> str:
     """SHA-256 (hex) of a unit's spans, order-independent."""
     parts = sorted(json.dumps(s.model_dump(mode="json"), sort_keys=True) for s in spans)
@@ -67,11 +73,15 @@ class Store:
         signals: the ``[signals]`` settings (``settings.signals``): ``fail_at`` decides which units are
             *failed*, and the store writes failed evaluator scores as signals with their strength.
             Default: the defaults.
+        environments: the ``[environments]`` settings (``settings.environments``): the environment a unit
+            stored without one counts as, in ``env:NAME`` selections. Default: the defaults.
     """
 
-    def __init__(self, url: str, signals: SignalSettings | None = None) -> None:
+    def __init__(self, url: str, signals: SignalSettings | None = None,
+                 environments: EnvironmentSettings | None = None) -> None:
         self.url = url
         self.signals = signals or SignalSettings()
+        self.environments = environments or EnvironmentSettings()
         if url.startswith("sqlite:///") and not url.startswith("sqlite:///:memory:"):
             Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
         self.engine: Engine = create_engine(url)
@@ -97,7 +107,8 @@ class Store:
         wins field by field); identical copies count as duplicates.
 
         A unit seen before gets the new spans added; its outcome is updated when the new
-        data knows it.
+        data knows it, its environment and release when it had none
+        (:func:`assay.traces.environment.unit_environment`).
         """
         counts = IngestCounts()
         with self.session() as s:
@@ -139,6 +150,8 @@ class Store:
             counts.units_updated += 1
         if unit.outcome != "unknown":
             row.outcome, row.reward = unit.outcome, unit.reward
+        env = unit_environment(unit)
+        row.env, row.release = row.env or env.name, row.release or env.release
         for sp in new_spans:
             s.add(SpanRow(trace_id=sp.trace_id, span_id=sp.span_id, unit_id=unit.unit_id,
                           start_ns=sp.start_ns, parent_span_id=sp.parent_span_id,
@@ -154,12 +167,14 @@ class Store:
                     target.has_error = any(sp.status == "error" for sp in all_spans)
                     target.usage = unit_usage(all_spans).model_dump(mode="json")
 
-    def add_spans(self, spans: list[Span], source: str = "otlp-http") -> SpanWrite:
+    def add_spans(self, spans: list[Span], source: str = "otlp-http", environment: Environment | None = None
+                  ) -> SpanWrite:
         """Store spans arriving in batches (live ingestion): orphan/clock-skew flags, late parents
-        linked, pending log records merged; see :mod:`assay._store.spans`. Committed on return."""
+        linked, pending log records merged; see :mod:`assay._store.spans`. A unit whose spans name no
+        environment or release gets ``environment``'s (an API key's). Committed on return."""
         from assay._store.spans import add_spans
 
-        return add_spans(self, spans, source)
+        return add_spans(self, spans, source, environment)
 
     def add_log_records(self, records: list[tuple[str, str, SpanEvent]]) -> tuple[int, int]:
         """Keep OTLP log records and merge them into their spans: ``(stored, spans updated)``."""
@@ -217,10 +232,12 @@ class Store:
         A selection is ``None``/``"all"`` (every unit), ``"failed"`` (the unit's failure score, the
         noisy-OR of its failure signals, is at least ``[signals] fail_at``; see :meth:`failed_unit_ids`),
         ``"passed"`` (every other unit), ``"prefix:TEXT"`` (unit id starts with TEXT),
-        ``"source:TEXT"`` (source contains TEXT), or ``"labelled"`` (units with annotations).
+        ``"source:TEXT"`` (source contains TEXT), ``"labelled"`` (units with annotations),
+        ``"env:NAME"`` (the unit ran in environment NAME; a unit stored without one counts as
+        ``[environments] default``) or ``"release:X"`` (produced by release X).
         Comma-separated terms are intersected. ``None`` means every unit; an explicitly empty
-        selection (``""``, ``"prefix:"``, ``"source:"``, an empty comma term) is refused, so an unset
-        CI variable never silently selects everything.
+        selection (``""``, ``"prefix:"``, ``"source:"``, ``"env:"``, ``"release:"``, an empty comma term)
+        is refused, so an unset CI variable never silently selects everything.
 
         Raises:
             UsageError: an empty or unknown selection term.
@@ -230,9 +247,9 @@ class Store:
 
         if selection is not None:
             terms = [t.strip() for t in selection.split(",")]
-            if not selection.strip() or any(t in ("", "prefix:", "source:") for t in terms):
+            if not selection.strip() or any(t in ("", *_TEXT_TERMS) for t in terms):
                 raise UsageError(f"empty selection {selection!r}: give all, failed, passed, labelled, "
-                                 "prefix:TEXT or source:TEXT (omit the option for all units)")
+                                 "prefix:TEXT, source:TEXT, env:NAME or release:X (omit the option for all units)")
 
         asked = {t.strip() for t in (selection or "all").split(",")}
         with self.session() as s:
@@ -240,6 +257,8 @@ class Store:
             labelled = set(s.scalars(select(AnnotationRow.unit_id).distinct()))
             failed = set(s.scalars(failed_units_query(self.signals.fail_at))) if asked & {"failed", "passed"} \
                 else set()
+            placed = {t: set(s.scalars(select(UnitRow.unit_id).where(self._placed(t)))) for t in asked
+                      if t.startswith(("env:", "release:"))}
         ids = {r[0] for r in rows}
         for term in (selection or "all").split(","):
             term = term.strip()
@@ -255,10 +274,26 @@ class Store:
                 ids &= {r[0] for r in rows if r[0].startswith(term[7:])}
             elif term.startswith("source:"):
                 ids &= {r[0] for r in rows if term[7:] in r[1]}
+            elif term in placed:
+                ids &= placed[term]
             else:
                 raise UsageError(f"unknown unit selection {term!r}: use all, failed, passed, labelled, "
-                                 "prefix:TEXT or source:TEXT")
+                                 "prefix:TEXT, source:TEXT, env:NAME or release:X")
         return sorted(ids)
+
+    def _placed(self, term: str) -> ColumnElement[bool]:
+        """The SQL condition of an ``env:NAME`` or ``release:X`` selection term (:mod:`assay._store.environments`;
+        ``env:all`` is every unit)."""
+        from assay._store.environments import env_condition, release_condition
+
+        if term.startswith("release:"):
+            return release_condition(term.removeprefix("release:"))
+        return env_condition(self.environments.scope(term.removeprefix("env:")))
+
+    def env_scope(self, env: str | None = None) -> EnvScope | None:
+        """What ``--env`` asks for under this store's ``[environments]`` settings: None (or empty) is
+        production, ``all`` every unit (None: no filter)."""
+        return self.environments.scope(env)
 
     def failed_unit_ids(self) -> list[str]:
         """Ids of the *failed* units, sorted: a unit's failure score (noisy-OR of its failure signals'
