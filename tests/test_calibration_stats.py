@@ -198,10 +198,11 @@ def test_public_api_is_pinned() -> None:
     import assay.calibration as calibration
 
     assert sorted(calibration.__all__) == [
-        "Agreement", "CalibrationMetrics", "CalibrationReport", "Confusion", "DatasetSplit", "Estimate",
-        "GroundTruthDataset", "GroundTruthItem", "HumanCeiling", "PassRateEstimates", "agreement", "build_dataset",
-        "calibrate", "cohen_kappa", "export_dataset", "human_ceiling", "load_split", "metrics_with_ci",
-        "pass_rate_estimates", "persist_split", "ppi_mean", "rogan_gladen", "split_dataset",
+        "Agreement", "CalibrationMetrics", "CalibrationReport", "Confusion", "DatasetImport", "DatasetManifest",
+        "DatasetSplit", "Estimate", "GroundTruthDataset", "GroundTruthItem", "HumanCeiling", "PassRateEstimates",
+        "agreement", "build_dataset", "calibrate", "cohen_kappa", "export_dataset", "export_dataset_file",
+        "human_ceiling", "import_dataset_file", "load_split", "metrics_with_ci", "pass_rate_estimates",
+        "persist_split", "ppi_mean", "read_dataset_file", "rogan_gladen", "split_dataset",
     ]
 
 

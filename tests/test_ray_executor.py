@@ -109,7 +109,7 @@ def test_idempotent_writes_skip_a_retried_batch(store: Store) -> None:
     assert first.written == 30 and first.n_units == 30
     # A retried batch (same run, same results) inserts nothing.
     lineage = read_params(get_run(store, first.run_id), RunParams).lineage[f"{CODE.name}@{first.evaluator_version}"]
-    assert (lineage.run_kind, lineage.judge_model, lineage.dataset_version) == ("score", None, None)
+    assert (lineage.run_kind, lineage.judge_model, lineage.dataset_version) == ("backfill", None, None)
     assert write_results(store, lineage, first.results) == 0
     # Re-running the job with the same run id resumes: nothing scored or written twice.
     again = score_with_executor(store, CODE, ids, JudgeSettings(), run_id=first.run_id)

@@ -563,7 +563,7 @@ def test_late_session_move_drops_only_rows_that_would_collide(server: Server) ->
     pb_response(server.post("/v1/traces", pb_body(pb_span(27, 1)), PB))
     pb_response(server.post("/v1/traces", pb_body(pb_span(28, 1, attrs=session)), PB))
     old, new = f"trace/{tid(27)}", "session/s-27"
-    run, other_run = new_run(server.store, "online", RunParams()), new_run(server.store, "ci", RunParams())
+    run, other_run = new_run(server.store, "online", RunParams()), new_run(server.store, "gate", RunParams())
     with server.store.session() as s:
         s.add_all([SignatureRow(id=1, structural_key="a", label="a", keywords=[], size=1),
                    SignatureRow(id=2, structural_key="b", label="b", keywords=[], size=1)])

@@ -74,8 +74,8 @@ def count(store: Store, run_id: str) -> int:
 
 
 def test_a_batch_is_written_once_with_its_lineage(store: Store) -> None:
-    run_id = new_run(store, "score", RunParams())
-    lineage = lineage_for(CHECK, run_id, "score", dataset_version=4, judge_model=None)
+    run_id = new_run(store, "backfill", RunParams())
+    lineage = lineage_for(CHECK, run_id, "backfill", dataset_version=4, judge_model=None)
     batch = results(N_UNITS)
     assert write_results(store, lineage, batch) == N_UNITS
     assert write_results(store, lineage, batch) == 0  # a retried batch writes nothing

@@ -136,16 +136,17 @@ def test_text_form_round_trips() -> None:
 
 @pytest.mark.parametrize(("selection", "message"), [
     ("", "empty selection"), ("prefix:", "empty selection"), ("failed,,passed", "empty selection"),
-    ("source:", "empty selection"), ("failing", "unknown unit selection 'failing'"),
+    ("source:", "empty selection"), ("env:", "empty selection"), ("release:", "empty selection"),
+    ("failing", "unknown unit selection 'failing'"),
     ("prefix", "unknown unit selection 'prefix'"), ("failed:yes", "unknown unit selection 'failed:yes'")])
 def test_bad_selections_are_refused_with_the_terms_there_are(selection: str, message: str) -> None:
     with pytest.raises(UsageError, match=message) as info:
         UnitSelection.parse(selection)
-    assert "all, failed, passed, labelled, prefix:TEXT or source:TEXT" in str(info.value)
+    assert "all, failed, passed, labelled, prefix:TEXT, source:TEXT, env:NAME or release:X" in str(info.value)
 
 
 def test_every_term_is_registered_by_kind() -> None:
-    assert set(TERMS) == {"all", "failed", "passed", "labelled", "prefix", "source"}
+    assert set(TERMS) == {"all", "failed", "passed", "labelled", "prefix", "source", "env", "release"}
     assert all(cls.model_fields["kind"].default == word for word, cls in TERMS.items())
 
 
@@ -174,3 +175,12 @@ def test_prefix_is_served_by_an_index_on_postgresql(store: Store) -> None:
         compiled = query.compile(dialect=conn.dialect)
         plan = " | ".join(r[0] for r in conn.exec_driver_sql(f"EXPLAIN {compiled}", compiled.params))
     assert "ix_units_id_pattern" in plan and "~>=~" in plan, plan
+
+
+def test_env_and_release_terms_are_sql_conditions() -> None:
+    sel = UnitSelection.parse("env:evaluation,release:v2")
+    assert [t.kind for t in sel.terms] == ["env", "release"] and str(sel) == "env:evaluation,release:v2"
+    sql = str(sel.query().compile(compile_kwargs={"literal_binds": True}))
+    assert "units.env = 'evaluation'" in sql and "units.release = 'v2'" in sql
+    default = str(UnitSelection.parse("env:production").query().compile(compile_kwargs={"literal_binds": True}))
+    assert "units.env IS NULL" in default  # a unit stored without an environment counts as the default one

@@ -82,7 +82,7 @@ def test_a_failed_gate_score_is_a_signal(tmp_path: Path) -> None:
 def test_drafts_and_calibration_runs_make_no_signal(tmp_path: Path) -> None:
     settings, store = _workspace(tmp_path, status="draft")
     version = content_version(POLICY)
-    for kind in ("score", "calibration"):
+    for kind in ("backfill", "calibration"):
         run = new_run(store, kind, RunParams())
         write_scores(store, Lineage(evaluator="delay-refunds", evaluator_version=version, run_id=run, run_kind=kind),
                      [NewScore("support/0", "delay-refunds", version, None, "scored", 0.0, "fail", "refused", None)])
@@ -93,9 +93,9 @@ def test_drafts_and_calibration_runs_make_no_signal(tmp_path: Path) -> None:
                                 run_kind="calibration"),
                  [NewScore("support/2", "delay-refunds", version, None, "scored", 0.0, "fail", "refused", None)])
     assert list_signals(store) == []  # calibration scores the ground truth: no new evidence
-    backfill = new_run(store, "score", RunParams())
+    backfill = new_run(store, "backfill", RunParams())
     write_scores(store, Lineage(evaluator="delay-refunds", evaluator_version=version, run_id=backfill,
-                                run_kind="score"),
+                                run_kind="backfill"),
                  [NewScore("support/4", "delay-refunds", version, None, "scored", 0.0, "fail", "refused", None),
                   NewScore("support/5", "delay-refunds", version, None, "error", None, None, "boom", None)])
     assert [(s.unit_id, s.evidence) for s in list_signals(store)] == [("support/4", "delay-refunds failed: refused")]

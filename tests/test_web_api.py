@@ -158,7 +158,7 @@ def test_evaluators_and_latest_scores(api: Api) -> None:
         for uid, score in (("unit-00", 0.0), ("unit-01", 1.0)):
             s.add(ScoreRow(run_id=old_run, unit_id=uid, evaluator_name="pay-check", evaluator_version="v1",
                            status="scored", score=score, verdict="pass" if score else "fail"))
-    new_run_id = new_run(api.store, "ci", RunParams())
+    new_run_id = new_run(api.store, "gate", RunParams())  # run kinds are named once (RunKind)
     with api.store.session() as s:
         s.add(ScoreRow(run_id=new_run_id, unit_id="unit-00", evaluator_name="pay-check", evaluator_version="v1",
                        status="scored", score=1.0, verdict="pass"))

@@ -47,7 +47,7 @@ __version__ = "0.1.0"
 
 def open_store(settings: Settings) -> Store:
     """Open (and create if needed) the store named by ``settings.store_url``."""
-    return Store(settings.resolved_store_url(), settings.signals)
+    return Store(settings.resolved_store_url(), settings.signals, settings.environments)
 
 
 __all__ = [

@@ -26,6 +26,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict
 
 from assay.exceptions import AssayError
+from assay.models.runtime import judge_endpoint, judge_target
 from assay.settings import Settings
 
 Status = Literal["ok", "warn", "fail", "skip"]
@@ -190,17 +191,18 @@ def check_api_judge(settings: Settings) -> Check:
     if js.provider == "local":
         return Check(name="API judge", status="skip", measured="no API judge configured ([judge] provider = local)",
                      required=False)
-    if not js.api_key:
+    if not js.api_key and not (js.provider == "openai" and js.base_url):
         return Check(name="API judge", status="skip", measured=f"{js.provider} {js.model}: no API key "
                      "(ASSAY_JUDGE__API_KEY or OPENAI_API_KEY)", required=False)
-    where = f"{js.provider} {js.model} at {js.base_url or 'the default endpoint'}"
     judge = make_judge(js.model_copy(update={"max_retries": 0, "timeout_s": min(js.timeout_s, 15.0),
                                              "max_tokens": 5}))
+    where = f"{js.provider} {judge_target(js.model, judge_endpoint(judge))}"
     start = time.perf_counter()
     try:
         judge.complete([{"role": "user", "content": "Reply with the single word: ok"}])
     except AssayError as exc:
-        return Check(name="API judge", status="fail", measured=f"{where}: {exc}",
+        said = str(exc).removeprefix(judge_target(js.model, judge_endpoint(judge)) + ": ")
+        return Check(name="API judge", status="fail", measured=f"{where}: {said}",
                      fix="check [judge] base_url, model and the API key; is the endpoint reachable from here?")
     return Check(name="API judge", status="ok", measured=f"{where}: answered in {time.perf_counter() - start:.2f} s")
 

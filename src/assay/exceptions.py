@@ -18,7 +18,9 @@
         │   └── OtlpError           an OTLP/HTTP export request refused as a whole: HTTP status,
         │                           google.rpc code, message
         ├── JudgeError              a judge call that failed (timeout, transport, unparseable reply)
-        │   └── JudgeCrashed        the local judge's process died (SIGILL, SIGSEGV, killed): cause and fix
+        │   ├── JudgeCrashed        the local judge's process died (SIGILL, SIGSEGV, killed): cause and fix
+        │   └── JudgeUnreachable    the judge's endpoint failed to connect N times in a row: the run stops
+        │                           (circuit breaker), naming the URL and model
         └── NativeCrash             a child process running native code (the embedding model) died
 
 Every error carries its context in attributes so callers can report it without
@@ -201,6 +203,26 @@ class JudgeCrashed(JudgeError):
         super().__init__(message, model)
         self.signal_name = signal_name
         self.exitcode = exitcode
+
+
+class JudgeUnreachable(JudgeError):
+    """The judge's endpoint failed to answer ``failures`` calls in a row (connection errors or timeouts, retries
+    counted): the circuit breaker is open, so the run stops instead of failing every unit the same way.
+    Batch scoring (:func:`assay.evaluators.evaluate_many`) lets it through rather than recording it per unit.
+
+    Attributes:
+        url: the endpoint called (e.g. ``https://api.openai.com/v1``).
+        failures: the consecutive connection failures that opened the breaker.
+        last_error: the last failure's message.
+    """
+
+    def __init__(self, url: str, model: str, failures: int, last_error: str) -> None:
+        super().__init__(f"judge {model} at {url} is unreachable: {failures} attempts in a row got no answer "
+                         f"(last: {last_error}); is the server up and [judge] base_url right? (assay doctor checks "
+                         "it)", model)
+        self.url = url
+        self.failures = failures
+        self.last_error = last_error
 
 
 class NativeCrash(RuntimeFailure):

@@ -55,7 +55,7 @@ class AppContext:
         """
         if self._store is None:
             check_workspace(self.settings.workspace, self.may_create_workspace)
-            self._store = Store(self.settings.resolved_store_url(), self.settings.signals)
+            self._store = Store(self.settings.resolved_store_url(), self.settings.signals, self.settings.environments)
         return self._store
 
     def close(self) -> None:

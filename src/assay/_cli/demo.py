@@ -264,7 +264,7 @@ def demo(
     goes on with the other stages, writes its report, names what failed, and exits 3."""
     t0 = time.perf_counter()
     settings = _fresh_workspace(out)
-    store = Store(settings.resolved_store_url(), settings.signals)
+    store = Store(settings.resolved_store_url(), settings.signals, settings.environments)
     failed: list[str] = []
     units = _ingest(store, data)
     _step("2. failure signals: what the detectors find with the recorded outcome withheld")

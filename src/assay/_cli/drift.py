@@ -27,7 +27,23 @@ def _pct(x: float | None) -> str:
 def _estimate(e: RateEstimate) -> str:
     if e.value is None:
         return f"[dim]undefined: {escape(e.note)}[/dim]"
-    return f"{_pct(e.value)} [{_pct(e.low)}, {_pct(e.high)}]".replace("[", r"\[")
+    return f"{_pct(e.value)} [{_pct(e.low)}, {_pct(e.high)}]".replace("[", r"\[") + ("*" if e.note else "")
+
+
+def caveats(ev: EvaluatorDrift) -> list[str]:
+    """Every caveat of one evaluator's drift report that the JSON carries, in words: window notes (not
+    tested, evaluator version changed), agreement below the threshold or from labels that are not an audit
+    sample, and the notes of the pass-rate estimates."""
+    out = [f"window {w.start}: {w.note}" for w in ev.windows if w.note]
+    out += [f"window {a.start}: judge-human agreement {_pct(a.agreement)} on {a.n_pairs} labels is below the "
+            f"threshold {ev.threshold}" for a in ev.agreement if a.below_threshold]
+    if ev.agreement and ev.audit_source == "all_labels":
+        out.append("agreement is measured on every human label of a scored unit, not a random audit sample")
+    if ev.estimates is not None:
+        out += [f"{name} ({ev.estimates_window}): {e.note}" for name, e in (
+            ("raw pass rate", ev.estimates.raw), ("Rogan-Gladen", ev.estimates.rogan_gladen),
+            ("PPI", ev.estimates.ppi)) if e.note and e.value is not None]
+    return out
 
 
 def _evaluator_table(ev: EvaluatorDrift) -> Table:
@@ -44,9 +60,10 @@ def _evaluator_table(ev: EvaluatorDrift) -> Table:
 
 
 def _print_report(report: DriftReport) -> None:
-    console.print(f"drift per {report.window} since {report.since:%Y-%m-%d} (alpha {report.alpha})")
+    console.print(f"drift per {report.window} since {report.since:%Y-%m-%d} (alpha {report.alpha}), environment "
+                  f"{escape(report.environment)}, run kinds {escape(', '.join(report.run_kinds))}")
     if not report.evaluators:
-        console.print("no production scores in this period (run kinds: online, backfill by default)")
+        console.print("no production scores in this period")
     for ev in report.evaluators:
         console.print(_evaluator_table(ev))
         if ev.agreement:
@@ -57,6 +74,8 @@ def _print_report(report: DriftReport) -> None:
             e = ev.estimates
             console.print(f"  pass rate {ev.estimates_window}: raw {_estimate(e.raw)}; Rogan-Gladen "
                           f"{_estimate(e.rogan_gladen)}; PPI {_estimate(e.ppi)}")
+        for caveat in caveats(ev):
+            console.print(f"  [yellow]caveat[/yellow]: {escape(caveat)}", soft_wrap=True)
     for sig in report.new_signatures:
         console.print(f"new signature {sig.id}: {escape(sig.label)} ({sig.size} units, "
                       f"created {sig.created_at:%Y-%m-%d})")
@@ -75,6 +94,9 @@ def drift_cmd(
     periods: Annotated[int | None, typer.Option("--periods", min=1, envvar="ASSAY_DRIFT_PERIODS",
                                                 help="Windows to look back over (default 30 days or 12 weeks).")]
     = None,
+    env: Annotated[str | None, typer.Option("--env", envvar="ASSAY_DRIFT_ENV", show_default=False, help=(
+        "Read the scores of this environment's units (default: \\[environments] production; 'all': every "
+        "unit)."))] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the drift report as JSON on stdout.")] = False,
 ) -> None:
     """Check production scores for drift, and alert.
@@ -89,7 +111,8 @@ def drift_cmd(
     Exit codes: 0 no alert; 1 at least one alert fired; 2 usage or configuration error; 3 a failure.
     """
     app = get_ctx(ctx)
-    report = check_drift(app.store, app.settings.drift, "day" if window == WindowChoice.day else "week", periods)
+    report = check_drift(app.store, app.settings.drift, "day" if window == WindowChoice.day else "week", periods,
+                         env=env)
     if as_json:
         typer.echo(json.dumps({**report.model_dump(mode="json"), "exit_code": report.exit_code}, indent=2))
     else:

@@ -20,6 +20,7 @@ from assay.exceptions import ConfigError, UsageError
 from assay.signals import DetectingSink
 from assay.traces import Unit
 from assay.traces.custom import load_reader
+from assay.traces.environment import Environment
 from assay.traces.evaluations import CarriedEvaluation
 from assay.traces.ingest import IngestResult, UnitSink, WriteCounts, ingest_paths
 from assay.traces.mapping import mapping_reader
@@ -43,6 +44,13 @@ def ingest(
         "--mapping", help="Read every file with a declarative mapping (a YAML file: where the records, ids, "
         "messages, roles, tool calls, outcome, feedback, times and usage are, and regular expressions that turn "
         "text actions into tool calls); see docs/mappings.md.", envvar="ASSAY_INGEST_MAPPING")] = None,
+    env: Annotated[str | None, typer.Option("--env", envvar="ASSAY_INGEST_ENV", show_default=False, help=(
+        "The environment of units whose data names none (no deployment.environment.name resource attribute, "
+        "no environment field): e.g. --env evaluation for an evaluation batch, so it stays out of production "
+        "signatures, samples and drift."))] = None,
+    release: Annotated[str | None, typer.Option("--release", envvar="ASSAY_INGEST_RELEASE", show_default=False,
+                                                help="The release (app version) of units whose data names "
+                                                     "none (service.version).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
     signals: Annotated[bool, typer.Option("--signals/--no-signals", envvar="ASSAY_INGEST_SIGNALS",
                                           help="Detect the failure signals of the units read, while they are in "
@@ -53,6 +61,10 @@ def ingest(
     (OpenAI, Anthropic), tau-bench trajectories, Magentic-One logs.
 
     Re-ingesting adds nothing twice (a span is identified by trace id + span id).
+
+    Each unit gets the environment and release its data names (OTel resource attributes
+    deployment.environment.name and service.version, a record's environment and release fields),
+    else --env and --release; a unit named in none counts as the default environment (production).
 
     Malformed records are rejected with a reason; the rest of the file is kept.
 
@@ -78,7 +90,7 @@ def ingest(
     sink = _KeepCarried(app, inner)
     with progress_bar("ingesting", None) as advance:
         result = ingest_paths(paths, sink, fmt, progress=lambda done, total: advance(int(done > 0), total),
-                              reader=file_reader)
+                              reader=file_reader, environment=Environment(env or None, release or None))
     carried = _import_carried(sink, [str(p) for p in paths])
     found = inner.report if isinstance(inner, DetectingSink) else None
     if as_json:

@@ -11,6 +11,7 @@ import typer
 from rich.markup import escape
 
 from assay._cli import agreement as agreement_cmd
+from assay._cli import dataset as dataset_cmd
 from assay._cli import demo as demo_cmd
 from assay._cli import doctor as doctor_cmd
 from assay._cli import drift as drift_cmd
@@ -65,6 +66,7 @@ app.command("queue")(signatures_cmd.queue_cmd)
 app.add_typer(labels.labels_app, name="labels")
 app.add_typer(labels.criteria_app, name="criteria")
 app.command("agreement")(agreement_cmd.agreement_cmd)
+app.add_typer(dataset_cmd.dataset_app, name="dataset")
 app.add_typer(evaluate.evaluators_app, name="evaluators")
 app.command("calibrate")(evaluate.calibrate_cmd)
 app.command("gate")(evaluate.gate_cmd)
@@ -81,6 +83,9 @@ app.add_typer(users_cmd.keys_app, name="keys")
 def report(
     ctx: typer.Context,
     output: Annotated[Path, typer.Option("--output", "-o", help="HTML file to write.")] = Path("report.html"),
+    env: Annotated[str | None, typer.Option("--env", envvar="ASSAY_REPORT_ENV", show_default=False, help=(
+        "The environment of the production sections (default: \\[environments] production; 'all': every "
+        "unit)."))] = None,
 ) -> None:
     """Write a self-contained HTML report (opens without a network): drift alerts, scores over
     time per evaluator, pass rates corrected for judge error, judge-human agreement over time,
@@ -88,7 +93,7 @@ def report(
     from assay.reports import write_report
 
     app_ctx = get_ctx(ctx)
-    console.print(f"wrote {write_report(app_ctx.store, output, drift=app_ctx.settings.drift)}")
+    console.print(f"wrote {write_report(app_ctx.store, output, drift=app_ctx.settings.drift, env=env)}")
 
 
 def main() -> None:

@@ -81,6 +81,9 @@ def worker(
         "--niceness", min=0, max=19, envvar="ASSAY_WORKER_NICENESS",
         help="Lower this process's CPU priority by N (POSIX nice), so ingestion on the same machine wins "
              "the cores; `assay serve --worker` uses \\[online] niceness (default 19).")] = 0,
+    env: Annotated[str | None, typer.Option("--env", envvar="ASSAY_WORKER_ENV", show_default=False, help=(
+        "The environment whose units are sampled (default: \\[environments] production; 'all': every unit). "
+        "Evaluation and simulation units stay out of the production sample unless asked for."))] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the final summary as JSON.")] = False,
     allow_judge_change: AllowJudgeChangeOpt = False,
 ) -> None:
@@ -103,7 +106,9 @@ def worker(
     online = app.settings.online.model_copy(update={k: v for k, v in {
         "poll_interval_s": poll_interval, "batch_size": batch_size}.items() if v is not None})
     settings = app.settings.model_copy(update={"online": online})
-    log_line(f"worker: store {settings.resolved_store_url()}, evaluators in {settings.evaluators_path()}"
+    scope = settings.environments.scope(env)
+    log_line(f"worker: store {settings.resolved_store_url()}, evaluators in {settings.evaluators_path()}, "
+             f"environment {scope.name if scope else 'all'}"
              + (" (drain once)" if once else f", polling every {online.poll_interval_s:g} s"))
     if niceness and hasattr(os, "nice"):
         os.nice(niceness)
@@ -111,7 +116,7 @@ def worker(
     parent = os.environ.get("ASSAY_WORKER_PARENT_PID", "")
     if parent.isdigit():  # started by `assay serve --worker`: stop when that server is gone
         threading.Thread(target=_watch_parent, args=(int(parent), stop), daemon=True, name="assay-parent").start()
-    worker_ = OnlineWorker(app.store, settings, log=log_line, allow_judge_change=allow_judge_change)
+    worker_ = OnlineWorker(app.store, settings, log=log_line, env=env, allow_judge_change=allow_judge_change)
     with _GracefulStop(stop):
         totals = worker_.run(stop, once=once)
     summary = {"run_id": totals.run_id, "passes": totals.passes, "scored": totals.scored, "failed": totals.failed,

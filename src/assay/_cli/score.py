@@ -68,7 +68,7 @@ def score_cmd(
     ray_address: RayAddressOpt = None,
     run_id: Annotated[str | None, typer.Option("--run-id", help="Write into this run (created when missing); "
                                                "units it already scored are skipped, so a stopped backfill "
-                                               "resumes. Default: a new score-... run.")] = None,
+                                               "resumes. Default: a new backfill-... run.")] = None,
     batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Units per batch (one Ray task each).")] = 50,
     workers: Annotated[int | None, typer.Option("--workers", min=1, help="Ray actors (default: the cluster's "
                                                 "CPUs).")] = None,

@@ -45,7 +45,7 @@ def _seen(first: datetime | None, last: datetime | None) -> str:
 
 def _table(signatures: list[Signature], with_key: bool) -> Table:
     columns = ["id", "impact", "units", "share", "cost (mean)", "first .. last seen", "status", "lifecycle",
-               "label", "signal mix", "representative unit"]
+               "environments", "label", "signal mix", "representative unit"]
     table = Table(*columns, *(["structural key"] if with_key else []), title="failure signatures by impact")
     for sig in signatures:
         units = f"{sig.size} (+{sig.assigned})" if sig.assigned else str(sig.size)
@@ -53,33 +53,34 @@ def _table(signatures: list[Signature], with_key: bool) -> Table:
         cost = "-" if u.cost_usd_sum is None else f"${u.cost_usd_sum:.4f} (${u.cost_usd_mean or 0:.4f})"
         table.add_row(str(sig.id), f"{sig.impact:.1f}", units, f"{sig.share:.1%}", cost,
                       _seen(sig.first_seen, sig.last_seen),
-                      sig.status, sig.lifecycle.replace("_", " "), escape(sig.label),
+                      sig.status, sig.lifecycle.replace("_", " "),
+                      escape(", ".join(f"{e} {n}" for e, n in sig.environments.items())), escape(sig.label),
                       escape(mix_text(sig.signal_mix, limit=4)),
                       escape(sig.representative_unit or ""),
                       *([escape(sig.structural_key)] if with_key else []))
     return table
 
 
-def _refresh(app: AppContext, rebuild: bool, quiet: bool) -> list[Signature]:
-    """Build when asked or when nothing is built yet; else assign unseen failed units."""
+def _refresh(app: AppContext, rebuild: bool, quiet: bool, env: str | None = None) -> list[Signature]:
+    """Build when asked or when nothing is built yet; else assign unseen failed units (of ``env``)."""
     signatures = [] if rebuild else list_signatures(app.store, prices=app.settings.prices)
     stats = EmbeddingStats()
     if not signatures:
-        with progress_bar("embedding failed units", len(failed_unit_ids(app.store))) as advance:
-            signatures = build_signatures(app.store, app.settings, progress=advance, stats=stats)
+        with progress_bar("embedding failed units", len(failed_unit_ids(app.store, env))) as advance:
+            signatures = build_signatures(app.store, app.settings, progress=advance, stats=stats, env=env)
     else:
         known = {p[0] for p in map_points(app.store)}
-        unseen = [u for u in failed_unit_ids(app.store) if u not in known]
+        unseen = [u for u in failed_unit_ids(app.store, env) if u not in known]
         if unseen:
             with progress_bar("embedding new failed units", len(unseen)) as advance:
-                result = update_signatures(app.store, app.settings, progress=advance, stats=stats)
+                result = update_signatures(app.store, app.settings, progress=advance, stats=stats, env=env)
             signatures = list_signatures(app.store, prices=app.settings.prices)
             if not quiet:
                 console.print(f"{len(result.assigned)} new units assigned to signatures, "
                               f"{len(result.new_signatures)} new signatures, {len(result.new_units)} units marked new")
     if not quiet and (stats.computed or stats.cached):
         console.print(f"embedded {stats.computed} units ({stats.cached} from cache)")
-    changes = update_lifecycle(app.store, app.settings)
+    changes = update_lifecycle(app.store, app.settings, env=env)
     if changes:
         signatures = list_signatures(app.store, prices=app.settings.prices)
     if not quiet:
@@ -90,13 +91,17 @@ def _refresh(app: AppContext, rebuild: bool, quiet: bool) -> list[Signature]:
     return signatures
 
 
-def _list(ctx: typer.Context, rebuild: bool, as_json: bool, limit: int, with_key: bool = False) -> None:
+def _list(ctx: typer.Context, rebuild: bool, as_json: bool, limit: int, with_key: bool = False,
+          env: str | None = None) -> None:
     app = get_ctx(ctx)
-    signatures = _refresh(app, rebuild, quiet=as_json)
+    signatures = _refresh(app, rebuild, quiet=as_json, env=env)
     if as_json:
         console.print_json(json.dumps([s.model_dump(mode="json") for s in signatures[:limit]]))
         return
+    scope = app.store.env_scope(env)
     console.print(_table(signatures[:limit], with_key))
+    console.print(f"environment: {escape(scope.name) if scope else 'all'} (failed units of other environments are "
+                  "not clustered; --env NAME or --env all to change)", highlight=False)
     clustered = sum(s.size for s in signatures)
     total = len(map_points(app.store))
     pending = len(new_units(app.store))
@@ -122,8 +127,8 @@ def _workflow_table(report: WorkflowReport, limit: int) -> Table:
     return table
 
 
-def _by_workflow(app: AppContext, as_json: bool, limit: int) -> None:
-    report = workflow_report(app.store, app.settings.signals)
+def _by_workflow(app: AppContext, as_json: bool, limit: int, env: str | None = None) -> None:
+    report = workflow_report(app.store, app.settings.signals, env)
     if as_json:
         console.print_json(report.model_dump_json())
         return
@@ -147,45 +152,53 @@ WorkflowOpt = Annotated[bool, typer.Option("--by-workflow", help="Every unit, fa
                                            envvar="ASSAY_SIGNATURES_BY_WORKFLOW")]
 KeyOpt = Annotated[bool, typer.Option("--keys", help="Add the structural key column (tool, error, step, retrieval, "
                                                      "outcome).", envvar="ASSAY_SIGNATURES_KEYS")]
+EnvOpt = Annotated[str | None, typer.Option(
+    "--env", envvar="ASSAY_SIGNATURES_ENV", show_default=False,
+    help="Cluster the failed units of this environment (default: \\[environments] production; 'all': every "
+         "environment). Evaluation and simulation runs stay out of production signatures unless asked for.")]
 
 
 @handle_errors
 def signatures_cmd(ctx: typer.Context, rebuild: RebuildOpt = False, as_json: JsonOpt = False,
-                   limit: LimitOpt = 20, with_key: KeyOpt = False, by_workflow: WorkflowOpt = False) -> None:
+                   limit: LimitOpt = 20, with_key: KeyOpt = False, by_workflow: WorkflowOpt = False,
+                   env: EnvOpt = None) -> None:
     """List failure signatures by impact (units x severity x recency), clustering first if needed.
 
     Failed units (outcome fail, or unknown with an error span) are keyed by failed tool,
     error type, workflow step, retrieval miss and outcome, embedded offline (cached: a re-run
     embeds only changed units) and clustered with HDBSCAN; units in no cluster are noise.
     Failed units added since are assigned to the nearest signature when close enough, else
-    marked new. Re-clustering keeps the id of every signature that still exists.
+    marked new. Re-clustering keeps the id of every signature that still exists. Only production
+    units are clustered unless --env says otherwise.
     """
     if by_workflow:
-        _by_workflow(get_ctx(ctx), as_json, limit)
+        _by_workflow(get_ctx(ctx), as_json, limit, env)
         return
-    _list(ctx, rebuild, as_json, limit, with_key)
+    _list(ctx, rebuild, as_json, limit, with_key, env)
 
 
 @signatures_app.callback(invoke_without_command=True)
 @handle_errors
 def signatures_main(ctx: typer.Context, rebuild: RebuildOpt = False, as_json: JsonOpt = False,
-                    limit: LimitOpt = 20, with_key: KeyOpt = False, by_workflow: WorkflowOpt = False) -> None:
+                    limit: LimitOpt = 20, with_key: KeyOpt = False, by_workflow: WorkflowOpt = False,
+                    env: EnvOpt = None) -> None:
     """List failure signatures by impact (units x severity x recency), clustering first if needed.
 
     Failed units added since the last build are assigned to the nearest signature when close
     enough, else marked new; `--rebuild` clusters everything again, keeping the id of every
     signature that still exists. `--by-workflow` groups every unit, failed or not, by workflow instead.
+    Only production units count unless --env says otherwise.
     """
     if ctx.invoked_subcommand is None and by_workflow:
-        _by_workflow(get_ctx(ctx), as_json, limit)
+        _by_workflow(get_ctx(ctx), as_json, limit, env)
     elif ctx.invoked_subcommand is None:
-        _list(ctx, rebuild, as_json, limit, with_key)
+        _list(ctx, rebuild, as_json, limit, with_key, env)
 
 
 @signatures_app.command("update")
 @handle_errors
 def update_cmd(ctx: typer.Context, as_json: JsonOpt = False, executor: ExecutorOpt = None,
-               ray_address: RayAddressOpt = None) -> None:
+               ray_address: RayAddressOpt = None, env: EnvOpt = None) -> None:
     """Assign failed units added since the last build: nearest signature when close enough, else new.
 
     With --executor ray the new units' embeddings are computed in Ray tasks (batches of 256 texts),
@@ -202,8 +215,8 @@ def update_cmd(ctx: typer.Context, as_json: JsonOpt = False, executor: ExecutorO
         encoder = RayEncoder(address)
     stats = EmbeddingStats()
     with progress_bar("embedding new failed units", None) as advance, remote_encoding(encoder):
-        result = update_signatures(app.store, app.settings, progress=advance, stats=stats)
-    changes = update_lifecycle(app.store, app.settings)
+        result = update_signatures(app.store, app.settings, progress=advance, stats=stats, env=env)
+    changes = update_lifecycle(app.store, app.settings, env=env)
     if as_json:
         console.print_json(result.model_dump_json())
         return

@@ -58,11 +58,15 @@ def users_list(ctx: typer.Context) -> None:
 def keys_create(
     ctx: typer.Context,
     owner: Annotated[str, typer.Option("--owner", help="Who or what uses the key (a note).")] = "",
+    env: Annotated[str | None, typer.Option("--env", help="Bind the key to an environment: traces sent with it "
+                                            "whose resource names no deployment.environment.name get this one "
+                                            "(e.g. a key for the evaluation harness: --env evaluation).",
+                                            show_default=False)] = None,
 ) -> None:
     """Create an API key and print it once (only its SHA-256 is stored)."""
     from assay._web.auth import create_api_key
 
-    key = create_api_key(get_ctx(ctx).store, owner)
+    key = create_api_key(get_ctx(ctx).store, owner, env)
     err_console.print("store this key now: it cannot be shown again")
     print(key)
 
@@ -78,8 +82,9 @@ def keys_list(ctx: typer.Context) -> None:
         console.print("no API key (create one with `assay keys create`)")
     for k in keys:
         state = f"revoked {k.revoked_at:%Y-%m-%d %H:%M}" if k.revoked_at else "active"
-        console.print(f"{k.prefix}\t{k.owner or '-'}\tcreated {k.created_at:%Y-%m-%d %H:%M}\t{state}",
-                      markup=False, highlight=False)
+        console.print(f"{k.prefix}\t{k.owner or '-'}\tenv {k.env or '-'}\tcreated {k.created_at:%Y-%m-%d %H:%M}"
+                      f"\t{state}",
+                      markup=False, highlight=False, soft_wrap=True)
 
 
 @keys_app.command("revoke")

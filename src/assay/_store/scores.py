@@ -1,7 +1,8 @@
 """Runs, scores and their lineage: the one write path, below calibration and suite.
 
 A **run** (``runs`` table) is one job that writes scores: a calibration, a gate and its
-baseline, a backfill (``assay score``), an online worker. Its parameters (``runs.params``) are
+baseline, a backfill (``assay score``), an online worker; its kind is one of
+:class:`~assay.settings.run_kinds.RunKind`, named once there. Its parameters (``runs.params``) are
 a typed, versioned :class:`RunParams` stored as JSON; each kind of run extends it with its own
 fields (``GateParams`` in :mod:`assay.suite.gate`, ...) and :func:`read_params` is the one way to
 read them back. Among them, ``lineage``: for every evaluator version that wrote scores into the
@@ -24,7 +25,7 @@ import uuid
 from collections.abc import Sequence
 from typing import Any, Literal, NamedTuple, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, JsonValue
+from pydantic import BaseModel, ConfigDict, Field, JsonValue, field_validator
 from sqlalchemy import select
 from sqlalchemy.orm import Session as OrmSession
 
@@ -32,6 +33,7 @@ from assay._store.signal_rows import add_evaluator_fails
 from assay._store.store import Store
 from assay._store.tables import RunRow, ScoreRow, utcnow
 from assay.exceptions import NotFoundError
+from assay.settings.run_kinds import RENAMED, RunKind, run_kind
 
 ScoreStatus = Literal["scored", "unscored", "error", "not_applicable"]
 ParseStatus = Literal["ok", "repaired", "failed"]
@@ -61,8 +63,15 @@ class Lineage(BaseModel):
     dataset_version: int | None = Field(
         default=None, description="the ground-truth dataset version the evaluator was calibrated on (None: never)")
     run_id: str = Field(description="the run the scores belong to")
-    run_kind: str = Field(description="its kind: calibration, gate, gate-baseline, score, online, ...")
+    run_kind: str = Field(description="its kind (RunKind): calibration, gate, gate-baseline, backfill, online, "
+                                      "import")
     sample_rate: float | None = Field(default=None, description="share of production units sampled (online runs)")
+
+    @field_validator("run_kind", mode="before")
+    @classmethod
+    def _renamed(cls, value: object) -> object:
+        """An older kind name (``score``, before ``backfill``) reads as the new one."""
+        return RENAMED[value].value if isinstance(value, str) and value in RENAMED else value
 
     @property
     def key(self) -> str:
@@ -124,21 +133,31 @@ def read_params(row: RunRow, model: type[P]) -> P:
     return model.model_validate(data)
 
 
-def new_run(store: Store, kind: str, params: RunParams, run_id: str | None = None) -> str:
-    """Create a run record; returns its id (``run_id``, default ``KIND-<12 hex>``)."""
+def new_run(store: Store, kind: RunKind | str, params: RunParams, run_id: str | None = None) -> str:
+    """Create a run record; returns its id (``run_id``, default ``KIND-<12 hex>``).
+
+    Raises:
+        ValueError: ``kind`` is not a :class:`RunKind` (an older name such as ``score`` is stored as its new one).
+    """
+    kind = run_kind(kind)
     run_id = run_id or f"{kind}-{uuid.uuid4().hex[:12]}"
     with store.session() as s:
-        s.add(RunRow(run_id=run_id, kind=kind, params=params.model_dump(mode="json")))
+        s.add(RunRow(run_id=run_id, kind=kind.value, params=params.model_dump(mode="json")))
     return run_id
 
 
-def ensure_run(store: Store, run_id: str | None, kind: str, params: RunParams) -> str:
-    """The run to write into: a new one (``run_id`` None), or ``run_id`` (created with that id when missing)."""
+def ensure_run(store: Store, run_id: str | None, kind: RunKind | str, params: RunParams) -> str:
+    """The run to write into: a new one (``run_id`` None), or ``run_id`` (created with that id when missing).
+
+    Raises:
+        ValueError: ``kind`` is not a :class:`RunKind`.
+    """
+    kind = run_kind(kind)
     if run_id is None:
         return new_run(store, kind, params)
     with store.session() as s:
         if s.get(RunRow, run_id) is None:
-            s.add(RunRow(run_id=run_id, kind=kind, params=params.model_dump(mode="json")))
+            s.add(RunRow(run_id=run_id, kind=kind.value, params=params.model_dump(mode="json")))
     return run_id
 
 

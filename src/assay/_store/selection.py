@@ -11,13 +11,16 @@ commas, intersected (``failed,source:trial-1.json``):
 ``labelled``   units with at least one annotation
 ``prefix:TEXT`` unit id starts with TEXT (case-sensitive)
 ``source:TEXT`` the unit's source contains TEXT (case-sensitive)
+``env:NAME``   the unit ran in environment NAME (no environment stored: ``[environments] default``)
+``release:X``  the unit was produced by release X
 ============== ==================================================================================
 
 :meth:`UnitSelection.parse` turns the text into a :class:`UnitSelection` (a tuple of typed terms)
 or raises :class:`~assay.exceptions.UsageError`; :meth:`UnitSelection.query` is one ``SELECT`` of
 unit ids with every term in its ``WHERE`` clause, served by the indexes of migration ``0004_select``
 (``units (outcome, has_error)``, the unit id's index for ``prefix:``, ``annotations (unit_id)``;
-``source:`` is a substring test no B-tree index serves, decided in SQL). ``failed`` and ``passed`` are
+``units.env`` and ``units.release`` (migration ``0010_env``); ``source:`` is a substring test no
+B-tree index serves, decided in SQL). ``failed`` and ``passed`` are
 the one definition of a failed unit, :func:`assay._store.signal_rows.failed_units_query`, as a
 subquery; it depends on the workspace's ``[signals]`` settings, which :meth:`SelectionTerm.where`
 receives. No unit row is read into Python to decide a selection.
@@ -34,7 +37,7 @@ and validates the text after the colon: a ``datetime`` for ``since:``, an ``int`
         placeholder = "NAME"
         value: str = Field(min_length=1)
 
-        def where(self, signals: SignalSettings) -> ColumnElement[bool]:
+        def where(self, signals: SignalSettings, environments: EnvironmentSettings) -> ColumnElement[bool]:
             return UnitRow.attributes["env"].as_string() == self.value
 """
 
@@ -61,9 +64,11 @@ from sqlalchemy.sql.elements import Grouping
 from sqlalchemy.sql.operators import OperatorType
 from sqlalchemy.sql.visitors import InternalTraversal
 
+from assay._store.environments import env_condition, release_condition
 from assay._store.signal_rows import failed_units_query
 from assay._store.tables import AnnotationRow, UnitRow
 from assay.exceptions import UsageError
+from assay.settings import EnvironmentSettings
 from assay.settings.signals import SignalSettings
 
 
@@ -138,9 +143,10 @@ class SelectionTerm(BaseModel):
         value = getattr(self, "value", None)
         return self.kind if value is None else f"{self.kind}:{value}"
 
-    def where(self, signals: SignalSettings) -> ColumnElement[bool]:
+    def where(self, signals: SignalSettings, environments: EnvironmentSettings) -> ColumnElement[bool]:
         """The SQL condition on ``units`` rows this term selects, under the workspace's ``[signals]``
-        settings (``fail_at`` decides ``failed``)."""
+        settings (``fail_at`` decides ``failed``) and ``[environments]`` settings (the environment a unit
+        stored without one counts as)."""
         raise NotImplementedError
 
 
@@ -149,7 +155,7 @@ class AllTerm(SelectionTerm):
 
     kind: Literal["all"] = "all"
 
-    def where(self, signals: SignalSettings) -> ColumnElement[bool]:
+    def where(self, signals: SignalSettings, environments: EnvironmentSettings) -> ColumnElement[bool]:
         return true()
 
 
@@ -160,7 +166,7 @@ class FailedTerm(SelectionTerm):
 
     kind: Literal["failed"] = "failed"
 
-    def where(self, signals: SignalSettings) -> ColumnElement[bool]:
+    def where(self, signals: SignalSettings, environments: EnvironmentSettings) -> ColumnElement[bool]:
         return UnitRow.unit_id.in_(failed_units_query(signals.fail_at))
 
 
@@ -169,7 +175,7 @@ class PassedTerm(SelectionTerm):
 
     kind: Literal["passed"] = "passed"
 
-    def where(self, signals: SignalSettings) -> ColumnElement[bool]:
+    def where(self, signals: SignalSettings, environments: EnvironmentSettings) -> ColumnElement[bool]:
         return UnitRow.unit_id.not_in(failed_units_query(signals.fail_at))
 
 
@@ -178,7 +184,7 @@ class LabelledTerm(SelectionTerm):
 
     kind: Literal["labelled"] = "labelled"
 
-    def where(self, signals: SignalSettings) -> ColumnElement[bool]:
+    def where(self, signals: SignalSettings, environments: EnvironmentSettings) -> ColumnElement[bool]:
         return UnitRow.unit_id.in_(select(AnnotationRow.unit_id))
 
 
@@ -189,7 +195,7 @@ class PrefixTerm(SelectionTerm):
     placeholder = "TEXT"
     value: str = Field(min_length=1)
 
-    def where(self, signals: SignalSettings) -> ColumnElement[bool]:
+    def where(self, signals: SignalSettings, environments: EnvironmentSettings) -> ColumnElement[bool]:
         return starts_with(UnitRow.unit_id, self.value)
 
 
@@ -200,11 +206,34 @@ class SourceTerm(SelectionTerm):
     placeholder = "TEXT"
     value: str = Field(min_length=1)
 
-    def where(self, signals: SignalSettings) -> ColumnElement[bool]:
+    def where(self, signals: SignalSettings, environments: EnvironmentSettings) -> ColumnElement[bool]:
         return contains(UnitRow.source, self.value)
 
 
-Term = Annotated[AllTerm | FailedTerm | PassedTerm | LabelledTerm | PrefixTerm | SourceTerm,
+class EnvTerm(SelectionTerm):
+    """``env:NAME``: the unit ran in environment NAME (a unit stored without one counts as ``[environments]
+    default``; ``env:all`` is every unit); see :mod:`assay._store.environments`."""
+
+    kind: Literal["env"] = "env"
+    placeholder = "NAME"
+    value: str = Field(min_length=1)
+
+    def where(self, signals: SignalSettings, environments: EnvironmentSettings) -> ColumnElement[bool]:
+        return env_condition(environments.scope(self.value))
+
+
+class ReleaseTerm(SelectionTerm):
+    """``release:X``: the unit was produced by release X (exact match)."""
+
+    kind: Literal["release"] = "release"
+    placeholder = "X"
+    value: str = Field(min_length=1)
+
+    def where(self, signals: SignalSettings, environments: EnvironmentSettings) -> ColumnElement[bool]:
+        return release_condition(self.value)
+
+
+Term = Annotated[AllTerm | FailedTerm | PassedTerm | LabelledTerm | PrefixTerm | SourceTerm | EnvTerm | ReleaseTerm,
                  Field(discriminator="kind")]
 """Every selection term, told apart by ``kind``."""
 
@@ -264,16 +293,20 @@ class UnitSelection(BaseModel):
     def __str__(self) -> str:
         return ",".join(t.text() for t in self.terms) or "all"
 
-    def where(self, signals: SignalSettings | None = None) -> ColumnElement[bool]:
+    def where(self, signals: SignalSettings | None = None,
+              environments: EnvironmentSettings | None = None) -> ColumnElement[bool]:
         """The SQL condition on ``units`` rows: every term's, joined with AND.
 
         Args:
             signals: the workspace's ``[signals]`` settings (the store's ``Store.signals``); default:
                 the defaults. ``fail_at`` decides ``failed`` and ``passed``.
+            environments: the ``[environments]`` settings (``Store.environments``); default: the defaults.
+                ``default`` is the environment of a unit stored without one, for ``env:NAME``.
         """
-        cfg = signals or SignalSettings()
-        return and_(true(), *(t.where(cfg) for t in self.terms))
+        cfg, envs = signals or SignalSettings(), environments or EnvironmentSettings()
+        return and_(true(), *(t.where(cfg, envs) for t in self.terms))
 
-    def query(self, signals: SignalSettings | None = None) -> Select[str]:
-        """``SELECT unit_id FROM units WHERE ... ORDER BY unit_id`` (``signals`` as in :meth:`where`)."""
-        return select(UnitRow.unit_id).where(self.where(signals)).order_by(UnitRow.unit_id)
+    def query(self, signals: SignalSettings | None = None,
+              environments: EnvironmentSettings | None = None) -> Select[str]:
+        """``SELECT unit_id FROM units WHERE ... ORDER BY unit_id`` (settings as in :meth:`where`)."""
+        return select(UnitRow.unit_id).where(self.where(signals, environments)).order_by(UnitRow.unit_id)

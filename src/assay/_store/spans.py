@@ -46,6 +46,7 @@ from sqlalchemy import (
     cast,
     delete,
     insert,
+    or_,
     select,
     update,
 )
@@ -54,6 +55,7 @@ from sqlalchemy.orm import Session as OrmSession
 from assay._store.signal_rows import rekey_unit
 from assay._store.tables import Base, EmbeddingRow, LogRecordRow, MediaRow, SignatureRow, SpanRow, UnitRow
 from assay.exceptions import NotFoundError
+from assay.traces.environment import Environment, spans_environment
 from assay.traces.media import span_media
 from assay.traces.merge import merge_copies
 from assay.traces.model import Span, SpanEvent, Unit
@@ -229,7 +231,7 @@ def resolve_unit_id(store: Store, unit_id: str) -> str | None:
         return owner
 
 
-def add_spans(store: Store, spans: list[Span], source: str) -> SpanWrite:
+def add_spans(store: Store, spans: list[Span], source: str, environment: Environment | None = None) -> SpanWrite:
     """Store spans (see module docstring). A span already stored, or sent twice in the batch (same trace
     id + span id), is merged with its other copies (:func:`assay.traces.merge.merge_copies`: the most
     complete copy wins field by field, whatever the order); identical copies count as duplicates.
@@ -238,6 +240,8 @@ def add_spans(store: Store, spans: list[Span], source: str) -> SpanWrite:
         store: the store.
         spans: valid spans, any order, any traces.
         source: recorded on units created here, e.g. ``"otlp-http"``.
+        environment: the environment and release of a touched unit that has none yet and whose new spans
+            name none (an API key's bound environment); the spans' own (resource) attributes win.
 
     Returns:
         :class:`SpanWrite` counts, after commit.
@@ -287,9 +291,23 @@ def add_spans(store: Store, spans: list[Span], source: str) -> SpanWrite:
         out.spans_new = len(new)
         out.linked = _link_children(s, new, starts, out)
         _refresh_units(s, touched, existing_units, values)
+        _place_units(s, written, unit_of, environment)
     if merged_keys:
         out.warnings.insert(0, _merge_warning(merged_keys))
     return out
+
+
+def _place_units(s: OrmSession, spans: list[Span], unit_of: dict[str, str], fallback: Environment | None) -> None:
+    """Give touched units without an environment or release the one their new or merged ``spans`` name, else
+    ``fallback``."""
+    by_unit: dict[str, list[Span]] = defaultdict(list)
+    for sp in spans:
+        by_unit[unit_of[sp.trace_id]].append(sp)
+    rows = s.scalars(select(UnitRow).where(UnitRow.unit_id.in_(list(by_unit)),
+                                           or_(UnitRow.env.is_(None), UnitRow.release.is_(None))))
+    for row in rows:
+        found = spans_environment(by_unit[row.unit_id]).or_else(fallback)
+        row.env, row.release = row.env or found.name, row.release or found.release
 
 
 def merge_batch(spans: list[Span]) -> tuple[list[Span], int, set[tuple[str, str]]]:

@@ -22,7 +22,9 @@ from assay._store.selection import UnitSelection
 from assay._store.signal_rows import SETTINGS_KEY, failed_units_query
 from assay._store.tables import SpanRow, UnitRow
 from assay.exceptions import NotFoundError
+from assay.settings import EnvironmentSettings, EnvScope
 from assay.settings.signals import SignalSettings
+from assay.traces.environment import Environment, unit_environment
 from assay.traces.merge import merge_copies
 from assay.traces.model import Span, SpanEvent, Unit
 from assay.traces.usage import unit_usage
@@ -72,11 +74,15 @@ class Store:
         signals: the ``[signals]`` settings (``settings.signals``): ``fail_at`` decides which units are
             *failed*, and the store writes failed evaluator scores as signals with their strength.
             Default: the defaults.
+        environments: the ``[environments]`` settings (``settings.environments``): the environment a unit
+            stored without one counts as, in ``env:NAME`` selections. Default: the defaults.
     """
 
-    def __init__(self, url: str, signals: SignalSettings | None = None) -> None:
+    def __init__(self, url: str, signals: SignalSettings | None = None,
+                 environments: EnvironmentSettings | None = None) -> None:
         self.url = url
         self.signals = signals or SignalSettings()
+        self.environments = environments or EnvironmentSettings()
         if url.startswith("sqlite:///") and not url.startswith("sqlite:///:memory:"):
             Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
         self.engine: Engine = create_engine(url)
@@ -102,7 +108,8 @@ class Store:
         wins field by field); identical copies count as duplicates.
 
         A unit seen before gets the new spans added; its outcome is updated when the new
-        data knows it.
+        data knows it, its environment and release when it had none
+        (:func:`assay.traces.environment.unit_environment`).
         """
         counts = IngestCounts()
         with self.session() as s:
@@ -144,6 +151,8 @@ class Store:
             counts.units_updated += 1
         if unit.outcome != "unknown":
             row.outcome, row.reward = unit.outcome, unit.reward
+        env = unit_environment(unit)
+        row.env, row.release = row.env or env.name, row.release or env.release
         for sp in new_spans:
             s.add(SpanRow(trace_id=sp.trace_id, span_id=sp.span_id, unit_id=unit.unit_id,
                           start_ns=sp.start_ns, parent_span_id=sp.parent_span_id,
@@ -159,12 +168,14 @@ class Store:
                     target.has_error = any(sp.status == "error" for sp in all_spans)
                     target.usage = unit_usage(all_spans).model_dump(mode="json")
 
-    def add_spans(self, spans: list[Span], source: str = "otlp-http") -> SpanWrite:
+    def add_spans(self, spans: list[Span], source: str = "otlp-http", environment: Environment | None = None
+                  ) -> SpanWrite:
         """Store spans arriving in batches (live ingestion): orphan/clock-skew flags, late parents
-        linked, pending log records merged; see :mod:`assay._store.spans`. Committed on return."""
+        linked, pending log records merged; see :mod:`assay._store.spans`. A unit whose spans name no
+        environment or release gets ``environment``'s (an API key's). Committed on return."""
         from assay._store.spans import add_spans
 
-        return add_spans(self, spans, source)
+        return add_spans(self, spans, source, environment)
 
     def add_log_records(self, records: list[tuple[str, str, SpanEvent]]) -> tuple[int, int]:
         """Keep OTLP log records and merge them into their spans: ``(stored, spans updated)``."""
@@ -233,17 +244,24 @@ class Store:
         A selection is a :class:`~assay._store.selection.UnitSelection` or its text form: ``None``/``"all"``
         (every unit), ``"failed"`` (the unit's failure score, the noisy-OR of its failure signals, is at
         least ``[signals] fail_at``; see :meth:`failed_unit_ids`), ``"passed"`` (every other unit),
-        ``"prefix:TEXT"`` (unit id starts with TEXT), ``"source:TEXT"`` (source contains TEXT), or
-        ``"labelled"`` (units with annotations). Comma-separated terms are intersected. ``None`` means
-        every unit; an explicitly empty selection (``""``, ``"prefix:"``, ``"source:"``, an empty comma
-        term) is refused, so an unset CI variable never silently selects everything.
+        ``"prefix:TEXT"`` (unit id starts with TEXT), ``"source:TEXT"`` (source contains TEXT),
+        ``"labelled"`` (units with annotations), ``"env:NAME"`` (the unit ran in environment NAME; a unit
+        stored without one counts as ``[environments] default``) or ``"release:X"`` (produced by release
+        X). Comma-separated terms are intersected. ``None`` means every unit; an explicitly empty selection
+        (``""``, ``"prefix:"``, ``"source:"``, ``"env:"``, ``"release:"``, an empty comma term) is refused,
+        so an unset CI variable never silently selects everything.
 
         Raises:
             UsageError: an empty or unknown selection term.
         """
-        query = UnitSelection.parse(selection).query(self.signals)
+        query = UnitSelection.parse(selection).query(self.signals, self.environments)
         with self.session() as s:
             return list(s.scalars(query))
+
+    def env_scope(self, env: str | None = None) -> EnvScope | None:
+        """What ``--env`` asks for under this store's ``[environments]`` settings: None (or empty) is
+        production, ``all`` every unit (None: no filter)."""
+        return self.environments.scope(env)
 
     def failed_unit_ids(self) -> list[str]:
         """Ids of the *failed* units, sorted: a unit's failure score (noisy-OR of its failure signals'

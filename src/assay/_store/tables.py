@@ -52,6 +52,11 @@ class UnitRow(Base):
     usage: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     """The unit's :class:`assay.traces.usage.UnitUsage` (without configured prices), recomputed when its
     spans change; None for a unit stored before it existed (computed when first read)."""
+    env: Mapped[str | None] = mapped_column(String(100), nullable=True, index=True)
+    """Where the unit ran (:mod:`assay.traces.environment`): from its data, else the ingest option or the
+    API key's environment; None when nothing named one (it counts as ``[environments] default``)."""
+    release: Mapped[str | None] = mapped_column(String(100), nullable=True, index=True)
+    """The release (app version) that produced it, None when unknown."""
 
 
 class SpanRow(Base):
@@ -295,7 +300,8 @@ class AccountRow(Base):
 
 
 class ApiKeyRow(Base):
-    """An API key for ingestion and the REST API: only its SHA-256 is stored."""
+    """An API key for ingestion and the REST API: only its SHA-256 is stored; it may be bound to an
+    environment (``env``)."""
 
     __tablename__ = "api_keys"
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -304,6 +310,8 @@ class ApiKeyRow(Base):
     owner: Mapped[str] = mapped_column(String(200), default="")
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     revoked_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    env: Mapped[str | None] = mapped_column(String(100), nullable=True)
+    """The environment the receiver gives units sent with this key when their resource names none."""
 
 
 class ReviewQueueRow(Base):

@@ -39,7 +39,7 @@ from sqlalchemy import func, select
 from starlette.concurrency import run_in_threadpool
 
 from assay._store import Store
-from assay._store.spans import load_unit, resolve_unit_id
+from assay._store.spans import load_unit, resolve_unit_id, unit_row
 from assay._store.tables import AnnotationRow, ApiKeyRow, EvaluatorRow, ScoreRow
 from assay._web.api_notes import add_note_routes
 from assay.annotations import (
@@ -74,6 +74,9 @@ class UnitOut(BaseModel):
     resolved_from: str | None = Field(None, description="the id asked for, when it was merged into this unit")
     kind: str = Field(description="'session' or 'trace'")
     source: str
+    environment: str | None = Field(None, description="where it ran (deployment.environment.name, an ingest "
+                                    "option or the API key's); null: not set (it counts as [environments] default)")
+    release: str | None = Field(None, description="the release (service.version) that produced it; null: unknown")
     outcome: str = Field(description="'pass', 'fail' or 'unknown' (as the source recorded it)")
     reward: float | None
     trace_ids: list[str]
@@ -283,9 +286,11 @@ def api_router(settings: Settings, store: Store) -> APIRouter:
         if current is None:
             raise HTTPException(status_code=404, detail=f"unit not found: {unit_id!r}")
         u = load_unit(store, current)
+        row = unit_row(store, current)
         signals = unit_signals(store, [current])[current]
         return UnitOut(unit_id=u.unit_id, resolved_from=unit_id if current != unit_id else None, kind=u.kind,
-                       source=u.source, outcome=u.outcome, reward=u.reward, trace_ids=u.trace_ids,
+                       source=u.source, environment=row.env if row else None, release=row.release if row else None,
+                       outcome=u.outcome, reward=u.reward, trace_ids=u.trace_ids,
                        span_count=len(u.spans), has_error=u.has_error,
                        open_spans=sum(s.end_ns <= 0 and not s.synthetic_time for s in u.spans),
                        orphan_spans=sum("orphan" in s.flags for s in u.spans),

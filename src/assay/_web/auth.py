@@ -97,29 +97,46 @@ def get_user(store: Store, name: str) -> Account:
         return Account(row.name, row.role)  # type: ignore[arg-type]
 
 
-def create_api_key(store: Store, owner: str = "") -> str:
-    """Create an API key and return it (shown once; only its SHA-256 is stored)."""
+def create_api_key(store: Store, owner: str = "", env: str | None = None) -> str:
+    """Create an API key and return it (shown once; only its SHA-256 is stored).
+
+    Args:
+        owner: who or what uses it (a note).
+        env: bind the key to an environment: the OTLP receiver gives units sent with it this
+            environment when their resource names none (``deployment.environment.name``).
+
+    Raises:
+        UsageError: an empty or over-long environment name.
+    """
+    if env is not None and not (0 < len(env.strip()) <= 100):
+        raise UsageError("--env takes an environment name of 1 to 100 characters")
     key = KEY_PREFIX + secrets.token_urlsafe(32)
     with store.session() as s:
-        s.add(ApiKeyRow(prefix=key[:12], key_hash=hashlib.sha256(key.encode()).hexdigest(), owner=owner))
+        s.add(ApiKeyRow(prefix=key[:12], key_hash=hashlib.sha256(key.encode()).hexdigest(), owner=owner,
+                        env=env.strip() if env else None))
     return key
 
 
 @dataclass(frozen=True)
 class ApiKeyInfo:
-    """What is known of a stored key: its first 12 characters, owner note and dates (UTC)."""
+    """What is known of a stored key: its first 12 characters, owner note, dates (UTC) and bound environment."""
 
     prefix: str
     owner: str
     created_at: datetime
     revoked_at: datetime | None
+    env: str | None = None
+
+
+def _info(row: ApiKeyRow) -> ApiKeyInfo:
+    return ApiKeyInfo(row.prefix, row.owner, row.created_at, row.revoked_at, row.env)
 
 
 def list_api_keys(store: Store) -> list[ApiKeyInfo]:
     """Every API key ever created, oldest first (the key itself is never stored)."""
     with store.session() as s:
         rows = s.scalars(select(ApiKeyRow).order_by(ApiKeyRow.id))
-        return [ApiKeyInfo(r.prefix, r.owner, r.created_at, r.revoked_at) for r in rows]
+        return [_info(r) for r in rows]
 
 
 def revoke_api_key(store: Store, prefix: str) -> int:
@@ -151,10 +168,15 @@ def has_api_keys(store: Store) -> bool:
 
 def check_api_key(store: Store, key: str) -> bool:
     """True when ``key`` is a stored, unrevoked API key."""
+    return stored_api_key(store, key) is not None
+
+
+def stored_api_key(store: Store, key: str) -> ApiKeyInfo | None:
+    """The stored, unrevoked API key ``key`` (its prefix, owner, bound environment), else None."""
     digest = hashlib.sha256(key.encode()).hexdigest()
     with store.session() as s:
         row = s.scalar(select(ApiKeyRow).where(ApiKeyRow.key_hash == digest))
-        return row is not None and row.revoked_at is None
+        return _info(row) if row is not None and row.revoked_at is None else None
 
 
 class SessionCodec:

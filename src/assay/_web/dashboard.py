@@ -26,6 +26,7 @@ from fastapi import APIRouter, FastAPI, HTTPException, Request
 from fastapi.responses import FileResponse, HTMLResponse, Response
 from jinja2 import ChoiceLoader, Environment, FileSystemLoader, PackageLoader, select_autoescape
 
+from assay._store.environments import environments
 from assay._web.pages import CSP, HERE, SECURITY_HEADERS, current_user, ui_state
 from assay.reports.data import build_report_data
 from assay.reports.html import fmt, plotly_js_path
@@ -64,14 +65,15 @@ def install_dashboard(app: FastAPI) -> None:
 
 
 @router.get("/dashboard", response_class=HTMLResponse)
-def dashboard(request: Request) -> Response:
-    """The report's sections, computed from the store now."""
+def dashboard(request: Request, env: str | None = None) -> Response:
+    """The report's sections, computed from the store now, for the units of ``env`` (default production)."""
     user, session = current_user(request)
     ui = ui_state(request)
-    data = build_report_data(ui.store, ui.settings.drift)
-    env: Environment = request.app.state.assay_dashboard_env
-    html = env.get_template("dashboard.html").render(user=user, csrf_token=session.get("csrf", ""), data=data,
-                                                        style_ids=plotly_style_ids())
+    data = build_report_data(ui.store, ui.settings.drift, env=env)
+    jinja: Environment = request.app.state.assay_dashboard_env
+    html = jinja.get_template("dashboard.html").render(user=user, csrf_token=session.get("csrf", ""), data=data,
+                                                        style_ids=plotly_style_ids(),
+                                                        environments=environments(ui.store))
     return HTMLResponse(html, headers=DASHBOARD_HEADERS)
 
 

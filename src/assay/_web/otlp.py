@@ -9,7 +9,8 @@ response uses the request's content type. Valid spans are stored and invalid one
 count and a message in ``partialSuccess``; a response is sent only after the store committed.
 Failures answer a ``google.rpc.Status`` (``{code, message}`` in JSON): 400 undecodable body, 401
 missing/wrong API key, 413 body over ``max_body_bytes`` (compressed or not), 415 other content types,
-503 store unavailable (retryable).
+503 store unavailable (retryable). A stored API key may be bound to an environment (``assay keys create
+--env NAME``): units sent with it whose resource names no ``deployment.environment.name`` get it.
 
 User feedback in spans (attributes, events) and log records is recorded as it arrives
 (:mod:`assay.signals.feedback`): attached to its unit, or kept pending until its trace arrives. The
@@ -32,30 +33,34 @@ from assay.exceptions import OtlpError
 from assay.settings import ServerSettings
 from assay.signals import feedback
 from assay.traces import otlp
+from assay.traces.environment import Environment
 from assay.traces.model import Span
 from assay.traces.otlp import Encoding, LogItem, Signal
 
 _MEDIA = {"protobuf": "application/x-protobuf", "json": "application/json"}
 
 
-def check_api_key(request: Request, api_key: str | None, store: Store | None = None) -> None:
+def check_api_key(request: Request, api_key: str | None, store: Store | None = None) -> Environment | None:
     """Raises OtlpError 401 unless ``Authorization: Bearer KEY`` or ``x-api-key: KEY`` matches.
 
     Keys are required when ``[server] api_key`` is configured or the store holds API keys
     (``assay keys create``); either kind is accepted.
+
+    Returns:
+        the environment a stored key is bound to (``assay keys create --env NAME``), else None.
     """
-    from assay._web.auth import check_api_key as stored_key_ok
-    from assay._web.auth import has_api_keys
+    from assay._web.auth import has_api_keys, stored_api_key
 
     keys_stored = store is not None and has_api_keys(store)
     if not api_key and not keys_stored:
-        return
+        return None
     auth = request.headers.get("authorization", "")
     given = auth[7:].strip() if auth.lower().startswith("bearer ") else request.headers.get("x-api-key", "")
     if given and api_key and secrets.compare_digest(given.encode(), api_key.encode()):
-        return
-    if given and store is not None and keys_stored and stored_key_ok(store, given):
-        return
+        return None
+    info = stored_api_key(store, given) if given and store is not None and keys_stored else None
+    if info is not None:
+        return Environment(info.env) if info.env else None
     raise OtlpError(401, 16, "missing or wrong API key: send 'Authorization: Bearer <key>' or 'x-api-key'")
 
 
@@ -90,12 +95,13 @@ class Receiver:
     store: Store
     lock: threading.Lock
 
-    def write_spans(self, spans: list[Span]) -> list[str]:
+    def write_spans(self, spans: list[Span], environment: Environment | None = None) -> list[str]:
         """Store spans (committed on return), then the feedback they carry and pending feedback naming their
-        traces or sessions (:mod:`assay.signals.feedback`); the clock-skew warnings."""
+        traces or sessions (:mod:`assay.signals.feedback`); the clock-skew warnings. ``environment`` is the
+        API key's, for units whose resource names none."""
         cfg = self.store.signals
         with self.lock:
-            warnings = self.store.add_spans(spans, "otlp-http").warnings
+            warnings = self.store.add_spans(spans, "otlp-http", environment).warnings
             items = [item for sp in spans for item in feedback.from_span(sp, cfg)]
             if items:
                 feedback.record_feedback(self.store, items, cfg)
@@ -116,14 +122,15 @@ class Receiver:
 async def _handle(request: Request, receiver: Receiver, signal: Signal) -> Response:
     encoding: Encoding = "json" if "json" in request.headers.get("content-type", "") else "protobuf"
     try:
-        await run_in_threadpool(check_api_key, request, receiver.settings.api_key, receiver.store)
+        environment = await run_in_threadpool(check_api_key, request, receiver.settings.api_key, receiver.store)
         encoding = otlp.request_encoding(request.headers.get("content-type"))
         body = await read_body(request, receiver.settings.max_body_bytes)
         warnings: list[str] = []
         if signal == "traces":
             spans, rejected = await run_in_threadpool(otlp.decode_spans, body, encoding)
             if spans:
-                warnings = otlp.utf8_warnings(spans) + await run_in_threadpool(receiver.write_spans, spans)
+                warnings = otlp.utf8_warnings(spans) + await run_in_threadpool(receiver.write_spans, spans,
+                                                                               environment)
         else:
             items, rejected = await run_in_threadpool(otlp.decode_logs, body, encoding)
             if items:

@@ -45,6 +45,7 @@ from pydantic import ValidationError
 
 from assay._store import Store
 from assay._store.audit import record_audit
+from assay._store.environments import environments
 from assay._store.spans import media_bytes, orphan_count, resolve_unit_id, unit_row
 from assay._store.usage import unit_usages
 from assay._web.admin_pages import admin_router
@@ -217,17 +218,20 @@ async def logout(request: Request) -> Response:
 
 # --- signatures and queues -----------------------------------------------------------------
 @router.get("/", response_class=HTMLResponse)
-def signatures_page(request: Request, message: str = "") -> Response:
-    """Signatures ranked by impact with volume, share, signal mix, review progress and criterion status."""
+def signatures_page(request: Request, message: str = "", env: str = "") -> Response:
+    """Signatures ranked by impact with volume, share, environments, signal mix, review progress and criterion
+    status; ``?env=NAME`` keeps the signatures with members in that environment."""
     user, session = current_user(request)
     store = ui_state(request).store
     rows = []
     reviewers = all_reviewers(store)
     for sig in list_signatures(store, prices=ui_state(request).settings.prices):
+        if env and env not in sig.environments:
+            continue
         queue = queue_status(store, sig.id)
         rows.append({"sig": sig, "queue": queue, "reviewers": reviewers.get(sig.id, [])})
-    return render(request, "signatures.html", session, user=user, rows=rows, message=message,
-                  unseen=unseen_modes(store))
+    return render(request, "signatures.html", session, user=user, rows=rows, message=message, env=env,
+                  environments=environments(store), unseen=unseen_modes(store))
 
 
 @router.get("/signatures/{sid}", response_class=HTMLResponse)
@@ -399,7 +403,7 @@ def review_page(request: Request, unit_id: str, sig: int | None = None, all: boo
                   signals_at=_by_step(signals), unit_signals=[x for x in signals if x.step is None],
                   n_signals=len(signals), failure=failure, saved=_saved(store, user.name, saved, sig),
                   failed=failure.failed if view.blind else unit.unit_id in store.failed_among([unit.unit_id]),
-                  orphans=orphan_count(store, unit.unit_id))
+                  orphans=orphan_count(store, unit.unit_id), default_env=store.environments.default or "none")
 
 
 @dataclass(frozen=True)

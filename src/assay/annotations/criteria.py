@@ -22,7 +22,13 @@ from assay._store.tables import CriterionRow, CriterionSignatureRow, SignatureRo
 from assay.annotations.agreement import is_stale
 from assay.annotations.model import Annotation, Criterion
 from assay.annotations.scale import BinaryScale, Scale
-from assay.annotations.store import _scale_json, add_criterion, criterion_of, get_criterion, list_annotations
+from assay.annotations.store import (
+    add_criterion,
+    criterion_of,
+    criterion_scale_json,
+    get_criterion,
+    list_annotations,
+)
 from assay.exceptions import NameTaken, NotFoundError, UsageError
 from assay.signatures import signature_members
 
@@ -89,7 +95,7 @@ def create_criterion(store: Store, text: str, name: str, signature_id: int | Non
             if has is not None:
                 raise UsageError(f"signature {signature_id} has criterion {has.name!r} (id {has.id}) already: edit it")
         row = CriterionRow(name=name, text=text.strip(), version=1, signature_id=signature_id,
-                           scale=_scale_json(scale or BinaryScale()))
+                           scale=criterion_scale_json(scale or BinaryScale()))
         s.add(row)
         s.flush()
         return criterion_of(row)

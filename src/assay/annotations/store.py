@@ -32,7 +32,7 @@ def criterion_of(row: CriterionRow) -> Criterion:
                      scale=read_scale(row.scale))
 
 
-def _scale_json(scale: Scale) -> dict[str, object] | None:
+def criterion_scale_json(scale: Scale) -> dict[str, object] | None:
     """What the ``criteria.scale`` column stores: NULL for binary (as every criterion made before scales)."""
     return None if scale.kind == "binary" else scale.model_dump(mode="json")
 
@@ -65,7 +65,7 @@ def add_criterion(store: Store, text: str, name: str | None = None, signature_id
         row = s.scalar(select(CriterionRow).where(CriterionRow.name == name))
         if row is None:
             row = CriterionRow(name=name, text=text.strip(), version=1, signature_id=signature_id,
-                               scale=_scale_json(scale or BinaryScale()))
+                               scale=criterion_scale_json(scale or BinaryScale()))
             s.add(row)
             s.flush()
             return criterion_of(row)
@@ -73,7 +73,7 @@ def add_criterion(store: Store, text: str, name: str | None = None, signature_id
         if row.text != text.strip() or (scale is not None and read_scale(row.scale) != scale):
             row.text, row.version = text.strip(), row.version + 1
             if scale is not None:
-                row.scale = _scale_json(scale)
+                row.scale = criterion_scale_json(scale)
         s.flush()
         return criterion_of(row)
 
@@ -118,7 +118,8 @@ def list_criteria(store: Store) -> list[Criterion]:
 
 
 def add_annotations(store: Store, annotations: list[Annotation]) -> int:
-    """Append annotations (never overwrites). Returns the number written.
+    """Append annotations (never overwrites). Returns the number written. An annotation's ``created_at``
+    is kept when set (an imported label keeps when it was made), else it is now.
 
     Each is checked against its criterion's scale (none: binary) and written with its value in
     canonical form (:func:`~assay.annotations.model.fit_to_scale`).
@@ -154,7 +155,8 @@ def add_annotations(store: Store, annotations: list[Annotation]) -> int:
                                 annotator=a.annotator, annotator_kind=a.annotator_kind, label=a.label,
                                 value=None if scale.kind == "binary" else a.value, second_unit_id=a.second_unit_id,
                                 shown_order=a.shown_order, severity=a.severity, rationale=a.rationale,
-                                source=a.source, extra=a.extra, blind=a.blind))
+                                source=a.source, extra=a.extra, blind=a.blind,
+                                **({"created_at": a.created_at} if a.created_at else {})))
         s.flush()
         write_signals(s, [sig for sig in signals if sig is not None])
     return len(annotations)

@@ -40,6 +40,7 @@ from assay.evaluators.runner import judge_settings_for
 from assay.exceptions import UsageError
 from assay.models import JudgeClient, JudgeIdentity, judge_identity
 from assay.settings import CalibrationSettings, JudgeSettings
+from assay.settings.run_kinds import RunKind
 
 
 class CalibrationReport(BaseModel):
@@ -147,14 +148,15 @@ def calibrate(store: Store, defn: EvaluatorDef, judge: JudgeClient | None, judge
                          f"{ds.scale_kind}: set criterion.scale in the evaluator file to the criterion's scale")
     version = content_version(defn)
     split = persist_split(store, split_dataset(ds, fractions, seed))
-    run_id = new_run(store, "calibration", CalibrationParams(
-        evaluator=defn.name, evaluator_version=version, dataset_version=ds.version, split_id=split.split_id,
+    run_id = new_run(store, RunKind.CALIBRATION, CalibrationParams(
+        evaluator=defn.name, evaluator_version=version, dataset_version=ds.version, dataset_hash=ds.content_hash,
+        split_id=split.split_id,
         test_touched=True))
     labels = {i.key: _pass_fail(defn, i.target) for i in ds.items}
     judge = effective_judge(defn, judge, judge_settings)
     identity = None if judge is None else judge_identity(judge, judge_settings_for(defn, judge_settings))
     results, swapped = _evaluate_items(store, defn, ds.items, judge, judge_settings, progress)
-    write_results(store, lineage_for(defn, run_id, "calibration", ds.version, judge_model_of(results), judge,
+    write_results(store, lineage_for(defn, run_id, RunKind.CALIBRATION, ds.version, judge_model_of(results), judge,
                                      judge_settings), results)
     scored = [r for r in results if isinstance(r, EvaluationResult)]
     test, overall = _split_metrics(scored, labels, split, n_boot, seed, min_per_class)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections import Counter, defaultdict
+from collections.abc import Iterable
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict
@@ -14,7 +15,7 @@ from assay._store import Store
 from assay._store.tables import DatasetRow
 from assay.annotations.items import canonical, consensus
 from assay.annotations.model import Annotation, AnnotatorKind, Criterion, Label
-from assay.annotations.scale import ScaleValue
+from assay.annotations.scale import BinaryScale, Scale, ScaleValue
 from assay.annotations.store import get_criterion, list_annotations
 
 
@@ -75,8 +76,10 @@ class GroundTruthDataset(BaseModel):
         return dict(Counter(str(i.target) for i in self.items))
 
 
-def _hash(criterion: str, version: int, items: list[GroundTruthItem], binary: bool) -> str:
-    """sha256 of the content; binary datasets hash as before scales existed (their versions stay)."""
+def dataset_hash(criterion: str, version: int, items: list[GroundTruthItem], binary: bool = True) -> str:
+    """The content hash of a dataset (SHA-256 hex of criterion name, criterion version and the items:
+    unit id and label on a binary criterion, as before scales existed, so their versions stay; item key
+    and value on the others): what identifies a version across stores."""
     pairs = [[i.unit_id, i.label] if binary else [i.key, i.target] for i in items]
     payload = json.dumps([criterion, version, pairs], sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()
@@ -89,15 +92,17 @@ def build_dataset(store: Store, criterion: str,
     The latest label of each annotator counts (corrections are later records); labels
     made under an older criterion version are stale and left out; an item's label is the
     consensus of its annotators (:func:`~assay.annotations.items.consensus`: the majority, the
-    median level on an ordinal scale), items whose annotators split evenly left out.
+    median level on an ordinal scale), items whose annotators split evenly left out. Versions are
+    a sequence in the store (the next is the largest so far plus one), never a time; content seen
+    before (its hash) keeps its version, also one imported with
+    :func:`assay.calibration.import_dataset_file`.
 
     Raises:
         NotFoundError: unknown criterion.
     """
     crit = get_criterion(store, criterion)
     items, ties, stale = consolidate(store, crit, annotator_kinds)
-    binary = crit.scale.kind == "binary"
-    digest = _hash(crit.name, crit.version, items, binary)
+    digest = dataset_hash(crit.name, crit.version, items, crit.scale.kind == "binary")
     with store.session() as s:
         row = s.scalar(select(DatasetRow).where(DatasetRow.content_hash == digest))
         if row is None:
@@ -114,13 +119,23 @@ def build_dataset(store: Store, criterion: str,
 def consolidate(store: Store, crit: Criterion, annotator_kinds: tuple[AnnotatorKind, ...] = ("human", "code")
                 ) -> tuple[list[GroundTruthItem], int, int]:
     """The items a dataset of ``crit`` would hold now, without storing a version: ``(items, ties, stale)``
-    (see :func:`build_dataset` for the rules)."""
+    (see :func:`build_dataset` for the rules; :func:`consolidate_annotations` on the store's labels)."""
+    return consolidate_annotations(list_annotations(store, crit.name), crit.version, crit.scale, annotator_kinds)
+
+
+def consolidate_annotations(annotations: Iterable[Annotation], criterion_version: int, scale: Scale | None = None,
+                            annotator_kinds: tuple[AnnotatorKind, ...] = ("human", "code")
+                            ) -> tuple[list[GroundTruthItem], int, int]:
+    """The ground-truth items of one criterion's annotations (in the order they were made) on its
+    ``scale`` (None: binary): ``(items sorted by item key, ties left out, stale labels left out)``; the
+    rules of :func:`build_dataset`."""
+    scale = scale or BinaryScale()
     latest: dict[tuple[str, str], Annotation] = {}
     stale = 0
-    for a in list_annotations(store, crit.name):
+    for a in annotations:
         if a.annotator_kind not in annotator_kinds:
             continue
-        if a.criterion_version is not None and a.criterion_version != crit.version:
+        if a.criterion_version is not None and a.criterion_version != criterion_version:
             stale += 1
             continue
         a = canonical(a)
@@ -130,10 +145,10 @@ def consolidate(store: Store, crit: Criterion, annotator_kinds: tuple[AnnotatorK
         per_item[key].append(a)
     items: list[GroundTruthItem] = []
     ties = 0
-    binary = crit.scale.kind == "binary"
+    binary = scale.kind == "binary"
     for key in sorted(per_item):
         votes = per_item[key]
-        value = consensus([a.value for a in votes if a.value is not None], crit.scale)
+        value = consensus([a.value for a in votes if a.value is not None], scale)
         if value is None:
             ties += 1
             continue

@@ -24,6 +24,7 @@ from assay._store import Store
 from assay._store.scores import RunParams, read_params
 from assay._store.tables import RunRow
 from assay.calibration.dataset import GroundTruthDataset
+from assay.settings.run_kinds import RunKind
 
 SplitName = Literal["train", "dev", "test"]
 SPLITS: tuple[SplitName, ...] = ("train", "dev", "test")
@@ -79,6 +80,8 @@ class CalibrationParams(RunParams):
     evaluator: str
     evaluator_version: str
     dataset_version: int
+    dataset_hash: str | None = Field(default=None, description="the dataset version's content hash: the same "
+                                     "version number means the same items in every store it was imported into")
     split_id: str | None = None
     test_touched: bool = Field(default=False, description="the run reported a result on the test items")
 
@@ -137,7 +140,7 @@ def persist_split(store: Store, split: DatasetSplit) -> DatasetSplit:
     with store.session() as s:
         if s.get(RunRow, split.split_id) is None:
             params = SplitParams(dataset_version=split.dataset_version, seed=split.seed, fractions=split.fractions)
-            s.add(RunRow(run_id=split.split_id, kind="split", params=params.model_dump(mode="json"),
+            s.add(RunRow(run_id=split.split_id, kind=RunKind.SPLIT.value, params=params.model_dump(mode="json"),
                          summary={"assignment": split.assignment, "sizes": split.sizes()}))
     return split
 
@@ -146,7 +149,7 @@ def load_split(store: Store, split_id: str) -> DatasetSplit | None:
     """A stored split, or None."""
     with store.session() as s:
         row = s.get(RunRow, split_id)
-    if row is None or row.kind != "split":
+    if row is None or row.kind != RunKind.SPLIT:
         return None
     params = read_params(row, SplitParams)
     return DatasetSplit(split_id=row.run_id, dataset_version=params.dataset_version, seed=params.seed,
@@ -156,7 +159,7 @@ def load_split(store: Store, split_id: str) -> DatasetSplit | None:
 def count_test_uses(store: Store, split_id: str) -> int:
     """How many calibration runs have reported a result on this split's test items."""
     with store.session() as s:
-        rows = s.scalars(select(RunRow).where(RunRow.kind == "calibration"))
+        rows = s.scalars(select(RunRow).where(RunRow.kind == RunKind.CALIBRATION.value))
         runs = [read_params(r, CalibrationParams) for r in rows]
     return sum(1 for p in runs if p.split_id == split_id and p.test_touched)
 

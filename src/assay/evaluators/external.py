@@ -39,8 +39,9 @@ from assay._store.store import Store
 from assay._store.tables import RunRow, ScoreRow
 from assay.annotations.scale import ScaleValue
 from assay.evaluators.definition import EvaluatorDef
+from assay.settings.run_kinds import RunKind
 
-IMPORT_RUN_KIND = "import"
+IMPORT_RUN_KIND = RunKind.IMPORT
 """The kind of the runs that hold imported scores."""
 
 

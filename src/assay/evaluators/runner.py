@@ -28,7 +28,7 @@ from assay.evaluators.external import ExternalEvaluatorDef, latest_imports, read
 from assay.evaluators.kinds import KindRunner, evaluator_kind, runner_class
 from assay.evaluators.results import Evaluation, EvaluationResult, EvaluatorFailure
 from assay.evaluators.verdict import Unparsed, parse_verdict
-from assay.exceptions import ConfigError, EnvironmentProblem, JudgeError, UsageError
+from assay.exceptions import ConfigError, EnvironmentProblem, JudgeError, JudgeUnreachable, UsageError
 from assay.models.base import JudgeClient
 from assay.models.factory import make_judge
 from assay.settings import JudgeSettings
@@ -40,6 +40,9 @@ Progress = Callable[[int], None]
 """Called with ``1`` after each unit (the number of units just done, like a progress bar's ``advance(n)``)."""
 
 REASON_MAX_CHARS = 300
+STOPS_BATCH = (UsageError, EnvironmentProblem, JudgeUnreachable)
+"""Errors that stop a batch instead of becoming one unit's error: misconfiguration, a missing package or model,
+and a judge whose endpoint is unreachable (its circuit breaker opened: every unit would fail the same way)."""
 
 
 _SHARED_STEPS: ContextVar[dict[int, tuple[Unit, list[Step]]] | None] = ContextVar("assay_shared_steps", default=None)
@@ -212,7 +215,7 @@ class CodeRunner(KindRunner[CodeEvaluatorDef]):
             if isinstance(value, NotApplicable):
                 return self.failure(unit, "not_applicable", value.reason, decided_by="code", **pair)
             return scored_by_check(self, unit, value, "", **pair)
-        except (UsageError, EnvironmentProblem):
+        except STOPS_BATCH:
             raise
         except Exception as exc:
             return self.failure(unit, "error", f"{type(exc).__name__}: {exc}", decided_by="code", **pair)
@@ -255,7 +258,7 @@ class JudgeRunner(KindRunner[J]):
         prompt = render_prompt(self.defn, shown[0], self.settings, self.template, second=shown[1])
         try:
             reply = self.judge.complete([{"role": "user", "content": prompt}], verdict_schema(list(labels), spec.scale))
-        except (UsageError, EnvironmentProblem):
+        except STOPS_BATCH:
             raise
         except JudgeError as exc:
             return self.failure(unit, "error", str(exc), exc.raw, getattr(exc, "attempts", 1), "judge", **pair)
@@ -324,7 +327,7 @@ class HybridRunner(JudgeRunner[HybridEvaluatorDef]):
             if isinstance(decision, NotApplicable):
                 return self.failure(unit, "not_applicable", f"[code] {decision.reason}", decided_by="code", **pair)
             return scored_by_check(self, unit, decision, "[code] ", **pair)
-        except (UsageError, EnvironmentProblem):
+        except STOPS_BATCH:
             raise
         except Exception as exc:
             return self.failure(unit, "error", f"[code] {type(exc).__name__}: {exc}", decided_by="code", **pair)
@@ -412,6 +415,8 @@ def evaluate_many(defn: EvaluatorDef, units: Sequence[Unit], judge: JudgeClient 
     Raises:
         ConfigError, MissingDependency: as :func:`evaluate` (misconfiguration stops the batch
         at once instead of failing every unit the same way).
+        JudgeUnreachable: the judge's circuit breaker opened (``[judge] breaker_after`` connection failures
+            in a row): the batch stops, in-flight units finish or fail fast.
     """
     runner = make_runner(defn, judge, settings, store)
     return _run_all(runner, [(u, None) for u in units], runner.run, settings, progress, concurrency)
@@ -453,7 +458,7 @@ def _run_all(runner: KindRunner[Any], jobs: Sequence[tuple[Unit, Unit | None]],
     def one(job: tuple[Unit, Unit | None]) -> Evaluation:
         try:
             return run(job[0]) if job[1] is None else run(*job)
-        except (UsageError, EnvironmentProblem):
+        except STOPS_BATCH:
             raise
         except Exception as exc:
             return runner.failure(job[0], "error", f"{type(exc).__name__}: {exc}")

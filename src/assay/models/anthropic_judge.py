@@ -8,7 +8,7 @@ from typing import Any
 
 from assay.exceptions import ConfigError, JudgeError, MissingDependency
 from assay.models.base import ChatMessage, JudgeReply
-from assay.models.runtime import TransientJudgeError, parse_retry_after
+from assay.models.runtime import TransientJudgeError, judge_target, parse_retry_after
 from assay.settings import JudgeSettings
 
 _INSTALL_HINT = "pip install 'assay[anthropic]'"
@@ -52,6 +52,11 @@ class AnthropicJudge:
                                            http_client=http_client)
 
     @property
+    def endpoint(self) -> str:
+        """The URL called (``base_url``, or the SDK's default ``https://api.anthropic.com``)."""
+        return str(self._client.base_url).rstrip("/")
+
+    @property
     def parameters(self) -> Mapping[str, Any]:
         """Everything besides model name and prompt that shapes the reply (part of cache keys)."""
         return {"provider": "anthropic", "base_url": self.settings.base_url, "max_tokens": self.settings.max_tokens}
@@ -72,17 +77,29 @@ class AnthropicJudge:
                 model=self.model_name, messages=chat,  # type: ignore[arg-type]
                 max_tokens=self.settings.max_tokens, **kwargs)
         except self._sdk.APITimeoutError as exc:
-            raise TransientJudgeError(f"judge call timed out after {self.settings.timeout_s} s",
+            raise TransientJudgeError(f"{self._target}: call timed out after {self.settings.timeout_s} s",
                                       self.model_name) from exc
         except self._sdk.APIConnectionError as exc:
-            raise TransientJudgeError(f"judge connection failed: {exc}", self.model_name) from exc
+            raise TransientJudgeError(f"{self._target}: connection failed: {exc}", self.model_name) from exc
         except self._sdk.APIStatusError as exc:
-            message = f"judge call failed: {type(exc).__name__}: {exc}"
+            message = f"{self._target}: call failed: {type(exc).__name__}: {exc}"
             if exc.status_code in _TRANSIENT_STATUS or exc.status_code >= 500:
                 retry_after = parse_retry_after(exc.response.headers.get("retry-after"))
                 raise TransientJudgeError(message, self.model_name, exc.status_code, retry_after) from exc
             raise JudgeError(message, self.model_name) from exc
         latency = time.perf_counter() - start
+        return self._reply(response, latency)
+
+    @property
+    def _target(self) -> str:
+        return judge_target(self.model_name, self.endpoint)
+
+    def _reply(self, response: Any, latency: float) -> JudgeReply:
+        """The :class:`JudgeReply` of a Messages API response.
+
+        Raises:
+            JudgeError: no text in it.
+        """
         text = "".join(getattr(block, "text", "") for block in response.content if block.type == "text")
         if not text:
             raise JudgeError("judge returned no text", self.model_name)

@@ -8,7 +8,7 @@ from typing import Any, Literal
 
 from assay.exceptions import ConfigError, JudgeError, MissingDependency
 from assay.models.base import ChatMessage, JudgeReply
-from assay.models.runtime import TransientJudgeError, parse_retry_after
+from assay.models.runtime import TransientJudgeError, judge_target, parse_retry_after
 from assay.settings import JudgeSettings
 
 _UNSUPPORTED_STRICT_KEYWORDS = frozenset({"minLength", "maxLength"})
@@ -60,6 +60,11 @@ class OpenAICompatibleJudge:
                                      timeout=settings.timeout_s,
                                      max_retries=settings.max_retries if max_retries is None else max_retries,
                                      http_client=http_client)
+
+    @property
+    def endpoint(self) -> str:
+        """The URL called (``base_url``, or the SDK's default ``https://api.openai.com/v1``)."""
+        return str(self._client.base_url).rstrip("/")
 
     @property
     def parameters(self) -> Mapping[str, Any]:
@@ -124,11 +129,12 @@ class OpenAICompatibleJudge:
 
     def _error(self, exc: Exception) -> JudgeError:
         """The assay error for an SDK exception: transient (worth a retry) or permanent."""
+        target = judge_target(self.model_name, self.endpoint)
         if isinstance(exc, self._openai.APITimeoutError):
-            return TransientJudgeError(f"judge call timed out after {self.settings.timeout_s} s", self.model_name)
+            return TransientJudgeError(f"{target}: call timed out after {self.settings.timeout_s} s", self.model_name)
         if isinstance(exc, self._openai.APIConnectionError):
-            return TransientJudgeError(f"judge connection failed: {exc}", self.model_name)
-        message = f"judge call failed: {type(exc).__name__}: {exc}"
+            return TransientJudgeError(f"{target}: connection failed: {exc}", self.model_name)
+        message = f"{target}: call failed: {type(exc).__name__}: {exc}"
         if isinstance(exc, self._openai.APIStatusError):
             status = exc.status_code
             if status in _TRANSIENT_STATUS or status >= 500:

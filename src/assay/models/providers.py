@@ -13,9 +13,11 @@ from assay.settings import JudgeSettings
 
 
 def resilient(api: JudgeClient, settings: JudgeSettings) -> ResilientJudge:
-    """``api`` inside a :class:`ResilientJudge` configured from ``settings`` (retries, rpm / tpm, prices)."""
+    """``api`` inside a :class:`ResilientJudge` configured from ``settings`` (retries, rpm / tpm, prices, the
+    circuit breaker)."""
     return ResilientJudge(api, max_retries=settings.max_retries, rpm=settings.rpm, tpm=settings.tpm,
-                          price_in_per_mtok=settings.price_in_per_mtok, price_out_per_mtok=settings.price_out_per_mtok)
+                          price_in_per_mtok=settings.price_in_per_mtok, price_out_per_mtok=settings.price_out_per_mtok,
+                          breaker_after=settings.breaker_after)
 
 
 @judge_provider("local")

@@ -1,11 +1,21 @@
 """Judge calls that survive real APIs: retries with exponential backoff honouring ``Retry-After``,
-requests/min and tokens/min limits, and per-call token, latency and cost accounting.
+requests/min and tokens/min limits, per-call token, latency and cost accounting, and a circuit breaker
+that stops a run when the judge is unreachable.
 
 :class:`ResilientJudge` wraps any :class:`~assay.models.JudgeClient`; bounded concurrency is
 the caller's (``evaluate_many(..., concurrency=16)`` runs a thread pool). Backoff follows the
 usual capped exponential schedule (``backoff_s * 2**(attempt-1)``, at most ``max_backoff_s``)
 unless the server says when to come back (RFC 9110 section 10.2.3 ``Retry-After``: seconds or
 an HTTP date), which is then obeyed.
+
+The **circuit breaker** (:class:`CircuitBreaker`, ``[judge] breaker_after``, default 5) counts connection
+failures in a row, retries included: a call that got no HTTP answer at all (connection refused or reset,
+DNS, a timeout). Any answer (a reply, an HTTP error status) resets it. At ``breaker_after`` it opens: the
+call raises :class:`~assay.exceptions.JudgeUnreachable`, naming the URL and model, and so does every call
+after it without touching the network, so a batch stops at once instead of retrying unit after unit
+(before it, a gate against a dead judge took 213.6 s to fail). After ``cooldown_s`` one call is let through
+again (half-open): an answer closes the breaker, a failure opens it again at once. A long-running worker
+thus recovers when the judge comes back; a CLI run has ended with exit 3 by then.
 """
 
 from __future__ import annotations
@@ -18,7 +28,7 @@ from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
 from typing import Any
 
-from assay.exceptions import JudgeError
+from assay.exceptions import JudgeError, JudgeUnreachable
 from assay.models.base import ChatMessage, HasParameters, JudgeClient, JudgeReply
 
 
@@ -52,6 +62,75 @@ def parse_retry_after(value: str | None, now: float | None = None) -> float | No
     except (TypeError, ValueError):
         return None
     return max(0.0, when - (time.time() if now is None else now))
+
+
+def judge_target(model: str, url: str) -> str:
+    """How every message names a judge: ``judge MODEL at URL``."""
+    return f"judge {model} at {url}"
+
+
+def judge_endpoint(judge: object) -> str:
+    """The URL a judge client calls: its ``endpoint`` (API clients), else its ``base_url`` parameter, else a
+    placeholder saying it is unknown."""
+    endpoint = getattr(judge, "endpoint", None)
+    if isinstance(endpoint, str) and endpoint:
+        return endpoint
+    params = getattr(judge, "parameters", None)
+    base = params.get("base_url") if isinstance(params, Mapping) else None
+    return str(base) if base else "its default endpoint"
+
+
+class CircuitBreaker:
+    """Opens after ``after`` connection failures in a row (see the module docstring); thread-safe.
+
+    Args:
+        after: failures in a row that open it (0: never).
+        url, model: named in the :class:`~assay.exceptions.JudgeUnreachable` it raises.
+        cooldown_s: seconds it stays open before letting one call through again.
+        clock: monotonic seconds (injectable for tests).
+    """
+
+    def __init__(self, after: int, url: str, model: str, cooldown_s: float = 30.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.after, self.url, self.model, self.cooldown_s = after, url, model, cooldown_s
+        self._clock = clock
+        self.failures = 0
+        self._opened_at: float | None = None
+        self._last = ""
+        self._lock = threading.Lock()
+
+    def _error(self) -> JudgeUnreachable:
+        return JudgeUnreachable(self.url, self.model, self.failures, self._last)
+
+    def before_call(self) -> None:
+        """Raises JudgeUnreachable while open; after the cooldown lets calls through (one more failure reopens)."""
+        with self._lock:
+            if self._opened_at is None:
+                return
+            if self._clock() - self._opened_at < self.cooldown_s:
+                raise self._error()
+            self._opened_at, self.failures = None, self.after - 1  # half-open
+
+    def answered(self) -> None:
+        """The judge answered (a reply or an HTTP error): the endpoint is reachable."""
+        with self._lock:
+            self.failures, self._opened_at = 0, None
+
+    def failed(self, error: TransientJudgeError) -> None:
+        """Count a failed attempt: one with an HTTP status is an answer; one without counts.
+
+        Raises:
+            JudgeUnreachable: this failure opened the breaker.
+        """
+        if error.status is not None:
+            self.answered()
+            return
+        with self._lock:
+            self.failures += 1
+            self._last = str(error).removeprefix(judge_target(self.model, self.url) + ": ")
+            if self.after and self.failures >= self.after:
+                self._opened_at = self._clock()
+                raise self._error()
 
 
 class RateLimiter:
@@ -127,18 +206,22 @@ class ResilientJudge:
     Retries :class:`TransientJudgeError` up to ``max_retries`` times; other errors pass at once.
     The reply carries ``attempts`` and ``cost_usd`` (when prices are set: USD per million
     input / output tokens). ``usage`` sums all calls; ``usage.per_call`` keeps one record per
-    call (attempts, tokens, latency in s, cost, error).
+    call (attempts, tokens, latency in s, cost, error). ``breaker_after`` connection failures in a
+    row (attempts counted) open the :class:`CircuitBreaker` (0: never).
 
     Raises (from :meth:`complete`):
+        JudgeUnreachable: the breaker is open (the endpoint failed to connect ``breaker_after`` times in a row).
         JudgeError: a permanent failure, or a transient one after the last retry (``attempts`` set).
     """
 
     def __init__(self, inner: JudgeClient, max_retries: int = 3, backoff_s: float = 0.5, max_backoff_s: float = 30.0,
                  rpm: int | None = None, tpm: int | None = None, price_in_per_mtok: float | None = None,
-                 price_out_per_mtok: float | None = None, sleep: Callable[[float], None] = time.sleep) -> None:
+                 price_out_per_mtok: float | None = None, sleep: Callable[[float], None] = time.sleep,
+                 breaker_after: int = 5) -> None:
         self.inner = inner
         self.model_name = inner.model_name
         self.max_retries, self.backoff_s, self.max_backoff_s = max_retries, backoff_s, max_backoff_s
+        self.breaker = CircuitBreaker(breaker_after, judge_endpoint(inner), inner.model_name)
         self.limiter = RateLimiter(rpm, tpm)
         self.prices = (price_in_per_mtok, price_out_per_mtok)
         self.usage = Usage()
@@ -149,6 +232,11 @@ class ResilientJudge:
     def parameters(self) -> Mapping[str, Any]:
         """The inner judge's generation parameters (retries and limits change no reply)."""
         return self.inner.parameters if isinstance(self.inner, HasParameters) else {}
+
+    @property
+    def endpoint(self) -> str:
+        """The URL the inner judge calls."""
+        return self.breaker.url
 
     def delay(self, attempt: int, error: TransientJudgeError) -> float:
         """Seconds to wait before attempt ``attempt + 1``: the server's ``Retry-After`` or capped 2^n backoff."""
@@ -162,10 +250,12 @@ class ResilientJudge:
         attempt = 0
         while True:
             attempt += 1
+            self.breaker.before_call()
             self.limiter.acquire(estimate)
             try:
                 reply = self.inner.complete(messages, json_schema)
             except TransientJudgeError as exc:
+                self._count(exc, attempt)
                 if attempt > self.max_retries:
                     exc.attempts = attempt
                     self._record(attempt, None, str(exc))
@@ -173,14 +263,24 @@ class ResilientJudge:
                 self._sleep(self.delay(attempt, exc))
                 continue
             except JudgeError as exc:
+                self.breaker.answered()
                 self._record(attempt, None, str(exc))
                 raise
+            self.breaker.answered()
             tokens = (reply.input_tokens or 0) + (reply.output_tokens or 0)
             self.limiter.charge(estimate, tokens)
             cost = self._cost(reply)
             reply = reply.model_copy(update={"attempts": attempt, "cost_usd": cost})
             self._record(attempt, reply, None)
             return reply
+
+    def _count(self, exc: TransientJudgeError, attempt: int) -> None:
+        """Tell the breaker about a failed attempt; when it opens, record the call and raise."""
+        try:
+            self.breaker.failed(exc)
+        except JudgeUnreachable:
+            self._record(attempt, None, str(exc))
+            raise
 
     def _cost(self, reply: JudgeReply) -> float | None:
         p_in, p_out = self.prices

@@ -18,10 +18,12 @@ from plotly.subplots import make_subplots
 from sqlalchemy import select
 
 from assay._store import Store
-from assay._store.tables import EvaluatorRow, RunRow, ScoreRow
+from assay._store.environments import env_condition
+from assay._store.tables import EvaluatorRow, RunRow, ScoreRow, UnitRow
 from assay.calibration.calibrate import read_calibration
 from assay.calibration.estimates import PassRateEstimates
-from assay.settings import DriftSettings
+from assay.settings import DriftSettings, EnvScope
+from assay.settings.run_kinds import RunKind
 from assay.signatures import Signature
 from assay.suite.drift import DriftAlert, DriftReport, NewSignature, compute_drift
 
@@ -62,6 +64,8 @@ class ReportData:
 
     generated: str
     store: str
+    environment: str
+    """the environment whose units the production sections read ('all': every environment)"""
     signatures: list[Signature]
     n_failed: int
     n_noise: int
@@ -229,12 +233,13 @@ def map_figure(points: list[tuple[str, float, float, int | None]]) -> go.Figure 
     return _layout(fig, "Failed units, coloured by signature (2-D projection of embeddings)", height=480)
 
 
-def production_scores(store: Store, run_kinds: list[str]) -> dict[str, dict[str, float]]:
-    """Evaluator name -> unit id -> latest scored production score."""
+def production_scores(store: Store, run_kinds: list[str], scope: EnvScope | None = None) -> dict[str, dict[str, float]]:
+    """Evaluator name -> unit id -> latest scored production score, of units in ``scope`` (None: all)."""
     out: dict[str, dict[str, float]] = defaultdict(dict)
     q = (select(ScoreRow.evaluator_name, ScoreRow.unit_id, ScoreRow.score)
-         .join(RunRow, RunRow.run_id == ScoreRow.run_id)
-         .where(RunRow.kind.in_(run_kinds), ScoreRow.status == "scored", ScoreRow.score.is_not(None))
+         .join(RunRow, RunRow.run_id == ScoreRow.run_id).join(UnitRow, UnitRow.unit_id == ScoreRow.unit_id)
+         .where(RunRow.kind.in_(run_kinds), ScoreRow.status == "scored", ScoreRow.score.is_not(None),
+                env_condition(scope))
          .order_by(ScoreRow.created_at, ScoreRow.id))
     with store.session() as s:
         for name, unit, score in s.execute(q):
@@ -242,9 +247,10 @@ def production_scores(store: Store, run_kinds: list[str]) -> dict[str, dict[str,
     return dict(out)
 
 
-def redundancy(store: Store, run_kinds: list[str], threshold: float = 0.8) -> Redundancy:
-    """Evaluator pairs whose production scores correlate above ``threshold`` (suite.compare)."""
-    scores = production_scores(store, run_kinds)
+def redundancy(store: Store, run_kinds: list[str], threshold: float = 0.8, scope: EnvScope | None = None
+               ) -> Redundancy:
+    """Evaluator pairs whose production scores (units in ``scope``) correlate above ``threshold`` (suite.compare)."""
+    scores = production_scores(store, run_kinds, scope)
     if len(scores) < 2:
         return Redundancy(threshold, len(scores),
                           empty=f"{len(scores)} evaluator(s) with production scores: nothing to compare yet")
@@ -260,7 +266,7 @@ def redundancy(store: Store, run_kinds: list[str], threshold: float = 0.8) -> Re
 
 def _latest_gate(store: Store) -> dict[str, Any] | None:
     with store.session() as s:
-        row = s.scalar(select(RunRow).where(RunRow.kind == "gate", RunRow.finished_at.is_not(None))
+        row = s.scalar(select(RunRow).where(RunRow.kind == RunKind.GATE.value, RunRow.finished_at.is_not(None))
                        .order_by(RunRow.started_at.desc()))
         return {"run_id": row.run_id, **row.summary} if row else None
 
@@ -273,23 +279,27 @@ def _calibrations(store: Store) -> list[dict[str, Any]]:
 
 
 def build_report_data(store: Store, settings: DriftSettings | None = None, now: datetime | None = None,
-                      include_map: bool = True) -> ReportData:
-    """Gather every section from the store (drift with ``settings``, at time ``now``, default now UTC)."""
+                      include_map: bool = True, env: str | None = None) -> ReportData:
+    """Gather every section from the store (drift with ``settings``, at time ``now``, default now UTC); the
+    production sections (scores, corrected pass rates, agreement, redundancy) read the units of ``env``
+    (None: ``[environments] production``; ``all``: every unit)."""
     from assay.signatures import list_signatures, map_points
 
     cfg = settings or DriftSettings()
     now = now or datetime.now(UTC)
-    daily = compute_drift(store, cfg, "day", periods=SCORE_DAYS, now=now)
-    weekly = compute_drift(store, cfg, "week", now=now)
+    scope = store.env_scope(env)
+    daily = compute_drift(store, cfg, "day", periods=SCORE_DAYS, now=now, env=env)
+    weekly = compute_drift(store, cfg, "week", now=now, env=env)
     signatures = list_signatures(store)
     points = map_points(store) if include_map else []
     estimates = [(ev.evaluator, str(ev.estimates_window), ev.estimates) for ev in weekly.evaluators
                  if ev.estimates is not None]
     data = ReportData(
-        generated=now.isoformat(timespec="seconds"), store=store.url, signatures=signatures, n_failed=len(points),
+        generated=now.isoformat(timespec="seconds"), store=store.url, environment=weekly.environment,
+        signatures=signatures, n_failed=len(points),
         n_noise=sum(1 for p in points if p[3] is None), calibrations=_calibrations(store), gate=_latest_gate(store),
         alerts=list(weekly.alerts), new_signatures=list(weekly.new_signatures), estimates=estimates,
-        redundancy=redundancy(store, cfg.run_kinds))
+        redundancy=redundancy(store, cfg.run_kinds, scope=scope))
     figures = {"scores": scores_figure(daily, _dimensions(store)), "agreement": agreement_figure(weekly),
                "signatures": signatures_figure(signatures, {s.id for s in weekly.new_signatures}),
                "estimates": estimates_figure(estimates), "map": map_figure(points)}

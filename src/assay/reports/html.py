@@ -44,7 +44,7 @@ def template_env() -> Environment:
 
 
 def write_report(store: Store, path: Path | str, *, drift: DriftSettings | None = None,
-                 now: datetime | None = None) -> Path:
+                 now: datetime | None = None, env: str | None = None) -> Path:
     """Write the HTML report for everything in the store.
 
     Args:
@@ -52,6 +52,7 @@ def write_report(store: Store, path: Path | str, *, drift: DriftSettings | None 
         path: the HTML file to write (overwritten).
         drift: ``[drift]`` settings (production run kinds, alpha); default settings when None.
         now: the report's reference time (default: now, UTC).
+        env: the environment of the production sections (None: ``[environments] production``; ``all``).
 
     Missing parent folders of ``path`` are created.
 
@@ -72,7 +73,7 @@ def write_report(store: Store, path: Path | str, *, drift: DriftSettings | None 
         out.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise UsageError(f"cannot write the report to {out}: {exc.strerror or exc}") from exc
-    data = build_report_data(store, drift, now)
+    data = build_report_data(store, drift, now, env=env)
     html = template_env().get_template("report.html.j2").render(
         data=data, css=asset("report.css"), charts_js=asset("charts.js"),
         plotly_js=f"<script>{plotly_js_path().read_text(encoding='utf-8')}</script>")

@@ -25,6 +25,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field, ValidationError, field_validator
 
 from assay.exceptions import ConfigError
+from assay.settings.run_kinds import PRODUCTION_RUN_KINDS, parse_run_kinds
 from assay.settings.signals import SignalSettings
 
 
@@ -44,6 +45,9 @@ class JudgeSettings(BaseModel):
                              "when set; the local judge's llama.cpp seed (None: 1234)")
     timeout_s: float = Field(default=60.0, description="per-call timeout in seconds")
     max_retries: int = 3
+    breaker_after: int = Field(default=5, ge=0, description="stop the run after this many judge attempts in a "
+                               "row got no answer (connection error or timeout, retries counted): exit 3 naming "
+                               "the URL and model; 0: never (see assay.models.runtime)")
     n_ctx: int = Field(default=4096, description="local model context window in tokens")
     n_threads: int | None = Field(default=None, ge=1, description="local model CPU threads (default: all cores but "
                                   "one, at least 1; spin-waiting threads collapse when cores are shared)")
@@ -138,18 +142,64 @@ class DriftSettings(BaseModel):
     min_n: int = Field(default=20, ge=2, description="scored units a window needs before it is tested")
     min_audit_pairs: int = Field(default=10, ge=1, description="judge-human pairs a window needs before low "
                                  "agreement raises an alert")
-    run_kinds: list[str] = Field(default_factory=lambda: ["online", "backfill"],
-                                 description="run kinds whose scores count as production")
+    run_kinds: list[str] = Field(default_factory=lambda: [k.value for k in PRODUCTION_RUN_KINDS],
+                                 description="run kinds whose scores count as production: online (the worker) "
+                                             "and backfill (assay score); the older name score reads as backfill")
     webhook_url: str | None = Field(default=None, description="alerts are POSTed here as JSON (None: log only)")
     webhook_timeout_s: float = Field(default=5.0, gt=0, description="webhook request timeout in seconds")
     lifecycle_alerts: list[str] = Field(default_factory=lambda: ["escalating", "regressed"],
                                         description="signature lifecycle states whose entry in the latest window "
                                                     "is an alert (assay.signatures.lifecycle)")
 
-    @field_validator("run_kinds", "lifecycle_alerts", mode="before")
+    @field_validator("run_kinds", mode="before")
+    @classmethod
+    def _kinds(cls, value: object) -> object:
+        return parse_run_kinds(value)
+
+    @field_validator("lifecycle_alerts", mode="before")
     @classmethod
     def _split(cls, value: object) -> object:
         return [v.strip() for v in value.split(",") if v.strip()] if isinstance(value, str) else value
+
+
+ALL_ENVIRONMENTS = "all"
+"""What ``--env`` takes to mean every environment (no filter)."""
+
+
+class EnvScope(BaseModel):
+    """Which units count as environment ``name``: those stored with it, and, when ``name`` is the
+    ``default`` environment, those stored without one (see :class:`EnvironmentSettings`)."""
+
+    model_config = {"frozen": True}
+
+    name: str = Field(min_length=1)
+    default: str = ""
+
+    @property
+    def includes_unset(self) -> bool:
+        """Whether units whose data named no environment count as ``name``."""
+        return self.name == self.default
+
+
+class EnvironmentSettings(BaseModel):
+    """Environments (``[environments]``; env ``ASSAY_ENVIRONMENTS__PRODUCTION`` ...): where units ran.
+
+    A unit's environment and release come from its data (OTel ``deployment.environment.name`` and
+    ``service.version``, a field in a file), else ``assay ingest --env/--release`` or the API key's bound
+    environment (:mod:`assay.traces.environment`). The online worker, failure signatures, drift and the
+    report look at the ``production`` environment unless told otherwise (``--env NAME``, or ``--env all``),
+    so evaluation and simulation runs never enter production signatures, samples or pass rates.
+    """
+
+    production: str = Field(default="production", min_length=1,
+                            description="the environment whose units are production traffic")
+    default: str = Field(default="production", description="the environment a unit counts as when its data, "
+                         "ingest option and API key name none; '' counts such units in no environment")
+
+    def scope(self, env: str | None = None) -> EnvScope | None:
+        """The units ``--env`` asks for: None (or empty) is production, ``all`` every unit (None: no filter)."""
+        name = (env or "").strip() or self.production
+        return None if name == ALL_ENVIRONMENTS else EnvScope(name=name, default=self.default)
 
 
 class LifecycleSettings(BaseModel):
@@ -227,6 +277,8 @@ class Settings(BaseModel):
     executor: ExecutorSettings = Field(default_factory=lambda: ExecutorSettings())
     drift: DriftSettings = Field(default_factory=lambda: DriftSettings())
     lifecycle: LifecycleSettings = Field(default_factory=lambda: LifecycleSettings())
+    environments: EnvironmentSettings = Field(default_factory=lambda: EnvironmentSettings(),
+                                              description="production and default environments")
     signals: SignalSettings = Field(default_factory=lambda: SignalSettings(),
                                     description="failure-signal detectors (docs/signals.md)")
     prices: dict[str, ModelPrice] = Field(default_factory=dict, description="model name -> price, for token "

@@ -22,6 +22,8 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, field_validator
 
+from assay.settings.run_kinds import SIGNAL_RUN_KINDS, parse_run_kinds
+
 FEEDBACK_ATTRIBUTES = (
     "user.feedback.score", "user_feedback.score", "feedback.score", "user.feedback", "user_feedback",
     "user.feedback.thumbs", "user_feedback.thumbs", "feedback.thumbs", "user.thumbs", "thumbs",
@@ -63,10 +65,12 @@ class EvaluatorSignalSettings(_Section):
 
     enabled: bool = True
     strength: float = Field(default=0.6, ge=0, le=1, allow_inf_nan=False)
-    run_kinds: tuple[str, ...] = Field(default=("gate", "gate-baseline", "online", "score", "import"),
-                                       description="run kinds whose failed scores count (score: a backfill; "
-                                                   "import: an external evaluator's imported verdicts); "
-                                                   "calibration runs never do")
+    run_kinds: tuple[str, ...] = Field(default=tuple(k.value for k in SIGNAL_RUN_KINDS),
+                                       description="run kinds whose failed scores count (backfill: assay score, "
+                                                   "the older name score reads as backfill; import: an external "
+                                                   "evaluator's imported verdicts); calibration runs never do")
+
+    _kinds = field_validator("run_kinds", mode="before")(parse_run_kinds)
 
 
 class LabelSignalSettings(_Section):

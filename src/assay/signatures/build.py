@@ -78,10 +78,13 @@ class Prepared:
     vectors: np.ndarray
 
 
-def failed_unit_ids(store: Store) -> list[str]:
-    """Ids of the units to cluster, sorted: the store's ``"failed"`` selection (outcome ``fail``,
-    or outcome ``unknown`` with an error span; a recorded pass is never a failure)."""
-    return store.select_unit_ids("failed")
+def failed_unit_ids(store: Store, env: str | None = None) -> list[str]:
+    """Ids of the units to cluster, sorted: the store's ``"failed"`` selection (the failure score of the
+    unit's signals reaches ``[signals] fail_at``) within environment ``env`` (None: ``[environments]
+    production``; ``all``: every environment), so evaluation and simulation runs never enter production
+    signatures unless asked for."""
+    scope = store.env_scope(env)
+    return store.select_unit_ids("failed" if scope is None else f"failed,env:{scope.name}")
 
 
 def unit_signals(units: Sequence[Unit], steps: Sequence[list[Step]], settings: Settings,
@@ -241,8 +244,10 @@ def _cluster(prepared: Prepared, min_cluster_size: int) -> tuple[list[Cluster], 
 
 
 def build_signatures(store: Store, settings: Settings, progress: Progress | None = None, *,
-                     stats: EmbeddingStats | None = None, signals: SignalMap | None = None) -> list[Signature]:
-    """Cluster the failed units (:func:`failed_unit_ids`) into failure signatures and store them.
+                     stats: EmbeddingStats | None = None, signals: SignalMap | None = None,
+                     env: str | None = None) -> list[Signature]:
+    """Cluster the failed units of production (:func:`failed_unit_ids`; another environment, or ``all``,
+    with ``env``) into failure signatures and store them.
 
     Units are grouped in three passes (:func:`~assay.signatures.cluster.cover_labels`: HDBSCAN,
     noise within a cluster's radius joins it, leftover noise grouped by average linkage); each
@@ -263,6 +268,7 @@ def build_signatures(store: Store, settings: Settings, progress: Progress | None
             ``severe`` are used.
         progress: called with the number of units embedded (see :func:`embed_texts`).
         stats: when given, counts vectors computed vs. found in the cache, and encoding time.
+        env: the environment clustered (None: ``[environments] production``; ``all``: every unit).
         signals: failure signals by unit id (default: the store's, see :func:`signals_for`).
 
     Returns:
@@ -272,7 +278,7 @@ def build_signatures(store: Store, settings: Settings, progress: Progress | None
         MissingDependency: sentence-transformers or the embedding model is not installed.
         ConfigError: unknown embedding model.
     """
-    prepared = prepare(store, settings, failed_unit_ids(store), progress, stats, signals)
+    prepared = prepare(store, settings, failed_unit_ids(store, env), progress, stats, signals)
     clusters, space = _cluster(prepared, settings.min_cluster_size)
     with store.session() as s:
         _save_signatures(s, clusters, prepared.unit_ids, settings.embedding_model)
@@ -449,7 +455,8 @@ def _refresh(s: OrmSession, settings: Settings) -> None:
 
 
 def update_signatures(store: Store, settings: Settings, progress: Progress | None = None, *,
-                      stats: EmbeddingStats | None = None, signals: SignalMap | None = None) -> UpdateResult:
+                      stats: EmbeddingStats | None = None, signals: SignalMap | None = None,
+                      env: str | None = None) -> UpdateResult:
     """Assign failed units the signatures have not seen yet, without renumbering anything.
 
     Each unseen failed unit goes to the nearest live signature (joint distance: text cosine
@@ -469,6 +476,7 @@ def update_signatures(store: Store, settings: Settings, progress: Progress | Non
         progress: called with the number of unseen units embedded.
         stats: embedding counts and time, added to.
         signals: failure signals by unit id (default: the store's, see :func:`signals_for`).
+        env: the environment whose failed units are assigned (None: ``[environments] production``).
 
     Returns:
         what was assigned, left new, and formed.
@@ -478,7 +486,7 @@ def update_signatures(store: Store, settings: Settings, progress: Progress | Non
     """
     with store.session() as s:
         known = set(s.scalars(select(MemberRow.unit_id)))
-    unseen = [u for u in failed_unit_ids(store) if u not in known]
+    unseen = [u for u in failed_unit_ids(store, env) if u not in known]
     prepared = prepare(store, settings, unseen, progress, stats, signals)
     with store.session() as s:
         assigned, _ = _assign(s, prepared, _live_signatures(s, settings.embedding_model))

@@ -12,7 +12,8 @@ States, in the order the loop moves a signature through them::
 1. **Covered by an active evaluator** (an evaluator of status ``active`` whose criterion is a criterion
    written for the signature, ``criteria.signature_id``). Its *production fail rate* is the share of
    ``fail`` verdicts among the scored results of its active version(s) in the runs of ``[drift]
-   run_kinds`` (online, backfill) created in ``(now - W, now]``; with several covering evaluators, the
+   run_kinds`` (online, backfill) created in ``(now - W, now]``, on units of production (``[environments]
+   production``; another environment, or every unit, with ``env``); with several covering evaluators, the
    highest rate among those with at least ``min_scored`` results counts.
 
    * no evaluator has ``min_scored`` results in the window: a ``resolved`` or ``regressed`` signature
@@ -28,7 +29,7 @@ States, in the order the loop moves a signature through them::
    significantly more than in ``(now - 2W, now - W]`` (``b``): the one-sided exact conditional test of
    two Poisson counts with equal exposure, ``P(X >= r)`` for ``X ~ Binomial(r + b, 1/2)``, below
    ``escalate_alpha`` (Przyborowski and Wilenski 1940). A member's time is its unit's time (the latest
-   span end, else when it was ingested).
+   span end, else when it was ingested); members outside the environment do not count.
 4. Otherwise **new** (no criterion yet and not escalating; an escalating signature whose rise stopped
    is new again).
 
@@ -52,8 +53,18 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session as OrmSession
 
 from assay._store import Store
-from assay._store.tables import CriterionRow, EvaluatorRow, LifecycleRow, MemberRow, RunRow, ScoreRow, SignatureRow
-from assay.settings import LifecycleSettings, Settings
+from assay._store.environments import env_condition
+from assay._store.tables import (
+    CriterionRow,
+    EvaluatorRow,
+    LifecycleRow,
+    MemberRow,
+    RunRow,
+    ScoreRow,
+    SignatureRow,
+    UnitRow,
+)
+from assay.settings import EnvScope, LifecycleSettings, Settings
 from assay.signatures.impact import aware
 from assay.signatures.model import Lifecycle
 from assay.stats import wilson_interval
@@ -174,13 +185,14 @@ def _active(s: OrmSession) -> dict[str, dict[str, set[str]]]:
     return out
 
 
-def _verdicts(s: OrmSession, run_kinds: Sequence[str], since: datetime, until: datetime) -> dict[tuple[str, str],
-                                                                                                   tuple[int, int]]:
-    """``{(evaluator, version): (failed, scored)}`` of production scores created in ``(since, until]``."""
+def _verdicts(s: OrmSession, run_kinds: Sequence[str], since: datetime, until: datetime,
+              scope: EnvScope | None) -> dict[tuple[str, str], tuple[int, int]]:
+    """``{(evaluator, version): (failed, scored)}`` of production scores created in ``(since, until]``, on
+    units in ``scope`` (None: any environment)."""
     q = (select(ScoreRow.evaluator_name, ScoreRow.evaluator_version, ScoreRow.verdict, func.count())
-         .join(RunRow, RunRow.run_id == ScoreRow.run_id)
+         .join(RunRow, RunRow.run_id == ScoreRow.run_id).join(UnitRow, UnitRow.unit_id == ScoreRow.unit_id)
          .where(RunRow.kind.in_(list(run_kinds)), ScoreRow.status == "scored", ScoreRow.created_at > _naive(since),
-                ScoreRow.created_at <= _naive(until))
+                ScoreRow.created_at <= _naive(until), env_condition(scope))
          .group_by(ScoreRow.evaluator_name, ScoreRow.evaluator_version, ScoreRow.verdict))
     out: dict[tuple[str, str], tuple[int, int]] = defaultdict(lambda: (0, 0))
     for name, version, verdict, n in s.execute(q):
@@ -205,11 +217,14 @@ def _worst(evaluators: dict[str, set[str]], verdicts: dict[tuple[str, str], tupl
     return max(rates, key=lambda r: (r.rate, r.scored), default=None)
 
 
-def _counts(s: OrmSession, now: datetime, window: timedelta) -> dict[int, tuple[int, int]]:
-    """``{signature id: (members seen in the latest window, in the window before)}``."""
+def _counts(s: OrmSession, now: datetime, window: timedelta, scope: EnvScope | None) -> dict[int, tuple[int, int]]:
+    """``{signature id: (members seen in the latest window, in the window before)}``, members of units in
+    ``scope`` (None: any environment)."""
     out: dict[int, list[int]] = defaultdict(lambda: [0, 0])
     for sid, seen in s.execute(select(MemberRow.signature_id, MemberRow.seen_at)
-                               .where(MemberRow.signature_id.is_not(None), MemberRow.seen_at.is_not(None))):
+                               .join(UnitRow, UnitRow.unit_id == MemberRow.unit_id)
+                               .where(MemberRow.signature_id.is_not(None), MemberRow.seen_at.is_not(None),
+                                      env_condition(scope))):
         at = aware(seen)
         if sid is None or at is None:
             continue
@@ -220,14 +235,16 @@ def _counts(s: OrmSession, now: datetime, window: timedelta) -> dict[int, tuple[
     return {sid: (c[0], c[1]) for sid, c in out.items()}
 
 
-def signature_facts(store: Store, settings: Settings, now: datetime) -> dict[int, Facts]:
-    """The facts of every live signature at ``now`` (see module docstring)."""
+def signature_facts(store: Store, settings: Settings, now: datetime, env: str | None = None) -> dict[int, Facts]:
+    """The facts of every live signature at ``now`` (see module docstring), from the units of ``env``
+    (None: ``[environments] production``; ``all``: every unit)."""
     cfg = settings.lifecycle
     window = timedelta(days=cfg.window_days)
+    scope = store.env_scope(env)
     with store.session() as s:
         rows = list(s.execute(select(SignatureRow.id, SignatureRow.created_at).where(SignatureRow.status != "retired")))
-        criteria, active, counts = _criteria(s), _active(s), _counts(s, now, window)
-        verdicts = _verdicts(s, settings.drift.run_kinds, now - window, now)
+        criteria, active, counts = _criteria(s), _active(s), _counts(s, now, window, scope)
+        verdicts = _verdicts(s, settings.drift.run_kinds, now - window, now, scope)
     out: dict[int, Facts] = {}
     for sid, created in rows:
         names = criteria.get(sid, [])
@@ -245,7 +262,8 @@ def signature_facts(store: Store, settings: Settings, now: datetime) -> dict[int
 
 
 # --- updating and reading ---------------------------------------------------------------------
-def update_lifecycle(store: Store, settings: Settings, now: datetime | None = None) -> list[LifecycleChange]:
+def update_lifecycle(store: Store, settings: Settings, now: datetime | None = None,
+                     env: str | None = None) -> list[LifecycleChange]:
     """Evaluate every live signature's lifecycle at ``now`` (default: the wall clock, UTC) and record what
     changed (see module docstring).
 
@@ -254,12 +272,14 @@ def update_lifecycle(store: Store, settings: Settings, now: datetime | None = No
             state and the ``signature_lifecycle`` history).
         settings: ``[lifecycle]`` (window, thresholds) and ``[drift] run_kinds`` (what counts as production).
         now: the time of the evaluation.
+        env: the environment whose members and scores count (None: ``[environments] production``;
+            ``all``: every unit), so evaluation runs never move a production signature's state.
 
     Returns:
         the changes, by signature id; a signature's first evaluation is a change from None.
     """
     now = aware(now) or datetime.now(UTC)
-    facts = signature_facts(store, settings, now)
+    facts = signature_facts(store, settings, now, env)
     changes: list[LifecycleChange] = []
     with store.session() as s:
         for row in s.scalars(select(SignatureRow).where(SignatureRow.id.in_(list(facts))).order_by(SignatureRow.id)):

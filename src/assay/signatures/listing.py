@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -10,7 +10,7 @@ from datetime import datetime
 from sqlalchemy import select
 
 from assay._store import Store
-from assay._store.tables import MemberRow, SignatureRow
+from assay._store.tables import MemberRow, SignatureRow, UnitRow
 from assay._store.usage import unit_usages
 from assay.exceptions import NotFoundError
 from assay.signatures.impact import RECENCY_HALF_LIFE_DAYS, SEVERITY_WEIGHT, annotated_severity, aware, unit_weight
@@ -92,6 +92,7 @@ def list_signatures(store: Store, include_retired: bool = False,
             query = query.where(SignatureRow.status != "retired")
         rows = list(s.scalars(query))
     usages = unit_usages(store, [u for t in tallies.values() for u in t.unit_ids], prices)
+    envs = member_environments(store)
     mixes = signal_mixes(store)
     out = []
     for r in rows:
@@ -103,8 +104,18 @@ def list_signatures(store: Store, include_retired: bool = False,
             assigned=t.assigned, first_seen=min(t.seen, default=None), last_seen=max(t.seen, default=None),
             representative_unit=r.representative_unit, status=r.status, lifecycle=r.lifecycle or "new",
             unit_ids=t.unit_ids, usage=signature_usage([usages[u] for u in t.unit_ids if u in usages]),
-            signal_mix=mixes.get(r.id, {})))
+            signal_mix=mixes.get(r.id, {}),
+            environments=dict(Counter(envs.get(u, "") for u in t.unit_ids).most_common())))
     return sorted(out, key=lambda sig: (-sig.impact, -sig.size, sig.id))
+
+
+def member_environments(store: Store) -> dict[str, str]:
+    """Unit id -> environment of every signature member (one stored without one: ``[environments] default``,
+    "none" when that is empty)."""
+    default = store.environments.default or "none"
+    with store.session() as s:
+        rows = s.execute(select(MemberRow.unit_id, UnitRow.env).join(UnitRow, UnitRow.unit_id == MemberRow.unit_id))
+        return {unit_id: env or default for unit_id, env in rows}
 
 
 def signature_members(store: Store, signature_id: int) -> list[str]:

@@ -66,6 +66,8 @@ class Signature(BaseModel):
     status: SignatureStatus = Field(description="'new' (first seen in the latest build), 'existing' (matched "
                                                 "a stored signature) or 'retired' (no longer found)")
     unit_ids: list[str] = Field(default_factory=list, description="members, nearest the centroid first")
+    environments: dict[str, int] = Field(default_factory=dict, description="members per environment (a member "
+                                         "stored without one counts as [environments] default), largest first")
     usage: SignatureUsage = Field(default_factory=SignatureUsage, description="the members' token usage, cost "
                                   "and latency (sum and mean over the members that know it)")
     lifecycle: Lifecycle = Field("new", description="where it stands in the loop: new, escalating, criterion_written, "

@@ -16,7 +16,8 @@ refund, broken``; with more than one source, the source's name in brackets.
 :meth:`assay._store.Store.failed_unit_ids`). Per group: units, failed units, the failure rate and its
 95% Wilson interval (Wilson 1927, :func:`assay.stats.wilson_interval`), and the same for every
 signal kind its units carry (the share of its units with at least one signal of that kind). A group
-is **flagged** when the interval of its failure rate excludes the overall rate (all units); a kind
+is **flagged** when the interval of its failure rate excludes the overall rate (all units of the
+environment: ``[environments] production`` unless asked otherwise); a kind
 is flagged likewise against its overall share. Each interval is at 95% on its own, not corrected for
 the number of groups and kinds compared: on a store where nothing concentrates, about one comparison
 in twenty would still be flagged, so read the counts beside the flags. A unit never run through the
@@ -35,7 +36,9 @@ from pydantic import BaseModel, ConfigDict, Field, computed_field
 from sqlalchemy import select
 
 from assay._store import Store
+from assay._store.environments import env_condition
 from assay._store.tables import SignalScanRow, UnitRow
+from assay.settings import EnvScope
 from assay.settings.signals import SignalSettings
 from assay.signals import unit_view, workflow_key
 from assay.signatures.keys import mask_variables
@@ -140,11 +143,11 @@ def rate(k: int, n: int, overall: float) -> Rate:
     return Rate(units=k, rate=k / n, low=low, high=high, overall=overall, direction=direction)
 
 
-def _keys(store: Store, settings: SignalSettings) -> tuple[dict[str, str], int]:
-    """``({unit id: workflow key}, units never scanned)`` of every stored unit."""
+def _keys(store: Store, settings: SignalSettings, scope: EnvScope | None) -> tuple[dict[str, str], int]:
+    """``({unit id: workflow key}, units never scanned)`` of every stored unit in ``scope`` (None: all)."""
     with store.session() as s:
         keys = dict(s.execute(select(SignalScanRow.unit_id, SignalScanRow.workflow)).all())
-        ids = list(s.scalars(select(UnitRow.unit_id).order_by(UnitRow.unit_id)))
+        ids = list(s.scalars(select(UnitRow.unit_id).where(env_condition(scope)).order_by(UnitRow.unit_id)))
     missing = [u for u in ids if not keys.get(u)]
     for i in range(0, len(missing), _CHUNK):
         for unit in store.units(missing[i:i + _CHUNK]):
@@ -204,19 +207,21 @@ def _workflow(key: str, members: list[str], failed: set[str], kinds: dict[str, s
                     failed=rate(sum(u in failed for u in members), n, overall), kinds=rated)
 
 
-def workflow_report(store: Store, settings: SignalSettings | None = None) -> WorkflowReport:
+def workflow_report(store: Store, settings: SignalSettings | None = None, env: str | None = None) -> WorkflowReport:
     """Group every unit by workflow and compare each group's failure and signal rates with the
     overall ones (see module docstring).
 
     Args:
         store: the store (units, their scans and signals; never-scanned units are loaded once).
         settings: the ``[signals]`` section (read-only verbs for never-scanned units; default: the store's).
+        env: the environment whose units are grouped (None: ``[environments] production``; ``all``: every
+            unit), so evaluation runs never move production's failure rates.
 
     Returns:
         the report; no workflows when the store holds no unit.
     """
     cfg = settings or store.signals
-    keys, unscanned = _keys(store, cfg)
+    keys, unscanned = _keys(store, cfg, store.env_scope(env))
     failed = set(store.failed_unit_ids()) & set(keys)
     kinds = unit_kinds(store)
     total = len(keys)

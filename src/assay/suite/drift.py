@@ -1,7 +1,8 @@
 """Drift: are production scores, or the judges themselves, changing over time?
 
 Three checks over the scores of production runs (run kinds ``[drift] run_kinds``, default
-``online`` and ``backfill``), per evaluator (by name, across versions):
+``online`` and ``backfill``) of the units of production (``[environments] production``; another
+environment, or every unit, with ``env``), per evaluator (by name, across versions):
 
 * **Scores.** Per window (a UTC day, or an ISO week starting Monday): scored units, pass
   rate, score mean and quantiles; unscored units (``unscored``, ``error``,
@@ -51,11 +52,13 @@ from sqlalchemy import select
 
 from assay._store import Store
 from assay._store import tables as t
+from assay._store.environments import env_condition
 from assay.annotations.agreement import ADJUDICATION_SOURCE
 from assay.calibration.calibrate import CalibrationReport, read_calibration
 from assay.calibration.estimates import PassRateEstimates, confusion_counts, pass_rate_estimates
 from assay.exceptions import UsageError
-from assay.settings import DriftSettings
+from assay.settings import ALL_ENVIRONMENTS, DriftSettings, EnvScope
+from assay.settings.run_kinds import PRODUCTION_RUN_KINDS
 from assay.signatures.lifecycle import LifecycleChange, lifecycle_history
 from assay.stats import wilson_interval
 
@@ -171,6 +174,10 @@ class DriftReport(BaseModel):
     generated_at: datetime
     since: datetime
     alpha: float
+    environment: str = Field(default="production", description="the environment whose scores were read ('all': "
+                             "every environment)")
+    run_kinds: tuple[str, ...] = Field(default=tuple(k.value for k in PRODUCTION_RUN_KINDS),
+                                       description="the run kinds read")
     evaluators: tuple[EvaluatorDrift, ...]
     new_signatures: tuple[NewSignature, ...]
     alerts: tuple[DriftAlert, ...]
@@ -257,12 +264,15 @@ def distribution_test(previous: Sequence[float], current: Sequence[float], alpha
 
 
 # --- loading ----------------------------------------------------------------------------------
-def _scores(store: Store, run_kinds: Sequence[str], since: datetime, until: datetime) -> dict[str, list[_Score]]:
-    """Production score rows in ``[since, until]``, per evaluator name, in time order."""
+def _scores(store: Store, run_kinds: Sequence[str], since: datetime, until: datetime,
+            scope: EnvScope | None = None) -> dict[str, list[_Score]]:
+    """Production score rows in ``[since, until]`` of units in ``scope`` (None: any environment), per
+    evaluator name, in time order."""
     sr = t.ScoreRow
     q = (select(sr.evaluator_name, sr.unit_id, sr.evaluator_version, sr.status, sr.score, sr.verdict, sr.created_at)
-         .join(t.RunRow, t.RunRow.run_id == sr.run_id)
-         .where(t.RunRow.kind.in_(list(run_kinds)), sr.created_at >= _naive(since), sr.created_at <= _naive(until))
+         .join(t.RunRow, t.RunRow.run_id == sr.run_id).join(t.UnitRow, t.UnitRow.unit_id == sr.unit_id)
+         .where(t.RunRow.kind.in_(list(run_kinds)), sr.created_at >= _naive(since), sr.created_at <= _naive(until),
+                env_condition(scope))
          .order_by(sr.created_at, sr.id))
     out: dict[str, list[_Score]] = defaultdict(list)
     with store.session() as s:
@@ -423,14 +433,28 @@ def _evaluator_drift(store: Store, name: str, rows: list[_Score], info: _Evaluat
         calibration = (info.calibrations.get(versions.most_common(1)[0][0]) if info and versions else None)
         estimates = pass_rate_estimates(_latest_verdicts(in_window), confusion_counts(calibration),
                                         {u: human for u, _, _, human in pairs})
-        if source == "all_labels" and estimates.ppi.value is not None:
-            estimates = estimates.model_copy(update={"ppi": estimates.ppi.model_copy(update={
-                "note": "labels are not a random audit sample: PPI may be biased"})})
+        estimates = _ppi_caveats(estimates, source, cfg.min_audit_pairs)
         est_window = latest.start
     return EvaluatorDrift(evaluator=name, criterion=criterion, threshold=threshold, windows=tuple(windows),
                           agreement=tuple(agreement_windows([(at, j, h) for _, at, j, h in pairs], window,
                                                             threshold, cfg.min_audit_pairs)),
                           audit_source=source, estimates=estimates, estimates_window=est_window)
+
+
+def _ppi_caveats(estimates: PassRateEstimates, source: str, min_pairs: int) -> PassRateEstimates:
+    """The PPI estimate with its caveats in its note: labels that are not a random audit sample (PPI's
+    correction assumes one), fewer labels than ``[drift] min_audit_pairs`` (its interval is then too narrow
+    to trust: 2 labels can give [100%, 100%])."""
+    ppi = estimates.ppi
+    if ppi.value is None:
+        return estimates
+    notes = [ppi.note] if ppi.note else []
+    if source == "all_labels":
+        notes.append("labels are not a random audit sample: PPI may be biased")
+    if ppi.n_labelled < min_pairs:
+        notes.append(f"only {ppi.n_labelled} human labels, fewer than [drift] min_audit_pairs = {min_pairs}: "
+                     "the interval is not reliable")
+    return estimates.model_copy(update={"ppi": ppi.model_copy(update={"note": "; ".join(notes)})})
 
 
 def new_signatures(store: Store, since: datetime, until: datetime | None = None) -> list[NewSignature]:
@@ -486,7 +510,7 @@ def lifecycle_alerts(changes: Sequence[LifecycleChange], states: Sequence[str], 
 
 
 def compute_drift(store: Store, settings: DriftSettings | None = None, window: Window = "week",
-                  periods: int | None = None, now: datetime | None = None) -> DriftReport:
+                  periods: int | None = None, now: datetime | None = None, env: str | None = None) -> DriftReport:
     """Compute every evaluator's drift series, new signatures and alerts (nothing is sent).
 
     Args:
@@ -494,6 +518,8 @@ def compute_drift(store: Store, settings: DriftSettings | None = None, window: W
         window: ``"day"`` (UTC) or ``"week"`` (ISO, from Monday).
         periods: windows to look back over, the current one included (default 30 days or 12 weeks).
         now: the reference time (default: now, UTC).
+        env: the environment whose units' scores count (None: ``[environments] production`` of the store;
+            ``all``: every unit), so a backfill over evaluation runs never moves production's pass rate.
 
     Raises:
         UsageError: unknown window or ``periods`` < 1.
@@ -508,13 +534,15 @@ def compute_drift(store: Store, settings: DriftSettings | None = None, window: W
     first = window_start(now, window) - _length(window) * (periods - 1)
     since = datetime(first.year, first.month, first.day, tzinfo=UTC)
     info = _evaluator_info(store)
+    scope = store.env_scope(env)
     evaluators = [_evaluator_drift(store, name, rows, info.get(name), window, cfg, (since, now))
-                  for name, rows in sorted(_scores(store, cfg.run_kinds, since, now).items())]
+                  for name, rows in sorted(_scores(store, cfg.run_kinds, since, now, scope).items())]
     changes = lifecycle_history(store, since=now - _length(window), until=now)
     alerts = [a for ev in evaluators for a in _alerts(ev)] + lifecycle_alerts(changes, cfg.lifecycle_alerts, window)
     return DriftReport(window=window, generated_at=now, since=since, alpha=cfg.alpha, evaluators=tuple(evaluators),
                        new_signatures=tuple(new_signatures(store, now - _length(window), now)), alerts=tuple(alerts),
-                       lifecycle=tuple(changes))
+                       lifecycle=tuple(changes), environment=scope.name if scope else ALL_ENVIRONMENTS,
+                       run_kinds=tuple(cfg.run_kinds))
 
 
 def notify(report: DriftReport, settings: DriftSettings | None = None) -> bool:
@@ -550,8 +578,8 @@ def notify(report: DriftReport, settings: DriftSettings | None = None) -> bool:
 
 
 def check_drift(store: Store, settings: DriftSettings | None = None, window: Window = "week",
-                periods: int | None = None, now: datetime | None = None) -> DriftReport:
+                periods: int | None = None, now: datetime | None = None, env: str | None = None) -> DriftReport:
     """:func:`compute_drift`, then :func:`notify` (log lines and the webhook)."""
-    report = compute_drift(store, settings, window, periods, now)
+    report = compute_drift(store, settings, window, periods, now, env)
     notify(report, settings)
     return report

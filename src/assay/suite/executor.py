@@ -30,6 +30,7 @@ from assay.evaluators.lineage import judge_model_of, lineage_for, write_results
 from assay.exceptions import UsageError
 from assay.models import JudgeClient
 from assay.settings import JudgeSettings
+from assay.settings.run_kinds import RunKind
 
 Result = EvaluationResult | EvaluatorFailure
 ExecutorKind = Literal["local", "ray"]
@@ -42,7 +43,7 @@ DEFAULT_BATCH_SIZE = 50
 
 
 class ScoreParams(RunParams):
-    """What a scoring job (a run of kind ``score``: ``assay score``, a backfill) was asked, stored on the run."""
+    """What a scoring job (a run of kind ``backfill``: ``assay score``) was asked, stored on the run."""
 
     model_config = ConfigDict(frozen=True, extra="ignore")
 
@@ -187,7 +188,7 @@ def score_with_executor(store: Store, defn: EvaluatorDef, unit_ids: Sequence[str
         unit_ids: the units to score (ids in the store).
         judge_settings: judge settings; each Ray worker builds its own judge from them, with
             ``rpm``/``tpm`` divided by the number of workers (see :mod:`assay.suite.ray_executor`).
-        run_id: the run to write into; None creates a ``score-...`` run. A run that already has
+        run_id: the run to write into; None creates a ``backfill-...`` run. A run that already has
             rows for some of these units (an interrupted job) is resumed: those units are not scored again.
         dataset_version: the ground-truth dataset version recorded on each row (lineage).
         executor: ``"local"`` (this process) or ``"ray"``.
@@ -222,8 +223,8 @@ def score_with_executor(store: Store, defn: EvaluatorDef, unit_ids: Sequence[str
     target: tuple[str, str] | None = None
     done: dict[str, Result] = {}
     if record:
-        target_id = ensure_run(store, run_id, "score", ScoreParams(evaluator=defn.name, evaluator_version=version,
-                                                                   units=len(ids), executor=executor))
+        params = ScoreParams(evaluator=defn.name, evaluator_version=version, units=len(ids), executor=executor)
+        target_id = ensure_run(store, run_id, RunKind.BACKFILL, params)
         target = (target_id, get_run(store, target_id).kind)
         done = stored_results(store, target_id, version, ids)
     todo = [u for u in ids if u not in done]

@@ -68,6 +68,7 @@ from assay.exceptions import NotFoundError, UsageError
 from assay.models import CachedJudge, HasParameters, JudgeClient, JudgeReply
 from assay.models.base import ChatMessage
 from assay.settings import Settings
+from assay.settings.run_kinds import RunKind
 from assay.suite.compare import (
     RateComparison,
     RedundantPair,
@@ -671,9 +672,10 @@ def _baseline_side(store: Store, settings: Settings, judges: _Judges, baseline: 
     ids = store.select_unit_ids(selection)
     if not ids:
         raise UsageError(f"baseline selection {baseline!r} matches no unit")
-    run_id = new_run(store, "gate-baseline", GateParams(role="baseline", units=str(selection), repeat=repeat,
+    run_id = new_run(store, RunKind.GATE_BASELINE, GateParams(role="baseline", units=str(selection), repeat=repeat,
                                                         evaluators={d.name: content_version(d) for d, _ in suite}))
-    side, _ = _run_side(store, settings, judges, (run_id, "gate-baseline"), suite, ids, repeat, progress, executor)
+    side, _ = _run_side(store, settings, judges, (run_id, RunKind.GATE_BASELINE), suite, ids, repeat, progress,
+                        executor)
     finish_run(store, run_id, {"role": "baseline", "units": len(ids)})
     return side, run_id, "selection"
 
@@ -729,11 +731,11 @@ def run_gate(store: Store, settings: Settings, judge: JudgeClient | None,
         store, settings, judges, baseline, suite, repeat, progress, (executor, ray_address))
     pairing = None if base_side is None else pair_units(unit_keys(store, unit_ids),
                                                         unit_keys(store, base_side.unit_ids), pair_by)
-    run_id = new_run(store, "gate", GateParams(units=str(selection), baseline=baseline, baseline_run=base_run,
+    run_id = new_run(store, RunKind.GATE, GateParams(units=str(selection), baseline=baseline, baseline_run=base_run,
                                                repeat=repeat, alpha=policy.alpha, pair_by=pair_by,
                                                evaluators={d.name: content_version(d) for d, _ in suite},
                                                judge_changes=judges.changes))
-    side, flaky = _run_side(store, settings, judges, (run_id, "gate"), suite, unit_ids, repeat, progress,
+    side, flaky = _run_side(store, settings, judges, (run_id, RunKind.GATE), suite, unit_ids, repeat, progress,
                             (executor, ray_address))
     items = tuple(_judge_item(defn, side.lineage[defn.name], side.outcomes[defn.name], base_side, pairing, policy,
                               flaky[defn.name], judges.changes.get(defn.name)) for defn, _ in suite)

@@ -4,7 +4,9 @@ stores spans: sampling, completion and scoring all happen here, off the request 
 ``assay worker`` or the separate process of ``assay serve --worker``.
 
 **Sampling** (:func:`sampled`). Each active evaluator scores a share ``sample_rate`` (evaluator
-YAML, default 0.10) of units. A unit is in when ``u < rate`` where ``u`` is the first 8 bytes of
+YAML, default 0.10) of the units of production (``[environments] production``; another environment, or
+every unit, with ``--env``): evaluation and simulation runs never enter the production sample. A unit
+is in when ``u < rate`` where ``u`` is the first 8 bytes of
 ``SHA-256(evaluator name + NUL + unit id)`` read as an integer over 2**64 (uniform on [0, 1)).
 So the decision is the same in every process and on every pass, a new version of an evaluator
 samples the same units as the old one (comparable over time), raising the rate only adds units,
@@ -88,6 +90,7 @@ from assay.evaluators.results import Evaluation
 from assay.evaluators.runner import judge_settings_for
 from assay.models import JudgeClient
 from assay.settings import JudgeSettings, OnlineSettings, Settings
+from assay.settings.run_kinds import RunKind
 
 _CHUNK = 500
 """Unit ids per completion, ledger or walk query."""
@@ -332,18 +335,25 @@ class OnlineWorker:
         judge: the judge for every ``llm_judge`` evaluator; None builds one per judge model
             from the settings (cached in the store's judge cache), loaded once and kept.
         log: called with one line per pass that did something (and on errors).
+        env: the environment whose units are sampled (``--env``): None is ``[environments] production``,
+            ``all`` every unit; units stored without one count as ``[environments] default``. The
+            signatures the worker brings up to date at the end of a pass cluster that environment's
+            failed units too.
         allow_judge_change: score with a judge other than the one an evaluator was certified with (recorded
             in the scores' lineage); otherwise :meth:`run` refuses at the start (:meth:`check_judges`) and a
             pass skips such an evaluator with a log line.
     """
 
     def __init__(self, store: Store, settings: Settings, judge: JudgeClient | None = None,
-                 log: Callable[[str], None] | None = None, allow_judge_change: bool = False) -> None:
+                 log: Callable[[str], None] | None = None, env: str | None = None,
+                 allow_judge_change: bool = False) -> None:
         self.store = store
         self.allow_judge_change = allow_judge_change
         self._judge_changes: dict[str, str | None] = {}
         self._refusals: set[str] = set()
         self.settings = settings
+        self.env = env
+        self.scope = settings.environments.scope(env)
         self.cfg = settings.online
         self.judge = judge
         self.log = log or (lambda _line: None)
@@ -411,13 +421,13 @@ class OnlineWorker:
         assigned = created = 0
         try:
             known = {p[0] for p in map_points(self.store)}
-            if any(u not in known for u in failed_unit_ids(self.store)):
+            if any(u not in known for u in failed_unit_ids(self.store, self.env)):
                 if known:
-                    result = update_signatures(self.store, self.settings)
+                    result = update_signatures(self.store, self.settings, env=self.env)
                     assigned, created = len(result.assigned), len(result.new_signatures)
                 else:
-                    created = len(build_signatures(self.store, self.settings))
-            changes = len(update_lifecycle(self.store, self.settings, now))
+                    created = len(build_signatures(self.store, self.settings, env=self.env))
+            changes = len(update_lifecycle(self.store, self.settings, now, env=self.env))
         except Exception as exc:  # a worker outlives a missing embedding model; the scores are kept
             self.log(f"signatures update failed: {type(exc).__name__}: {exc}")
             return assigned, created, 0
@@ -518,10 +528,13 @@ class OnlineWorker:
     # -- selection ---------------------------------------------------------------------------
     def _walk(self, since: datetime | None) -> Iterator[tuple[str, datetime]]:
         """``(unit id, ingested_at)`` of units ingested at or after ``since`` (None: all), oldest first: a keyset
-        walk of the ``units (ingested_at, unit_id)`` index, :data:`_CHUNK` rows a query."""
+        walk of the ``units (ingested_at, unit_id)`` index, :data:`_CHUNK` rows a query, in the worker's
+        environment."""
+        from assay._store.environments import env_condition
+
         after: tuple[datetime, str] | None = None
         while True:
-            q = select(UnitRow.unit_id, UnitRow.ingested_at)
+            q = select(UnitRow.unit_id, UnitRow.ingested_at).where(env_condition(self.scope))
             if since is not None:
                 q = q.where(UnitRow.ingested_at >= since)
             if after is not None:
@@ -624,7 +637,7 @@ class OnlineWorker:
     def _ensure_run(self) -> str:
         """The worker's online run, created on first use."""
         if self.run_id is None:
-            self.run_id = new_run(self.store, "online", OnlineParams(
+            self.run_id = new_run(self.store, RunKind.ONLINE, OnlineParams(
                 worker=WorkerInfo(host=socket.gethostname(), pid=os.getpid()), audit_share=self.cfg.audit_share))
         return self.run_id
 
@@ -659,7 +672,7 @@ class OnlineWorker:
         claimed = self._claim(ev, run_id, unit_ids)
         if not claimed:
             return 0, 0, 0
-        lineage = lineage_for(ev.defn, run_id, "online", ev.dataset_version,
+        lineage = lineage_for(ev.defn, run_id, RunKind.ONLINE, ev.dataset_version,
                               judge.model_name if judge is not None else None, judge, self.settings.judge,
                               sample_rate=ev.defn.sample_rate, judge_change=self._change(ev))
         results = evaluate_many(ev.defn, self.store.units(claimed), judge, self.settings.judge, store=self.store)
@@ -714,7 +727,7 @@ class OnlineWorker:
 
 
 def run_worker(settings: Settings, stop: StopFlag, once: bool = False, judge: JudgeClient | None = None,
-               log: Callable[[str], None] | None = None, niceness: int = 0,
+               log: Callable[[str], None] | None = None, niceness: int = 0, env: str | None = None,
                allow_judge_change: bool = False) -> PassReport:
     """Open the store from the settings and run an :class:`OnlineWorker` until ``stop`` (the body
     of ``assay worker`` and of the ``assay serve --worker`` process).
@@ -724,12 +737,13 @@ def run_worker(settings: Settings, stop: StopFlag, once: bool = False, judge: Ju
         stop: set it to stop after the current chunk of units.
         once: drain what is complete now, then return.
         niceness: added to the process's CPU niceness first (0: unchanged; POSIX only).
+        env: the environment sampled (see :class:`OnlineWorker`).
         allow_judge_change: see :class:`OnlineWorker`.
     """
     if niceness and hasattr(os, "nice"):
         os.nice(niceness)
-    store = Store(settings.resolved_store_url(), settings.signals)
+    store = Store(settings.resolved_store_url(), settings.signals, settings.environments)
     try:
-        return OnlineWorker(store, settings, judge, log, allow_judge_change).run(stop, once=once)
+        return OnlineWorker(store, settings, judge, log, env, allow_judge_change).run(stop, once=once)
     finally:
         store.close()

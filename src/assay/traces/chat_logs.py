@@ -17,7 +17,9 @@ and ``model`` go on the span of the last assistant turn, the response they descr
 ``timestamp`` / ``created`` by :func:`assay.traces.model.timestamp_ns` (no offset → UTC); without
 one, spans are numbered 1 ms apart and marked ``synthetic_time``. Optional per record: ``outcome``
 (``pass`` / ``fail``, a boolean or a reward 1 / 0) and ``feedback`` (the user's thumbs or score, with a
-comment: :mod:`assay.traces.record_fields`); an unreadable one rejects the record with the reason.
+comment: :mod:`assay.traces.record_fields`); an unreadable one rejects the record with the reason. Also
+``environment`` (or ``env``) and ``release``, at the top or under ``metadata``: where the conversation ran
+(:mod:`assay.traces.environment`).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from collections.abc import Iterator
 from typing import Any, Literal
 
 from assay.traces.chat_formats import chat_messages
+from assay.traces.environment import record_environment
 from assay.traces.model import Message, Span, Unit, timestamp_ns
 from assay.traces.record_fields import record_feedback_attributes, record_outcome
 from assay.traces.shapes import describe_error
@@ -116,7 +119,7 @@ def conversation_unit(record: dict[str, Any], fmt: ChatFormat, line_key: str, so
     outcome, reward = record_outcome(record.get("outcome"))
     return Unit(unit_id=unit_id, kind="trace", source=source, spans=(root, *spans), outcome=outcome, reward=reward,
                 attributes={"format": fmt, **({"metadata": meta} if meta else {}), **_item_keys(record, meta),
-                            **record_feedback_attributes(record.get("feedback"))})
+                            **record_feedback_attributes(record.get("feedback")), **record_environment(record)})
 
 
 ITEM_KEYS = ("dataset_item_id", "item_id", "task_id")

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from assay.exceptions import IngestError, UsageError
+from assay.traces.environment import Environment, with_environment
 from assay.traces.model import Unit
 from assay.traces.readers import ReadResult, Rejection, UnrecognisedFile, collect_files, read_file
 from assay.traces.shapes import describe_error
@@ -105,7 +106,8 @@ class IngestResult:
 
 def ingest_paths(paths: Sequence[Path | str], sink: UnitSink, fmt: str = "auto",
                  progress: Callable[[int, int], None] | None = None,
-                 reader: Callable[[Path], ReadResult] | None = None) -> IngestResult:
+                 reader: Callable[[Path], ReadResult] | None = None,
+                 environment: Environment | None = None) -> IngestResult:
     """Read trace files and folders and write their units to ``sink``, one file at a time.
 
     Folders are searched recursively (see :func:`~assay.traces.readers.collect_files`: ``.json``,
@@ -120,6 +122,8 @@ def ingest_paths(paths: Sequence[Path | str], sink: UnitSink, fmt: str = "auto",
         progress: called with ``(files done, files in all)``: once before the first file, then after each.
         reader: read every file with this function instead of a registered format (``fmt`` must be
             ``auto``), e.g. a reader function (:func:`assay.traces.custom.load_reader`).
+        environment: the environment and release of units whose data names none
+            (:func:`assay.traces.environment.with_environment`), e.g. ``Environment("evaluation")``.
 
     Returns:
         :class:`IngestResult`; :meth:`IngestResult.nothing_ingested` says why, when no unit was read.
@@ -137,14 +141,14 @@ def ingest_paths(paths: Sequence[Path | str], sink: UnitSink, fmt: str = "auto",
     if progress:
         progress(0, len(files))
     for n, path in enumerate(files, start=1):
-        _ingest_file(path, read, sink, result, named=path in explicit)
+        _ingest_file(path, read, sink, result, named=path in explicit, environment=environment)
         if progress:
             progress(n, len(files))
     return result
 
 
 def _ingest_file(path: Path, reader: Callable[[Path], ReadResult], sink: UnitSink, result: IngestResult,
-                 named: bool) -> None:
+                 named: bool, environment: Environment | None = None) -> None:
     try:
         read = reader(path)
     except UnrecognisedFile as exc:
@@ -158,4 +162,6 @@ def _ingest_file(path: Path, reader: Callable[[Path], ReadResult], sink: UnitSin
     except Exception as exc:  # noqa: BLE001 - safety net: a reader bug costs one file, not the run
         result.rejected.append(Rejection(str(path), f"could not be read: {describe_error(exc)}"))
         return
+    if environment is not None:
+        read.units = [with_environment(u, environment) for u in read.units]
     result.add(read, sink.add_units(read.units))

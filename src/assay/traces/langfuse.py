@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from assay.traces.chat_formats import chat_messages
+from assay.traces.environment import record_environment
 from assay.traces.model import Message, Span, SpanKind, ToolCall, Unit, parse_arguments, timestamp_ns
 from assay.traces.otlp.mapping import attributes_to_span, group_units
 from assay.traces.shapes import describe_error
@@ -121,6 +122,7 @@ def read_export(data: dict[str, Any], source: str) -> Iterator[tuple[Unit | None
             oid = obs.get("id") if isinstance(obs, dict) else None
             yield None, f"observation #{n} ({oid!r}): {describe_error(exc)}"
     extra = {"langfuse_trace_id": trace.get("id"), "langfuse_trace_name": trace.get("name"),
-             "user_id": trace.get("userId"), "langfuse_scores": _maybe_json(trace.get("scores")) or []}
+             "user_id": trace.get("userId"), "langfuse_scores": _maybe_json(trace.get("scores")) or [],
+             **record_environment(trace)}  # Langfuse traces carry environment and release
     for unit in group_units(spans, source):
         yield unit.model_copy(update={"attributes": {**unit.attributes, **extra}}), None

@@ -58,6 +58,7 @@ class CompiledMapping:
         self.paths: dict[str, Path | None] = {
             name: parse_path(value) if value is not None else None
             for name, value in [("records", m.records), ("id", m.id), ("session", m.session), ("time", m.time),
+                                ("environment", m.environment), ("release", m.release),
                                 ("events", m.events), ("event_time", m.event_time),
                                 ("event_duration", m.event_duration)]}
         self.attributes = {k: parse_path(v) for k, v in m.attributes.items()}

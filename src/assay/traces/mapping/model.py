@@ -155,6 +155,9 @@ class TraceMapping(_Part):
                              "s/ms/us/ns; no offset = UTC)")
     outcome: OutcomeRule | None = Field(default=None, description="the source's pass/fail verdict")
     feedback: FeedbackRule | None = Field(default=None, description="user feedback on the unit")
+    environment: str | None = Field(default=None, description="path to the environment the record ran in "
+                                    "(production, staging, evaluation ...)")
+    release: str | None = Field(default=None, description="path to the release (app version) that produced it")
     attributes: dict[str, str] = Field(default_factory=dict, description="unit attribute name -> path, e.g. "
                                        "{task_id: task.id} (the gate pairs runs of one task by task_id)")
     events: str = Field(default="messages[*]", description="path to the record's events, in order")
@@ -166,8 +169,8 @@ class TraceMapping(_Part):
     actions: list[ActionRule] = Field(default_factory=list, description="regular expressions turning text "
                                       "actions into tool calls, tried in order")
 
-    paths_parse = field_validator("records", "id", "session", "time", "events", "event_time", "event_duration")(
-        _check_path)
+    paths_parse = field_validator("records", "id", "session", "time", "environment", "release", "events",
+                                  "event_time", "event_duration")(_check_path)
 
     @field_validator("attributes")
     @classmethod

@@ -11,6 +11,7 @@ import yaml
 from pydantic import ValidationError
 
 from assay.exceptions import ConfigError
+from assay.traces.environment import record_environment
 from assay.traces.mapping.build import CompiledMapping, record_spans
 from assay.traces.mapping.model import TraceMapping
 from assay.traces.mapping.paths import parse_path
@@ -91,6 +92,8 @@ def _attributes(compiled: CompiledMapping, record: Any) -> dict[str, Any]:
     m = compiled.mapping
     out: dict[str, Any] = {"format": m.name}
     out |= {k: v for k, path in compiled.attributes.items() if (v := path.first(record)) is not None}
+    out |= record_environment({"environment": compiled.get("environment", record),
+                               "release": compiled.get("release", record)})
     if m.feedback is not None:
         score = m.feedback.score and compiled_value(m.feedback.score, record)
         if isinstance(score, str) and score in m.feedback.map:

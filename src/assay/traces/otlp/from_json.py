@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
+from assay.traces.environment import resource_attributes
 from assay.traces.model import Span, SpanEvent
 from assay.traces.otlp.mapping import LogItem, attributes_to_span, check_log_ids, log_event
 from assay.traces.shapes import MAX_DEPTH, ShapeError, describe_error, expect_list, expect_object, json_type
@@ -105,13 +106,14 @@ def _status(raw: Any, path: str = "status") -> tuple[str, str | None]:
 
 
 def otlp_span(raw: Any, resource: dict[str, Any], path: str = "span") -> Span:
-    """Convert one OTLP JSON span object into a :class:`Span`.
+    """Convert one OTLP JSON span object into a :class:`Span`; the resource's environment and release
+    attributes are copied onto it (:mod:`assay.traces.environment`; the span's own attributes win).
 
     Raises:
         KeyError, ValueError (incl. pydantic.ValidationError, ShapeError): missing or malformed fields.
     """
     raw = expect_object(raw, path)
-    attrs = attributes(raw.get("attributes"), f"{path}.attributes")
+    attrs = {**resource_attributes(resource), **attributes(raw.get("attributes"), f"{path}.attributes")}
     status, message = _status(raw.get("status"), f"{path}.status")
     for key in ("traceId", "spanId"):
         if key not in raw:

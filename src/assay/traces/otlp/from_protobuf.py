@@ -22,9 +22,11 @@ from opentelemetry.proto.collector.logs.v1 import logs_service_pb2 as logs_pb
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2 as trace_pb
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord
+from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 from opentelemetry.proto.trace.v1.trace_pb2 import Span as PbSpan
 
 from assay.exceptions import OtlpError
+from assay.traces.environment import resource_attributes
 from assay.traces.model import Span, SpanEvent
 from assay.traces.otlp.mapping import LogItem, attributes_to_span, check_log_ids, log_event
 from assay.traces.shapes import MAX_DEPTH, ShapeError, describe_error
@@ -56,17 +58,19 @@ def pb_attributes(kvs: Any, depth: int = 0) -> dict[str, Any]:
     return {kv.key: pb_any(kv.value, depth) for kv in kvs if isinstance(kv, KeyValue)}
 
 
-def pb_span(sp: PbSpan, flags: tuple[str, ...] = ()) -> Span:
+def pb_span(sp: PbSpan, flags: tuple[str, ...] = (), resource: dict[str, Any] | None = None) -> Span:
     """Convert one protobuf span to a :class:`Span` (``flags``: extra span flags, e.g.
-    ``invalid_utf8_replaced``).
+    ``invalid_utf8_replaced``); the environment and release attributes of its ``resource`` are copied
+    onto it (:mod:`assay.traces.environment`; the span's own attributes win).
 
     Raises:
         ValueError (incl. pydantic.ValidationError): wrong-length or all-zero ids, bad values.
     """
     events = [SpanEvent(name=e.name, time_ns=e.time_unix_nano, attributes=pb_attributes(e.attributes))
               for e in sp.events]
+    attrs = {**resource_attributes(resource or {}), **pb_attributes(sp.attributes)}
     return attributes_to_span(
-        pb_attributes(sp.attributes), events, trace_id=sp.trace_id.hex(), span_id=sp.span_id.hex(),
+        attrs, events, trace_id=sp.trace_id.hex(), span_id=sp.span_id.hex(),
         parent_span_id=sp.parent_span_id.hex() or None, name=sp.name, start_ns=sp.start_time_unix_nano,
         end_ns=sp.end_time_unix_nano, status=_STATUS.get(sp.status.code, "unset"),
         status_message=sp.status.message or None, flags=flags)
@@ -149,8 +153,8 @@ def _lenient() -> _Lenient:
 
 
 # --- spans -------------------------------------------------------------------------------
-def _lenient_spans(body: bytes) -> Iterator[tuple[PbSpan, bool]]:
-    """Every span of a request that only failed on invalid UTF-8: ``(span, repaired)``.
+def _lenient_spans(body: bytes) -> Iterator[tuple[PbSpan, bool, dict[str, Any]]]:
+    """Every span of a request that only failed on invalid UTF-8: ``(span, repaired, resource attributes)``.
 
     Raises:
         OtlpError: 400 when the body does not parse even with ``bytes`` for ``string``.
@@ -162,15 +166,33 @@ def _lenient_spans(body: bytes) -> Iterator[tuple[PbSpan, bool]]:
     except DecodeError as exc:
         raise OtlpError(400, 3, f"body is not an ExportTraceServiceRequest: {exc}") from exc
     for rs in req.resource_spans:
+        resource = _lenient_resource(rs)
         for ss in rs.scope_spans:
             for raw in ss.spans:
                 repaired = lenient.repair(raw)
-                yield PbSpan.FromString(raw.SerializeToString()), repaired
+                yield PbSpan.FromString(raw.SerializeToString()), repaired, resource
 
 
-def _pb_spans(body: bytes) -> Iterator[tuple[PbSpan, bool]]:
-    """The spans of a protobuf request, ``(span, repaired)``; invalid UTF-8 in a string field costs
-    only that field's bytes (replaced by U+FFFD, ``repaired`` True), not the batch."""
+def _lenient_resource(rs: Any) -> dict[str, Any]:
+    """The attributes of a lenient twin's resource; empty when they hold invalid UTF-8 themselves."""
+    try:
+        return _resource_attributes(Resource.FromString(rs.resource.SerializeToString()))
+    except DecodeError:
+        return {}
+
+
+def _resource_attributes(resource: Resource) -> dict[str, Any]:
+    """A resource's environment and release attributes (empty when its attributes cannot be read: a bad
+    resource costs its spans only these, never the spans)."""
+    try:
+        return resource_attributes(pb_attributes(resource.attributes))
+    except ShapeError:
+        return {}
+
+
+def _pb_spans(body: bytes) -> Iterator[tuple[PbSpan, bool, dict[str, Any]]]:
+    """The spans of a protobuf request, ``(span, repaired, resource attributes)``; invalid UTF-8 in a string
+    field costs only that field's bytes (replaced by U+FFFD, ``repaired`` True), not the batch."""
     req = trace_pb.ExportTraceServiceRequest()
     try:
         req.ParseFromString(body)
@@ -178,9 +200,10 @@ def _pb_spans(body: bytes) -> Iterator[tuple[PbSpan, bool]]:
         yield from _lenient_spans(body)
         return
     for rs in req.resource_spans:
+        resource = _resource_attributes(rs.resource)
         for ss in rs.scope_spans:
             for sp in ss.spans:
-                yield sp, False
+                yield sp, False, resource
 
 
 def read_spans(body: bytes) -> Iterator[tuple[Span | None, str | None]]:
@@ -190,9 +213,9 @@ def read_spans(body: bytes) -> Iterator[tuple[Span | None, str | None]]:
     Raises:
         OtlpError: 400 when the body is not a decodable request at all.
     """
-    for n, (sp, repaired) in enumerate(_pb_spans(body)):
+    for n, (sp, repaired, resource) in enumerate(_pb_spans(body)):
         try:
-            yield pb_span(sp, ("invalid_utf8_replaced",) if repaired else ()), None
+            yield pb_span(sp, ("invalid_utf8_replaced",) if repaired else (), resource), None
         except Exception as exc:  # noqa: BLE001 - one bad span must not cost the batch
             yield None, (f"span #{n} (trace_id {sp.trace_id.hex()!r}, span_id {sp.span_id.hex()!r}) rejected: "
                          f"{describe_error(exc)}")

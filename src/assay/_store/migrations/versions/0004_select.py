@@ -1,7 +1,7 @@
 """indexes for unit selections and ordered span reads
 
 Revision ID: 0004_select
-Revises: 0013_review
+Revises: 0010_env
 Create Date: 2026-12-01 00:00:00
 
 ``units``: (outcome, has_error) for ``failed`` / ``passed`` (units not yet run through the
@@ -17,7 +17,7 @@ from __future__ import annotations
 from alembic import op
 
 revision = '0004_select'
-down_revision = '0013_review'
+down_revision = '0010_env'
 branch_labels = None
 depends_on = None
 
