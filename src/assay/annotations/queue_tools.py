@@ -140,7 +140,8 @@ def passing_units(store: Store, signature_id: int, n: int, seed: int = 0) -> lis
     with store.session() as s:
         sources = set(s.scalars(select(UnitRow.source).where(UnitRow.unit_id.in_(members[:500]))))
         source_of = {u: src for u, src in s.execute(select(UnitRow.unit_id, UnitRow.source))}
-    passed = [u for u in store.select_unit_ids("passed") if u not in set(members)]
+    member_set = set(members)
+    passed = [u for u in store.select_unit_ids("passed") if u not in member_set]
     random.Random(f"{seed}:contrast:{signature_id}").shuffle(passed)
     passed.sort(key=lambda u: source_of.get(u) not in sources)  # stable: the seeded order within each group
     return passed[:n]
