@@ -10,6 +10,8 @@ from rich.markup import escape
 from rich.table import Table
 
 from assay._cli._common import AppContext, console, get_ctx, handle_errors, progress_bar
+from assay._store.spans import resolve_unit_id
+from assay.exceptions import NotFoundError
 from assay.signals import FailureSignal, list_signals, signal_counts, units_to_scan, update_signals
 from assay.signals.feedback import pending_feedback
 from assay.signals.open_coding import open_code
@@ -87,8 +89,8 @@ def signals_cmd(
         _summary(app, as_json)
         return
     signals = list_signals(app.store, unit_id=unit, kind=kind, source=source, limit=limit)
-    if unit is not None and not signals:
-        app.store.units([unit])  # NotFoundError (exit 2) for a unit that does not exist
+    if unit is not None and not signals and resolve_unit_id(app.store, unit) is None:
+        raise NotFoundError("unit", unit)  # exit 2, as for any unknown name
     if as_json:
         console.print_json(json.dumps([s.model_dump(mode="json") | {"key": s.key} for s in signals]))
     elif signals:

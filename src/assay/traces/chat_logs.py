@@ -115,7 +115,8 @@ def conversation_unit(record: dict[str, Any], fmt: ChatFormat, line_key: str, so
                               attributes=_speaker(msg), **common))
     root = Span(trace_id=trace_id, span_id=root_id, name="conversation", kind="agent", start_ns=base,
                 end_ns=base + (len(messages) + 1) * _MS, synthetic_time=stamp is None)
-    meta = record.get("metadata") if isinstance(record.get("metadata"), dict) else {}
+    raw_meta = record.get("metadata")
+    meta: dict[str, Any] = raw_meta if isinstance(raw_meta, dict) else {}
     outcome, reward = record_outcome(record.get("outcome"))
     return Unit(unit_id=unit_id, kind="trace", source=source, spans=(root, *spans), outcome=outcome, reward=reward,
                 attributes={"format": fmt, **({"metadata": meta} if meta else {}), **_item_keys(record, meta),
@@ -127,8 +128,7 @@ ITEM_KEYS = ("dataset_item_id", "item_id", "task_id")
 unit with the baseline unit of the same dataset item by them (``--pair-by item``)."""
 
 
-def _item_keys(record: dict[str, Any], meta: Any) -> dict[str, str]:
-    meta = meta if isinstance(meta, dict) else {}
+def _item_keys(record: dict[str, Any], meta: dict[str, Any]) -> dict[str, str]:
     out: dict[str, str] = {}
     for key in ITEM_KEYS:
         value = record.get(key, meta.get(key))
