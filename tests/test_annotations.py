@@ -148,8 +148,30 @@ def test_import_follows_each_scale_and_says_why_a_value_does_not_fit(store: Stor
         ("tie", ids[1], None), ("second", ids[1], "second-first")]
     csv_path = tmp_path / "again.csv"
     csv_path.write_text(export_labels(store, "csv"))
-    assert import_labels(store, csv_path).imported == 5  # CSV round trip: the values fit again
-    assert [a.value for a in list_annotations(store)][5:] == [4, 2, "Wrong tool", "tie", "second"]
+    again = import_labels(store, csv_path)  # CSV round trip: the values fit again, to the very same labels
+    assert (again.imported, again.skipped, len(again.duplicates)) == (0, [], 5)
+    assert [a.value for a in list_annotations(store)] == [4, 2, "Wrong tool", "tie", "second"]
+
+
+def test_importing_the_same_labels_twice_writes_them_once(store: Store, tmp_path: Path) -> None:
+    ids = store.select_unit_ids()
+    add_criterion(store, "Resolves the request.", name="resolves")
+    rows = [{"unit": ids[0], "annotator": "ann", "criterion": "resolves", "label": "fail", "severity": 3,
+             "rationale": "refused the refund"},
+            {"unit": ids[1], "annotator": "ann", "criterion": "resolves", "label": "pass"},
+            {"unit": ids[1], "annotator": "ann", "criterion": "resolves", "label": "pass"}]  # repeated in the file
+    path = tmp_path / "l.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    first = import_labels(store, path)
+    assert (first.imported, first.duplicates) == (2, [3])
+    second = import_labels(store, path)
+    assert (second.imported, second.duplicates, second.skipped) == (0, [1, 2, 3], [])
+    changed = [{**rows[0], "label": "pass", "severity": None}, {**rows[1], "annotator": "other"}]
+    path.write_text("".join(json.dumps(r) + "\n" for r in changed))
+    third = import_labels(store, path)  # a changed judgment, another annotator: new labels
+    assert (third.imported, third.duplicates) == (2, [])
+    assert [(a.unit_id, a.annotator, a.label) for a in list_annotations(store)] == [
+        (ids[0], "ann", "fail"), (ids[1], "ann", "pass"), (ids[0], "ann", "pass"), (ids[1], "other", "pass")]
 
 
 def test_add_annotations_checks_the_scale(store: Store) -> None:

@@ -136,5 +136,8 @@ def test_labels_import_with_nothing_imported_exits_1_with_the_count_and_first_re
                     + json.dumps({"unit": "no/such", "annotator": "a", "label": "pass"}) + "\n")
     partial = runner.invoke(app, ["--workspace", str(ws), "labels", "import", str(good)])
     assert partial.exit_code == 0 and "imported 1 labels; skipped 1" in partial.output
+    again = runner.invoke(app, ["--workspace", str(ws), "labels", "import", str(good)])  # the same file again
+    assert again.exit_code == 0, again.output
+    assert "imported 0 labels; skipped 1; 1 already stored (not written again)" in " ".join(again.output.split())
     missing = runner.invoke(app, ["--workspace", str(ws), "labels", "import", str(ws / "nope.jsonl")])
     assert missing.exit_code == 2

@@ -33,16 +33,21 @@ def labels_import(
 ) -> None:
     """Import labels; bad records are skipped with a reason, the rest are kept (append-only).
 
-    Exit code: 0 when at least one label was imported (skipped records are listed); 1 when nothing
-    was imported (every record rejected, or the file holds none), with the count and the first
-    reasons on stderr, so a CI step fails instead of passing silently (as `assay ingest` does);
+    A record that repeats a stored label (same unit, criterion, annotator, judgment, severity and
+    rationale) is not written twice, so importing the same file again changes nothing.
+
+    Exit code: 0 when at least one label was imported or every good record was already stored
+    (skipped records are listed); 1 when nothing was imported (every record rejected, or the file
+    holds none), with the count and the first reasons on stderr, so a CI step fails instead of
+    passing silently (as `assay ingest` does);
     2 for usage errors (a missing file); 3 a failure.
     """
     result = import_labels(get_ctx(ctx).store, file)
-    console.print(f"imported {result.imported} labels; skipped {len(result.skipped)}")
+    dups = f"; {len(result.duplicates)} already stored (not written again)" if result.duplicates else ""
+    console.print(f"imported {result.imported} labels; skipped {len(result.skipped)}{dups}")
     for line, reason in result.skipped[:50]:
         console.print(f"  [yellow]skipped[/yellow] line {line}: {escape(reason)}")
-    if result.imported == 0:
+    if result.imported == 0 and not result.duplicates:
         err_console.print(f"[red]error:[/red] nothing imported: {escape(_nothing_imported(result.skipped))}")
         raise typer.Exit(ExitCode.CHECK_FAILED)
 

@@ -189,10 +189,18 @@ def count_annotations(store: Store) -> int:
 
 @dataclass
 class LabelImport:
-    """Result of a label import: records written and lines skipped with reasons."""
+    """Result of a label import: records written, lines skipped with reasons, and the 1-based lines of
+    records already stored (the same unit, criterion, annotator and judgment; not written again)."""
 
     imported: int = 0
     skipped: list[tuple[int, str]] = field(default_factory=list)
+    duplicates: list[int] = field(default_factory=list)
+
+
+def _content_key(a: Annotation) -> tuple[object, ...]:
+    """What makes two label records the same judgment (provenance such as source and time left out)."""
+    return (a.unit_id, a.second_unit_id, a.criterion, a.annotator, a.annotator_kind, str(a.value), a.severity,
+            a.rationale.strip(), a.shown_order)
 
 
 _FIELDS = ("unit", "annotator", "label", "value", "second_unit", "shown_order", "severity", "rationale", "criterion")
@@ -274,7 +282,10 @@ def import_labels(store: Store, path: Path | str, source: str | None = None) -> 
     ``severity`` (1-4), ``rationale``, ``criterion`` (name), ``annotator_kind`` (default human), ``blind``
     (true|false: made without seeing another label; missing: not known).
     Bad records are skipped with a reason and their 1-based line number in the file;
-    good ones are kept.
+    good ones are kept. A record that repeats a label already stored (or an earlier line of the file):
+    same unit(s), criterion, annotator, judgment, severity and rationale, is not written again, so
+    importing the same file twice is harmless; its line is listed in ``duplicates``. A changed
+    judgment by the same annotator is a new label (labels are append-only).
 
     Raises:
         UsageError: the file does not exist.
@@ -284,6 +295,7 @@ def import_labels(store: Store, path: Path | str, source: str | None = None) -> 
         raise UsageError(f"no such file: {p}")
     result = LabelImport()
     good: list[Annotation] = []
+    seen = {_content_key(a) for a in list_annotations(store)}
     known_units = set(store.select_unit_ids())
     known_criteria = {c.name: c for c in list_criteria(store)}
     for n, rec in _records(p):
@@ -301,10 +313,17 @@ def import_labels(store: Store, path: Path | str, source: str | None = None) -> 
             result.skipped.append((n, f"unknown criterion {crit!r} (add it with: assay criteria add)"))
             continue
         try:
-            good.append(_record_annotation(rec, known_criteria[str(crit)] if crit else None,
-                                           source or f"import:{p.name}"))
+            annotation = _record_annotation(rec, known_criteria[str(crit)] if crit else None,
+                                            source or f"import:{p.name}")
         except ValueError as exc:
             result.skipped.append((n, str(exc).splitlines()[0]))
+            continue
+        key = _content_key(annotation)
+        if key in seen:
+            result.duplicates.append(n)
+            continue
+        seen.add(key)
+        good.append(annotation)
     result.imported = add_annotations(store, good)
     return result
 
