@@ -194,6 +194,24 @@ def test_small_dataset_reports_with_min_n_warning(tmp_path: Path, airline: list[
     assert load_split(store, report.split_id or "") is not None
 
 
+def test_an_evaluator_written_against_another_criterion_version_is_warned(
+        tmp_path: Path, airline: list[Unit], check_verdicts: dict[str, str]) -> None:
+    from assay.annotations.criteria import edit_criterion
+
+    store = _store(tmp_path, airline, check_verdicts, set())
+    same = calibrate(store, CHECK, None, JudgeSettings(), n_boot=200)
+    assert not any("criterion" in w for w in same.warnings)
+    reworded = CHECK.model_copy(update={"criterion": CHECK.criterion.model_copy(update={"text": "Tools work."})})
+    text = calibrate(store, reworded, None, JudgeSettings(), n_boot=200)
+    assert any("criterion text differs from the store's criterion 'tool-ok' (version 1)" in w for w in text.warnings)
+    edit_criterion(store, "tool-ok", "Every tool call succeeds, and a failed call is retried correctly.")
+    add_annotations(store, [Annotation(unit_id=u, annotator="ann-1", label=v, criterion="tool-ok")  # type: ignore[arg-type]
+                            for u, v in check_verdicts.items()])  # labelled again under version 2
+    stale = calibrate(store, CHECK, None, JudgeSettings(), n_boot=200)
+    assert any("written against criterion 'tool-ok' version 1, but the store's criterion is version 2" in w
+               for w in stale.warnings)
+
+
 def test_public_api_is_pinned() -> None:
     import assay.calibration as calibration
 

@@ -12,6 +12,7 @@ from assay._store import Store
 from assay._store.scores import finish_run, new_run
 from assay._store.tables import EvaluatorRow
 from assay.annotations.scale import ScaleValue
+from assay.annotations.store import get_criterion
 from assay.calibration.ceiling import HumanCeiling, human_ceiling, human_labels
 from assay.calibration.certify import CalibrationPlan, Certification, binary_rates, certify_binary, plan_rates
 from assay.calibration.dataset import GroundTruthDataset, GroundTruthItem, build_dataset
@@ -181,7 +182,8 @@ def calibrate(store: Store, defn: EvaluatorDef, judge: JudgeClient | None, judge
         threshold=defn.threshold, min_kappa=min_kappa, meets_threshold=meets, notes=tuple(notes),
         status=status, run_id=run_id, override_reason=None if meets else force_reason, split_id=split.split_id,
         split_sizes=split.sizes(), test=test, overall=overall, human_ceiling=ceiling, test_uses=uses,
-        warnings=_warnings(test, uses, results), n_not_applicable=sum(f.status == "not_applicable" for f in failures),
+        warnings=_warnings(test, uses, results) + _criterion_drift(store, defn),
+        n_not_applicable=sum(f.status == "not_applicable" for f in failures),
         certification=decision, split_fractions=fractions, judge=identity, scale=defn.scale.kind,
         plan=None if meets else plan_rates(binary_rates(test.confusion), binary_rates(overall.confusion),
                                            pass_fail_balance(defn, ds), defn.threshold, cs, fractions),
@@ -202,6 +204,21 @@ def _warnings(test: CalibrationMetrics, uses: int, results: Sequence[Evaluation]
         warnings.append(f"this test split has now been reported on {uses} times: choices made between those "
                         "reports were made on the test data; re-split or label fresh items for an unbiased result")
     return tuple(warnings)
+
+
+def _criterion_drift(store: Store, defn: EvaluatorDef) -> tuple[str, ...]:
+    """A warning when the evaluator file was written against another version (or text) of its criterion
+    than the store holds: it is then calibrated on labels made under the store's version."""
+    crit = get_criterion(store, defn.criterion.name)
+    if defn.criterion.version != crit.version:
+        return (f"{defn.name} is written against criterion {crit.name!r} version {defn.criterion.version}, but the "
+                f"store's criterion is version {crit.version}: the labels measured here are those current under "
+                f"version {crit.version}; set criterion.version (and its text) in the evaluator file to match, "
+                "or check that the evaluator still scores what the criterion now says",)
+    if defn.criterion.text.strip() != crit.text.strip():
+        return (f"{defn.name}'s criterion text differs from the store's criterion {crit.name!r} "
+                f"(version {crit.version}): the labels were made against the store's text",)
+    return ()
 
 
 def pass_fail_balance(defn: EvaluatorDef, dataset: GroundTruthDataset) -> dict[str, int]:
