@@ -213,6 +213,19 @@ async def test_force_needs_a_reason_and_is_recorded(admin: httpx.AsyncClient, st
     assert "<strong>Not certified</strong>" in page and 'id="force-form"' in page
     rec = evaluator_record(store, never)
     assert rec is not None and rec.status == "draft"
+    cert = rec.calibration.certification if rec.calibration else None
+    assert cert is not None and not cert.certified
+    for b in cert.bounds:  # each bound with its count and whether it clears, as the CLI prints them
+        shown = re.search(rf'id="bound-{b.name.lower()}">(.*?)</td>', page, re.S)
+        assert shown, b.name
+        if b.low is not None:
+            assert f"{b.low:.3f}" in shown.group(1) and f"({b.k} / {b.n})" in shown.group(1)
+            assert ("clears" if b.clears else "short") in shown.group(1)
+    plan = rec.calibration.plan if rec.calibration else None
+    shown_plan = re.search(r'id="plan">(.*?)</td>', page, re.S)
+    assert plan is not None and shown_plan and "assay calibrate says-sorry --plan" in shown_plan.group(1)
+    for r in plan.rates:
+        assert (f"{r.of}: {r.more} more" if r.more is not None else f"{r.of}: ") in html.unescape(shown_plan.group(1))
     no_reason = await admin.post("/evaluators/says-sorry/activate", data={"csrf_token": token, "reason": " "})
     assert no_reason.status_code == 400 and "needs a reason" in no_reason.text
     forced = await admin.post("/evaluators/says-sorry/activate",
