@@ -120,6 +120,14 @@ def test_plan_explains_what_it_cannot_promise() -> None:
     below = [RequiredRate(name="TPR", of="pass", k=150, n=200), RequiredRate(name="TNR", of="fail", k=60, n=60)]
     plan = plan_rates(below, below, {"pass": 200, "fail": 60}, 0.8, WILSON, DEFAULT_FRACTIONS)
     assert plan.rates[0].more is None and "Improve the evaluator" in plan.rates[0].note
+    # half the fail labels were not applicable to the judge: the plan needs twice the labels, and says why
+    rate = [RequiredRate(name="TPR", of="pass", k=60, n=60), RequiredRate(name="TNR", of="fail", k=9, n=10)]
+    scored = [RequiredRate(name="TPR", of="pass", k=200, n=200), RequiredRate(name="TNR", of="fail", k=29, n=30)]
+    full, half = (plan_rates(rate, scored, {"pass": 200, "fail": n}, 0.8, WILSON, DEFAULT_FRACTIONS).rates[1]
+                  for n in (30, 60))
+    assert full.labels_needed is not None and half.labels_needed is not None
+    assert half.labels_needed >= 2 * full.labels_needed - 2 and "scaled up" not in full.note
+    assert "the judge scored 30 of the 60 labelled fail items" in half.note and "scaled up by 1/0.50" in half.note
 
 
 # --- the demo's own data ------------------------------------------------------------------------

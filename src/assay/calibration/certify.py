@@ -279,9 +279,13 @@ def plan_rate(test: RequiredRate, scored: RequiredRate, labelled: int, threshold
         return RatePlan(**base, test_needed=None, labels_needed=None, more=None,
                         note=_out_of_reach(scored, threshold, labelled))
     labels = _labels_for(needed, fractions, share)
+    notes = [] if labels > labelled else ["enough labels at the current rate: the test split fell short by chance; "
+                                          "a fresh split (new labels) settles it"]
+    if share < 1.0:
+        notes.append(f"the judge scored {scored.n} of the {labelled} labelled {test.of} items (the others were not "
+                     f"applicable, unscored or errors), so the labels needed are scaled up by 1/{share:.2f}")
     return RatePlan(**base, test_needed=needed, labels_needed=labels, more=max(0, labels - labelled),
-                    note="" if labels > labelled else "enough labels at the current rate: the test split fell "
-                    "short by chance; a fresh split (new labels) settles it")
+                    note="; ".join(notes))
 
 
 def plan_rates(test_rates: Sequence[RequiredRate], scored_rates: Sequence[RequiredRate], labelled: dict[str, int],
