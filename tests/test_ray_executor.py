@@ -279,3 +279,22 @@ def test_gate_cli_on_ray_matches_local(store: Store, store_url: str, cluster: Ra
              for k, r in reports.items()}
     assert items["ray"] == items["local"] and items["local"][0][1] > 0
     assert reports["ray"]["run_id"] != reports["local"]["run_id"]
+
+
+def test_scoring_workers_open_the_store_with_the_drivers_signal_and_environment_settings(tmp_path: Path) -> None:
+    """A failed score becomes a failure signal of the workspace's strength on a Ray actor too (not the default)."""
+    from assay.settings import EnvironmentSettings
+    from assay.settings.signals import SignalSettings
+    from assay.suite.ray_executor import ScoringWorker
+
+    signals = SignalSettings.model_validate({"evaluator": {"strength": 0.7}})
+    assert signals != SignalSettings()
+    given = {"signals": signals.model_dump(mode="json"), "environments": EnvironmentSettings(production="prod")
+             .model_dump()}
+    url = f"sqlite:///{tmp_path / 'assay.db'}"
+    worker = ScoringWorker(url, CODE.model_dump(mode="json"), JudgeSettings().model_dump(), False, given)
+    assert worker.store.signals == signals and worker.store.environments.production == "prod"
+    plain = ScoringWorker(url, CODE.model_dump(mode="json"), JudgeSettings().model_dump(), False)
+    assert plain.store.signals == SignalSettings() and plain.store.environments.production == "production"
+    worker.store.close()
+    plain.store.close()

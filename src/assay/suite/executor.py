@@ -241,7 +241,9 @@ def score_with_executor(store: Store, defn: EvaluatorDef, unit_ids: Sequence[str
 
         fresh, written, n_workers = score_on_ray(store.url, defn, todo, judge_settings, target, dataset_version,
                                                  ray_address=ray_address, batch_size=batch_size, workers=workers,
-                                                 use_cache=use_cache, progress=progress)
+                                                 use_cache=use_cache, progress=progress,
+                                                 store_settings={"signals": store.signals.model_dump(mode="json"),
+                                                                 "environments": store.environments.model_dump()})
     by_id = {**done, **{r.unit_id: r for r in fresh}}
     results = [by_id[u] for u in ids]
     judge_model = next((r.judge_model for r in results if r.judge_model), None)

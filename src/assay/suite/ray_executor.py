@@ -132,14 +132,21 @@ class ScoringWorker:
         definition: the evaluator definition (``EvaluatorDef.model_dump(mode="json")``).
         settings: judge settings (``JudgeSettings.model_dump()``), limits already divided.
         use_cache: route judge calls through the store's judge cache.
+        store_settings: the driver store's ``{"signals": ..., "environments": ...}`` settings (model dumps), so a
+            failed score becomes a failure signal of the workspace's strength, as on the driver (None: defaults).
     """
 
-    def __init__(self, store_url: str, definition: dict[str, Any], settings: dict[str, Any], use_cache: bool) -> None:
+    def __init__(self, store_url: str, definition: dict[str, Any], settings: dict[str, Any], use_cache: bool,
+                 store_settings: dict[str, Any] | None = None) -> None:
         from assay._store import Store
         from assay.evaluators.runner import judge_settings_for
         from assay.models import make_judge
+        from assay.settings import EnvironmentSettings
+        from assay.settings.signals import SignalSettings
 
-        self.store = Store(store_url)
+        given = store_settings or {}
+        self.store = Store(store_url, SignalSettings.model_validate(given.get("signals") or {}),
+                           EnvironmentSettings.model_validate(given.get("environments") or {}))
         self.defn = EvaluatorDef.model_validate(definition)
         self.settings = JudgeSettings.model_validate(settings)
         self.judge = (make_judge(judge_settings_for(self.defn, self.settings), self.store if use_cache else None)
@@ -167,7 +174,8 @@ def _failures(defn: EvaluatorDef, unit_ids: list[str], error: str) -> list[Resul
 def score_on_ray(store_url: str, defn: EvaluatorDef, unit_ids: Sequence[str], settings: JudgeSettings,
                  run: tuple[str, str] | None, dataset_version: int | None, *, ray_address: str | None = None,
                  batch_size: int = 50, workers: int | None = None, use_cache: bool = True,
-                 progress: BatchProgress | None = None) -> tuple[list[Result], int, int]:
+                 progress: BatchProgress | None = None,
+                 store_settings: dict[str, Any] | None = None) -> tuple[list[Result], int, int]:
     """Score units on Ray actors (see the module docstring); what ``executor="ray"`` runs.
 
     Args:
@@ -175,6 +183,8 @@ def score_on_ray(store_url: str, defn: EvaluatorDef, unit_ids: Sequence[str], se
         run: the (id, kind) of the run the rows go to; None scores without writing.
         workers: actors to start (default: the cluster's CPUs), at most one per batch.
         progress: called after each batch with (units done, failures among them).
+        store_settings: the driver store's signal and environment settings, for every actor's store
+            (see :class:`ScoringWorker`).
 
     Returns:
         ``(results in unit_ids order, rows inserted, actors used)``. A batch whose actor
@@ -206,8 +216,8 @@ def score_on_ray(store_url: str, defn: EvaluatorDef, unit_ids: Sequence[str], se
             raise UsageError(f"the Ray cluster at {ray_address or 'local'} has no CPU to run scoring actors on")
         per_actor, n = split_limits(settings, min(workers or cpus, len(work)))
         actor_cls = ray.remote(num_cpus=1, max_restarts=MAX_RESTARTS, max_task_retries=MAX_RESTARTS)(ScoringWorker)
-        actors = [actor_cls.remote(store_url, defn.model_dump(mode="json"), per_actor.model_dump(), use_cache)
-                  for _ in range(n)]
+        actors = [actor_cls.remote(store_url, defn.model_dump(mode="json"), per_actor.model_dump(), use_cache,
+                                   store_settings) for _ in range(n)]
         results: dict[int, list[Result]] = {}
         written = 0
         pending: dict[Any, tuple[int, int]] = {}  # object ref -> (batch index, actor index)
