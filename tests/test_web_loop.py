@@ -55,7 +55,8 @@ async def app(store: Store, tmp_path: Path) -> FastAPI:
 
 @pytest.fixture
 async def admin(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://testserver") as c:
+    transport = httpx.ASGITransport(app=app, client=(ADMIN_ADDRESS, 51000))
+    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as c:
         await login(c, "admin")
         yield c
 
@@ -68,6 +69,7 @@ async def ann(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
 
 
 EXTRA = 50
+ADMIN_ADDRESS = "203.0.113.7"  # the admin's client address (TEST-NET-3): every audit record of theirs names it
 """Labelled units per class added before a calibration that should certify: with seed_loop's 10, the 30% test
 split holds 18 of each, whose 95% Wilson lower bound (18/18: 0.82) clears the 0.80 threshold (10 would not)."""
 
@@ -292,6 +294,7 @@ async def test_accounts_and_keys_from_the_admin_page(admin: httpx.AsyncClient, a
                        ("key.revoke", f"key:{key.group(1)[:12]}")]
     assert all(key.group(1) not in json.dumps(a.details) and "long enough" not in json.dumps(a.details)
                for a in list_audit(store))
+    assert {a.client for a in list_audit(store) if a.who == "admin"} == {ADMIN_ADDRESS}
     assert (await ann.post("/admin/users", data={"name": "eve", "role": "admin", "password": PASSWORD,
                                                  "csrf_token": csrf((await ann.get("/")).text)})).status_code == 403
 
@@ -328,4 +331,8 @@ async def test_upload_a_trace_file_and_run_the_worker_once(admin: httpx.AsyncCli
     assert len(worked) == 1 and worked[0].details["scored"] > 0
     ingested = [a for a in list_audit(store) if a.action == "ingest"]
     assert [(a.target, a.details["units_new"]) for a in ingested][-1] == ("file:airline_runs.json", 3)
+    # the background jobs (calibrate, worker) record the address of the request that started them
+    done = {a.action for a in list_audit(store) if a.who == "admin"}
+    assert {"ingest", "evaluator.draft", "evaluator.calibrate", "evaluator.force", "worker.once"} <= done
+    assert {a.client for a in list_audit(store) if a.who == "admin"} == {ADMIN_ADDRESS}
     assert yaml.safe_load((tmp_path / "evaluators" / f"{CHECK}.yaml").read_text())["sample_rate"] == 1.0

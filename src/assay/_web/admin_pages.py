@@ -26,7 +26,16 @@ from starlette.datastructures import UploadFile
 from assay._store.audit import list_audit, record_audit
 from assay._web.auth import ROLES, Account, add_user, create_api_key, csrf_ok, list_api_keys, list_users, revoke_api_key
 from assay._web.jobs import Job, jobs_of
-from assay._web.pages import UI, checked_form, current_user, redirect, render, require_admin, ui_state
+from assay._web.pages import (
+    UI,
+    checked_form,
+    client_address,
+    current_user,
+    redirect,
+    render,
+    require_admin,
+    ui_state,
+)
 from assay.exceptions import NotFoundError, UsageError
 from assay.signals import DetectingSink
 from assay.suite.online import OnlineWorker
@@ -72,7 +81,8 @@ async def add_account(request: Request) -> Response:
                            else "annotator")
     except UsageError as exc:
         return _page(request, session, user, status=400, error=str(exc))
-    record_audit(ui_state(request).store, user.name, "user.add", f"user:{account.name}", {"role": account.role})
+    record_audit(ui_state(request).store, user.name, "user.add", f"user:{account.name}", {"role": account.role},
+                 client=client_address(request))
     return redirect(f"/admin?message=user+{account.name}+({account.role})+saved")
 
 
@@ -83,7 +93,8 @@ async def add_key(request: Request) -> Response:
     form = await checked_form(request, session)
     owner = form.get("owner", "").strip()[:200]
     key = create_api_key(ui_state(request).store, owner)
-    record_audit(ui_state(request).store, user.name, "key.create", f"key:{key[:12]}", {"owner": owner})
+    record_audit(ui_state(request).store, user.name, "key.create", f"key:{key[:12]}", {"owner": owner},
+                 client=client_address(request))
     return _page(request, session, user, new_key=key, new_key_owner=owner)
 
 
@@ -99,21 +110,25 @@ async def revoke_key(request: Request) -> Response:
         return _page(request, session, user, status=404, error=str(exc))
     except UsageError as exc:
         return _page(request, session, user, status=400, error=str(exc))
-    record_audit(ui_state(request).store, user.name, "key.revoke", f"key:{prefix[:12]}", {})
+    record_audit(ui_state(request).store, user.name, "key.revoke", f"key:{prefix[:12]}", {},
+                 client=client_address(request))
     return redirect(f"/admin?message=revoked+the+key+starting+{prefix[:12]}")
 
 
-def _worker_pass(ui: UI, who: str, job: Job) -> str:
-    """The worker job: one drained run of the online worker on the app's store, audited."""
+def _worker_pass(ui: UI, who: str, job: Job, client: str | None = None) -> str:
+    """The worker job: one drained run of the online worker on the app's store, audited (``client``: the address
+    of the request that started it)."""
     worker = OnlineWorker(ui.store, ui.settings, log=lambda line: setattr(job, "message", line))
     try:
         report = worker.run(threading.Event(), once=True)
     except Exception as exc:
-        record_audit(ui.store, who, "worker.once", "worker", {"error": f"{type(exc).__name__}: {exc}"})
+        record_audit(ui.store, who, "worker.once", "worker", {"error": f"{type(exc).__name__}: {exc}"},
+                     client=client)
         raise
     line = report.line()
     record_audit(ui.store, who, "worker.once", "worker", {"run_id": report.run_id, "scored": report.scored,
-                                                          "failed": report.failed, "summary": line})
+                                                          "failed": report.failed, "summary": line},
+                 client=client)
     return line
 
 
@@ -122,9 +137,9 @@ async def run_worker_once(request: Request) -> Response:
     """Score what is complete now with every active evaluator, once (``assay worker --once``), in the background."""
     user, session = _admin(request)
     await checked_form(request, session)
-    ui = ui_state(request)
+    ui, client = ui_state(request), client_address(request)
     job = jobs_of(request).start("worker", "Online worker, one pass", user.name, "/admin",
-                                 lambda job: _worker_pass(ui, user.name, job))
+                                 lambda job: _worker_pass(ui, user.name, job, client))
     return redirect(f"/admin?job={job.id}")
 
 
@@ -163,6 +178,7 @@ async def ingest_upload(request: Request) -> Response:
     result = await run_in_threadpool(_ingest, ui, name, data)
     record_audit(ui.store, user.name, "ingest", f"file:{name}",
                  {"bytes": len(data), "units_new": result.units_new, "units_updated": result.units_updated,
-                  "spans_new": result.spans_new, "rejected": len(result.rejected)})
+                  "spans_new": result.spans_new, "rejected": len(result.rejected)},
+                 client=client_address(request))
     return _page(request, session, user, ingested=result, ingested_name=name,
                  status=200 if result.units_read else 422)

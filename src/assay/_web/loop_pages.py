@@ -34,7 +34,16 @@ from assay._store import Store
 from assay._store.audit import list_audit, record_audit
 from assay._store.tables import EvaluatorRow
 from assay._web.jobs import Job, jobs_of
-from assay._web.pages import SECURITY_HEADERS, checked_form, current_user, redirect, render, require_admin, ui_state
+from assay._web.pages import (
+    SECURITY_HEADERS,
+    checked_form,
+    client_address,
+    current_user,
+    redirect,
+    render,
+    require_admin,
+    ui_state,
+)
 from assay.annotations import Criterion, get_criterion
 from assay.annotations.step_notes import export_step_notes, step_notes
 from assay.calibration import CalibrationReport, build_dataset, calibrate, export_dataset
@@ -112,7 +121,8 @@ def keep_version(store: Store, defn: EvaluatorDef) -> None:
         save_evaluator_record(store, defn, "draft", None)
 
 
-def write_draft(store: Store, folder: Path, defn: EvaluatorDef, who: str, replace: bool = False) -> str:
+def write_draft(store: Store, folder: Path, defn: EvaluatorDef, who: str, replace: bool = False,
+                client: str | None = None) -> str:
     """Write a drafted evaluator's file, keeping the version it replaces in the store; one line of what happened.
     An existing, different file is kept unless ``replace`` (as ``assay evaluators draft --overwrite``)."""
     path = folder / f"{defn.name}.yaml"
@@ -132,7 +142,7 @@ def write_draft(store: Store, folder: Path, defn: EvaluatorDef, who: str, replac
     before = content_version(previous) if previous is not None else None
     record_audit(store, who, "evaluator.draft", f"evaluator:{defn.name}",
                  {"version": version, "previous_version": before, "kind": defn.kind, "file": path.name,
-                  "criterion": defn.criterion.name, "criterion_version": defn.criterion.version})
+                  "criterion": defn.criterion.name, "criterion_version": defn.criterion.version}, client=client)
     return f"{defn.name}: " + (f"new version {version} (was {before})" if before else f"drafted, version {version}")
 
 
@@ -153,7 +163,7 @@ async def draft(request: Request, name: str) -> Response:
     judge = make_judge(ui.settings.judge, ui.store) if ui.settings.judge.provider != "local" else None
     made = await run_in_threadpool(draft_evaluators, ui.store, crit.name, judge=judge)
     replace = form.get("replace") == "1"
-    lines = [write_draft(ui.store, ui.settings.evaluators_path(), d, user.name, replace)
+    lines = [write_draft(ui.store, ui.settings.evaluators_path(), d, user.name, replace, client_address(request))
              for d in (made.judge, *made.checks)]
     return redirect(f"/criteria/{quote(crit.name, safe='')}?message=" + quote("; ".join(lines)))
 
@@ -174,7 +184,8 @@ async def export(request: Request, name: str) -> Response:
     notes_path = export_step_notes(notes, path.with_name(f"{crit.name}.v{ds.version}.notes.jsonl"))
     record_audit(ui.store, user.name, "dataset.export", f"criterion:{crit.name}",
                  {"dataset_version": ds.version, "content_hash": ds.content_hash, "items": len(ds.items),
-                  "notes": len(notes), "files": [path.name, notes_path.name]})
+                  "notes": len(notes), "files": [path.name, notes_path.name]},
+                 client=client_address(request))
     return redirect(f"/criteria/{quote(crit.name, safe='')}?message=" + quote(
         f"exported dataset version {ds.version}: {len(ds.items)} items to {path.name}, {len(notes)} step notes "
         f"to {notes_path.name}"))
@@ -268,22 +279,24 @@ def _close(judge: JudgeClient | None) -> None:
         judge = getattr(judge, "inner", None)
 
 
-def _calibrate(store: Store, settings: Settings, defn: EvaluatorDef, who: str, job: Job) -> str:
-    """The calibration job: run ``calibrate`` (which sets the version's status by its verdict), audit the result."""
+def _calibrate(store: Store, settings: Settings, defn: EvaluatorDef, who: str, job: Job,
+               client: str | None = None) -> str:
+    """The calibration job: run ``calibrate`` (which sets the version's status by its verdict), audit the result
+    (``client``: the address of the request that started it)."""
     judge = make_judge(settings.judge, store) if defn.uses_judge else None
     target = f"evaluator:{defn.name}"
     try:
         report = calibrate(store, defn, judge, settings.judge, progress=job.advance, min_kappa=settings.min_kappa)
     except Exception as exc:
         record_audit(store, who, "evaluator.calibrate", target,
-                     {"version": content_version(defn), "error": f"{type(exc).__name__}: {exc}"})
+                     {"version": content_version(defn), "error": f"{type(exc).__name__}: {exc}"}, client=client)
         raise
     finally:
         _close(judge)
     record_audit(store, who, "evaluator.calibrate", target,
                  {"version": report.evaluator_version, "dataset_version": report.dataset_version,
                   "run_id": report.run_id, "meets_threshold": report.meets_threshold, "status": report.status,
-                  "notes": list(report.notes)})
+                  "notes": list(report.notes)}, client=client)
     return verdict_line(report)
 
 
@@ -307,9 +320,11 @@ async def start_calibration(request: Request, name: str) -> Response:
     if not items:
         raise HTTPException(status_code=400, detail=f"criterion {crit.name!r} has no labelled units to calibrate on")
     calls = len(items) * (2 if defn.scale.kind == "pairwise" else 1)
+    client = client_address(request)
     job = jobs_of(request).start(f"calibrate:{name}", f"Calibrating {name} @ {content_version(defn)}", user.name,
                                  f"/evaluators/{quote(name, safe='')}",
-                                 lambda job: _calibrate(ui.store, ui.settings, defn, user.name, job), total=calls)
+                                 lambda job: _calibrate(ui.store, ui.settings, defn, user.name, job, client),
+                                 total=calls)
     return redirect(f"/evaluators/{quote(name, safe='')}?job={job.id}")
 
 
@@ -340,7 +355,8 @@ async def activate(request: Request, name: str) -> Response:
                           override_reason=override)
     record_audit(ui.store, user.name, "evaluator.force" if override else "evaluator.activate",
                  f"evaluator:{name}", {"version": content_version(defn), "reason": override,
-                                       "dataset_version": report.dataset_version, "run_id": report.run_id})
+                                       "dataset_version": report.dataset_version, "run_id": report.run_id},
+                 client=client_address(request))
     return redirect(f"/evaluators/{quote(name, safe='')}?message=" + quote(
         "forced active: " + override if override else "activated"))
 

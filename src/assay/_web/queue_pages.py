@@ -19,7 +19,7 @@ from fastapi.responses import Response
 from assay._store import Store
 from assay._store.audit import record_audit
 from assay._web.auth import Account, csrf_ok, list_users
-from assay._web.pages import checked_form, current_user, redirect, require_admin, ui_state
+from assay._web.pages import checked_form, client_address, current_user, redirect, require_admin, ui_state
 from assay.annotations.queue_additions import queue_additions, remove_from_queue
 from assay.annotations.queue_tools import (
     NEIGHBOURS,
@@ -60,7 +60,8 @@ async def set_reviewers(request: Request, sid: int) -> Response:
         chosen = assign_reviewers(store, sid, names, user.name)
     except NotFoundError as exc:
         raise HTTPException(status_code=404, detail=str(exc)) from None
-    record_audit(store, user.name, "queue.assign", f"signature:{sid}", {"reviewers": [*chosen]})
+    record_audit(store, user.name, "queue.assign", f"signature:{sid}", {"reviewers": [*chosen]},
+                 client=client_address(request))
     return _back(sid, f"reviewers: {', '.join(chosen)}" if chosen else "no reviewer assigned: anyone may review")
 
 
@@ -74,7 +75,8 @@ async def release_reservation(request: Request, sid: int) -> Response:
     unit_id, annotator = form.get("unit_id", ""), form.get("annotator", "")
     if not release(store, sid, unit_id, annotator):
         raise HTTPException(status_code=404, detail=f"no reservation of {unit_id!r} by {annotator!r}")
-    record_audit(store, user.name, "queue.release", f"signature:{sid}", {"unit_id": unit_id, "annotator": annotator})
+    record_audit(store, user.name, "queue.release", f"signature:{sid}", {"unit_id": unit_id, "annotator": annotator},
+                 client=client_address(request))
     return _back(sid, f"released {unit_id} (held by {annotator})")
 
 
@@ -93,7 +95,8 @@ async def add_contrast(request: Request, sid: int) -> Response:
     except (UsageError, ValueError) as exc:
         raise HTTPException(status_code=400, detail=f"contrast items: {exc}") from None
     record_audit(store, user.name, "queue.contrast", f"signature:{sid}",
-                 {"neighbours": neighbours, "passing": passing, "added": added})
+                 {"neighbours": neighbours, "passing": passing, "added": added},
+                 client=client_address(request))
     return _back(sid, f"added {added} contrast item(s)")
 
 
@@ -107,5 +110,6 @@ async def remove_unit(request: Request, sid: int) -> Response:
     unit_id = form.get("unit_id", "")
     if not remove_from_queue(store, sid, unit_id):
         raise HTTPException(status_code=404, detail=f"{unit_id!r} was not added to this queue")
-    record_audit(store, user.name, "queue.remove", f"signature:{sid}", {"unit_id": unit_id})
+    record_audit(store, user.name, "queue.remove", f"signature:{sid}", {"unit_id": unit_id},
+                 client=client_address(request))
     return _back(sid, f"took {unit_id} out of the queue")

@@ -22,7 +22,7 @@ from assay._store import Store
 from assay._store.audit import record_audit
 from assay._store.tables import AnnotationRow, MemberRow, ScoreRow, SignalRow, UnitRow
 from assay._store.unit_search import UnitFilter, unit_query
-from assay._web.pages import checked_form, current_user, redirect, render, require_admin, ui_state
+from assay._web.pages import checked_form, client_address, current_user, redirect, render, require_admin, ui_state
 from assay.annotations.queue_additions import Origin, add_to_queue
 from assay.exceptions import NotFoundError
 from assay.signatures import list_signatures
@@ -117,6 +117,7 @@ async def add_matches(request: Request) -> Response:
     except NotFoundError as exc:
         raise HTTPException(status_code=404, detail=str(exc)) from None
     record_audit(store, user.name, "queue.add", f"signature:{target}",
-                 {"origin": origin_of(f), "search": detail, "matched": len(ids), "added": added})
+                 {"origin": origin_of(f), "search": detail, "matched": len(ids), "added": added},
+                 client=client_address(request))
     return redirect(f"/signatures/{target}?message=" + quote(
         f"added {added} unit(s) from the search ({len(ids) - added} already in the queue)"))
