@@ -143,3 +143,16 @@ def test_changed_detectors_retract_and_restore(store: Store, airline: list[Unit]
     assert {s.unit_id for s in list_signals(store, kind="escalation", include_retracted=True)} == escalated
     update_signals(store, SignalSettings())  # back as it was: the same signals count again
     assert {s.unit_id for s in list_signals(store, kind="escalation")} == escalated
+
+
+def test_units_scanned_before_a_length_norm_existed_are_scanned_again(store: Store, airline: list[Unit]) -> None:
+    settings = SignalSettings.model_validate({"long_session": {"min_group": 10}})
+    store.add_units(airline[:5])
+    update_signals(store, settings)  # 5 scanned: too few for a workflow's length norm
+    early = [u.unit_id for u in airline[:5]]
+    assert units_to_scan(store, settings) == []  # still no norm: nothing to do
+    store.add_units(airline[5:25])
+    update_signals(store, settings)
+    assert set(early) <= set(units_to_scan(store, settings))  # a norm exists now: the early ones again
+    update_signals(store, settings)
+    assert units_to_scan(store, settings) == [] and units_to_scan(store, settings, early) == []

@@ -22,7 +22,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from pydantic import BaseModel
-from sqlalchemy import func, select, update
+from sqlalchemy import func, or_, select, update
 from sqlalchemy.orm import Session as OrmSession
 
 from assay._store import Store
@@ -147,19 +147,20 @@ def units_to_scan(store: Store, settings: SignalSettings, unit_ids: Sequence[str
     """Ids of the units (of ``unit_ids``, default all) that need a scan: never scanned, content or
     detectors changed since, or scanned without a length norm while one exists now. Oldest first."""
     digest = detectors_hash(settings)
-    q = select(UnitRow.unit_id, UnitRow.content_hash, SignalScanRow.content_hash, SignalScanRow.detectors_hash,
-               SignalScanRow.population).outerjoin(SignalScanRow, SignalScanRow.unit_id == UnitRow.unit_id)
-    q = q.order_by(UnitRow.ingested_at, UnitRow.unit_id)
     with store.session() as s:
         scanned = s.scalar(select(func.count()).select_from(SignalScanRow)) or 0
+        norms_exist = settings.long_session.enabled and scanned >= settings.long_session.min_group
+        stale = [SignalScanRow.unit_id.is_(None), SignalScanRow.content_hash != UnitRow.content_hash,
+                 SignalScanRow.detectors_hash != digest]
+        if norms_exist:
+            stale.append(SignalScanRow.population.is_not(True))
+        # the test runs in SQL: a pass over a store that is up to date reads no row
+        q = (select(UnitRow.unit_id).outerjoin(SignalScanRow, SignalScanRow.unit_id == UnitRow.unit_id)
+             .where(or_(*stale)).order_by(UnitRow.ingested_at, UnitRow.unit_id))
         if unit_ids is None:
-            rows = list(s.execute(q))
-        else:
-            ids = list(dict.fromkeys(unit_ids))
-            rows = [r for i in range(0, len(ids), 500) for r in s.execute(q.where(UnitRow.unit_id.in_(ids[i:i + 500])))]
-    norms_exist = settings.long_session.enabled and scanned >= settings.long_session.min_group
-    return [uid for uid, content, seen, dh, population in rows
-            if seen is None or seen != content or dh != digest or (not population and norms_exist)]
+            return list(s.scalars(q))
+        ids = list(dict.fromkeys(unit_ids))
+        return [u for i in range(0, len(ids), 500) for u in s.scalars(q.where(UnitRow.unit_id.in_(ids[i:i + 500])))]
 
 
 @dataclass
