@@ -166,10 +166,16 @@ def test_importing_the_same_labels_twice_writes_them_once(store: Store, tmp_path
     assert (first.imported, first.duplicates) == (2, [3])
     second = import_labels(store, path)
     assert (second.imported, second.duplicates, second.skipped) == (0, [1, 2, 3], [])
-    changed = [{**rows[0], "label": "pass", "severity": None}, {**rows[1], "annotator": "other"}]
+    changed = [{**rows[0], "label": "pass", "severity": None}, {**rows[1], "annotator": "other"},
+               {"unit": ids[2], "criterion": "resolves", "label": "pass"},  # who made it? refused
+               {"unit": ids[2], "annotator": " ", "criterion": "resolves", "label": "pass"},
+               {"unit": ids[2], "annotator": "ann", "criterion": "resolves", "label": "pass", "value": "fail"}]
     path.write_text("".join(json.dumps(r) + "\n" for r in changed))
     third = import_labels(store, path)  # a changed judgment, another annotator: new labels
     assert (third.imported, third.duplicates) == (2, [])
+    assert [(n, r.split(";")[0]) for n, r in third.skipped] == [
+        (3, "annotator: missing"), (4, "annotator: missing"),
+        (5, "label and value disagree ('pass' vs 'fail'): give one of them")]
     assert [(a.unit_id, a.annotator, a.label) for a in list_annotations(store)] == [
         (ids[0], "ann", "fail"), (ids[1], "ann", "pass"), (ids[0], "ann", "pass"), (ids[1], "other", "pass")]
 

@@ -23,6 +23,7 @@ from assay.calibration import (
     split_dataset,
 )
 from assay.evaluators import EvaluationResult, EvaluatorDef, evaluate_many
+from assay.exceptions import UsageError
 from assay.settings import CalibrationSettings, JudgeSettings
 from assay.traces import Unit, read_file
 from tests.conftest import AIRLINE
@@ -210,6 +211,10 @@ def test_an_evaluator_written_against_another_criterion_version_is_warned(
     stale = calibrate(store, CHECK, None, JudgeSettings(), n_boot=200)
     assert any("written against criterion 'tool-ok' version 1, but the store's criterion is version 2" in w
                for w in stale.warnings)
+    ahead = CHECK.model_copy(update={"criterion": CHECK.criterion.model_copy(update={"version": 7})})
+    with pytest.raises(UsageError, match="names criterion 'tool-ok' version 7, but the store's criterion is at "
+                                         "version 2"):
+        calibrate(store, ahead, None, JudgeSettings(), n_boot=200)
 
 
 def test_public_api_is_pinned() -> None:

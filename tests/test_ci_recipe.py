@@ -37,7 +37,7 @@ CRITERION = "tool-calls-valid"
 JUDGE_EVALUATOR = f"""name: tool-calls-judged
 kind: llm_judge
 dimension: tool use
-criterion: {{name: {CRITERION}, version: 2, text: "Every tool call is valid and succeeds."}}
+criterion: {{name: {CRITERION}, version: 1, text: "Every tool call is valid and succeeds."}}
 judge: {{labels: {{pass: 1.0, fail: 0.0}}}}
 threshold: 0.8
 min_pass_rate: 0.5

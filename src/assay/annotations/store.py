@@ -252,10 +252,15 @@ def _record_annotation(rec: dict[str, object], criterion: Criterion | None, sour
     raw = _given(rec, "value", "label")
     if raw is None:
         raise ValueError(f"{field_name}: missing; give one of {scale.describe()}")
+    label = _given(rec, "label")
+    if label is not None and str(label).strip().lower() != str(raw).strip().lower():
+        raise ValueError(f"label and value disagree ({label!r} vs {raw!r}): give one of them")
+    if not str(rec.get("annotator") or "").strip():
+        raise ValueError("annotator: missing; name who made the label (agreement is counted per annotator)")
     sev = _given(rec, "severity")
     try:
         annotation = Annotation(
-            unit_id=str(_given(rec, "unit", "unit_id") or ""), annotator=str(rec.get("annotator") or "unknown"),
+            unit_id=str(_given(rec, "unit", "unit_id") or ""), annotator=str(rec.get("annotator")).strip(),
             annotator_kind=rec.get("annotator_kind") or "human",
             value=raw if isinstance(raw, int) and not isinstance(raw, bool) else str(raw).strip(),
             second_unit_id=str(_given(rec, "second_unit", "second_unit_id") or "") or None,

@@ -135,8 +135,12 @@ def calibrate(store: Store, defn: EvaluatorDef, judge: JudgeClient | None, judge
     ``min_per_class`` labels of a class a warning says so. Intervals of the reported metrics are
     percentile bootstraps with ``n_boot`` resamples (Efron 1979).
 
+    An evaluator file written against an older version of its criterion (or other text) is calibrated
+    with a warning; one naming a version the criterion never had is refused.
+
     Raises:
-        UsageError: the criterion has no labelled units.
+        UsageError: the criterion has no labelled units; the evaluator names a criterion version above the
+            store's.
         NotFoundError: unknown criterion.
     """
     ds = dataset or build_dataset(store, defn.criterion.name)
@@ -144,6 +148,7 @@ def calibrate(store: Store, defn: EvaluatorDef, judge: JudgeClient | None, judge
         raise UsageError(f"criterion {defn.criterion.name!r} has no labelled units to calibrate on; "
                          "import labels first (assay labels import)")
     cs = certification or CalibrationSettings()
+    _check_criterion_version(store, defn)
     if ds.scale_kind != defn.scale.kind:
         raise UsageError(f"{defn.name} is written for a {defn.scale.kind} criterion, but {ds.criterion!r} is "
                          f"{ds.scale_kind}: set criterion.scale in the evaluator file to the criterion's scale")
@@ -204,6 +209,15 @@ def _warnings(test: CalibrationMetrics, uses: int, results: Sequence[Evaluation]
         warnings.append(f"this test split has now been reported on {uses} times: choices made between those "
                         "reports were made on the test data; re-split or label fresh items for an unbiased result")
     return tuple(warnings)
+
+
+def _check_criterion_version(store: Store, defn: EvaluatorDef) -> None:
+    """Refuse an evaluator file that names a version of its criterion the store has never had."""
+    crit = get_criterion(store, defn.criterion.name)
+    if defn.criterion.version > crit.version:
+        raise UsageError(f"{defn.name} names criterion {crit.name!r} version {defn.criterion.version}, but the store's "
+                         f"criterion is at version {crit.version}: fix criterion.version in the evaluator file (a "
+                         "criterion gets a new version when its text or scale is edited: assay criteria edit)")
 
 
 def _criterion_drift(store: Store, defn: EvaluatorDef) -> tuple[str, ...]:
