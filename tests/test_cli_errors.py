@@ -108,6 +108,16 @@ def test_criteria_add_with_an_unknown_signature_is_a_usage_error(ws: Path) -> No
     assert "bogus" not in out  # nothing half-written
 
 
+def test_a_scale_without_its_levels_or_classes_says_what_to_give(ws: Path) -> None:
+    code, out = _run(ws, "criteria", "add", "0", "How good.", "--name", "grade", "--scale", "ordinal")
+    said = " ".join(out.split())
+    assert code == 2 and "an ordinal scale needs at least two levels, each 'value = anchor' (got 0)" in said, out
+    assert "Tuple should" not in said
+    code, out = _run(ws, "criteria", "add", "0", "Why.", "--name", "cause", "--scale", "categorical",
+                     "--class", "tool=a tool failed")
+    assert code == 2 and "a categorical scale needs at least two classes" in " ".join(out.split()), out
+
+
 def test_a_file_as_workspace_is_a_usage_error(tmp_path: Path) -> None:
     afile = tmp_path / "notes.txt"
     afile.write_text("x")

@@ -271,12 +271,18 @@ def parse_scale_items(kind: str, lines: str) -> BinaryScale | OrdinalScale | Cat
             levels = [{"value": int(k), "anchor": v} for k, v in pairs]
         except ValueError:
             raise ValueError("an ordinal level must be an integer, e.g. '3 = mostly right'") from None
+        if len(levels) < 2:
+            raise ValueError(f"an ordinal scale needs at least two levels, each 'value = anchor' (got {len(levels)}), "
+                             "e.g. '1 = unusable' and '5 = fully correct' (assay criteria add: --level, repeated)")
         return OrdinalScale.model_validate({"levels": levels})
     if kind == "categorical":
         classes = []
         for name, rest in pairs:
             text, _, score = rest.rpartition("|") if "|" in rest else (rest, "", "")
             classes.append({"name": name, "description": text.strip(), **({"score": float(score)} if score else {})})
+        if len(classes) < 2:
+            raise ValueError(f"a categorical scale needs at least two classes, each 'name = description' (got "
+                             f"{len(classes)}) (assay criteria add: --class, repeated)")
         return CategoricalScale.model_validate({"classes": classes})
     if kind in ("binary", "pairwise"):
         if pairs:
