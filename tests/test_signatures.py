@@ -45,6 +45,7 @@ from assay.signatures.embeddings import model_dir, vector_to_bytes
 from assay.signatures.evidence import SIGNAL_WORDS
 from assay.signatures.impact import ERROR_KIND_SEVERITY, SEVERITY_WEIGHT
 from assay.signatures.keys import error_kind, step_band
+from assay.signatures.labels import readable
 from assay.signatures.sample import round_robin
 from assay.traces import Span, Unit, read_file, step_timeline
 
@@ -237,7 +238,7 @@ def test_signatures_are_ranked_labelled_and_consistent(store: Store, first_build
         keys = [structural_key(u) for u in store.units(sig.unit_ids)]
         assert sig.structural_key == common_key(keys).text
         tool, count = Counter(k.tool or "none" for k in keys).most_common(1)[0]
-        words = common_key(keys).words  # the key in words, after the leading signal (e.g. "tool error: ")
+        words = readable(common_key(keys).words)  # the key in words, after the leading signal ("tool error: ")
         head = sig.label.split(", about ")[0]
         assert head == words or head in {f"{signal}: {words}" for signal in SIGNAL_WORDS.values()}
         assert (sig.structural_key.startswith(f"tool={tool} |")) == (count >= sig.size / 2)

@@ -91,6 +91,9 @@ def test_labels_read_as_a_failure_and_never_repeat_within_a_key() -> None:
     other = distinct_label(KEY, ["refund", "exchange", "laptop"], "tool_error", taken)
     assert other == "tool error: get_order_details failed: order not found, about refund, exchange, laptop"
     assert distinct_label(KEY, ["refund", "exchange"], "tool_error", taken) is None
+    masked = KEY.model_copy(update={"error": "payment amount does not add up, total price is <NUM>, order <ID>"})
+    assert "<" not in make_label(masked, [], "tool_error") and "total price is N, order ID" in make_label(
+        masked, [], "tool_error")
 
 
 def test_clusters_no_label_tells_apart_are_merged() -> None:

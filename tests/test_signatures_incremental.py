@@ -292,6 +292,11 @@ def test_cli_lists_flags_and_shows_the_severe_inbox(store: Store, built: dict[in
     assert unseen.uncovered == unseen.labelled_failures > 0 and unseen.estimate == 1.0
     footer = runner.invoke(app, ["signatures", "--limit", "1"], env={"COLUMNS": "250"})
     assert "Chance the next reviewed failure shows a mode no criterion covers yet: 100% (Good-Turing" in footer.output
+    assert "representative unit" in footer.output and "show from 140 columns" not in footer.output
+    narrow = runner.invoke(app, ["signatures", "--limit", "1"], env={"COLUMNS": "80"})  # a CI log, a pipe
+    assert narrow.exit_code == 0 and " ".join(narrow.output.split()).count("representative unit") == 1  # the hint
+    assert "lifecycle" in narrow.output and "signal mix" in narrow.output and "imp…" not in narrow.output
+    assert "representative unit show from 140 columns" in " ".join(narrow.output.split())
     stop = runner.invoke(app, ["signatures", "unseen", "--json"])
     assert stop.exit_code == 0, stop.output
     assert json.loads(stop.output) == unseen.model_dump(mode="json")

@@ -43,21 +43,27 @@ def _seen(first: datetime | None, last: datetime | None) -> str:
     return " .. ".join(dict.fromkeys(days))
 
 
-def _table(signatures: list[Signature], with_key: bool) -> Table:
+WIDE = 140
+"""Console columns from which ``assay signatures`` shows every column (narrower: the essential ones)."""
+_ESSENTIAL = ("id", "impact", "units", "lifecycle", "label", "signal mix")
+
+
+def _table(signatures: list[Signature], with_key: bool, wide: bool = True) -> Table:
+    """The signatures table; not ``wide`` (a narrow terminal, a CI log at 80 columns): the essential columns."""
     columns = ["id", "impact", "units", "share", "cost (mean)", "first .. last seen", "status", "lifecycle",
-               "environments", "label", "signal mix", "representative unit"]
-    table = Table(*columns, *(["structural key"] if with_key else []), title="failure signatures by impact")
+               "environments", "label", "signal mix", "representative unit", *(["structural key"] if with_key else [])]
+    keep = [wide or c in _ESSENTIAL or c == "structural key" for c in columns]
+    table = Table(*(c for c, k in zip(columns, keep, strict=True) if k), title="failure signatures by impact")
     for sig in signatures:
         units = f"{sig.size} (+{sig.assigned})" if sig.assigned else str(sig.size)
         u = sig.usage
         cost = "-" if u.cost_usd_sum is None else f"${u.cost_usd_sum:.4f} (${u.cost_usd_mean or 0:.4f})"
-        table.add_row(str(sig.id), f"{sig.impact:.1f}", units, f"{sig.share:.1%}", cost,
-                      _seen(sig.first_seen, sig.last_seen),
-                      sig.status, sig.lifecycle.replace("_", " "),
-                      escape(", ".join(f"{e} {n}" for e, n in sig.environments.items())), escape(sig.label),
-                      escape(mix_text(sig.signal_mix, limit=4)),
-                      escape(sig.representative_unit or ""),
-                      *([escape(sig.structural_key)] if with_key else []))
+        cells = [str(sig.id), f"{sig.impact:.1f}", units, f"{sig.share:.1%}", cost,
+                 _seen(sig.first_seen, sig.last_seen), sig.status, sig.lifecycle.replace("_", " "),
+                 escape(", ".join(f"{e} {n}" for e, n in sig.environments.items())), escape(sig.label),
+                 escape(mix_text(sig.signal_mix, limit=4)), escape(sig.representative_unit or ""),
+                 *([escape(sig.structural_key)] if with_key else [])]
+        table.add_row(*(c for c, k in zip(cells, keep, strict=True) if k))
     return table
 
 
@@ -99,7 +105,12 @@ def _list(ctx: typer.Context, rebuild: bool, as_json: bool, limit: int, with_key
         console.print_json(json.dumps([s.model_dump(mode="json") for s in signatures[:limit]]))
         return
     scope = app.store.env_scope(env)
-    console.print(_table(signatures[:limit], with_key))
+    wide = console.width >= WIDE
+    console.print(_table(signatures[:limit], with_key, wide))
+    if not wide:
+        console.print(f"({console.width} columns: share, cost, first/last seen, status, environments and the "
+                      f"representative unit show from {WIDE} columns, e.g. COLUMNS={WIDE + 60}; --json has every "
+                      "field)", highlight=False)
     console.print(f"environment: {escape(scope.name) if scope else 'all'} (failed units of other environments are "
                   "not clustered; --env NAME or --env all to change)", highlight=False)
     clustered = sum(s.size for s in signatures)

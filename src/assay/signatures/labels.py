@@ -88,10 +88,21 @@ def make_label(key: StructuralKey, keywords: Sequence[str], lead: str | None = N
         e.g. ``user frustrated: ended after exchange_delivered_order_items without a tool error,
         about exchange, refund``.
     """
-    head = f"{signal_words(lead)}: {key.words}" if lead else key.words
+    head = readable(f"{signal_words(lead)}: {key.words}" if lead else key.words)
     words = set(head.lower().replace(":", " ").replace(",", " ").split())
     extra = [k for k in keywords if k not in words][:n]
     return f"{head}, about {', '.join(extra)}" if extra else head
+
+
+_READABLE = {"<NUM>": "N", "<ID>": "ID", "<DATE>": "DATE", "<TIME>": "TIME", "<EMAIL>": "EMAIL"}
+
+
+def readable(text: str) -> str:
+    """A key's masked parts as words a reader takes in (``"total price is <NUM>"`` -> ``"total price is N"``);
+    the stored key keeps the masks (:func:`~assay.signatures.keys.mask_variables`)."""
+    for mask, word in _READABLE.items():
+        text = text.replace(mask, word)
+    return text
 
 
 def distinct_label(key: StructuralKey, keywords: Sequence[str], lead: str | None, taken: Collection[str],
