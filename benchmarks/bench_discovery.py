@@ -139,7 +139,7 @@ def split_of(unit: Any) -> str:
 
 def wilson(k: int, n: int) -> list[float] | None:
     """95% Wilson interval of k/n, rounded (None for n = 0)."""
-    from assay.suite.compare import wilson_interval
+    from assay.stats import wilson_interval
 
     return [round(v, 3) for v in wilson_interval(k, n)] if n else None
 
@@ -190,6 +190,98 @@ def paired_gain(truth: Sequence[bool], score: Sequence[float], other: Sequence[f
             "gain_ci": [round(float(v), 3) for v in np.percentile(diffs, [2.5, 97.5])],
             "share_of_resamples_without_gain": round(float(np.mean(np.asarray(diffs) <= 0)), 3),
             "tasks": len(names), "units": len(y)}
+
+
+def pr_points(truth: Sequence[bool], score: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
+    """Precision and recall of ``score >= t`` for every distinct score ``t``, highest ``t`` first (ties
+    flagged together; recall never decreases along the arrays)."""
+    y, s = np.asarray(truth, dtype=float), np.asarray(score, dtype=float)
+    order = np.argsort(-s, kind="stable")
+    ys, ss = y[order], s[order]
+    last = np.r_[ss[1:] != ss[:-1], True]
+    tp, flagged = np.cumsum(ys)[last], np.arange(1, len(ys) + 1)[last]
+    return tp / flagged, tp / max(y.sum(), 1.0)
+
+
+def precision_at_recall(truth: Sequence[bool], score: Sequence[float], recall: float) -> float:
+    """Precision of ``score >= t`` at the highest cut-off ``t`` whose recall reaches ``recall`` (the point of
+    the precision-recall curve where it first does; no choice among cut-offs by precision)."""
+    prec, rec = pr_points(truth, score)
+    return float(prec[int(np.argmax(rec >= recall - 1e-12))])
+
+
+def recall_at_precision(truth: Sequence[bool], score: Sequence[float], precision: float) -> float:
+    """The highest recall of ``score >= t`` over the cut-offs whose precision is at least ``precision``
+    (0.0 when none is)."""
+    prec, rec = pr_points(truth, score)
+    ok = prec >= precision - 1e-12
+    return float(rec[ok].max()) if ok.any() else 0.0
+
+
+def task_resamples(tasks: Sequence[str]) -> list[np.ndarray]:
+    """:data:`BOOTSTRAP` resamples of whole tasks (unit indices), seed :data:`SEED`."""
+    groups: dict[str, list[int]] = {}
+    for i, task in enumerate(tasks):
+        groups.setdefault(task, []).append(i)
+    names = sorted(groups)
+    rng = np.random.default_rng(SEED)
+    return [np.concatenate([groups[t] for t in rng.choice(names, len(names))]) for _ in range(BOOTSTRAP)]
+
+
+def _ci(values: Sequence[float]) -> list[float]:
+    return [round(float(v), 3) for v in np.percentile(values, [2.5, 97.5])]
+
+
+def paired_at_rule(truth: Sequence[bool], score: Sequence[float], rule: Sequence[bool],
+                   resamples: list[np.ndarray]) -> dict[str, Any]:
+    """The failure score against one binary rule on the same units: its precision at the rule's recall minus
+    the rule's precision, and its recall at the rule's precision minus the rule's recall, each with a 95%
+    percentile interval from a bootstrap resampling whole tasks (the rule's operating point recomputed in
+    every resample; resamples where the rule flags no failed unit are skipped)."""
+    y, s, f = np.asarray(truth, dtype=bool), np.asarray(score, dtype=float), np.asarray(rule, dtype=bool)
+
+    def diffs(idx: np.ndarray) -> tuple[float, float, float, float] | None:
+        yy, ff = y[idx], f[idx]
+        tp = int((yy & ff).sum())
+        if tp == 0:
+            return None
+        p_rule, r_rule = tp / int(ff.sum()), tp / int(yy.sum())
+        return (p_rule, r_rule, precision_at_recall(yy, s[idx], r_rule) - p_rule,
+                recall_at_precision(yy, s[idx], p_rule) - r_rule)
+
+    point = diffs(np.arange(len(y)))
+    assert point is not None, "the rule flags no failed unit"
+    boots = [d for d in (diffs(idx) for idx in resamples) if d is not None]
+    p_gain, r_gain = [d[2] for d in boots], [d[3] for d in boots]
+    return {"rule_precision": round(point[0], 3), "rule_recall": round(point[1], 3),
+            "score_precision_at_rule_recall": round(point[0] + point[2], 3),
+            "precision_gain": round(point[2], 3), "precision_gain_ci": _ci(p_gain),
+            "score_recall_at_rule_precision": round(point[1] + point[3], 3),
+            "recall_gain": round(point[3], 3), "recall_gain_ci": _ci(r_gain),
+            "resamples": len(boots)}
+
+
+def versus_baseline(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """The failure score against the naive baseline on the same units (paired, whole tasks resampled):
+    precision at each rule's recall and at the union's (``any_rule``), recall at their precision, and ROC AUC
+    against the naive score (the number of rules fired on the unit). ``verdict``: the score beats the
+    baseline when the intervals of both differences against the union and the naive score exclude 0."""
+    truth = [r["fail"] for r in rows]
+    score = [r["assessment"].score for r in rows]
+    resamples = task_resamples([r["task"] for r in rows])
+    rules = {rule: [r["baseline"][rule] for r in rows] for rule in rows[0]["baseline"]}
+    rules["any_rule"] = [any(r["baseline"].values()) for r in rows]
+    out: dict[str, Any] = {rule: paired_at_rule(truth, score, flags, resamples) for rule, flags in rules.items()}
+    out["auc_vs_naive_count"] = {"naive_auc": auc(truth, [sum(r["baseline"].values()) for r in rows])["auc"],
+                                 **paired_gain(truth, score, [sum(r["baseline"].values()) for r in rows],
+                                               [r["task"] for r in rows])}
+    union, gain = out["any_rule"], out["auc_vs_naive_count"]
+    beats = union["precision_gain_ci"][0] > 0 and gain["gain_ci"][0] > 0
+    out["verdict"] = (f"beats the baseline: {'yes' if beats else 'no'} (precision at the union's recall "
+                      f"{union['precision_gain']:+.3f} {union['precision_gain_ci']}, ROC AUC vs the naive count "
+                      f"{gain['gain']:+.3f} {gain['gain_ci']}: the CIs of the differences "
+                      f"{'exclude 0' if beats else 'do not both exclude 0'})")
+    return out
 
 
 # --- detection ---------------------------------------------------------------------------
@@ -276,6 +368,7 @@ def evaluate(rows: list[dict[str, Any]], names: list[str], kinds: list[str]) -> 
                                        for t in (0.3, 0.4, 0.5, 0.6, 0.7, 0.8)},
                      "ambiguous_share": round(sum(r["assessment"].ambiguous for r in rows) / len(rows), 3),
                      "ambiguous_ci": wilson(sum(r["assessment"].ambiguous for r in rows), len(rows))},
+        "versus_baseline": versus_baseline(rows),
         "logistic_out_of_fold": {"at_0.5": rates(truth, [r["oof"] >= 0.5 for r in rows]),
                                  "roc": auc(truth, [r["oof"] for r in rows])},
     }
@@ -923,6 +1016,16 @@ def summary(result: dict[str, Any]) -> str:
             lines.append(f"  {name:28s} flagged {m['flagged']:3d}  P {m['precision']}  R {m['recall']}")
         lines.append(f"  AUC {c['roc']['auc']} {c['roc']['auc_ci']}  logistic AUC "
                      f"{r['logistic_out_of_fold']['roc']['auc']}  ambiguous {c['ambiguous_share']}")
+        vs = r["versus_baseline"]
+        for rule in ("any_rule", *(k for k in r["baseline"] if k != "any_rule")):
+            v = vs[rule]
+            lines.append(f"  vs {rule:18s} rule P {v['rule_precision']} R {v['rule_recall']} | score P at its R "
+                         f"{v['score_precision_at_rule_recall']} ({v['precision_gain']:+.3f} {v['precision_gain_ci']})"
+                         f", R at its P {v['score_recall_at_rule_precision']} ({v['recall_gain']:+.3f} "
+                         f"{v['recall_gain_ci']})")
+        g = vs["auc_vs_naive_count"]
+        lines.append(f"  AUC vs naive count ({g['naive_auc']}): {g['gain']:+.3f} {g['gain_ci']} (tasks resampled)")
+        lines.append(f"  {vs['verdict']}")
     cost_r = result["cost"]
     lines.append(f"cost: {cost_r['units']} units, batch {cost_r['batch_seconds']} s, stream {cost_r['stream_seconds']}"
                  f" s, peak RSS {cost_r['peak_rss_mb_after_detect_many']} MB")
