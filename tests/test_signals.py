@@ -404,7 +404,8 @@ def test_retry_with_the_same_arguments_is_not_an_action_retry(found: dict[str, l
 def test_one_action_is_not_many(found: dict[str, list[FailureSignal]]) -> None:
     assert "many_actions" not in _kinds(found[CONFIRMED_CANCEL])
     strengths = sorted({s.strength for sig in found.values() for s in sig if s.kind == "many_actions"})
-    assert strengths[0] == 0.15 and strengths[-1] == 0.3  # 2 actions; capped at max_strength
+    cfg = SignalSettings().many_actions
+    assert strengths[0] == cfg.strength and strengths[-1] == cfg.max_strength  # 2 actions; capped at max_strength
 
 
 # --- calibrated combination -----------------------------------------------------------------------------------

@@ -12,15 +12,17 @@ One sub-table per detector, named as the detector is registered::
 Every detector has ``enabled`` and ``strength`` (the strength of one signal it emits, in [0, 1]);
 the rest are its thresholds. Word lists are regular-expression fragments, matched
 case-insensitively from a word start. Thresholds were set by reasoning about what each cue means in
-production. Strengths were derived on the dev half of the 300 tau-bench runs (fitted on dev, never on
-the test half): each kind's Cheng causal power, (p1 - p0) / (1 - p0) clipped at 0, p1 and p0 the fail
-rates of dev units where the kind fired and where it did not, shrunk toward the base rate by 5
-pseudo-units (``benchmarks/derive_strengths.py`` prints them). Kinds seen on fewer than 5 dev units
-(``user_correction``, ``user_repeat``, ``unanswered_complaint``, ``empty_answer``, ``cut_off_answer``,
-``error_span``, ``action_after_objection``) keep their reasoned strengths; ramps (``per_extra``,
-``per_z``) stay as reasoned, with ``max_strength`` moved by as much as ``strength``, and a cue of
-power 0 (hand-offs, refusals, frustration words: on tau-bench mostly the right outcome) has no ramp.
-docs/signals.md gives both sets and each detector's measured precision.
+production. Strengths of what the agent and its tools do were derived on the dev half of the 300
+tau-bench runs (fitted on dev, never on the test half): each cue's Cheng causal power,
+(p1 - p0) / (1 - p0) clipped at 0, p1 and p0 the fail rates of dev units where the cue fired and
+where it did not, shrunk toward the base rate by 5 pseudo-units (``benchmarks/derive_strengths.py``
+prints them). What the user says (frustration, corrections, repeats, complaints, asking for a
+person) keeps its reasoned strength: tau-bench's user is a simulator playing a script, not a
+customer. Cues seen on fewer than 5 dev units (``empty_answer``, ``cut_off_answer``, ``error_span``,
+``action_after_objection``) keep theirs too; ramps (``per_extra``, ``per_z``) stay as reasoned, with
+``max_strength`` moved by as much as ``strength``, and a cue of power 0 (a hand-off tool call, a
+refusal loop: on tau-bench mostly what the policy asks for) has no ramp. docs/signals.md gives both
+sets and each detector's measured precision.
 """
 
 from __future__ import annotations
@@ -90,8 +92,7 @@ REFUSAL = (
 class FrustrationSettings(_Patterns):
     """``user_frustration``: a user turn with frustration words, or a correction of the agent."""
 
-    strength: float = Field(default=0.0, ge=0, le=1, allow_inf_nan=False, description="0: on tau-bench's dev "
-                            "half frustrated users failed less often than the others (reasoned before: 0.4)")
+    strength: float = Field(default=0.4, ge=0, le=1, allow_inf_nan=False)
     correction_strength: float = Field(default=0.3, ge=0, le=1, allow_inf_nan=False,
                                        description="strength of a correction without frustration words")
     words: tuple[str, ...] = FRUSTRATION
@@ -111,8 +112,11 @@ class RepeatSettings(DetectorSettings):
 class EscalationSettings(_Patterns):
     """``escalation``: a call to a hand-off tool, or the user asking for a person."""
 
-    strength: float = Field(default=0.0, ge=0, le=1, allow_inf_nan=False, description="0: on tau-bench's dev "
-                            "half a hand-off was mostly the right outcome (reasoned before: 0.3)")
+    strength: float = Field(default=0.3, ge=0, le=1, allow_inf_nan=False, description="the user asks for a "
+                            "person and no hand-off tool is called")
+    handoff_strength: float = Field(default=0.0, ge=0, le=1, allow_inf_nan=False, description="the agent calls "
+                                    "a hand-off tool; 0: on tau-bench's dev half a hand-off was mostly what the "
+                                    "policy asks for (reasoned before: 0.3)")
     tools: tuple[str, ...] = (r"transfer_to_human", r"escalat", r"hand_?off", r"human_agent", r"talk_to_human")
     text: tuple[str, ...] = ESCALATION_TEXT
 
