@@ -18,6 +18,13 @@ bootstrap for ROC AUC, seed 0):
 * all signals combined: flagged = failure score >= ``fail_at`` (default settings), and flagged =
   any signal at all; ROC AUC of the failure score (``sklearn.metrics.roc_auc_score``); the share in
   the ambiguous band (what open coding would send to a model);
+* the failure score **paired against the naive baseline** on the same units (``versus_baseline``): its
+  precision at the recall of each rule and of their union, its recall at their precision, and its ROC AUC
+  minus that of the naive score (the number of rules fired), each difference with a 95% interval from a
+  bootstrap resampling whole tasks (trials of one task are not independent), and a plain verdict: the
+  score beats the baseline when both differences against the union and the naive score exclude 0;
+* the failure score under the strengths set by reasoning before they were derived on the dev half
+  (``reasoned_strengths``), paired against the defaults;
 * the failure score at cut-offs 0.3 to 0.8, and per family of detectors (conversation, behaviour,
   consequential actions, and all with the hand-off and refusal cues disabled);
 * the calibrated combination (``assay.signals.fit_combination``: a logistic regression over the
@@ -28,7 +35,9 @@ bootstrap for ROC AUC, seed 0):
 * other data with known failures: the 44 Magentic-One runs AgentRx annotated (all failed: the
   share each detector flags), and the annotated failed tau retail runs per human failure category.
 
-Honesty: thresholds and strengths were set by reasoning; while designing the detectors only the
+Honesty: thresholds were set by reasoning; the strengths of the agent-side cues were **fitted on dev**
+(Cheng causal power on the dev half, ``benchmarks/derive_strengths.py``), so the dev half's numbers are in
+sample for them, and the test half was never fitted; while designing the detectors only the
 ``dev`` half of the runs was looked at (a fixed split by sha256 of ``domain/task_id``, even = dev,
 136 runs). ``test`` (164 runs) was not looked at while a detector was designed; ``all`` includes
 the dev half. docs/signals.md says which detectors came after which held-out run.
@@ -333,6 +342,25 @@ the first held-out run, designed on the dev half only); and all detectors with `
 policy asks for (chosen on the dev half)."""
 
 
+REASONED_STRENGTHS: dict[str, dict[str, float]] = {
+    "user_frustration": {"strength": 0.4}, "escalation": {"strength": 0.3, "handoff_strength": 0.3},
+    "refusal_loop": {"strength": 0.25, "max_strength": 0.5}, "tool_loop": {"strength": 0.35},
+    "retry_after_error": {"strength": 0.2}, "tool_error": {"strength": 0.4}, "ungrounded_number": {"strength": 0.25},
+    "unconfirmed_action": {"strength": 0.3}, "ungrounded_argument": {"strength": 0.4},
+    "action_retry": {"strength": 0.3},
+    "many_actions": {"strength": 0.15, "max_strength": 0.3}, "long_session": {"strength": 0.35},
+}
+"""The strengths set by reasoning before they were derived on the dev half (detector version 1): the score
+they give is the ``reasoned_strengths`` row, paired against the defaults."""
+
+
+def reasoned_scores(blind: list[Any]) -> list[float]:
+    """Failure scores of the units (outcomes withheld) under :data:`REASONED_STRENGTHS`."""
+    from assay.signals import SignalSettings, detect_many, failure_score
+
+    return [failure_score(sig) for sig in detect_many(blind, SignalSettings.model_validate(REASONED_STRENGTHS))]
+
+
 def family(rows: list[dict[str, Any]], fam: str, truth: list[bool]) -> dict[str, Any]:
     """The failure score from one family's signals only (not a tuned variant: a description)."""
     from assay.signals import SignalSettings, failure_score
@@ -345,7 +373,7 @@ def family(rows: list[dict[str, Any]], fam: str, truth: list[bool]) -> dict[str,
 
 def evaluate(rows: list[dict[str, Any]], names: list[str], kinds: list[str]) -> dict[str, Any]:
     """All metrics on one subset of units (rows: truth, signals, assessment, baseline, oof)."""
-    from assay.signals import failure_score
+    from assay.signals import SignalSettings, failure_score
 
     truth = [r["fail"] for r in rows]
     base = {rule: rates(truth, [r["baseline"][rule] for r in rows]) for rule in rows[0]["baseline"]}
@@ -369,6 +397,11 @@ def evaluate(rows: list[dict[str, Any]], names: list[str], kinds: list[str]) -> 
                      "ambiguous_share": round(sum(r["assessment"].ambiguous for r in rows) / len(rows), 3),
                      "ambiguous_ci": wilson(sum(r["assessment"].ambiguous for r in rows), len(rows))},
         "versus_baseline": versus_baseline(rows),
+        "reasoned_strengths": {"at_fail_at": rates(truth, [r["reasoned"] >= SignalSettings().fail_at for r in rows]),
+                               "roc": auc(truth, [r["reasoned"] for r in rows]),
+                               "auc_gain_of_defaults": paired_gain(truth, [r["assessment"].score for r in rows],
+                                                                   [r["reasoned"] for r in rows],
+                                                                   [r["task"] for r in rows])},
         "logistic_out_of_fold": {"at_0.5": rates(truth, [r["oof"] >= 0.5 for r in rows]),
                                  "roc": auc(truth, [r["oof"] for r in rows])},
     }
@@ -463,13 +496,15 @@ def detection() -> dict[str, Any]:
     names = [n for n in DETECTORS]
     oof, folds = cross_validated_scores(signals, [u.outcome == "fail" for u in units], [task_key(u) for u in units])
     rows = [{"id": u.unit_id, "fail": u.outcome == "fail", "split": split_of(u), "task": task_key(u), "signals": s,
-             "oof": float(p), "assessment": assess(b.unit_id, s, settings), "baseline": baseline_rules(unit_view(b))}
-            for u, b, s, p in zip(units, blind, signals, oof, strict=True)]
+             "oof": float(p), "assessment": assess(b.unit_id, s, settings), "baseline": baseline_rules(unit_view(b)),
+             "reasoned": r} for u, b, s, p, r in zip(units, blind, signals, oof, reasoned_scores(blind), strict=True)]
     kinds = sorted({s.kind for sig in signals for s in sig})
     return {
         "data": [str(p.relative_to(DATA)) for p in FILES], "truth": "fail = reward 0 (outcome withheld)",
         "leak_check": f"passed: identical signals with outcomes set, apart from {outcome_signals} outcome signals",
         "settings": "defaults (SignalSettings())", "fail_at": settings.fail_at,
+        "strengths": "fitted on dev: the agent-side strengths are Cheng causal powers on the dev half "
+                     "(benchmarks/derive_strengths.py), so dev numbers are in sample for them; test never fitted",
         "ambiguous_band": [settings.ambiguous_low, settings.ambiguous_high],
         "split": "dev/test by sha256(domain/task_id) parity; design looked at dev only",
         "detector_versions": {n: d.version for n, d in DETECTORS.items()},
@@ -1005,7 +1040,7 @@ def discovery_summary(result: dict[str, Any]) -> str:
 
 def summary(result: dict[str, Any]) -> str:
     """A few lines for the terminal."""
-    lines = []
+    lines = [f"strengths {result['strengths']}"]
     for part in ("all", "test"):
         r = result[part]
         c = r["combined"]
@@ -1025,6 +1060,11 @@ def summary(result: dict[str, Any]) -> str:
                          f"{v['recall_gain_ci']})")
         g = vs["auc_vs_naive_count"]
         lines.append(f"  AUC vs naive count ({g['naive_auc']}): {g['gain']:+.3f} {g['gain_ci']} (tasks resampled)")
+        old = r["reasoned_strengths"]
+        lines.append(f"  reasoned strengths (before): P {old['at_fail_at']['precision']} "
+                     f"R {old['at_fail_at']['recall']}"
+                     f" AUC {old['roc']['auc']}; defaults' AUC gain {old['auc_gain_of_defaults']['gain']:+.3f} "
+                     f"{old['auc_gain_of_defaults']['gain_ci']}")
         lines.append(f"  {vs['verdict']}")
     cost_r = result["cost"]
     lines.append(f"cost: {cost_r['units']} units, batch {cost_r['batch_seconds']} s, stream {cost_r['stream_seconds']}"
