@@ -339,7 +339,9 @@ and its tools do vs how consequential actions came about; the ten detectors froz
 any held-out number was seen; the eleven before the action detectors (``ungrounded_number`` was added after
 the first held-out run, designed on the dev half only); and all detectors with ``escalation`` and
 ``refusal_loop`` disabled, the documented setting for deployments where hand-offs and refusals are what the
-policy asks for (chosen on the dev half)."""
+policy asks for (chosen on the dev half; since the strengths were derived on the dev half, a hand-off tool call
+and a refusal loop weigh 0 by default, so this row differs from the defaults only by a user's unanswered request
+for a person)."""
 
 
 REASONED_STRENGTHS: dict[str, dict[str, float]] = {
