@@ -18,6 +18,13 @@ bootstrap for ROC AUC, seed 0):
 * all signals combined: flagged = failure score >= ``fail_at`` (default settings), and flagged =
   any signal at all; ROC AUC of the failure score (``sklearn.metrics.roc_auc_score``); the share in
   the ambiguous band (what open coding would send to a model);
+* the failure score **paired against the naive baseline** on the same units (``versus_baseline``): its
+  precision at the recall of each rule and of their union, its recall at their precision, and its ROC AUC
+  minus that of the naive score (the number of rules fired), each difference with a 95% interval from a
+  bootstrap resampling whole tasks (trials of one task are not independent), and a plain verdict: the
+  score beats the baseline when both differences against the union and the naive score exclude 0;
+* the failure score under the strengths set by reasoning before they were derived on the dev half
+  (``reasoned_strengths``), paired against the defaults;
 * the failure score at cut-offs 0.3 to 0.8, and per family of detectors (conversation, behaviour,
   consequential actions, and all with the hand-off and refusal cues disabled);
 * the calibrated combination (``assay.signals.fit_combination``: a logistic regression over the
@@ -28,7 +35,9 @@ bootstrap for ROC AUC, seed 0):
 * other data with known failures: the 44 Magentic-One runs AgentRx annotated (all failed: the
   share each detector flags), and the annotated failed tau retail runs per human failure category.
 
-Honesty: thresholds and strengths were set by reasoning; while designing the detectors only the
+Honesty: thresholds were set by reasoning; the strengths of the agent-side cues were **fitted on dev**
+(Cheng causal power on the dev half, ``benchmarks/derive_strengths.py``), so the dev half's numbers are in
+sample for them, and the test half was never fitted; while designing the detectors only the
 ``dev`` half of the runs was looked at (a fixed split by sha256 of ``domain/task_id``, even = dev,
 136 runs). ``test`` (164 runs) was not looked at while a detector was designed; ``all`` includes
 the dev half. docs/signals.md says which detectors came after which held-out run.
@@ -139,7 +148,7 @@ def split_of(unit: Any) -> str:
 
 def wilson(k: int, n: int) -> list[float] | None:
     """95% Wilson interval of k/n, rounded (None for n = 0)."""
-    from assay.suite.compare import wilson_interval
+    from assay.stats import wilson_interval
 
     return [round(v, 3) for v in wilson_interval(k, n)] if n else None
 
@@ -192,6 +201,98 @@ def paired_gain(truth: Sequence[bool], score: Sequence[float], other: Sequence[f
             "tasks": len(names), "units": len(y)}
 
 
+def pr_points(truth: Sequence[bool], score: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
+    """Precision and recall of ``score >= t`` for every distinct score ``t``, highest ``t`` first (ties
+    flagged together; recall never decreases along the arrays)."""
+    y, s = np.asarray(truth, dtype=float), np.asarray(score, dtype=float)
+    order = np.argsort(-s, kind="stable")
+    ys, ss = y[order], s[order]
+    last = np.r_[ss[1:] != ss[:-1], True]
+    tp, flagged = np.cumsum(ys)[last], np.arange(1, len(ys) + 1)[last]
+    return tp / flagged, tp / max(y.sum(), 1.0)
+
+
+def precision_at_recall(truth: Sequence[bool], score: Sequence[float], recall: float) -> float:
+    """Precision of ``score >= t`` at the highest cut-off ``t`` whose recall reaches ``recall`` (the point of
+    the precision-recall curve where it first does; no choice among cut-offs by precision)."""
+    prec, rec = pr_points(truth, score)
+    return float(prec[int(np.argmax(rec >= recall - 1e-12))])
+
+
+def recall_at_precision(truth: Sequence[bool], score: Sequence[float], precision: float) -> float:
+    """The highest recall of ``score >= t`` over the cut-offs whose precision is at least ``precision``
+    (0.0 when none is)."""
+    prec, rec = pr_points(truth, score)
+    ok = prec >= precision - 1e-12
+    return float(rec[ok].max()) if ok.any() else 0.0
+
+
+def task_resamples(tasks: Sequence[str]) -> list[np.ndarray]:
+    """:data:`BOOTSTRAP` resamples of whole tasks (unit indices), seed :data:`SEED`."""
+    groups: dict[str, list[int]] = {}
+    for i, task in enumerate(tasks):
+        groups.setdefault(task, []).append(i)
+    names = sorted(groups)
+    rng = np.random.default_rng(SEED)
+    return [np.concatenate([groups[t] for t in rng.choice(names, len(names))]) for _ in range(BOOTSTRAP)]
+
+
+def _ci(values: Sequence[float]) -> list[float]:
+    return [round(float(v), 3) for v in np.percentile(values, [2.5, 97.5])]
+
+
+def paired_at_rule(truth: Sequence[bool], score: Sequence[float], rule: Sequence[bool],
+                   resamples: list[np.ndarray]) -> dict[str, Any]:
+    """The failure score against one binary rule on the same units: its precision at the rule's recall minus
+    the rule's precision, and its recall at the rule's precision minus the rule's recall, each with a 95%
+    percentile interval from a bootstrap resampling whole tasks (the rule's operating point recomputed in
+    every resample; resamples where the rule flags no failed unit are skipped)."""
+    y, s, f = np.asarray(truth, dtype=bool), np.asarray(score, dtype=float), np.asarray(rule, dtype=bool)
+
+    def diffs(idx: np.ndarray) -> tuple[float, float, float, float] | None:
+        yy, ff = y[idx], f[idx]
+        tp = int((yy & ff).sum())
+        if tp == 0:
+            return None
+        p_rule, r_rule = tp / int(ff.sum()), tp / int(yy.sum())
+        return (p_rule, r_rule, precision_at_recall(yy, s[idx], r_rule) - p_rule,
+                recall_at_precision(yy, s[idx], p_rule) - r_rule)
+
+    point = diffs(np.arange(len(y)))
+    assert point is not None, "the rule flags no failed unit"
+    boots = [d for d in (diffs(idx) for idx in resamples) if d is not None]
+    p_gain, r_gain = [d[2] for d in boots], [d[3] for d in boots]
+    return {"rule_precision": round(point[0], 3), "rule_recall": round(point[1], 3),
+            "score_precision_at_rule_recall": round(point[0] + point[2], 3),
+            "precision_gain": round(point[2], 3), "precision_gain_ci": _ci(p_gain),
+            "score_recall_at_rule_precision": round(point[1] + point[3], 3),
+            "recall_gain": round(point[3], 3), "recall_gain_ci": _ci(r_gain),
+            "resamples": len(boots)}
+
+
+def versus_baseline(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """The failure score against the naive baseline on the same units (paired, whole tasks resampled):
+    precision at each rule's recall and at the union's (``any_rule``), recall at their precision, and ROC AUC
+    against the naive score (the number of rules fired on the unit). ``verdict``: the score beats the
+    baseline when the intervals of both differences against the union and the naive score exclude 0."""
+    truth = [r["fail"] for r in rows]
+    score = [r["assessment"].score for r in rows]
+    resamples = task_resamples([r["task"] for r in rows])
+    rules = {rule: [r["baseline"][rule] for r in rows] for rule in rows[0]["baseline"]}
+    rules["any_rule"] = [any(r["baseline"].values()) for r in rows]
+    out: dict[str, Any] = {rule: paired_at_rule(truth, score, flags, resamples) for rule, flags in rules.items()}
+    out["auc_vs_naive_count"] = {"naive_auc": auc(truth, [sum(r["baseline"].values()) for r in rows])["auc"],
+                                 **paired_gain(truth, score, [sum(r["baseline"].values()) for r in rows],
+                                               [r["task"] for r in rows])}
+    union, gain = out["any_rule"], out["auc_vs_naive_count"]
+    beats = union["precision_gain_ci"][0] > 0 and gain["gain_ci"][0] > 0
+    out["verdict"] = (f"beats the baseline: {'yes' if beats else 'no'} (precision at the union's recall "
+                      f"{union['precision_gain']:+.3f} {union['precision_gain_ci']}, ROC AUC vs the naive count "
+                      f"{gain['gain']:+.3f} {gain['gain_ci']}: the CIs of the differences "
+                      f"{'exclude 0' if beats else 'do not both exclude 0'})")
+    return out
+
+
 # --- detection ---------------------------------------------------------------------------
 
 
@@ -238,7 +339,28 @@ and its tools do vs how consequential actions came about; the ten detectors froz
 any held-out number was seen; the eleven before the action detectors (``ungrounded_number`` was added after
 the first held-out run, designed on the dev half only); and all detectors with ``escalation`` and
 ``refusal_loop`` disabled, the documented setting for deployments where hand-offs and refusals are what the
-policy asks for (chosen on the dev half)."""
+policy asks for (chosen on the dev half; since the strengths were derived on the dev half, a hand-off tool call
+and a refusal loop weigh 0 by default, so this row differs from the defaults only by a user's unanswered request
+for a person)."""
+
+
+REASONED_STRENGTHS: dict[str, dict[str, float]] = {
+    "user_frustration": {"strength": 0.4}, "escalation": {"strength": 0.3, "handoff_strength": 0.3},
+    "refusal_loop": {"strength": 0.25, "max_strength": 0.5}, "tool_loop": {"strength": 0.35},
+    "retry_after_error": {"strength": 0.2}, "tool_error": {"strength": 0.4}, "ungrounded_number": {"strength": 0.25},
+    "unconfirmed_action": {"strength": 0.3}, "ungrounded_argument": {"strength": 0.4},
+    "action_retry": {"strength": 0.3},
+    "many_actions": {"strength": 0.15, "max_strength": 0.3}, "long_session": {"strength": 0.35},
+}
+"""The strengths set by reasoning before they were derived on the dev half (detector version 1): the score
+they give is the ``reasoned_strengths`` row, paired against the defaults."""
+
+
+def reasoned_scores(blind: list[Any]) -> list[float]:
+    """Failure scores of the units (outcomes withheld) under :data:`REASONED_STRENGTHS`."""
+    from assay.signals import SignalSettings, detect_many, failure_score
+
+    return [failure_score(sig) for sig in detect_many(blind, SignalSettings.model_validate(REASONED_STRENGTHS))]
 
 
 def family(rows: list[dict[str, Any]], fam: str, truth: list[bool]) -> dict[str, Any]:
@@ -253,7 +375,7 @@ def family(rows: list[dict[str, Any]], fam: str, truth: list[bool]) -> dict[str,
 
 def evaluate(rows: list[dict[str, Any]], names: list[str], kinds: list[str]) -> dict[str, Any]:
     """All metrics on one subset of units (rows: truth, signals, assessment, baseline, oof)."""
-    from assay.signals import failure_score
+    from assay.signals import SignalSettings, failure_score
 
     truth = [r["fail"] for r in rows]
     base = {rule: rates(truth, [r["baseline"][rule] for r in rows]) for rule in rows[0]["baseline"]}
@@ -276,6 +398,12 @@ def evaluate(rows: list[dict[str, Any]], names: list[str], kinds: list[str]) -> 
                                        for t in (0.3, 0.4, 0.5, 0.6, 0.7, 0.8)},
                      "ambiguous_share": round(sum(r["assessment"].ambiguous for r in rows) / len(rows), 3),
                      "ambiguous_ci": wilson(sum(r["assessment"].ambiguous for r in rows), len(rows))},
+        "versus_baseline": versus_baseline(rows),
+        "reasoned_strengths": {"at_fail_at": rates(truth, [r["reasoned"] >= SignalSettings().fail_at for r in rows]),
+                               "roc": auc(truth, [r["reasoned"] for r in rows]),
+                               "auc_gain_of_defaults": paired_gain(truth, [r["assessment"].score for r in rows],
+                                                                   [r["reasoned"] for r in rows],
+                                                                   [r["task"] for r in rows])},
         "logistic_out_of_fold": {"at_0.5": rates(truth, [r["oof"] >= 0.5 for r in rows]),
                                  "roc": auc(truth, [r["oof"] for r in rows])},
     }
@@ -370,13 +498,15 @@ def detection() -> dict[str, Any]:
     names = [n for n in DETECTORS]
     oof, folds = cross_validated_scores(signals, [u.outcome == "fail" for u in units], [task_key(u) for u in units])
     rows = [{"id": u.unit_id, "fail": u.outcome == "fail", "split": split_of(u), "task": task_key(u), "signals": s,
-             "oof": float(p), "assessment": assess(b.unit_id, s, settings), "baseline": baseline_rules(unit_view(b))}
-            for u, b, s, p in zip(units, blind, signals, oof, strict=True)]
+             "oof": float(p), "assessment": assess(b.unit_id, s, settings), "baseline": baseline_rules(unit_view(b)),
+             "reasoned": r} for u, b, s, p, r in zip(units, blind, signals, oof, reasoned_scores(blind), strict=True)]
     kinds = sorted({s.kind for sig in signals for s in sig})
     return {
         "data": [str(p.relative_to(DATA)) for p in FILES], "truth": "fail = reward 0 (outcome withheld)",
         "leak_check": f"passed: identical signals with outcomes set, apart from {outcome_signals} outcome signals",
         "settings": "defaults (SignalSettings())", "fail_at": settings.fail_at,
+        "strengths": "fitted on dev: the agent-side strengths are Cheng causal powers on the dev half "
+                     "(benchmarks/derive_strengths.py), so dev numbers are in sample for them; test never fitted",
         "ambiguous_band": [settings.ambiguous_low, settings.ambiguous_high],
         "split": "dev/test by sha256(domain/task_id) parity; design looked at dev only",
         "detector_versions": {n: d.version for n, d in DETECTORS.items()},
@@ -912,7 +1042,7 @@ def discovery_summary(result: dict[str, Any]) -> str:
 
 def summary(result: dict[str, Any]) -> str:
     """A few lines for the terminal."""
-    lines = []
+    lines = [f"strengths {result['strengths']}"]
     for part in ("all", "test"):
         r = result[part]
         c = r["combined"]
@@ -923,6 +1053,21 @@ def summary(result: dict[str, Any]) -> str:
             lines.append(f"  {name:28s} flagged {m['flagged']:3d}  P {m['precision']}  R {m['recall']}")
         lines.append(f"  AUC {c['roc']['auc']} {c['roc']['auc_ci']}  logistic AUC "
                      f"{r['logistic_out_of_fold']['roc']['auc']}  ambiguous {c['ambiguous_share']}")
+        vs = r["versus_baseline"]
+        for rule in ("any_rule", *(k for k in r["baseline"] if k != "any_rule")):
+            v = vs[rule]
+            lines.append(f"  vs {rule:18s} rule P {v['rule_precision']} R {v['rule_recall']} | score P at its R "
+                         f"{v['score_precision_at_rule_recall']} ({v['precision_gain']:+.3f} {v['precision_gain_ci']})"
+                         f", R at its P {v['score_recall_at_rule_precision']} ({v['recall_gain']:+.3f} "
+                         f"{v['recall_gain_ci']})")
+        g = vs["auc_vs_naive_count"]
+        lines.append(f"  AUC vs naive count ({g['naive_auc']}): {g['gain']:+.3f} {g['gain_ci']} (tasks resampled)")
+        old = r["reasoned_strengths"]
+        lines.append(f"  reasoned strengths (before): P {old['at_fail_at']['precision']} "
+                     f"R {old['at_fail_at']['recall']}"
+                     f" AUC {old['roc']['auc']}; defaults' AUC gain {old['auc_gain_of_defaults']['gain']:+.3f} "
+                     f"{old['auc_gain_of_defaults']['gain_ci']}")
+        lines.append(f"  {vs['verdict']}")
     cost_r = result["cost"]
     lines.append(f"cost: {cost_r['units']} units, batch {cost_r['batch_seconds']} s, stream {cost_r['stream_seconds']}"
                  f" s, peak RSS {cost_r['peak_rss_mb_after_detect_many']} MB")

@@ -32,6 +32,7 @@ from assay.signals import (
     is_action,
     unit_view,
 )
+from assay.signals.combine import features
 from assay.traces import Span, SpanEvent, ToolCall, Unit, read_file
 from tests.conftest import AIRLINE, DATA, RETAIL, ROOT
 
@@ -102,6 +103,18 @@ def test_escalation_asked_and_done_is_one_signal(found: dict[str, list[FailureSi
     assert len(signals) == 1  # the user asks for a person and the agent transfers: one hand-off
     assert signals[0].evidence.startswith("tool transfer_to_human_agents | user asks: No, I don’t want it refunded")
     assert signals[0].step == 25  # at the tool call
+
+
+def test_escalation_weighs_an_unanswered_request_not_a_handoff(tau: list[Unit],
+                                                              found: dict[str, list[FailureSignal]]) -> None:
+    cfg = SignalSettings().escalation
+    done = next(s for s in found["tau-airline/task-4/trial-0"] if s.kind == "escalation")  # the agent transfers
+    asked = next(s for s in found["tau-airline/task-12/trial-0"] if s.kind == "escalation")  # nobody calls the tool
+    assert done.evidence.startswith("tool transfer_to_human_agents") and done.strength == cfg.handoff_strength == 0
+    assert asked.evidence.startswith("user asks:") and asked.strength == cfg.strength == 0.3
+    handoff = detect(next(u for u in tau if u.unit_id == "tau-airline/task-4/trial-0"),
+                     SignalSettings.model_validate({"escalation": {"handoff_strength": 0.3}}))
+    assert [s.strength for s in handoff if s.kind == "escalation"] == [0.3]  # where a hand-off is the failure
 
 
 def test_retries_after_errors_are_not_loops(found: dict[str, list[FailureSignal]]) -> None:
@@ -297,8 +310,9 @@ def test_docs_examples_run() -> None:
     text = (ROOT / "docs" / "signals.md").read_text(encoding="utf-8")
     blocks = [SignalSettings.model_validate(tomllib.loads(b.split("```")[0])["signals"])
               for b in text.split("```toml\n")[1:]]
-    assert len(blocks) == 2
-    actions, cfg = blocks
+    assert len(blocks) == 3
+    reasoned, actions, cfg = blocks
+    assert (reasoned.escalation.handoff_strength, reasoned.refusal_loop.max_strength) == (0.3, 0.5)
     assert (actions.unconfirmed_action.generic, actions.unconfirmed_action.action_verbs[0]) == (False, "cancel")
     assert (cfg.tool_loop.min_repeats, cfg.escalation.enabled) == (3, False)
     code = text.split("```python\n")[-1].split("```")[0]
@@ -404,7 +418,8 @@ def test_retry_with_the_same_arguments_is_not_an_action_retry(found: dict[str, l
 def test_one_action_is_not_many(found: dict[str, list[FailureSignal]]) -> None:
     assert "many_actions" not in _kinds(found[CONFIRMED_CANCEL])
     strengths = sorted({s.strength for sig in found.values() for s in sig if s.kind == "many_actions"})
-    assert strengths[0] == 0.15 and strengths[-1] == 0.3  # 2 actions; capped at max_strength
+    cfg = SignalSettings().many_actions
+    assert strengths[0] == cfg.strength and strengths[-1] == cfg.max_strength  # 2 actions; capped at max_strength
 
 
 # --- calibrated combination -----------------------------------------------------------------------------------
@@ -422,6 +437,14 @@ def test_calibrated_combination(tau: list[Unit], found: dict[str, list[FailureSi
     # the recorded outcome is the label, never a feature
     with_outcome = detect_many(tau)
     assert fit_combination(with_outcome, failed) == combo
+
+
+def test_combination_features_count_signals_not_strengths(found: dict[str, list[FailureSignal]]) -> None:
+    handoff = [s for s in found["tau-airline/task-4/trial-0"] if s.kind == "escalation"]
+    assert handoff and handoff[0].strength == 0  # no weight in the noisy-OR ...
+    assert features(handoff, ["escalation", "tool_error"]) == [0.5, 0.0]  # ... but the combination sees it
+    errors = [s for s in found["tau-airline/task-3/trial-0"] if s.kind == "tool_error"]  # five failed updates
+    assert len(errors) >= 2 and features(errors, ["tool_error"]) == [1 - 0.5 ** len(errors)]
 
 
 def test_cross_validated_scores_are_out_of_fold(tau: list[Unit], found: dict[str, list[FailureSignal]]) -> None:

@@ -11,8 +11,18 @@ One sub-table per detector, named as the detector is registered::
 
 Every detector has ``enabled`` and ``strength`` (the strength of one signal it emits, in [0, 1]);
 the rest are its thresholds. Word lists are regular-expression fragments, matched
-case-insensitively from a word start. The defaults were set by reasoning about what each cue
-means in production; docs/signals.md gives the reasons and each detector's measured precision.
+case-insensitively from a word start. Thresholds were set by reasoning about what each cue means in
+production. Strengths of what the agent and its tools do were derived on the dev half of the 300
+tau-bench runs (fitted on dev, never on the test half): each cue's Cheng causal power,
+(p1 - p0) / (1 - p0) clipped at 0, p1 and p0 the fail rates of dev units where the cue fired and
+where it did not, shrunk toward the base rate by 5 pseudo-units (``benchmarks/derive_strengths.py``
+prints them). What the user says (frustration, corrections, repeats, complaints, asking for a
+person) keeps its reasoned strength: tau-bench's user is a simulator playing a script, not a
+customer. Cues seen on fewer than 5 dev units (``empty_answer``, ``cut_off_answer``, ``error_span``,
+``action_after_objection``) keep theirs too; ramps (``per_extra``, ``per_z``) stay as reasoned, with
+``max_strength`` moved by as much as ``strength``, and a cue of power 0 (a hand-off tool call, a
+refusal loop: on tau-bench mostly what the policy asks for) has no ramp. docs/signals.md gives both
+sets and each detector's measured precision.
 """
 
 from __future__ import annotations
@@ -102,7 +112,11 @@ class RepeatSettings(DetectorSettings):
 class EscalationSettings(_Patterns):
     """``escalation``: a call to a hand-off tool, or the user asking for a person."""
 
-    strength: float = Field(default=0.3, ge=0, le=1, allow_inf_nan=False)
+    strength: float = Field(default=0.3, ge=0, le=1, allow_inf_nan=False, description="the user asks for a "
+                            "person and no hand-off tool is called")
+    handoff_strength: float = Field(default=0.0, ge=0, le=1, allow_inf_nan=False, description="the agent calls "
+                                    "a hand-off tool; 0: on tau-bench's dev half a hand-off was mostly what the "
+                                    "policy asks for (reasoned before: 0.3)")
     tools: tuple[str, ...] = (r"transfer_to_human", r"escalat", r"hand_?off", r"human_agent", r"talk_to_human")
     text: tuple[str, ...] = ESCALATION_TEXT
 
@@ -110,9 +124,10 @@ class EscalationSettings(_Patterns):
 class RefusalSettings(_Patterns):
     """``refusal_loop``: the agent refuses or apologises in many turns of one unit."""
 
-    strength: float = Field(default=0.25, ge=0, le=1, allow_inf_nan=False)
+    strength: float = Field(default=0.0, ge=0, le=1, allow_inf_nan=False, description="0: on tau-bench's dev "
+                            "half refusals were mostly the right outcome (reasoned before: 0.25, up to 0.5)")
     per_extra: float = Field(default=0.05, ge=0, le=1, description="strength added per turn beyond min_turns")
-    max_strength: float = Field(default=0.5, ge=0, le=1)
+    max_strength: float = Field(default=0.0, ge=0, le=1)
     min_turns: int = Field(default=3, ge=2, description="assistant turns that refuse or apologise")
     phrases: tuple[str, ...] = REFUSAL
 
@@ -130,7 +145,7 @@ class EmptyAnswerSettings(DetectorSettings):
 class ToolLoopSettings(DetectorSettings):
     """``tool_loop``: the same tool call (name and arguments) made again after it succeeded."""
 
-    strength: float = Field(default=0.35, ge=0, le=1, allow_inf_nan=False)
+    strength: float = Field(default=0.41, ge=0, le=1, allow_inf_nan=False)
     per_extra: float = Field(default=0.15, ge=0, le=1, description="strength added per call beyond min_repeats")
     max_strength: float = Field(default=0.8, ge=0, le=1)
     min_repeats: int = Field(default=2, ge=2, description="identical calls that make a loop")
@@ -140,7 +155,7 @@ class ToolLoopSettings(DetectorSettings):
 class RetrySettings(DetectorSettings):
     """``retry_after_error``: the same tool called again right after it returned an error."""
 
-    strength: float = Field(default=0.2, ge=0, le=1, allow_inf_nan=False)
+    strength: float = Field(default=0.56, ge=0, le=1, allow_inf_nan=False)
     window: int = Field(default=3, ge=1, description="tool calls after the error within which a call to the "
                         "same tool counts as a retry")
 
@@ -156,14 +171,14 @@ class ComplaintSettings(_Patterns):
 class ToolErrorSettings(DetectorSettings):
     """``tool_error``: each tool result that is an error, each error span."""
 
-    strength: float = Field(default=0.4, ge=0, le=1, allow_inf_nan=False)
+    strength: float = Field(default=0.42, ge=0, le=1, allow_inf_nan=False)
     error_span_strength: float = Field(default=0.5, ge=0, le=1, allow_inf_nan=False)
 
 
 class UngroundedSettings(DetectorSettings):
     """``ungrounded_number``: the agent states a figure that no earlier step contains."""
 
-    strength: float = Field(default=0.25, ge=0, le=1, allow_inf_nan=False)
+    strength: float = Field(default=0.28, ge=0, le=1, allow_inf_nan=False)
     min_value: float = Field(default=10.0, ge=0, description="smaller numbers (list numbering, small counts) "
                              "are not checked")
 
@@ -210,7 +225,7 @@ class ActionSettings(_Patterns):
 class UnconfirmedActionSettings(ActionSettings):
     """``unconfirmed_action``: a consequential action whose preceding user turn holds no explicit yes."""
 
-    strength: float = Field(default=0.3, ge=0, le=1, allow_inf_nan=False)
+    strength: float = Field(default=0.25, ge=0, le=1, allow_inf_nan=False)
     objection_strength: float = Field(default=0.5, ge=0, le=1, allow_inf_nan=False, description="strength when "
                                       "that user turn objects (no, wait, that's not what I asked)")
     affirmatives: tuple[str, ...] = AFFIRMATIVES
@@ -221,7 +236,7 @@ class UngroundedArgumentSettings(ActionSettings):
     """``ungrounded_argument``: a consequential action's argument (id, amount, date) that no earlier user
     turn, tool result or system prompt contains."""
 
-    strength: float = Field(default=0.4, ge=0, le=1, allow_inf_nan=False)
+    strength: float = Field(default=0.61, ge=0, le=1, allow_inf_nan=False)
     min_value: float = Field(default=10.0, ge=0, description="smaller numeric arguments (counts, quantities) "
                              "are not checked")
     min_chars: int = Field(default=3, ge=1, description="shorter text arguments are not checked")
@@ -230,15 +245,15 @@ class UngroundedArgumentSettings(ActionSettings):
 class ActionRetrySettings(ActionSettings):
     """``action_retry``: a consequential action that failed, tried again with other arguments."""
 
-    strength: float = Field(default=0.3, ge=0, le=1, allow_inf_nan=False)
+    strength: float = Field(default=0.57, ge=0, le=1, allow_inf_nan=False)
 
 
 class ActionCountSettings(ActionSettings):
     """``many_actions``: a unit that takes several consequential actions (a risk cue, not evidence)."""
 
-    strength: float = Field(default=0.15, ge=0, le=1, allow_inf_nan=False)
+    strength: float = Field(default=0.43, ge=0, le=1, allow_inf_nan=False)
     per_extra: float = Field(default=0.05, ge=0, le=1, description="strength added per action beyond min_actions")
-    max_strength: float = Field(default=0.3, ge=0, le=1)
+    max_strength: float = Field(default=0.58, ge=0, le=1)
     min_actions: int = Field(default=2, ge=1, description="consequential actions (successful or not) that make "
                              "a unit busy")
 
@@ -246,7 +261,7 @@ class ActionCountSettings(ActionSettings):
 class LongSessionSettings(DetectorSettings):
     """``long_session``: far more steps than the unit's workflow usually takes (fitted per batch)."""
 
-    strength: float = Field(default=0.35, ge=0, le=1, allow_inf_nan=False)
+    strength: float = Field(default=0.64, ge=0, le=1, allow_inf_nan=False)
     per_z: float = Field(default=0.1, ge=0, le=1, description="strength added per robust z above min_z")
     max_strength: float = Field(default=0.8, ge=0, le=1)
     min_z: float = Field(default=2.0, gt=0, description="robust z of log(steps) within the workflow: "

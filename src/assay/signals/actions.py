@@ -70,7 +70,7 @@ def interactive(view: UnitView) -> bool:
     return first is not None and any(u.index > first for u in view.users)
 
 
-@detector("unconfirmed_action", "1", UnconfirmedActionSettings)
+@detector("unconfirmed_action", "2", UnconfirmedActionSettings)
 def unconfirmed_action(view: UnitView, cfg: UnconfirmedActionSettings, _: Any = None) -> list[Finding]:
     """A consequential action whose last preceding user turn objects (``action_after_objection``: "no",
     "wait", "that's not what I asked", and no yes) or holds no explicit affirmative (``unconfirmed_action``:
@@ -182,7 +182,7 @@ class _Sources:
         return any(bare in text for text in self.joined())
 
 
-@detector("ungrounded_argument", "1", UngroundedArgumentSettings)
+@detector("ungrounded_argument", "2", UngroundedArgumentSettings)
 def ungrounded_argument(view: UnitView, cfg: UngroundedArgumentSettings, _: Any = None) -> list[Finding]:
     """A consequential action with an argument holding a fact (a value with a digit: an id, an amount, a
     date; numbers >= ``min_value``) that no earlier user turn, tool result or system prompt contains (ids
@@ -202,7 +202,7 @@ def ungrounded_argument(view: UnitView, cfg: UngroundedArgumentSettings, _: Any 
     return out
 
 
-@detector("action_retry", "1", ActionRetrySettings)
+@detector("action_retry", "2", ActionRetrySettings)
 def action_retry(view: UnitView, cfg: ActionRetrySettings, _: Any = None) -> list[Finding]:
     """A consequential action that returned an error and whose next call of the same tool has other
     arguments: the agent guessed again instead of asking. One signal per failed call, at the retry."""
@@ -219,11 +219,12 @@ def action_retry(view: UnitView, cfg: ActionRetrySettings, _: Any = None) -> lis
     return out
 
 
-@detector("many_actions", "1", ActionCountSettings)
+@detector("many_actions", "2", ActionCountSettings)
 def many_actions(view: UnitView, cfg: ActionCountSettings, _: Any = None) -> list[Finding]:
     """A unit with at least ``min_actions`` consequential actions: more to get wrong, and a wrong action
-    raises no error. A weak risk cue, not evidence of a failure: one signal at the last action, stronger by
-    ``per_extra`` per action beyond ``min_actions`` (up to ``max_strength``), below ``fail_at`` alone."""
+    raises no error. A risk cue rather than evidence of a failure: one signal at the last action, stronger by
+    ``per_extra`` per action beyond ``min_actions`` (up to ``max_strength``); with the defaults it reaches
+    ``fail_at`` alone from four actions on."""
     done = [call for call, _ in actions(view, cfg)]
     if len(done) < cfg.min_actions:
         return []

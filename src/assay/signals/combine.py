@@ -4,9 +4,11 @@ The noisy-OR score (:mod:`assay.signals.score`) needs no labels and treats every
 independent evidence *for* a failure. Once experts have labelled some units pass/fail, a team can
 learn how much each detector's signals really say in its deployment, including cues that point the
 other way (a hand-off that the policy asks for). :func:`fit_combination` fits a logistic regression
-(``sklearn.linear_model.LogisticRegression``, L2, ``C`` = 1) whose features are, per detector, the
-noisy-OR of its signals' strengths on the unit (0 when it did not fire); signals of other sources
-(feedback, evaluator fails, labels) are one feature per source. The recorded outcome is what is
+(``sklearn.linear_model.LogisticRegression``, L2, ``C`` = 1) whose features are, per detector, how often
+it fired on the unit, as ``1 - 2**-n`` for its ``n`` signals (0 when it did not fire, 0.5 for one, 0.75
+for two); signals of other sources (feedback, evaluator fails, labels) are one feature per source. The
+features ignore the configured strengths, so the labels alone set each detector's weight, also for a
+cue whose strength is 0 in the unlabelled score. The recorded outcome is what is
 predicted, so ``outcome`` signals are never a feature.
 
 Measure it only out of sample: :func:`cross_validated_scores` gives out-of-fold probabilities with
@@ -38,22 +40,23 @@ def feature_of(signal: FailureSignal) -> str | None:
 
 
 def features(signals: Iterable[FailureSignal], names: Sequence[str]) -> list[float]:
-    """Per feature name, the noisy-OR of the unit's signals feeding it (0.0 when none did)."""
+    """Per feature name, ``1 - 2**-n`` for the ``n`` signals of the unit feeding it (0.0 when none did)."""
     product = dict.fromkeys(names, 1.0)
     for signal in signals:
         key = feature_of(signal)
         if key in product:
-            product[key] *= 1.0 - signal.strength
+            product[key] *= 0.5
     return [1.0 - product[name] for name in names]
 
 
 class SignalCombination(BaseModel):
-    """A logistic regression over per-detector signal strengths, fitted on labelled units (stored format,
-    version 1). ``score(signals)`` is the estimated probability that the unit failed."""
+    """A logistic regression over per-detector signal counts, fitted on labelled units (stored format,
+    version 2; version 1 read the signals' strengths). ``score(signals)`` is the estimated probability that
+    the unit failed."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    version: Literal[1] = 1
+    version: Literal[2] = 2
     features: tuple[str, ...] = Field(description="detector names (or sources), in coefficient order")
     coefficients: tuple[float, ...] = Field(description="one per feature; negative: the cue points to a pass")
     intercept: float

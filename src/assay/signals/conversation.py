@@ -35,7 +35,7 @@ def matched(patterns: tuple[str, ...], text: str) -> str | None:
     return m.group(0) if m else None
 
 
-@detector("user_frustration", "1", FrustrationSettings)
+@detector("user_frustration", "2", FrustrationSettings)
 def user_frustration(view: UnitView, cfg: FrustrationSettings, _: Any = None) -> list[Finding]:
     """A user turn with frustration words (``user_frustration``) or, failing those, one that corrects the
     agent (``user_correction``: "that's not what I asked", "I already told you")."""
@@ -86,21 +86,23 @@ def user_repeat(view: UnitView, cfg: RepeatSettings, _: Any = None) -> list[Find
     return out
 
 
-@detector("escalation", "1", EscalationSettings)
+@detector("escalation", "2", EscalationSettings)
 def escalation(view: UnitView, cfg: EscalationSettings, _: Any = None) -> list[Finding]:
     """A hand-off to a person: a call to a tool whose name matches ``tools``, or a user turn asking for a
     person (``text``). One signal per unit (a hand-off is usually both asked for and done), at the tool
-    call when there is one, else at the user's first request."""
+    call when there is one (strength ``handoff_strength``: the agent did hand off), else at the user's
+    first request (``strength``: the user asked and got no one)."""
     call = next((s for s in view.calls if s.tool_name and matched(cfg.tools, s.tool_name)), None)
     ask = next((s for s in view.users if matched(cfg.text, s.text)), None)
     if call is None and ask is None:
         return []
     parts = ([f"tool {call.tool_name}"] if call else []) + ([f"user asks: {ask.text}"] if ask else []) + \
         ([f"arguments: {call.text}"] if call else [])
-    return [Finding("escalation", cfg.strength, " | ".join(parts), call or ask)]
+    strength = cfg.handoff_strength if call else cfg.strength
+    return [Finding("escalation", strength, " | ".join(parts), call or ask)]
 
 
-@detector("refusal_loop", "1", RefusalSettings)
+@detector("refusal_loop", "2", RefusalSettings)
 def refusal_loop(view: UnitView, cfg: RefusalSettings, _: Any = None) -> list[Finding]:
     """At least ``min_turns`` assistant turns that refuse or apologise: one signal at the first of them,
     stronger by ``per_extra`` per turn beyond ``min_turns`` (up to ``max_strength``)."""

@@ -26,7 +26,7 @@ def numbers(text: str) -> set[float]:
     return out
 
 
-@detector("ungrounded_number", "1", UngroundedSettings)
+@detector("ungrounded_number", "2", UngroundedSettings)
 def ungrounded_number(view: UnitView, cfg: UngroundedSettings, _: Any = None) -> list[Finding]:
     """An assistant turn that states a number >= ``min_value`` found in no earlier step (system prompt, user
     turns, tool calls and results, its own earlier turns): a figure the agent computed in its head or

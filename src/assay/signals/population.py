@@ -119,7 +119,7 @@ def fit_profiles(profiles: Sequence[tuple[str, str, int]], cfg: LongSessionSetti
     return SessionNorms(overall=overall, **fitted)
 
 
-@detector("long_session", "1", LongSessionSettings, fit=fit_norms)
+@detector("long_session", "2", LongSessionSettings, fit=fit_norms)
 def long_session(view: UnitView, cfg: LongSessionSettings, norms: SessionNorms) -> list[Finding]:
     """A unit with far more steps than its workflow's norm (robust z >= ``min_z`` and >= ``min_ratio`` x
     the median): one signal for the whole unit, stronger by ``per_z`` per z above ``min_z``."""

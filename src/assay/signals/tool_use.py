@@ -36,7 +36,7 @@ def call_key(call: Step) -> str:
     return f"{call.tool_name}({args})"
 
 
-@detector("tool_error", "1", ToolErrorSettings)
+@detector("tool_error", "2", ToolErrorSettings)
 def tool_error(view: UnitView, cfg: ToolErrorSettings, _: Any = None) -> list[Finding]:
     """Each tool result that is an error (the span's error status, ``Error: ...``, a traceback,
     ``{"error": ...}``: see :func:`assay.traces.looks_like_error`) as ``tool_error``, with its text (the
@@ -52,7 +52,7 @@ def tool_error(view: UnitView, cfg: ToolErrorSettings, _: Any = None) -> list[Fi
     return out
 
 
-@detector("tool_loop", "1", ToolLoopSettings)
+@detector("tool_loop", "2", ToolLoopSettings)
 def tool_loop(view: UnitView, cfg: ToolLoopSettings, _: Any = None) -> list[Finding]:
     """The same call (tool and arguments) made again although the earlier one did not fail, so that it is
     made ``min_repeats`` times or more: one signal per looping call, at its first repeat, stronger by
@@ -75,7 +75,7 @@ def tool_loop(view: UnitView, cfg: ToolLoopSettings, _: Any = None) -> list[Find
     return out
 
 
-@detector("retry_after_error", "1", RetrySettings)
+@detector("retry_after_error", "2", RetrySettings)
 def retry_after_error(view: UnitView, cfg: RetrySettings, _: Any = None) -> list[Finding]:
     """A call to a tool within ``window`` calls after that tool returned an error: one signal per error
     that was retried, at the retry, with the error text."""

@@ -4,7 +4,8 @@ A signature should group units that fail the same way, not units that were asked
 thing. So the text embedded and labelled for a failed unit (:func:`failure_text`) is built
 from its failure signals (:mod:`assay.signals`), not from the whole run:
 
-- for each signal that points to a step, strongest first (then earliest): the signal in
+- for each signal that points to a step, strongest first (then earliest; risk cues such as
+  ``many_actions`` after the others): the signal in
   words and its evidence, then the **failure-local context**: the step before, the step
   itself, its tool call or tool result (a call and its result belong together), and the
   agent's next turn;
@@ -67,6 +68,10 @@ _STEP_CHARS = 200
 _EVIDENCE_CHARS = 200
 _POINTED_CHARS = 100  # the step itself follows, so its evidence is kept short
 _SKIPPED_SOURCES = frozenset({"outcome"})
+RISK_CUES = frozenset({"many_actions"})
+"""Kinds that say a unit had more to get wrong, not what went wrong: after every other signal in a failure
+text, whatever their strength (``many_actions`` is strong on tau-bench, yet "five actions" names no failure
+mode)."""
 
 
 def signal_words(kind: str) -> str:
@@ -119,14 +124,15 @@ def local_context(steps: list[Step], at: int) -> list[Step]:
 
 
 def _ordered(signals: Sequence[FailureSignal]) -> list[FailureSignal]:
-    """Signals worth a text, strongest first, then earliest step (step-less last), then kind."""
+    """Signals worth a text, risk cues (:data:`RISK_CUES`) last, strongest first, then earliest step
+    (step-less last), then kind."""
     kept = [s for s in signals if s.source not in _SKIPPED_SOURCES]
-    return sorted(kept, key=lambda s: (-s.strength, s.step is None, s.step or 0, s.kind))
+    return sorted(kept, key=lambda s: (s.kind in RISK_CUES, -s.strength, s.step is None, s.step or 0, s.kind))
 
 
 def lead_kind(signals: Sequence[FailureSignal]) -> str | None:
     """The kind of the signal a unit's failure text starts with (its strongest, then earliest
-    step); None when the unit has none but the recorded outcome."""
+    step; a risk cue only when it has no other); None when the unit has none but the recorded outcome."""
     ordered = _ordered(signals)
     return ordered[0].kind if ordered else None
 
