@@ -390,8 +390,9 @@ def test_what_counts_as_an_action() -> None:
     cfg = SignalSettings().unconfirmed_action
     assert [is_action(n, cfg) for n in ("cancel_reservation", "exchange_delivered_order_items", "CancelOrder",
                                         "archive_ticket", "get_user_details", "searchFlights", "think",
-                                        "transfer_to_human_agents", "WebSurfer", None)] == \
-        [True, True, True, True, False, False, False, False, False, False]
+                                        "transfer_to_human_agents", "WebSurfer", None, "check_shipping",
+                                        "verify_identity", "view_order")] == \
+        [True, True, True, True, False, False, False, False, False, False, False, False, False]
     strict = SignalSettings.model_validate(tomllib.loads(
         "[unconfirmed_action]\ngeneric = false\naction_verbs = ['cancel']\n")).unconfirmed_action
     assert [is_action(n, strict) for n in ("cancel_reservation", "archive_ticket", "book_reservation")] == \

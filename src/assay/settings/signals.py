@@ -183,7 +183,9 @@ class UngroundedSettings(DetectorSettings):
                              "are not checked")
 
 
-READ_ONLY_VERBS = ("get", "find", "search", "list", "lookup", "read", "fetch", "query", "calculate", "think")
+READ_ONLY_VERBS = ("get", "find", "search", "list", "lookup", "look", "read", "fetch", "query", "calculate", "think",
+                   "check", "view", "show", "describe", "retrieve", "load", "count", "verify", "validate", "inspect",
+                   "browse", "preview", "estimate", "compute")
 """First words of tool names that only look things up (``get_order_details``, ``searchFlights``)."""
 ACTION_VERBS = (
     "cancel", "modify", "exchange", "return", "book", "update", "send", "transfer", "create", "delete", "remove",
