@@ -56,3 +56,14 @@ def test_diff_shows_prompt_and_parameter_changes(tmp_path: Path) -> None:
     assert code == 0 and "identical" in out
     code, out = _run(tmp_path, "evaluators", "diff", "resolves", "ffff", v2)
     assert code == 2 and "matches 0" in out
+
+
+def test_an_evaluator_is_found_by_name_or_by_its_file_and_a_miss_lists_the_names(tmp_path: Path) -> None:
+    save_evaluator(_def(V1_PROMPT), tmp_path / "evaluators" / "misnamed.yaml")  # file stem != name
+    Store(load_settings(tmp_path).resolved_store_url()).close()
+    for name in ("resolves", "misnamed"):  # both reach the evaluator: it has no labelled criterion yet
+        code, out = _run(tmp_path, "calibrate", name)
+        assert code == 2 and "criterion not found: 'resolves'" in out, out
+    code, out = _run(tmp_path, "calibrate", "nope")
+    said = " ".join(out.split())
+    assert code == 2 and "evaluator not found: 'nope' (evaluators in" in said and "evaluators: resolves)" in said

@@ -48,8 +48,8 @@ class NotFoundError(UsageError):
         name: the name or id that was not found.
     """
 
-    def __init__(self, kind: str, name: str) -> None:
-        super().__init__(f"{kind} not found: {name!r}")
+    def __init__(self, kind: str, name: str, hint: str = "") -> None:
+        super().__init__(f"{kind} not found: {name!r}" + (f" ({hint})" if hint else ""))
         self.kind = kind
         self.name = name
 

@@ -25,7 +25,7 @@ from assay._cli.score import ExecutorOpt, RayAddressOpt, executor_choice
 from assay.calibration import CalibrationReport, Estimate, calibrate
 from assay.calibration.certify import CalibrationPlan, Certification
 from assay.calibration.scales import ScaleMetrics, ScaleReport
-from assay.evaluators import EvaluatorDef, content_version, evaluator_json_schema, load_evaluators
+from assay.evaluators import EvaluatorDef, content_version, evaluator_json_schema, load_evaluator, load_evaluators
 from assay.exceptions import NotFoundError, UsageError
 from assay.models import JudgeClient, make_judge
 from assay.suite import GateReport, UnitSelection, run_gate
@@ -34,16 +34,22 @@ evaluators_app = typer.Typer(help="Evaluators: one YAML file each in evaluators/
 
 
 def find_evaluator(app: AppContext, name: str) -> EvaluatorDef:
-    """The evaluator named ``name`` in the workspace's evaluators folder.
+    """The evaluator named ``name`` in the workspace's evaluators folder, else the one in its file
+    ``NAME.yaml`` / ``NAME.yml`` (a loop over the folder's files finds an evaluator whose file is named
+    otherwise).
 
     Raises:
-        NotFoundError: no such evaluator.
+        NotFoundError: no such evaluator (the message lists the folder's evaluators).
     """
     folder = app.settings.evaluators_path()
-    for defn in load_evaluators(folder) if folder.exists() else []:
+    defs = load_evaluators(folder) if folder.exists() else []
+    for defn in defs:
         if defn.name == name:
             return defn
-    raise NotFoundError("evaluator", name)
+    for suffix in (".yaml", ".yml"):
+        if (folder / f"{name}{suffix}").is_file():
+            return load_evaluator(folder / f"{name}{suffix}")
+    raise NotFoundError("evaluator", name, f"evaluators in {folder}: {', '.join(d.name for d in defs) or 'none'}")
 
 
 def judge_for(app: AppContext, defn: EvaluatorDef | None = None, refresh: bool = False) -> JudgeClient | None:
