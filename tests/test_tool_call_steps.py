@@ -155,3 +155,26 @@ def test_a_genai_tool_call_is_one_step(server: Server) -> None:
     assert json.loads(tools[0][2]) == {"location": "Paris"}
     assert "sunny" in tools[1][2]
     assert not FALSE_SIGNALS & {s.kind for s in detect(unit)}
+
+
+def test_tool_spans_without_arguments_take_the_requests_in_the_order_asked(tmp_path: Path) -> None:
+    """The Claude Agent SDK shape (Langfuse framework trace): two turns each ask for the weather tool, then two
+    tool spans that record no arguments run them; each call shows the arguments its request asked for."""
+    def ask(n: int, start: int, city: str) -> dict[str, Any]:
+        return _json_span(n, "assistant.turn", start, {
+            "openinference.span.kind": "LLM", "llm.output_messages.0.message.role": "assistant",
+            "llm.output_messages.0.message.tool_calls.0.tool_call.function.name": "get_weather",
+            "llm.output_messages.0.message.tool_calls.0.tool_call.function.arguments": json.dumps({"city": city})})
+
+    def run(n: int, start: int, result: str) -> dict[str, Any]:
+        return _json_span(n, "get_weather", start, {"openinference.span.kind": "TOOL", "tool.name": "get_weather",
+                                                     "output.value": result})
+
+    root = {**_json_span(1, "agent", T0, {"openinference.span.kind": "AGENT"}), "parentSpanId": ""}
+    path = tmp_path / "claude.json"
+    path.write_text(json.dumps(_export([root, ask(2, T0 + 10, "Berlin"), ask(3, T0 + 20, "New York"),
+                                        run(4, T0 + 30, "Berlin: cloudy"), run(5, T0 + 40, "New York: sunny")])))
+    steps = step_timeline(read_file(path).units[0])
+    assert [(k, text, span) for k, _, text, span in _tools(steps)] == [
+        ("tool_call", '{"city": "Berlin"}', sid(4)), ("tool_result", "Berlin: cloudy", sid(4)),
+        ("tool_call", '{"city": "New York"}', sid(5)), ("tool_result", "New York: sunny", sid(5))]

@@ -159,8 +159,8 @@ def executed_requests(spans: list[Span], io: dict[str, tuple[tuple[Message, ...]
     A model's requested call (an output message's tool call: OpenInference ``llm.output_messages.*.
     tool_calls``, GenAI ``tool_call`` parts) and the tool span that ran it (OpenInference ``TOOL``, GenAI
     ``execute_tool``) are one call. A tool span executes the requested call of the same trace that matches it
-    (:func:`_same_call`), started no later than the tool span and not yet taken; of several, the latest
-    requested (the first of one message), so a call asked again after one never run is the one executed.
+    (:func:`_same_call`), started no later than the tool span and not yet taken; of several, the first
+    requested (parallel calls of one tool run in the order asked).
     ``spans`` are in time order; ``io`` holds each span's input and output messages.
     """
     requests = [((s.span_id, i, k), s, call) for s in spans for i, m in enumerate(io[s.span_id][1])
@@ -172,7 +172,7 @@ def executed_requests(spans: list[Span], io: dict[str, tuple[tuple[Message, ...]
         found = [(ref, s, call) for ref, s, call in requests if ref not in out and s.trace_id == tool.trace_id
                  and s.span_id != tool.span_id and s.start_ns <= tool.start_ns and _same_call(call, tool.tool_call)]
         if found:
-            ref, _, call = max(found, key=lambda f: (f[1].start_ns, f[1].end_ns, -f[0][1], -f[0][2]))
+            ref, _, call = found[0]
             out[ref] = (call, tool.span_id)
     return out
 
