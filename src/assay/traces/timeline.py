@@ -163,16 +163,20 @@ def executed_requests(spans: list[Span], io: dict[str, tuple[tuple[Message, ...]
     requested (parallel calls of one tool run in the order asked).
     ``spans`` are in time order; ``io`` holds each span's input and output messages.
     """
-    requests = [((s.span_id, i, k), s, call) for s in spans for i, m in enumerate(io[s.span_id][1])
-                for k, call in enumerate(m.tool_calls)]
+    waiting: dict[str, list[tuple[CallRef, Span, ToolCall]]] = defaultdict(list)  # by tool name, in order
+    for s in spans:
+        for i, m in enumerate(io[s.span_id][1]):
+            for k, call in enumerate(m.tool_calls):
+                waiting[call.name].append(((s.span_id, i, k), s, call))
     out: dict[CallRef, tuple[ToolCall, str]] = {}
     for tool in spans:
         if tool.kind != "tool" or tool.tool_call is None:
             continue
-        found = [(ref, s, call) for ref, s, call in requests if ref not in out and s.trace_id == tool.trace_id
-                 and s.span_id != tool.span_id and s.start_ns <= tool.start_ns and _same_call(call, tool.tool_call)]
-        if found:
-            ref, _, call = found[0]
+        asked = waiting.get(tool.tool_call.name, [])
+        n = next((n for n, (_, s, call) in enumerate(asked) if s.trace_id == tool.trace_id and s.span_id != tool.span_id
+                  and s.start_ns <= tool.start_ns and _same_call(call, tool.tool_call)), None)
+        if n is not None:
+            ref, _, call = asked.pop(n)
             out[ref] = (call, tool.span_id)
     return out
 
