@@ -325,3 +325,30 @@ def test_tau_bench_pydantic_errors_name_the_message_and_field() -> None:
     assert reasons[0] is not None and reasons[0].startswith("run #0 (task_id 2): traj[1]: role: Input should be")
     assert "content: Input should be a valid string" in reasons[0]
     assert reasons[1] is not None and reasons[1].startswith("run #1 (task_id 3): traj[0].tool_calls[0]: id:")
+
+
+def test_chat_log_records_with_wrong_types_are_rejected_with_the_line(tmp_path: Path) -> None:
+    """A chat-log line whose messages are empty or of the wrong types becomes no unit: the reason names the line
+    and the message, as a bad JSON line does; the good lines are kept."""
+    from assay.traces.timeline import step_timeline
+
+    good = {"id": "ok", "messages": [{"role": "user", "content": "Where is order 1000?"},
+                                     {"role": "assistant", "content": "It shipped."}]}
+    lines = [good, {"id": "num-role", "messages": [{"role": 42, "content": "hi"}]},
+             {"id": "empty", "messages": []}, {"id": "str-msg", "messages": ["hi"]},
+             {"id": "num-content", "messages": [{"role": "user", "content": 42}]},
+             {"id": "odd-role", "messages": [{"role": "customer", "content": "hi"}]},
+             {"id": "no-role", "messages": [{"content": "hi"}]}]
+    path = tmp_path / "chat.jsonl"
+    path.write_text("\n".join(json.dumps(x) for x in lines) + "\n{not json\n")
+    read = read_file(path)
+    assert [u.unit_id for u in read.units] == ["openai-chat/ok"]
+    assert [s.kind for s in step_timeline(read.units[0])] == ["user", "assistant"]
+    assert [r.reason for r in read.rejected] == [
+        "line 2: messages[0].role: expected a chat role (system, user, assistant, tool ...), got 42",
+        "line 3: 'messages' is empty: a conversation needs at least one message",
+        "line 4: messages[0]: expected a message object, got 'hi'",
+        "line 5: messages[0].content: expected text, a list of parts or null, got 42",
+        "line 6: messages[0].role: expected a chat role (system, user, assistant, tool ...), got 'customer'",
+        "line 7: messages[0]: no 'role'", "line 8: Expecting property name enclosed in double quotes: line 1 column 2 "
+                                          "(char 1)"]

@@ -178,8 +178,12 @@ def test_pending_feedback_for_a_session_attaches_when_it_arrives(app: App) -> No
      "give exactly one of trace_id, session_id, unit_id (got trace_id, unit_id)"),
     (b'{"unit_id": "u"}', "give exactly one of thumbs ('up' or 'down') and score"),
     (b'{"unit_id": "u", "thumbs": "down", "score": 0.1}', "give exactly one of thumbs"),
-    (b'{"unit_id": "u", "score": 1.5}', "score: Input should be less than or equal to 1"),
-    (b'{"unit_id": "u", "thumbs": "sideways"}', "thumbs: Input should be 'up' or 'down'"),
+    (b'{"unit_id": "u", "score": 1.5}', "score must be a number in [0, 1], got 1.5"),
+    (b'{"unit_id": "u", "score": "0.2"}', "score must be a number in [0, 1], got '0.2'"),
+    (b'{"unit_id": "u", "score": true}', "score must be a number in [0, 1], got True"),
+    (b'{"unit_id": "u", "thumbs": "sideways"}', "thumbs must be 'up' or 'down' (or true / false, -1 / +1), got "
+                                                "'sideways'"),
+    (b'{"unit_id": "u", "thumbs": 0.3}', "thumbs must be 'up' or 'down'"),
     (b'{"trace_id": "xyz", "thumbs": "down"}', "trace_id: String should match pattern"),
     (b'{"unit_id": "u", "thumbs": "down", "rating": 5}', "rating: Extra inputs are not permitted"),
     (b'{"unit_id": "u", "thumbs": "down", "time": "yesterday"}', "time: "),
@@ -203,5 +207,82 @@ def test_feedback_needs_an_api_key_and_unknown_ids_stay_pending(app: App) -> Non
 def test_feedback_values() -> None:
     assert parse_value(True) == ("up", None) and parse_value("👎") == ("down", None)
     assert parse_value(-1) == ("down", None) and parse_value(False) == ("down", None)
-    assert parse_value("0.25") == (None, 0.25) and parse_value(0) == (None, 0.0)
+    assert parse_value("0.25") is None and parse_value(0) == (None, 0.0)  # a number as text is no score
     assert parse_value(4) is None and parse_value("meh") is None and parse_value(None) is None
+
+
+def _otel(k: str, v: Any) -> dict[str, Any]:
+    """An OTLP/JSON attribute with the value type an SDK sends (``intValue`` for an int)."""
+    kind = "boolValue" if isinstance(v, bool) else "intValue" if isinstance(v, int) else \
+        "doubleValue" if isinstance(v, float) else "stringValue"
+    return {"key": k, "value": {kind: str(v) if kind == "intValue" else v}}
+
+
+def _record(key: str, name: str, value: Any) -> dict[str, Any]:
+    return {"timeUnixNano": str(T0), "traceId": tid(key), "spanId": sid(key), "attributes": [_otel(name, value)]}
+
+
+def test_bad_feedback_in_log_records_is_rejected_with_the_reason(app: App) -> None:
+    """A user's batch (``/tmp/adopt2-app/app/logs_fb2.py``): three values no channel reads are rejected in OTLP
+    partial success with the reason each, the good records of the same batch are kept."""
+    records = [_record("high", "user.feedback.score", "high"), _record("minus", "user.feedback.thumbs", -1),
+               _record("seven", "user.feedback.score", 7), _record("meh", "user.feedback.thumbs", "meh"),
+               _record("good", "user.feedback.score", 0.1)]
+    r = app.request("POST", "/v1/logs", {"resourceLogs": [{"scopeLogs": [{"logRecords": records}]}]})
+    assert r.status_code == 200, r.text
+    partial = r.json()["partialSuccess"]
+    assert partial["rejectedLogRecords"] == "3"  # an int64 in OTLP/JSON
+    message = partial["errorMessage"]
+    for key, reason in [("high", "user.feedback.score: score must be a number in [0, 1], got 'high'"),
+                        ("seven", "user.feedback.score: score must be a number in [0, 1], got 7"),
+                        ("meh", "user.feedback.thumbs: thumbs must be 'up' or 'down' (or true / false, -1 / +1), "
+                                "got 'meh'")]:
+        assert f"log record (traceId {tid(key)}, spanId {sid(key)}) rejected: {reason}" in message
+    kept = {(f.trace_id, f.thumbs, f.score, f.status) for f in list_feedback(app.store)}
+    assert kept == {(tid("minus"), "down", None, "pending"), (tid("good"), None, 0.1, "pending")}
+    ok = app.request("POST", "/v1/logs", {"resourceLogs": [{"scopeLogs": [{"logRecords": records[1:2]}]}]})
+    assert ok.status_code == 200 and ok.json() == {}  # nothing rejected: no partialSuccess
+
+
+@pytest.mark.parametrize(("field", "value", "reason"), [
+    ("thumbs", -1, None), ("thumbs", True, None), ("thumbs", 1, None), ("thumbs", "👎", None),
+    ("score", 0.2, None), ("score", 1, None),
+    ("score", "0.2", "score must be a number in [0, 1], got '0.2'"),
+    ("score", 7, "score must be a number in [0, 1], got 7"),
+    ("score", True, "score must be a number in [0, 1], got True"),
+    ("thumbs", "meh", "thumbs must be 'up' or 'down' (or true / false, -1 / +1), got 'meh'"),
+    ("thumbs", 0.3, "thumbs must be 'up' or 'down' (or true / false, -1 / +1), got 0.3"),
+])
+def test_one_feedback_parser_for_every_channel(app: App, tmp_path: Path, field: str, value: Any,
+                                               reason: str | None) -> None:
+    """The REST API, OTel log records and a chat-log record's ``feedback`` read ``thumbs`` / ``score`` alike:
+    what one accepts the others accept, what one rejects the others reject with the same text."""
+    from assay.traces.readers import read_file
+
+    api = app.feedback({"trace_id": tid("rest"), field: value})
+    logs = app.request("POST", "/v1/logs", {"resourceLogs": [{"scopeLogs": [{"logRecords": [
+        _record("otel", f"user.feedback.{field}", value)]}]}]}).json()
+    path = tmp_path / "chat.jsonl"
+    path.write_text(json.dumps({"id": "c", "messages": [{"role": "user", "content": "hi"}],
+                                "feedback": {field: value}}) + "\n")
+    read = read_file(path)
+    if reason is None:
+        assert api.status_code == 202, api.text
+        assert logs == {} and len(list_feedback(app.store)) == 2
+        assert not read.rejected and len(read.units) == 1
+        expect = (api.json()["reason"], {f.trace_id: (f.thumbs, f.score) for f in list_feedback(app.store)})
+        assert expect[1][tid("rest")] == expect[1][tid("otel")]
+        return
+    assert api.status_code == 400 and api.json()["detail"] == reason
+    assert logs["partialSuccess"]["errorMessage"].endswith(f"user.feedback.{field}: {reason}")
+    assert [r.reason for r in read.rejected] == [f"line 1: feedback.{field}: {reason}"] and not read.units
+    assert list_feedback(app.store) == []
+
+
+def test_a_span_with_a_bad_feedback_value_keeps_its_trace_and_the_answer_warns(app: App) -> None:
+    spans = trace_spans("bad-attr", extra={"user.feedback.score": "high"})
+    r = app.request("POST", "/v1/traces", {"resourceSpans": [{"resource": {}, "scopeSpans": [{"spans": spans}]}]})
+    assert r.status_code == 200 and "rejectedSpans" not in r.text, r.text
+    assert r.json()["partialSuccess"]["errorMessage"] == \
+        "feedback not read: user.feedback.score: score must be a number in [0, 1], got 'high'"
+    assert app.store.unit(f"trace/{tid('bad-attr')}") is not None and list_feedback(app.store) == []

@@ -34,7 +34,7 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 from sqlalchemy import func, select
 from starlette.concurrency import run_in_threadpool
 
@@ -62,6 +62,7 @@ from assay.signals.feedback import FeedbackRecord, list_feedback
 from assay.signatures import Signature, list_signatures
 from assay.traces import Step, step_timeline
 from assay.traces.model import timestamp_ns
+from assay.traces.record_fields import parse_feedback
 from assay.traces.usage import UnitUsage, unit_usage
 
 MAX_LIMIT = 10_000
@@ -132,11 +133,20 @@ class FeedbackIn(BaseModel):
                                    description="gen_ai.conversation.id / session.id of a session")
     unit_id: str | None = Field(None, min_length=1, max_length=300, description="an assay unit id")
     span_id: str | None = Field(None, pattern=r"^[0-9a-fA-F]{16}$", description="the span it is about (16 hex)")
-    thumbs: Literal["up", "down"] | None = None
-    score: float | None = Field(None, ge=0, le=1, allow_inf_nan=False, description="0 (bad) .. 1 (good)")
+    thumbs: Literal["up", "down"] | None = Field(None, description="'up' or 'down' (also true / false, -1 / +1)")
+    score: float | None = Field(None, ge=0, le=1, allow_inf_nan=False, description="a number: 0 (bad) .. 1 (good)")
     comment: str = Field("", max_length=20_000)
     time: str | int | None = Field(None, description="when it was given: ISO 8601 or epoch (s, ms, us or ns); "
                                    "default: when it arrives")
+
+    @field_validator("thumbs", "score", mode="before")
+    @classmethod
+    def _feedback_value(cls, value: object, info: ValidationInfo) -> object:
+        """The one feedback parser of every channel (:func:`assay.traces.record_fields.parse_feedback`)."""
+        if value is None:
+            return None
+        thumbs, score = parse_feedback(value, "thumbs" if info.field_name == "thumbs" else "score")
+        return thumbs if info.field_name == "thumbs" else score
 
     @model_validator(mode="after")
     def _one_each(self) -> FeedbackIn:
@@ -155,7 +165,8 @@ def _reasons(exc: ValidationError) -> str:
     parts = []
     for err in exc.errors(include_url=False):
         where = ".".join(str(p) for p in err["loc"])
-        parts.append(f"{where}: {err['msg']}" if where else str(err["msg"]).removeprefix("Value error, "))
+        msg = str(err["msg"]).removeprefix("Value error, ")
+        parts.append(msg if not where or msg.startswith(f"{where} ") else f"{where}: {msg}")  # names its field
     return "; ".join(parts)
 
 

@@ -102,21 +102,28 @@ class Receiver:
         cfg = self.store.signals
         with self.lock:
             warnings = self.store.add_spans(spans, "otlp-http", environment).warnings
-            items = [item for sp in spans for item in feedback.from_span(sp, cfg)]
+            problems: list[str] = []
+            items = [item for sp in spans for item in feedback.from_span(sp, cfg, problems)]
+            warnings += [f"feedback not read: {p}" for p in problems]
             if items:
                 feedback.record_feedback(self.store, items, cfg)
             feedback.attach_pending(self.store, cfg, trace_ids={sp.trace_id for sp in spans},
                                     session_ids={sp.session_id for sp in spans if sp.session_id})
             return warnings
 
-    def write_logs(self, items: list[LogItem]) -> None:
+    def write_logs(self, items: list[LogItem]) -> list[str]:
         """Store log records (committed on return) and the feedback they carry (pending when their trace is
-        not stored yet)."""
+        not stored yet); a record whose feedback attribute holds no feedback value is rejected: its reason
+        is returned (:func:`assay.signals.feedback.check_log_records`)."""
+        items, rejected = feedback.check_log_records(items, self.store.signals)
+        if not items:
+            return rejected
         with self.lock:
             self.store.add_log_records(items)
             found = feedback.from_log_records(items, self.store.signals)
             if found:
                 feedback.record_feedback(self.store, found, self.store.signals)
+        return rejected
 
 
 async def _handle(request: Request, receiver: Receiver, signal: Signal) -> Response:
@@ -134,7 +141,7 @@ async def _handle(request: Request, receiver: Receiver, signal: Signal) -> Respo
         else:
             items, rejected = await run_in_threadpool(otlp.decode_logs, body, encoding)
             if items:
-                await run_in_threadpool(receiver.write_logs, items)
+                rejected += await run_in_threadpool(receiver.write_logs, items)
     except OtlpError as exc:
         return error_response(exc, encoding)
     except SQLAlchemyError as exc:

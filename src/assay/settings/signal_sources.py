@@ -28,8 +28,9 @@ FEEDBACK_ATTRIBUTES = (
     "user.feedback.score", "user_feedback.score", "feedback.score", "user.feedback", "user_feedback",
     "user.feedback.thumbs", "user_feedback.thumbs", "feedback.thumbs", "user.thumbs", "thumbs",
 )
-"""Span, event and unit attributes read as user feedback: a score in [0, 1], a boolean (true: thumbs up),
--1/+1, or text such as ``up`` / ``down`` / ``thumbs_down`` / ``👎``."""
+"""Span, event and unit attributes read as user feedback (:func:`assay.traces.record_fields.parse_feedback`): an
+OTel ``*.score`` attribute a number in [0, 1], a ``*.thumbs`` attribute ``up`` / ``down`` (``thumbs_down``,
+``👎`` ...), a boolean (true: up) or -1/+1; the others, and a unit's attributes, either."""
 
 
 class _Section(BaseModel):

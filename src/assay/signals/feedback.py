@@ -15,7 +15,10 @@ Where feedback comes from (``[signals.feedback]`` names the attributes):
 * ``POST /api/v1/feedback`` (by trace id, session id or unit id; thumbs or a score; a comment).
 
 A value is a score in [0, 1], a boolean (true: thumbs up), -1 / +1, or text (``up``, ``down``,
-``thumbs_down``, ``👎`` ...); anything else (a 1-5 rating) is not read as feedback. Every item is
+``thumbs_down``, ``👎`` ...), read by one parser in every channel
+(:func:`~assay.traces.record_fields.parse_feedback`); anything else (a 1-5 rating, ``"high"``, a number
+as text) is not feedback: the REST API answers 400, a chat-log record and an OTLP log record are
+rejected with the reason, a span keeps its trace and the receiver's answer warns. Every item is
 stored (``feedback`` table, idempotent on its content key): positive feedback too, and feedback whose
 trace is not stored yet, as *pending* with the reason, attached when the trace arrives. Negative
 feedback attached to a unit becomes a signal: ``thumbs_down`` (a thumbs-down) or ``low_feedback_score``
@@ -42,7 +45,7 @@ from assay.settings.signals import SignalSettings
 from assay.signals.model import FailureSignal, FeedbackChannel, FeedbackLineage
 from assay.signals.store import signal_of, write_signals
 from assay.traces.model import Span, SpanEvent, Unit
-from assay.traces.record_fields import Thumbs, feedback_value
+from assay.traces.record_fields import FeedbackField, Thumbs, feedback_value, parse_feedback
 
 FEEDBACK_EVENTS = frozenset({"feedback", "user_feedback", "user.feedback", "thumbs"})
 """Event names whose plain attributes ``score`` / ``thumbs`` / ``value`` / ``comment`` are feedback."""
@@ -124,22 +127,38 @@ def _comment(attrs: Mapping[str, Any], names: Sequence[str]) -> str:
     return next((str(attrs[n]) for n in names if isinstance(attrs.get(n), str) and attrs[n].strip()), "")
 
 
+def _field(name: str) -> FeedbackField:
+    """What an OTel attribute holds by its name: ``*.thumbs`` thumbs, ``*.score`` a score, others either."""
+    last = name.rsplit(".", 1)[-1]
+    return "thumbs" if last == "thumbs" else "score" if last == "score" else "feedback"
+
+
 def from_attributes(attrs: Mapping[str, Any], settings: SignalSettings, channel: FeedbackChannel, origin: str,
-                    target: Mapping[str, Any], names: Sequence[str] | None = None) -> list[FeedbackItem]:
+                    target: Mapping[str, Any], names: Sequence[str] | None = None,
+                    problems: list[str] | None = None) -> list[FeedbackItem]:
     """Feedback items in one attribute map (a span's, an event's, a unit's): one per feedback attribute
-    present (``names``, default ``[signals.feedback] attributes``) holding a readable value.
+    present (``names``, default ``[signals.feedback] attributes``) holding a feedback value
+    (:func:`~assay.traces.record_fields.parse_feedback`: an OTel ``*.thumbs`` attribute a thumbs value, a
+    ``*.score`` a score, as the REST API's fields; a record's attributes either).
 
     Args:
         target: the :class:`FeedbackItem` fields saying what it is about (``trace_id``, ``unit_id``,
             ``span_id``, ``time_ns``).
+        problems: when given, gets ``"NAME: reason"`` for each feedback attribute whose value is none.
     """
     cfg = settings.feedback
     out = []
     for name in names or cfg.attributes:
-        parsed = parse_value(attrs.get(name)) if name in attrs else None
-        if parsed is not None:
-            out.append(FeedbackItem(channel=channel, thumbs=parsed[0], score=parsed[1], origin=f"{origin} {name}",
-                                    comment=_comment(attrs, cfg.comment_attributes + ("comment",)), **target))
+        if attrs.get(name) is None:
+            continue
+        try:
+            thumbs, score = parse_feedback(attrs[name], _field(name) if channel != "record" else "feedback")
+        except ValueError as exc:
+            if problems is not None:
+                problems.append(f"{name}: {exc}")
+            continue
+        out.append(FeedbackItem(channel=channel, thumbs=thumbs, score=score, origin=f"{origin} {name}",
+                                comment=_comment(attrs, cfg.comment_attributes + ("comment",)), **target))
     return out
 
 
@@ -164,7 +183,7 @@ def _openinference(attrs: Mapping[str, Any], settings: SignalSettings, origin: s
 
 
 def _event(ev: SpanEvent, trace_id: str, span_id: str | None, settings: SignalSettings,
-           span: Span | None = None) -> list[FeedbackItem]:
+           span: Span | None = None, problems: list[str] | None = None) -> list[FeedbackItem]:
     """Feedback in a span event or an OTLP log record; a log record gives the same items whether it is read
     as it arrives or later, joined to its span."""
     attrs = {**({str(k): v for k, v in ev.body.items()} if isinstance(ev.body, dict) else {}), **ev.attributes}
@@ -173,24 +192,26 @@ def _event(ev: SpanEvent, trace_id: str, span_id: str | None, settings: SignalSe
     else:
         origin, when = f"event '{ev.name}' on span '{span.name}'"[:200], ev.time_ns or span.end_ns
     target = {"trace_id": trace_id, "span_id": span_id or None, "time_ns": when}
-    found = from_attributes(attrs, settings, "otel_event", origin, target)
+    found = from_attributes(attrs, settings, "otel_event", origin, target, problems=problems)
     if not found and ev.name.lower() in FEEDBACK_EVENTS:
-        found = from_attributes(attrs, settings, "otel_event", origin, target, names=_PLAIN)
+        found = from_attributes(attrs, settings, "otel_event", origin, target, names=_PLAIN, problems=problems)
     return found
 
 
-def from_span(span: Span, settings: SignalSettings) -> list[FeedbackItem]:
+def from_span(span: Span, settings: SignalSettings, problems: list[str] | None = None) -> list[FeedbackItem]:
     """Feedback on one span: its attributes, OpenInference annotations, and its events (joined log records
-    included), each targeting the span's trace."""
+    included), each targeting the span's trace; ``problems`` (when given) gets each feedback attribute
+    holding no feedback value, with the reason."""
     if not settings.feedback.enabled:
         return []
     origin = f"span '{span.name}'"[:200]
     target: dict[str, Any] = {"trace_id": span.trace_id, "span_id": span.span_id,
                               "time_ns": span.end_ns or span.start_ns}
-    found = from_attributes(span.attributes, settings, "otel_attribute", f"{origin} attribute", target)
+    found = from_attributes(span.attributes, settings, "otel_attribute", f"{origin} attribute", target,
+                            problems=problems)
     found += _openinference(span.attributes, settings, origin, target)
     for ev in span.events:
-        found += _event(ev, span.trace_id, span.span_id, settings, span)
+        found += _event(ev, span.trace_id, span.span_id, settings, span, problems)
     return found
 
 
@@ -201,6 +222,24 @@ def from_log_records(records: Iterable[tuple[str, str, SpanEvent]], settings: Si
         return []
     return [item for trace_id, span_id, ev in records if trace_id
             for item in _event(ev, trace_id, span_id, settings)]
+
+
+def check_log_records(records: Iterable[tuple[str, str, SpanEvent]], settings: SignalSettings
+                      ) -> tuple[list[tuple[str, str, SpanEvent]], list[str]]:
+    """Split OTLP log records ``(trace id, span id, event)`` into those kept and the reasons of those rejected:
+    a record about a trace whose feedback attribute holds no feedback value (``user.feedback.score = "high"``,
+    ``7``, ``thumbs = "meh"``), as the REST API and the chat-log readers reject it."""
+    kept, rejected = [], []
+    for trace_id, span_id, ev in records:
+        problems: list[str] = []
+        if trace_id and settings.feedback.enabled:
+            _event(ev, trace_id, span_id, settings, problems=problems)
+        if problems:
+            rejected.append(f"log record (traceId {trace_id}" + (f", spanId {span_id}" if span_id else "")
+                            + f") rejected: {'; '.join(problems)}")
+        else:
+            kept.append((trace_id, span_id, ev))
+    return kept, rejected
 
 
 def _langfuse(unit: Unit, settings: SignalSettings) -> list[FeedbackItem]:

@@ -30,6 +30,8 @@ from assay.traces.model import Message, Role, ToolCall, parse_arguments
 _ROLES: dict[str, Role] = {"system": "system", "developer": "system", "user": "user", "human": "user",
                            "assistant": "assistant", "model": "assistant", "ai": "assistant", "tool": "tool",
                            "function": "tool", "ipython": "tool"}
+CHAT_ROLES = frozenset(_ROLES)
+"""The message roles chat logs use (``system`` ... ``tool``, and synonyms such as ``developer``, ``model``)."""
 
 
 def _loads(value: Any) -> Any:

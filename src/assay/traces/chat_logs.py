@@ -29,7 +29,7 @@ import json
 from collections.abc import Iterator
 from typing import Any, Literal
 
-from assay.traces.chat_formats import chat_messages
+from assay.traces.chat_formats import CHAT_ROLES, chat_messages
 from assay.traces.environment import record_environment
 from assay.traces.model import Message, Span, Unit, timestamp_ns
 from assay.traces.record_fields import record_feedback_attributes, record_outcome
@@ -70,6 +70,30 @@ def _record_messages(record: dict[str, Any], fmt: ChatFormat) -> list[Message]:
     return msgs
 
 
+def check_messages(messages: list[Any]) -> None:
+    """Check a record's ``messages`` before reading them: at least one, each an object with a chat role (or a
+    typed item without one, e.g. a Responses ``function_call``) and text, parts or null as content.
+
+    Raises:
+        ValueError: the first problem, with the message's index: ``messages[0].role: expected a chat role
+            (system, user, assistant, tool ...), got 42``.
+    """
+    if not messages:
+        raise ValueError("'messages' is empty: a conversation needs at least one message")
+    for i, m in enumerate(messages):
+        if not isinstance(m, dict):
+            raise ValueError(f"messages[{i}]: expected a message object, got {m!r}"[:300])
+        role = m.get("role")
+        if role is None and not isinstance(m.get("type"), str):
+            raise ValueError(f"messages[{i}]: no 'role'")
+        if role is not None and (not isinstance(role, str) or role.lower() not in CHAT_ROLES):
+            raise ValueError(f"messages[{i}].role: expected a chat role (system, user, assistant, tool ...), "
+                             f"got {role!r}"[:300])
+        if not isinstance(m.get("content"), str | list | dict | None):
+            raise ValueError(f"messages[{i}].content: expected text, a list of parts or null, got {m['content']!r}"
+                             [:300])
+
+
 def _speaker(msg: Message) -> dict[str, Any]:
     """The span attributes naming who spoke (``gen_ai.agent.name``), when the log names one."""
     return {"gen_ai.agent.name": msg.name} if msg.name else {}
@@ -83,6 +107,7 @@ def conversation_unit(record: dict[str, Any], fmt: ChatFormat, line_key: str, so
     """
     if not isinstance(record.get("messages"), list):
         raise ValueError("record has no 'messages' list")
+    check_messages(record["messages"])
     conv = record.get("id") or record.get("conversation_id") or record.get("session_id")
     unit_id = f"{fmt}/{conv}" if conv else f"{fmt}/{_hex(line_key, 16)}"
     stamp = next((record[k] for k in ("created_at", "timestamp", "created") if record.get(k) is not None), None)

@@ -26,7 +26,7 @@ from collections.abc import Iterable
 
 from assay.traces.chat_formats import chat_messages
 from assay.traces.media import extract_media
-from assay.traces.model import Message, Role, Span, SpanEvent, Step, StepKind, Unit
+from assay.traces.model import Message, Role, Span, SpanEvent, Step, StepKind, ToolCall, Unit
 
 _ERROR_RE = re.compile(r"^\s*(error|exception|traceback|failed)\b", re.IGNORECASE)
 
@@ -108,11 +108,87 @@ class _Repeats:
         self.shown[key].append(span_id)
         return True
 
+    def show_tool(self, key: MessageKey, span_id: str, is_input: bool) -> bool:
+        """Whether to show a tool call or result step: one on the input side of a span that replays the
+        history counts once per time shown (a chat span's history repeats the calls its model made and
+        their results); any other is shown."""
+        if is_input and self.replay(span_id):
+            return self.show(key, span_id, True)
+        self.shown[key].append(span_id)
+        return True
+
+
+def _span_messages(s: Span) -> tuple[tuple[Message, ...], tuple[Message, ...]]:
+    """A span's input and output messages; an LLM span without message attributes gets them from its
+    ``input.value`` / ``output.value`` (:func:`value_messages`)."""
+    inputs, outputs = s.input_messages, s.output_messages
+    if s.kind == "llm":
+        inputs = inputs or tuple(value_messages(s.input_value, _mime(s, "input"), "user"))
+        outputs = outputs or tuple(value_messages(s.output_value, _mime(s, "output"), "assistant"))
+    return inputs, outputs
+
+
+CallRef = tuple[str, int, int]
+"""A tool call a span's output requested: (span id, message index, call index)."""
+
+
+def _arguments_agree(a: ToolCall, b: ToolCall) -> bool:
+    """Whether two calls' arguments can be the same: equal parsed objects, equal unparsed texts, or one
+    side that did not record (or parse) them."""
+    if not a.arguments_raw or not b.arguments_raw:
+        return True
+    if a.arguments is not None and b.arguments is not None:
+        return a.arguments == b.arguments
+    if a.arguments is None and b.arguments is None:
+        return a.arguments_raw.strip() == b.arguments_raw.strip()
+    return True
+
+
+def _same_call(request: ToolCall, executed: ToolCall) -> bool:
+    """Whether a tool span may have executed a requested call: the same id when both carry one, else the
+    same tool name with arguments that agree (:func:`_arguments_agree`)."""
+    if request.id and executed.id:
+        return request.id == executed.id
+    return request.name == executed.name and _arguments_agree(request, executed)
+
+
+def executed_requests(spans: list[Span], io: dict[str, tuple[tuple[Message, ...], tuple[Message, ...]]]
+                      ) -> dict[CallRef, tuple[ToolCall, str]]:
+    """``{requested call: (that call, the id of the tool span that executed it)}``.
+
+    A model's requested call (an output message's tool call: OpenInference ``llm.output_messages.*.
+    tool_calls``, GenAI ``tool_call`` parts) and the tool span that ran it (OpenInference ``TOOL``, GenAI
+    ``execute_tool``) are one call. A tool span executes the requested call of the same trace that matches it
+    (:func:`_same_call`), started no later than the tool span and not yet taken; of several, the first
+    requested (parallel calls of one tool run in the order asked).
+    ``spans`` are in time order; ``io`` holds each span's input and output messages.
+    """
+    waiting: dict[str, list[tuple[CallRef, Span, ToolCall]]] = defaultdict(list)  # by tool name, in order
+    for s in spans:
+        for i, m in enumerate(io[s.span_id][1]):
+            for k, call in enumerate(m.tool_calls):
+                waiting[call.name].append(((s.span_id, i, k), s, call))
+    out: dict[CallRef, tuple[ToolCall, str]] = {}
+    for tool in spans:
+        if tool.kind != "tool" or tool.tool_call is None:
+            continue
+        asked = waiting.get(tool.tool_call.name, [])
+        n = next((n for n, (_, s, call) in enumerate(asked) if s.trace_id == tool.trace_id and s.span_id != tool.span_id
+                  and s.start_ns <= tool.start_ns and _same_call(call, tool.tool_call)), None)
+        if n is not None:
+            ref, _, call = asked.pop(n)
+            out[ref] = (call, tool.span_id)
+    return out
+
 
 class _Builder:
     def __init__(self, spans: Iterable[Span]) -> None:
         self.spans = sorted(spans, key=lambda s: (s.start_ns, s.end_ns))
+        self.io = {s.span_id: _span_messages(s) for s in self.spans}
+        self.executed = executed_requests(self.spans, self.io)
+        self.request_of = {tool_span: call for call, tool_span in self.executed.values()}
         self.tool_ids = {s.tool_call.id for s in self.spans if s.tool_call and s.tool_call.id}
+        self.tool_ids |= {call.id for call in self.request_of.values() if call.id}
         self.events: list[tuple[int, int, StepKind, str, dict[str, object]]] = []
         self.seq = 0
         self.last_state: dict[str, object] | None = None
@@ -134,7 +210,7 @@ class _Builder:
     def messages(self, t: int, span: Span, messages: Iterable[Message], is_input: bool = False,
                  extra: dict[str, object] | None = None) -> None:
         extra = extra or {}
-        for m in messages:
+        for i, m in enumerate(messages):
             if m.role == "tool" and m.tool_call_id in self.tool_ids:
                 continue
             if m.content or m.media or m.role != "assistant":
@@ -144,24 +220,26 @@ class _Builder:
                 if is_input:
                     self.inputs.add(self.seq)
                     self.input_keys[span.span_id].append(_key(_ROLE_KIND[m.role], m.content or "", m.name, m.media))
-            for call in m.tool_calls:
-                if call.id not in self.tool_ids or call.id is None:
+            for k, call in enumerate(m.tool_calls):
+                if (call.id is None or call.id not in self.tool_ids) and (
+                        is_input or (span.span_id, i, k) not in self.executed):  # else its tool span shows it
                     self.add(t, "tool_call", span, tool_name=call.name, arguments=call.arguments,
                              text=call.arguments_raw, agent=m.name, **extra)
+                    if is_input:
+                        self.inputs.add(self.seq)
 
     def span(self, s: Span) -> None:
-        inputs, outputs = s.input_messages, s.output_messages
-        if s.kind == "llm":
-            inputs = inputs or tuple(value_messages(s.input_value, _mime(s, "input"), "user"))
-            outputs = outputs or tuple(value_messages(s.output_value, _mime(s, "output"), "assistant"))
+        inputs, outputs = self.io[s.span_id]
         self.messages(s.start_ns, s, inputs, is_input=True)
         running = s.end_ns <= 0 and not s.synthetic_time
         end = s.start_ns if running else s.end_ns
         extra: dict[str, object] = {"in_progress": True} if running else {}
         if s.kind == "tool" and s.tool_call is not None:
             call = s.tool_call
-            self.add(s.start_ns, "tool_call", s, tool_name=call.name, arguments=call.arguments,
-                     text=call.arguments_raw)
+            request = self.request_of.get(s.span_id)
+            said = request if request is not None and not call.arguments_raw else call  # arguments not recorded
+            self.add(s.start_ns, "tool_call", s, tool_name=call.name, arguments=said.arguments,
+                     text=said.arguments_raw)
             result = s.tool_result or ("(no result yet: the tool span has not ended)" if running else "")
             self.add(end, "tool_result", s, tool_name=call.name, text=result,
                      is_error=s.status == "error" or looks_like_error(s.tool_result), **extra, **_failure(s))
@@ -232,6 +310,9 @@ class _Builder:
                     _key(kind, fields.get("text", ""), fields.get("tool_name"), fields.get("media", ())), span_id,
                     seq in self.inputs):
                 continue
+            if kind in ("tool_call", "tool_result") and not repeats.show_tool(_tool_key(kind, fields), span_id,
+                                                                             seq in self.inputs):
+                continue
             # fields come from validated spans: construct without validating again (deep dict copies)
             values = {**_STEP_DEFAULTS, **fields, "index": len(steps) + 1, "kind": kind, "span_id": span_id,
                       "time_ns": t}
@@ -247,6 +328,15 @@ _STEP_DEFAULTS: dict[str, object] = {name: f.get_default(call_default_factory=Tr
 def _key(kind: object, text: object, name: object, media: object) -> MessageKey:
     """What makes two message steps the same: kind, text, speaker, its media's references."""
     return kind, text, name, tuple(m.reference for m in media) if media and isinstance(media, tuple) else ()
+
+
+def _tool_key(kind: StepKind, fields: dict[str, object]) -> MessageKey:
+    """What makes two tool call steps the same (tool and arguments) or two tool results (their text)."""
+    if kind == "tool_result":
+        return kind, str(fields.get("text") or "").strip(), None, ()
+    args = fields.get("arguments")
+    said = json.dumps(args, sort_keys=True, default=str) if args is not None else str(fields.get("text") or "")
+    return kind, fields.get("tool_name"), said.strip(), ()
 
 
 def span_error(span: Span) -> tuple[str | None, str | None]:
