@@ -22,13 +22,14 @@ from playwright.sync_api import Page, Playwright
 from sqlalchemy import update
 
 from assay._store import Store
-from assay._store.scores import Lineage, finish_run, new_run, run_scores
+from assay._store.scores import Lineage, NewScore, finish_run, new_run, run_scores, write_scores
 from assay._store.tables import EvaluatorRow, MemberRow, RunRow, SignatureRow
 from assay._web.app import create_app
 from assay._web.auth import add_user
 from assay._web.dashboard import install_dashboard
 from assay._web.pages import CSP
 from assay._web.ui import install_ui
+from assay.annotations import Annotation, add_annotations, add_criterion
 from assay.calibration import CalibrationReport, Confusion, agreement, metrics_with_ci
 from assay.evaluators import EvaluationResult
 from assay.evaluators.lineage import write_results
@@ -40,6 +41,7 @@ from assay.suite.drift import compute_drift
 from assay.suite.gate import GateParams
 from assay.suite.online import OnlineParams
 from tests.drift_fixtures import NOW, seed_production
+from tests.ui_fixtures import make_unit
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
@@ -310,3 +312,41 @@ def test_dashboard_renders_in_headless_chromium_under_the_csp(served: str, tmp_p
         page.screenshot(path=tmp_path / "dashboard.png", full_page=True)
     assert errors == [], errors
     assert all(u.startswith(served) or u.startswith("data:") for u in requests), requests
+
+
+def test_a_few_days_of_production_show_day_by_day(full_store: Seeded, tmp_path: Path) -> None:
+    """Scores and labels over three days of one week (a new workspace, the demo's replay): the drift section
+    tests day against day, and agreement is drawn per day, not as one weekly point."""
+    store = Store(f"sqlite:///{tmp_path / 'days.db'}")
+    end = datetime(2026, 11, 26, 20, 0, tzinfo=UTC)  # a Thursday: its week began on Monday the 23rd
+    days = [end - timedelta(days=d, hours=8) for d in (2, 1, 0)]
+    add_criterion(store, "Helps the user.", name="helpful")
+    with store.session() as s:
+        s.add(EvaluatorRow(name="helpful", version="a" * 12, kind="code", status="active",
+                           definition={"name": "helpful", "threshold": 0.8, "criterion": {"name": "helpful"}}))
+    run = new_run(store, "online", OnlineParams())
+    lineage = Lineage(evaluator="helpful", evaluator_version="a" * 12, run_id=run, run_kind="online")
+    for d, at in enumerate(days):
+        units = [f"d{d}-{i}" for i in range(30)]
+        store.add_units([make_unit(u) for u in units])
+        verdicts = ["pass" if i >= 6 * d else "fail" for i in range(30)]  # the pass rate falls day by day
+        write_scores(store, lineage, [NewScore(u, "helpful", "a" * 12, None, "scored", float(v == "pass"), v, "", None)
+                                      for u, v in zip(units, verdicts, strict=True)], at=at)
+        labelled = units[-5:]  # all scored pass; on day 3 one of them is labelled fail
+        add_annotations(store, [Annotation(unit_id=u, annotator="expert", criterion="helpful",
+                                           label="fail" if d == 2 and u == units[-1] else "pass",
+                                           created_at=at + timedelta(hours=1)) for u in labelled])
+    data = build_report_data(store, now=end)
+    assert [(r.window.start, r.window.n_scored) for r in data.drift_rows] == [(at.date(), 30) for at in days]
+    changes = [r.window.pass_rate_change for r in data.drift_rows]
+    assert changes[0] is None and all(c is not None and c.delta < 0 for c in changes[1:])
+    assert data.agreement_window == "day"
+    figure = json.loads(data.charts["agreement"].figure_json)
+    assert figure["data"][0]["x"] == [str(at.date()) for at in days]
+    assert figure["data"][0]["y"] == [1.0, 1.0, 0.8]
+    html = write_report(store, tmp_path / "days.html", now=end).read_text(encoding="utf-8")
+    store.close()
+    table = html[html.index('id="drift-table"'):html.index("</table>", html.index('id="drift-table"'))]
+    assert table.count("<tr") == 4 and ("two-proportion z" in table or "fisher exact" in table)
+    assert "per day of the label" in html
+    assert build_report_data(full_store.store, now=NOW).agreement_window == "week"  # three weeks of labels

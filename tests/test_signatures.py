@@ -41,7 +41,7 @@ from assay.signatures.cluster import (
     match_members,
     nearest_cluster,
 )
-from assay.signatures.embeddings import model_dir, vector_to_bytes
+from assay.signatures.embeddings import _kept, kept_encoder, model_dir, vector_to_bytes
 from assay.signatures.evidence import SIGNAL_WORDS
 from assay.signatures.impact import ERROR_KIND_SEVERITY, SEVERITY_WEIGHT
 from assay.signatures.keys import error_kind, step_band
@@ -335,6 +335,21 @@ def test_embedding_cache_recomputes_only_changed_texts(tmp_path: Path) -> None:
     assert (first.computed, second.computed, second.cached) == (2, 1, 1)
     assert v1.shape == (2, 384) and np.allclose(np.linalg.norm(v2, axis=1), 1.0, atol=1e-5)
     assert np.array_equal(v1[0], v2[0]) and not np.allclose(v1[1], v2[1])
+
+
+def test_a_kept_encoder_loads_the_model_once_for_many_calls(tmp_path: Path) -> None:
+    st = Store("sqlite:///" + str(tmp_path / "e.db"))
+    with kept_encoder():
+        embed_texts(st, ["a"], ["flight not available"], MODEL)
+        children = _kept.get()
+        assert children is not None and len(children) == 1
+        [child] = children.values()
+        pid = child.pid
+        kept = embed_texts(st, ["b"], ["payment does not add up"], MODEL)
+        assert pid is not None and child.pid == pid  # the same process served both calls
+    assert child.pid is None and _kept.get() is None  # ended with the block
+    fresh = embed_texts(st, ["c"], ["payment does not add up"], MODEL)
+    assert np.allclose(kept, fresh, atol=1e-5)
 
 
 def test_unknown_embedding_model_is_a_config_error(tmp_path: Path) -> None:

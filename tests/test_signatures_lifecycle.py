@@ -240,3 +240,62 @@ def test_the_worker_updates_signatures_at_most_once_per_interval(tmp_path: Path)
     OnlineWorker(store, settings).run_pass()  # another worker's first pass
     assert {p[0] for p in map_points(store)} == {"support/0", "x/0", "x/1", "x/2"}
     store.close()
+
+
+def _ns(at: datetime) -> int:
+    return int(at.timestamp()) * 1_000_000_000
+
+
+def test_a_dated_worker_pass_dates_scores_signals_signatures_and_lifecycle(tmp_path: Path) -> None:
+    """A replay of past traffic: each pass runs as of its day, and everything it writes carries that day."""
+    settings = Settings.model_validate({"workspace": tmp_path, "store_url": f"sqlite:///{tmp_path / 'a.db'}",
+                                        "min_cluster_size": 3, "online": {"signatures_interval_s": 0}})
+    store = Store(settings.resolved_store_url(), settings.signals)
+    rival = EvaluatorDef.model_validate({
+        "name": "no-competitor", "kind": "code", "dimension": "policy", "sample_rate": 1.0,
+        "criterion": {"name": "no-competitor", "text": "The agent never sends the user to a competitor."},
+        "code": {"callable": "tests.test_signatures_lifecycle:recommends_no_competitor"}})
+    for defn in (POLICY.model_copy(update={"sample_rate": 1.0}), rival):
+        save_evaluator(defn, settings.evaluators_path() / f"{defn.name}.yaml")
+        save_evaluator_record(store, defn, "active", None, override_reason="test")
+    day1, day2 = T0, T0 + timedelta(days=1)
+    store.add_units(support_units())  # day 1: three refused delay refunds
+    first = OnlineWorker(store, settings).run(_Never(), once=True, now_ns=_ns(day1))
+    assert first.scored == 12
+    store.add_units([_answered(f"rival/{i}", f"Can you fix my router {i}?", COMPETITOR) for i in range(4)])
+    second = OnlineWorker(store, settings).run(_Never(), once=True, now_ns=_ns(day2))  # a new worker: day 2
+    assert second.scored == 8 and second.signatures_created == 1
+
+    with store.session() as s:
+        scored = {(r.unit_id, r.evaluator_name): r.created_at for r in s.scalars(select(ScoreRow))}
+    assert {_aware(at) for (u, _), at in scored.items() if u.startswith("support/")} == {day1}
+    assert {_aware(at) for (u, _), at in scored.items() if u.startswith("rival/")} == {day2}
+    fails = [sig for sig in list_signals(store) if sig.kind == "evaluator_fail"]
+    assert {(sig.unit_id, sig.time_ns) for sig in fails} == {
+        *((f"support/{i}", _ns(day1)) for i in (0, 2, 4)), *((f"rival/{i}", _ns(day2)) for i in range(4))}
+    rivals = next(s for s in list_signatures(store) if "rival/0" in s.unit_ids)
+    with store.session() as s:
+        row = s.get(SignatureRow, rivals.id)
+        assert row is not None and _aware(row.created_at) == day2  # formed by the day-2 pass
+    changes = {c.signature_id: c for c in lifecycle_history(store)}
+    assert changes[rivals.id].at == day2 and changes[rivals.id].from_state is None
+    assert {c.at for c in changes.values()} == {day1, day2}  # the day-1 signature was evaluated on day 1
+    # drift reads the days the passes ran, not when the test ran
+    daily = compute_drift(store, window="day", now=day2 + timedelta(hours=1))
+    windows = {ev.evaluator: [(w.start, w.n_scored) for w in ev.windows] for ev in daily.evaluators}
+    assert windows["no-competitor"] == [(day1.date(), 6), (day2.date(), 4)]
+    store.close()
+
+
+class _Never:
+    """A stop flag never set (``once`` drains)."""
+
+    def is_set(self) -> bool:
+        return False
+
+    def wait(self, timeout: float | None = None) -> bool:
+        return False
+
+
+def _aware(at: datetime) -> datetime:
+    return at.replace(tzinfo=UTC) if at.tzinfo is None else at

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import shutil
-import threading
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated
 
@@ -14,6 +14,7 @@ from rich.rule import Rule
 from rich.table import Table
 
 from assay._cli._common import console, handle_errors, progress_bar
+from assay._cli.demo_replay import run_replay
 from assay._cli.demo_signals import show_blind_signals
 from assay._cli.evaluate import print_calibration, print_gate
 from assay._cli.exit_codes import ExitCode
@@ -26,10 +27,9 @@ from assay.exceptions import NativeCrash, UsageError
 from assay.models import JudgeClient, make_judge
 from assay.reports import write_report
 from assay.settings import Settings, load_settings
-from assay.signals import signal_counts, update_signals
-from assay.signatures import Signature, build_signatures, lifecycle_history, list_signatures
+from assay.signals import update_signals
+from assay.signatures import Signature, build_signatures, list_signatures
 from assay.suite import run_gate
-from assay.suite.online import OnlineWorker
 from assay.traces import Unit, read_file
 
 AIRLINE = Path("tau-bench-airline/historical_trajectories/gpt-4o-airline.json")
@@ -55,6 +55,10 @@ provider = "local"          # SmolLM2-135M-Instruct via llama.cpp, offline
 # a 135M model reads slowly on 2 CPU cores (~400 prompt tokens/s): the judge sees the
 # newest 1,500 characters of each run's timeline
 max_prompt_chars = 1500
+
+[lifecycle]
+# the demo replays production day by day: a signature's lifecycle reads the latest day's scores
+window_days = 1
 """
 
 
@@ -225,28 +229,12 @@ def _gate(store: Store, settings: Settings) -> None:
         base = report.run_id
 
 
-def _production(store: Store, settings: Settings) -> None:
+def _production(store: Store, settings: Settings, units: list[Unit]) -> None:
     _step("8. production: the online worker scores the traffic; failed scores become failure signals")
-    console.print("The 300 runs stand in for production traffic (assay worker --once). Each active evaluator "
-                  "scores its sample (the code check: every unit, sample_rate 1.0); a failed score is a failure "
-                  "signal; at the end of a pass the worker takes the units it newly marks failed into the "
-                  "signatures and moves each signature's lifecycle.")
-    before = _evaluator_fails(store)
-    with progress_bar("worker", None) as advance:
-        totals = OnlineWorker(store, settings, log=lambda _line: advance(1)).run(threading.Event(), once=True)
-    console.print(f"worker: {totals.line()} (failed = errors or unscored, not fail verdicts)")
-    console.print(f"units with a failure signal from a failed score: {before} -> {_evaluator_fails(store)}")
-    latest = {c.signature_id: c for c in lifecycle_history(store)}
-    table = Table("#", "units", "lifecycle", "why", "signal mix", title="signatures after the worker's pass")
-    for sig in list_signatures(store)[:6]:
-        change = latest.get(sig.id)
-        table.add_row(str(sig.id), str(sig.size), sig.lifecycle.replace("_", " "),
-                      escape(change.reason) if change else "-", escape(sig.signal_mix_text))
-    console.print(table)
-
-
-def _evaluator_fails(store: Store) -> int:
-    return sum(c.units for c in signal_counts(store) if c.kind == "evaluator_fail")
+    console.print("Each active evaluator scores its sample (the code check: every unit, sample_rate 1.0); a failed "
+                  "score is a failure signal; at the end of a pass the worker takes the units it newly marks failed "
+                  "into the signatures and moves each signature's lifecycle.")
+    run_replay(store, settings, units, datetime.now(UTC).date())
 
 
 @handle_errors
@@ -280,7 +268,7 @@ def demo(
     defs = _evaluators(settings)
     _calibrate(store, settings, defs, judge_limit, failed)
     _gate(store, settings)
-    _production(store, settings)
+    _production(store, settings, units)
     _step("9. report")
     path = write_report(store, out / "report.html")
     console.print(f"wrote {path}  ({time.perf_counter() - t0:.0f} s in all)")

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from typing import Any, Literal, NamedTuple, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, field_validator
@@ -202,16 +203,24 @@ def _record_lineage(s: OrmSession, lineage: Lineage) -> None:
 
 
 # --- scores -------------------------------------------------------------------------------------
-def _values(lineage: Lineage, sc: NewScore) -> dict[str, Any]:
+def _values(lineage: Lineage, sc: NewScore, created_at: datetime) -> dict[str, Any]:
     if (sc.evaluator, sc.evaluator_version) != (lineage.evaluator, lineage.evaluator_version):
         raise ValueError(f"a score of {sc.evaluator}@{sc.evaluator_version} in a batch of {lineage.key}")
-    return {"run_id": lineage.run_id, "unit_id": sc.unit_id, "evaluator_name": sc.evaluator,
+    return {"created_at": created_at, "run_id": lineage.run_id, "unit_id": sc.unit_id, "evaluator_name": sc.evaluator,
             "evaluator_version": sc.evaluator_version, "judge_model": sc.judge_model,
             "dataset_version": lineage.dataset_version, "status": sc.status, "score": sc.score,
             "verdict": sc.verdict, "reason": sc.reason, "raw": sc.raw, "parse_status": sc.parse_status}
 
 
-def add_scores(s: OrmSession, lineage: Lineage, scores: Sequence[NewScore]) -> dict[str, int]:
+def stored_time(at: datetime | None) -> datetime:
+    """``at`` in UTC, timezone-aware (a naive ``at`` is taken as UTC); None: the wall clock now."""
+    if at is None:
+        return utcnow()
+    return at.replace(tzinfo=UTC) if at.tzinfo is None else at.astimezone(UTC)
+
+
+def add_scores(s: OrmSession, lineage: Lineage, scores: Sequence[NewScore],
+               at: datetime | None = None) -> dict[str, int]:
     """Write a batch of one evaluator version's scores, with its lineage, in the open transaction ``s``.
 
     Rows whose (run id, unit id, evaluator version) is already stored are skipped:
@@ -221,6 +230,11 @@ def add_scores(s: OrmSession, lineage: Lineage, scores: Sequence[NewScore]) -> d
     run also becomes a failure signal, in the same transaction
     (:func:`assay._store.signal_rows.add_evaluator_fails`): the loop back from scores to signatures.
 
+    Args:
+        at: when the scores were made (the scores' ``created_at`` and their signals' time), default the wall
+            clock; a replay of past traffic (``assay demo``) passes the time of the day it replays. A naive
+            datetime is taken as UTC.
+
     Returns:
         ``{unit id: score id}`` of the rows inserted (empty when a previous attempt wrote them all).
 
@@ -229,13 +243,15 @@ def add_scores(s: OrmSession, lineage: Lineage, scores: Sequence[NewScore]) -> d
         ValueError: a score of another evaluator version than the lineage's, or a run of another kind.
     """
     _record_lineage(s, lineage)
-    rows = [_values(lineage, sc) for sc in scores]
+    created_at = stored_time(at)
+    rows = [_values(lineage, sc, created_at) for sc in scores]
     if not rows:
         return {}
     inserted = _insert(s, lineage, rows)
     fails = [(sc.unit_id, sc.reason) for sc in scores
              if sc.status == "scored" and sc.verdict == "fail" and sc.unit_id in inserted]
-    add_evaluator_fails(s, lineage.evaluator, lineage.evaluator_version, lineage.run_id, lineage.run_kind, fails)
+    add_evaluator_fails(s, lineage.evaluator, lineage.evaluator_version, lineage.run_id, lineage.run_kind, fails,
+                        at=created_at)
     return inserted
 
 
@@ -263,8 +279,9 @@ def _add_checked(s: OrmSession, lineage: Lineage, rows: list[dict[str, Any]]) ->
     return {r.unit_id: r.id for r in fresh}
 
 
-def write_scores(store: Store, lineage: Lineage, scores: Sequence[NewScore]) -> int:
-    """:func:`add_scores` in a transaction of its own; returns the number of rows inserted.
+def write_scores(store: Store, lineage: Lineage, scores: Sequence[NewScore], at: datetime | None = None) -> int:
+    """:func:`add_scores` (made at ``at``, default now) in a transaction of its own; returns the number of rows
+    inserted.
 
     Raises:
         NotFoundError, ValueError: as :func:`add_scores`.
@@ -272,7 +289,7 @@ def write_scores(store: Store, lineage: Lineage, scores: Sequence[NewScore]) -> 
     if not scores:
         return 0
     with store.session() as s:
-        return len(add_scores(s, lineage, scores))
+        return len(add_scores(s, lineage, scores, at))
 
 
 def run_scores(store: Store, run_id: str) -> list[ScoreRow]:

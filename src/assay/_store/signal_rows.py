@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Select, and_, func, or_, select, union
@@ -56,8 +57,9 @@ def producer(lineage: Mapping[str, Any]) -> tuple[str, str, str]:
     return kind, str(lineage.get(name) or ""), str(lineage.get(version) or "") if version else ""
 
 
-def row_values(signal: Mapping[str, Any]) -> dict[str, Any]:
-    """The ``failure_signals`` row of a signal's fields (key, weight and producer columns added)."""
+def row_values(signal: Mapping[str, Any], created_at: datetime | None = None) -> dict[str, Any]:
+    """The ``failure_signals`` row of a signal's fields (key, weight and producer columns added), stored at
+    ``created_at`` (timezone-aware; default the wall clock)."""
     lineage = dict(signal["lineage"])
     kind, name, version = producer(lineage)
     return {"key": signal_key(signal["unit_id"], signal["kind"], signal.get("step"), signal["evidence"], lineage),
@@ -65,17 +67,19 @@ def row_values(signal: Mapping[str, Any]) -> dict[str, Any]:
             "strength": float(signal["strength"]), "weight": weight(float(signal["strength"])),
             "evidence": signal["evidence"], "step": signal.get("step"), "time_ns": int(signal.get("time_ns") or 0),
             "lineage": lineage, "producer_type": kind, "producer": name[:200], "producer_version": version[:200],
-            "created_at": utcnow()}
+            "created_at": created_at or utcnow()}
 
 
-def insert_signals(s: OrmSession, signals: Sequence[Mapping[str, Any]]) -> list[str]:
-    """Write signals in the open transaction ``s``; a signal whose key is stored already is skipped
-    (``INSERT ... ON CONFLICT DO NOTHING`` on SQLite and PostgreSQL).
+def insert_signals(s: OrmSession, signals: Sequence[Mapping[str, Any]],
+                   created_at: datetime | None = None) -> list[str]:
+    """Write signals in the open transaction ``s`` (stored at ``created_at``, timezone-aware, default the wall clock);
+    a signal whose key is stored already is skipped (``INSERT ... ON CONFLICT DO NOTHING`` on SQLite and
+    PostgreSQL).
 
     Returns:
         the keys of the rows inserted.
     """
-    rows = list({r["key"]: r for r in (row_values(sig) for sig in signals)}.values())
+    rows = list({r["key"]: r for r in (row_values(sig, created_at) for sig in signals)}.values())
     if not rows:
         return []
     dialect = s.get_bind().dialect.name
@@ -100,7 +104,7 @@ def settings_of(s: OrmSession) -> SignalSettings:
 
 
 def add_evaluator_fails(s: OrmSession, evaluator: str, version: str, run_id: str, run_kind: str,
-                        fails: Sequence[tuple[str, str]]) -> int:
+                        fails: Sequence[tuple[str, str]], at: datetime | None = None) -> int:
     """Failed scores as signals (kind ``evaluator_fail``, lineage evaluator name, version and run), in the
     open transaction: only for an **active** evaluator version, a run kind of ``[signals.evaluator]
     run_kinds`` (gate, gate baseline, online, backfill; never calibration), and once per unit and
@@ -108,6 +112,7 @@ def add_evaluator_fails(s: OrmSession, evaluator: str, version: str, run_id: str
 
     Args:
         fails: ``(unit id, the score's reason)`` of each failed score just written.
+        at: when the scores were made (timezone-aware; default the wall clock): the signals' time and ``created_at``.
 
     Returns:
         the number of signals written.
@@ -123,13 +128,14 @@ def add_evaluator_fails(s: OrmSession, evaluator: str, version: str, run_id: str
     have = set(s.scalars(select(SignalRow.unit_id).where(
         SignalRow.producer_type == "evaluator", SignalRow.producer == evaluator, SignalRow.producer_version == version,
         SignalRow.unit_id.in_(units))))
-    now_ns = int(utcnow().timestamp() * 1e9)
+    at = at or utcnow()
+    now_ns = int(at.timestamp() * 1e9)
     lineage = {"type": "evaluator", "name": evaluator, "version": version, "run_id": run_id}
     todo = {u: reason for u, reason in fails if u not in have}
     rows = [{"unit_id": u, "source": "evaluator", "kind": "evaluator_fail", "strength": cfg.evaluator.strength,
              "evidence": _cut(f"{evaluator} failed: {reason}" if reason else f"{evaluator} failed", cfg.evidence_chars),
              "step": None, "time_ns": now_ns, "lineage": lineage} for u, reason in sorted(todo.items())]
-    return len(insert_signals(s, rows))
+    return len(insert_signals(s, rows, at))
 
 
 def _cut(text: str, limit: int) -> str:

@@ -25,7 +25,7 @@ from assay.calibration.estimates import PassRateEstimates
 from assay.settings import DriftSettings, EnvScope
 from assay.settings.run_kinds import RunKind
 from assay.signatures import Signature
-from assay.suite.drift import DriftAlert, DriftReport, NewSignature, compute_drift
+from assay.suite.drift import DriftAlert, DriftReport, NewSignature, WindowStats, compute_drift
 
 SECTIONS: dict[str, str] = {
     "drift": "Drift", "scores": "Scores over time", "estimates": "Corrected pass rates",
@@ -34,6 +34,8 @@ SECTIONS: dict[str, str] = {
 """The report's sections (anchor id -> table-of-contents title), in their usual order."""
 SCORE_DAYS = 90
 """Days of production scores the over-time charts show."""
+DRIFT_ROWS = 14
+"""Latest windows with scores per evaluator in the drift section's table of day-over-day tests."""
 MAX_SIGNATURE_BARS = 30
 COLORS = ["#1a73e8", "#e8710a", "#188038", "#a142f4", "#d01884", "#12b5cb", "#f9ab00", "#5f6368"]
 
@@ -58,6 +60,14 @@ class Redundancy:
     empty: str = ""
 
 
+@dataclass(frozen=True)
+class DriftRow:
+    """One evaluator's production scores in one day, tested against the previous day with scores."""
+
+    evaluator: str
+    window: WindowStats
+
+
 @dataclass
 class ReportData:
     """Everything the report and the dashboard show; ``*_empty`` says why a section is empty."""
@@ -77,6 +87,10 @@ class ReportData:
     redundancy: Redundancy
     charts: dict[str, Chart] = field(default_factory=dict)
     empty: dict[str, str] = field(default_factory=dict)
+    drift_rows: list[DriftRow] = field(default_factory=list)
+    """the latest :data:`DRIFT_ROWS` days with scores per evaluator, oldest first"""
+    agreement_window: str = "week"
+    """the window of the agreement chart: ``week``, or ``day`` while the labels fall in fewer than two weeks"""
 
     def has_data(self, section: str) -> bool:
         """Whether ``section`` (one of :data:`SECTIONS`) has something to show beyond a "no data yet" line."""
@@ -278,6 +292,18 @@ def _calibrations(store: Store) -> list[dict[str, Any]]:
     return [r.model_dump(mode="json") for r in reports if r is not None]
 
 
+def drift_rows(report: DriftReport, latest: int = DRIFT_ROWS) -> list[DriftRow]:
+    """The latest ``latest`` windows with scored units of each evaluator in ``report``, oldest first."""
+    return [DriftRow(ev.evaluator, w) for ev in report.evaluators
+            for w in [w for w in ev.windows if w.n_scored][-latest:]]
+
+
+def agreement_series(daily: DriftReport, weekly: DriftReport) -> DriftReport:
+    """The report whose judge-human agreement the chart shows: per week once some evaluator has pairs in two
+    weeks or more, else per day (a new workspace, or the demo's replayed days, shows its days, not one point)."""
+    return weekly if max((len(ev.agreement) for ev in weekly.evaluators), default=0) >= 2 else daily
+
+
 def build_report_data(store: Store, settings: DriftSettings | None = None, now: datetime | None = None,
                       include_map: bool = True, env: str | None = None) -> ReportData:
     """Gather every section from the store (drift with ``settings``, at time ``now``, default now UTC); the
@@ -300,7 +326,9 @@ def build_report_data(store: Store, settings: DriftSettings | None = None, now: 
         n_noise=sum(1 for p in points if p[3] is None), calibrations=_calibrations(store), gate=_latest_gate(store),
         alerts=list(weekly.alerts), new_signatures=list(weekly.new_signatures), estimates=estimates,
         redundancy=redundancy(store, cfg.run_kinds, scope=scope))
-    figures = {"scores": scores_figure(daily, _dimensions(store)), "agreement": agreement_figure(weekly),
+    agreed = agreement_series(daily, weekly)
+    data.drift_rows, data.agreement_window = drift_rows(daily), agreed.window
+    figures = {"scores": scores_figure(daily, _dimensions(store)), "agreement": agreement_figure(agreed),
                "signatures": signatures_figure(signatures, {s.id for s in weekly.new_signatures}),
                "estimates": estimates_figure(estimates), "map": map_figure(points)}
     kinds = ", ".join(cfg.run_kinds)

