@@ -160,7 +160,7 @@ def run_replay(store: Store, settings: Settings, units: Sequence[Unit], today: d
     before = evaluator_fails(store)
     with kept_encoder():  # the embedding model loads once for the signature updates of all days
         totals, fails = replay_worker(store, settings, start)
-        console.print(f"day 0 ({start}): worker: {totals.line()} (failed = errors or unscored, not fail verdicts); "
+        console.print(f"day 0 ({start}): worker: {totals.line()}; "
                       f"{fails} fail verdicts")
         for day in days:
             _replay_day(store, settings, day)

@@ -130,7 +130,7 @@ def worker(
     if totals.run_id is None:
         console.print("nothing to score (no complete, sampled unit waiting for an active evaluator)", highlight=False)
         return
-    console.print(f"online run {escape(str(totals.run_id))}: {totals.scored} scored, {totals.failed} failed, "
+    console.print(f"online run {escape(str(totals.run_id))}: {totals.scored} scored, {totals.failed} not scored, "
                   f"{totals.audited} sent to audit in {totals.passes} pass(es)", highlight=False)
 
 

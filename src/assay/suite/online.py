@@ -309,8 +309,8 @@ class PassReport(BaseModel):
                            f"new, {self.lifecycle_changes} lifecycle changes")
         if not self.evaluators:
             return "; ".join([*scanned, "no active evaluator"])
-        parts = [f"{e.evaluator}@{e.evaluator_version}: {e.scored} scored, {e.failed} failed, {e.audited} to audit, "
-                 f"{e.waiting} waiting" for e in self.evaluators]
+        parts = [f"{e.evaluator}@{e.evaluator_version}: {e.scored} scored, {e.failed} not scored (errors, unscored "
+                 f"or not applicable), {e.audited} to audit, {e.waiting} waiting" for e in self.evaluators]
         return "; ".join(scanned + parts)
 
 
