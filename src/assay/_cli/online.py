@@ -106,7 +106,7 @@ def worker(
     online = app.settings.online.model_copy(update={k: v for k, v in {
         "poll_interval_s": poll_interval, "batch_size": batch_size}.items() if v is not None})
     settings = app.settings.model_copy(update={"online": online})
-    scope = settings.environments.scope(env)
+    scope = app.store.env_scope(env)
     log_line(f"worker: store {settings.resolved_store_url()}, evaluators in {settings.evaluators_path()}, "
              f"environment {scope.name if scope else 'all'}"
              + (" (drain once)" if once else f", polling every {online.poll_interval_s:g} s"))
