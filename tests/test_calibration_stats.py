@@ -22,8 +22,9 @@ from assay.calibration import (
     metrics_with_ci,
     split_dataset,
 )
+from assay.calibration.calibrate import evaluator_record
 from assay.evaluators import EvaluationResult, EvaluatorDef, evaluate_many
-from assay.exceptions import UsageError
+from assay.exceptions import RuntimeFailure, UsageError
 from assay.settings import CalibrationSettings, JudgeSettings
 from assay.traces import Unit, read_file
 from tests.conftest import AIRLINE
@@ -238,6 +239,6 @@ def test_force_accepts_a_shortfall_but_not_an_evaluator_that_scored_nothing(
     # a code check that raises on every unit: nothing measured, so --force cannot activate it
     broken = CHECK.model_copy(update={"name": "broken", "code": CHECK.code.model_copy(  # type: ignore[union-attr]
         update={"callable": "json:loads"})})
-    report = calibrate(store, broken, None, JudgeSettings(), force_reason="ship it", n_boot=200)
-    assert report.status == "draft" and report.override_reason is None
-    assert any("not activated despite --force" in n for n in report.notes)
+    with pytest.raises(RuntimeFailure, match="broken scored none of the .* labelled items"):
+        calibrate(store, broken, None, JudgeSettings(), force_reason="ship it", n_boot=200)
+    assert evaluator_record(store, broken) is None  # no status set, forced or not

@@ -273,3 +273,101 @@ def test_a_reader_that_stops_early_is_not_an_error() -> None:
               "    sys.exit(getattr(e, 'exit_code', 99))\n")
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0 and "error" not in proc.stderr, proc.stderr
+
+
+def out_of_range(steps: list[Step], unit: Unit) -> tuple[float, str]:
+    """A check whose score is outside [0, 1]: every unit is an error."""
+    return 1.7, "too sure"
+
+
+def says_yes(steps: list[Step], unit: Unit) -> Any:
+    """A check that returns a word instead of a score: every unit is an error."""
+    return "yes"
+
+
+def _calibration_state(ws: Path, name: str) -> tuple[int, str | None]:
+    """(calibration runs that reported on a test split, the stored status of evaluator ``name``'s version)."""
+    from assay._store.scores import read_params
+    from assay._store.tables import RunRow
+    from assay.calibration.calibrate import evaluator_record
+    from assay.calibration.splits import CalibrationParams
+    from assay.evaluators import load_evaluators
+
+    settings = load_settings(ws, env={})
+    store = Store(settings.resolved_store_url())
+    try:
+        with store.session() as s:
+            runs = [read_params(r, CalibrationParams) for r in s.query(RunRow).filter(RunRow.kind == "calibration")]
+        defn = next(d for d in load_evaluators(ws / "evaluators") if d.name == name)
+        record = evaluator_record(store, defn)
+        return sum(p.test_touched for p in runs), record.status if record else None
+    finally:
+        store.close()
+
+
+@pytest.mark.parametrize(("name", "callable_", "error"), [
+    ("over-one", "tests.test_cli_errors:out_of_range", "outside [0, 1]"),
+    ("says-yes", "tests.test_cli_errors:says_yes", "yes")])
+def test_calibrate_that_scores_nothing_exits_3_without_using_the_test_split(ws: Path, name: str, callable_: str,
+                                                                           error: str) -> None:
+    save_evaluator(EvaluatorDef(name=name, kind="code", dimension="tool use", criterion=CRITERION,
+                                code={"callable": callable_}), ws / "evaluators" / f"{name}.yaml")
+    before = _calibration_state(ws, name)
+    code, out = _run(ws, "calibrate", name)
+    assert code == 3, out
+    assert f"{name} scored none of the 50 labelled items (50 error)" in out and error in out, out
+    assert "to certify" not in out and "test reported" not in out  # no metrics table, no labelling plan
+    assert _calibration_state(ws, name) == before  # no test-split use recorded, status unchanged (none)
+
+
+class NotFoundJudge:
+    """A local HTTP server that answers every request 404 Not Found (a base_url with a wrong path); counts them."""
+
+    def __init__(self) -> None:
+        import http.server
+        import threading
+
+        counter = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
+                counter.requests += 1
+                self.rfile.read(int(self.headers.get("content-length") or 0))
+                body = b'{"error": {"message": "Not Found", "type": "not_found"}}'
+                self.send_response(404)
+                self.send_header("content-type", "application/json")
+                self.send_header("content-length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.requests = 0
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/wrong/path"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_a_judge_that_answers_404_stops_calibration_at_once_naming_the_url(ws: Path) -> None:
+    judge_eval = {"name": "polite-judge", "kind": "llm_judge", "dimension": "tool use", "criterion": CRITERION,
+                  "judge": {"labels": {"pass": 1.0, "fail": 0.0}}}
+    save_evaluator(EvaluatorDef.model_validate(judge_eval), ws / "evaluators" / "polite-judge.yaml")
+    server = NotFoundJudge()
+    try:
+        env = {"ASSAY_JUDGE__PROVIDER": "openai", "ASSAY_JUDGE__MODEL": "fake-judge", "OPENAI_API_KEY": "sk-test",
+               "ASSAY_JUDGE__BASE_URL": server.url, "ASSAY_JUDGE__CONCURRENCY": "1"}
+        before = _calibration_state(ws, "polite-judge")
+        code, out = _run(ws, "calibrate", "polite-judge", env=env)
+    finally:
+        server.close()
+    assert code == 3, out
+    assert f"judge fake-judge at {server.url} answered HTTP 404 Not Found" in out, out
+    assert "to certify" not in out
+    assert server.requests == 1  # the first 404 stops the run: no retry, no further unit
+    assert _calibration_state(ws, "polite-judge") == before

@@ -5,7 +5,13 @@ Errors are 2 (usage, configuration, environment) or 3 (runtime failure, a crash)
 from __future__ import annotations
 
 import json
+import os
 import re
+import signal
+import socket
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -141,3 +147,54 @@ def test_labels_import_with_nothing_imported_exits_1_with_the_count_and_first_re
     assert "imported 0 labels; skipped 1; 1 already stored (not written again)" in " ".join(again.output.split())
     missing = runner.invoke(app, ["--workspace", str(ws), "labels", "import", str(ws / "nope.jsonl")])
     assert missing.exit_code == 2
+
+
+def _assay(ws: Path, *args: str) -> subprocess.Popen[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ASSAY_")}
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "src"), env.get("PYTHONPATH", "")])
+    return subprocess.Popen([sys.executable, "-m", "assay", "--workspace", str(ws), *args], env=env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ws)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_ctrl_c_stops_the_worker_gracefully_then_exits_130(tmp_path: Path) -> None:
+    proc = _assay(tmp_path, "worker", "--poll-interval", "0.2")
+    assert proc.stderr is not None
+    first = proc.stderr.readline()  # written once the graceful Ctrl-C handler is in place
+    assert "worker: store" in first, first
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, first + err
+    assert "stopping after the units in hand" in err and "Traceback" not in err, err
+    assert "nothing to score" in out  # the summary of a clean stop
+    # a worker that stops by itself (--once drained) still exits 0
+    once = _assay(tmp_path, "worker", "--once")
+    out, err = once.communicate(timeout=120)
+    assert once.returncode == 0, out + err
+
+
+def test_ctrl_c_stops_serve_gracefully_then_exits_130(tmp_path: Path) -> None:
+    import httpx
+
+    port = _free_port()
+    proc = _assay(tmp_path, "serve", "--port", str(port))
+    try:
+        for _ in range(600):  # until the receiver answers (or the process ended)
+            try:
+                httpx.get(f"http://127.0.0.1:{port}/v1/traces", timeout=1.0)
+                break
+            except httpx.TransportError:
+                assert proc.poll() is None, proc.communicate()
+                time.sleep(0.1)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, err
+    assert "receiver stopped (interrupted)" in err and "Traceback" not in err, err

@@ -25,6 +25,7 @@ from assay._store import Store
 from assay._store.tables import UnitRow
 from assay._web.app import create_app
 from assay._web.auth import add_user, create_api_key
+from assay.exceptions import UsageError
 from assay.settings import Settings
 from assay.signatures import build_signatures, failed_unit_ids
 from assay.suite.online import OnlineWorker
@@ -283,3 +284,66 @@ def test_the_worker_brings_production_signatures_up_to_date_only(tmp_path: Path)
     OnlineWorker(store, settings).run(_Stop(), once=True)
     known = {p[0] for p in map_points(store)}
     assert known == set(failed_unit_ids(store)) and not known & failed_eval
+    # a worker of another environment scores its units but leaves the (production) signatures alone
+    OnlineWorker(store, settings, env="evaluation").run(_Stop(), once=True)
+    assert {p[0] for p in map_points(store)} == known
+
+
+def _signature_view(workspace: Path, *env: str) -> list[dict[str, Any]]:
+    result = CliRunner().invoke(cli, ["--workspace", str(workspace), "signatures", "--json", *env])
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout)
+
+
+def test_viewing_another_environment_never_changes_the_production_signatures(tmp_path: Path) -> None:
+    """`assay signatures --env all` / `--env ci` cluster those units for the view only: the stored signatures
+    (production's) keep their members, impact and ranking (an adopter saw `--env all` add 6 ci members)."""
+    from assay.signatures import map_points
+
+    (tmp_path / "assay.toml").write_text("min_cluster_size = 3\n")
+    store = Store(Settings(workspace=tmp_path).resolved_store_url())
+    prod = [with_environment(make_unit(f"prod-{i:02d}"), Environment("production")) for i in range(4)]
+    prod += [with_environment(make_unit(f"prod-cancel-{i:02d}", user_text="Cancel my order.", tool="cancel_order"),
+                              Environment("production")) for i in range(3)]
+    ci = [with_environment(make_unit(f"ci-{i:02d}"), Environment("ci")) for i in range(6)]
+    store.add_units(prod + ci)
+    before = _signature_view(tmp_path)
+    assert before and all(set(s["environments"]) == {"production"} for s in before)
+    members_before = map_points(store)
+
+    every = _signature_view(tmp_path, "--env", "all")
+    assert {u for s in every for u in s["unit_ids"]} >= {u.unit_id for u in ci}
+    only_ci = _signature_view(tmp_path, "--env", "ci")
+    assert {u for s in only_ci for u in s["unit_ids"]} == {u.unit_id for u in ci}
+    assert all(set(s["environments"]) == {"ci"} for s in only_ci)
+
+    assert map_points(store) == members_before
+    assert _signature_view(tmp_path) == before
+    update = CliRunner().invoke(cli, ["--workspace", str(tmp_path), "signatures", "update", "--env", "ci"])
+    assert update.exit_code == 2 and "--env ci" in update.output
+
+
+def test_an_unknown_environment_is_a_usage_error_everywhere(tmp_path: Path) -> None:
+    """A typo in --env or env:NAME exits 2 naming the environments the store knows (their units', API keys',
+    and the configured production and default ones even before a unit has them); it never selects nothing."""
+    from assay.settings import load_settings
+
+    (tmp_path / "assay.toml").write_text('[environments]\nproduction = "prod"\n')
+    settings = load_settings(tmp_path, env={})
+    store = Store(settings.resolved_store_url(), settings.signals, settings.environments)
+    store.add_units([with_environment(make_unit("ci-00"), Environment("ci")), make_unit("plain-00")])
+    create_api_key(store, "harness", env="staging")
+    ws = ["--workspace", str(tmp_path)]
+    for args in (["signatures", "--env", "nope"], ["signatures", "--by-workflow", "--env", "nope"],
+                 ["drift", "--env", "nope"], ["worker", "--once", "--env", "nope"],
+                 ["report", "--env", "nope", "--output", str(tmp_path / "r.html")],
+                 ["gate", "--candidate", "failed,env:nope"]):
+        result = CliRunner().invoke(cli, [*ws, *args])
+        assert result.exit_code == 2, (args, result.output)
+        assert "unknown environment 'nope'" in result.output, (args, result.output)
+        assert all(name in result.output for name in ("ci", "prod", "production", "staging", "'all'")), result.output
+    assert store.select_unit_ids("env:ci") == ["ci-00"]
+    assert store.select_unit_ids("env:prod") == []  # configured, no unit yet: known, selects nothing
+    with pytest.raises(UsageError, match="unknown environment 'nope'"):
+        store.select_unit_ids("env:nope")
+    assert CliRunner().invoke(cli, [*ws, "worker", "--once", "--env", "staging"]).exit_code == 0

@@ -145,6 +145,27 @@ def test_evaluate_many_stops_the_batch_on_an_open_breaker(dead: DeadJudge, tmp_p
     assert dead.connections == 3  # unit 1: two attempts; unit 2: the third opens the breaker; units 3-10: none
 
 
+def test_a_404_on_the_first_call_stops_the_batch_like_a_dead_judge(tmp_path: Path) -> None:
+    """A wrong base_url path answers 404 on every call: no retry, no further unit, the URL named."""
+    from assay.exceptions import JudgeNotFound
+    from assay.models import make_judge
+    from tests.test_cli_errors import NotFoundJudge
+    from tests.ui_fixtures import make_unit
+
+    server = NotFoundJudge()
+    try:
+        settings = JudgeSettings(provider="openai", model="fake-judge", base_url=server.url, api_key="sk-test",
+                                 max_retries=3)
+        with pytest.raises(JudgeNotFound) as err:
+            evaluate_many(EvaluatorDef.model_validate(JUDGE_EVAL), [make_unit(f"u{i}") for i in range(10)],
+                          make_judge(settings), settings)
+    finally:
+        server.close()
+    assert isinstance(err.value, JudgeUnreachable) and err.value.url == server.url
+    assert f"judge fake-judge at {server.url} answered HTTP 404 Not Found" in str(err.value)
+    assert server.requests == 1
+
+
 # --- the gate and doctor ---------------------------------------------------------------------------------
 def _gate(ws: Path) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("ASSAY_", "OPENAI_"))}

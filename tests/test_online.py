@@ -501,7 +501,8 @@ def test_serve_with_worker_scores_in_a_separate_process_and_stops_with_it(tmp_pa
             proc.send_signal(signal.SIGTERM if stop == "sigterm" else signal.SIGKILL)
         out, err = proc.communicate(timeout=120)
         assert worker is not None and _gone(worker, 30), "the worker outlived the server"
-    assert proc.returncode == {"ctrl-c": 0, "sigterm": 128 + signal.SIGTERM, "sigkill": -signal.SIGKILL}[stop], err
+    # Ctrl-C: a graceful stop, then 130 as every interrupted command (README exit codes)
+    assert proc.returncode == {"ctrl-c": 130, "sigterm": 128 + signal.SIGTERM, "sigkill": -signal.SIGKILL}[stop], err
     assert b"Traceback" not in err
     if stop != "sigkill":  # the server waited for the worker: its lines are in the server's output
         assert b"stopping after the units in hand" in err

@@ -20,7 +20,9 @@
         ├── JudgeError              a judge call that failed (timeout, transport, unparseable reply)
         │   ├── JudgeCrashed        the local judge's process died (SIGILL, SIGSEGV, killed): cause and fix
         │   └── JudgeUnreachable    the judge's endpoint failed to connect N times in a row: the run stops
-        │                           (circuit breaker), naming the URL and model
+        │       │                   (circuit breaker), naming the URL and model
+        │       └── JudgeNotFound   the endpoint answered HTTP 404: a wrong base_url path or model; the run
+        │                           stops at once, naming the URL and model
         └── NativeCrash             a child process running native code (the embedding model) died
 
 Every error carries its context in attributes so callers can report it without
@@ -222,6 +224,26 @@ class JudgeUnreachable(JudgeError):
                          "it)", model)
         self.url = url
         self.failures = failures
+        self.last_error = last_error
+
+
+class JudgeNotFound(JudgeUnreachable):
+    """The judge's endpoint answered HTTP 404 Not Found: ``base_url`` has a wrong path (OpenAI-compatible servers
+    serve ``.../v1/chat/completions``) or the server has no such model. Every call would get the same answer, so
+    the run stops at the first one, as when the endpoint is unreachable (batch scoring lets it through).
+
+    Attributes:
+        url: the endpoint called.
+        failures: 1 (the call that got the 404).
+        last_error: the call's error message.
+    """
+
+    def __init__(self, url: str, model: str, last_error: str) -> None:
+        JudgeError.__init__(self, f"judge {model} at {url} answered HTTP 404 Not Found ({last_error}); is [judge] "
+                                  "base_url right (an OpenAI-compatible server's usually ends in /v1) and does the "
+                                  "server have this model? (assay doctor checks it)", model)
+        self.url = url
+        self.failures = 1
         self.last_error = last_error
 
 

@@ -23,7 +23,7 @@ from assay.annotations import Annotation, add_annotations, add_criterion
 from assay.annotations.agentrx import categories, read_ground_truth, run_annotation
 from assay.calibration import build_dataset, calibrate, export_dataset
 from assay.evaluators import EvaluatorDef, save_evaluator
-from assay.exceptions import NativeCrash, UsageError
+from assay.exceptions import JudgeError, NativeCrash, RuntimeFailure, UsageError
 from assay.models import JudgeClient, make_judge
 from assay.reports import write_report
 from assay.settings import Settings, load_settings
@@ -184,9 +184,17 @@ def _calibrate(store: Store, settings: Settings, defs: list[EvaluatorDef], judge
         if d.uses_judge and judge_limit is not None and judge_limit < len(ds.items):
             ds = ds.model_copy(update={"items": ds.items[:judge_limit]})
         t0 = time.perf_counter()
-        with progress_bar(f"calibrating {d.name}", len(ds.items)) as advance:
-            report = calibrate(store, d, judge if d.uses_judge else None, settings.judge, advance,
-                               dataset=ds, min_kappa=settings.min_kappa, certification=settings.calibration)
+        try:
+            with progress_bar(f"calibrating {d.name}", len(ds.items)) as advance:
+                report = calibrate(store, d, judge if d.uses_judge else None, settings.judge, advance,
+                                   dataset=ds, min_kappa=settings.min_kappa, certification=settings.calibration)
+        except RuntimeFailure as exc:  # every item an error: nothing was measured
+            if isinstance(exc, JudgeError) or not d.uses_judge:
+                raise
+            why = _judge_failure(judge, len(ds.items), len(ds.items)) or str(exc)
+            console.print(f"[red]the judge part failed:[/red] {escape(why)}")
+            failed.append(f"judge: {why}")
+            continue
         print_calibration(report)
         console.print(f"[dim]({time.perf_counter() - t0:.1f} s)[/dim]")
         problem = _judge_failure(judge, report.n_errors, len(ds.items)) if d.uses_judge else None

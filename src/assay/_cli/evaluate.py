@@ -406,7 +406,9 @@ def calibrate_cmd(
     draft when it is calibrated again without --force and still misses its threshold; a loud
     warning on stderr says the override is revoked. The old and new status are printed whenever
     they differ. Exit 0 whether the evaluator ends active or draft (`assay gate` then reports a
-    missing active evaluator), exit 2 on a usage or configuration error.
+    missing active evaluator), exit 2 on a usage or configuration error, exit 3 when it scored no
+    labelled unit (each one an error: status unchanged, the test split not counted as used) or the
+    judge is unreachable.
     """
     from assay.calibration.calibrate import evaluator_record
 

@@ -16,6 +16,7 @@ import typer
 from rich.markup import escape
 
 from assay._cli._common import AllowJudgeChangeOpt, console, err_console, get_ctx, handle_errors
+from assay._cli.exit_codes import ExitCode
 from assay.exceptions import UsageError
 
 if TYPE_CHECKING:
@@ -23,6 +24,7 @@ if TYPE_CHECKING:
     from assay.evaluators import EvaluatorDef
     from assay.evaluators.carried import CarriedImport
     from assay.evaluators.imports import ImportResult
+    from assay.suite.online import PassReport
 
 scores_app = typer.Typer(help="Scores with their lineage: export them, import a judge's verdicts.",
                          no_args_is_help=True)
@@ -34,15 +36,19 @@ def log_line(text: str) -> None:
 
 
 class _GracefulStop:
-    """SIGINT / SIGTERM set the stop flag once (work in hand finishes); a second Ctrl-C aborts."""
+    """SIGINT / SIGTERM set the stop flag once (work in hand finishes); a second Ctrl-C aborts. ``interrupted``
+    says whether a SIGINT (Ctrl-C) asked for the stop: the command then exits 130, as every interrupted
+    command does."""
 
     def __init__(self, stop: threading.Event) -> None:
         self.stop = stop
         self.previous: dict[int, Any] = {}
+        self.interrupted = False
 
     def _handle(self, signum: int, _frame: FrameType | None) -> None:
         if self.stop.is_set() and signum == signal.SIGINT:
             raise KeyboardInterrupt
+        self.interrupted = signum == signal.SIGINT
         self.stop.set()
         log_line("stopping after the units in hand (Ctrl-C again to abort)")
 
@@ -106,10 +112,7 @@ def worker(
     online = app.settings.online.model_copy(update={k: v for k, v in {
         "poll_interval_s": poll_interval, "batch_size": batch_size}.items() if v is not None})
     settings = app.settings.model_copy(update={"online": online})
-    scope = settings.environments.scope(env)
-    log_line(f"worker: store {settings.resolved_store_url()}, evaluators in {settings.evaluators_path()}, "
-             f"environment {scope.name if scope else 'all'}"
-             + (" (drain once)" if once else f", polling every {online.poll_interval_s:g} s"))
+    scope = app.store.env_scope(env)
     if niceness and hasattr(os, "nice"):
         os.nice(niceness)
     stop = threading.Event()
@@ -117,8 +120,18 @@ def worker(
     if parent.isdigit():  # started by `assay serve --worker`: stop when that server is gone
         threading.Thread(target=_watch_parent, args=(int(parent), stop), daemon=True, name="assay-parent").start()
     worker_ = OnlineWorker(app.store, settings, log=log_line, env=env, allow_judge_change=allow_judge_change)
-    with _GracefulStop(stop):
+    with _GracefulStop(stop) as graceful:  # before the first line: once it shows, Ctrl-C stops gracefully
+        log_line(f"worker: store {settings.resolved_store_url()}, evaluators in {settings.evaluators_path()}, "
+                 f"environment {scope.name if scope else 'all'}"
+                 + (" (drain once)" if once else f", polling every {online.poll_interval_s:g} s"))
         totals = worker_.run(stop, once=once)
+    _report(totals, as_json)
+    if graceful.interrupted:  # stopped gracefully, but on Ctrl-C: exit 130 (README's exit codes)
+        raise typer.Exit(ExitCode.INTERRUPTED)
+
+
+def _report(totals: PassReport, as_json: bool) -> None:
+    """The worker's summary: JSON, or a line per what it did."""
     summary = {"run_id": totals.run_id, "passes": totals.passes, "scored": totals.scored, "failed": totals.failed,
                "audited": totals.audited, "signals_scanned": totals.signals_scanned,
                "evaluators": [e.model_dump() for e in totals.evaluators]}

@@ -15,6 +15,7 @@ from typing import Annotated
 import typer
 
 from assay._cli._common import err_console, get_ctx, handle_errors
+from assay._cli.exit_codes import ExitCode
 from assay.exceptions import MissingDependency, UsageError
 from assay.settings import Settings
 
@@ -42,6 +43,7 @@ def serve(
     Point an OpenTelemetry or OpenInference instrumented app at it with
     OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:4318. Each span is acknowledged once committed.
     With --worker, `assay worker` runs beside it in its own lower-priority process (stopped with the server).
+    Ctrl-C stops it gracefully (requests in flight finish), then exits 130.
     """
     try:
         import uvicorn
@@ -60,12 +62,17 @@ def serve(
     proc = _start_worker(settings) if worker else None
     if proc is not None:  # uvicorn re-raises SIGTERM after its shutdown: exit through `finally`, not around it
         signal.signal(signal.SIGTERM, _exit_on_signal)
+    interrupt = _Interrupt()
+    signal.signal(signal.SIGINT, interrupt.handle)
     try:
         uvicorn.run(create_app(settings, app_ctx.store), host=server.host, port=server.port, log_level="warning",
                     access_log=False)
     finally:
         if proc is not None:
             _stop_worker(proc)
+    if interrupt.seen:  # stopped gracefully, but on Ctrl-C: exit 130 (README's exit codes)
+        err_console.print("assay: receiver stopped (interrupted)")
+        raise typer.Exit(ExitCode.INTERRUPTED)
 
 
 def check_bindable(host: str, port: int) -> None:
@@ -89,6 +96,20 @@ def check_bindable(host: str, port: int) -> None:
         reason = "the port is already in use" if exc.errno == errno.EADDRINUSE else (exc.strerror or str(exc))
         raise UsageError(f"cannot listen on {host}:{port}: {reason} (choose another with --port or "
                          "ASSAY_SERVER__PORT)") from exc
+
+
+class _Interrupt:
+    """The SIGINT handler around uvicorn: uvicorn shuts down gracefully on Ctrl-C, then re-raises the signal under
+    the handler it found, and ``uvicorn.run`` swallows the ``KeyboardInterrupt``; this one remembers it (``seen``)
+    so the command can exit 130. Before uvicorn takes over, Ctrl-C interrupts at once. (Installed explicitly: a
+    shell's background job inherits SIGINT ignored, which would make a ``kill -INT`` exit 0.)"""
+
+    def __init__(self) -> None:
+        self.seen = False
+
+    def handle(self, _signum: int, _frame: FrameType | None) -> None:
+        self.seen = True
+        raise KeyboardInterrupt
 
 
 def _exit_on_signal(signum: int, _frame: FrameType | None) -> None:

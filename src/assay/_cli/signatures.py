@@ -31,6 +31,7 @@ from assay.signatures import (
     update_signatures,
 )
 from assay.signatures.mix import mix_text
+from assay.signatures.preview import is_stored_scope, preview_signatures
 from assay.signatures.unseen import unseen_modes
 from assay.signatures.workflows import WorkflowReport, workflow_report
 
@@ -67,8 +68,15 @@ def _table(signatures: list[Signature], with_key: bool, wide: bool = True) -> Ta
     return table
 
 
+def _preview(app: AppContext, env: str | None) -> list[Signature]:
+    """Another environment's (or every environment's) signatures, clustered for this view only."""
+    stats = EmbeddingStats()
+    with progress_bar("embedding failed units", len(failed_unit_ids(app.store, env))) as advance:
+        return preview_signatures(app.store, app.settings, env, progress=advance, stats=stats)
+
+
 def _refresh(app: AppContext, rebuild: bool, quiet: bool, env: str | None = None) -> list[Signature]:
-    """Build when asked or when nothing is built yet; else assign unseen failed units (of ``env``)."""
+    """Build when asked or when nothing is built yet; else assign unseen failed units (of production)."""
     signatures = [] if rebuild else list_signatures(app.store, prices=app.settings.prices)
     stats = EmbeddingStats()
     if not signatures:
@@ -100,7 +108,8 @@ def _refresh(app: AppContext, rebuild: bool, quiet: bool, env: str | None = None
 def _list(ctx: typer.Context, rebuild: bool, as_json: bool, limit: int, with_key: bool = False,
           env: str | None = None) -> None:
     app = get_ctx(ctx)
-    signatures = _refresh(app, rebuild, quiet=as_json, env=env)
+    stored = is_stored_scope(app.store, env)
+    signatures = _refresh(app, rebuild, quiet=as_json, env=env) if stored else _preview(app, env)
     if as_json:
         console.print_json(json.dumps([s.model_dump(mode="json") for s in signatures[:limit]]))
         return
@@ -113,6 +122,9 @@ def _list(ctx: typer.Context, rebuild: bool, as_json: bool, limit: int, with_key
                       "field)", highlight=False)
     console.print(f"environment: {escape(scope.name) if scope else 'all'} (failed units of other environments are "
                   "not clustered; --env NAME or --env all to change)", highlight=False)
+    if not stored:
+        _preview_footer(app, signatures, env)
+        return
     clustered = sum(s.size for s in signatures)
     total = len(map_points(app.store))
     pending = len(new_units(app.store))
@@ -123,6 +135,14 @@ def _list(ctx: typer.Context, rebuild: bool, as_json: bool, limit: int, with_key
     inbox = len(severe_queue(app.store))
     if inbox:
         console.print(f"[bold red]{inbox} units flagged severe[/bold red]: see `assay signatures severe`")
+
+
+def _preview_footer(app: AppContext, signatures: list[Signature], env: str | None) -> None:
+    total = len(failed_unit_ids(app.store, env))
+    console.print(f"{len(signatures)} signatures cover {sum(s.size for s in signatures)} of {total} failed units. "
+                  "Clustered for this view only, not stored: the stored signatures are "
+                  f"{escape(app.store.environments.production)}'s and stay as they are (an id marked new exists "
+                  "in this view only)", highlight=False)
 
 
 def _workflow_table(report: WorkflowReport, limit: int) -> Table:
@@ -166,7 +186,8 @@ KeyOpt = Annotated[bool, typer.Option("--keys", help="Add the structural key col
 EnvOpt = Annotated[str | None, typer.Option(
     "--env", envvar="ASSAY_SIGNATURES_ENV", show_default=False,
     help="Cluster the failed units of this environment (default: \\[environments] production; 'all': every "
-         "environment). Evaluation and simulation runs stay out of production signatures unless asked for.")]
+         "environment). Only production's signatures are stored: another environment is clustered for the view "
+         "and never changes them.")]
 
 
 @handle_errors
@@ -180,7 +201,8 @@ def signatures_cmd(ctx: typer.Context, rebuild: RebuildOpt = False, as_json: Jso
     embeds only changed units) and clustered with HDBSCAN; units in no cluster are noise.
     Failed units added since are assigned to the nearest signature when close enough, else
     marked new. Re-clustering keeps the id of every signature that still exists. Only production
-    units are clustered unless --env says otherwise.
+    units are clustered unless --env says otherwise; another environment is clustered for the
+    view, never stored.
     """
     if by_workflow:
         _by_workflow(get_ctx(ctx), as_json, limit, env)
@@ -198,7 +220,8 @@ def signatures_main(ctx: typer.Context, rebuild: RebuildOpt = False, as_json: Js
     Failed units added since the last build are assigned to the nearest signature when close
     enough, else marked new; `--rebuild` clusters everything again, keeping the id of every
     signature that still exists. `--by-workflow` groups every unit, failed or not, by workflow instead.
-    Only production units count unless --env says otherwise.
+    Only production units count unless --env says otherwise; another environment is clustered
+    for the view, never stored, so production's signatures stay as they are.
     """
     if ctx.invoked_subcommand is None and by_workflow:
         _by_workflow(get_ctx(ctx), as_json, limit, env)
@@ -218,6 +241,9 @@ def update_cmd(ctx: typer.Context, as_json: JsonOpt = False, executor: ExecutorO
     from assay.signatures.embeddings import remote_encoding
 
     app = get_ctx(ctx)
+    if not is_stored_scope(app.store, env):
+        raise UsageError(f"only {app.store.environments.production}'s signatures are stored and updated; "
+                         f"`assay signatures --env {env}` shows that environment's clusters without storing them")
     kind, address = executor_choice(app, executor, ray_address)
     encoder = None
     if kind == "ray":

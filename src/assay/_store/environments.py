@@ -11,8 +11,9 @@ from typing import TYPE_CHECKING
 
 from sqlalchemy import ColumnElement, func, or_, select, true
 
-from assay._store.tables import UnitRow
-from assay.settings import EnvScope
+from assay._store.tables import ApiKeyRow, UnitRow
+from assay.exceptions import UsageError
+from assay.settings import ALL_ENVIRONMENTS, EnvironmentSettings, EnvScope
 
 if TYPE_CHECKING:
     from assay._store.store import Store
@@ -41,3 +42,28 @@ def environments(store: Store) -> dict[str, int]:
         for env, n in s.execute(select(UnitRow.env, func.count()).group_by(UnitRow.env)):
             counts[env or default] = counts.get(env or default, 0) + int(n)
     return dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
+
+
+def known_environments(store: Store) -> list[str]:
+    """The environment names ``--env`` and ``env:NAME`` take, sorted: those of stored units and API keys,
+    and ``[environments] production`` and ``default`` (when set) even before any unit has them."""
+    settings: EnvironmentSettings = store.environments
+    with store.session() as s:
+        stored = {e for e in s.scalars(select(UnitRow.env).distinct()) if e}
+        stored |= {e for e in s.scalars(select(ApiKeyRow.env).distinct()) if e}
+    return sorted(stored | {settings.production} | ({settings.default} if settings.default else set()))
+
+
+def check_environment(store: Store, scope: EnvScope | None) -> EnvScope | None:
+    """``scope`` when the store knows its environment (see :func:`known_environments`; None, every unit, always).
+
+    Raises:
+        UsageError: an environment no unit, API key or setting names (a typo would select nothing).
+    """
+    if scope is None or scope.name in (store.environments.production, store.environments.default):
+        return scope
+    known = known_environments(store)
+    if scope.name not in known:
+        raise UsageError(f"unknown environment {scope.name!r}: this store knows {', '.join(known)} "
+                         f"(or {ALL_ENVIRONMENTS!r}, every environment)")
+    return scope

@@ -17,8 +17,9 @@ from sqlalchemy import Engine, Text, cast, create_engine, event, select
 from sqlalchemy.orm import Session as OrmSession
 from sqlalchemy.orm import sessionmaker
 
+from assay._store.environments import check_environment
 from assay._store.migrate import upgrade as upgrade_schema
-from assay._store.selection import UnitSelection
+from assay._store.selection import EnvTerm, UnitSelection
 from assay._store.signal_rows import SETTINGS_KEY, failed_units_query
 from assay._store.tables import SpanRow, UnitRow
 from assay.exceptions import NotFoundError
@@ -222,7 +223,7 @@ class Store:
 
     def unit_rows(self, selection: str | UnitSelection | None = None) -> list[UnitRow]:
         """Unit rows (no spans) matching a selection (see :meth:`select_unit_ids`), sorted by unit id."""
-        where = UnitSelection.parse(selection).where(self.signals)
+        where = self._checked(selection).where(self.signals, self.environments)
         with self.session() as s:
             return list(s.scalars(select(UnitRow).where(where).order_by(UnitRow.unit_id)))
 
@@ -254,14 +255,27 @@ class Store:
         Raises:
             UsageError: an empty or unknown selection term.
         """
-        query = UnitSelection.parse(selection).query(self.signals, self.environments)
+        query = self._checked(selection).query(self.signals, self.environments)
         with self.session() as s:
             return list(s.scalars(query))
 
     def env_scope(self, env: str | None = None) -> EnvScope | None:
         """What ``--env`` asks for under this store's ``[environments]`` settings: None (or empty) is
-        production, ``all`` every unit (None: no filter)."""
-        return self.environments.scope(env)
+        production, ``all`` every unit (None: no filter).
+
+        Raises:
+            UsageError: an environment the store does not know
+                (:func:`~assay._store.environments.check_environment`).
+        """
+        return check_environment(self, self.environments.scope(env))
+
+    def _checked(self, selection: str | UnitSelection | None) -> UnitSelection:
+        """The parsed selection, its ``env:NAME`` terms checked like ``--env`` (:meth:`env_scope`)."""
+        parsed = UnitSelection.parse(selection)
+        for term in parsed.terms:
+            if isinstance(term, EnvTerm):
+                self.env_scope(term.value)
+        return parsed
 
     def failed_unit_ids(self) -> list[str]:
         """Ids of the *failed* units, sorted: a unit's failure score (noisy-OR of its failure signals'

@@ -28,6 +28,7 @@ from jinja2 import ChoiceLoader, Environment, FileSystemLoader, PackageLoader, s
 
 from assay._store.environments import environments
 from assay._web.pages import CSP, HERE, SECURITY_HEADERS, current_user, ui_state
+from assay.exceptions import UsageError
 from assay.reports.data import build_report_data
 from assay.reports.html import fmt, plotly_js_path
 
@@ -69,7 +70,10 @@ def dashboard(request: Request, env: str | None = None) -> Response:
     """The report's sections, computed from the store now, for the units of ``env`` (default production)."""
     user, session = current_user(request)
     ui = ui_state(request)
-    data = build_report_data(ui.store, ui.settings.drift, env=env)
+    try:
+        data = build_report_data(ui.store, ui.settings.drift, env=env)
+    except UsageError as exc:  # an environment the store does not know
+        raise HTTPException(400, str(exc)) from exc
     jinja: Environment = request.app.state.assay_dashboard_env
     html = jinja.get_template("dashboard.html").render(user=user, csrf_token=session.get("csrf", ""), data=data,
                                                         style_ids=plotly_style_ids(),

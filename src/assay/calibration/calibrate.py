@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, Literal
+from typing import Any, Literal, NoReturn
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from assay._store import Store
 from assay._store.scores import finish_run, new_run
-from assay._store.tables import EvaluatorRow
+from assay._store.tables import EvaluatorRow, RunRow
 from assay.annotations.scale import ScaleValue
 from assay.annotations.store import get_criterion
 from assay.calibration.ceiling import HumanCeiling, human_ceiling, human_labels
@@ -38,7 +38,7 @@ from assay.evaluators import (
 )
 from assay.evaluators.lineage import effective_judge, judge_model_of, lineage_for, write_results
 from assay.evaluators.runner import judge_settings_for
-from assay.exceptions import UsageError
+from assay.exceptions import RuntimeFailure, UsageError
 from assay.models import JudgeClient, JudgeIdentity, judge_identity
 from assay.settings import CalibrationSettings, JudgeSettings
 from assay.settings.run_kinds import RunKind
@@ -131,9 +131,9 @@ def calibrate(store: Store, defn: EvaluatorDef, judge: JudgeClient | None, judge
     becomes ``active`` when it is certified on the *test split* (``certification``: by default the
     lower 95% Wilson bounds of TPR and TNR reach its threshold; see :mod:`assay.calibration.certify`),
     else it stays ``draft`` — unless ``force_reason`` is given, which activates it and records the
-    reason. The run records that it looked at the test split. Small sets still report: below
-    ``min_per_class`` labels of a class a warning says so. Intervals of the reported metrics are
-    percentile bootstraps with ``n_boot`` resamples (Efron 1979).
+    reason. The run records that it looked at the test split once the evaluator scored an item. Small sets
+    still report: below ``min_per_class`` labels of a class a warning says so. Intervals of the reported
+    metrics are percentile bootstraps with ``n_boot`` resamples (Efron 1979).
 
     An evaluator file written against an older version of its criterion (or other text) is calibrated
     with a warning; one naming a version the criterion never had is refused.
@@ -142,6 +142,9 @@ def calibrate(store: Store, defn: EvaluatorDef, judge: JudgeClient | None, judge
         UsageError: the criterion has no labelled units; the evaluator names a criterion version above the
             store's.
         NotFoundError: unknown criterion.
+        RuntimeFailure: the evaluator scored no labelled item (each an error, unscored or not applicable):
+            nothing was measured, so the status stays and the test split is not counted as used.
+        JudgeUnreachable: the judge cannot be reached, or answers HTTP 404 (``JudgeNotFound``).
     """
     ds = dataset or build_dataset(store, defn.criterion.name)
     if not ds.items:
@@ -156,8 +159,7 @@ def calibrate(store: Store, defn: EvaluatorDef, judge: JudgeClient | None, judge
     split = persist_split(store, split_dataset(ds, fractions, seed))
     run_id = new_run(store, RunKind.CALIBRATION, CalibrationParams(
         evaluator=defn.name, evaluator_version=version, dataset_version=ds.version, dataset_hash=ds.content_hash,
-        split_id=split.split_id,
-        test_touched=True))
+        split_id=split.split_id))
     labels = {i.key: _pass_fail(defn, i.target) for i in ds.items}
     judge = effective_judge(defn, judge, judge_settings)
     identity = None if judge is None else judge_identity(judge, judge_settings_for(defn, judge_settings))
@@ -165,6 +167,9 @@ def calibrate(store: Store, defn: EvaluatorDef, judge: JudgeClient | None, judge
     write_results(store, lineage_for(defn, run_id, RunKind.CALIBRATION, ds.version, judge_model_of(results), judge,
                                      judge_settings), results)
     scored = [r for r in results if isinstance(r, EvaluationResult)]
+    if not scored:
+        _nothing_scored(store, defn, run_id, results)
+    _touch_test(store, run_id)
     test, overall = _split_metrics(scored, labels, split, n_boot, seed, min_per_class)
     decision = certify_binary(test.confusion, defn.threshold, cs, min_kappa)
     notes, meets = list(decision.notes), decision.certified
@@ -197,6 +202,32 @@ def calibrate(store: Store, defn: EvaluatorDef, judge: JudgeClient | None, judge
     save_evaluator_record(store, defn, status, report, override_reason=None if meets else force_reason)
     finish_run(store, run_id, report.model_dump(mode="json"))
     return report
+
+
+def _nothing_scored(store: Store, defn: EvaluatorDef, run_id: str, results: Sequence[Evaluation]) -> NoReturn:
+    """End a calibration whose evaluator scored no labelled item: the run keeps its error scores and says why;
+    the test split counts as unseen and the evaluator's status stays.
+
+    Raises:
+        RuntimeFailure: always, naming the counts and the first errors (CLI exit 3).
+    """
+    failures = [r for r in results if not isinstance(r, EvaluationResult)]
+    counts = Counter(f.status for f in failures)
+    first = "; ".join(dict.fromkeys(f"{f.unit_id}: {f.error}" for f in failures[:3]))
+    message = (f"{defn.name} scored none of the {len(results)} labelled items ("
+               + ", ".join(f"{n} {status.replace('_', ' ')}" for status, n in counts.most_common())
+               + f"), so nothing was measured: its status is unchanged and the test split was not used. "
+               f"First: {first}")
+    finish_run(store, run_id, {"error": message, "n_items": len(results), **{f"n_{k}": n for k, n in counts.items()}})
+    raise RuntimeFailure(message)
+
+
+def _touch_test(store: Store, run_id: str) -> None:
+    """Record that the calibration run reports a result on its split's test items (:func:`count_test_uses`)."""
+    with store.session() as s:
+        row = s.get(RunRow, run_id)
+        if row is not None:
+            row.params = {**(row.params or {}), "test_touched": True}
 
 
 def _warnings(test: CalibrationMetrics, uses: int, results: Sequence[Evaluation]) -> tuple[str, ...]:

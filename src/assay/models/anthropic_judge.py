@@ -8,7 +8,7 @@ from typing import Any
 
 from assay.exceptions import ConfigError, JudgeError, MissingDependency
 from assay.models.base import ChatMessage, JudgeReply
-from assay.models.runtime import TransientJudgeError, judge_target, parse_retry_after
+from assay.models.runtime import TransientJudgeError, judge_target, parse_retry_after, status_error
 from assay.settings import JudgeSettings
 
 _INSTALL_HINT = "pip install 'assay[anthropic]'"
@@ -86,7 +86,7 @@ class AnthropicJudge:
             if exc.status_code in _TRANSIENT_STATUS or exc.status_code >= 500:
                 retry_after = parse_retry_after(exc.response.headers.get("retry-after"))
                 raise TransientJudgeError(message, self.model_name, exc.status_code, retry_after) from exc
-            raise JudgeError(message, self.model_name) from exc
+            raise status_error(message, self.model_name, self.endpoint, exc.status_code) from exc
         latency = time.perf_counter() - start
         return self._reply(response, latency)
 

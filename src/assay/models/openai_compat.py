@@ -8,7 +8,7 @@ from typing import Any, Literal
 
 from assay.exceptions import ConfigError, JudgeError, MissingDependency
 from assay.models.base import ChatMessage, JudgeReply
-from assay.models.runtime import TransientJudgeError, judge_target, parse_retry_after
+from assay.models.runtime import TransientJudgeError, judge_target, parse_retry_after, status_error
 from assay.settings import JudgeSettings
 
 _UNSUPPORTED_STRICT_KEYWORDS = frozenset({"minLength", "maxLength"})
@@ -140,6 +140,7 @@ class OpenAICompatibleJudge:
             if status in _TRANSIENT_STATUS or status >= 500:
                 retry_after = parse_retry_after(exc.response.headers.get("retry-after"))
                 return TransientJudgeError(message, self.model_name, status, retry_after)
+            return status_error(message, self.model_name, self.endpoint, status)
         return JudgeError(message, self.model_name)
 
 

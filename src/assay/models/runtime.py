@@ -15,7 +15,10 @@ call raises :class:`~assay.exceptions.JudgeUnreachable`, naming the URL and mode
 after it without touching the network, so a batch stops at once instead of retrying unit after unit
 (before it, a gate against a dead judge took 213.6 s to fail). After ``cooldown_s`` one call is let through
 again (half-open): an answer closes the breaker, a failure opens it again at once. A long-running worker
-thus recovers when the judge comes back; a CLI run has ended with exit 3 by then.
+thus recovers when the judge comes back; a CLI run has ended with exit 3 by then. An HTTP 404 is no
+network failure but stops a run just as surely: the clients raise :class:`~assay.exceptions.JudgeNotFound`
+(a ``JudgeUnreachable``) at the first one (:func:`status_error`), since a wrong ``base_url`` path or model
+answers every call the same way.
 """
 
 from __future__ import annotations
@@ -26,9 +29,10 @@ from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
+from http import HTTPStatus
 from typing import Any
 
-from assay.exceptions import JudgeError, JudgeUnreachable
+from assay.exceptions import JudgeError, JudgeNotFound, JudgeUnreachable
 from assay.models.base import ChatMessage, HasParameters, JudgeClient, JudgeReply
 
 
@@ -67,6 +71,14 @@ def parse_retry_after(value: str | None, now: float | None = None) -> float | No
 def judge_target(model: str, url: str) -> str:
     """How every message names a judge: ``judge MODEL at URL``."""
     return f"judge {model} at {url}"
+
+
+def status_error(message: str, model: str, url: str, status: int) -> JudgeError:
+    """The error of an HTTP status not worth a retry: 404 is :class:`~assay.exceptions.JudgeNotFound` (a wrong
+    ``base_url`` path or model: every call would get it, so the run stops), any other a plain ``JudgeError``."""
+    if status == HTTPStatus.NOT_FOUND:
+        return JudgeNotFound(url, model, message.removeprefix(judge_target(model, url) + ": "))
+    return JudgeError(message, model)
 
 
 def judge_endpoint(judge: object) -> str:

@@ -60,7 +60,8 @@ for detectors. Every failed score the worker writes becomes a signal in the one 
 the signals that arrived: failed units the signatures have not seen join the nearest signature or are
 marked new, and pending new units that group form a new signature
 (:func:`assay.signatures.update_signatures`; a full build when nothing is built yet); then it
-evaluates every signature's lifecycle (:func:`assay.signatures.update_lifecycle`). A failed online
+evaluates every signature's lifecycle (:func:`assay.signatures.update_lifecycle`); a worker of another
+environment (``--env``) leaves them alone, they are production's. A failed online
 score thus reaches a signature on the pass that wrote it, or the first pass after the interval.
 """
 
@@ -81,6 +82,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session as OrmSession
 
 from assay._store import Store
+from assay._store.environments import check_environment
 from assay._store.scores import Lineage, RunParams, add_scores, finish_run, new_run
 from assay._store.tables import AuditItemRow, OnlineScoreRow, SpanRow, UnitRow, utcnow
 from assay.calibration.certified import judge_change_of, refuse_judge_changes
@@ -336,12 +338,16 @@ class OnlineWorker:
             from the settings (cached in the store's judge cache), loaded once and kept.
         log: called with one line per pass that did something (and on errors).
         env: the environment whose units are sampled (``--env``): None is ``[environments] production``,
-            ``all`` every unit; units stored without one count as ``[environments] default``. The
-            signatures the worker brings up to date at the end of a pass cluster that environment's
-            failed units too.
+            ``all`` every unit; units stored without one count as ``[environments] default``. Only a
+            production worker brings the signatures up to date at the end of a pass (they are
+            production's; ``assay signatures --env`` shows another environment's without storing them).
         allow_judge_change: score with a judge other than the one an evaluator was certified with (recorded
             in the scores' lineage); otherwise :meth:`run` refuses at the start (:meth:`check_judges`) and a
             pass skips such an evaluator with a log line.
+
+    Raises:
+        UsageError: ``env`` names an environment the store does not know
+            (:func:`assay._store.environments.check_environment`).
     """
 
     def __init__(self, store: Store, settings: Settings, judge: JudgeClient | None = None,
@@ -353,7 +359,7 @@ class OnlineWorker:
         self._refusals: set[str] = set()
         self.settings = settings
         self.env = env
-        self.scope = settings.environments.scope(env)
+        self.scope = check_environment(store, settings.environments.scope(env))
         self.cfg = settings.online
         self.judge = judge
         self.log = log or (lambda _line: None)
@@ -419,7 +425,10 @@ class OnlineWorker:
         from assay.signatures import build_signatures, failed_unit_ids, map_points, update_lifecycle, update_signatures
 
         interval = self.cfg.signatures_interval_s
-        if interval is None or (self._signatures_at is not None and time.monotonic() - self._signatures_at < interval):
+        production = self.scope is not None and self.scope.name == self.settings.environments.production
+        if interval is None or not production:  # another environment's worker leaves them alone
+            return 0, 0, 0
+        if self._signatures_at is not None and time.monotonic() - self._signatures_at < interval:
             return 0, 0, 0
         self._signatures_at = time.monotonic()
         now = _at(now_ns)
