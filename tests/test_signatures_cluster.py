@@ -22,6 +22,8 @@ from assay.signatures.cluster import (
     cover_labels,
     group_noise,
     join_noise,
+    signature_labels,
+    silhouette_labels,
 )
 from assay.signatures.embeddings import vector_to_bytes
 from assay.signatures.keys import StructuralKey
@@ -50,6 +52,35 @@ def test_a_noise_unit_joins_the_nearest_cluster_only_within_its_radius() -> None
     assert joined.tolist() == [0, 0, 0, 0, NOISE, NOISE]
     assert labels.tolist() == [0, 0, 0, NOISE, NOISE, NOISE]  # the input is not changed
     assert join_noise(vectors, np.full(6, NOISE), keys).tolist() == [NOISE] * 6  # no cluster: nothing to join
+
+
+def test_silhouette_cut_groups_by_structure_not_by_a_fixed_distance() -> None:
+    # two groups spread over 90 degrees (members up to cosine distance 1 apart), opposite each other
+    vectors = np.vstack([unit(a) for a in (0, 45, 90, 180, 225, 270)])
+    keys = [KEY] * 6
+    assert silhouette_labels(vectors, keys).tolist() == [0, 0, 0, 1, 1, 1]
+    assert signature_labels(vectors, keys, 5).tolist() == [0, 0, 0, 1, 1, 1]  # the default
+    # the density passes cut at GROUP_DISTANCE: the ends of each group stay noise
+    assert signature_labels(vectors, keys, 5, "density").tolist() == cover_labels(vectors, keys, 5).tolist()
+    assert signature_labels(vectors, keys, 5, "density").tolist() == [NOISE, 0, 0, NOISE, 1, 1]
+
+
+def test_silhouette_cut_leaves_a_unit_alone_as_noise_and_counts_the_key() -> None:
+    vectors = np.vstack([unit(a) for a in (0, 4, 8, 12, 90, 94, 98, 102, 200)])
+    assert silhouette_labels(vectors, [KEY] * 9).tolist() == [0, 0, 0, 0, 1, 1, 1, 1, NOISE]
+    # same texts, two keys: the key codes split what the text alone joins
+    close = np.vstack([unit(a) for a in (0, 5, 10, 12)])
+    assert silhouette_labels(close, [KEY, KEY, OTHER, OTHER]).tolist() == [1, 1, 0, 0]
+
+
+def test_without_structure_or_units_the_density_passes_decide() -> None:
+    same = np.vstack([unit(0)] * 5)
+    assert silhouette_labels(same, [KEY] * 5) is None  # every cut scores 0: no structure
+    assert signature_labels(same, [KEY] * 5, 5).tolist() == [0] * 5  # density: one group
+    two = np.vstack([unit(0), unit(3)])
+    assert signature_labels(two, [KEY, KEY], 5).tolist() == cover_labels(two, [KEY, KEY], 5).tolist() == [0, 0]
+    with pytest.raises(ValueError, match="unknown signature clustering"):
+        signature_labels(two, [KEY, KEY], 5, "kmeans")
 
 
 def test_leftover_noise_is_grouped_when_close_on_average() -> None:

@@ -1,4 +1,4 @@
-"""The failure-local text of failed units, on real tau-bench retail runs (no embedding model needed)."""
+"""The failure-local and evidence texts of failed units, on real tau-bench retail runs (no embedding model needed)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from assay.settings import Settings
 from assay.signals import FailureSignal, detect
 from assay.signatures import failure_text, key_text
 from assay.signatures.build import unit_texts
-from assay.signatures.evidence import LAST_STEPS, local_context, render_step
+from assay.signatures.evidence import LAST_STEPS, evidence_text, local_context, render_step, signal_words
 from assay.signatures.keys import unit_key
 from assay.traces import Unit, read_file, step_timeline
 from tests.conftest import RETAIL
@@ -94,3 +94,46 @@ def test_the_setting_keeps_the_key_text_for_comparison(units: dict[str, Unit]) -
     assert new == [failure_text(u, detect(u)) for u in chosen] and new != old
     given = unit_texts(chosen, steps, keys, failure, {TOOL_ERROR_RUN: []})
     assert given[0] == failure_text(chosen[0], []) and given[1] == new[1]
+
+
+def test_evidence_text_is_the_signal_lines_alone(units: dict[str, Unit]) -> None:
+    unit = units[TOOL_ERROR_RUN]
+    signals = detect(unit)
+    text = evidence_text(unit, signals)
+    lines = text.splitlines()
+    assert lines[0].startswith("tool error: modify_pending_order_address")  # strongest signal first
+    assert any(line.startswith("user corrects the agent: 'that's not correct'") for line in lines)
+    assert any(line.startswith("handed off to a human: tool transfer_to_human_agents") for line in lines)
+    steps = {s.index: s for s in step_timeline(unit)}
+    assert not {render_step(steps[i]) for i in (18, 19, 20, 21)} & set(lines)  # the steps around are left out
+    words = {signal_words(s.kind) for s in signals}
+    assert all(line.split(":")[0] in words for line in lines)  # one line per signal, nothing else
+    assert "failed outcome" not in text and "#W4082615" not in text
+    assert len(text) < len(failure_text(unit, signals))
+
+
+def test_evidence_text_says_a_repeated_signal_once(units: dict[str, Unit]) -> None:
+    unit = units[TOOL_ERROR_RUN]
+    error = next(s for s in detect(unit) if s.kind == "tool_error")
+    again = error.model_copy(update={"step": 19})  # the same evidence pointing to the call
+    assert evidence_text(unit, [error, again]) == evidence_text(unit, [error])
+    assert len(evidence_text(unit, [error]).splitlines()) == 1
+
+
+def test_evidence_text_without_signals_is_how_the_unit_ended(units: dict[str, Unit]) -> None:
+    unit = units[QUIET_RUN]
+    outcome = [s for s in detect(unit) if s.kind == "outcome_fail"]
+    steps = [s for s in step_timeline(unit) if s.kind != "system"]
+    ended = ["how it ended:", *[render_step(s) for s in steps[-LAST_STEPS:]]]
+    assert evidence_text(unit, outcome).splitlines() == ended
+    with pytest.raises(UsageError, match="signal of unit"):
+        evidence_text(unit, detect(units[TOOL_ERROR_RUN]))
+
+
+def test_builds_embed_the_evidence_text_by_default(units: dict[str, Unit]) -> None:
+    chosen = [units[TOOL_ERROR_RUN], units[QUIET_RUN]]
+    steps = [step_timeline(u) for u in chosen]
+    keys = [unit_key(u, t) for u, t in zip(chosen, steps, strict=True)]
+    texts = unit_texts(chosen, steps, keys, Settings.model_validate({}))
+    assert texts == [evidence_text(u, detect(u)) for u in chosen]
+    assert texts != unit_texts(chosen, steps, keys, Settings.model_validate({"signature_text": "failure"}))

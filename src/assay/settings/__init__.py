@@ -265,10 +265,14 @@ class Settings(BaseModel):
     gate_max_unscored: float = Field(default=0.1, ge=0, le=1, description="gate: tolerated share of unscored + "
                                      "error units per evaluator; above it the gate exits 3")
     min_cluster_size: int = 5
-    signature_text: Literal["failure", "key"] = Field(
-        default="failure", description="what signatures embed and label per failed unit: 'failure' (its failure "
-        "signals and the steps around the steps they point to) or 'key' (structural key, failing step and final "
-        "answer: the text before failure signals)")
+    signature_text: Literal["evidence", "failure", "key"] = Field(
+        default="evidence", description="what signatures embed and label per failed unit: 'evidence' (its failure "
+        "signals in words with their evidence), 'failure' (those and the steps around the steps they point to) or "
+        "'key' (structural key, failing step and final answer: the text before failure signals)")
+    signature_clustering: Literal["silhouette", "density"] = Field(
+        default="silhouette", description="how a signature build groups failed units: 'silhouette' (average "
+        "linkage over all of them, cut into the number of groups with the highest mean silhouette) or 'density' "
+        "(HDBSCAN with min_cluster_size, close noise joins, leftover noise cut at a fixed distance)")
     severe: SevereRules = Field(default_factory=lambda: SevereRules())
     session_secret: str | None = Field(default=None, description="signs the annotation app's session cookies "
                                          "(ASSAY_SESSION_SECRET); unset: random per process")

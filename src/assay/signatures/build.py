@@ -1,12 +1,13 @@
 """Build and update failure signatures in the store, with stable ids.
 
 Full build (:func:`build_signatures`): failed units -> structural keys and texts (their
-failure-local text, :func:`~assay.signatures.evidence.failure_text`, from the failure signals the
-store keeps, :mod:`assay.signatures.stored`; or with ``signature_text = "key"`` the key text) ->
-cached embeddings -> HDBSCAN on text + key codes (:mod:`assay.signatures.cluster`) ->
-c-TF-IDF keywords and a label per cluster -> match to the stored signatures (by member
-overlap, then by centroid) so ids are kept -> 2-D PCA map -> store. Units HDBSCAN leaves as
-noise stay unclustered (``signature_id`` NULL, assignment ``noise``).
+signal evidence, :func:`~assay.signatures.evidence.evidence_text`, from the failure signals the
+store keeps, :mod:`assay.signatures.stored`; with ``signature_text = "failure"`` also the steps
+around them, with ``"key"`` the key text) -> cached embeddings -> clustering on text + key codes
+(:func:`~assay.signatures.cluster.signature_labels`: average linkage cut at the best silhouette,
+or the HDBSCAN passes) -> c-TF-IDF keywords and a label per cluster -> match to the stored
+signatures (by member overlap, then by centroid) so ids are kept -> 2-D PCA map -> store. Units
+alone in their group stay unclustered (``signature_id`` NULL, assignment ``noise``).
 
 Incremental update (:func:`update_signatures`): failed units the signatures have not seen
 are assigned to the nearest signature when inside its radius, else marked *new*; pending
@@ -38,16 +39,16 @@ from assay.signatures.cluster import (
     Shape,
     cluster_labels,
     clustering_space,
-    cover_labels,
     joint_distance,
     make_clusters,
     match_clusters,
     match_members,
     nearest_cluster,
     project_2d,
+    signature_labels,
 )
 from assay.signatures.embeddings import Progress, embed_texts, vector_from_bytes, vector_to_bytes
-from assay.signatures.evidence import failure_text, lead_kind
+from assay.signatures.evidence import evidence_text, failure_text, lead_kind
 from assay.signatures.impact import default_severity, unit_time
 from assay.signatures.keys import StructuralKey, error_kind, key_text_from_steps, unit_key
 from assay.signatures.labels import class_tfidf, distinct_label, make_label, name_clusters
@@ -117,9 +118,10 @@ def signals_for(store: Store, units: Sequence[Unit], steps: Sequence[list[Step]]
 
 def unit_texts(units: Sequence[Unit], steps: Sequence[list[Step]], keys: Sequence[StructuralKey],
                settings: Settings, signals: SignalMap | None = None) -> list[str]:
-    """The text embedded and labelled for each unit: its failure-local text
-    (:func:`~assay.signatures.evidence.failure_text` of :func:`unit_signals`), or its key text
-    when ``settings.signature_text`` is ``"key"``.
+    """The text embedded and labelled for each unit, as ``settings.signature_text`` says: its signal
+    evidence (``"evidence"``, :func:`~assay.signatures.evidence.evidence_text` of :func:`unit_signals`),
+    its failure-local text (``"failure"``, :func:`~assay.signatures.evidence.failure_text`) or its
+    key text (``"key"``).
 
     Args:
         units, steps, keys: parallel: the units, their step timelines and structural keys.
@@ -133,6 +135,8 @@ def _texts(units: Sequence[Unit], steps: Sequence[list[Step]], keys: Sequence[St
            found: Sequence[Sequence[FailureSignal]]) -> list[str]:
     if settings.signature_text == "key":
         return [key_text_from_steps(t, k) for t, k in zip(steps, keys, strict=True)]
+    if settings.signature_text == "evidence":
+        return [evidence_text(u, f, t) for u, f, t in zip(units, found, steps, strict=True)]
     return [failure_text(u, f, t) for u, f, t in zip(units, found, steps, strict=True)]
 
 
@@ -229,11 +233,13 @@ def _clusters(prepared: Prepared, labels: np.ndarray) -> list[Cluster]:
     return make_clusters(prepared.vectors, labels, prepared.keys, keywords, prepared.leads)
 
 
-def _cluster(prepared: Prepared, min_cluster_size: int) -> tuple[list[Cluster], np.ndarray]:
-    """Clusters that cover (:func:`~assay.signatures.cluster.cover_labels`), each named with a
-    label no other cluster of its key has, and the clustering space. Clusters that no label
-    tells apart are merged and everything is named again (each round removes a cluster)."""
-    labels = cover_labels(prepared.vectors, prepared.keys, min_cluster_size)
+def _cluster(prepared: Prepared, settings: Settings) -> tuple[list[Cluster], np.ndarray]:
+    """The clusters of ``settings.signature_clustering``
+    (:func:`~assay.signatures.cluster.signature_labels`), each named with a label no other cluster
+    of its key has, and the clustering space. Clusters that no label tells apart are merged and
+    everything is named again (each round removes a cluster)."""
+    labels = signature_labels(prepared.vectors, prepared.keys, settings.min_cluster_size,
+                              settings.signature_clustering)
     while True:
         clusters = _clusters(prepared, labels)
         merges = name_clusters(clusters)
@@ -249,8 +255,10 @@ def build_signatures(store: Store, settings: Settings, progress: Progress | None
     """Cluster the failed units of production (:func:`failed_unit_ids`; another environment, or ``all``,
     with ``env``) into failure signatures and store them.
 
-    Units are grouped in three passes (:func:`~assay.signatures.cluster.cover_labels`: HDBSCAN,
-    noise within a cluster's radius joins it, leftover noise grouped by average linkage); each
+    Units are grouped as ``settings.signature_clustering`` says
+    (:func:`~assay.signatures.cluster.signature_labels`: by default average linkage over all of them
+    cut where the mean silhouette is highest; ``density``: HDBSCAN, noise within a cluster's radius
+    joins it, leftover noise grouped by average linkage); each
     signature gets a label that reads as a failure and that no other live signature with the
     same key has (:func:`~assay.signatures.labels.name_clusters`; clusters no label tells apart
     are merged).
@@ -264,8 +272,8 @@ def build_signatures(store: Store, settings: Settings, progress: Progress | None
     Args:
         store: the store (reads units and annotations, writes signatures, members, severe
             flags and the embedding cache).
-        settings: ``embedding_model``, ``min_cluster_size`` (HDBSCAN), ``signature_text`` and
-            ``severe`` are used.
+        settings: ``embedding_model``, ``min_cluster_size`` (HDBSCAN), ``signature_text``,
+            ``signature_clustering`` and ``severe`` are used.
         progress: called with the number of units embedded (see :func:`embed_texts`).
         stats: when given, counts vectors computed vs. found in the cache, and encoding time.
         env: the environment clustered (None: ``[environments] production``; ``all``: every unit).
@@ -279,7 +287,7 @@ def build_signatures(store: Store, settings: Settings, progress: Progress | None
         ConfigError: unknown embedding model.
     """
     prepared = prepare(store, settings, failed_unit_ids(store, env), progress, stats, signals)
-    clusters, space = _cluster(prepared, settings.min_cluster_size)
+    clusters, space = _cluster(prepared, settings)
     with store.session() as s:
         _save_signatures(s, clusters, prepared.unit_ids, settings.embedding_model)
         _save_members(s, prepared, clusters, project_2d(space))

@@ -22,8 +22,19 @@ covers what fails the same way even where the units are too few for density esti
    that distance of each other becomes a cluster; then pass 2 runs once more.
 
 Units left alone after that stay noise. On 29 failed tau-bench retail runs HDBSCAN alone
-finds no cluster at all (every unit noise); pass 3 is what groups them. Centroids, stored
-distances and review queues use the text embedding alone.
+finds no cluster at all (every unit noise); pass 3 is what groups them.
+
+That is the ``density`` clustering. The default, ``silhouette`` (:func:`silhouette_labels`), groups
+every failed unit at once by average linkage on the same joint distances and cuts the tree into the
+number of groups with the highest mean silhouette (Rousseeuw 1987, "Silhouettes: a graphical aid to
+the interpretation and validation of cluster analysis", J. Comput. Appl. Math. 20); a unit alone in
+its group joins the nearest cluster when within its radius (pass 2, the rule of incremental updates),
+else stays noise. It has no distance threshold, so it adapts to how spread a store's failures
+are. :func:`signature_labels` picks between them: the density passes run when there are fewer than
+3 or more than :data:`MAX_GROUPED` units, or when no cut has a positive silhouette (no structure).
+Measured against human failure categories in ``benchmarks/bench_discovery.py --part clusters``.
+
+Centroids, stored distances and review queues use the text embedding alone.
 """
 
 from __future__ import annotations
@@ -53,6 +64,9 @@ unrelated and identical; with one key field differing, the texts must be 0.75 si
 MAX_GROUPED = 5000
 """Most leftover noise units grouped by average linkage (its distance matrix is quadratic:
 5,000 units take 100 MB); above it, pass 3 is skipped and the noise stays noise."""
+
+MAX_SIGNATURES = 50
+"""Most groups the silhouette cut considers: k runs from 2 to ``min(n // 2 - 1, 50)`` for n units."""
 
 MIXED = "*"
 """A signature key field whose value no majority of members shares."""
@@ -210,11 +224,9 @@ def group_noise(space: np.ndarray, labels: np.ndarray, threshold: float = GROUP_
 
     joint = np.maximum(pdist(space[noise].astype(np.float64), "sqeuclidean") / 2.0, 0.0)
     groups = fcluster(linkage(joint, method="average"), t=threshold, criterion="distance")
-    sizes = Counter(groups.tolist())
-    ranked = sorted((g for g, size in sizes.items() if size >= 2), key=lambda g: (-sizes[g], g))
+    ranked = _ranked(groups)
     start = int(labels.max()) + 1 if len(labels) else 0
-    for n, g in enumerate(ranked):
-        out[noise[groups == g]] = start + n
+    out[noise[ranked != NOISE]] = start + ranked[ranked != NOISE]
     return out
 
 
@@ -237,6 +249,67 @@ def cover_labels(vectors: np.ndarray, keys: Sequence[StructuralKey], min_cluster
     space = clustering_space(vectors, keys, weight)
     labels = join_noise(vectors, cluster_labels(space, min_cluster_size), keys, weight)
     return join_noise(vectors, group_noise(space, labels, threshold), keys, weight)
+
+
+def _ranked(groups: np.ndarray) -> np.ndarray:
+    """Groups of two or more rows numbered 0.. (largest first, then lowest group id); single rows -1."""
+    sizes = Counter(groups.tolist())
+    out = np.full(len(groups), NOISE, dtype=int)
+    for n, g in enumerate(sorted((g for g, size in sizes.items() if size >= 2), key=lambda g: (-sizes[g], g))):
+        out[groups == g] = n
+    return out
+
+
+def silhouette_labels(vectors: np.ndarray, keys: Sequence[StructuralKey], weight: float = KEY_WEIGHT,
+                      max_k: int = MAX_SIGNATURES) -> np.ndarray | None:
+    """Every unit grouped by average linkage (UPGMA; ``scipy.cluster.hierarchy``) on joint distances,
+    the tree cut into the k groups (2 <= k <= ``min(n // 2 - 1, max_k)``) with the highest mean
+    silhouette (``sklearn.metrics.silhouette_score`` on the joint distances; ties: fewer groups).
+
+    Args:
+        vectors: text embeddings ``(n, d)``, rows L2-normalized, n >= 3.
+        keys: structural key per row.
+
+    Returns:
+        int array ``(n,)``: group index >= 0 (largest group first), -1 for a unit alone in its group;
+        None when no cut has a positive silhouette (the units show no group structure).
+    """
+    from scipy.cluster.hierarchy import fcluster, linkage
+    from scipy.spatial.distance import pdist, squareform
+    from sklearn.metrics import silhouette_score
+
+    joint = np.maximum(pdist(clustering_space(vectors, keys, weight).astype(np.float64), "sqeuclidean") / 2.0, 0.0)
+    tree, square = linkage(joint, method="average"), squareform(joint)
+    best: tuple[float, np.ndarray] | None = None
+    for k in range(2, min(max(3, len(keys) // 2), max_k + 1)):
+        groups = fcluster(tree, t=k, criterion="maxclust")
+        if 2 <= len(set(groups.tolist())) < len(keys):
+            score = float(silhouette_score(square, groups, metric="precomputed"))
+            if score > 0 and (best is None or score > best[0]):
+                best = (score, groups)
+    return None if best is None else _ranked(best[1])
+
+
+def signature_labels(vectors: np.ndarray, keys: Sequence[StructuralKey], min_cluster_size: int,
+                     method: str = "silhouette", weight: float = KEY_WEIGHT) -> np.ndarray:
+    """The clustering of a build: :func:`silhouette_labels` then close noise joins (:func:`join_noise`;
+    ``method="silhouette"``, the default) or
+    the density passes of :func:`cover_labels` (``"density"``; also when silhouette does not apply:
+    fewer than 3 or more than :data:`MAX_GROUPED` units, or no structure).
+
+    Returns:
+        int array ``(n,)``: cluster index >= 0, or -1 for a unit like no other.
+
+    Raises:
+        ValueError: an unknown ``method``.
+    """
+    if method not in ("silhouette", "density"):
+        raise ValueError(f"unknown signature clustering {method!r}: use 'silhouette' or 'density'")
+    if method == "silhouette" and 3 <= len(keys) <= MAX_GROUPED:
+        labels = silhouette_labels(vectors, keys, weight)
+        if labels is not None:
+            return join_noise(vectors, labels, keys, weight)
+    return cover_labels(vectors, keys, min_cluster_size, weight=weight)
 
 
 def project_2d(vectors: np.ndarray) -> np.ndarray:

@@ -14,6 +14,13 @@ from its failure signals (:mod:`assay.signals`), not from the whole run:
   went wrong;
 - when no signal points to a step: the last steps of the unit (how it ended).
 
+The default text of a build is shorter (:func:`evidence_text`, ``signature_text = "evidence"``):
+the signal lines alone (each signal in words and its evidence, which quotes the step it points to),
+strongest first, repeated lines once; the last steps when there is no signal but the outcome. The
+steps around the signal are left out of the embedded text: compared against human failure categories
+(``benchmarks/bench_discovery.py --part clusters``), the steps' content (products, orders, web pages)
+grouped units by what they were about more than by what went wrong.
+
 Variable parts (ids, dates, numbers, e-mails) are masked as in
 :func:`~assay.signatures.keys.normalize_error`, so two units failing the same way on different
 orders read the same; system prompts are left out; each step is cut at 200 characters and the
@@ -181,6 +188,41 @@ def failure_text(unit: Unit, signals: Sequence[FailureSignal], steps: list[Step]
     if not done:
         lines.append("how it ended:")
         lines.extend(render_step(s) for s in shown[-LAST_STEPS:])
+    return "\n".join(lines)[:max_chars]
+
+
+def evidence_text(unit: Unit, signals: Sequence[FailureSignal], steps: list[Step] | None = None,
+                  max_chars: int = KEY_TEXT_CHARS) -> str:
+    """The signal evidence of a failed unit, the default text a build embeds (see module docstring).
+
+    Args:
+        unit: the unit.
+        signals: its failure signals (any order; those of other units are an error).
+        steps: its step timeline when already built (:func:`~assay.traces.step_timeline`).
+        max_chars: bound of the text, in characters.
+
+    Returns:
+        at most ``max_chars`` characters, one line per signal (a repeated line once), e.g.::
+
+            tool error: modify_pending_order_address: error: non-pending order cannot be modified
+            user corrects the agent: 'that's not correct': yes, i'd like to switch to ...
+
+        or, with no signal but the recorded outcome, ``how it ended:`` and the last steps.
+
+    Raises:
+        UsageError: a signal of another unit, or one pointing past the end of the timeline.
+    """
+    steps = step_timeline(unit) if steps is None else steps
+    for signal in signals:
+        _check(signal, unit, steps)
+    lines: list[str] = []
+    for signal in _ordered(signals):
+        evidence = mask_variables(" ".join(signal.evidence[:2 * _EVIDENCE_CHARS].split()))
+        line = f"{signal_words(signal.kind)}: {evidence[:_EVIDENCE_CHARS]}"
+        if line not in lines:
+            lines.append(line)
+    if not lines:
+        lines = ["how it ended:", *(render_step(s) for s in [s for s in steps if s.kind != "system"][-LAST_STEPS:])]
     return "\n".join(lines)[:max_chars]
 
 
