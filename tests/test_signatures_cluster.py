@@ -4,6 +4,7 @@ signature's key and label (real SQLite file, real retail runs)."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -159,10 +160,10 @@ def test_a_new_group_with_a_live_signature_key_and_label_joins_it(store: Store) 
         s.flush()
         pending = Prepared(ids[:2], [KEY, KEY], ["", ""], ["tool_error"] * 2, [None, None], [2, 2],
                            np.vstack([unit(0), unit(10)]))
-        created, joined = _name_new(s, settings, pending, [group])
+        created, joined = _name_new(s, settings, pending, [group], datetime.now(UTC))
         assert created == [] and joined == {ids[0]: live.id, ids[1]: live.id}
         apart = _cluster(KEY, ["refund", "laptop"], [0, 1])  # keywords tell it apart: a new signature
-        created, joined = _name_new(s, settings, pending, [apart])
+        created, joined = _name_new(s, settings, pending, [apart], datetime.now(UTC))
         assert len(created) == 1 and joined == {}
         rows = {r.id: r for r in s.scalars(select(SignatureRow))}
         assert rows[created[0]].label == make_label(KEY, ["refund", "laptop"], "tool_error") != rows[live.id].label

@@ -55,7 +55,7 @@ def preview_signatures(store: Store, settings: Settings, env: str | None, progre
     prepared = prepare(store, settings, failed_unit_ids(store, env), progress, stats)
     if not prepared.unit_ids:
         return []
-    clusters, _ = _cluster(prepared, settings.min_cluster_size)
+    clusters, _ = _cluster(prepared, settings)
     ids = _preview_ids(store, clusters, prepared.unit_ids)
     facts = _Facts(annotated_severity(store, set(prepared.unit_ids)), unit_usages(store, prepared.unit_ids,
                    settings.prices), unit_kinds(store), _environments(store, prepared.unit_ids),
