@@ -26,6 +26,7 @@ from assay.annotations import (
     import_labels,
     list_annotations,
 )
+from assay.annotations.criteria import edit_criterion
 from assay.annotations.items import canonical, consensus
 from assay.calibration import build_dataset
 from assay.exceptions import UsageError
@@ -178,6 +179,12 @@ def test_importing_the_same_labels_twice_writes_them_once(store: Store, tmp_path
         (5, "label and value disagree ('pass' vs 'fail'): give one of them")]
     assert [(a.unit_id, a.annotator, a.label) for a in list_annotations(store)] == [
         (ids[0], "ann", "fail"), (ids[1], "ann", "pass"), (ids[0], "ann", "pass"), (ids[1], "other", "pass")]
+    edit_criterion(store, "resolves", "Resolves the request the user made, by the policy.")  # version 2
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows[:2]))
+    reaffirmed = import_labels(store, path)  # the same judgments, made again under version 2: new labels
+    assert (reaffirmed.imported, reaffirmed.duplicates) == (2, [])
+    assert [a.criterion_version for a in list_annotations(store)][-2:] == [2, 2]
+    assert import_labels(store, path).duplicates == [1, 2]
 
 
 def test_add_annotations_checks_the_scale(store: Store) -> None:

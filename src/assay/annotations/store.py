@@ -197,10 +197,11 @@ class LabelImport:
     duplicates: list[int] = field(default_factory=list)
 
 
-def _content_key(a: Annotation) -> tuple[object, ...]:
-    """What makes two label records the same judgment (provenance such as source and time left out)."""
-    return (a.unit_id, a.second_unit_id, a.criterion, a.annotator, a.annotator_kind, str(a.value), a.severity,
-            a.rationale.strip(), a.shown_order)
+def _content_key(a: Annotation, criterion_version: int | None) -> tuple[object, ...]:
+    """What makes two label records the same judgment under the same criterion version (provenance such as
+    source and time left out): a label made again after the criterion changed is a new label."""
+    return (a.unit_id, a.second_unit_id, a.criterion, criterion_version, a.annotator, a.annotator_kind, str(a.value),
+            a.severity, a.rationale.strip(), a.shown_order)
 
 
 _FIELDS = ("unit", "annotator", "label", "value", "second_unit", "shown_order", "severity", "rationale", "criterion")
@@ -290,7 +291,8 @@ def import_labels(store: Store, path: Path | str, source: str | None = None) -> 
     good ones are kept. A record that repeats a label already stored (or an earlier line of the file):
     same unit(s), criterion, annotator, judgment, severity and rationale, is not written again, so
     importing the same file twice is harmless; its line is listed in ``duplicates``. A changed
-    judgment by the same annotator is a new label (labels are append-only).
+    judgment by the same annotator, or the same judgment after the criterion got a new version (the
+    labels made before are stale), is a new label (labels are append-only).
 
     Raises:
         UsageError: the file does not exist.
@@ -300,7 +302,7 @@ def import_labels(store: Store, path: Path | str, source: str | None = None) -> 
         raise UsageError(f"no such file: {p}")
     result = LabelImport()
     good: list[Annotation] = []
-    seen = {_content_key(a) for a in list_annotations(store)}
+    seen = {_content_key(a, a.criterion_version) for a in list_annotations(store)}
     known_units = set(store.select_unit_ids())
     known_criteria = {c.name: c for c in list_criteria(store)}
     for n, rec in _records(p):
@@ -323,7 +325,7 @@ def import_labels(store: Store, path: Path | str, source: str | None = None) -> 
         except ValueError as exc:
             result.skipped.append((n, str(exc).splitlines()[0]))
             continue
-        key = _content_key(annotation)
+        key = _content_key(annotation, known_criteria[str(crit)].version if crit else None)
         if key in seen:
             result.duplicates.append(n)
             continue
