@@ -207,12 +207,14 @@ def test_an_evaluator_written_against_another_criterion_version_is_warned(
     text = calibrate(store, reworded, None, JudgeSettings(), n_boot=200)
     assert any("criterion text differs from the store's criterion 'tool-ok' (version 1)" in w for w in text.warnings)
     edit_criterion(store, "tool-ok", "Every tool call succeeds, and a failed call is retried correctly.")
+    ahead = CHECK.model_copy(update={"criterion": CHECK.criterion.model_copy(update={"version": 7})})
+    with pytest.raises(UsageError, match="version 7"):  # named before "no labelled units" (none at version 2 yet)
+        calibrate(store, ahead, None, JudgeSettings(), n_boot=200)
     add_annotations(store, [Annotation(unit_id=u, annotator="ann-1", label=v, criterion="tool-ok")  # type: ignore[arg-type]
                             for u, v in check_verdicts.items()])  # labelled again under version 2
     stale = calibrate(store, CHECK, None, JudgeSettings(), n_boot=200)
     assert any("written against criterion 'tool-ok' version 1, but the store's criterion is version 2" in w
                for w in stale.warnings)
-    ahead = CHECK.model_copy(update={"criterion": CHECK.criterion.model_copy(update={"version": 7})})
     with pytest.raises(UsageError, match="names criterion 'tool-ok' version 7, but the store's criterion is at "
                                          "version 2"):
         calibrate(store, ahead, None, JudgeSettings(), n_boot=200)

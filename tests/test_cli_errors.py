@@ -371,3 +371,15 @@ def test_a_judge_that_answers_404_stops_calibration_at_once_naming_the_url(ws: P
     assert "to certify" not in out
     assert server.requests == 1  # the first 404 stops the run: no retry, no further unit
     assert _calibration_state(ws, "polite-judge") == before
+
+
+def test_an_unknown_signal_kind_source_or_signature_is_a_usage_error(ws: Path) -> None:
+    code, out = _run(ws, "signals", "--kind", "tool_lop")
+    said = " ".join(out.split())
+    assert code == 2 and "unknown signal kind 'tool_lop': one of" in said and "tool_loop" in said, out
+    code, out = _run(ws, "signals", "--source", "cues")
+    assert code == 2 and "unknown signal source 'cues'" in " ".join(out.split()), out
+    code, out = _run(ws, "signals", "--kind", "tool_loop")
+    assert code == 0, out
+    code, out = _run(ws, "signatures", "history", "99")
+    assert code == 2 and "signature not found: '99'" in " ".join(out.split()), out

@@ -127,6 +127,11 @@ def test_labels_import_with_nothing_imported_exits_1_with_the_count_and_first_re
     bad = ws / "bad.jsonl"
     bad.write_text("\n".join(json.dumps({"unit": f"no/such/unit-{i}", "annotator": "a", "label": "pass"})
                              for i in range(8)) + "\n{broken\n")
+    many = ws / "many.jsonl"
+    many.write_text("".join(json.dumps({"unit": f"no/such/unit-{i}", "annotator": "a", "label": "pass"}) + "\n"
+                            for i in range(60)))
+    listed = runner.invoke(app, ["--workspace", str(ws), "labels", "import", str(many)])
+    assert listed.exit_code == 1 and "... and 10 more skipped (the first 50 are listed)" in listed.output
     result = runner.invoke(app, ["--workspace", str(ws), "labels", "import", str(bad)])
     assert result.exit_code == 1, result.output
     said = " ".join(result.output.split())

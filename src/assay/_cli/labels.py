@@ -47,6 +47,8 @@ def labels_import(
     console.print(f"imported {result.imported} labels; skipped {len(result.skipped)}{dups}")
     for line, reason in result.skipped[:50]:
         console.print(f"  [yellow]skipped[/yellow] line {line}: {escape(reason)}")
+    if len(result.skipped) > 50:
+        console.print(f"  ... and {len(result.skipped) - 50} more skipped (the first 50 are listed)")
     if result.imported == 0 and not result.duplicates:
         err_console.print(f"[red]error:[/red] nothing imported: {escape(_nothing_imported(result.skipped))}")
         raise typer.Exit(ExitCode.CHECK_FAILED)

@@ -11,7 +11,7 @@ from rich.table import Table
 
 from assay._cli._common import AppContext, console, get_ctx, handle_errors, progress_bar
 from assay._store.spans import resolve_unit_id
-from assay.exceptions import NotFoundError
+from assay.exceptions import NotFoundError, UsageError
 from assay.signals import FailureSignal, list_signals, signal_counts, units_to_scan, update_signals
 from assay.signals.feedback import pending_feedback
 from assay.signals.open_coding import open_code
@@ -66,6 +66,16 @@ def _summary(app: AppContext, as_json: bool) -> None:
         console.print(f"{unscanned} units not scanned as they are now: run `assay signals update`")
 
 
+def _check_names(kind: str | None, source: str | None) -> None:
+    """An unknown kind or source is a usage error naming the known ones, not an empty list."""
+    from assay.signals.model import KIND_SOURCE
+
+    if kind is not None and kind not in KIND_SOURCE:
+        raise UsageError(f"unknown signal kind {kind!r}: one of {', '.join(sorted(KIND_SOURCE))}")
+    if source is not None and source not in set(KIND_SOURCE.values()):
+        raise UsageError(f"unknown signal source {source!r}: one of {', '.join(sorted(set(KIND_SOURCE.values())))}")
+
+
 @signals_app.callback(invoke_without_command=True)
 @handle_errors
 def signals_cmd(
@@ -85,6 +95,7 @@ def signals_cmd(
     if ctx.invoked_subcommand is not None:
         return
     app = get_ctx(ctx)
+    _check_names(kind, source)
     if unit is None and kind is None and source is None:
         _summary(app, as_json)
         return

@@ -13,7 +13,7 @@ from rich.table import Table
 
 from assay._cli._common import AppContext, console, get_ctx, handle_errors, progress_bar
 from assay._cli.score import ExecutorOpt, RayAddressOpt, executor_choice
-from assay.exceptions import UsageError
+from assay.exceptions import NotFoundError, UsageError
 from assay.signatures import (
     EmbeddingStats,
     Signature,
@@ -276,7 +276,14 @@ def history_cmd(
     monitored (an active evaluator covers its criterion), resolved (that evaluator's production fail rate
     under [lifecycle] resolve_fail_rate), regressed (above it again). `assay signatures` and `assay
     signatures update` (and the worker) evaluate the lifecycle; this only reads what they recorded."""
-    changes = lifecycle_history(get_ctx(ctx).store, signature)
+    store = get_ctx(ctx).store
+    changes = lifecycle_history(store, signature)
+    if signature is not None and not changes:
+        from assay._store.tables import SignatureRow
+
+        with store.session() as s:
+            if s.get(SignatureRow, signature) is None:
+                raise NotFoundError("signature", str(signature), "see `assay signatures` for the ids")
     if as_json:
         console.print_json(json.dumps([c.model_dump(mode="json") for c in changes]))
         return

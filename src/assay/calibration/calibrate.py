@@ -147,11 +147,11 @@ def calibrate(store: Store, defn: EvaluatorDef, judge: JudgeClient | None, judge
         JudgeUnreachable: the judge cannot be reached, or answers HTTP 404 (``JudgeNotFound``).
     """
     ds = dataset or build_dataset(store, defn.criterion.name)
+    _check_criterion_version(store, defn)
     if not ds.items:
         raise UsageError(f"criterion {defn.criterion.name!r} has no labelled units to calibrate on; "
                          "import labels first (assay labels import)")
     cs = certification or CalibrationSettings()
-    _check_criterion_version(store, defn)
     if ds.scale_kind != defn.scale.kind:
         raise UsageError(f"{defn.name} is written for a {defn.scale.kind} criterion, but {ds.criterion!r} is "
                          f"{ds.scale_kind}: set criterion.scale in the evaluator file to the criterion's scale")
