@@ -319,6 +319,10 @@ def test_viewing_another_environment_never_changes_the_production_signatures(tmp
 
     assert map_points(store) == members_before
     assert _signature_view(tmp_path) == before
+    table = CliRunner().invoke(cli, ["--workspace", str(tmp_path), "signatures", "--env", "all"])
+    said = " ".join(table.output.split())
+    assert table.exit_code == 0 and "environment: all (the failed units of every environment" in said, said
+    assert "other environments are not clustered" not in said
     update = CliRunner().invoke(cli, ["--workspace", str(tmp_path), "signatures", "update", "--env", "ci"])
     assert update.exit_code == 2 and "--env ci" in update.output
 

@@ -314,6 +314,8 @@ def test_class_tfidf_prefers_terms_specific_to_a_class() -> None:
     top = class_tfidf(docs, [0, 0, 1, 1], top_n=2)
     assert top == {0: ["refund", "flight"], 1: ["baggage", "flight"]}
     assert "the" not in top[0] + top[1]
+    contracted = class_tfidf(["it hasn't shipped, it hasn't", "we haven't refunded, weren't told"], [0, 1], top_n=3)
+    assert not {"hasn", "haven", "weren"} & {w for words in contracted.values() for w in words}, contracted
 
 
 def test_empty_store_builds_no_signature(tmp_path: Path) -> None:

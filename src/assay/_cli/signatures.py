@@ -120,8 +120,11 @@ def _list(ctx: typer.Context, rebuild: bool, as_json: bool, limit: int, with_key
         console.print(f"({console.width} columns: share, cost, first/last seen, status, environments and the "
                       f"representative unit show from {WIDE} columns, e.g. COLUMNS={WIDE + 60}; --json has every "
                       "field)", highlight=False)
-    console.print(f"environment: {escape(scope.name) if scope else 'all'} (failed units of other environments are "
-                  "not clustered; --env NAME or --env all to change)", highlight=False)
+    if scope is None:
+        console.print("environment: all (the failed units of every environment; --env NAME for one)", highlight=False)
+    else:
+        console.print(f"environment: {escape(scope.name)} (failed units of other environments are not clustered; "
+                      "--env NAME or --env all to change)", highlight=False)
     if not stored:
         _preview_footer(app, signatures, env)
         return

@@ -31,7 +31,8 @@ from assay.signatures.keys import StructuralKey
 TEMPLATE_WORDS = frozenset({
     "id", "num", "date", "time", "email", "failing", "step", "final", "answer", "context", "tool_call",
     "tool_result", "assistant", "user", "error", "failed", "ended", "tool", "without", "calling",
-    "ll", "ve", "re", "don", "didn", "doesn", "isn", "won", "wasn", "aren", "couldn", "shouldn",
+    "ll", "ve", "re", "don", "didn", "doesn", "isn", "won", "wasn", "aren", "couldn", "shouldn", "hasn", "haven",
+    "hadn", "weren", "wouldn", "mustn", "needn", "mightn", "shan",
     "call", "result", "how", "stated", "source", "agent",
     *(word for words in SIGNAL_WORDS.values() for word in words.split()),
 })
