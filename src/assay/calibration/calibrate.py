@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from assay._store import Store
 from assay._store.scores import finish_run, new_run
 from assay._store.tables import EvaluatorRow, RunRow
+from assay.annotations.model import Criterion
 from assay.annotations.scale import ScaleValue
 from assay.annotations.store import get_criterion
 from assay.calibration.ceiling import HumanCeiling, human_ceiling, human_labels
@@ -147,7 +148,7 @@ def calibrate(store: Store, defn: EvaluatorDef, judge: JudgeClient | None, judge
         JudgeUnreachable: the judge cannot be reached, or answers HTTP 404 (``JudgeNotFound``).
     """
     ds = dataset or build_dataset(store, defn.criterion.name)
-    _check_criterion_version(store, defn)
+    crit = _check_criterion_version(store, defn)
     if not ds.items:
         raise UsageError(f"criterion {defn.criterion.name!r} has no labelled units to calibrate on; "
                          "import labels first (assay labels import)")
@@ -192,7 +193,7 @@ def calibrate(store: Store, defn: EvaluatorDef, judge: JudgeClient | None, judge
         threshold=defn.threshold, min_kappa=min_kappa, meets_threshold=meets, notes=tuple(notes),
         status=status, run_id=run_id, override_reason=None if meets else force_reason, split_id=split.split_id,
         split_sizes=split.sizes(), test=test, overall=overall, human_ceiling=ceiling, test_uses=uses,
-        warnings=_warnings(test, uses, results) + _criterion_drift(store, defn),
+        warnings=_warnings(test, uses, results) + _criterion_drift(crit, defn),
         n_not_applicable=sum(f.status == "not_applicable" for f in failures),
         certification=decision, split_fractions=fractions, judge=identity, scale=defn.scale.kind,
         plan=None if meets else plan_rates(binary_rates(test.confusion), binary_rates(overall.confusion),
@@ -242,19 +243,19 @@ def _warnings(test: CalibrationMetrics, uses: int, results: Sequence[Evaluation]
     return tuple(warnings)
 
 
-def _check_criterion_version(store: Store, defn: EvaluatorDef) -> None:
+def _check_criterion_version(store: Store, defn: EvaluatorDef) -> Criterion:
     """Refuse an evaluator file that names a version of its criterion the store has never had."""
     crit = get_criterion(store, defn.criterion.name)
     if defn.criterion.version > crit.version:
         raise UsageError(f"{defn.name} names criterion {crit.name!r} version {defn.criterion.version}, but the store's "
                          f"criterion is at version {crit.version}: fix criterion.version in the evaluator file (a "
                          "criterion gets a new version when its text or scale is edited: assay criteria edit)")
+    return crit
 
 
-def _criterion_drift(store: Store, defn: EvaluatorDef) -> tuple[str, ...]:
+def _criterion_drift(crit: Criterion, defn: EvaluatorDef) -> tuple[str, ...]:
     """A warning when the evaluator file was written against another version (or text) of its criterion
     than the store holds: it is then calibrated on labels made under the store's version."""
-    crit = get_criterion(store, defn.criterion.name)
     if defn.criterion.version != crit.version:
         return (f"{defn.name} is written against criterion {crit.name!r} version {defn.criterion.version}, but the "
                 f"store's criterion is version {crit.version}: the labels measured here are those current under "
